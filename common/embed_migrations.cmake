@@ -1,0 +1,21 @@
+# Writes OUT, a C file holding every migration in FILES (sorted) as
+# rw_migrations[] = {{"0001_name", "sql..."}, ...}; rw_migrations_count.
+separate_arguments(FILES)
+set(body "/* generated from schemas/sql by embed_migrations.cmake */\n")
+string(APPEND body "#include <stddef.h>\n#include \"rw_migrate.h\"\n")
+string(APPEND body "const rw_migration_t rw_migrations[] = {\n")
+set(count 0)
+foreach(f IN LISTS FILES)
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} sql HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" sql "${sql}")
+  # split into 64-byte string pieces to keep lines short
+  string(REGEX REPLACE "((\\\\x[0-9a-f][0-9a-f]){32})" "\\1\"\n  \"" sql "${sql}")
+  string(APPEND body "  {\"${name}\",\n  \"${sql}\"},\n")
+  math(EXPR count "${count} + 1")
+endforeach()
+if(count EQUAL 0)
+  string(APPEND body "  {NULL, NULL},\n")
+endif()
+string(APPEND body "};\nconst size_t rw_migrations_count = ${count};\n")
+file(WRITE ${OUT} "${body}")

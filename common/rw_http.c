@@ -1,0 +1,2 @@
+/* rw_http: placeholder until the module lands. */
+typedef int rw_http_placeholder_t;

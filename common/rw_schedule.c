@@ -1,0 +1,2 @@
+/* rw_schedule: placeholder until the module lands. */
+typedef int rw_schedule_placeholder_t;

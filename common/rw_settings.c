@@ -1,0 +1,34 @@
+/*
+ * rw_settings: releases the strings of a settings struct. The key tables
+ * themselves live with each binary (producer/, worker/, poller/, ctl/).
+ */
+#include "rw_settings.h"
+
+#include <stdlib.h>
+
+void rw_settings_free(rw_settings_t *s)
+{
+    if (!s)
+        return;
+    char **strs[] = {
+        &s->pg_dsn,
+        &s->redis_url,
+        &s->kafka_brokers,
+        &s->kafka_topic_prefix,
+        &s->kafka_security_protocol,
+        &s->kafka_sasl_mechanism,
+        &s->kafka_sasl_username,
+        &s->kafka_sasl_password,
+        &s->kafka_ssl_ca_location,
+        &s->kafka_properties,
+        &s->kafka_group,
+        &s->lagoon_url,
+        &s->lagoon_token,
+        &s->lagoon_token_file,
+        &s->lagoon_ca_file,
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+}

@@ -1,0 +1,166 @@
+/*
+ * rw_settings: every ROLLWAVE_* setting any binary reads, as one struct, and
+ * the key groups binaries assemble their own config tables from. The
+ * meaning of each key lives in its help text; parsing lives in rw_config.
+ */
+#ifndef RW_SETTINGS_H
+#define RW_SETTINGS_H
+
+#include <stddef.h>
+
+#include "rw_config.h"
+
+typedef struct rw_settings {
+    /* process */
+    int log_level;
+    long long metrics_port;
+    /* postgres */
+    char *pg_dsn;
+    /* redis */
+    char *redis_url;
+    long long redis_timeout_ms;
+    /* kafka */
+    char *kafka_brokers;
+    char *kafka_topic_prefix;
+    char *kafka_security_protocol;
+    char *kafka_sasl_mechanism;
+    char *kafka_sasl_username;
+    char *kafka_sasl_password;
+    char *kafka_ssl_ca_location;
+    char *kafka_properties;
+    long long kafka_session_timeout_ms;
+    char *kafka_group;
+    /* lagoon */
+    char *lagoon_url;
+    char *lagoon_token;
+    char *lagoon_token_file;
+    long long lagoon_timeout_ms;
+    long long lagoon_connect_timeout_ms;
+    char *lagoon_ca_file;
+    /* scheduling (producer) */
+    long long tick_interval_s;
+    long long max_per_run;
+    long long bulk_chunk_size;
+    long long jitter_window_min;
+    /* trigger (worker) */
+    long long trigger_retries;
+    long long trigger_backoff_base_ms;
+    long long trigger_backoff_max_ms;
+    long long failure_backoff_s;
+    long long max_attempts;
+    long long lock_ttl_s;
+    /* poll (poller) */
+    long long first_poll_delay_s;
+    long long poll_interval_s;
+    long long poll_max_attempts;
+} rw_settings_t;
+
+#define RW_KEY(env, type, field, def, min, max, req, help)                     \
+    {env, type, def, min, max, offsetof(rw_settings_t, field), req, help}
+
+#define RW_KEYS_PROCESS(default_port)                                          \
+    RW_KEY("ROLLWAVE_LOG_LEVEL", RW_CFG_LEVEL, log_level, "info", 0, 0, 0,     \
+           "log threshold: debug, info, warn, error or off"),                  \
+        RW_KEY("ROLLWAVE_METRICS_PORT", RW_CFG_INT, metrics_port,              \
+               default_port, 0, 65535, 0,                                      \
+               "port of the /metrics and /healthz server (0 = off)")
+
+#define RW_KEYS_PG                                                             \
+    RW_KEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, NULL, 0, 0, 1,            \
+           "libpq connection string or URI (sslmode, sslrootcert, ... "        \
+           "are passed through)")
+
+#define RW_KEYS_REDIS                                                          \
+    RW_KEY("ROLLWAVE_REDIS_URL", RW_CFG_SECRET, redis_url,                     \
+           "redis://127.0.0.1:6379/0", 0, 0, 1,                                \
+           "redis://[:password@]host:port[/db] or unix:///path/to.sock"),      \
+        RW_KEY("ROLLWAVE_REDIS_TIMEOUT_MS", RW_CFG_INT, redis_timeout_ms,      \
+               "2000", 10, 600000, 0, "redis connect and command timeout")
+
+#define RW_KEYS_KAFKA(default_group)                                           \
+    RW_KEY("ROLLWAVE_KAFKA_BROKERS", RW_CFG_STR, kafka_brokers,                \
+           "127.0.0.1:9092", 0, 0, 1, "bootstrap servers, host:port,..."),     \
+        RW_KEY("ROLLWAVE_KAFKA_TOPIC_PREFIX", RW_CFG_STR, kafka_topic_prefix,  \
+               "rollwave.", 0, 0, 0,                                           \
+               "prefix of every topic name (batches, poll, dlq)"),             \
+        RW_KEY("ROLLWAVE_KAFKA_SECURITY_PROTOCOL", RW_CFG_STR,                 \
+               kafka_security_protocol, "plaintext", 0, 0, 0,                  \
+               "plaintext, ssl, sasl_plaintext or sasl_ssl"),                  \
+        RW_KEY("ROLLWAVE_KAFKA_SASL_MECHANISM", RW_CFG_STR,                    \
+               kafka_sasl_mechanism, NULL, 0, 0, 0,                            \
+               "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (empty = none)"),          \
+        RW_KEY("ROLLWAVE_KAFKA_SASL_USERNAME", RW_CFG_STR,                     \
+               kafka_sasl_username, NULL, 0, 0, 0, "SASL user name"),          \
+        RW_KEY("ROLLWAVE_KAFKA_SASL_PASSWORD", RW_CFG_SECRET,                  \
+               kafka_sasl_password, NULL, 0, 0, 0, "SASL password"),           \
+        RW_KEY("ROLLWAVE_KAFKA_SSL_CA_LOCATION", RW_CFG_STR,                   \
+               kafka_ssl_ca_location, NULL, 0, 0, 0,                           \
+               "CA bundle for ssl / sasl_ssl"),                                \
+        RW_KEY("ROLLWAVE_KAFKA_PROPERTIES", RW_CFG_SECRET, kafka_properties,   \
+               NULL, 0, 0, 0,                                                  \
+               "extra librdkafka properties: key=value,key=value"),            \
+        RW_KEY("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", RW_CFG_INT,                \
+               kafka_session_timeout_ms, "10000", 3000, 300000, 0,             \
+               "consumer group session timeout"),                              \
+        RW_KEY("ROLLWAVE_KAFKA_GROUP", RW_CFG_STR, kafka_group, default_group, \
+               0, 0, 1, "consumer group id")
+
+#define RW_KEYS_LAGOON                                                         \
+    RW_KEY("ROLLWAVE_LAGOON_URL", RW_CFG_STR, lagoon_url, NULL, 0, 0, 1,       \
+           "Lagoon GraphQL endpoint, e.g. https://api.example.com/graphql"),   \
+        RW_KEY("ROLLWAVE_LAGOON_TOKEN", RW_CFG_SECRET, lagoon_token, NULL, 0,  \
+               0, 0, "bearer token (or use ROLLWAVE_LAGOON_TOKEN_FILE)"),      \
+        RW_KEY("ROLLWAVE_LAGOON_TOKEN_FILE", RW_CFG_STR, lagoon_token_file,    \
+               NULL, 0, 0, 0,                                                  \
+               "file holding the bearer token; re-read after a 401"),          \
+        RW_KEY("ROLLWAVE_LAGOON_TIMEOUT_MS", RW_CFG_INT, lagoon_timeout_ms,    \
+               "30000", 100, 600000, 0, "whole-request timeout"),              \
+        RW_KEY("ROLLWAVE_LAGOON_CONNECT_TIMEOUT_MS", RW_CFG_INT,               \
+               lagoon_connect_timeout_ms, "5000", 100, 120000, 0,              \
+               "connect timeout"),                                             \
+        RW_KEY("ROLLWAVE_LAGOON_CA_FILE", RW_CFG_STR, lagoon_ca_file, NULL, 0, \
+               0, 0, "CA bundle for the Lagoon API (empty = system CAs)")
+
+#define RW_KEYS_SCHEDULE                                                       \
+    RW_KEY("ROLLWAVE_TICK_INTERVAL_S", RW_CFG_INT, tick_interval_s, "600", 1,  \
+           86400, 0, "seconds between scheduler ticks"),                       \
+        RW_KEY("ROLLWAVE_MAX_PER_RUN", RW_CFG_INT, max_per_run, "50", 1,       \
+               10000000, 0, "most instances one tick schedules"),              \
+        RW_KEY("ROLLWAVE_BULK_CHUNK_SIZE", RW_CFG_INT, bulk_chunk_size, "50",  \
+               1, 1000, 0, "most environments in one bulk deploy"),            \
+        RW_KEY("ROLLWAVE_JITTER_WINDOW_MIN", RW_CFG_INT, jitter_window_min,    \
+               "180", 0, 100000, 0,                                            \
+               "deterministic jitter window added to the cadence, minutes")
+
+#define RW_KEYS_TRIGGER                                                        \
+    RW_KEY("ROLLWAVE_TRIGGER_RETRIES", RW_CFG_INT, trigger_retries, "5", 0,    \
+           100, 0, "retries of a retriable bulk deploy failure"),              \
+        RW_KEY("ROLLWAVE_TRIGGER_BACKOFF_BASE_MS", RW_CFG_INT,                 \
+               trigger_backoff_base_ms, "500", 1, 600000, 0,                   \
+               "first retry delay; doubles per retry, with jitter"),           \
+        RW_KEY("ROLLWAVE_TRIGGER_BACKOFF_MAX_MS", RW_CFG_INT,                  \
+               trigger_backoff_max_ms, "30000", 1, 3600000, 0,                 \
+               "longest retry delay"),                                         \
+        RW_KEY("ROLLWAVE_FAILURE_BACKOFF_S", RW_CFG_INT, failure_backoff_s,    \
+               "3600", 0, 2592000, 0,                                          \
+               "next_redeploy_at push-back after a failed trigger"),           \
+        RW_KEY("ROLLWAVE_MAX_ATTEMPTS", RW_CFG_INT, max_attempts, "3", 1, 100, \
+               0, "attempts per target across retries and replays")
+
+#define RW_KEYS_LOCK                                                           \
+    RW_KEY("ROLLWAVE_LOCK_TTL_S", RW_CFG_INT, lock_ttl_s, "50400", 60,         \
+           2592000, 0, "instance lock TTL; longer than the polling horizon")
+
+#define RW_KEYS_POLL                                                           \
+    RW_KEY("ROLLWAVE_FIRST_POLL_DELAY_S", RW_CFG_INT, first_poll_delay_s,      \
+           "10", 0, 86400, 0, "delay of the first poll after a trigger"),      \
+        RW_KEY("ROLLWAVE_POLL_INTERVAL_S", RW_CFG_INT, poll_interval_s, "30",  \
+               0, 86400, 0, "delay between polls of one chunk"),               \
+        RW_KEY("ROLLWAVE_POLL_MAX_ATTEMPTS", RW_CFG_INT, poll_max_attempts,    \
+               "1440", 1, 1000000, 0,                                          \
+               "polls before a chunk's remaining targets time out")
+
+/* Free every string of s (all keys of every group). Accepts NULL. */
+void rw_settings_free(rw_settings_t *s);
+
+#endif

@@ -1,0 +1,2 @@
+/* rw_state: placeholder until the module lands. */
+typedef int rw_state_placeholder_t;
