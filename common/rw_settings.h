@@ -77,7 +77,7 @@ typedef struct rw_settings {
         RW_KEY("ROLLWAVE_REDIS_TIMEOUT_MS", RW_CFG_INT, redis_timeout_ms,      \
                "2000", 10, 600000, 0, "redis connect and command timeout")
 
-#define RW_KEYS_KAFKA(default_group)                                           \
+#define RW_KEYS_KAFKA                                                          \
     RW_KEY("ROLLWAVE_KAFKA_BROKERS", RW_CFG_STR, kafka_brokers,                \
            "127.0.0.1:9092", 0, 0, 1, "bootstrap servers, host:port,..."),     \
         RW_KEY("ROLLWAVE_KAFKA_TOPIC_PREFIX", RW_CFG_STR, kafka_topic_prefix,  \
@@ -101,9 +101,11 @@ typedef struct rw_settings {
                "extra librdkafka properties: key=value,key=value"),            \
         RW_KEY("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", RW_CFG_INT,                \
                kafka_session_timeout_ms, "10000", 3000, 300000, 0,             \
-               "consumer group session timeout"),                              \
-        RW_KEY("ROLLWAVE_KAFKA_GROUP", RW_CFG_STR, kafka_group, default_group, \
-               0, 0, 1, "consumer group id")
+               "consumer group session timeout")
+
+#define RW_KEYS_KAFKA_GROUP(default_group)                                     \
+    RW_KEY("ROLLWAVE_KAFKA_GROUP", RW_CFG_STR, kafka_group, default_group, 0,  \
+           0, 1, "consumer group id")
 
 #define RW_KEYS_LAGOON                                                         \
     RW_KEY("ROLLWAVE_LAGOON_URL", RW_CFG_STR, lagoon_url, NULL, 0, 0, 1,       \

@@ -1,0 +1,33 @@
+/*
+ * rollwave-producer: Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.
+ * This file holds the configuration table and process start.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "rw_config.h"
+#include "rw_daemon.h"
+#include "rw_log.h"
+#include "rw_settings.h"
+
+static const rw_cfg_key_t keys[] = {
+    RW_KEYS_PROCESS("9101"),
+    RW_KEYS_PG,
+    RW_KEYS_KAFKA,
+    RW_KEYS_SCHEDULE,
+};
+
+int main(int argc, char **argv)
+{
+    static const char *const flags[] = {"--once", NULL};
+    rw_settings_t s;
+
+    memset(&s, 0, sizeof(s));
+    rw_config_init(argc, argv, "rollwave-producer",
+                   "Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.", flags, keys,
+                   sizeof(keys) / sizeof(keys[0]), &s);
+    rw_daemon_signals_install("producer");
+    rw_error("producer", "event=start_refused reason=\"pipeline not built yet\"");
+    rw_settings_free(&s);
+    return 1;
+}
