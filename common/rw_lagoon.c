@@ -1,2 +1,1064 @@
-/* rw_lagoon: placeholder until the module lands. */
-typedef int rw_lagoon_placeholder_t;
+/*
+ * rw_lagoon: Lagoon GraphQL client over libcurl + jansson.
+ *
+ * Builds the two request bodies (constant query text, values only in
+ * variables), posts them on one keep-alive curl handle per client, and
+ * turns HTTP status, curl result and GraphQL errors into rw_err_t. It does
+ * not retry (beyond one token re-read after HTTP 401), throttle or map
+ * statuses to target states: callers own those decisions. The token is
+ * never logged and is scrubbed from every error text this module writes.
+ */
+#include "rw_lagoon.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "rw_log.h"
+
+#define COMP "lagoon"
+
+/* A deployments answer for one chunk is a few KiB; anything near this is
+ * not Lagoon talking to us. */
+#define MAX_RESPONSE_BYTES (32u * 1024u * 1024u)
+#define MAX_TOKEN_FILE_BYTES 65536
+/* GraphQL error messages are quoted into errstr; long stack-trace-like
+ * messages are cut here so they cannot crowd out the rest. */
+#define MAX_GQL_MESSAGE 300
+#define DEFAULT_TIMEOUT_MS 30000L
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000L
+
+const char rw_lagoon_bulk_query[] =
+    "mutation ($input: BulkDeploymentLatestInput!) "
+    "{ bulkDeployEnvironmentLatest(input: $input) }";
+
+const char rw_lagoon_deployments_query[] =
+    "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) "
+    "{ id name status created started completed "
+    "environment { name project { name } } } }";
+
+struct rw_lagoon {
+    CURL *curl;
+    char *url;
+    char *token;
+    char *token_file; /* NULL when the token was given directly */
+    char *ca_file;
+    char *user_agent;
+    long timeout_ms;
+    long connect_timeout_ms;
+    char curl_err[CURL_ERROR_SIZE];
+    char *resp;
+    size_t resp_len, resp_cap;
+    bool resp_too_big;
+};
+
+/* ---------------------------------------------------------------- init */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_OK;
+
+static void global_init_once(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+rw_err_t rw_lagoon_global_init(char *errstr, size_t errlen)
+{
+    pthread_once(&global_once, global_init_once);
+    if (global_rc != CURLE_OK)
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "curl_global_init failed: %s",
+                          curl_easy_strerror(global_rc));
+    return RW_OK;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+/* Overwrite every occurrence of secret in s with '*' (same length, so the
+ * buffer never grows). */
+static void scrub(char *s, const char *secret)
+{
+    size_t n;
+    char *p;
+
+    if (!s || !secret || !*secret)
+        return;
+    n = strlen(secret);
+    while ((p = strstr(s, secret)) != NULL)
+        memset(p, '*', n);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return (s && *s) ? strdup(s) : NULL;
+}
+
+static void wipe_free(char *s)
+{
+    if (!s)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+/* Read and trim the token file; *out is malloc'd on success. */
+static rw_err_t read_token_file(const char *path, char **out, char *errstr,
+                                size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char *buf = NULL;
+    FILE *f = NULL;
+    size_t n, start, end;
+
+    *out = NULL;
+    f = fopen(path, "r");
+    if (!f) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "cannot open lagoon token file %s: %s", path,
+                         strerror(errno));
+        goto out;
+    }
+    buf = malloc(MAX_TOKEN_FILE_BYTES + 1);
+    if (!buf) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    n = fread(buf, 1, MAX_TOKEN_FILE_BYTES, f);
+    if (ferror(f)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "cannot read lagoon token file %s", path);
+        goto out;
+    }
+    buf[n] = '\0';
+    start = 0;
+    while (start < n && isspace((unsigned char)buf[start]))
+        start++;
+    end = n;
+    while (end > start && isspace((unsigned char)buf[end - 1]))
+        end--;
+    if (end == start) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "lagoon token file %s is empty", path);
+        goto out;
+    }
+    *out = strndup(buf + start, end - start);
+    if (!*out)
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+out:
+    if (buf) {
+        explicit_bzero(buf, MAX_TOKEN_FILE_BYTES + 1);
+        free(buf);
+    }
+    if (f)
+        fclose(f);
+    return err;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static char *dump_request(const char *query, json_t *variables)
+{
+    json_t *root = NULL;
+    char *text = NULL;
+
+    if (!variables)
+        return NULL;
+    root = json_object();
+    if (!root)
+        goto out;
+    if (json_object_set_new(root, "query", json_string(query)) != 0)
+        goto out;
+    if (json_object_set(root, "variables", variables) != 0)
+        goto out;
+    text = json_dumps(root, JSON_COMPACT);
+out:
+    json_decref(root);
+    return text;
+}
+
+char *rw_lagoon_bulk_request_json(const char *bulk_name,
+                                  const rw_lagoon_env_t *envs, size_t n_envs,
+                                  const rw_lagoon_var_t *vars, size_t n_vars)
+{
+    json_t *variables = NULL, *input, *bvars, *jenvs;
+    char *text = NULL;
+
+    if (!bulk_name || !envs || n_envs == 0 || (n_vars > 0 && !vars))
+        return NULL;
+
+    variables = json_object();
+    input = json_object();
+    bvars = json_array();
+    jenvs = json_array();
+    if (!variables || !input || !bvars || !jenvs) {
+        json_decref(input);
+        json_decref(bvars);
+        json_decref(jenvs);
+        goto out;
+    }
+    /* _new steals the reference even on failure, so each object below has
+     * exactly one owner from here on. */
+    if (json_object_set_new(variables, "input", input) != 0) {
+        json_decref(bvars);
+        json_decref(jenvs);
+        goto out;
+    }
+    if (json_object_set_new(input, "name", json_string(bulk_name)) != 0) {
+        json_decref(bvars);
+        json_decref(jenvs);
+        goto out;
+    }
+    if (json_object_set_new(input, "buildVariables", bvars) != 0) {
+        json_decref(jenvs);
+        goto out;
+    }
+    if (json_object_set_new(input, "environments", jenvs) != 0)
+        goto out;
+
+    for (size_t i = 0; i < n_vars; i++) {
+        json_t *v;
+
+        if (!vars[i].name || !vars[i].value)
+            goto out;
+        /* json_string() refuses invalid UTF-8: the pack fails, we return
+         * NULL rather than send something Lagoon would misread. */
+        v = json_pack("{s:s, s:s}", "name", vars[i].name, "value",
+                      vars[i].value);
+        if (json_array_append_new(bvars, v) != 0)
+            goto out;
+    }
+    for (size_t i = 0; i < n_envs; i++) {
+        json_t *e;
+
+        if (!envs[i].project || !envs[i].environment)
+            goto out;
+        e = json_pack("{s:{s:s, s:{s:s}}}", "environment", "name",
+                      envs[i].environment, "project", "name",
+                      envs[i].project);
+        if (json_array_append_new(jenvs, e) != 0)
+            goto out;
+    }
+    text = dump_request(rw_lagoon_bulk_query, variables);
+out:
+    json_decref(variables);
+    return text;
+}
+
+char *rw_lagoon_deployments_request_json(const char *bulk_id)
+{
+    json_t *variables;
+    char *text;
+
+    if (!bulk_id || !*bulk_id)
+        return NULL;
+    variables = json_pack("{s:s}", "bulkId", bulk_id);
+    text = dump_request(rw_lagoon_deployments_query, variables);
+    json_decref(variables);
+    return text;
+}
+
+/* ------------------------------------------------------ classification */
+
+rw_err_t rw_lagoon_classify(CURLcode cc, long http_status)
+{
+    switch (cc) {
+    case CURLE_OK:
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        return RW_ERR_LAGOON_TIMEOUT;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        /* Retrying a bad URL can never help: it is configuration. */
+        return RW_ERR_CONFIG;
+    default:
+        return RW_ERR_LAGOON_NETWORK;
+    }
+    if (http_status >= 200 && http_status <= 299)
+        return RW_OK;
+    if (http_status == 401 || http_status == 403)
+        return RW_ERR_LAGOON_AUTH;
+    if (http_status == 408)
+        return RW_ERR_LAGOON_TIMEOUT;
+    if (http_status == 429)
+        return RW_ERR_LAGOON_RATE_LIMITED;
+    if (http_status >= 500 && http_status <= 599)
+        return RW_ERR_LAGOON_SERVER;
+    return RW_ERR_LAGOON_PROTOCOL;
+}
+
+/* ------------------------------------------------------------- parsing */
+
+/* First GraphQL error message of root, truncated, or NULL. */
+static const char *first_gql_error(json_t *root, char *buf, size_t len)
+{
+    json_t *errors, *first, *msg;
+
+    if (!json_is_object(root))
+        return NULL;
+    errors = json_object_get(root, "errors");
+    if (!json_is_array(errors) || json_array_size(errors) == 0)
+        return NULL;
+    first = json_array_get(errors, 0);
+    msg = json_is_object(first) ? json_object_get(first, "message") : NULL;
+    snprintf(buf, len, "%.*s", MAX_GQL_MESSAGE,
+             json_is_string(msg) ? json_string_value(msg)
+                                 : "(error without message)");
+    return buf;
+}
+
+/*
+ * Shared envelope handling: on RW_OK, *rootp holds the parsed document
+ * (caller decrefs) and *valuep the borrowed, non-null data.<field>.
+ */
+static rw_err_t parse_envelope(long http_status, const char *body,
+                               const char *field, json_t **rootp,
+                               json_t **valuep, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *data, *value;
+    json_error_t jerr;
+    char msg[MAX_GQL_MESSAGE + 1];
+    const char *gql;
+
+    *rootp = NULL;
+    *valuep = NULL;
+    if (body && *body)
+        root = json_loads(body, 0, &jerr);
+    gql = first_gql_error(root, msg, sizeof(msg));
+
+    err = rw_lagoon_classify(CURLE_OK, http_status);
+    if (err) {
+        /* Some GraphQL servers answer query validation failures with 400
+         * and an errors array: that is a GraphQL error, not noise. */
+        if (http_status == 400 && gql)
+            err = RW_ERR_LAGOON_GRAPHQL;
+        if (gql)
+            rw_err_set(errstr, errlen, err, "%s: HTTP %ld: %s", field,
+                       http_status, gql);
+        else
+            rw_err_set(errstr, errlen, err, "%s: HTTP %ld", field,
+                       http_status);
+        goto out;
+    }
+    if (!body || !*body) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "%s: empty response body", field);
+        goto out;
+    }
+    if (!root) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "%s: invalid JSON (line %d: %s)", field, jerr.line,
+                         jerr.text);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "%s: response is not a JSON object", field);
+        goto out;
+    }
+    data = json_object_get(root, "data");
+    value = json_is_object(data) ? json_object_get(data, field) : NULL;
+    if (value && !json_is_null(value)) {
+        *valuep = value;
+        goto out;
+    }
+    if (gql) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL, "%s: %s",
+                         field, gql);
+        goto out;
+    }
+    err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                     "%s: response has no data.%s", field, field);
+out:
+    if (err)
+        json_decref(root);
+    else
+        *rootp = root;
+    return err;
+}
+
+rw_err_t rw_lagoon_parse_bulk_response(long http_status, const char *body,
+                                       char *bulk_id, size_t len, char *errstr,
+                                       size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *value = NULL;
+    const char *id;
+
+    if (bulk_id && len)
+        bulk_id[0] = '\0';
+    err = parse_envelope(http_status, body, "bulkDeployEnvironmentLatest",
+                         &root, &value, errstr, errlen);
+    if (err)
+        goto out;
+    id = json_string_value(value);
+    if (!id || !*id) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "bulkDeployEnvironmentLatest: bulk id is not a "
+                         "non-empty string");
+        goto out;
+    }
+    if (!bulk_id || strlen(id) >= len) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "bulkDeployEnvironmentLatest: bulk id of %zu bytes "
+                         "does not fit",
+                         strlen(id));
+        goto out;
+    }
+    memcpy(bulk_id, id, strlen(id) + 1);
+out:
+    json_decref(root);
+    return err;
+}
+
+static int two_digits(const char *s, int *v)
+{
+    if (!isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1]))
+        return -1;
+    *v = (s[0] - '0') * 10 + (s[1] - '0');
+    return 0;
+}
+
+rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
+{
+    struct tm tm;
+    int year = 0, mon, day, hour, min, sec, oh = 0, om = 0, sign = 0;
+    const char *p;
+    time_t t;
+
+    if (!s || !out)
+        return RW_ERR_INVALID_ARG;
+    for (int i = 0; i < 4; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return RW_ERR_INVALID_ARG;
+        year = year * 10 + (s[i] - '0');
+    }
+    if (s[4] != '-' || two_digits(s + 5, &mon) || s[7] != '-' ||
+        two_digits(s + 8, &day))
+        return RW_ERR_INVALID_ARG;
+    if (s[10] != ' ' && s[10] != 'T' && s[10] != 't')
+        return RW_ERR_INVALID_ARG;
+    if (two_digits(s + 11, &hour) || s[13] != ':' ||
+        two_digits(s + 14, &min) || s[16] != ':' || two_digits(s + 17, &sec))
+        return RW_ERR_INVALID_ARG;
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 ||
+        min > 59 || sec > 60)
+        return RW_ERR_INVALID_ARG;
+    p = s + 19;
+    if (*p == '.' || *p == ',') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return RW_ERR_INVALID_ARG;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '+' ? 1 : -1;
+        p++;
+        if (two_digits(p, &oh))
+            return RW_ERR_INVALID_ARG;
+        p += 2;
+        if (*p == ':')
+            p++;
+        if (isdigit((unsigned char)*p)) {
+            if (two_digits(p, &om))
+                return RW_ERR_INVALID_ARG;
+            p += 2;
+        } else if (p[-1] == ':') {
+            return RW_ERR_INVALID_ARG;
+        }
+        if (oh > 23 || om > 59)
+            return RW_ERR_INVALID_ARG;
+    }
+    if (*p != '\0')
+        return RW_ERR_INVALID_ARG;
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    if (t == (time_t)-1 && !(year == 1969 && mon == 12 && day == 31))
+        return RW_ERR_INVALID_ARG;
+    /* "+02:00" means local time is ahead of UTC: subtract to get UTC. */
+    t -= (time_t)sign * (oh * 3600 + om * 60);
+    *out = t;
+    return RW_OK;
+}
+
+/* A date field: null or missing is 0; an unreadable one is also 0 (with a
+ * warning) so one odd date cannot stall a chunk's terminal status. */
+static time_t row_time(json_t *row, const char *key, long long id)
+{
+    json_t *v = json_object_get(row, key);
+    char q[96];
+    time_t t = 0;
+
+    if (!json_is_string(v))
+        return 0;
+    if (rw_lagoon_parse_time(json_string_value(v), &t) != RW_OK) {
+        rw_warn(COMP, "event=bad_date deployment=%lld field=%s value=%s", id,
+                key, rw_log_quote(q, sizeof(q), json_string_value(v)));
+        return 0;
+    }
+    return t;
+}
+
+static char *row_str(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+
+    return strdup(json_is_string(v) ? json_string_value(v) : "");
+}
+
+static void free_row(rw_lagoon_deployment_t *r)
+{
+    free(r->name);
+    free(r->status);
+    free(r->project);
+    free(r->environment);
+}
+
+void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        free_row(&d->rows[i]);
+    free(d->rows);
+    free(d);
+}
+
+/* Fill r from one row object. RW_ERR_NOT_FOUND = skip the row. */
+static rw_err_t parse_row(json_t *row, rw_lagoon_deployment_t *r, char *errstr,
+                          size_t errlen)
+{
+    json_t *id, *env, *envname, *project, *projname;
+    const char *idstr;
+    char *end;
+
+    memset(r, 0, sizeof(*r));
+    if (!json_is_object(row))
+        return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                          "deploymentsByBulkId: row is not an object");
+    id = json_object_get(row, "id");
+    if (json_is_integer(id)) {
+        r->id = json_integer_value(id);
+    } else if (json_is_string(id)) {
+        /* GraphQL ID scalars may come as strings. */
+        idstr = json_string_value(id);
+        errno = 0;
+        r->id = strtoll(idstr, &end, 10);
+        if (errno || end == idstr || *end)
+            return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                              "deploymentsByBulkId: row id is not a number");
+    } else {
+        return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                          "deploymentsByBulkId: row without an id");
+    }
+
+    env = json_object_get(row, "environment");
+    envname = json_is_object(env) ? json_object_get(env, "name") : NULL;
+    project = json_is_object(env) ? json_object_get(env, "project") : NULL;
+    projname = json_is_object(project) ? json_object_get(project, "name")
+                                       : NULL;
+    /* A deployment whose environment was deleted (or is hidden from this
+     * token) cannot be mapped back to a target: skip it. */
+    if (!json_is_string(envname) || !json_is_string(projname))
+        return RW_ERR_NOT_FOUND;
+
+    r->project = strdup(json_string_value(projname));
+    r->environment = strdup(json_string_value(envname));
+    r->name = row_str(row, "name");
+    r->status = row_str(row, "status");
+    if (!r->project || !r->environment || !r->name || !r->status) {
+        free_row(r);
+        memset(r, 0, sizeof(*r));
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    }
+    r->created = row_time(row, "created", r->id);
+    r->started = row_time(row, "started", r->id);
+    r->completed = row_time(row, "completed", r->id);
+    return RW_OK;
+}
+
+rw_err_t rw_lagoon_parse_deployments_response(long http_status,
+                                              const char *body,
+                                              rw_lagoon_deployments_t **out,
+                                              char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *value = NULL;
+    rw_lagoon_deployments_t *d = NULL;
+    size_t n, skipped = 0;
+
+    *out = NULL;
+    err = parse_envelope(http_status, body, "deploymentsByBulkId", &root,
+                         &value, errstr, errlen);
+    if (err)
+        goto out;
+    if (!json_is_array(value)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "deploymentsByBulkId: not a list");
+        goto out;
+    }
+    d = calloc(1, sizeof(*d));
+    n = json_array_size(value);
+    if (d && n > 0)
+        d->rows = calloc(n, sizeof(*d->rows));
+    if (!d || (n > 0 && !d->rows)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rw_err_t rerr = parse_row(json_array_get(value, i), &d->rows[d->n],
+                                  errstr, errlen);
+        if (rerr == RW_ERR_NOT_FOUND) {
+            skipped++;
+            continue;
+        }
+        if (rerr) {
+            err = rerr;
+            goto out;
+        }
+        d->n++;
+    }
+    if (skipped)
+        rw_debug(COMP, "event=rows_skipped reason=no_environment count=%zu",
+                 skipped);
+out:
+    json_decref(root);
+    if (err)
+        rw_lagoon_deployments_free(d);
+    else
+        *out = d;
+    return err;
+}
+
+const rw_lagoon_deployment_t *
+rw_lagoon_deployments_find(const rw_lagoon_deployments_t *d,
+                           const char *project, const char *environment)
+{
+    const rw_lagoon_deployment_t *best = NULL;
+
+    if (!d || !project || !environment)
+        return NULL;
+    for (size_t i = 0; i < d->n; i++) {
+        const rw_lagoon_deployment_t *r = &d->rows[i];
+
+        if (strcmp(r->project, project) != 0 ||
+            strcmp(r->environment, environment) != 0)
+            continue;
+        if (!best || r->id > best->id)
+            best = r;
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------ statuses */
+
+static const char *const status_names[] = {
+    [RW_LAGOON_STATUS_UNKNOWN] = "unknown",
+    [RW_LAGOON_STATUS_NEW] = "new",
+    [RW_LAGOON_STATUS_PENDING] = "pending",
+    [RW_LAGOON_STATUS_QUEUED] = "queued",
+    [RW_LAGOON_STATUS_RUNNING] = "running",
+    [RW_LAGOON_STATUS_COMPLETE] = "complete",
+    [RW_LAGOON_STATUS_FAILED] = "failed",
+    [RW_LAGOON_STATUS_ERROR] = "error",
+    [RW_LAGOON_STATUS_CANCELLED] = "cancelled",
+};
+
+rw_lagoon_status_t rw_lagoon_status_parse(const char *status)
+{
+    if (!status)
+        return RW_LAGOON_STATUS_UNKNOWN;
+    for (size_t i = 1; i < sizeof(status_names) / sizeof(status_names[0]);
+         i++)
+        if (strcasecmp(status, status_names[i]) == 0)
+            return (rw_lagoon_status_t)i;
+    return RW_LAGOON_STATUS_UNKNOWN;
+}
+
+const char *rw_lagoon_status_name(rw_lagoon_status_t st)
+{
+    if ((int)st < 0 ||
+        (size_t)st >= sizeof(status_names) / sizeof(status_names[0]))
+        return "unknown";
+    return status_names[st];
+}
+
+bool rw_lagoon_status_is_terminal(rw_lagoon_status_t st)
+{
+    return st == RW_LAGOON_STATUS_COMPLETE || st == RW_LAGOON_STATUS_FAILED ||
+           st == RW_LAGOON_STATUS_ERROR || st == RW_LAGOON_STATUS_CANCELLED;
+}
+
+bool rw_lagoon_status_is_success(rw_lagoon_status_t st)
+{
+    return st == RW_LAGOON_STATUS_COMPLETE;
+}
+
+/* ------------------------------------------------------------ the handle */
+
+rw_err_t rw_lagoon_new(rw_lagoon_t **lcp, const rw_lagoon_opts_t *opts,
+                       char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_lagoon_t *lc = NULL;
+
+    *lcp = NULL;
+    if (!opts || !opts->url || !*opts->url) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "lagoon client needs a url");
+        goto out;
+    }
+    err = rw_lagoon_global_init(errstr, errlen);
+    if (err)
+        goto out;
+    lc = calloc(1, sizeof(*lc));
+    if (!lc) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    lc->url = strdup(opts->url);
+    lc->ca_file = dup_or_null(opts->ca_file);
+    lc->user_agent = (opts->user_agent && *opts->user_agent)
+                         ? strdup(opts->user_agent)
+                         : strdup("rollwave/0.1");
+    lc->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms
+                                          : DEFAULT_TIMEOUT_MS;
+    lc->connect_timeout_ms = opts->connect_timeout_ms > 0
+                                 ? opts->connect_timeout_ms
+                                 : DEFAULT_CONNECT_TIMEOUT_MS;
+    if (!lc->url || !lc->user_agent ||
+        (opts->ca_file && *opts->ca_file && !lc->ca_file)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (opts->token && *opts->token) {
+        lc->token = strdup(opts->token);
+        if (!lc->token) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    } else if (opts->token_file && *opts->token_file) {
+        lc->token_file = strdup(opts->token_file);
+        if (!lc->token_file) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        err = read_token_file(lc->token_file, &lc->token, errstr, errlen);
+        if (err)
+            goto out;
+    } else {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "lagoon client needs a token or a token file");
+        goto out;
+    }
+
+    lc->curl = curl_easy_init();
+    if (!lc->curl) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                         "curl_easy_init failed");
+        goto out;
+    }
+    rw_debug(COMP, "event=client_new token_source=%s timeout_ms=%ld "
+                   "connect_timeout_ms=%ld",
+             lc->token_file ? "file" : "value", lc->timeout_ms,
+             lc->connect_timeout_ms);
+out:
+    if (err)
+        rw_lagoon_destroy(lc);
+    else
+        *lcp = lc;
+    return err;
+}
+
+void rw_lagoon_destroy(rw_lagoon_t *lc)
+{
+    if (!lc)
+        return;
+    if (lc->curl)
+        curl_easy_cleanup(lc->curl);
+    free(lc->url);
+    wipe_free(lc->token);
+    free(lc->token_file);
+    free(lc->ca_file);
+    free(lc->user_agent);
+    free(lc->resp);
+    free(lc);
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    rw_lagoon_t *lc = ud;
+    size_t n = size * nmemb;
+    size_t cap;
+    char *p;
+
+    if (lc->resp_len + n + 1 > MAX_RESPONSE_BYTES) {
+        lc->resp_too_big = true;
+        return 0;
+    }
+    if (lc->resp_len + n + 1 > lc->resp_cap) {
+        cap = lc->resp_cap ? lc->resp_cap : 4096;
+        while (cap < lc->resp_len + n + 1)
+            cap *= 2;
+        p = realloc(lc->resp, cap);
+        if (!p)
+            return 0;
+        lc->resp = p;
+        lc->resp_cap = cap;
+    }
+    memcpy(lc->resp + lc->resp_len, ptr, n);
+    lc->resp_len += n;
+    lc->resp[lc->resp_len] = '\0';
+    return n;
+}
+
+/*
+ * One POST of body. RW_OK means an HTTP response arrived (any status, in
+ * *http_status, body in lc->resp); otherwise the transport error.
+ */
+static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
+                          char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    struct curl_slist *headers = NULL, *h;
+    char *auth = NULL;
+    CURLcode cc;
+    CURL *c = lc->curl;
+
+    *http_status = 0;
+    lc->resp_len = 0;
+    lc->resp_too_big = false;
+    if (lc->resp)
+        lc->resp[0] = '\0';
+    lc->curl_err[0] = '\0';
+
+    if (asprintf(&auth, "Authorization: Bearer %s", lc->token) < 0) {
+        auth = NULL;
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    h = curl_slist_append(headers, "Content-Type: application/json");
+    if (h)
+        headers = h;
+    h = h ? curl_slist_append(headers, "Accept: application/json") : NULL;
+    if (h)
+        headers = h;
+    h = h ? curl_slist_append(headers, auth) : NULL;
+    if (!h) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    headers = h;
+
+    /* Options are set on every call: cheap, and a handle left in any
+     * state by an earlier failure is fully reset to what we want. */
+    curl_easy_setopt(c, CURLOPT_URL, lc->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
+#endif
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, lc->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, lc->connect_timeout_ms);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, lc->user_agent);
+    if (lc->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, lc->ca_file);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, lc->curl_err);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, lc);
+    /* A redirect would resend the token to wherever it points. */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+
+    cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http_status);
+    if (cc == CURLE_WRITE_ERROR && lc->resp_too_big) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "response larger than %u bytes", MAX_RESPONSE_BYTES);
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        err = rw_err_set(errstr, errlen, rw_lagoon_classify(cc, 0), "%s%s%s",
+                         curl_easy_strerror(cc), lc->curl_err[0] ? ": " : "",
+                         lc->curl_err);
+        goto out;
+    }
+out:
+    /* The list and the handle keep pointers to auth/headers only until the
+     * next perform; drop them now so nothing dangles. */
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    wipe_free(auth);
+    return err;
+}
+
+/*
+ * POST body; after a 401 with a token file, re-read the file and, if the
+ * token changed (rotation), try exactly once more.
+ */
+static rw_err_t post(rw_lagoon_t *lc, const char *op, const char *body,
+                     long *http_status, int *attempts, char *errstr,
+                     size_t errlen)
+{
+    rw_err_t err;
+    char *fresh = NULL;
+    char ferr[256];
+
+    *attempts = 1;
+    err = post_once(lc, body, http_status, errstr, errlen);
+    if (err || *http_status != 401 || !lc->token_file)
+        return err;
+    if (read_token_file(lc->token_file, &fresh, ferr, sizeof(ferr)) !=
+        RW_OK) {
+        rw_warn(COMP, "event=token_reread_failed op=%s error=%s", op, ferr);
+        return RW_OK;
+    }
+    if (strcmp(fresh, lc->token) == 0) {
+        wipe_free(fresh);
+        return RW_OK;
+    }
+    wipe_free(lc->token);
+    lc->token = fresh;
+    rw_info(COMP, "event=token_reloaded op=%s", op);
+    *attempts = 2;
+    return post_once(lc, body, http_status, errstr, errlen);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void log_call(const char *op, long http_status, long long started,
+                     int attempts, rw_err_t err, const char *errstr)
+{
+    char q[320];
+
+    if (err)
+        rw_debug(COMP, "event=call op=%s http_status=%ld duration_ms=%lld "
+                       "attempts=%d outcome=%s error=%s",
+                 op, http_status, now_ms() - started, attempts,
+                 rw_err_name(err), rw_log_quote(q, sizeof(q), errstr));
+    else
+        rw_debug(COMP, "event=call op=%s http_status=%ld duration_ms=%lld "
+                       "attempts=%d outcome=OK",
+                 op, http_status, now_ms() - started, attempts);
+}
+
+rw_err_t rw_lagoon_bulk_deploy(rw_lagoon_t *lc, const char *bulk_name,
+                               const rw_lagoon_env_t *envs, size_t n_envs,
+                               const rw_lagoon_var_t *vars, size_t n_vars,
+                               char *bulk_id, size_t bulk_id_len, char *errstr,
+                               size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char *body = NULL;
+    long http_status = 0;
+    int attempts = 0;
+    long long started = now_ms();
+
+    if (errstr && errlen)
+        errstr[0] = '\0';
+    if (bulk_id && bulk_id_len)
+        bulk_id[0] = '\0';
+    if (!lc || !bulk_name || !*bulk_name || !envs || n_envs == 0 ||
+        !bulk_id || bulk_id_len == 0 || (n_vars > 0 && !vars)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "bulk deploy needs a client, a name, at least one "
+                         "environment and a bulk id buffer");
+        goto out;
+    }
+    for (size_t i = 0; i < n_envs; i++) {
+        if (!envs[i].project || !*envs[i].project || !envs[i].environment ||
+            !*envs[i].environment) {
+            err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                             "environment %zu has no project or name", i);
+            goto out;
+        }
+    }
+    body = rw_lagoon_bulk_request_json(bulk_name, envs, n_envs, vars, n_vars);
+    if (!body) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "cannot encode bulk request (NULL or non-UTF-8 "
+                         "value, or out of memory)");
+        goto out;
+    }
+    err = post(lc, "bulk_deploy", body, &http_status, &attempts, errstr,
+               errlen);
+    if (err)
+        goto out;
+    err = rw_lagoon_parse_bulk_response(http_status, lc->resp, bulk_id,
+                                        bulk_id_len, errstr, errlen);
+out:
+    if (err && lc)
+        scrub(errstr, lc->token);
+    log_call("bulk_deploy", http_status, started, attempts, err, errstr);
+    free(body);
+    return err;
+}
+
+rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
+                                          rw_lagoon_deployments_t **out,
+                                          char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char *body = NULL;
+    long http_status = 0;
+    int attempts = 0;
+    long long started = now_ms();
+
+    if (errstr && errlen)
+        errstr[0] = '\0';
+    if (out)
+        *out = NULL;
+    if (!lc || !bulk_id || !*bulk_id || !out) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "deployments query needs a client, a bulk id and "
+                         "an output");
+        goto out;
+    }
+    body = rw_lagoon_deployments_request_json(bulk_id);
+    if (!body) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "cannot encode deployments request");
+        goto out;
+    }
+    err = post(lc, "deployments_by_bulk_id", body, &http_status, &attempts,
+               errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_lagoon_parse_deployments_response(http_status, lc->resp, out,
+                                               errstr, errlen);
+out:
+    if (err && lc)
+        scrub(errstr, lc->token);
+    log_call("deployments_by_bulk_id", http_status, started, attempts, err,
+             errstr);
+    free(body);
+    return err;
+}

@@ -1,0 +1,185 @@
+/*
+ * rw_lagoon: the Lagoon GraphQL client (DESIGN.md section 8).
+ *
+ * Speaks exactly two operations over HTTP(S) with libcurl + jansson:
+ * bulkDeployEnvironmentLatest (trigger a chunk) and deploymentsByBulkId
+ * (read its deployment rows). Every value travels in GraphQL variables; the
+ * query texts are constants. Failures are classified into rw_err_t so that
+ * rw_err_is_retriable() alone decides whether the caller tries again.
+ *
+ * It does not retry on its own (backoff belongs to the caller), except one
+ * token re-read and retry after HTTP 401. It does not map statuses onto
+ * target states (rw_state does); it only says which Lagoon statuses are
+ * terminal and which of those mean success.
+ *
+ * An rw_lagoon_t keeps one curl easy handle for keep-alive and is NOT
+ * thread-safe: use one per thread. The pure request builders and response
+ * parsers below are exposed for unit tests and are thread-safe.
+ */
+#ifndef RW_LAGOON_H
+#define RW_LAGOON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "rw_err.h"
+
+/* Longest bulk id accepted from Lagoon (a uuid needs 36 + NUL). */
+#define RW_LAGOON_BULK_ID_MAX 128
+
+typedef struct rw_lagoon rw_lagoon_t;
+
+typedef struct rw_lagoon_opts {
+    const char *url;        /* GraphQL endpoint, required */
+    const char *token;      /* bearer token; wins over token_file */
+    const char *token_file; /* read (trimmed) when token is NULL or "" */
+    long timeout_ms;        /* whole request; 0 = 30000 */
+    long connect_timeout_ms; /* 0 = 5000 */
+    const char *ca_file;    /* TLS CA bundle; NULL or "" = system CAs */
+    const char *user_agent; /* NULL or "" = "rollwave/<version>" */
+} rw_lagoon_opts_t;
+
+typedef struct rw_lagoon_env {
+    const char *project;
+    const char *environment;
+} rw_lagoon_env_t;
+
+typedef struct rw_lagoon_var {
+    const char *name;
+    const char *value;
+} rw_lagoon_var_t;
+
+typedef struct rw_lagoon_deployment {
+    long long id;
+    char *name;        /* never NULL; "" when Lagoon sent null */
+    char *status;      /* raw Lagoon status, never NULL; "" when null */
+    char *project;     /* never NULL: rows without an environment are dropped */
+    char *environment; /* never NULL */
+    time_t created, started, completed; /* 0 = null */
+} rw_lagoon_deployment_t;
+
+typedef struct rw_lagoon_deployments {
+    rw_lagoon_deployment_t *rows;
+    size_t n;
+} rw_lagoon_deployments_t;
+
+typedef enum rw_lagoon_status {
+    RW_LAGOON_STATUS_UNKNOWN = 0, /* anything we do not recognise */
+    RW_LAGOON_STATUS_NEW,
+    RW_LAGOON_STATUS_PENDING,
+    RW_LAGOON_STATUS_QUEUED,
+    RW_LAGOON_STATUS_RUNNING,
+    RW_LAGOON_STATUS_COMPLETE,
+    RW_LAGOON_STATUS_FAILED,
+    RW_LAGOON_STATUS_ERROR,
+    RW_LAGOON_STATUS_CANCELLED,
+} rw_lagoon_status_t;
+
+/* The exact query texts sent to Lagoon. */
+extern const char rw_lagoon_bulk_query[];
+extern const char rw_lagoon_deployments_query[];
+
+/*
+ * curl_global_init, exactly once per process (safe to call from several
+ * threads). rw_lagoon_new calls it; a program may call it earlier, before
+ * it starts threads, as libcurl recommends.
+ */
+rw_err_t rw_lagoon_global_init(char *errstr, size_t errlen);
+
+/*
+ * New client. Copies everything it needs from opts. Fails with
+ * RW_ERR_CONFIG when there is no url or no token (neither given nor
+ * readable from token_file).
+ */
+rw_err_t rw_lagoon_new(rw_lagoon_t **lcp, const rw_lagoon_opts_t *opts,
+                       char *errstr, size_t errlen);
+/* Accepts NULL. */
+void rw_lagoon_destroy(rw_lagoon_t *lc);
+
+/*
+ * One bulkDeployEnvironmentLatest call for n_envs (>= 1) environments.
+ * On success bulk_id holds the id Lagoon generated. Build variables
+ * (vars, may be NULL when n_vars is 0) are passed through as given, e.g.
+ * {"LAGOON_VARIABLES_ONLY", "true"} for a variables-only redeploy.
+ */
+rw_err_t rw_lagoon_bulk_deploy(rw_lagoon_t *lc, const char *bulk_name,
+                               const rw_lagoon_env_t *envs, size_t n_envs,
+                               const rw_lagoon_var_t *vars, size_t n_vars,
+                               char *bulk_id, size_t bulk_id_len, char *errstr,
+                               size_t errlen);
+
+/*
+ * The deployment rows of a bulk (possibly none yet). On success *out is
+ * set and owned by the caller: free it with rw_lagoon_deployments_free().
+ * On failure *out is NULL.
+ */
+rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
+                                          rw_lagoon_deployments_t **out,
+                                          char *errstr, size_t errlen);
+
+/* Accepts NULL. */
+void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d);
+
+/*
+ * The row with the highest id for project + environment (Lagoon keeps
+ * older deployments of the same environment), or NULL. Borrowed from d.
+ */
+const rw_lagoon_deployment_t *
+rw_lagoon_deployments_find(const rw_lagoon_deployments_t *d,
+                           const char *project, const char *environment);
+
+/* Case-insensitive; NULL or unrecognised gives RW_LAGOON_STATUS_UNKNOWN. */
+rw_lagoon_status_t rw_lagoon_status_parse(const char *status);
+/* Lower-case Lagoon name, "unknown" for UNKNOWN. */
+const char *rw_lagoon_status_name(rw_lagoon_status_t st);
+/* complete, failed, error, cancelled. UNKNOWN is not terminal. */
+bool rw_lagoon_status_is_terminal(rw_lagoon_status_t st);
+/* complete only. */
+bool rw_lagoon_status_is_success(rw_lagoon_status_t st);
+
+/*
+ * Pure helpers, exposed for unit tests.
+ *
+ * Request bodies ({"query": ..., "variables": ...}) as malloc'd JSON
+ * text, freed by the caller; NULL on invalid arguments (NULL strings,
+ * n_envs 0) or out of memory.
+ */
+char *rw_lagoon_bulk_request_json(const char *bulk_name,
+                                  const rw_lagoon_env_t *envs, size_t n_envs,
+                                  const rw_lagoon_var_t *vars, size_t n_vars);
+char *rw_lagoon_deployments_request_json(const char *bulk_id);
+
+/*
+ * Classify the transport outcome: curl timeout -> LAGOON_TIMEOUT, other
+ * curl failures -> LAGOON_NETWORK (a malformed URL -> CONFIG), 401/403 ->
+ * LAGOON_AUTH, 408 -> LAGOON_TIMEOUT, 429 -> LAGOON_RATE_LIMITED, 5xx ->
+ * LAGOON_SERVER, other non-2xx -> LAGOON_PROTOCOL, 2xx -> RW_OK.
+ */
+rw_err_t rw_lagoon_classify(CURLcode cc, long http_status);
+
+/*
+ * Parse a response body given its HTTP status. A non-2xx status gives its
+ * rw_lagoon_classify() error (errstr quotes the first GraphQL error message
+ * when the body has one); HTTP 200 with "errors" and no usable data gives
+ * LAGOON_GRAPHQL with the first message; anything unparseable or of the
+ * wrong shape gives LAGOON_PROTOCOL.
+ */
+rw_err_t rw_lagoon_parse_bulk_response(long http_status, const char *body,
+                                       char *bulk_id, size_t len, char *errstr,
+                                       size_t errlen);
+rw_err_t rw_lagoon_parse_deployments_response(long http_status,
+                                              const char *body,
+                                              rw_lagoon_deployments_t **out,
+                                              char *errstr, size_t errlen);
+
+/*
+ * "YYYY-MM-DD HH:MM:SS" (UTC) or ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac]"
+ * followed by "Z", "+HH:MM", "-HH:MM", "+HHMM", "+HH" or nothing (UTC).
+ * Fractions are dropped. RW_ERR_INVALID_ARG on anything else.
+ */
+rw_err_t rw_lagoon_parse_time(const char *s, time_t *out);
+
+#endif

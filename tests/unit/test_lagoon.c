@@ -1,0 +1,789 @@
+/*
+ * test_lagoon: request bodies, response parsing, dates, status mapping and
+ * error classification of the Lagoon client, without a Lagoon. The HTTP
+ * round trip against the simulator is in tests/integration.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "rw_lagoon.h"
+
+#define BULK_QUERY                                                             \
+    "mutation ($input: BulkDeploymentLatestInput!) "                           \
+    "{ bulkDeployEnvironmentLatest(input: $input) }"
+#define DEPLOYMENTS_QUERY                                                      \
+    "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) "         \
+    "{ id name status created started completed "                             \
+    "environment { name project { name } } } }"
+
+static json_t *load(const char *text)
+{
+    json_error_t jerr;
+    json_t *root;
+
+    assert_non_null(text);
+    root = json_loads(text, 0, &jerr);
+    if (!root)
+        fail_msg("invalid JSON: %s: %s", jerr.text, text);
+    return root;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static void test_bulk_request_exact_query_and_variables(void **state)
+{
+    rw_lagoon_env_t envs[] = {{"proj-a", "main"}, {"proj-b", "develop"}};
+    rw_lagoon_var_t vars[] = {{"LAGOON_VARIABLES_ONLY", "true"}};
+    json_t *root, *input, *env0, *env1, *bv;
+    char *text;
+
+    (void)state;
+    assert_string_equal(rw_lagoon_bulk_query, BULK_QUERY);
+    text = rw_lagoon_bulk_request_json("rollwave r1 c0 a1", envs, 2, vars, 1);
+    root = load(text);
+    assert_int_equal(json_object_size(root), 2);
+    assert_string_equal(json_string_value(json_object_get(root, "query")),
+                        BULK_QUERY);
+    input = json_object_get(json_object_get(root, "variables"), "input");
+    assert_true(json_is_object(input));
+    assert_string_equal(json_string_value(json_object_get(input, "name")),
+                        "rollwave r1 c0 a1");
+    assert_int_equal(
+        json_array_size(json_object_get(input, "environments")), 2);
+    env0 = json_object_get(
+        json_array_get(json_object_get(input, "environments"), 0),
+        "environment");
+    env1 = json_object_get(
+        json_array_get(json_object_get(input, "environments"), 1),
+        "environment");
+    assert_string_equal(json_string_value(json_object_get(env0, "name")),
+                        "main");
+    assert_string_equal(
+        json_string_value(
+            json_object_get(json_object_get(env0, "project"), "name")),
+        "proj-a");
+    assert_string_equal(json_string_value(json_object_get(env1, "name")),
+                        "develop");
+    assert_string_equal(
+        json_string_value(
+            json_object_get(json_object_get(env1, "project"), "name")),
+        "proj-b");
+    bv = json_object_get(input, "buildVariables");
+    assert_int_equal(json_array_size(bv), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(bv, 0), "name")),
+        "LAGOON_VARIABLES_ONLY");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(bv, 0), "value")),
+        "true");
+    json_decref(root);
+    free(text);
+}
+
+static void test_bulk_request_hostile_values_stay_in_variables(void **state)
+{
+    const char *evil = "evil\"}){x}";
+    const char *evil_env = "main\") { __schema { types { name } } } #";
+    rw_lagoon_env_t envs[] = {{evil, evil_env}};
+    rw_lagoon_var_t vars[] = {{"X\"}", "$input"}};
+    json_t *root, *env, *bv;
+    const char *query;
+    char *text;
+
+    (void)state;
+    text = rw_lagoon_bulk_request_json("bulk \"} $input", envs, 1, vars, 1);
+    root = load(text);
+    query = json_string_value(json_object_get(root, "query"));
+    /* Byte-identical query whatever the values are. */
+    assert_string_equal(query, BULK_QUERY);
+    assert_null(strstr(query, "evil"));
+    env = json_object_get(
+        json_array_get(
+            json_object_get(
+                json_object_get(json_object_get(root, "variables"), "input"),
+                "environments"),
+            0),
+        "environment");
+    assert_string_equal(
+        json_string_value(
+            json_object_get(json_object_get(env, "project"), "name")),
+        evil);
+    assert_string_equal(json_string_value(json_object_get(env, "name")),
+                        evil_env);
+    bv = json_array_get(
+        json_object_get(
+            json_object_get(json_object_get(root, "variables"), "input"),
+            "buildVariables"),
+        0);
+    assert_string_equal(json_string_value(json_object_get(bv, "name")),
+                        "X\"}");
+    assert_string_equal(json_string_value(json_object_get(bv, "value")),
+                        "$input");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(root, "variables"), "input"),
+            "name")),
+        "bulk \"} $input");
+    json_decref(root);
+    free(text);
+}
+
+static void test_bulk_request_without_vars_has_empty_list(void **state)
+{
+    rw_lagoon_env_t envs[] = {{"p", "e"}};
+    json_t *root, *bv;
+    char *text;
+
+    (void)state;
+    text = rw_lagoon_bulk_request_json("b", envs, 1, NULL, 0);
+    root = load(text);
+    bv = json_object_get(
+        json_object_get(json_object_get(root, "variables"), "input"),
+        "buildVariables");
+    assert_true(json_is_array(bv));
+    assert_int_equal(json_array_size(bv), 0);
+    json_decref(root);
+    free(text);
+}
+
+static void test_bulk_request_rejects_bad_input(void **state)
+{
+    rw_lagoon_env_t envs[] = {{"p", "e"}};
+    rw_lagoon_env_t no_project[] = {{NULL, "e"}};
+    rw_lagoon_env_t bad_utf8[] = {{"p\xff\xfe", "e"}};
+    rw_lagoon_var_t no_value[] = {{"A", NULL}};
+
+    (void)state;
+    assert_null(rw_lagoon_bulk_request_json("b", envs, 0, NULL, 0));
+    assert_null(rw_lagoon_bulk_request_json("b", NULL, 1, NULL, 0));
+    assert_null(rw_lagoon_bulk_request_json(NULL, envs, 1, NULL, 0));
+    assert_null(rw_lagoon_bulk_request_json("b", no_project, 1, NULL, 0));
+    assert_null(rw_lagoon_bulk_request_json("b", bad_utf8, 1, NULL, 0));
+    assert_null(rw_lagoon_bulk_request_json("b", envs, 1, no_value, 1));
+    assert_null(rw_lagoon_bulk_request_json("b", envs, 1, NULL, 1));
+}
+
+static void test_deployments_request(void **state)
+{
+    json_t *root;
+    char *text;
+
+    (void)state;
+    assert_string_equal(rw_lagoon_deployments_query, DEPLOYMENTS_QUERY);
+    text = rw_lagoon_deployments_request_json("abc\"}) { x }");
+    root = load(text);
+    assert_int_equal(json_object_size(root), 2);
+    assert_string_equal(json_string_value(json_object_get(root, "query")),
+                        DEPLOYMENTS_QUERY);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(root, "variables"),
+                                          "bulkId")),
+        "abc\"}) { x }");
+    json_decref(root);
+    free(text);
+    assert_null(rw_lagoon_deployments_request_json(NULL));
+    assert_null(rw_lagoon_deployments_request_json(""));
+}
+
+/* ------------------------------------------------------ classification */
+
+static void test_classify(void **state)
+{
+    (void)state;
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 200), RW_OK);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 204), RW_OK);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 401), RW_ERR_LAGOON_AUTH);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 403), RW_ERR_LAGOON_AUTH);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 429),
+                     RW_ERR_LAGOON_RATE_LIMITED);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 408),
+                     RW_ERR_LAGOON_TIMEOUT);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 500), RW_ERR_LAGOON_SERVER);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 502), RW_ERR_LAGOON_SERVER);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 503), RW_ERR_LAGOON_SERVER);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 599), RW_ERR_LAGOON_SERVER);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 400),
+                     RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 404),
+                     RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 301),
+                     RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 0), RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0),
+                     RW_ERR_LAGOON_TIMEOUT);
+    assert_int_equal(rw_lagoon_classify(CURLE_COULDNT_CONNECT, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_COULDNT_RESOLVE_HOST, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_GOT_NOTHING, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_RECV_ERROR, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_SSL_CONNECT_ERROR, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_URL_MALFORMAT, 0),
+                     RW_ERR_CONFIG);
+    /* The curl result wins over a stale status code. */
+    assert_int_equal(rw_lagoon_classify(CURLE_RECV_ERROR, 200),
+                     RW_ERR_LAGOON_NETWORK);
+
+    assert_true(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 503)));
+    assert_true(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 429)));
+    assert_true(rw_err_is_retriable(
+        rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0)));
+    assert_true(
+        rw_err_is_retriable(rw_lagoon_classify(CURLE_COULDNT_CONNECT, 0)));
+    assert_false(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 401)));
+    assert_false(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 400)));
+}
+
+/* ------------------------------------------------------ bulk responses */
+
+static void test_parse_bulk_ok(void **state)
+{
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+
+    (void)state;
+    assert_int_equal(
+        rw_lagoon_parse_bulk_response(
+            200,
+            "{\"data\":{\"bulkDeployEnvironmentLatest\":"
+            "\"5b0c7bde-1b47-4b5e-9d8c-2a3a7f4e1c11\"}}",
+            id, sizeof(id), err, sizeof(err)),
+        RW_OK);
+    assert_string_equal(id, "5b0c7bde-1b47-4b5e-9d8c-2a3a7f4e1c11");
+}
+
+static void test_parse_bulk_graphql_error(void **state)
+{
+    char id[64] = "stale", err[256];
+    rw_err_t e;
+
+    (void)state;
+    e = rw_lagoon_parse_bulk_response(
+        200,
+        "{\"data\":null,\"errors\":[{\"message\":\"Unknown project\"},"
+        "{\"message\":\"second\"}]}",
+        id, sizeof(id), err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+    assert_false(rw_err_is_retriable(e));
+    assert_non_null(strstr(err, "Unknown project"));
+    assert_null(strstr(err, "second"));
+    assert_string_equal(id, "");
+
+    /* data present but the field null, with errors: still GraphQL. */
+    e = rw_lagoon_parse_bulk_response(
+        200,
+        "{\"data\":{\"bulkDeployEnvironmentLatest\":null},"
+        "\"errors\":[{\"message\":\"boom\"}]}",
+        id, sizeof(id), err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+    assert_non_null(strstr(err, "boom"));
+
+    /* An error without a message is still a GraphQL error. */
+    e = rw_lagoon_parse_bulk_response(200,
+                                      "{\"data\":null,\"errors\":[{}]}", id,
+                                      sizeof(id), err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+}
+
+static void test_parse_bulk_long_error_is_truncated(void **state)
+{
+    char body[4096], id[64], err[2048];
+    size_t off;
+
+    (void)state;
+    off = (size_t)snprintf(body, sizeof(body),
+                           "{\"data\":null,\"errors\":[{\"message\":\"");
+    memset(body + off, 'm', 2000);
+    off += 2000;
+    snprintf(body + off, sizeof(body) - off, "\"}]}");
+    assert_int_equal(rw_lagoon_parse_bulk_response(200, body, id, sizeof(id),
+                                                   err, sizeof(err)),
+                     RW_ERR_LAGOON_GRAPHQL);
+    assert_true(strlen(err) < 400);
+    assert_true(strlen(err) > 100);
+
+    /* A small caller buffer truncates without overflow. */
+    char small[16];
+    assert_int_equal(rw_lagoon_parse_bulk_response(
+                         200, body, id, sizeof(id), small, sizeof(small)),
+                     RW_ERR_LAGOON_GRAPHQL);
+    assert_int_equal(strlen(small), sizeof(small) - 1);
+}
+
+static void test_parse_bulk_http_errors(void **state)
+{
+    char id[64], err[256];
+
+    (void)state;
+    assert_int_equal(
+        rw_lagoon_parse_bulk_response(
+            401,
+            "{\"errors\":[{\"message\":\"Unauthorized - Bearer token "
+            "signature is invalid\"}]}",
+            id, sizeof(id), err, sizeof(err)),
+        RW_ERR_LAGOON_AUTH);
+    assert_non_null(strstr(err, "401"));
+    assert_non_null(strstr(err, "Unauthorized"));
+    assert_int_equal(rw_lagoon_parse_bulk_response(403, "", id, sizeof(id),
+                                                   err, sizeof(err)),
+                     RW_ERR_LAGOON_AUTH);
+    assert_int_equal(rw_lagoon_parse_bulk_response(
+                         500, "<html>oops</html>", id, sizeof(id), err,
+                         sizeof(err)),
+                     RW_ERR_LAGOON_SERVER);
+    assert_non_null(strstr(err, "500"));
+    assert_int_equal(rw_lagoon_parse_bulk_response(503, NULL, id, sizeof(id),
+                                                   err, sizeof(err)),
+                     RW_ERR_LAGOON_SERVER);
+    assert_int_equal(rw_lagoon_parse_bulk_response(429, "slow down", id,
+                                                   sizeof(id), err,
+                                                   sizeof(err)),
+                     RW_ERR_LAGOON_RATE_LIMITED);
+    assert_int_equal(rw_lagoon_parse_bulk_response(404, "nope", id,
+                                                   sizeof(id), err,
+                                                   sizeof(err)),
+                     RW_ERR_LAGOON_PROTOCOL);
+    /* Validation failures answered with 400 and an errors array. */
+    assert_int_equal(
+        rw_lagoon_parse_bulk_response(
+            400,
+            "{\"errors\":[{\"message\":\"Unknown type \\\"Foo\\\".\"}]}", id,
+            sizeof(id), err, sizeof(err)),
+        RW_ERR_LAGOON_GRAPHQL);
+    assert_non_null(strstr(err, "Unknown type"));
+}
+
+static void test_parse_bulk_protocol_errors(void **state)
+{
+    char id[64], tiny[8], err[256];
+    const char *bad[] = {
+        "",
+        "not json",
+        "[1,2]",
+        "{\"data\":null}",
+        "{\"data\":{}}",
+        "{\"data\":{\"bulkDeployEnvironmentLatest\":42}}",
+        "{\"data\":{\"bulkDeployEnvironmentLatest\":\"\"}}",
+        "{\"data\":{\"bulkDeployEnvironmentLatest\":\"x\"",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rw_err_t e = rw_lagoon_parse_bulk_response(200, bad[i], id,
+                                                   sizeof(id), err,
+                                                   sizeof(err));
+        if (e != RW_ERR_LAGOON_PROTOCOL)
+            fail_msg("body %zu (%s) gave %s", i, bad[i], rw_err_name(e));
+        assert_true(strlen(err) > 0);
+    }
+    /* An id that does not fit the caller's buffer is refused, not cut. */
+    assert_int_equal(
+        rw_lagoon_parse_bulk_response(
+            200, "{\"data\":{\"bulkDeployEnvironmentLatest\":\"12345678\"}}",
+            tiny, sizeof(tiny), err, sizeof(err)),
+        RW_ERR_LAGOON_PROTOCOL);
+}
+
+/* ------------------------------------------------- deployment responses */
+
+static const char rows_body[] =
+    "{\"data\":{\"deploymentsByBulkId\":["
+    /* 0: plain Lagoon date format, still running */
+    "{\"id\":10,\"name\":\"lagoon-build-aaa\",\"status\":\"running\","
+    "\"created\":\"2026-11-22 16:00:00\",\"started\":\"2026-11-22 16:00:01\","
+    "\"completed\":null,"
+    "\"environment\":{\"name\":\"main\",\"project\":{\"name\":\"p1\"}}},"
+    /* 1: ISO 8601 with Z and fractional seconds, complete */
+    "{\"id\":11,\"name\":\"lagoon-build-bbb\",\"status\":\"complete\","
+    "\"created\":\"2026-11-22T16:00:00Z\","
+    "\"started\":\"2026-11-22T16:00:02.123Z\","
+    "\"completed\":\"2026-11-22T18:05:00+02:00\","
+    "\"environment\":{\"name\":\"main\",\"project\":{\"name\":\"p2\"}}},"
+    /* 2: environment deleted: skipped */
+    "{\"id\":12,\"name\":\"lagoon-build-ccc\",\"status\":\"failed\","
+    "\"created\":\"2026-11-22 16:00:00\",\"started\":null,\"completed\":null,"
+    "\"environment\":null},"
+    /* 3: older duplicate for p1/main, higher id later in the list */
+    "{\"id\":7,\"name\":\"lagoon-build-old\",\"status\":\"failed\","
+    "\"created\":\"2026-11-20 10:00:00\",\"started\":null,\"completed\":null,"
+    "\"environment\":{\"name\":\"main\",\"project\":{\"name\":\"p1\"}}},"
+    /* 4: newest for p1/main; null name and status, missing dates */
+    "{\"id\":15,\"name\":null,\"status\":null,"
+    "\"environment\":{\"name\":\"main\",\"project\":{\"name\":\"p1\"}}},"
+    /* 5: project null: skipped */
+    "{\"id\":16,\"name\":\"x\",\"status\":\"new\","
+    "\"environment\":{\"name\":\"main\",\"project\":null}}"
+    "]}}";
+
+static void test_parse_deployments_rows(void **state)
+{
+    rw_lagoon_deployments_t *d = NULL;
+    const rw_lagoon_deployment_t *r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(rw_lagoon_parse_deployments_response(
+                         200, rows_body, &d, err, sizeof(err)),
+                     RW_OK);
+    assert_non_null(d);
+    assert_int_equal(d->n, 4);
+
+    /* 2026-11-22 16:00:00 UTC */
+    assert_int_equal(d->rows[0].id, 10);
+    assert_string_equal(d->rows[0].name, "lagoon-build-aaa");
+    assert_string_equal(d->rows[0].status, "running");
+    assert_string_equal(d->rows[0].project, "p1");
+    assert_string_equal(d->rows[0].environment, "main");
+    assert_int_equal(d->rows[0].created, 1795363200);
+    assert_int_equal(d->rows[0].started, 1795363201);
+    assert_int_equal(d->rows[0].completed, 0);
+
+    r = rw_lagoon_deployments_find(d, "p2", "main");
+    assert_non_null(r);
+    assert_int_equal(r->id, 11);
+    assert_int_equal(r->created, 1795363200);
+    assert_int_equal(r->started, 1795363202);
+    /* 18:05 at +02:00 is 16:05 UTC */
+    assert_int_equal(r->completed, 1795363200 + 5 * 60);
+
+    /* highest id wins for p1/main, whatever the order */
+    r = rw_lagoon_deployments_find(d, "p1", "main");
+    assert_non_null(r);
+    assert_int_equal(r->id, 15);
+    assert_string_equal(r->name, "");
+    assert_string_equal(r->status, "");
+    assert_int_equal(r->created, 0);
+    assert_int_equal(rw_lagoon_status_parse(r->status),
+                     RW_LAGOON_STATUS_UNKNOWN);
+
+    assert_null(rw_lagoon_deployments_find(d, "p3", "main"));
+    assert_null(rw_lagoon_deployments_find(d, "p1", "develop"));
+    assert_null(rw_lagoon_deployments_find(d, NULL, "main"));
+    assert_null(rw_lagoon_deployments_find(NULL, "p1", "main"));
+    rw_lagoon_deployments_free(d);
+}
+
+static void test_parse_deployments_empty_and_missing(void **state)
+{
+    rw_lagoon_deployments_t *d = NULL;
+    char err[256];
+    const char *protocol[] = {
+        "{\"data\":{\"deploymentsByBulkId\":null}}",
+        "{\"data\":{}}",
+        "{\"data\":null}",
+        "{}",
+        "{\"data\":{\"deploymentsByBulkId\":{\"id\":1}}}",
+        "{\"data\":{\"deploymentsByBulkId\":[42]}}",
+        "{\"data\":{\"deploymentsByBulkId\":[{\"name\":\"no id\"}]}}",
+        "{\"data\":{\"deploymentsByBulkId\":[{\"id\":\"12x\"}]}}",
+        "{\"data\":",
+    };
+
+    (void)state;
+    assert_int_equal(rw_lagoon_parse_deployments_response(
+                         200, "{\"data\":{\"deploymentsByBulkId\":[]}}", &d,
+                         err, sizeof(err)),
+                     RW_OK);
+    assert_non_null(d);
+    assert_int_equal(d->n, 0);
+    assert_null(rw_lagoon_deployments_find(d, "p", "e"));
+    rw_lagoon_deployments_free(d);
+
+    for (size_t i = 0; i < sizeof(protocol) / sizeof(protocol[0]); i++) {
+        d = (rw_lagoon_deployments_t *)1;
+        rw_err_t e = rw_lagoon_parse_deployments_response(
+            200, protocol[i], &d, err, sizeof(err));
+        if (e != RW_ERR_LAGOON_PROTOCOL)
+            fail_msg("body %zu (%s) gave %s", i, protocol[i],
+                     rw_err_name(e));
+        assert_null(d);
+    }
+}
+
+static void test_parse_deployments_errors(void **state)
+{
+    rw_lagoon_deployments_t *d = NULL;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(
+        rw_lagoon_parse_deployments_response(
+            200,
+            "{\"data\":null,\"errors\":[{\"message\":\"Cannot query field "
+            "\\\"x\\\" on type \\\"Query\\\".\"}]}",
+            &d, err, sizeof(err)),
+        RW_ERR_LAGOON_GRAPHQL);
+    assert_null(d);
+    assert_non_null(strstr(err, "Cannot query field"));
+    assert_int_equal(rw_lagoon_parse_deployments_response(
+                         500, "{\"errors\":[{\"message\":\"internal\"}]}", &d,
+                         err, sizeof(err)),
+                     RW_ERR_LAGOON_SERVER);
+    assert_null(d);
+    assert_int_equal(rw_lagoon_parse_deployments_response(
+                         401, "{\"errors\":[]}", &d, err, sizeof(err)),
+                     RW_ERR_LAGOON_AUTH);
+    assert_int_equal(rw_lagoon_parse_deployments_response(
+                         429, NULL, &d, err, sizeof(err)),
+                     RW_ERR_LAGOON_RATE_LIMITED);
+}
+
+static void test_parse_deployments_string_id_and_bad_date(void **state)
+{
+    rw_lagoon_deployments_t *d = NULL;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(
+        rw_lagoon_parse_deployments_response(
+            200,
+            "{\"data\":{\"deploymentsByBulkId\":[{\"id\":\"99\","
+            "\"name\":\"n\",\"status\":\"COMPLETE\",\"created\":\"yesterday\","
+            "\"completed\":\"2026-11-22 16:00:00\",\"environment\":"
+            "{\"name\":\"e\",\"project\":{\"name\":\"p\"}}}]}}",
+            &d, err, sizeof(err)),
+        RW_OK);
+    assert_int_equal(d->n, 1);
+    assert_int_equal(d->rows[0].id, 99);
+    /* An unreadable date is treated as null rather than failing the poll. */
+    assert_int_equal(d->rows[0].created, 0);
+    assert_int_equal(d->rows[0].completed, 1795363200);
+    assert_int_equal(rw_lagoon_status_parse(d->rows[0].status),
+                     RW_LAGOON_STATUS_COMPLETE);
+    rw_lagoon_deployments_free(d);
+    rw_lagoon_deployments_free(NULL);
+}
+
+/* --------------------------------------------------------------- dates */
+
+static void test_parse_time(void **state)
+{
+    static const struct {
+        const char *s;
+        time_t want;
+    } ok[] = {
+        {"2026-11-22 16:00:00", 1795363200},
+        {"2026-11-22T16:00:00Z", 1795363200},
+        {"2026-11-22T16:00:00z", 1795363200},
+        {"2026-11-22T16:00:00", 1795363200},
+        {"2026-11-22T16:00:00.5Z", 1795363200},
+        {"2026-11-22T16:00:00.123456789Z", 1795363200},
+        {"2026-11-22T18:00:00+02:00", 1795363200},
+        {"2026-11-22T18:30:00+0230", 1795363200},
+        {"2026-11-22T18:00:00+02", 1795363200},
+        {"2026-11-22T11:00:00-05:00", 1795363200},
+        {"2026-11-22T11:00:00.250-05:00", 1795363200},
+        {"2026-11-23T00:30:00+08:30", 1795363200},
+        {"1970-01-01 00:00:00", 0},
+        {"2024-02-29 12:00:00", 1709208000},
+    };
+    static const char *bad[] = {
+        "",
+        "2026-11-22",
+        "2026-11-22 16:00",
+        "2026/11/22 16:00:00",
+        "2026-13-22 16:00:00",
+        "2026-11-32 16:00:00",
+        "2026-11-22 24:00:00",
+        "2026-11-22 16:60:00",
+        "2026-11-22X16:00:00",
+        "2026-11-22 16:00:00 ",
+        "2026-11-22T16:00:00Zjunk",
+        "2026-11-22T16:00:00.Z",
+        "2026-11-22T16:00:00+2:00",
+        "2026-11-22T16:00:00+02:",
+        "2026-11-22T16:00:00+25:00",
+        "yesterday",
+    };
+    time_t t;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        t = -42;
+        if (rw_lagoon_parse_time(ok[i].s, &t) != RW_OK)
+            fail_msg("rejected %s", ok[i].s);
+        if (t != ok[i].want)
+            fail_msg("%s gave %lld, want %lld", ok[i].s, (long long)t,
+                     (long long)ok[i].want);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (rw_lagoon_parse_time(bad[i], &t) != RW_ERR_INVALID_ARG)
+            fail_msg("accepted \"%s\"", bad[i]);
+    assert_int_equal(rw_lagoon_parse_time(NULL, &t), RW_ERR_INVALID_ARG);
+}
+
+/* ------------------------------------------------------------ statuses */
+
+static void test_status(void **state)
+{
+    static const struct {
+        const char *s;
+        rw_lagoon_status_t st;
+        bool terminal, success;
+    } cases[] = {
+        {"new", RW_LAGOON_STATUS_NEW, false, false},
+        {"pending", RW_LAGOON_STATUS_PENDING, false, false},
+        {"queued", RW_LAGOON_STATUS_QUEUED, false, false},
+        {"running", RW_LAGOON_STATUS_RUNNING, false, false},
+        {"complete", RW_LAGOON_STATUS_COMPLETE, true, true},
+        {"failed", RW_LAGOON_STATUS_FAILED, true, false},
+        {"error", RW_LAGOON_STATUS_ERROR, true, false},
+        {"cancelled", RW_LAGOON_STATUS_CANCELLED, true, false},
+        {"Complete", RW_LAGOON_STATUS_COMPLETE, true, true},
+        {"RUNNING", RW_LAGOON_STATUS_RUNNING, false, false},
+        {"completed", RW_LAGOON_STATUS_UNKNOWN, false, false},
+        {"", RW_LAGOON_STATUS_UNKNOWN, false, false},
+        {"unknown", RW_LAGOON_STATUS_UNKNOWN, false, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rw_lagoon_status_t st = rw_lagoon_status_parse(cases[i].s);
+        if (st != cases[i].st)
+            fail_msg("%s parsed as %d", cases[i].s, (int)st);
+        assert_int_equal(rw_lagoon_status_is_terminal(st), cases[i].terminal);
+        assert_int_equal(rw_lagoon_status_is_success(st), cases[i].success);
+    }
+    assert_int_equal(rw_lagoon_status_parse(NULL), RW_LAGOON_STATUS_UNKNOWN);
+    assert_string_equal(rw_lagoon_status_name(RW_LAGOON_STATUS_CANCELLED),
+                        "cancelled");
+    assert_string_equal(rw_lagoon_status_name(RW_LAGOON_STATUS_UNKNOWN),
+                        "unknown");
+    assert_string_equal(rw_lagoon_status_name((rw_lagoon_status_t)99),
+                        "unknown");
+}
+
+/* -------------------------------------------------------------- handle */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_new_config_errors(void **state)
+{
+    rw_lagoon_t *lc = (rw_lagoon_t *)1;
+    rw_lagoon_opts_t opts = {0};
+    char err[256], path[] = "/tmp/test_lagoon_tokenXXXXXX";
+    int fd;
+
+    (void)state;
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)),
+                     RW_ERR_CONFIG);
+    assert_null(lc);
+    opts.url = "http://127.0.0.1:1/graphql";
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)),
+                     RW_ERR_CONFIG);
+    assert_null(lc);
+    assert_non_null(strstr(err, "token"));
+
+    opts.token_file = "/nonexistent/dir/token";
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)),
+                     RW_ERR_CONFIG);
+    assert_non_null(strstr(err, "/nonexistent/dir/token"));
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, " \n\t\n");
+    opts.token_file = path;
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)),
+                     RW_ERR_CONFIG);
+    assert_non_null(strstr(err, "empty"));
+
+    write_file(path, "  tok-from-file\n");
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)), RW_OK);
+    assert_non_null(lc);
+    rw_lagoon_destroy(lc);
+    unlink(path);
+    rw_lagoon_destroy(NULL);
+}
+
+/* Nothing listens on port 1 of loopback: a refused connection is a
+ * retriable network error, and the token never shows in the error. */
+static void test_unreachable_is_network_error(void **state)
+{
+    rw_lagoon_opts_t opts = {.url = "http://127.0.0.1:1/graphql",
+                             .token = "sekrit-token-123",
+                             .timeout_ms = 2000,
+                             .connect_timeout_ms = 1000};
+    rw_lagoon_env_t envs[] = {{"p", "e"}};
+    rw_lagoon_deployments_t *d = (rw_lagoon_deployments_t *)1;
+    rw_lagoon_t *lc = NULL;
+    char id[64], err[512];
+    rw_err_t e;
+
+    (void)state;
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)), RW_OK);
+    e = rw_lagoon_bulk_deploy(lc, "b", envs, 1, NULL, 0, id, sizeof(id), err,
+                              sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_true(rw_err_is_retriable(e));
+    assert_true(strlen(err) > 0);
+    assert_null(strstr(err, "sekrit"));
+    e = rw_lagoon_deployments_by_bulk_id(lc, "bulk", &d, err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_null(d);
+
+    /* Arguments are checked before anything is sent. */
+    assert_int_equal(rw_lagoon_bulk_deploy(lc, "b", envs, 0, NULL, 0, id,
+                                           sizeof(id), err, sizeof(err)),
+                     RW_ERR_INVALID_ARG);
+    rw_lagoon_env_t empty[] = {{"p", ""}};
+    assert_int_equal(rw_lagoon_bulk_deploy(lc, "b", empty, 1, NULL, 0, id,
+                                           sizeof(id), err, sizeof(err)),
+                     RW_ERR_INVALID_ARG);
+    assert_int_equal(
+        rw_lagoon_deployments_by_bulk_id(lc, "", &d, err, sizeof(err)),
+        RW_ERR_INVALID_ARG);
+    rw_lagoon_destroy(lc);
+
+    opts.url = "gopher://127.0.0.1:1/graphql";
+    assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)), RW_OK);
+    assert_int_equal(rw_lagoon_bulk_deploy(lc, "b", envs, 1, NULL, 0, id,
+                                           sizeof(id), err, sizeof(err)),
+                     RW_ERR_CONFIG);
+    rw_lagoon_destroy(lc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bulk_request_exact_query_and_variables),
+        cmocka_unit_test(test_bulk_request_hostile_values_stay_in_variables),
+        cmocka_unit_test(test_bulk_request_without_vars_has_empty_list),
+        cmocka_unit_test(test_bulk_request_rejects_bad_input),
+        cmocka_unit_test(test_deployments_request),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_parse_bulk_ok),
+        cmocka_unit_test(test_parse_bulk_graphql_error),
+        cmocka_unit_test(test_parse_bulk_long_error_is_truncated),
+        cmocka_unit_test(test_parse_bulk_http_errors),
+        cmocka_unit_test(test_parse_bulk_protocol_errors),
+        cmocka_unit_test(test_parse_deployments_rows),
+        cmocka_unit_test(test_parse_deployments_empty_and_missing),
+        cmocka_unit_test(test_parse_deployments_errors),
+        cmocka_unit_test(test_parse_deployments_string_id_and_bad_date),
+        cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_new_config_errors),
+        cmocka_unit_test(test_unreachable_is_network_error),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
