@@ -27,12 +27,12 @@
 
 /* A deployments answer for one chunk is a few KiB; anything near this is
  * not Lagoon talking to us. */
-#define MAX_RESPONSE_BYTES (32u * 1024u * 1024u)
+#define MAX_RESPONSE_BYTES   (32u * 1024u * 1024u)
 #define MAX_TOKEN_FILE_BYTES 65536
 /* GraphQL error messages are quoted into errstr; long stack-trace-like
  * messages are cut here so they cannot crowd out the rest. */
-#define MAX_GQL_MESSAGE 300
-#define DEFAULT_TIMEOUT_MS 30000L
+#define MAX_GQL_MESSAGE            300
+#define DEFAULT_TIMEOUT_MS         30000L
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000L
 
 const char rw_lagoon_bulk_query[] =
@@ -240,8 +240,7 @@ char *rw_lagoon_bulk_request_json(const char *bulk_name,
         if (!envs[i].project || !envs[i].environment)
             goto out;
         e = json_pack("{s:{s:s, s:{s:s}}}", "environment", "name",
-                      envs[i].environment, "project", "name",
-                      envs[i].project);
+                      envs[i].environment, "project", "name", envs[i].project);
         if (json_array_append_new(jenvs, e) != 0)
             goto out;
     }
@@ -343,8 +342,7 @@ static rw_err_t parse_envelope(long http_status, const char *body,
             rw_err_set(errstr, errlen, err, "%s: HTTP %ld: %s", field,
                        http_status, gql);
         else
-            rw_err_set(errstr, errlen, err, "%s: HTTP %ld", field,
-                       http_status);
+            rw_err_set(errstr, errlen, err, "%s: HTTP %ld", field, http_status);
         goto out;
     }
     if (!body || !*body) {
@@ -370,8 +368,8 @@ static rw_err_t parse_envelope(long http_status, const char *body,
         goto out;
     }
     if (gql) {
-        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL, "%s: %s",
-                         field, gql);
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL, "%s: %s", field,
+                         gql);
         goto out;
     }
     err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
@@ -445,11 +443,11 @@ rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
         return RW_ERR_INVALID_ARG;
     if (s[10] != ' ' && s[10] != 'T' && s[10] != 't')
         return RW_ERR_INVALID_ARG;
-    if (two_digits(s + 11, &hour) || s[13] != ':' ||
-        two_digits(s + 14, &min) || s[16] != ':' || two_digits(s + 17, &sec))
+    if (two_digits(s + 11, &hour) || s[13] != ':' || two_digits(s + 14, &min) ||
+        s[16] != ':' || two_digits(s + 17, &sec))
         return RW_ERR_INVALID_ARG;
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 ||
-        min > 59 || sec > 60)
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
+        sec > 60)
         return RW_ERR_INVALID_ARG;
     p = s + 19;
     if (*p == '.' || *p == ',') {
@@ -572,8 +570,8 @@ static rw_err_t parse_row(json_t *row, rw_lagoon_deployment_t *r, char *errstr,
     env = json_object_get(row, "environment");
     envname = json_is_object(env) ? json_object_get(env, "name") : NULL;
     project = json_is_object(env) ? json_object_get(env, "project") : NULL;
-    projname = json_is_object(project) ? json_object_get(project, "name")
-                                       : NULL;
+    projname =
+        json_is_object(project) ? json_object_get(project, "name") : NULL;
     /* A deployment whose environment was deleted (or is hidden from this
      * token) cannot be mapped back to a target: skip it. */
     if (!json_is_string(envname) || !json_is_string(projname))
@@ -623,8 +621,8 @@ rw_err_t rw_lagoon_parse_deployments_response(long http_status,
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        rw_err_t rerr = parse_row(json_array_get(value, i), &d->rows[d->n],
-                                  errstr, errlen);
+        rw_err_t rerr =
+            parse_row(json_array_get(value, i), &d->rows[d->n], errstr, errlen);
         if (rerr == RW_ERR_NOT_FOUND) {
             skipped++;
             continue;
@@ -685,8 +683,7 @@ rw_lagoon_status_t rw_lagoon_status_parse(const char *status)
 {
     if (!status)
         return RW_LAGOON_STATUS_UNKNOWN;
-    for (size_t i = 1; i < sizeof(status_names) / sizeof(status_names[0]);
-         i++)
+    for (size_t i = 1; i < sizeof(status_names) / sizeof(status_names[0]); i++)
         if (strcasecmp(status, status_names[i]) == 0)
             return (rw_lagoon_status_t)i;
     return RW_LAGOON_STATUS_UNKNOWN;
@@ -738,8 +735,8 @@ rw_err_t rw_lagoon_new(rw_lagoon_t **lcp, const rw_lagoon_opts_t *opts,
     lc->user_agent = (opts->user_agent && *opts->user_agent)
                          ? strdup(opts->user_agent)
                          : strdup("rollwave/0.1");
-    lc->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms
-                                          : DEFAULT_TIMEOUT_MS;
+    lc->timeout_ms =
+        opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     lc->connect_timeout_ms = opts->connect_timeout_ms > 0
                                  ? opts->connect_timeout_ms
                                  : DEFAULT_CONNECT_TIMEOUT_MS;
@@ -771,12 +768,12 @@ rw_err_t rw_lagoon_new(rw_lagoon_t **lcp, const rw_lagoon_opts_t *opts,
 
     lc->curl = curl_easy_init();
     if (!lc->curl) {
-        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                         "curl_easy_init failed");
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "curl_easy_init failed");
         goto out;
     }
-    rw_debug(COMP, "event=client_new token_source=%s timeout_ms=%ld "
-                   "connect_timeout_ms=%ld",
+    rw_debug(COMP,
+             "event=client_new token_source=%s timeout_ms=%ld "
+             "connect_timeout_ms=%ld",
              lc->token_file ? "file" : "value", lc->timeout_ms,
              lc->connect_timeout_ms);
 out:
@@ -930,8 +927,7 @@ static rw_err_t post(rw_lagoon_t *lc, const char *op, const char *body,
     err = post_once(lc, body, http_status, errstr, errlen);
     if (err || *http_status != 401 || !lc->token_file)
         return err;
-    if (read_token_file(lc->token_file, &fresh, ferr, sizeof(ferr)) !=
-        RW_OK) {
+    if (read_token_file(lc->token_file, &fresh, ferr, sizeof(ferr)) != RW_OK) {
         rw_warn(COMP, "event=token_reread_failed op=%s error=%s", op, ferr);
         return RW_OK;
     }
@@ -960,13 +956,15 @@ static void log_call(const char *op, long http_status, long long started,
     char q[320];
 
     if (err)
-        rw_debug(COMP, "event=call op=%s http_status=%ld duration_ms=%lld "
-                       "attempts=%d outcome=%s error=%s",
+        rw_debug(COMP,
+                 "event=call op=%s http_status=%ld duration_ms=%lld "
+                 "attempts=%d outcome=%s error=%s",
                  op, http_status, now_ms() - started, attempts,
                  rw_err_name(err), rw_log_quote(q, sizeof(q), errstr));
     else
-        rw_debug(COMP, "event=call op=%s http_status=%ld duration_ms=%lld "
-                       "attempts=%d outcome=OK",
+        rw_debug(COMP,
+                 "event=call op=%s http_status=%ld duration_ms=%lld "
+                 "attempts=%d outcome=OK",
                  op, http_status, now_ms() - started, attempts);
 }
 
@@ -986,8 +984,8 @@ rw_err_t rw_lagoon_bulk_deploy(rw_lagoon_t *lc, const char *bulk_name,
         errstr[0] = '\0';
     if (bulk_id && bulk_id_len)
         bulk_id[0] = '\0';
-    if (!lc || !bulk_name || !*bulk_name || !envs || n_envs == 0 ||
-        !bulk_id || bulk_id_len == 0 || (n_vars > 0 && !vars)) {
+    if (!lc || !bulk_name || !*bulk_name || !envs || n_envs == 0 || !bulk_id ||
+        bulk_id_len == 0 || (n_vars > 0 && !vars)) {
         err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                          "bulk deploy needs a client, a name, at least one "
                          "environment and a bulk id buffer");
@@ -1008,8 +1006,8 @@ rw_err_t rw_lagoon_bulk_deploy(rw_lagoon_t *lc, const char *bulk_name,
                          "value, or out of memory)");
         goto out;
     }
-    err = post(lc, "bulk_deploy", body, &http_status, &attempts, errstr,
-               errlen);
+    err =
+        post(lc, "bulk_deploy", body, &http_status, &attempts, errstr, errlen);
     if (err)
         goto out;
     err = rw_lagoon_parse_bulk_response(http_status, lc->resp, bulk_id,

@@ -33,13 +33,13 @@
 typedef struct rw_lagoon rw_lagoon_t;
 
 typedef struct rw_lagoon_opts {
-    const char *url;        /* GraphQL endpoint, required */
-    const char *token;      /* bearer token; wins over token_file */
-    const char *token_file; /* read (trimmed) when token is NULL or "" */
-    long timeout_ms;        /* whole request; 0 = 30000 */
+    const char *url;         /* GraphQL endpoint, required */
+    const char *token;       /* bearer token; wins over token_file */
+    const char *token_file;  /* read (trimmed) when token is NULL or "" */
+    long timeout_ms;         /* whole request; 0 = 30000 */
     long connect_timeout_ms; /* 0 = 5000 */
-    const char *ca_file;    /* TLS CA bundle; NULL or "" = system CAs */
-    const char *user_agent; /* NULL or "" = "rollwave/<version>" */
+    const char *ca_file;     /* TLS CA bundle; NULL or "" = system CAs */
+    const char *user_agent;  /* NULL or "" = "rollwave/<version>" */
 } rw_lagoon_opts_t;
 
 typedef struct rw_lagoon_env {

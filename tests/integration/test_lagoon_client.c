@@ -101,10 +101,9 @@ static int start_sim(void **state)
             dup2(fd, STDERR_FILENO);
             close(fd);
         }
-        execl(bin, bin, "--port", "0", "--port-file", sim->port_file,
-              "--token", sim->token, "--rows-delay-ms", "300", "--phase-ms",
-              "100", "--build-min-ms", "200", "--build-max-ms", "400",
-              (char *)NULL);
+        execl(bin, bin, "--port", "0", "--port-file", sim->port_file, "--token",
+              sim->token, "--rows-delay-ms", "300", "--phase-ms", "100",
+              "--build-min-ms", "200", "--build-max-ms", "400", (char *)NULL);
         _exit(127);
     }
 
@@ -123,8 +122,7 @@ static int start_sim(void **state)
         if (waitpid(sim->pid, &status, WNOHANG) == sim->pid) {
             sim->pid = 0;
             dump_sim_log(sim);
-            fail_msg("lagoon-sim exited before listening (status %d)",
-                     status);
+            fail_msg("lagoon-sim exited before listening (status %d)", status);
         }
         sleep_ms(20);
     }
@@ -132,8 +130,7 @@ static int start_sim(void **state)
         kill(sim->pid, SIGKILL);
         waitpid(sim->pid, NULL, 0);
         dump_sim_log(sim);
-        fail_msg("lagoon-sim wrote no port to %s within 10 s",
-                 sim->port_file);
+        fail_msg("lagoon-sim wrote no port to %s within 10 s", sim->port_file);
     }
     snprintf(sim->admin_url, sizeof(sim->admin_url), "http://127.0.0.1:%d",
              port);
@@ -256,10 +253,10 @@ static bool all_terminal(const rw_lagoon_deployments_t *d,
                          const rw_lagoon_env_t *envs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const rw_lagoon_deployment_t *r = rw_lagoon_deployments_find(
-            d, envs[i].project, envs[i].environment);
-        if (!r || !rw_lagoon_status_is_terminal(
-                      rw_lagoon_status_parse(r->status)))
+        const rw_lagoon_deployment_t *r =
+            rw_lagoon_deployments_find(d, envs[i].project, envs[i].environment);
+        if (!r ||
+            !rw_lagoon_status_is_terminal(rw_lagoon_status_parse(r->status)))
             return false;
     }
     return true;
@@ -291,8 +288,8 @@ static void test_bulk_rows_appear_and_finish(void **state)
     assert_int_equal(strlen(bulk_id), 36);
 
     /* Rows appear only after --rows-delay-ms. */
-    if (rw_lagoon_deployments_by_bulk_id(lc, bulk_id, &d, err,
-                                         sizeof(err)) != RW_OK)
+    if (rw_lagoon_deployments_by_bulk_id(lc, bulk_id, &d, err, sizeof(err)) !=
+        RW_OK)
         fail_msg("deployments: %s", err);
     assert_int_equal(d->n, 0);
     rw_lagoon_deployments_free(d);
@@ -310,9 +307,8 @@ static void test_bulk_rows_appear_and_finish(void **state)
                 assert_true(d->rows[i].id > 0);
                 assert_true(strlen(d->rows[i].name) > 0);
                 assert_true(d->rows[i].created > 0);
-                assert_int_not_equal(
-                    rw_lagoon_status_parse(d->rows[i].status),
-                    RW_LAGOON_STATUS_UNKNOWN);
+                assert_int_not_equal(rw_lagoon_status_parse(d->rows[i].status),
+                                     RW_LAGOON_STATUS_UNKNOWN);
             }
         }
         if (d->n == 3 && all_terminal(d, envs, 3))
@@ -325,8 +321,8 @@ static void test_bulk_rows_appear_and_finish(void **state)
         sleep_ms(50);
     }
     for (size_t i = 0; i < 3; i++) {
-        const rw_lagoon_deployment_t *r = rw_lagoon_deployments_find(
-            d, envs[i].project, envs[i].environment);
+        const rw_lagoon_deployment_t *r =
+            rw_lagoon_deployments_find(d, envs[i].project, envs[i].environment);
         assert_non_null(r);
         /* The sim's default fail and cancel rates are 0. */
         assert_true(
@@ -407,9 +403,8 @@ static void test_http500_is_retriable_server_error(void **state)
     assert_null(d);
 
     stats = sim_admin(sim, "/sim/stats", NULL);
-    assert_int_equal(stat_int(json_object_get(stats, "faults_injected"),
-                              "http500"),
-                     2);
+    assert_int_equal(
+        stat_int(json_object_get(stats, "faults_injected"), "http500"), 2);
     json_decref(stats);
 
     /* Once the fault clears, the same handle works again. */
@@ -520,10 +515,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bulk_rows_appear_and_finish,
                                         start_sim, stop_sim),
-        cmocka_unit_test_setup_teardown(test_bad_token_is_auth_error,
+        cmocka_unit_test_setup_teardown(test_bad_token_is_auth_error, start_sim,
+                                        stop_sim),
+        cmocka_unit_test_setup_teardown(test_http500_is_retriable_server_error,
                                         start_sim, stop_sim),
-        cmocka_unit_test_setup_teardown(
-            test_http500_is_retriable_server_error, start_sim, stop_sim),
         cmocka_unit_test_setup_teardown(test_graphql_error_fault, start_sim,
                                         stop_sim),
         cmocka_unit_test_setup_teardown(

@@ -22,7 +22,7 @@
     "{ bulkDeployEnvironmentLatest(input: $input) }"
 #define DEPLOYMENTS_QUERY                                                      \
     "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) "         \
-    "{ id name status created started completed "                             \
+    "{ id name status created started completed "                              \
     "environment { name project { name } } } }"
 
 static json_t *load(const char *text)
@@ -57,8 +57,8 @@ static void test_bulk_request_exact_query_and_variables(void **state)
     assert_true(json_is_object(input));
     assert_string_equal(json_string_value(json_object_get(input, "name")),
                         "rollwave r1 c0 a1");
-    assert_int_equal(
-        json_array_size(json_object_get(input, "environments")), 2);
+    assert_int_equal(json_array_size(json_object_get(input, "environments")),
+                     2);
     env0 = json_object_get(
         json_array_get(json_object_get(input, "environments"), 0),
         "environment");
@@ -67,16 +67,14 @@ static void test_bulk_request_exact_query_and_variables(void **state)
         "environment");
     assert_string_equal(json_string_value(json_object_get(env0, "name")),
                         "main");
-    assert_string_equal(
-        json_string_value(
-            json_object_get(json_object_get(env0, "project"), "name")),
-        "proj-a");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(env0, "project"), "name")),
+                        "proj-a");
     assert_string_equal(json_string_value(json_object_get(env1, "name")),
                         "develop");
-    assert_string_equal(
-        json_string_value(
-            json_object_get(json_object_get(env1, "project"), "name")),
-        "proj-b");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(env1, "project"), "name")),
+                        "proj-b");
     bv = json_object_get(input, "buildVariables");
     assert_int_equal(json_array_size(bv), 1);
     assert_string_equal(
@@ -113,10 +111,9 @@ static void test_bulk_request_hostile_values_stay_in_variables(void **state)
                 "environments"),
             0),
         "environment");
-    assert_string_equal(
-        json_string_value(
-            json_object_get(json_object_get(env, "project"), "name")),
-        evil);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(env, "project"), "name")),
+                        evil);
     assert_string_equal(json_string_value(json_object_get(env, "name")),
                         evil_env);
     bv = json_array_get(
@@ -124,8 +121,7 @@ static void test_bulk_request_hostile_values_stay_in_variables(void **state)
             json_object_get(json_object_get(root, "variables"), "input"),
             "buildVariables"),
         0);
-    assert_string_equal(json_string_value(json_object_get(bv, "name")),
-                        "X\"}");
+    assert_string_equal(json_string_value(json_object_get(bv, "name")), "X\"}");
     assert_string_equal(json_string_value(json_object_get(bv, "value")),
                         "$input");
     assert_string_equal(
@@ -184,10 +180,9 @@ static void test_deployments_request(void **state)
     assert_int_equal(json_object_size(root), 2);
     assert_string_equal(json_string_value(json_object_get(root, "query")),
                         DEPLOYMENTS_QUERY);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(root, "variables"),
-                                          "bulkId")),
-        "abc\"}) { x }");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(root, "variables"), "bulkId")),
+                        "abc\"}) { x }");
     json_decref(root);
     free(text);
     assert_null(rw_lagoon_deployments_request_json(NULL));
@@ -205,18 +200,14 @@ static void test_classify(void **state)
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 403), RW_ERR_LAGOON_AUTH);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 429),
                      RW_ERR_LAGOON_RATE_LIMITED);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 408),
-                     RW_ERR_LAGOON_TIMEOUT);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 408), RW_ERR_LAGOON_TIMEOUT);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 500), RW_ERR_LAGOON_SERVER);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 502), RW_ERR_LAGOON_SERVER);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 503), RW_ERR_LAGOON_SERVER);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 599), RW_ERR_LAGOON_SERVER);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 400),
-                     RW_ERR_LAGOON_PROTOCOL);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 404),
-                     RW_ERR_LAGOON_PROTOCOL);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 301),
-                     RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 400), RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 404), RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 301), RW_ERR_LAGOON_PROTOCOL);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 0), RW_ERR_LAGOON_PROTOCOL);
     assert_int_equal(rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0),
                      RW_ERR_LAGOON_TIMEOUT);
@@ -230,16 +221,15 @@ static void test_classify(void **state)
                      RW_ERR_LAGOON_NETWORK);
     assert_int_equal(rw_lagoon_classify(CURLE_SSL_CONNECT_ERROR, 0),
                      RW_ERR_LAGOON_NETWORK);
-    assert_int_equal(rw_lagoon_classify(CURLE_URL_MALFORMAT, 0),
-                     RW_ERR_CONFIG);
+    assert_int_equal(rw_lagoon_classify(CURLE_URL_MALFORMAT, 0), RW_ERR_CONFIG);
     /* The curl result wins over a stale status code. */
     assert_int_equal(rw_lagoon_classify(CURLE_RECV_ERROR, 200),
                      RW_ERR_LAGOON_NETWORK);
 
     assert_true(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 503)));
     assert_true(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 429)));
-    assert_true(rw_err_is_retriable(
-        rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0)));
+    assert_true(
+        rw_err_is_retriable(rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0)));
     assert_true(
         rw_err_is_retriable(rw_lagoon_classify(CURLE_COULDNT_CONNECT, 0)));
     assert_false(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 401)));
@@ -253,13 +243,12 @@ static void test_parse_bulk_ok(void **state)
     char id[RW_LAGOON_BULK_ID_MAX], err[256];
 
     (void)state;
-    assert_int_equal(
-        rw_lagoon_parse_bulk_response(
-            200,
-            "{\"data\":{\"bulkDeployEnvironmentLatest\":"
-            "\"5b0c7bde-1b47-4b5e-9d8c-2a3a7f4e1c11\"}}",
-            id, sizeof(id), err, sizeof(err)),
-        RW_OK);
+    assert_int_equal(rw_lagoon_parse_bulk_response(
+                         200,
+                         "{\"data\":{\"bulkDeployEnvironmentLatest\":"
+                         "\"5b0c7bde-1b47-4b5e-9d8c-2a3a7f4e1c11\"}}",
+                         id, sizeof(id), err, sizeof(err)),
+                     RW_OK);
     assert_string_equal(id, "5b0c7bde-1b47-4b5e-9d8c-2a3a7f4e1c11");
 }
 
@@ -290,9 +279,8 @@ static void test_parse_bulk_graphql_error(void **state)
     assert_non_null(strstr(err, "boom"));
 
     /* An error without a message is still a GraphQL error. */
-    e = rw_lagoon_parse_bulk_response(200,
-                                      "{\"data\":null,\"errors\":[{}]}", id,
-                                      sizeof(id), err, sizeof(err));
+    e = rw_lagoon_parse_bulk_response(200, "{\"data\":null,\"errors\":[{}]}",
+                                      id, sizeof(id), err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
 }
 
@@ -315,8 +303,8 @@ static void test_parse_bulk_long_error_is_truncated(void **state)
 
     /* A small caller buffer truncates without overflow. */
     char small[16];
-    assert_int_equal(rw_lagoon_parse_bulk_response(
-                         200, body, id, sizeof(id), small, sizeof(small)),
+    assert_int_equal(rw_lagoon_parse_bulk_response(200, body, id, sizeof(id),
+                                                   small, sizeof(small)),
                      RW_ERR_LAGOON_GRAPHQL);
     assert_int_equal(strlen(small), sizeof(small) - 1);
 }
@@ -335,31 +323,28 @@ static void test_parse_bulk_http_errors(void **state)
         RW_ERR_LAGOON_AUTH);
     assert_non_null(strstr(err, "401"));
     assert_non_null(strstr(err, "Unauthorized"));
-    assert_int_equal(rw_lagoon_parse_bulk_response(403, "", id, sizeof(id),
-                                                   err, sizeof(err)),
+    assert_int_equal(rw_lagoon_parse_bulk_response(403, "", id, sizeof(id), err,
+                                                   sizeof(err)),
                      RW_ERR_LAGOON_AUTH);
-    assert_int_equal(rw_lagoon_parse_bulk_response(
-                         500, "<html>oops</html>", id, sizeof(id), err,
-                         sizeof(err)),
+    assert_int_equal(rw_lagoon_parse_bulk_response(500, "<html>oops</html>", id,
+                                                   sizeof(id), err,
+                                                   sizeof(err)),
                      RW_ERR_LAGOON_SERVER);
     assert_non_null(strstr(err, "500"));
     assert_int_equal(rw_lagoon_parse_bulk_response(503, NULL, id, sizeof(id),
                                                    err, sizeof(err)),
                      RW_ERR_LAGOON_SERVER);
-    assert_int_equal(rw_lagoon_parse_bulk_response(429, "slow down", id,
-                                                   sizeof(id), err,
-                                                   sizeof(err)),
+    assert_int_equal(rw_lagoon_parse_bulk_response(
+                         429, "slow down", id, sizeof(id), err, sizeof(err)),
                      RW_ERR_LAGOON_RATE_LIMITED);
-    assert_int_equal(rw_lagoon_parse_bulk_response(404, "nope", id,
-                                                   sizeof(id), err,
-                                                   sizeof(err)),
+    assert_int_equal(rw_lagoon_parse_bulk_response(404, "nope", id, sizeof(id),
+                                                   err, sizeof(err)),
                      RW_ERR_LAGOON_PROTOCOL);
     /* Validation failures answered with 400 and an errors array. */
     assert_int_equal(
         rw_lagoon_parse_bulk_response(
-            400,
-            "{\"errors\":[{\"message\":\"Unknown type \\\"Foo\\\".\"}]}", id,
-            sizeof(id), err, sizeof(err)),
+            400, "{\"errors\":[{\"message\":\"Unknown type \\\"Foo\\\".\"}]}",
+            id, sizeof(id), err, sizeof(err)),
         RW_ERR_LAGOON_GRAPHQL);
     assert_non_null(strstr(err, "Unknown type"));
 }
@@ -380,9 +365,8 @@ static void test_parse_bulk_protocol_errors(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        rw_err_t e = rw_lagoon_parse_bulk_response(200, bad[i], id,
-                                                   sizeof(id), err,
-                                                   sizeof(err));
+        rw_err_t e = rw_lagoon_parse_bulk_response(200, bad[i], id, sizeof(id),
+                                                   err, sizeof(err));
         if (e != RW_ERR_LAGOON_PROTOCOL)
             fail_msg("body %zu (%s) gave %s", i, bad[i], rw_err_name(e));
         assert_true(strlen(err) > 0);
@@ -433,8 +417,8 @@ static void test_parse_deployments_rows(void **state)
     char err[256];
 
     (void)state;
-    assert_int_equal(rw_lagoon_parse_deployments_response(
-                         200, rows_body, &d, err, sizeof(err)),
+    assert_int_equal(rw_lagoon_parse_deployments_response(200, rows_body, &d,
+                                                          err, sizeof(err)),
                      RW_OK);
     assert_non_null(d);
     assert_int_equal(d->n, 4);
@@ -502,11 +486,10 @@ static void test_parse_deployments_empty_and_missing(void **state)
 
     for (size_t i = 0; i < sizeof(protocol) / sizeof(protocol[0]); i++) {
         d = (rw_lagoon_deployments_t *)1;
-        rw_err_t e = rw_lagoon_parse_deployments_response(
-            200, protocol[i], &d, err, sizeof(err));
+        rw_err_t e = rw_lagoon_parse_deployments_response(200, protocol[i], &d,
+                                                          err, sizeof(err));
         if (e != RW_ERR_LAGOON_PROTOCOL)
-            fail_msg("body %zu (%s) gave %s", i, protocol[i],
-                     rw_err_name(e));
+            fail_msg("body %zu (%s) gave %s", i, protocol[i], rw_err_name(e));
         assert_null(d);
     }
 }
@@ -534,9 +517,9 @@ static void test_parse_deployments_errors(void **state)
     assert_int_equal(rw_lagoon_parse_deployments_response(
                          401, "{\"errors\":[]}", &d, err, sizeof(err)),
                      RW_ERR_LAGOON_AUTH);
-    assert_int_equal(rw_lagoon_parse_deployments_response(
-                         429, NULL, &d, err, sizeof(err)),
-                     RW_ERR_LAGOON_RATE_LIMITED);
+    assert_int_equal(
+        rw_lagoon_parse_deployments_response(429, NULL, &d, err, sizeof(err)),
+        RW_ERR_LAGOON_RATE_LIMITED);
 }
 
 static void test_parse_deployments_string_id_and_bad_date(void **state)
