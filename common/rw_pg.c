@@ -1,2 +1,544 @@
-/* rw_pg: placeholder until the module lands. */
-typedef int rw_pg_placeholder_t;
+/*
+ * rw_pg: one libpq connection with parameterized execution, SQLSTATE
+ * mapping, transaction tracking, reconnect, column access by name, array
+ * literals and advisory locks. It holds no application SQL and never prints
+ * or logs the DSN.
+ */
+#include "rw_pg.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_log.h"
+
+struct rw_pg {
+    PGconn *conn;
+    int in_tx;
+    unsigned reconnects;
+};
+
+/*
+ * Copy a libpq message into errstr as one line: libpq's multi-line
+ * messages ("...\n\tIs the server running...") would break log lines.
+ */
+static void set_msg(char *errstr, size_t errlen, const char *prefix,
+                    const char *msg)
+{
+    size_t n;
+
+    if (!errstr || errlen == 0)
+        return;
+    snprintf(errstr, errlen, "%s%s", prefix, msg ? msg : "");
+    n = strlen(errstr);
+    while (n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '))
+        errstr[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (errstr[i] == '\n' || errstr[i] == '\t')
+            errstr[i] = ' ';
+}
+
+/* Server notices (e.g. "relation already exists, skipping") are debug noise. */
+static void notice_processor(void *arg, const char *message)
+{
+    char quoted[512];
+    char line[480];
+    size_t n;
+
+    (void)arg;
+    snprintf(line, sizeof(line), "%s", message ? message : "");
+    n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    rw_debug("pg", "event=pg_notice msg=%s",
+             rw_log_quote(quoted, sizeof(quoted), line));
+}
+
+rw_err_t rw_pg_new(rw_pg_t **pgp, const char *dsn, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_pg_t *pg = NULL;
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL;
+
+    if (!pgp || !dsn) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "rw_pg_new: pgp and dsn are required");
+        goto out;
+    }
+    *pgp = NULL;
+    /*
+     * Parse first: libpq's parse errors quote pieces of the string, which
+     * may be a password, so they are replaced by a generic message.
+     */
+    opts = PQconninfoParse(dsn, &perr);
+    if (!opts) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "invalid postgres connection string (details "
+                         "withheld: the string may hold a password)");
+        goto out;
+    }
+    pg = calloc(1, sizeof(*pg));
+    if (!pg) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    pg->conn = PQconnectdb(dsn);
+    if (!pg->conn) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        set_msg(errstr, errlen, "postgres connect failed: ",
+                PQerrorMessage(pg->conn));
+        err = RW_ERR_PG_CONN;
+        goto out;
+    }
+    PQsetNoticeProcessor(pg->conn, notice_processor, NULL);
+    *pgp = pg;
+    pg = NULL;
+out:
+    PQfreemem(perr);
+    PQconninfoFree(opts);
+    rw_pg_destroy(pg);
+    return err;
+}
+
+void rw_pg_destroy(rw_pg_t *pg)
+{
+    if (!pg)
+        return;
+    PQfinish(pg->conn);
+    free(pg);
+}
+
+PGconn *rw_pg_conn(rw_pg_t *pg)
+{
+    return pg ? pg->conn : NULL;
+}
+
+unsigned rw_pg_reconnects(const rw_pg_t *pg)
+{
+    return pg ? pg->reconnects : 0;
+}
+
+int rw_pg_in_tx(const rw_pg_t *pg)
+{
+    return pg ? pg->in_tx : 0;
+}
+
+rw_err_t rw_pg_sqlstate_err(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return RW_ERR_PG_QUERY;
+    /* class 08: connection exception */
+    if (strncmp(sqlstate, "08", 2) == 0)
+        return RW_ERR_PG_CONN;
+    /* admin_shutdown, crash_shutdown, cannot_connect_now: server going away */
+    if (strcmp(sqlstate, "57P01") == 0 || strcmp(sqlstate, "57P02") == 0 ||
+        strcmp(sqlstate, "57P03") == 0)
+        return RW_ERR_PG_CONN;
+    if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)
+        return RW_ERR_PG_RETRY;
+    if (strcmp(sqlstate, "23505") == 0)
+        return RW_ERR_PG_UNIQUE;
+    return RW_ERR_PG_QUERY;
+}
+
+static int conn_bad(const rw_pg_t *pg)
+{
+    return PQstatus(pg->conn) == CONNECTION_BAD;
+}
+
+rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
+                          size_t errlen)
+{
+    ExecStatusType st;
+    const char *state, *primary, *detail;
+    rw_err_t err;
+
+    if (!res) {
+        /* libpq could not even produce a result: out of memory or no link */
+        set_msg(errstr, errlen, "postgres: ",
+                pg ? PQerrorMessage(pg->conn) : "no result");
+        return pg && conn_bad(pg) ? RW_ERR_PG_CONN : RW_ERR_PG_QUERY;
+    }
+    st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return RW_OK;
+    if (st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR) {
+        return rw_err_set(errstr, errlen, RW_ERR_PG_QUERY,
+                          "postgres: unexpected result status %s",
+                          PQresStatus(st));
+    }
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    err = rw_pg_sqlstate_err(state);
+    /* libpq's own "server closed the connection" errors carry no SQLSTATE */
+    if (pg && conn_bad(pg))
+        err = RW_ERR_PG_CONN;
+    if (!primary) {
+        set_msg(errstr, errlen, "postgres: ", PQresultErrorMessage(res));
+        return err;
+    }
+    if (detail)
+        rw_err_set(errstr, errlen, err, "%s [SQLSTATE %s] detail: %s",
+                   primary, state ? state : "?????", detail);
+    else
+        rw_err_set(errstr, errlen, err, "%s [SQLSTATE %s]", primary,
+                   state ? state : "?????");
+    return err;
+}
+
+/* PQreset keeps the PGconn (and its notice processor) and reconnects. */
+static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
+{
+    PQreset(pg->conn);
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        set_msg(errstr, errlen, "postgres reconnect failed: ",
+                PQerrorMessage(pg->conn));
+        return RW_ERR_PG_CONN;
+    }
+    pg->reconnects++;
+    rw_warn("pg", "event=pg_reconnected reconnects=%u", pg->reconnects);
+    return RW_OK;
+}
+
+rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
+                    const char *const *params, PGresult **res, char *errstr,
+                    size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *r = NULL;
+
+    if (res)
+        *res = NULL;
+    if (!pg || !sql || nparams < 0 || (nparams > 0 && !params)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "rw_pg_exec: bad arguments");
+        goto out;
+    }
+    for (int attempt = 0;; attempt++) {
+        if (conn_bad(pg)) {
+            if (pg->in_tx) {
+                err = rw_err_set(errstr, errlen, RW_ERR_PG_CONN,
+                                 "postgres connection lost inside a "
+                                 "transaction");
+                goto out;
+            }
+            err = reconnect(pg, errstr, errlen);
+            if (err)
+                goto out;
+        }
+        r = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+        err = rw_pg_result_err(pg, r, errstr, errlen);
+        if (err == RW_OK)
+            break;
+        PQclear(r);
+        r = NULL;
+        /*
+         * Only a lost link outside a transaction is retried, and only once:
+         * a transaction's earlier statements died with the old session.
+         */
+        if (err != RW_ERR_PG_CONN || !conn_bad(pg) || pg->in_tx ||
+            attempt > 0)
+            goto out;
+        rw_warn("pg", "event=pg_connection_lost action=reconnect_and_retry");
+    }
+out:
+    if (err == RW_OK && res)
+        *res = r;
+    else
+        PQclear(r);
+    return err;
+}
+
+rw_err_t rw_pg_begin(rw_pg_t *pg, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+
+    if (!pg)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "no connection");
+    if (pg->in_tx)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "a transaction is already open");
+    err = rw_pg_exec(pg, "BEGIN", 0, NULL, NULL, errstr, errlen);
+    if (err == RW_OK)
+        pg->in_tx = 1;
+    return err;
+}
+
+rw_err_t rw_pg_commit(rw_pg_t *pg, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *r = NULL;
+
+    if (!pg)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "no connection");
+    if (!pg->in_tx)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "no transaction open");
+    err = rw_pg_exec(pg, "COMMIT", 0, NULL, &r, errstr, errlen);
+    /* a COMMIT ends the transaction whatever its outcome */
+    pg->in_tx = 0;
+    if (err)
+        goto out;
+    /* Postgres answers COMMIT of an aborted transaction with ROLLBACK */
+    if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0)
+        err = rw_err_set(errstr, errlen, RW_ERR_PG_QUERY,
+                         "transaction was aborted by an earlier error and "
+                         "has been rolled back");
+out:
+    PQclear(r);
+    return err;
+}
+
+rw_err_t rw_pg_rollback(rw_pg_t *pg, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+
+    if (!pg)
+        return RW_OK;
+    if (conn_bad(pg)) {
+        /* the server dropped the transaction together with the session */
+        pg->in_tx = 0;
+        return RW_OK;
+    }
+    if (!pg->in_tx && PQtransactionStatus(pg->conn) == PQTRANS_IDLE)
+        return RW_OK;
+    /* in_tx stays set meanwhile so a lost link is not "retried" */
+    pg->in_tx = 1;
+    err = rw_pg_exec(pg, "ROLLBACK", 0, NULL, NULL, errstr, errlen);
+    pg->in_tx = 0;
+    if (err == RW_ERR_PG_CONN)
+        err = RW_OK;
+    return err;
+}
+
+int rw_pg_col(const PGresult *res, const char *name)
+{
+    char quoted[128];
+    int c;
+
+    if (!res || !name)
+        return -1;
+    c = PQfnumber(res, name);
+    if (c < 0)
+        rw_error("pg", "event=pg_missing_column column=%s",
+                 rw_log_quote(quoted, sizeof(quoted), name));
+    return c;
+}
+
+const char *rw_pg_str(const PGresult *res, int row, const char *col)
+{
+    int c = rw_pg_col(res, col);
+
+    if (c < 0 || row < 0 || row >= PQntuples(res))
+        return NULL;
+    if (PQgetisnull(res, row, c))
+        return NULL;
+    return PQgetvalue(res, row, c);
+}
+
+long long rw_pg_ll(const PGresult *res, int row, const char *col,
+                   long long dflt)
+{
+    const char *s = rw_pg_str(res, row, col);
+    char *end = NULL;
+    long long v;
+
+    if (!s || !*s)
+        return dflt;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end != '\0')
+        return dflt;
+    return v;
+}
+
+int rw_pg_bool(const PGresult *res, int row, const char *col, int dflt)
+{
+    const char *s = rw_pg_str(res, row, col);
+
+    if (!s)
+        return dflt;
+    if (strcmp(s, "t") == 0)
+        return 1;
+    if (strcmp(s, "f") == 0)
+        return 0;
+    return dflt;
+}
+
+void rw_pg_array_init(rw_pg_array_t *a)
+{
+    memset(a, 0, sizeof(*a));
+}
+
+/* Room for extra more bytes plus the closing "}" and NUL of finish. */
+static rw_err_t array_reserve(rw_pg_array_t *a, size_t extra)
+{
+    size_t need, cap;
+    char *nb;
+
+    if (a->failed)
+        return RW_ERR_NOMEM;
+    need = a->len + extra + 2;
+    if (need <= a->cap)
+        return RW_OK;
+    cap = a->cap ? a->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    nb = realloc(a->buf, cap);
+    if (!nb) {
+        a->failed = 1;
+        return RW_ERR_NOMEM;
+    }
+    a->buf = nb;
+    a->cap = cap;
+    return RW_OK;
+}
+
+/* Opening brace on first use, comma before every element but the first. */
+static rw_err_t array_sep(rw_pg_array_t *a, size_t elem_len)
+{
+    rw_err_t err = array_reserve(a, elem_len + 1);
+
+    if (err)
+        return err;
+    if (a->len == 0)
+        a->buf[a->len++] = '{';
+    else if (a->n > 0)
+        a->buf[a->len++] = ',';
+    return RW_OK;
+}
+
+rw_err_t rw_pg_array_add_ll(rw_pg_array_t *a, long long v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", v);
+    rw_err_t err = array_sep(a, (size_t)n);
+
+    if (err)
+        return err;
+    memcpy(a->buf + a->len, tmp, (size_t)n);
+    a->len += (size_t)n;
+    a->n++;
+    return RW_OK;
+}
+
+rw_err_t rw_pg_array_add_str(rw_pg_array_t *a, const char *s)
+{
+    size_t need = 2;
+    rw_err_t err;
+
+    if (!s) {
+        err = array_sep(a, 4);
+        if (err)
+            return err;
+        memcpy(a->buf + a->len, "NULL", 4);
+        a->len += 4;
+        a->n++;
+        return RW_OK;
+    }
+    for (const char *p = s; *p; p++)
+        need += (*p == '"' || *p == '\\') ? 2 : 1;
+    err = array_sep(a, need);
+    if (err)
+        return err;
+    /*
+     * Always quoted: unquoted elements would be whitespace-trimmed and
+     * "NULL" would turn into SQL NULL.
+     */
+    a->buf[a->len++] = '"';
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            a->buf[a->len++] = '\\';
+        a->buf[a->len++] = *p;
+    }
+    a->buf[a->len++] = '"';
+    a->n++;
+    return RW_OK;
+}
+
+const char *rw_pg_array_finish(rw_pg_array_t *a)
+{
+    if (array_reserve(a, 1))
+        return NULL;
+    if (a->len == 0)
+        a->buf[a->len++] = '{';
+    /* closing brace written past len so that more adds may follow */
+    a->buf[a->len] = '}';
+    a->buf[a->len + 1] = '\0';
+    return a->buf;
+}
+
+void rw_pg_array_free(rw_pg_array_t *a)
+{
+    if (!a)
+        return;
+    free(a->buf);
+    memset(a, 0, sizeof(*a));
+}
+
+static rw_err_t advisory(rw_pg_t *pg, const char *sql, long long key,
+                         int *result, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *r = NULL;
+    char keybuf[32];
+    const char *params[1] = {keybuf};
+
+    snprintf(keybuf, sizeof(keybuf), "%lld", key);
+    err = rw_pg_exec(pg, sql, 1, params, &r, errstr, errlen);
+    if (err)
+        goto out;
+    if (PQntuples(r) != 1) {
+        err = rw_err_set(errstr, errlen, RW_ERR_PG_QUERY,
+                         "advisory lock call returned %d rows", PQntuples(r));
+        goto out;
+    }
+    *result = rw_pg_bool(r, 0, "ok", 1);
+out:
+    PQclear(r);
+    return err;
+}
+
+rw_err_t rw_pg_try_advisory_lock(rw_pg_t *pg, long long key, int *got,
+                                 char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    int ok = 0;
+
+    err = advisory(pg, "SELECT pg_try_advisory_lock($1::bigint) AS ok", key,
+                   &ok, errstr, errlen);
+    if (got)
+        *got = err == RW_OK ? ok : 0;
+    return err;
+}
+
+rw_err_t rw_pg_advisory_lock(rw_pg_t *pg, long long key, char *errstr,
+                             size_t errlen)
+{
+    int ok = 0;
+
+    /* pg_advisory_lock returns void; the constant gives the row a column */
+    return advisory(pg, "SELECT pg_advisory_lock($1::bigint), true AS ok",
+                    key, &ok, errstr, errlen);
+}
+
+rw_err_t rw_pg_advisory_unlock(rw_pg_t *pg, long long key, char *errstr,
+                               size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    int ok = 0;
+
+    err = advisory(pg, "SELECT pg_advisory_unlock($1::bigint) AS ok", key, &ok,
+                   errstr, errlen);
+    if (err == RW_OK && !ok)
+        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
+                         "advisory lock %lld was not held by this session",
+                         key);
+    return err;
+}

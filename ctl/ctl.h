@@ -1,0 +1,32 @@
+/*
+ * ctl: the rollwavectl subcommand interface. rollwavectl.c holds the table
+ * of subcommands and the configuration; each subcommand lives in its own
+ * ctl_<name>.c. Subcommands print results on stdout and problems on stderr;
+ * they never exit() themselves.
+ */
+#ifndef RW_CTL_H
+#define RW_CTL_H
+
+#include "rw_settings.h"
+
+/* Exit statuses of rollwavectl. */
+#define RW_CTL_EXIT_OK 0      /* done */
+#define RW_CTL_EXIT_FAILED 1  /* refused or failed */
+#define RW_CTL_EXIT_USAGE 2   /* unknown command, bad arguments or config */
+
+/*
+ * A subcommand. argv[0] is the subcommand name, argv[1..] its own
+ * arguments ("--help" has already been handled). s holds the loaded
+ * configuration of the key groups the command's table row asks for.
+ * Returns one of RW_CTL_EXIT_*.
+ */
+typedef int (*rw_ctl_fn)(int argc, char **argv, const rw_settings_t *s);
+
+/* Print "rollwavectl <cmd>: <message>" on stderr. */
+void rw_ctl_errorf(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* migrate [--status]: apply pending migrations or list their state. */
+int rw_ctl_migrate(int argc, char **argv, const rw_settings_t *s);
+
+#endif

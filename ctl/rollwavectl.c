@@ -1,0 +1,158 @@
+/*
+ * rollwavectl: the operator CLI. This file holds the table of subcommands,
+ * dispatches to them, prints help and loads the configuration groups each
+ * subcommand needs. The subcommands themselves live in ctl_<name>.c; none
+ * of their logic belongs here.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "rw_config.h"
+#include "rw_log.h"
+#include "rw_settings.h"
+
+/* Configuration groups a subcommand may need, besides the process keys. */
+enum {
+    NEED_PG = 1u << 0,
+    NEED_REDIS = 1u << 1,
+    NEED_KAFKA = 1u << 2,
+    NEED_LAGOON = 1u << 3,
+};
+
+static const rw_cfg_key_t keys_process[] = {RW_KEYS_PROCESS("0")};
+static const rw_cfg_key_t keys_pg[] = {RW_KEYS_PG};
+static const rw_cfg_key_t keys_redis[] = {RW_KEYS_REDIS};
+static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
+static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
+
+#define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct key_group {
+    unsigned need; /* 0 = always */
+    const rw_cfg_key_t *keys;
+    size_t n;
+} groups[] = {
+    {0, keys_process, NKEYS(keys_process)},
+    {NEED_PG, keys_pg, NKEYS(keys_pg)},
+    {NEED_REDIS, keys_redis, NKEYS(keys_redis)},
+    {NEED_KAFKA, keys_kafka, NKEYS(keys_kafka)},
+    {NEED_LAGOON, keys_lagoon, NKEYS(keys_lagoon)},
+};
+
+#define MAX_KEYS                                                               \
+    (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_redis) +                \
+     NKEYS(keys_kafka) + NKEYS(keys_lagoon))
+
+typedef struct ctl_cmd {
+    const char *name;
+    rw_ctl_fn fn;
+    unsigned needs; /* NEED_* */
+    const char *args;
+    const char *help; /* one line */
+} ctl_cmd_t;
+
+/* One row per subcommand. */
+static const ctl_cmd_t cmds[] = {
+    {"migrate", rw_ctl_migrate, NEED_PG, "[--status]",
+     "apply pending schema migrations; --status lists applied and pending"},
+};
+
+void rw_ctl_errorf(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "rollwavectl %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: rollwavectl <command> [arguments]\n\n"
+                 "Operator CLI of rollwave. Commands:\n");
+    for (size_t i = 0; i < NKEYS(cmds); i++)
+        fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(out, "\n'rollwavectl <command> --help' shows a command's "
+                 "arguments and configuration.\n"
+                 "Exit status: 0 done, 1 refused or failed, 2 bad usage or "
+                 "configuration.\n");
+}
+
+static const ctl_cmd_t *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < NKEYS(cmds); i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+/* Copy the process keys and the groups in needs into keys; returns count. */
+static size_t build_keys(unsigned needs, rw_cfg_key_t *keys)
+{
+    size_t n = 0;
+
+    for (size_t g = 0; g < NKEYS(groups); g++) {
+        if (groups[g].need && !(groups[g].need & needs))
+            continue;
+        for (size_t i = 0; i < groups[g].n; i++)
+            keys[n++] = groups[g].keys[i];
+    }
+    return n;
+}
+
+static int is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+int main(int argc, char **argv)
+{
+    rw_cfg_key_t keys[MAX_KEYS];
+    rw_settings_t s;
+    const ctl_cmd_t *cmd;
+    char errstr[512];
+    size_t n;
+    int rc = RW_CTL_EXIT_OK;
+
+    memset(&s, 0, sizeof(s));
+    if (argc < 2) {
+        usage(stderr);
+        return RW_CTL_EXIT_USAGE;
+    }
+    if (is_help(argv[1])) {
+        usage(stdout);
+        return RW_CTL_EXIT_OK;
+    }
+    cmd = find_cmd(argv[1]);
+    if (!cmd) {
+        fprintf(stderr,
+                "rollwavectl: unknown command '%s' (see rollwavectl "
+                "--help)\n",
+                argv[1]);
+        return RW_CTL_EXIT_USAGE;
+    }
+    n = build_keys(cmd->needs, keys);
+    for (int i = 2; i < argc; i++) {
+        if (is_help(argv[i])) {
+            char prog[128];
+            snprintf(prog, sizeof(prog), "rollwavectl %s %s", cmd->name,
+                     cmd->args);
+            rw_config_help(stdout, prog, cmd->help, keys, n);
+            return RW_CTL_EXIT_OK;
+        }
+    }
+    if (rw_config_load(keys, n, &s, NULL, NULL, errstr, sizeof(errstr))) {
+        rw_ctl_errorf(cmd->name, "config error: %s", errstr);
+        rc = RW_CTL_EXIT_USAGE;
+        goto out;
+    }
+    rw_log_set_level((rw_log_level_t)s.log_level);
+    rc = cmd->fn(argc - 1, argv + 1, &s);
+out:
+    rw_config_free(keys, n, &s);
+    return rc;
+}
