@@ -1,2 +1,1085 @@
-/* rw_kafka: placeholder until the module lands. */
-typedef int rw_kafka_placeholder_t;
+/*
+ * rw_kafka: librdkafka behind a small opaque API: configuration from
+ * rw_settings_t, an idempotent producer, a manual-commit group consumer with
+ * a rebalance callback, dead letters and offset queries.
+ *
+ * It does not retry on its own beyond librdkafka's internal retries and a
+ * short wait on a full local queue; what to do with a failure is the
+ * caller's decision (rw_err_is_retriable). No Admin API anywhere, so the
+ * same code runs against the mock cluster and a real Kafka.
+ */
+#include "rw_kafka.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_log.h"
+
+#define COMP "kafka"
+#define QUEUE_FULL_WAIT_MS 100
+#define QUEUE_FULL_TRIES 50
+#define DESTROY_FLUSH_MS 10000
+#define CLOSE_COMMIT_LOG 1
+
+struct rw_kafka_producer {
+    rd_kafka_t *rk;
+    rw_kafka_dr_cb dr_cb;
+    void *dr_opaque;
+};
+
+struct rw_kafka_consumer {
+    rd_kafka_t *rk;
+    int subscribed;
+    int closed;
+};
+
+struct rw_kafka_msg {
+    rd_kafka_message_t *rkm;
+    rd_kafka_headers_t *hdrs; /* owned by rkm; NULL when there are none */
+};
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* The one place that sorts librdkafka's codes into rollwave's. */
+static rw_err_t map_kerr(rd_kafka_resp_err_t kerr)
+{
+    switch (kerr) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return RW_OK;
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+        return RW_ERR_TIMEOUT;
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        return RW_ERR_NOT_FOUND;
+    case RD_KAFKA_RESP_ERR__STATE:
+        return RW_ERR_CONFLICT;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return RW_ERR_INVALID_ARG;
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__RESOLVE:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+        return RW_ERR_KAFKA_TRANSIENT;
+    default:
+        return RW_ERR_KAFKA;
+    }
+}
+
+static rw_err_t kerr_set(char *errstr, size_t errlen, rd_kafka_resp_err_t kerr,
+                         const char *what)
+{
+    return rw_err_set(errstr, errlen, map_kerr(kerr), "%s: %s (%s)", what,
+                      rd_kafka_err2str(kerr), rd_kafka_err2name(kerr));
+}
+
+/* Consumes error. */
+static rw_err_t kerror_set(char *errstr, size_t errlen, rd_kafka_error_t *error,
+                           const char *what)
+{
+    rw_err_t err = rw_err_set(errstr, errlen,
+                              map_kerr(rd_kafka_error_code(error)), "%s: %s",
+                              what, rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    return err;
+}
+
+/* ---- configuration ----------------------------------------------------- */
+
+/* librdkafka library logs; it redacts sensitive properties itself. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf)
+{
+    char qbuf[1024];
+    rw_log_level_t lvl = level <= 3   ? RW_LOG_ERROR
+                         : level == 4 ? RW_LOG_WARN
+                         : level <= 6 ? RW_LOG_INFO
+                                      : RW_LOG_DEBUG;
+
+    RW_LOG(lvl, COMP, "event=librdkafka client=%s fac=%s msg=%s",
+           rd_kafka_name(rk), fac, rw_log_quote(qbuf, sizeof(qbuf), buf));
+}
+
+static void error_cb(rd_kafka_t *rk, int kerr, const char *reason,
+                     void *opaque)
+{
+    char qbuf[1024];
+
+    (void)opaque;
+    rw_log_quote(qbuf, sizeof(qbuf), reason);
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+        rw_error(COMP, "event=fatal_error client=%s reason=%s",
+                 rd_kafka_name(rk), qbuf);
+    else
+        rw_warn(COMP, "event=client_error client=%s error=%s reason=%s",
+                rd_kafka_name(rk),
+                rd_kafka_err2name((rd_kafka_resp_err_t)kerr), qbuf);
+}
+
+/* Values of keys like these must not appear in any message. */
+static int key_is_secret(const char *key)
+{
+    return strstr(key, "password") || strstr(key, "secret") ||
+           strstr(key, "jaas") || strstr(key, "token");
+}
+
+static rw_err_t conf_set(rd_kafka_conf_t *conf, const char *key,
+                         const char *val, char *errstr, size_t errlen)
+{
+    char kerrstr[512];
+    rd_kafka_conf_res_t res;
+
+    res = rd_kafka_conf_set(conf, key, val, kerrstr, sizeof(kerrstr));
+    if (res == RD_KAFKA_CONF_OK)
+        return RW_OK;
+    if (res == RD_KAFKA_CONF_UNKNOWN)
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "unknown kafka property \"%s\"", key);
+    if (key_is_secret(key))
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "invalid value for kafka property \"%s\"", key);
+    return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                      "invalid value for kafka property \"%s\": %s", key,
+                      kerrstr);
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+rw_err_t rw_kafka_conf_apply_properties(rd_kafka_conf_t *conf,
+                                        const char *props, char *errstr,
+                                        size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char *copy = NULL;
+    char *entry, *next;
+    int n = 0;
+
+    if (!props || !*props)
+        return RW_OK;
+    copy = strdup(props);
+    if (!copy)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka properties");
+    /* Empty entries (a trailing comma) are tolerated; anything else must
+     * be key=value. Errors name the entry's position or key only, since a
+     * value may be a secret. */
+    for (entry = copy; entry; entry = next) {
+        char *eq, *key, *val;
+
+        next = strchr(entry, ',');
+        if (next)
+            *next++ = '\0';
+        n++;
+        entry = trim(entry);
+        if (!*entry)
+            continue;
+        eq = strchr(entry, '=');
+        if (!eq) {
+            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                             "kafka properties: entry %d is not key=value",
+                             n);
+            goto out;
+        }
+        *eq = '\0';
+        key = trim(entry);
+        val = trim(eq + 1);
+        if (!*key) {
+            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                             "kafka properties: entry %d has an empty key",
+                             n);
+            goto out;
+        }
+        err = conf_set(conf, key, val, errstr, errlen);
+        if (err)
+            goto out;
+    }
+out:
+    free(copy);
+    return err;
+}
+
+static int set_str(const char *s)
+{
+    return s && *s;
+}
+
+/*
+ * Base configuration from settings, then kafka_properties, then forced
+ * (NULL-terminated key, value pairs) that the module's semantics depend on.
+ */
+static rw_err_t conf_build(rd_kafka_conf_t **confp, const rw_settings_t *s,
+                           const char *const *forced, char *errstr,
+                           size_t errlen)
+{
+    rd_kafka_conf_t *conf = NULL;
+    rw_err_t err = RW_OK;
+
+    *confp = NULL;
+    if (!set_str(s->kafka_brokers))
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "no kafka bootstrap servers configured");
+    conf = rd_kafka_conf_new();
+    if (!conf)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka conf");
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+
+    err = conf_set(conf, "bootstrap.servers", s->kafka_brokers, errstr,
+                   errlen);
+    if (!err && set_str(s->kafka_security_protocol))
+        err = conf_set(conf, "security.protocol", s->kafka_security_protocol,
+                       errstr, errlen);
+    if (!err && set_str(s->kafka_sasl_mechanism))
+        err = conf_set(conf, "sasl.mechanisms", s->kafka_sasl_mechanism,
+                       errstr, errlen);
+    if (!err && set_str(s->kafka_sasl_username))
+        err = conf_set(conf, "sasl.username", s->kafka_sasl_username, errstr,
+                       errlen);
+    if (!err && set_str(s->kafka_sasl_password))
+        err = conf_set(conf, "sasl.password", s->kafka_sasl_password, errstr,
+                       errlen);
+    if (!err && set_str(s->kafka_ssl_ca_location))
+        err = conf_set(conf, "ssl.ca.location", s->kafka_ssl_ca_location,
+                       errstr, errlen);
+    if (!err)
+        err = rw_kafka_conf_apply_properties(conf, s->kafka_properties,
+                                             errstr, errlen);
+    for (; !err && forced && forced[0]; forced += 2)
+        err = conf_set(conf, forced[0], forced[1], errstr, errlen);
+    if (err)
+        goto out;
+    *confp = conf;
+    conf = NULL;
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return err;
+}
+
+rw_err_t rw_kafka_conf_new(rd_kafka_conf_t **confp, const rw_settings_t *s,
+                           char *errstr, size_t errlen)
+{
+    return conf_build(confp, s, NULL, errstr, errlen);
+}
+
+void rw_kafka_topic(char *buf, size_t len, const rw_settings_t *s,
+                    const char *name)
+{
+    const char *prefix = s && s->kafka_topic_prefix ? s->kafka_topic_prefix
+                                                    : "";
+    snprintf(buf, len, "%s%s", prefix, name);
+}
+
+/* ---- producer ---------------------------------------------------------- */
+
+/* Runs inside rd_kafka_poll/flush on the caller's thread; librdkafka frees
+ * the message afterwards. */
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
+                      void *opaque)
+{
+    rw_kafka_producer_t *kp = opaque;
+    rw_err_t result = map_kerr(rkm->err);
+
+    (void)rk;
+    if (rkm->err)
+        rw_warn(COMP, "event=delivery_failed topic=%s error=%s",
+                rd_kafka_topic_name(rkm->rkt), rd_kafka_err2name(rkm->err));
+    if (!kp->dr_cb)
+        return;
+    kp->dr_cb(kp->dr_opaque, rkm->_private, result,
+              rkm->err ? -1 : rkm->partition, rkm->err ? -1 : rkm->offset,
+              rkm->err ? rd_kafka_err2str(rkm->err) : "");
+}
+
+rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
+                               const rw_settings_t *s, rw_kafka_dr_cb dr_cb,
+                               void *dr_opaque, char *errstr, size_t errlen)
+{
+    static const char *const forced[] = {
+        "enable.idempotence", "true", "acks", "all", NULL, NULL,
+    };
+    rw_kafka_producer_t *kp = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    char kerrstr[512];
+    rw_err_t err = RW_OK;
+
+    *kpp = NULL;
+    kp = calloc(1, sizeof(*kp));
+    if (!kp)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka producer");
+    kp->dr_cb = dr_cb;
+    kp->dr_opaque = dr_opaque;
+    err = conf_build(&conf, s, forced, errstr, errlen);
+    if (err)
+        goto out;
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_opaque(conf, kp);
+    kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerrstr, sizeof(kerrstr));
+    if (!kp->rk) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "kafka producer: %s", kerrstr);
+        goto out;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    rw_info(COMP, "event=producer_started client=%s",
+            rd_kafka_name(kp->rk));
+    *kpp = kp;
+    kp = NULL;
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(kp);
+    return err;
+}
+
+rw_err_t rw_kafka_produce(rw_kafka_producer_t *kp, const char *topic,
+                          const char *key, size_t keylen, const void *payload,
+                          size_t len, const rw_kafka_header_t *headers,
+                          size_t n_headers, void *msg_opaque, char *errstr,
+                          size_t errlen)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_vu_t vus[7];
+    size_t nv = 0;
+    rw_err_t err = RW_OK;
+
+    if (!kp || !topic || !*topic)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "produce: no producer or topic");
+    vus[nv].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vus[nv++].u.cstr = topic;
+    if (key) {
+        vus[nv].vtype = RD_KAFKA_VTYPE_KEY;
+        vus[nv].u.mem.ptr = (void *)key;
+        vus[nv++].u.mem.size = keylen;
+    }
+    if (payload) {
+        vus[nv].vtype = RD_KAFKA_VTYPE_VALUE;
+        vus[nv].u.mem.ptr = (void *)payload;
+        vus[nv++].u.mem.size = len;
+    }
+    vus[nv].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vus[nv++].u.i = RD_KAFKA_MSG_F_COPY;
+    vus[nv].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vus[nv++].u.ptr = msg_opaque;
+    if (n_headers) {
+        hdrs = rd_kafka_headers_new(n_headers);
+        for (size_t i = 0; i < n_headers; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                (ssize_t)headers[i].len);
+        vus[nv].vtype = RD_KAFKA_VTYPE_HEADERS;
+        vus[nv++].u.headers = hdrs;
+    }
+
+    /* A full local queue drains as delivery reports are served. */
+    for (int tries = 0;; tries++) {
+        error = rd_kafka_produceva(kp->rk, vus, nv);
+        if (!error) {
+            hdrs = NULL; /* the message owns them now */
+            goto out;
+        }
+        if (rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__QUEUE_FULL ||
+            tries >= QUEUE_FULL_TRIES)
+            break;
+        rd_kafka_error_destroy(error);
+        error = NULL;
+        rd_kafka_poll(kp->rk, QUEUE_FULL_WAIT_MS);
+    }
+    if (rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal[512];
+        rd_kafka_fatal_error(kp->rk, fatal, sizeof(fatal));
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                         "produce to %s: fatal producer error: %s", topic,
+                         fatal);
+        rd_kafka_error_destroy(error);
+    } else {
+        char what[300];
+        snprintf(what, sizeof(what), "produce to %s", topic);
+        err = kerror_set(errstr, errlen, error, what);
+    }
+out:
+    if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+    return err;
+}
+
+int rw_kafka_producer_poll(rw_kafka_producer_t *kp, int timeout_ms)
+{
+    return rd_kafka_poll(kp->rk, timeout_ms);
+}
+
+rw_err_t rw_kafka_producer_flush(rw_kafka_producer_t *kp, int timeout_ms,
+                                 char *errstr, size_t errlen)
+{
+    rd_kafka_resp_err_t kerr = rd_kafka_flush(kp->rk, timeout_ms);
+
+    if (kerr == RD_KAFKA_RESP_ERR__TIMED_OUT)
+        return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                          "flush: %d messages still outstanding after %d ms",
+                          rd_kafka_outq_len(kp->rk), timeout_ms);
+    if (kerr)
+        return kerr_set(errstr, errlen, kerr, "flush");
+    return RW_OK;
+}
+
+int rw_kafka_producer_outstanding(const rw_kafka_producer_t *kp)
+{
+    return rd_kafka_outq_len(kp->rk);
+}
+
+void rw_kafka_producer_destroy(rw_kafka_producer_t *kp)
+{
+    if (!kp)
+        return;
+    if (rd_kafka_flush(kp->rk, DESTROY_FLUSH_MS))
+        rw_warn(COMP, "event=producer_flush_incomplete client=%s "
+                      "outstanding=%d",
+                rd_kafka_name(kp->rk), rd_kafka_outq_len(kp->rk));
+    rd_kafka_destroy(kp->rk);
+    free(kp);
+}
+
+static int is_dlq_header(const char *name)
+{
+    return strcmp(name, RW_KAFKA_HDR_REASON) == 0 ||
+           strcmp(name, RW_KAFKA_HDR_SOURCE_TOPIC) == 0 ||
+           strcmp(name, RW_KAFKA_HDR_SOURCE_PARTITION) == 0 ||
+           strcmp(name, RW_KAFKA_HDR_SOURCE_OFFSET) == 0;
+}
+
+rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
+                              const rw_kafka_msg_t *orig, const char *reason,
+                              void *msg_opaque, char *errstr, size_t errlen)
+{
+    rw_kafka_header_t *hdrs = NULL;
+    size_t n_orig = rw_kafka_msg_header_count(orig);
+    size_t nh = 0;
+    char part[16], off[24];
+    const void *key, *payload;
+    size_t keylen, len;
+    const char *src = rw_kafka_msg_topic(orig);
+    rw_err_t err = RW_OK;
+
+    if (!reason)
+        reason = "";
+    hdrs = calloc(n_orig + 4, sizeof(*hdrs));
+    if (!hdrs)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "dead letter");
+    for (size_t i = 0; i < n_orig; i++) {
+        rw_kafka_header_t h;
+        if (rw_kafka_msg_header_at(orig, i, &h) && !is_dlq_header(h.name))
+            hdrs[nh++] = h;
+    }
+    snprintf(part, sizeof(part), "%" PRId32, rw_kafka_msg_partition(orig));
+    snprintf(off, sizeof(off), "%" PRId64, rw_kafka_msg_offset(orig));
+    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_REASON, reason,
+                                     strlen(reason)};
+    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_TOPIC, src,
+                                     strlen(src)};
+    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_PARTITION, part,
+                                     strlen(part)};
+    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_OFFSET, off,
+                                     strlen(off)};
+    key = rw_kafka_msg_key(orig, &keylen);
+    payload = rw_kafka_msg_payload(orig, &len);
+    err = rw_kafka_produce(kp, dlq_topic, key, keylen, payload, len, hdrs, nh,
+                           msg_opaque, errstr, errlen);
+    if (!err) {
+        char qbuf[512];
+        rw_warn(COMP, "event=dead_letter topic=%s partition=%s offset=%s "
+                      "dlq=%s reason=%s",
+                src, part, off, dlq_topic,
+                rw_log_quote(qbuf, sizeof(qbuf), reason));
+    }
+    free(hdrs);
+    return err;
+}
+
+/* ---- consumer ---------------------------------------------------------- */
+
+static void log_partitions(const char *event, rd_kafka_t *rk,
+                           const rd_kafka_topic_partition_list_t *parts)
+{
+    char buf[1024];
+    size_t o = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt && o < sizeof(buf) - 1; i++) {
+        int n = snprintf(buf + o, sizeof(buf) - o, "%s%s[%" PRId32 "]",
+                         i ? "," : "", parts->elems[i].topic,
+                         parts->elems[i].partition);
+        if (n < 0)
+            break;
+        o += (size_t)n;
+    }
+    rw_info(COMP, "event=%s client=%s protocol=%s count=%d partitions=\"%s\"",
+            event, rd_kafka_name(rk), rd_kafka_rebalance_protocol(rk),
+            parts->cnt, buf);
+}
+
+static void commit_before_revoke(rd_kafka_t *rk)
+{
+    rd_kafka_resp_err_t kerr;
+
+    /* Lost partitions belong to someone else already: committing for them
+     * would fail or, worse, move the new owner's position. */
+    if (rd_kafka_assignment_lost(rk)) {
+        rw_warn(COMP, "event=assignment_lost client=%s", rd_kafka_name(rk));
+        return;
+    }
+    kerr = rd_kafka_commit(rk, NULL, 0);
+    if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        rw_warn(COMP, "event=revoke_commit_failed client=%s error=%s",
+                rd_kafka_name(rk), rd_kafka_err2name(kerr));
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    int cooperative = proto && strcmp(proto, "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    (void)opaque;
+    if (kerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_partitions("partitions_assigned", rk, parts);
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, parts);
+    } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        log_partitions("partitions_revoked", rk, parts);
+        commit_before_revoke(rk);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, NULL);
+    } else {
+        rw_error(COMP, "event=rebalance_error client=%s error=%s",
+                 rd_kafka_name(rk), rd_kafka_err2name(kerr));
+        aerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        rw_error(COMP, "event=assign_failed client=%s error=%s",
+                 rd_kafka_name(rk), rd_kafka_error_name(error));
+        rd_kafka_error_destroy(error);
+    } else if (aerr) {
+        rw_error(COMP, "event=assign_failed client=%s error=%s",
+                 rd_kafka_name(rk), rd_kafka_err2name(aerr));
+    }
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             void *opaque)
+{
+    (void)opaque;
+    if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR ||
+        kerr == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        for (int i = 0; offsets && i < offsets->cnt; i++)
+            if (offsets->elems[i].err)
+                rw_warn(COMP, "event=commit_failed client=%s topic=%s "
+                              "partition=%" PRId32 " error=%s",
+                        rd_kafka_name(rk), offsets->elems[i].topic,
+                        offsets->elems[i].partition,
+                        rd_kafka_err2name(offsets->elems[i].err));
+        return;
+    }
+    rw_warn(COMP, "event=commit_failed client=%s error=%s", rd_kafka_name(rk),
+            rd_kafka_err2name(kerr));
+}
+
+rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
+                               const rw_settings_t *s, const char *group,
+                               const char *const *topics, size_t n_topics,
+                               char *errstr, size_t errlen)
+{
+    rw_kafka_consumer_t *kc = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *subs = NULL;
+    rd_kafka_resp_err_t kerr;
+    char session[24], heartbeat[24], kerrstr[512];
+    long long sess = s->kafka_session_timeout_ms > 0
+                         ? s->kafka_session_timeout_ms
+                         : 10000;
+    rw_err_t err = RW_OK;
+
+    *kcp = NULL;
+    if (!group)
+        group = s->kafka_group;
+    if (!group || !*group)
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "kafka consumer: no group id");
+    snprintf(session, sizeof(session), "%lld", sess);
+    /* Three heartbeats per session, as the Kafka clients recommend. */
+    snprintf(heartbeat, sizeof(heartbeat), "%lld", sess / 3);
+    {
+        const char *const forced[] = {
+            "group.id",
+            group,
+            "enable.auto.commit",
+            "false",
+            "enable.auto.offset.store",
+            "false",
+            "auto.offset.reset",
+            "earliest",
+            "session.timeout.ms",
+            session,
+            "heartbeat.interval.ms",
+            heartbeat,
+            NULL,
+            NULL,
+        };
+        err = conf_build(&conf, s, forced, errstr, errlen);
+    }
+    if (err)
+        goto out;
+    kc = calloc(1, sizeof(*kc));
+    if (!kc) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka consumer");
+        goto out;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
+    rd_kafka_conf_set_opaque(conf, kc);
+    kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
+    if (!kc->rk) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "kafka consumer: %s", kerrstr);
+        goto out;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    /* Serve rebalance, commit and error callbacks from consumer_poll. */
+    rd_kafka_poll_set_consumer(kc->rk);
+    if (n_topics) {
+        subs = rd_kafka_topic_partition_list_new((int)n_topics);
+        for (size_t i = 0; i < n_topics; i++)
+            rd_kafka_topic_partition_list_add(subs, topics[i],
+                                              RD_KAFKA_PARTITION_UA);
+        kerr = rd_kafka_subscribe(kc->rk, subs);
+        if (kerr) {
+            err = kerr_set(errstr, errlen, kerr, "subscribe");
+            goto out;
+        }
+        kc->subscribed = 1;
+    }
+    rw_info(COMP, "event=consumer_started client=%s group=%s topics=%zu",
+            rd_kafka_name(kc->rk), group, n_topics);
+    *kcp = kc;
+    kc = NULL;
+out:
+    if (subs)
+        rd_kafka_topic_partition_list_destroy(subs);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (kc) {
+        if (kc->rk)
+            rd_kafka_destroy(kc->rk);
+        free(kc);
+    }
+    return err;
+}
+
+rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
+                                rw_kafka_msg_t **msg, char *errstr,
+                                size_t errlen)
+{
+    rd_kafka_message_t *rkm;
+    rw_kafka_msg_t *m;
+
+    *msg = NULL;
+    rkm = rd_kafka_consumer_poll(kc->rk, timeout_ms);
+    if (!rkm)
+        return RW_OK;
+    if (rkm->err) {
+        rd_kafka_resp_err_t kerr = rkm->err;
+        char qbuf[512];
+
+        if (kerr == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(rkm);
+            return RW_OK;
+        }
+        if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
+            char fatal[512];
+            rd_kafka_message_destroy(rkm);
+            rd_kafka_fatal_error(kc->rk, fatal, sizeof(fatal));
+            return rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                              "fatal consumer error: %s", fatal);
+        }
+        rw_warn(COMP, "event=consume_error client=%s topic=%s error=%s "
+                      "reason=%s",
+                rd_kafka_name(kc->rk),
+                rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
+                rd_kafka_err2name(kerr),
+                rw_log_quote(qbuf, sizeof(qbuf),
+                             rd_kafka_message_errstr(rkm)));
+        rd_kafka_message_destroy(rkm);
+        return RW_OK;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m) {
+        rd_kafka_message_destroy(rkm);
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka message");
+    }
+    m->rkm = rkm;
+    if (rd_kafka_message_headers(rkm, &m->hdrs))
+        m->hdrs = NULL;
+    *msg = m;
+    return RW_OK;
+}
+
+/* One-entry partition list; the caller destroys it. */
+static rd_kafka_topic_partition_list_t *one_partition(const char *topic,
+                                                      int32_t partition,
+                                                      int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *list;
+
+    list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    return list;
+}
+
+rw_err_t rw_kafka_consumer_store(rw_kafka_consumer_t *kc,
+                                 const rw_kafka_msg_t *msg, char *errstr,
+                                 size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = one_partition(rw_kafka_msg_topic(msg), msg->rkm->partition,
+                         msg->rkm->offset + 1);
+    kerr = rd_kafka_offsets_store(kc->rk, list);
+    if (!kerr)
+        kerr = list->elems[0].err;
+    if (kerr == RD_KAFKA_RESP_ERR__STATE)
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "store offset %s[%" PRId32 "]: partition no "
+                         "longer assigned",
+                         rw_kafka_msg_topic(msg), msg->rkm->partition);
+    else if (kerr)
+        err = kerr_set(errstr, errlen, kerr, "store offset");
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+rw_err_t rw_kafka_consumer_commit(rw_kafka_consumer_t *kc, int sync,
+                                  char *errstr, size_t errlen)
+{
+    rd_kafka_resp_err_t kerr = rd_kafka_commit(kc->rk, NULL, !sync);
+
+    if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return kerr_set(errstr, errlen, kerr, "commit");
+    return RW_OK;
+}
+
+static rw_err_t pause_resume(rw_kafka_consumer_t *kc, const char *topic,
+                             int32_t partition, int pause, char *errstr,
+                             size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = one_partition(topic, partition, RD_KAFKA_OFFSET_INVALID);
+    kerr = pause ? rd_kafka_pause_partitions(kc->rk, list)
+                 : rd_kafka_resume_partitions(kc->rk, list);
+    if (!kerr)
+        kerr = list->elems[0].err;
+    if (kerr)
+        err = rw_err_set(errstr, errlen, map_kerr(kerr),
+                         "%s %s[%" PRId32 "]: %s", pause ? "pause" : "resume",
+                         topic, partition, rd_kafka_err2str(kerr));
+    else
+        rw_debug(COMP, "event=%s topic=%s partition=%" PRId32,
+                 pause ? "paused" : "resumed", topic, partition);
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,
+                                 int32_t partition, char *errstr,
+                                 size_t errlen)
+{
+    return pause_resume(kc, topic, partition, 1, errstr, errlen);
+}
+
+rw_err_t rw_kafka_consumer_resume(rw_kafka_consumer_t *kc, const char *topic,
+                                  int32_t partition, char *errstr,
+                                  size_t errlen)
+{
+    return pause_resume(kc, topic, partition, 0, errstr, errlen);
+}
+
+rw_err_t rw_kafka_consumer_seek(rw_kafka_consumer_t *kc, const char *topic,
+                                int32_t partition, int64_t offset,
+                                int timeout_ms, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_error_t *error;
+    rw_err_t err = RW_OK;
+
+    list = one_partition(topic, partition, offset);
+    error = rd_kafka_seek_partitions(kc->rk, list, timeout_ms);
+    if (error)
+        err = kerror_set(errstr, errlen, error, "seek");
+    else if (list->elems[0].err)
+        err = rw_err_set(errstr, errlen, map_kerr(list->elems[0].err),
+                         "seek %s[%" PRId32 "] to %" PRId64 ": %s", topic,
+                         partition, offset,
+                         rd_kafka_err2str(list->elems[0].err));
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+rw_err_t rw_kafka_consumer_commit_offsets(rw_kafka_consumer_t *kc,
+                                          const char *topic,
+                                          const int64_t *offsets, int n,
+                                          char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++)
+        if (offsets[i] != RW_KAFKA_OFFSET_NONE)
+            rd_kafka_topic_partition_list_add(list, topic, i)->offset =
+                offsets[i];
+    if (list->cnt == 0)
+        goto out;
+    kerr = rd_kafka_commit(kc->rk, list, 0);
+    for (int i = 0; !kerr && i < list->cnt; i++)
+        kerr = list->elems[i].err;
+    if (kerr)
+        err = kerr_set(errstr, errlen, kerr, "commit offsets");
+out:
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+void rw_kafka_consumer_close(rw_kafka_consumer_t *kc)
+{
+    rd_kafka_resp_err_t kerr;
+
+    if (!kc || kc->closed)
+        return;
+    kc->closed = 1;
+    if (kc->subscribed) {
+        kerr = rd_kafka_commit(kc->rk, NULL, 0);
+        if (kerr && kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            rw_warn(COMP, "event=close_commit_failed client=%s error=%s",
+                    rd_kafka_name(kc->rk), rd_kafka_err2name(kerr));
+    }
+    kerr = rd_kafka_consumer_close(kc->rk);
+    if (kerr)
+        rw_warn(COMP, "event=close_failed client=%s error=%s",
+                rd_kafka_name(kc->rk), rd_kafka_err2name(kerr));
+    else
+        rw_info(COMP, "event=consumer_closed client=%s",
+                rd_kafka_name(kc->rk));
+}
+
+void rw_kafka_consumer_destroy(rw_kafka_consumer_t *kc)
+{
+    if (!kc)
+        return;
+    rw_kafka_consumer_close(kc);
+    rd_kafka_destroy(kc->rk);
+    free(kc);
+}
+
+/* ---- offsets and metadata ---------------------------------------------- */
+
+rw_err_t rw_kafka_partition_count(rw_kafka_consumer_t *kc, const char *topic,
+                                  int *count, int timeout_ms, char *errstr,
+                                  size_t errlen)
+{
+    rd_kafka_topic_t *rkt = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    *count = 0;
+    rkt = rd_kafka_topic_new(kc->rk, topic, NULL);
+    if (!rkt)
+        return kerr_set(errstr, errlen, rd_kafka_last_error(), "topic");
+    kerr = rd_kafka_metadata(kc->rk, 0, rkt, &md, timeout_ms);
+    if (kerr) {
+        err = kerr_set(errstr, errlen, kerr, "metadata");
+        goto out;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err) {
+        kerr = md->topic_cnt == 1 ? md->topics[0].err
+                                  : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        err = rw_err_set(errstr, errlen, map_kerr(kerr), "topic %s: %s",
+                         topic, rd_kafka_err2str(kerr));
+        goto out;
+    }
+    *count = md->topics[0].partition_cnt;
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return err;
+}
+
+rw_err_t rw_kafka_watermarks(rw_kafka_consumer_t *kc, const char *topic,
+                             int32_t partition, int64_t *low, int64_t *high,
+                             int timeout_ms, char *errstr, size_t errlen)
+{
+    rd_kafka_resp_err_t kerr;
+
+    *low = *high = -1;
+    kerr = rd_kafka_query_watermark_offsets(kc->rk, topic, partition, low,
+                                            high, timeout_ms);
+    if (kerr)
+        return rw_err_set(errstr, errlen, map_kerr(kerr),
+                          "watermarks %s[%" PRId32 "]: %s", topic, partition,
+                          rd_kafka_err2str(kerr));
+    return RW_OK;
+}
+
+rw_err_t rw_kafka_committed(rw_kafka_consumer_t *kc, const char *topic,
+                            int64_t *offsets, int n, int timeout_ms,
+                            char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    if (n <= 0)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "committed: no partitions");
+    list = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(list, topic, i);
+    kerr = rd_kafka_committed(kc->rk, list, timeout_ms);
+    if (kerr) {
+        err = kerr_set(errstr, errlen, kerr, "committed offsets");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const rd_kafka_topic_partition_t *p = &list->elems[i];
+        if (p->err) {
+            err = rw_err_set(errstr, errlen, map_kerr(p->err),
+                             "committed offset %s[%" PRId32 "]: %s", topic,
+                             p->partition, rd_kafka_err2str(p->err));
+            goto out;
+        }
+        offsets[p->partition] =
+            p->offset >= 0 ? p->offset : RW_KAFKA_OFFSET_NONE;
+    }
+out:
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+const char *rw_kafka_msg_topic(const rw_kafka_msg_t *msg)
+{
+    return rd_kafka_topic_name(msg->rkm->rkt);
+}
+
+int32_t rw_kafka_msg_partition(const rw_kafka_msg_t *msg)
+{
+    return msg->rkm->partition;
+}
+
+int64_t rw_kafka_msg_offset(const rw_kafka_msg_t *msg)
+{
+    return msg->rkm->offset;
+}
+
+const void *rw_kafka_msg_key(const rw_kafka_msg_t *msg, size_t *len)
+{
+    *len = msg->rkm->key ? msg->rkm->key_len : 0;
+    return msg->rkm->key;
+}
+
+const void *rw_kafka_msg_payload(const rw_kafka_msg_t *msg, size_t *len)
+{
+    *len = msg->rkm->payload ? msg->rkm->len : 0;
+    return msg->rkm->payload;
+}
+
+int64_t rw_kafka_msg_timestamp(const rw_kafka_msg_t *msg)
+{
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(msg->rkm, &tstype);
+
+    return tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
+}
+
+size_t rw_kafka_msg_header_count(const rw_kafka_msg_t *msg)
+{
+    return msg->hdrs ? rd_kafka_header_cnt(msg->hdrs) : 0;
+}
+
+int rw_kafka_msg_header_at(const rw_kafka_msg_t *msg, size_t i,
+                           rw_kafka_header_t *hdr)
+{
+    const char *name;
+    const void *value;
+    size_t size;
+
+    if (!msg->hdrs ||
+        rd_kafka_header_get_all(msg->hdrs, i, &name, &value, &size))
+        return 0;
+    hdr->name = name;
+    hdr->value = value;
+    hdr->len = value ? size : 0;
+    return 1;
+}
+
+int rw_kafka_msg_header(const rw_kafka_msg_t *msg, const char *name,
+                        rw_kafka_header_t *hdr)
+{
+    const void *value;
+    size_t size;
+
+    if (!msg->hdrs ||
+        rd_kafka_header_get_last(msg->hdrs, name, &value, &size))
+        return 0;
+    hdr->name = name;
+    hdr->value = value;
+    hdr->len = value ? size : 0;
+    return 1;
+}
+
+void rw_kafka_msg_destroy(rw_kafka_msg_t *msg)
+{
+    if (!msg)
+        return;
+    rd_kafka_message_destroy(msg->rkm);
+    free(msg);
+}

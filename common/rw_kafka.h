@@ -1,0 +1,232 @@
+/*
+ * rw_kafka: the one Kafka module every rollwave binary uses: an idempotent
+ * producer with delivery reports, a group consumer that commits only offsets
+ * the caller stored (at-least-once), dead-lettering, and the offset queries
+ * the CLI needs (watermarks, committed offsets, partition counts).
+ *
+ * It does not decode messages (rw_codec), decide what to retry (rw_err), or
+ * use the Admin API, transactions or DescribeConsumerGroups: everything here
+ * works the same against the development mock cluster and a real Kafka.
+ *
+ * Handles are single-threaded: call a handle's functions from one thread.
+ * librdkafka's logs and errors go to rw_log with component "kafka".
+ */
+#ifndef RW_KAFKA_H
+#define RW_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "rw_err.h"
+#include "rw_settings.h"
+
+typedef struct rw_kafka_producer rw_kafka_producer_t;
+typedef struct rw_kafka_consumer rw_kafka_consumer_t;
+typedef struct rw_kafka_msg rw_kafka_msg_t;
+
+/* One message header; value is binary (len bytes), not NUL-terminated. */
+typedef struct rw_kafka_header {
+    const char *name;
+    const void *value;
+    size_t len;
+} rw_kafka_header_t;
+
+/* Dead-letter header names. */
+#define RW_KAFKA_HDR_REASON "rw-reason"
+#define RW_KAFKA_HDR_SOURCE_TOPIC "rw-source-topic"
+#define RW_KAFKA_HDR_SOURCE_PARTITION "rw-source-partition"
+#define RW_KAFKA_HDR_SOURCE_OFFSET "rw-source-offset"
+
+/* "No offset" in committed-offset answers. */
+#define RW_KAFKA_OFFSET_NONE (-1)
+
+/*
+ * Delivery report, called from rw_kafka_producer_poll / _flush / _destroy
+ * on the calling thread, once per produced message: result RW_OK with the
+ * partition and offset it landed at, or an error (partition/offset -1).
+ * errmsg is librdkafka's text for the error, "" on success.
+ */
+typedef void (*rw_kafka_dr_cb)(void *dr_opaque, void *msg_opaque,
+                               rw_err_t result, int32_t partition,
+                               int64_t offset, const char *errmsg);
+
+/* prefix + name: ("rollwave.", "batches") -> "rollwave.batches". */
+void rw_kafka_topic(char *buf, size_t len, const rw_settings_t *s,
+                    const char *name);
+
+/*
+ * The client configuration every handle starts from: bootstrap servers,
+ * security protocol, SASL, CA location, log and error callbacks, then the
+ * "key=value,key=value" pass-through of s->kafka_properties (values cannot
+ * contain ','). A bad entry or unknown property gives RW_ERR_CONFIG naming
+ * the entry or key, never its value. On success *confp belongs to the
+ * caller (rd_kafka_conf_destroy, or pass it to rd_kafka_new).
+ */
+rw_err_t rw_kafka_conf_new(rd_kafka_conf_t **confp, const rw_settings_t *s,
+                           char *errstr, size_t errlen);
+
+/* Apply "key=value,key=value" to conf; the parsing half of _conf_new. */
+rw_err_t rw_kafka_conf_apply_properties(rd_kafka_conf_t *conf,
+                                        const char *props, char *errstr,
+                                        size_t errlen);
+
+/* ---- producer ---------------------------------------------------------- */
+
+/*
+ * Idempotent producer (enable.idempotence=true, acks=all; those two cannot
+ * be overridden by kafka_properties). dr_cb may be NULL.
+ */
+rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
+                               const rw_settings_t *s, rw_kafka_dr_cb dr_cb,
+                               void *dr_opaque, char *errstr, size_t errlen);
+
+/*
+ * Queue one message (key, payload and headers are copied; key may be NULL).
+ * msg_opaque comes back in the delivery report. When the local queue is
+ * full this serves delivery reports and retries for a few seconds before
+ * returning RW_ERR_KAFKA_TRANSIENT. A fatal producer error (idempotence
+ * broken) returns RW_ERR_KAFKA: the producer must be recreated.
+ */
+rw_err_t rw_kafka_produce(rw_kafka_producer_t *kp, const char *topic,
+                          const char *key, size_t keylen, const void *payload,
+                          size_t len, const rw_kafka_header_t *headers,
+                          size_t n_headers, void *msg_opaque, char *errstr,
+                          size_t errlen);
+
+/* Serve delivery reports for up to timeout_ms; returns events served. */
+int rw_kafka_producer_poll(rw_kafka_producer_t *kp, int timeout_ms);
+
+/* Wait until every queued message has its delivery report; RW_ERR_TIMEOUT
+ * if some are still outstanding after timeout_ms. */
+rw_err_t rw_kafka_producer_flush(rw_kafka_producer_t *kp, int timeout_ms,
+                                 char *errstr, size_t errlen);
+
+/* Messages queued or in flight without a delivery report yet. */
+int rw_kafka_producer_outstanding(const rw_kafka_producer_t *kp);
+
+/* Flush for at most 10 s (logging what is left), then free. NULL ok. */
+void rw_kafka_producer_destroy(rw_kafka_producer_t *kp);
+
+/*
+ * Dead-letter orig into dlq_topic: original key, payload and headers
+ * verbatim, plus rw-reason, rw-source-topic, rw-source-partition and
+ * rw-source-offset (replacing any earlier ones). Asynchronous like
+ * rw_kafka_produce: the delivery report with msg_opaque says when it is
+ * safe to commit orig's offset.
+ */
+rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
+                              const rw_kafka_msg_t *orig, const char *reason,
+                              void *msg_opaque, char *errstr, size_t errlen);
+
+/* ---- consumer ---------------------------------------------------------- */
+
+/*
+ * Group consumer: group NULL = s->kafka_group; subscribes to topics (none
+ * = a handle for offset queries and commits that never joins the group).
+ * enable.auto.commit and enable.auto.offset.store are off, offsets start
+ * at the earliest message when the group has none. Rebalances are logged;
+ * on revoke the stored offsets are committed synchronously first. Eager
+ * and cooperative assignment strategies both work.
+ */
+rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
+                               const rw_settings_t *s, const char *group,
+                               const char *const *topics, size_t n_topics,
+                               char *errstr, size_t errlen);
+
+/*
+ * Next message within timeout_ms. RW_OK with *msg NULL when none arrived
+ * (timeout, partition EOF, or a transient error, which is logged). A fatal
+ * consumer error returns RW_ERR_KAFKA. The caller frees *msg with
+ * rw_kafka_msg_destroy.
+ */
+rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
+                                rw_kafka_msg_t **msg, char *errstr,
+                                size_t errlen);
+
+/* Mark msg processed: its offset + 1 is committed by the next commit.
+ * RW_ERR_CONFLICT when its partition is no longer assigned to us. */
+rw_err_t rw_kafka_consumer_store(rw_kafka_consumer_t *kc,
+                                 const rw_kafka_msg_t *msg, char *errstr,
+                                 size_t errlen);
+
+/* Commit stored offsets; nothing stored is RW_OK. */
+rw_err_t rw_kafka_consumer_commit(rw_kafka_consumer_t *kc, int sync,
+                                  char *errstr, size_t errlen);
+
+/* Stop / restart fetching one assigned partition. */
+rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,
+                                 int32_t partition, char *errstr,
+                                 size_t errlen);
+rw_err_t rw_kafka_consumer_resume(rw_kafka_consumer_t *kc, const char *topic,
+                                  int32_t partition, char *errstr,
+                                  size_t errlen);
+
+/*
+ * Move the fetch position of an assigned partition, e.g. back to a message
+ * that is not due yet so it is read again after resume. timeout_ms 0 =
+ * asynchronous.
+ */
+rw_err_t rw_kafka_consumer_seek(rw_kafka_consumer_t *kc, const char *topic,
+                                int32_t partition, int64_t offset,
+                                int timeout_ms, char *errstr, size_t errlen);
+
+/*
+ * Commit an explicit offset per partition (offsets[i] for partition i,
+ * RW_KAFKA_OFFSET_NONE = leave that partition alone), for a handle made
+ * with no topics. A real Kafka refuses this while the group has members.
+ */
+rw_err_t rw_kafka_consumer_commit_offsets(rw_kafka_consumer_t *kc,
+                                          const char *topic,
+                                          const int64_t *offsets, int n,
+                                          char *errstr, size_t errlen);
+
+/* Commit stored offsets and leave the group. Idempotent. */
+void rw_kafka_consumer_close(rw_kafka_consumer_t *kc);
+
+/* Close if needed and free. NULL ok. */
+void rw_kafka_consumer_destroy(rw_kafka_consumer_t *kc);
+
+/* ---- offsets and metadata (CLI: lag, replay) --------------------------- */
+
+/* Number of partitions of topic; RW_ERR_NOT_FOUND if it does not exist. */
+rw_err_t rw_kafka_partition_count(rw_kafka_consumer_t *kc, const char *topic,
+                                  int *count, int timeout_ms, char *errstr,
+                                  size_t errlen);
+
+/* Low and high watermark (next offset to be written) of one partition. */
+rw_err_t rw_kafka_watermarks(rw_kafka_consumer_t *kc, const char *topic,
+                             int32_t partition, int64_t *low, int64_t *high,
+                             int timeout_ms, char *errstr, size_t errlen);
+
+/*
+ * Committed offsets of kc's group for partitions 0..n-1 of topic into
+ * offsets[] (RW_KAFKA_OFFSET_NONE where the group has none). Uses
+ * OffsetFetch, not the Admin API.
+ */
+rw_err_t rw_kafka_committed(rw_kafka_consumer_t *kc, const char *topic,
+                            int64_t *offsets, int n, int timeout_ms,
+                            char *errstr, size_t errlen);
+
+/* ---- messages ---------------------------------------------------------- */
+
+const char *rw_kafka_msg_topic(const rw_kafka_msg_t *msg);
+int32_t rw_kafka_msg_partition(const rw_kafka_msg_t *msg);
+int64_t rw_kafka_msg_offset(const rw_kafka_msg_t *msg);
+/* Key / payload bytes (not NUL-terminated; NULL with *len 0 when absent). */
+const void *rw_kafka_msg_key(const rw_kafka_msg_t *msg, size_t *len);
+const void *rw_kafka_msg_payload(const rw_kafka_msg_t *msg, size_t *len);
+/* Milliseconds since the epoch, -1 when the broker gave none. */
+int64_t rw_kafka_msg_timestamp(const rw_kafka_msg_t *msg);
+/* Number of headers, and the i-th one (0 <= i < count) into *hdr. */
+size_t rw_kafka_msg_header_count(const rw_kafka_msg_t *msg);
+int rw_kafka_msg_header_at(const rw_kafka_msg_t *msg, size_t i,
+                           rw_kafka_header_t *hdr);
+/* Last header called name into *hdr; returns 1 if found, 0 if not. */
+int rw_kafka_msg_header(const rw_kafka_msg_t *msg, const char *name,
+                        rw_kafka_header_t *hdr);
+/* NULL ok. */
+void rw_kafka_msg_destroy(rw_kafka_msg_t *msg);
+
+#endif
