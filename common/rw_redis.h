@@ -1,0 +1,115 @@
+/*
+ * rw_redis: one blocking Redis connection (hiredis) and the instance locks
+ * built on it.
+ *
+ * It connects (TCP or unix socket), authenticates, selects the database,
+ * applies connect and command timeouts and reconnects once, transparently,
+ * when the connection was lost. It takes, renews and releases instance locks
+ * for n keys in one pipelined round trip. It does not decide what a lock
+ * means or when to take one (that is the worker's and poller's job), and it
+ * holds no durable state: losing Redis loses only in-flight markers.
+ *
+ * TLS: hiredis 0.14 has no TLS support, so "rediss://" URLs are rejected
+ * with RW_ERR_CONFIG. To reach a TLS-only Redis, run a TLS-terminating proxy
+ * (stunnel, envoy, a sidecar) next to the daemon and point the URL at it.
+ *
+ * A handle is not thread-safe: use one per thread.
+ */
+#ifndef RW_REDIS_H
+#define RW_REDIS_H
+
+#include <stddef.h>
+
+#include "rw_err.h"
+
+typedef struct rw_redis rw_redis_t;
+
+/* A parsed Redis URL. Holds the password: never log it. */
+typedef struct rw_redis_url {
+    int is_unix;        /* 1: unix socket at path; 0: TCP host:port */
+    char host[256];     /* TCP host name or address, no IPv6 brackets */
+    int port;           /* TCP port, 1..65535 (6379 when omitted) */
+    char path[256];     /* unix socket path */
+    char username[128]; /* ACL user name, "" for the default user */
+    char password[256]; /* "" = no AUTH */
+    int db;             /* SELECT db; 0 when omitted */
+} rw_redis_url_t;
+
+/*
+ * Parse "redis://[[user]:password@]host[:port][/db]" (host may be an
+ * [IPv6] literal; user and password are percent-decoded) or
+ * "unix:///path/to/socket[?db=N]" into u. A pure function: no I/O.
+ * "rediss://" is refused with RW_ERR_CONFIG (see TLS above). errstr never
+ * contains the password.
+ */
+rw_err_t rw_redis_url_parse(rw_redis_url_t *u, const char *url, char *errstr,
+                            size_t errlen);
+
+/*
+ * Connect to url with timeout_ms as both the connect and the per-command
+ * timeout (<= 0 means 2000 ms), then AUTH and SELECT as the URL says. On
+ * success *rcp is a new handle for rw_redis_destroy(). Errors:
+ * RW_ERR_CONFIG (bad URL, AUTH or SELECT refused), RW_ERR_REDIS_CONN.
+ */
+rw_err_t rw_redis_new(rw_redis_t **rcp, const char *url, long timeout_ms,
+                      char *errstr, size_t errlen);
+
+/* Close the connection and free rc. Accepts NULL. */
+void rw_redis_destroy(rw_redis_t *rc);
+
+/* PING; reconnects once if the connection was lost. */
+rw_err_t rw_redis_ping(rw_redis_t *rc, char *errstr, size_t errlen);
+
+/*
+ * Redis CLIENT ID of the current connection (it changes on reconnect).
+ * For diagnostics and tests.
+ */
+rw_err_t rw_redis_client_id(rw_redis_t *rc, long long *id, char *errstr,
+                            size_t errlen);
+
+/*
+ * Round trips made so far on this handle: one per pipeline flush or single
+ * command, including AUTH/SELECT/SCRIPT LOAD and retries. For benchmarks.
+ */
+unsigned long long rw_redis_round_trips(const rw_redis_t *rc);
+
+/* "<prefix>lock:instance:<id>", e.g. "rollwave:lock:instance:42". */
+void rw_redis_lock_key(char *buf, size_t len, const char *prefix,
+                       long long instance_id);
+
+/*
+ * Instance locks. Each call sends one Lua script call per key, all n in one
+ * pipeline, so a call costs one round trip (plus one SCRIPT LOAD round trip
+ * the first time a connection needs the scripts, or after the server lost
+ * them: NOSCRIPT). The result arrays have n entries, set to 1 or 0 per key.
+ *
+ * Acquire uses a Lua script rather than SET NX followed by GET: it is atomic
+ * and one round trip even when keys are contended. It sets key = owner with
+ * a TTL of ttl_ms when the key is free (acquired 1); when the key already
+ * holds owner it refreshes the TTL and also reports 1, so a redelivered
+ * message re-takes its own locks; otherwise it leaves the key alone (0).
+ *
+ * Release deletes a key only when it holds owner; renew sets a new TTL of
+ * ttl_ms only when it holds owner. Neither touches someone else's lock.
+ *
+ * After a lost connection the whole pipeline is sent again once on a new
+ * connection; this is safe because all three scripts are idempotent (a
+ * release that had already been applied then reports 0 for that key).
+ *
+ * Errors: RW_ERR_INVALID_ARG, RW_ERR_REDIS_CONN, RW_ERR_TIMEOUT,
+ * RW_ERR_REDIS_REPLY (an error reply for a key, e.g. WRONGTYPE; the other
+ * keys' results are still filled in).
+ */
+rw_err_t rw_redis_lock_acquire(rw_redis_t *rc, const char *const *keys,
+                               size_t n, const char *owner, long long ttl_ms,
+                               int *acquired, char *errstr, size_t errlen);
+
+rw_err_t rw_redis_lock_release(rw_redis_t *rc, const char *const *keys,
+                               size_t n, const char *owner, int *released,
+                               char *errstr, size_t errlen);
+
+rw_err_t rw_redis_lock_renew(rw_redis_t *rc, const char *const *keys, size_t n,
+                             const char *owner, long long ttl_ms, int *renewed,
+                             char *errstr, size_t errlen);
+
+#endif
