@@ -346,9 +346,10 @@ lagoon_up() {
     token=$(random_hex 16)
     (umask 077 && printf '%s\n' "$token" >"$STACK_DIR/sim.token")
     # ROLLWAVE_SIM_* variables of the caller reach the sim through the
-    # inherited environment.
-    nohup "$BIN/rollwave-lagoon-sim" --port 0 \
-        --port-file "$STACK_DIR/sim.port" --token "$token" </dev/null \
+    # inherited environment. The token goes the same way (the sim reads
+    # ROLLWAVE_SIM_TOKEN like --token) so ps does not show it.
+    ROLLWAVE_SIM_TOKEN=$token nohup "$BIN/rollwave-lagoon-sim" --port 0 \
+        --port-file "$STACK_DIR/sim.port" </dev/null \
         >"$STACK_DIR/sim.log" 2>&1 &
     echo $! >"$STACK_DIR/sim.pid"
     wait_file "$STACK_DIR/sim.port" $! rollwave-lagoon-sim \

@@ -5,7 +5,8 @@ Usage: check_compose.py COMPOSE_FILE BIN_DIR
 
 For every service built from this repository (the ones with a `build:` or a
 `rollwave` image) it finds the rollwave binary in `entrypoint`/`command`,
-runs `BIN_DIR/<binary> --help`, and checks that
+runs `BIN_DIR/<binary> [subcommand] --help` (the subcommand being the words
+before the first option, as in `rollwavectl migrate`), and checks that
 
   * the binary exists and its --help succeeds;
   * every ROLLWAVE_* variable the service sets (environment as a map or a
@@ -101,15 +102,26 @@ def env_keys(svc, compose_dir):
     return keys
 
 
-def help_keys(path, binary):
-    """(allowed keys, required keys) from `binary --help`."""
-    res = subprocess.run([path, "--help"], stdout=subprocess.PIPE,
+def subcommand(args):
+    """The leading words of args that are not options."""
+    out = []
+    for a in args:
+        if a.startswith("-"):
+            break
+        out.append(a)
+    return out
+
+
+def help_keys(path, binary, sub):
+    """(allowed keys, required keys) from `binary [sub] --help`."""
+    res = subprocess.run([path] + sub + ["--help"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=30, check=False,
                          stdin=subprocess.DEVNULL)
     text = res.stdout.decode("utf-8", "replace")
     if res.returncode != 0:
         raise RuntimeError("%s --help exited %d: %s"
-                           % (binary, res.returncode, text.strip()[:300]))
+                           % (" ".join([binary] + sub), res.returncode,
+                              text.strip()[:300]))
     allowed, required = set(), set()
     for line in text.splitlines():
         m = KEY_LINE.match(line)
@@ -125,7 +137,8 @@ def help_keys(path, binary):
             if flag != "help":
                 allowed.add(prefix + flag.upper().replace("-", "_"))
     if not allowed:
-        raise RuntimeError("%s --help lists no ROLLWAVE_* key" % binary)
+        raise RuntimeError("%s --help lists no ROLLWAVE_* key"
+                           % " ".join([binary] + sub))
     return allowed, required
 
 
@@ -159,28 +172,30 @@ def main(argv):
             failures.append((name, "binary %s not found in %s"
                              % (binary, bin_dir)))
             continue
-        if binary not in cache:
+        sub = subcommand(args)
+        what = " ".join([binary] + sub)
+        if what not in cache:
             try:
-                cache[binary] = help_keys(path, binary)
+                cache[what] = help_keys(path, binary, sub)
             except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                cache[binary] = e
-        if isinstance(cache[binary], Exception):
-            failures.append((name, str(cache[binary])))
+                cache[what] = e
+        if isinstance(cache[what], Exception):
+            failures.append((name, str(cache[what])))
             continue
-        allowed, required = cache[binary]
+        allowed, required = cache[what]
         keys = [k for k in env_keys(svc, compose_dir)
                 if k.startswith("ROLLWAVE_")]
         bad = sorted(set(k for k in keys if k not in allowed))
         for k in bad:
-            failures.append((name, "%s is not a key of %s" % (k, binary)))
+            failures.append((name, "%s is not a key of %s" % (k, what)))
         for k in sorted(required - set(keys)):
             failures.append((name, "%s is required by %s but not set"
-                             % (k, binary)))
+                             % (k, what)))
         checked += 1
-        print("check %-14s %s%s: %d ROLLWAVE_* keys, %d unknown, "
+        print("check %-14s %s: %d ROLLWAVE_* keys, %d unknown, "
               "%d required missing"
-              % (name, binary, (" " + " ".join(args[:1])) if args else "",
-                 len(keys), len(bad), len(required - set(keys))))
+              % (name, what, len(keys), len(bad),
+                 len(required - set(keys))))
 
     if checked == 0 and not failures:
         failures.append(("-", "no rollwave service found"))

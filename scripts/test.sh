@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# test.sh: the whole test run, from any directory: installs missing
+# packages, builds build/ (RelWithDebInfo) and build-asan/ (ASan + UBSan),
+# brings a private local stack up with build/'s binaries, runs ctest in
+# build/ and then in build-asan/, tears the stack down (also on failure or
+# interrupt) and ends with one line "N passed, N failed" over both runs.
+# Exits non-zero if a build or any test failed.
+#
+#   scripts/test.sh [--no-asan] [--unit]
+#     --no-asan   skip the sanitizer build and pass
+#     --unit      unit tests only (ctest -L unit); no stack needed
+#
+# It does not run the benchmarks.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ASAN=1
+UNIT_ONLY=0
+for arg in "$@"; do
+    case $arg in
+    --no-asan) ASAN=0 ;;
+    --unit) UNIT_ONLY=1 ;;
+    -h | --help)
+        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "test.sh: unknown option '$arg' (see --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+step() { printf '\n== %s\n' "$*"; }
+JOBS=2
+PASSED=0
+FAILED=0
+STATUS=0
+
+step "dependencies"
+"$ROOT/scripts/deps.sh"
+
+build() {
+    local dir=$1
+    shift
+    step "build $(basename "$dir")"
+    mkdir -p "$dir"
+    # Configure output only matters when it fails.
+    cmake -S "$ROOT" -B "$dir" "$@" >"$dir/configure.log" 2>&1 || {
+        cat "$dir/configure.log" >&2
+        return 1
+    }
+    cmake --build "$dir" -j"$JOBS"
+}
+
+build "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "$ASAN" -eq 1 ]; then
+    build "$ROOT/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DRW_SANITIZE=ON
+fi
+
+if [ "$UNIT_ONLY" -eq 0 ]; then
+    # A private stack directory per run, so a stack someone keeps up with
+    # `scripts/stack.sh up` is never touched and runs do not collide.
+    export ROLLWAVE_STACK_DIR=${ROLLWAVE_STACK_DIR:-$ROOT/.stack/test-$$}
+    stack_down() { BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" down; }
+    trap 'stack_down' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    step "stack up"
+    BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" up
+    eval "$(BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" env)"
+fi
+
+CTEST_ARGS=(--output-on-failure)
+if [ "$UNIT_ONLY" -eq 1 ]; then
+    CTEST_ARGS+=(-L unit)
+fi
+
+# Runs ctest in one build dir and adds its counts to the totals.
+run_ctest() {
+    local dir=$1 log rc=0 total failed
+    log=$(mktemp)
+    step "ctest $(basename "$dir")"
+    (cd "$dir" && ctest "${CTEST_ARGS[@]}") 2>&1 | tee "$log" || rc=$?
+    total=$(sed -n 's/.*tests failed out of \([0-9][0-9]*\).*/\1/p' "$log" |
+        tail -n1)
+    failed=$(sed -n 's/.* \([0-9][0-9]*\) tests failed out of.*/\1/p' \
+        "$log" | tail -n1)
+    rm -f "$log"
+    if [ -z "$total" ]; then
+        # No summary line: ctest found no tests or did not run.
+        total=0
+        failed=0
+        if [ "$rc" -ne 0 ]; then
+            echo "test.sh: ctest in $dir failed without a summary" >&2
+            failed=1
+        fi
+    fi
+    PASSED=$((PASSED + total - failed))
+    FAILED=$((FAILED + failed))
+    if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+        STATUS=1
+    fi
+}
+
+run_ctest "$ROOT/build"
+if [ "$ASAN" -eq 1 ]; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        run_ctest "$ROOT/build-asan"
+fi
+
+printf '\n%d passed, %d failed\n' "$PASSED" "$FAILED"
+exit "$STATUS"
