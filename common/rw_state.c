@@ -1,2 +1,477 @@
-/* rw_state: placeholder until the module lands. */
-typedef int rw_state_placeholder_t;
+/*
+ * rw_state: run, target and chunk state machines (DESIGN.md section 6).
+ *
+ * Each machine is one enum, one name table and one edge table indexed
+ * [from][to]; rw_*_edge_ok reads nothing else. The run and target machines
+ * also have their single Postgres writer here: a conditional UPDATE that
+ * only moves rows still in the expected state, so two workers racing on
+ * the same row cannot both win. Chunk rows are written by their owners'
+ * transactional SQL; they use rw_chunk_edge_ok for the check.
+ *
+ * Not here: when to transition, counters, locks, transactions.
+ */
+#include "rw_state.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rw_log.h"
+
+#define COMP "state"
+
+/* Edge table cells: no edge, an ordinary edge, an edge only for retries. */
+enum { NO_EDGE = 0, EDGE, RETRY_ONLY };
+
+/* ---- run ---------------------------------------------------------------- */
+
+static const char *const run_names[RW_RUN__COUNT] = {
+    [RW_RUN_PENDING] = "pending",
+    [RW_RUN_RUNNING] = "running",
+    [RW_RUN_PAUSED] = "paused",
+    [RW_RUN_COMPLETED] = "completed",
+    [RW_RUN_PARTIAL_FAILED] = "partial_failed",
+    [RW_RUN_FAILED] = "failed",
+    [RW_RUN_CANCELLED] = "cancelled",
+};
+
+/*
+ * Beyond the DESIGN.md edges, two kinds are allowed because without them a
+ * run could be stranded:
+ * - pending -> an outcome: a run whose targets all ended without any
+ *   successful trigger (all skipped, every trigger failed) never entered
+ *   running but must still be finalized;
+ * - paused -> cancelled / an outcome: an operator aborts a paused run
+ *   without resuming it first, and a pause that lands after the last chunk
+ *   was triggered must not block finalization when that chunk ends.
+ */
+static const unsigned char run_edges[RW_RUN__COUNT][RW_RUN__COUNT] = {
+    [RW_RUN_PENDING] =
+        {
+            [RW_RUN_RUNNING] = EDGE,
+            [RW_RUN_COMPLETED] = EDGE,
+            [RW_RUN_PARTIAL_FAILED] = EDGE,
+            [RW_RUN_FAILED] = EDGE,
+            [RW_RUN_CANCELLED] = EDGE,
+        },
+    [RW_RUN_RUNNING] =
+        {
+            [RW_RUN_PAUSED] = EDGE,
+            [RW_RUN_COMPLETED] = EDGE,
+            [RW_RUN_PARTIAL_FAILED] = EDGE,
+            [RW_RUN_FAILED] = EDGE,
+            [RW_RUN_CANCELLED] = EDGE,
+        },
+    [RW_RUN_PAUSED] =
+        {
+            [RW_RUN_RUNNING] = EDGE,
+            [RW_RUN_COMPLETED] = EDGE,
+            [RW_RUN_PARTIAL_FAILED] = EDGE,
+            [RW_RUN_FAILED] = EDGE,
+            [RW_RUN_CANCELLED] = EDGE,
+        },
+    [RW_RUN_COMPLETED] = {[RW_RUN_RUNNING] = RETRY_ONLY},
+    [RW_RUN_PARTIAL_FAILED] = {[RW_RUN_RUNNING] = RETRY_ONLY},
+    [RW_RUN_FAILED] = {[RW_RUN_RUNNING] = RETRY_ONLY},
+    /* cancelled is final: a retry of a cancelled run is a new run. */
+};
+
+/* ---- target ------------------------------------------------------------- */
+
+static const char *const target_names[RW_TARGET__COUNT] = {
+    [RW_TARGET_PENDING] = "pending",
+    [RW_TARGET_CLAIMED] = "claimed",
+    [RW_TARGET_TRIGGERED] = "triggered",
+    [RW_TARGET_DEPLOYING] = "deploying",
+    [RW_TARGET_SUCCEEDED] = "succeeded",
+    [RW_TARGET_FAILED] = "failed",
+    [RW_TARGET_SKIPPED] = "skipped",
+    [RW_TARGET_TIMED_OUT] = "timed_out",
+    [RW_TARGET_CANCELLED] = "cancelled",
+};
+
+/*
+ * triggered -> succeeded | failed is allowed besides DESIGN.md's path via
+ * deploying: a fast build can be complete by the first poll, so the
+ * poller never sees it running.
+ */
+static const unsigned char target_edges[RW_TARGET__COUNT][RW_TARGET__COUNT] = {
+    [RW_TARGET_PENDING] =
+        {
+            [RW_TARGET_CLAIMED] = EDGE,
+            [RW_TARGET_SKIPPED] = EDGE,
+            [RW_TARGET_CANCELLED] = EDGE,
+        },
+    [RW_TARGET_CLAIMED] =
+        {
+            [RW_TARGET_TRIGGERED] = EDGE,
+            [RW_TARGET_FAILED] = EDGE,
+        },
+    [RW_TARGET_TRIGGERED] =
+        {
+            [RW_TARGET_DEPLOYING] = EDGE,
+            [RW_TARGET_SUCCEEDED] = EDGE,
+            [RW_TARGET_FAILED] = EDGE,
+            [RW_TARGET_TIMED_OUT] = EDGE,
+        },
+    [RW_TARGET_DEPLOYING] =
+        {
+            [RW_TARGET_SUCCEEDED] = EDGE,
+            [RW_TARGET_FAILED] = EDGE,
+            [RW_TARGET_TIMED_OUT] = EDGE,
+        },
+    [RW_TARGET_FAILED] = {[RW_TARGET_PENDING] = RETRY_ONLY},
+    [RW_TARGET_TIMED_OUT] = {[RW_TARGET_PENDING] = RETRY_ONLY},
+};
+
+/* ---- chunk -------------------------------------------------------------- */
+
+static const char *const chunk_names[RW_CHUNK__COUNT] = {
+    [RW_CHUNK_PENDING] = "pending",
+    [RW_CHUNK_TRIGGERING] = "triggering",
+    [RW_CHUNK_TRIGGERED] = "triggered",
+    [RW_CHUNK_DONE] = "done",
+    [RW_CHUNK_FAILED] = "failed",
+};
+
+/*
+ * pending -> done: every target of the chunk was skipped, nothing is sent.
+ * triggering -> pending only on a retry: a worker that died mid-trigger
+ * cannot know whether Lagoon received the mutation, so re-sending is a new
+ * attempt, never a silent repeat of the old one.
+ * triggered -> done also covers chunks whose targets timed out: failed is
+ * reserved for "no bulk id", which keeps the bulk_id CHECK simple.
+ */
+static const unsigned char chunk_edges[RW_CHUNK__COUNT][RW_CHUNK__COUNT] = {
+    [RW_CHUNK_PENDING] =
+        {
+            [RW_CHUNK_TRIGGERING] = EDGE,
+            [RW_CHUNK_DONE] = EDGE,
+        },
+    [RW_CHUNK_TRIGGERING] =
+        {
+            [RW_CHUNK_PENDING] = RETRY_ONLY,
+            [RW_CHUNK_TRIGGERED] = EDGE,
+            [RW_CHUNK_FAILED] = EDGE,
+        },
+    [RW_CHUNK_TRIGGERED] = {[RW_CHUNK_DONE] = EDGE},
+    [RW_CHUNK_DONE] = {[RW_CHUNK_PENDING] = RETRY_ONLY},
+    [RW_CHUNK_FAILED] = {[RW_CHUNK_PENDING] = RETRY_ONLY},
+};
+
+/* ---- shared lookups ----------------------------------------------------- */
+
+static const char *name_of(const char *const *names, int count, int s)
+{
+    if (s < 0 || s >= count)
+        return "unknown";
+    return names[s];
+}
+
+static int parse_name(const char *const *names, int count, const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < count; i++) {
+        if (strcmp(names[i], name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static bool edge_ok(const unsigned char *table, int count, int from, int to,
+                    bool retry)
+{
+    if (from < 0 || from >= count || to < 0 || to >= count)
+        return false;
+    unsigned char cell = table[from * count + to];
+    return cell == EDGE || (cell == RETRY_ONLY && retry);
+}
+
+const char *rw_run_state_name(rw_run_state_t s)
+{
+    return name_of(run_names, RW_RUN__COUNT, (int)s);
+}
+
+int rw_run_state_parse(const char *name)
+{
+    return parse_name(run_names, RW_RUN__COUNT, name);
+}
+
+const char *rw_target_state_name(rw_target_state_t s)
+{
+    return name_of(target_names, RW_TARGET__COUNT, (int)s);
+}
+
+int rw_target_state_parse(const char *name)
+{
+    return parse_name(target_names, RW_TARGET__COUNT, name);
+}
+
+const char *rw_chunk_state_name(rw_chunk_state_t s)
+{
+    return name_of(chunk_names, RW_CHUNK__COUNT, (int)s);
+}
+
+int rw_chunk_state_parse(const char *name)
+{
+    return parse_name(chunk_names, RW_CHUNK__COUNT, name);
+}
+
+bool rw_run_edge_ok(rw_run_state_t from, rw_run_state_t to, bool retry)
+{
+    return edge_ok(&run_edges[0][0], RW_RUN__COUNT, (int)from, (int)to,
+                   retry);
+}
+
+bool rw_target_edge_ok(rw_target_state_t from, rw_target_state_t to,
+                       bool retry)
+{
+    return edge_ok(&target_edges[0][0], RW_TARGET__COUNT, (int)from, (int)to,
+                   retry);
+}
+
+bool rw_chunk_edge_ok(rw_chunk_state_t from, rw_chunk_state_t to, bool retry)
+{
+    return edge_ok(&chunk_edges[0][0], RW_CHUNK__COUNT, (int)from, (int)to,
+                   retry);
+}
+
+bool rw_run_terminal(rw_run_state_t s)
+{
+    return s == RW_RUN_COMPLETED || s == RW_RUN_PARTIAL_FAILED ||
+           s == RW_RUN_FAILED || s == RW_RUN_CANCELLED;
+}
+
+bool rw_target_in_flight(rw_target_state_t s)
+{
+    return s == RW_TARGET_CLAIMED || s == RW_TARGET_TRIGGERED ||
+           s == RW_TARGET_DEPLOYING;
+}
+
+bool rw_target_terminal(rw_target_state_t s)
+{
+    return s == RW_TARGET_SUCCEEDED || s == RW_TARGET_FAILED ||
+           s == RW_TARGET_SKIPPED || s == RW_TARGET_TIMED_OUT ||
+           s == RW_TARGET_CANCELLED;
+}
+
+bool rw_chunk_terminal(rw_chunk_state_t s)
+{
+    return s == RW_CHUNK_DONE || s == RW_CHUNK_FAILED;
+}
+
+rw_run_state_t rw_run_outcome(long long succeeded, long long failed)
+{
+    if (failed <= 0)
+        return RW_RUN_COMPLETED;
+    if (succeeded <= 0)
+        return RW_RUN_FAILED;
+    return RW_RUN_PARTIAL_FAILED;
+}
+
+rw_target_state_t rw_target_from_lagoon(const char *lagoon_status,
+                                        bool has_row)
+{
+    static const char *const failed[] = {"failed", "error", "cancelled"};
+
+    if (!has_row)
+        return RW_TARGET_TRIGGERED;
+    if (!lagoon_status)
+        return RW_TARGET_DEPLOYING;
+    if (strcasecmp(lagoon_status, "complete") == 0)
+        return RW_TARGET_SUCCEEDED;
+    for (size_t i = 0; i < sizeof(failed) / sizeof(failed[0]); i++) {
+        if (strcasecmp(lagoon_status, failed[i]) == 0)
+            return RW_TARGET_FAILED;
+    }
+    /*
+     * new, pending, queued and running are in progress. So is any status
+     * this code does not know (Lagoon has added some over time): calling it
+     * a success or failure would be a guess, whereas "still deploying"
+     * keeps the target polled until a known final status arrives or the
+     * poll attempts run out and it times out visibly.
+     */
+    return RW_TARGET_DEPLOYING;
+}
+
+/* ---- Postgres writers --------------------------------------------------- */
+
+/*
+ * The update and the audit row are one statement, so the audit row exists
+ * exactly when the status moved. started_at keeps the first start across
+ * pauses and retries; completed_at is cleared when a retry reopens a run.
+ */
+static const char run_sql[] =
+    "WITH u AS ("
+    " UPDATE deployment_runs"
+    " SET status = $3::text,"
+    " started_at = CASE WHEN $3::text = 'running'"
+    " THEN COALESCE(started_at, now()) ELSE started_at END,"
+    " completed_at = CASE WHEN $5::boolean THEN now()"
+    " WHEN $3::text = 'running' THEN NULL ELSE completed_at END"
+    " WHERE id = $1::bigint AND status = $2::text"
+    " RETURNING id)"
+    " INSERT INTO run_transitions (run_id, from_status, to_status, reason, at)"
+    " SELECT id, $2::text, $3::text, $4::text, now() FROM u"
+    " RETURNING run_id";
+
+rw_err_t rw_run_transition(rw_pg_t *pg, long long run_id, rw_run_state_t from,
+                           rw_run_state_t to, bool retry, const char *reason,
+                           char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    char id_s[24];
+    char quoted[256];
+    const char *params[5];
+
+    if (!pg)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "pg: NULL");
+    if (!rw_run_edge_ok(from, to, retry)) {
+        rw_warn(COMP,
+                "event=illegal_transition machine=run run=%lld from=%s to=%s "
+                "retry=%d",
+                run_id, rw_run_state_name(from), rw_run_state_name(to),
+                (int)retry);
+        return rw_err_set(errstr, errlen, RW_ERR_STATE,
+                          "run %lld: %s -> %s is not a legal transition%s",
+                          run_id, rw_run_state_name(from),
+                          rw_run_state_name(to),
+                          retry ? "" : " (without retry)");
+    }
+    snprintf(id_s, sizeof(id_s), "%lld", run_id);
+    params[0] = id_s;
+    params[1] = rw_run_state_name(from);
+    params[2] = rw_run_state_name(to);
+    params[3] = reason;
+    params[4] = rw_run_terminal(to) ? "true" : "false";
+    err = rw_pg_exec(pg, run_sql, 5, params, &res, errstr, errlen);
+    if (err)
+        goto out;
+    if (PQntuples(res) == 0) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "run %lld is no longer %s", run_id,
+                         rw_run_state_name(from));
+        rw_info(COMP, "event=transition_conflict machine=run run=%lld from=%s "
+                      "to=%s",
+                run_id, rw_run_state_name(from), rw_run_state_name(to));
+        goto out;
+    }
+    rw_info(COMP, "event=run_transition run=%lld from=%s to=%s retry=%d "
+                  "reason=%s",
+            run_id, rw_run_state_name(from), rw_run_state_name(to),
+            (int)retry,
+            rw_log_quote(quoted, sizeof(quoted), reason ? reason : ""));
+out:
+    PQclear(res);
+    return err;
+}
+
+/*
+ * DISTINCT keeps a repeated id from joining twice; state = $3 is what makes
+ * the batch safe to repeat.
+ */
+static const char target_sql[] =
+    "UPDATE run_targets AS t"
+    " SET state = $4::text, error = $5::text, updated_at = now(),"
+    " finished_at = CASE WHEN $6::boolean THEN now() ELSE NULL END"
+    " FROM (SELECT DISTINCT unnest($2::bigint[]) AS id) AS ids"
+    " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = $3::text"
+    " RETURNING t.id";
+
+static int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a;
+    long long y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
+                              const long long *target_ids, size_t n,
+                              rw_target_state_t from, rw_target_state_t to,
+                              bool retry, const char *error,
+                              long long **changed_ids, size_t *n_changed,
+                              char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    rw_pg_array_t ids;
+    long long *moved = NULL;
+    char id_s[24];
+    const char *params[6];
+    size_t rows = 0;
+
+    rw_pg_array_init(&ids);
+    if (changed_ids)
+        *changed_ids = NULL;
+    if (n_changed)
+        *n_changed = 0;
+    if (!pg || (n > 0 && !target_ids)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "pg or target_ids NULL");
+        goto out;
+    }
+    if (!rw_target_edge_ok(from, to, retry)) {
+        rw_warn(COMP,
+                "event=illegal_transition machine=target run=%lld from=%s "
+                "to=%s retry=%d targets=%zu",
+                run_id, rw_target_state_name(from), rw_target_state_name(to),
+                (int)retry, n);
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "targets of run %lld: %s -> %s is not a legal "
+                         "transition%s",
+                         run_id, rw_target_state_name(from),
+                         rw_target_state_name(to),
+                         retry ? "" : " (without retry)");
+        goto out;
+    }
+    if (n == 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        err = rw_pg_array_add_ll(&ids, target_ids[i]);
+        if (err) {
+            err = rw_err_set(errstr, errlen, err, "target id array");
+            goto out;
+        }
+    }
+    snprintf(id_s, sizeof(id_s), "%lld", run_id);
+    params[0] = id_s;
+    params[1] = rw_pg_array_finish(&ids);
+    params[2] = rw_target_state_name(from);
+    params[3] = rw_target_state_name(to);
+    params[4] = error;
+    params[5] = rw_target_terminal(to) ? "true" : "false";
+    if (!params[1]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "target id array");
+        goto out;
+    }
+    err = rw_pg_exec(pg, target_sql, 6, params, &res, errstr, errlen);
+    if (err)
+        goto out;
+    rows = (size_t)PQntuples(res);
+    if (rows > 0 && changed_ids) {
+        moved = malloc(rows * sizeof(*moved));
+        if (!moved) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "changed ids");
+            goto out;
+        }
+        for (size_t i = 0; i < rows; i++)
+            moved[i] = rw_pg_ll(res, (int)i, "id", 0);
+        qsort(moved, rows, sizeof(*moved), cmp_ll);
+        *changed_ids = moved;
+        moved = NULL;
+    }
+    if (n_changed)
+        *n_changed = rows;
+    rw_debug(COMP, "event=target_transition run=%lld from=%s to=%s retry=%d "
+                   "asked=%zu moved=%zu",
+             run_id, rw_target_state_name(from), rw_target_state_name(to),
+             (int)retry, n, rows);
+out:
+    free(moved);
+    PQclear(res);
+    rw_pg_array_free(&ids);
+    return err;
+}
