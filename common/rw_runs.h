@@ -1,0 +1,106 @@
+/*
+ * rw_runs: creates deployment runs (scheduled, manual, retry) with their
+ * targets, chunks and outbox rows in one Postgres transaction each, and
+ * relays the outbox to Kafka. The scheduler and rollwavectl both go through
+ * here, so a manual run is built exactly like a scheduled one.
+ *
+ * It does not trigger, poll or finalize runs (worker/, poller/, rw_finalize).
+ */
+#ifndef RW_RUNS_H
+#define RW_RUNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "rw_err.h"
+#include "rw_kafka.h"
+#include "rw_pg.h"
+
+/* Eligible lifecycle statuses, as an SQL list and a C predicate. */
+#define RW_ELIGIBLE_STATUSES_SQL                                               \
+    "('running-healthy-unclaimed', 'running-healthy-claimed')"
+bool rw_runs_status_eligible(const char *status);
+
+typedef struct rw_run_spec {
+    const char *trigger_source; /* "scheduled" | "manual" | "retry" */
+    const char *triggered_by;   /* operator or "scheduler"; may be NULL */
+    bool variables_only;        /* LAGOON_VARIABLES_ONLY=true redeploy */
+    long long chunk_size;       /* used when the store app sets none */
+} rw_run_spec_t;
+
+typedef struct rw_run_summary {
+    long long id;
+    char uuid[40];
+    long long store_app_id; /* 0 for a run mixing store apps */
+    long long targets;      /* every target, skipped ones included */
+    long long skipped;
+    int chunks;
+} rw_run_summary_t;
+
+/* One instance a manual run could not take, and why. */
+typedef struct rw_run_skip {
+    long long instance_id;
+    char reason[96];
+} rw_run_skip_t;
+
+/*
+ * Scheduler tick: due instances (eligible status, not trial, store app
+ * enabled with an interval, Lagoon target known, not pending or in flight
+ * in any run, next_redeploy_at null or past), most outdated first, at most
+ * max_instances, FOR UPDATE SKIP LOCKED; one run per store app. One
+ * transaction. *runs (malloc'd, caller frees) lists the runs created; none
+ * due is *n_runs = 0.
+ */
+rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
+                          const rw_run_spec_t *spec, rw_run_summary_t **runs,
+                          size_t *n_runs, char *errstr, size_t errlen);
+
+/*
+ * Manual run over the given instances (trials allowed) or, with ids NULL,
+ * over every instance of store_app_id. Instances that cannot be redeployed
+ * become skipped targets and are listed in *skips (malloc'd, caller frees;
+ * may be NULL when the caller does not want them). Unknown instance ids:
+ * RW_ERR_NOT_FOUND naming them, nothing written. No instance at all:
+ * RW_ERR_NOT_FOUND.
+ */
+rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
+                               long long store_app_id,
+                               const rw_run_spec_t *spec,
+                               rw_run_summary_t *run, rw_run_skip_t **skips,
+                               size_t *n_skips, char *errstr, size_t errlen);
+
+/*
+ * Publish unpublished outbox rows (oldest first, up to limit per round, as
+ * many rounds as needed) and mark the delivered ones published. Rows are
+ * locked while in flight so concurrent relays never publish one row twice;
+ * a crash mid-way only means a row is published again (at-least-once).
+ * The producer must have been created with rw_delivery_cb.
+ */
+rw_err_t rw_outbox_relay(rw_pg_t *pg, rw_kafka_producer_t *kp,
+                         const rw_settings_t *s, int limit, long long *published,
+                         char *errstr, size_t errlen);
+
+/*
+ * Delivery tracking for producers owned by the daemons: create producers
+ * with rw_delivery_cb and pass a rw_delivery_t as each message's opaque; it
+ * is filled when librdkafka reports the delivery (from the producer's
+ * poll/flush, in the caller's thread).
+ */
+typedef struct rw_delivery {
+    int done;
+    rw_err_t err;
+} rw_delivery_t;
+
+void rw_delivery_cb(void *dr_opaque, void *msg_opaque, rw_err_t result,
+                    int32_t partition, int64_t offset, const char *errmsg);
+
+/*
+ * Produce one message and wait for its delivery report (bounded by
+ * timeout_ms). Used where the next step must not happen before the message
+ * is durable in Kafka (e.g. committing a consumer offset).
+ */
+rw_err_t rw_produce_sync(rw_kafka_producer_t *kp, const char *topic,
+                         const char *key, const char *payload, int timeout_ms,
+                         char *errstr, size_t errlen);
+
+#endif
