@@ -371,11 +371,16 @@ out:
 
 /*
  * DISTINCT keeps a repeated id from joining twice; state = $3 is what makes
- * the batch safe to repeat.
+ * the batch safe to repeat. claimed_at and triggered_at record the latest
+ * entry into their state, so a retried target shows its last attempt.
  */
 static const char target_sql[] =
     "UPDATE run_targets AS t"
     " SET state = $4::text, error = $5::text, updated_at = now(),"
+    " claimed_at = CASE WHEN $4::text = 'claimed' THEN now()"
+    " ELSE t.claimed_at END,"
+    " triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
+    " ELSE t.triggered_at END,"
     " finished_at = CASE WHEN $6::boolean THEN now() ELSE NULL END"
     " FROM (SELECT DISTINCT unnest($2::bigint[]) AS id) AS ids"
     " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = $3::text"

@@ -127,9 +127,11 @@ rw_err_t rw_run_transition(rw_pg_t *pg, long long run_id, rw_run_state_t from,
  * The one writer of run_targets.state. Checks the edge like
  * rw_run_transition, then one statement moves those of target_ids (n of
  * them; duplicates harmless) that belong to run_id and are in `from` to
- * `to`, setting error (NULL clears it), updated_at, and finished_at (now on
- * entering a terminal state, NULL otherwise). Rows in any other state are
- * left alone: that is how redelivered messages stay harmless.
+ * `to`, setting error (NULL clears it), updated_at, claimed_at or
+ * triggered_at on entering those states, and finished_at (now on entering
+ * a terminal state, NULL otherwise). attempt, bulk_id and the Lagoon
+ * columns are the callers' to write. Rows in any other state are left
+ * alone: that is how redelivered messages stay harmless.
  *
  * On success *changed_ids (malloc'd, caller frees; NULL when none moved)
  * and *n_changed list the ids actually moved, in ascending order. Moving

@@ -1,0 +1,481 @@
+/*
+ * test_state (integration): the run and target transition functions against
+ * a real Postgres with the rollwave schema. A legal run transition moves
+ * the run and records it in run_transitions; an illegal one writes nothing;
+ * a stale `from` is a conflict with no audit row; a batched target
+ * transition moves exactly the rows still in `from`.
+ *
+ * Needs ROLLWAVE_PG_DSN (scripts/stack.sh env).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_itest.h"
+#include "rw_itest_pg.h"
+#include "rw_state.h"
+
+typedef struct fixture {
+    char dsn[1024];
+    rw_pg_t *pg;
+    long long store_app_id;
+} fixture_t;
+
+/* ---- SQL helpers: any failure fails the test ---------------------------- */
+
+static PGresult *q(rw_pg_t *pg, const char *sql, int n,
+                   const char *const *params)
+{
+    PGresult *res = NULL;
+    char errstr[512] = "";
+
+    if (rw_pg_exec(pg, sql, n, params, &res, errstr, sizeof(errstr)) != RW_OK)
+        fail_msg("%s: %s", sql, errstr);
+    return res;
+}
+
+/* First column of the first row as a number, with one bigint parameter. */
+static long long q_ll(rw_pg_t *pg, const char *sql, long long arg)
+{
+    char a[24];
+    const char *params[1] = {a};
+    PGresult *res = NULL;
+    long long v = 0;
+
+    snprintf(a, sizeof(a), "%lld", arg);
+    res = q(pg, sql, 1, params);
+    if (PQntuples(res) != 1)
+        fail_msg("%s: %d rows", sql, PQntuples(res));
+    v = rw_pg_ll(res, 0, PQfname(res, 0), -1);
+    PQclear(res);
+    return v;
+}
+
+/* First column of the first row as text ("NULL" for SQL NULL); frees. */
+static char *q_str(rw_pg_t *pg, const char *sql, long long arg)
+{
+    char a[24];
+    const char *params[1] = {a};
+    PGresult *res = NULL;
+    char *v = NULL;
+
+    snprintf(a, sizeof(a), "%lld", arg);
+    res = q(pg, sql, 1, params);
+    if (PQntuples(res) != 1)
+        fail_msg("%s: %d rows", sql, PQntuples(res));
+    v = strdup(PQgetisnull(res, 0, 0) ? "NULL" : PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+static void expect_str(rw_pg_t *pg, const char *sql, long long arg,
+                       const char *want)
+{
+    char *got = q_str(pg, sql, arg);
+
+    if (strcmp(got, want) != 0)
+        fail_msg("%s [%lld]: got \"%s\", want \"%s\"", sql, arg, got, want);
+    free(got);
+}
+
+static long long make_run(fixture_t *f, const char *status)
+{
+    const char *params[2] = {status, NULL};
+    char app[24];
+    PGresult *res = NULL;
+    long long id = 0;
+
+    snprintf(app, sizeof(app), "%lld", f->store_app_id);
+    params[1] = app;
+    res = q(f->pg,
+            "INSERT INTO deployment_runs (trigger_source, status, "
+            "store_app_id) VALUES ('manual', $1, $2::bigint) RETURNING id",
+            2, params);
+    id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    assert_true(id > 0);
+    return id;
+}
+
+static long long make_instance(fixture_t *f)
+{
+    char app[24];
+    char name[64];
+    const char *params[2] = {app, name};
+    PGresult *res = NULL;
+    long long id = 0;
+
+    snprintf(app, sizeof(app), "%lld", f->store_app_id);
+    rw_itest_unique(name, sizeof(name), "inst");
+    res = q(f->pg,
+            "INSERT INTO app_instances (name, store_app_id, status, "
+            "lagoon_project, lagoon_environment) VALUES ($2, $1::bigint, "
+            "'running-healthy-unclaimed', $2, 'main') RETURNING id",
+            2, params);
+    id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    return id;
+}
+
+static long long make_target(fixture_t *f, long long run_id,
+                             long long instance_id, const char *state)
+{
+    char r[24], i[24];
+    const char *params[3] = {r, i, state};
+    PGresult *res = NULL;
+    long long id = 0;
+
+    snprintf(r, sizeof(r), "%lld", run_id);
+    snprintf(i, sizeof(i), "%lld", instance_id);
+    res = q(f->pg,
+            "INSERT INTO run_targets (run_id, instance_id, chunk, state) "
+            "VALUES ($1::bigint, $2::bigint, 0, $3) RETURNING id",
+            3, params);
+    id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    return id;
+}
+
+static long long transitions_of(fixture_t *f, long long run_id)
+{
+    return q_ll(f->pg,
+                "SELECT count(*) AS n FROM run_transitions WHERE run_id = $1",
+                run_id);
+}
+
+#define RUN_STATUS "SELECT status FROM deployment_runs WHERE id = $1"
+#define TARGET_STATE "SELECT state FROM run_targets WHERE id = $1"
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    PGresult *res = NULL;
+
+    assert_non_null(f);
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    f->pg = rw_itest_pg_connect(f->dsn);
+    res = q(f->pg,
+            "INSERT INTO store_apps (name) VALUES ('state-test') RETURNING id",
+            0, NULL);
+    f->store_app_id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+
+    rw_pg_destroy(f->pg);
+    rw_itest_pg_drop_db(f->dsn);
+    free(f);
+    return 0;
+}
+
+/* ---- run transitions ---------------------------------------------------- */
+
+static void test_run_legal_transitions_recorded(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "pending");
+    char errstr[512] = "";
+    char *started = NULL;
+
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_PENDING,
+                                       RW_RUN_RUNNING, false,
+                                       "chunk 0 triggered", errstr,
+                                       sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, RUN_STATUS, run, "running");
+    expect_str(f->pg,
+               "SELECT (started_at IS NOT NULL AND completed_at IS NULL)::text"
+               " FROM deployment_runs WHERE id = $1",
+               run, "true");
+    assert_int_equal(transitions_of(f, run), 1);
+    expect_str(f->pg,
+               "SELECT from_status || '>' || to_status || ':' || reason"
+               " FROM run_transitions WHERE run_id = $1",
+               run, "pending>running:chunk 0 triggered");
+    started = q_str(f->pg,
+                    "SELECT started_at FROM deployment_runs WHERE id = $1",
+                    run);
+
+    /* Pause and resume keep the first start time. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
+                                       RW_RUN_PAUSED, false, NULL, errstr,
+                                       sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_PAUSED,
+                                       RW_RUN_RUNNING, false, "resume", errstr,
+                                       sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, "SELECT started_at FROM deployment_runs WHERE id = $1",
+               run, started);
+
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
+                                       RW_RUN_PARTIAL_FAILED, false,
+                                       "finalized", errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, RUN_STATUS, run, "partial_failed");
+    expect_str(f->pg,
+               "SELECT (completed_at IS NOT NULL)::text FROM deployment_runs"
+               " WHERE id = $1",
+               run, "true");
+
+    /* A retry reopens the run: completed_at is cleared again. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_PARTIAL_FAILED,
+                                       RW_RUN_RUNNING, true, "retry", errstr,
+                                       sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg,
+               "SELECT (completed_at IS NULL)::text FROM deployment_runs"
+               " WHERE id = $1",
+               run, "true");
+    expect_str(f->pg, "SELECT started_at FROM deployment_runs WHERE id = $1",
+               run, started);
+    assert_int_equal(transitions_of(f, run), 5);
+    /* The audit trail lists every step in order; NULL reason kept NULL. */
+    expect_str(f->pg,
+               "SELECT string_agg(from_status || '>' || to_status || '/' ||"
+               " coalesce(reason, '-'), ' ' ORDER BY id)"
+               " FROM run_transitions WHERE run_id = $1",
+               run,
+               "pending>running/chunk 0 triggered running>paused/- "
+               "paused>running/resume running>partial_failed/finalized "
+               "partial_failed>running/retry");
+    free(started);
+}
+
+static void test_run_illegal_transition_writes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "completed");
+    char errstr[512] = "";
+
+    /* completed -> running is a retry-only edge. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_COMPLETED,
+                                       RW_RUN_RUNNING, false, "no retry",
+                                       errstr, sizeof(errstr)),
+                     RW_ERR_STATE);
+    assert_non_null(strstr(errstr, "completed -> running"));
+    /* cancelled is final, even for a retry. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_CANCELLED,
+                                       RW_RUN_RUNNING, true, "x", errstr,
+                                       sizeof(errstr)),
+                     RW_ERR_STATE);
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_COMPLETED,
+                                       RW_RUN_PENDING, true, "x", errstr,
+                                       sizeof(errstr)),
+                     RW_ERR_STATE);
+    expect_str(f->pg, RUN_STATUS, run, "completed");
+    assert_int_equal(transitions_of(f, run), 0);
+}
+
+static void test_run_stale_from_conflicts(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    char errstr[512] = "";
+
+    /* Another worker already moved it from pending to running. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_PENDING,
+                                       RW_RUN_RUNNING, false, "late", errstr,
+                                       sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+    assert_non_null(strstr(errstr, "no longer pending"));
+    expect_str(f->pg, RUN_STATUS, run, "running");
+    assert_int_equal(transitions_of(f, run), 0);
+
+    /* Two finalizers racing: the first wins, the second conflicts. */
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
+                                       RW_RUN_COMPLETED, false, "first",
+                                       errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
+                                       RW_RUN_FAILED, false, "second", errstr,
+                                       sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+    expect_str(f->pg, RUN_STATUS, run, "completed");
+    assert_int_equal(transitions_of(f, run), 1);
+
+    /* A run that does not exist cannot be moved either. */
+    assert_int_equal(rw_run_transition(f->pg, run + 100000, RW_RUN_PENDING,
+                                       RW_RUN_RUNNING, false, "ghost", errstr,
+                                       sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+    assert_int_equal(transitions_of(f, run + 100000), 0);
+}
+
+/* ---- target transitions ------------------------------------------------- */
+
+static void test_target_batch_moves_only_rows_in_from(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    long long other_run = make_run(f, "running");
+    long long t[5];
+    long long foreign = 0;
+    long long *changed = NULL;
+    size_t n_changed = 99;
+    char errstr[512] = "";
+
+    t[0] = make_target(f, run, make_instance(f), "pending");
+    t[1] = make_target(f, run, make_instance(f), "skipped");
+    t[2] = make_target(f, run, make_instance(f), "pending");
+    t[3] = make_target(f, run, make_instance(f), "succeeded");
+    t[4] = make_target(f, run, make_instance(f), "pending");
+    foreign = make_target(f, other_run, make_instance(f), "pending");
+
+    /* Repeated ids and another run's target are harmless. */
+    long long ids[] = {t[4], t[0], t[1], t[2], t[3], t[0], foreign};
+    assert_int_equal(rw_target_transition(f->pg, run, ids, 7,
+                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
+                                          false, NULL, &changed, &n_changed,
+                                          errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 3);
+    assert_true(changed[0] == t[0] && changed[1] == t[2] &&
+                changed[2] == t[4]);
+    free(changed);
+    expect_str(f->pg, TARGET_STATE, t[0], "claimed");
+    expect_str(f->pg, TARGET_STATE, t[1], "skipped");
+    expect_str(f->pg, TARGET_STATE, t[2], "claimed");
+    expect_str(f->pg, TARGET_STATE, t[3], "succeeded");
+    expect_str(f->pg, TARGET_STATE, t[4], "claimed");
+    expect_str(f->pg, TARGET_STATE, foreign, "pending");
+    expect_str(f->pg,
+               "SELECT (claimed_at IS NOT NULL AND finished_at IS NULL)::text"
+               " FROM run_targets WHERE id = $1",
+               t[0], "true");
+
+    /* Redelivery: the same batch again moves nothing. */
+    assert_int_equal(rw_target_transition(f->pg, run, ids, 7,
+                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
+                                          false, NULL, &changed, &n_changed,
+                                          errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 0);
+    assert_null(changed);
+
+    /* Trigger failed for good: terminal, with the error and finished_at. */
+    long long fail_ids[] = {t[0], t[2]};
+    assert_int_equal(rw_target_transition(f->pg, run, fail_ids, 2,
+                                          RW_TARGET_CLAIMED, RW_TARGET_FAILED,
+                                          false, "lagoon said no", &changed,
+                                          &n_changed, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 2);
+    free(changed);
+    expect_str(f->pg,
+               "SELECT state || ':' || error || ':' ||"
+               " (finished_at IS NOT NULL)::text FROM run_targets"
+               " WHERE id = $1",
+               t[2], "failed:lagoon said no:true");
+    expect_str(f->pg, TARGET_STATE, t[4], "claimed");
+}
+
+static void test_target_illegal_and_retry_edges(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    long long t = make_target(f, run, make_instance(f), "failed");
+    long long *changed = NULL;
+    size_t n_changed = 0;
+    char errstr[512] = "";
+
+    q_ll(f->pg,
+         "UPDATE run_targets SET error = 'boom', finished_at = now()"
+         " WHERE id = $1 RETURNING id",
+         t);
+    /* failed -> pending needs retry; refused without writing anything. */
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_FAILED,
+                                          RW_TARGET_PENDING, false, NULL,
+                                          &changed, &n_changed, errstr,
+                                          sizeof(errstr)),
+                     RW_ERR_STATE);
+    assert_int_equal(n_changed, 0);
+    assert_null(changed);
+    expect_str(f->pg, "SELECT state || ':' || error FROM run_targets"
+                      " WHERE id = $1",
+               t, "failed:boom");
+    /* succeeded never goes back. */
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1,
+                                          RW_TARGET_SUCCEEDED,
+                                          RW_TARGET_PENDING, true, NULL, NULL,
+                                          NULL, errstr, sizeof(errstr)),
+                     RW_ERR_STATE);
+
+    /* With retry: back to pending, error and finished_at cleared. */
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_FAILED,
+                                          RW_TARGET_PENDING, true, NULL, NULL,
+                                          &n_changed, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 1);
+    expect_str(f->pg,
+               "SELECT state || ':' || coalesce(error, '-') || ':' ||"
+               " (finished_at IS NULL)::text FROM run_targets WHERE id = $1",
+               t, "pending:-:true");
+
+    /* Nothing to move is not an error. */
+    assert_int_equal(rw_target_transition(f->pg, run, NULL, 0,
+                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
+                                          false, NULL, &changed, &n_changed,
+                                          errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 0);
+}
+
+static void test_target_in_flight_elsewhere_is_unique_violation(void **state)
+{
+    fixture_t *f = *state;
+    long long inst = make_instance(f);
+    long long run_a = make_run(f, "running");
+    long long run_b = make_run(f, "running");
+    long long ta = make_target(f, run_a, inst, "deploying");
+    long long tb = make_target(f, run_b, inst, "pending");
+    long long *changed = NULL;
+    size_t n_changed = 0;
+    char errstr[512] = "";
+
+    (void)ta;
+    assert_int_equal(rw_target_transition(f->pg, run_b, &tb, 1,
+                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
+                                          false, NULL, &changed, &n_changed,
+                                          errstr, sizeof(errstr)),
+                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(n_changed, 0);
+    assert_null(changed);
+    expect_str(f->pg, TARGET_STATE, tb, "pending");
+
+    /* The skip path the worker takes instead is fine. */
+    assert_int_equal(rw_target_transition(f->pg, run_b, &tb, 1,
+                                          RW_TARGET_PENDING, RW_TARGET_SKIPPED,
+                                          false, "in flight elsewhere",
+                                          &changed, &n_changed, errstr,
+                                          sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n_changed, 1);
+    free(changed);
+    expect_str(f->pg, TARGET_STATE, tb, "skipped");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_legal_transitions_recorded),
+        cmocka_unit_test(test_run_illegal_transition_writes_nothing),
+        cmocka_unit_test(test_run_stale_from_conflicts),
+        cmocka_unit_test(test_target_batch_moves_only_rows_in_from),
+        cmocka_unit_test(test_target_illegal_and_retry_edges),
+        cmocka_unit_test(test_target_in_flight_elsewhere_is_unique_violation),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
