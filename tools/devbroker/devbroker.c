@@ -10,14 +10,14 @@
  * Kafka: no Admin API, no DescribeConsumerGroups, no transactions, 3 s group
  * joins. Code under test must never rely on anything only this offers.
  *
- * Unknown topics: the mock cluster auto-creates a topic (4 partitions) when
- * a client sends a Metadata request that allows auto-creation. librdkafka
- * producers do so by default, so producing to a fresh name just works;
- * consumers do not (allow.auto.create.topics=false), so a consumer subscribed
- * to a name nobody produced to yet sees "unknown topic" until a producer
- * touches it. Tests that want fresh, uniquely named topics with a known
- * partition count should pass them as --topic NAME:PARTITIONS, or produce
- * first and accept 4 partitions.
+ * Unknown topics: the mock cluster creates any topic named in a Metadata
+ * request, with 4 partitions, whatever the client's allow.auto.create.topics
+ * says (its Metadata version predates that flag; librdkafka logs an
+ * AUTOCREATE warning). So producing to, subscribing to or looking up a
+ * fresh name all "work", and a misspelt name never fails here as it would
+ * on a real cluster with auto-creation off. Tests that want fresh topics
+ * with a known partition count pass them as --topic NAME:PARTITIONS (or a
+ * unique --topic-prefix); nothing may rely on auto-creation.
  */
 #include <errno.h>
 #include <getopt.h>
