@@ -50,6 +50,12 @@ rw_err_t rw_redis_url_parse(rw_redis_url_t *u, const char *url, char *errstr,
  * timeout (<= 0 means 2000 ms), then AUTH and SELECT as the URL says. On
  * success *rcp is a new handle for rw_redis_destroy(). Errors:
  * RW_ERR_CONFIG (bad URL, AUTH or SELECT refused), RW_ERR_REDIS_CONN.
+ *
+ * A command that times out returns RW_ERR_TIMEOUT and drops the connection
+ * (its reply may still arrive); the next call connects again. Because
+ * hiredis writes with write(2), a server closing the connection would
+ * raise SIGPIPE: this sets SIGPIPE to ignored if it is still at its
+ * default disposition.
  */
 rw_err_t rw_redis_new(rw_redis_t **rcp, const char *url, long timeout_ms,
                       char *errstr, size_t errlen);

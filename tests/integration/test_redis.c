@@ -2,7 +2,8 @@
  * test_redis: instance locks against the real Redis of the stack
  * (ROLLWAVE_REDIS_URL): pipelined acquire/renew/release with ownership
  * checks, TTL expiry, one round trip per batch, reconnect after the server
- * kills our connection, script reload after SCRIPT FLUSH, AUTH and SELECT.
+ * kills our connection, script reload after SCRIPT FLUSH, AUTH and SELECT,
+ * command timeouts.
  * A second, plain hiredis connection inspects and disturbs the server.
  */
 #include "rw_itest.h"
@@ -443,6 +444,29 @@ static void test_auth_and_select(void **state)
     freeReplyObject(r);
 }
 
+static void test_command_timeout(void **state)
+{
+    redisReply *r;
+    rw_redis_t *rc = NULL;
+    long long t0;
+    struct timespec ts = {0, 500 * 1000 * 1000};
+    (void)state;
+
+    if (rw_redis_new(&rc, url, 150, errstr, sizeof(errstr)) != RW_OK)
+        fail_msg("rw_redis_new: %s", errstr);
+    /* Kept short: CLIENT PAUSE stalls every client of the server. */
+    r = admin_cmd("CLIENT PAUSE 400");
+    freeReplyObject(r);
+    t0 = rw_itest_now_ms();
+    assert_int_equal(rw_redis_ping(rc, errstr, sizeof(errstr)), RW_ERR_TIMEOUT);
+    assert_true(rw_itest_now_ms() - t0 < 380);
+    assert_non_null(strstr(errstr, "timed out"));
+    nanosleep(&ts, NULL);
+    /* The timed-out connection was dropped; the next call reconnects. */
+    assert_int_equal(rw_redis_ping(rc, errstr, sizeof(errstr)), RW_OK);
+    rw_redis_destroy(rc);
+}
+
 static void test_connect_failures(void **state)
 {
     rw_redis_t *rc = NULL;
@@ -469,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_reconnect_after_client_kill),
         cmocka_unit_test(test_script_reload_after_flush),
         cmocka_unit_test(test_auth_and_select),
+        cmocka_unit_test(test_command_timeout),
         cmocka_unit_test(test_connect_failures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -88,14 +88,14 @@ static void test_unix_socket(void **state)
     assert_true(u.is_unix);
     assert_string_equal(u.path, "/var/run/redis/redis.sock");
     assert_int_equal(u.db, 0);
-    assert_int_equal(parse("unix:///tmp/r.sock?db=4"), RW_OK);
-    assert_string_equal(u.path, "/tmp/r.sock");
+    assert_int_equal(parse("unix:///run/redis/r.sock?db=4"), RW_OK);
+    assert_string_equal(u.path, "/run/redis/r.sock");
     assert_int_equal(u.db, 4);
 
     assert_int_equal(parse("unix://relative.sock"), RW_ERR_CONFIG);
     assert_int_equal(parse("unix://"), RW_ERR_CONFIG);
-    assert_int_equal(parse("unix:///tmp/r.sock?db=x"), RW_ERR_CONFIG);
-    assert_int_equal(parse("unix:///tmp/r.sock?timeout=1"), RW_ERR_CONFIG);
+    assert_int_equal(parse("unix:///run/redis/r.sock?db=x"), RW_ERR_CONFIG);
+    assert_int_equal(parse("unix:///run/redis/r.sock?timeout=1"), RW_ERR_CONFIG);
 }
 
 static void test_rediss_is_refused(void **state)
