@@ -602,7 +602,9 @@ rw_err_t rw_produce_sync(rw_kafka_producer_t *kp, const char *topic,
 
 static const char SQL_OUTBOX_PICK[] =
     "SELECT id, topic, msg_key, payload FROM outbox"
-    " WHERE published_at IS NULL ORDER BY id LIMIT $1::int"
+    " WHERE published_at IS NULL"
+    "   AND created_at <= now() - make_interval(secs => $2::int)"
+    " ORDER BY id LIMIT $1::int"
     " FOR UPDATE SKIP LOCKED";
 
 static const char SQL_OUTBOX_DONE[] =
@@ -611,25 +613,27 @@ static const char SQL_OUTBOX_DONE[] =
 
 /* One relay round: returns the number of rows picked in *picked. */
 static rw_err_t relay_round(rw_pg_t *pg, rw_kafka_producer_t *kp,
-                            const rw_settings_t *s, int limit, int *picked,
-                            long long *published, char *errstr, size_t errlen)
+                            const rw_settings_t *s, int limit, int min_age_s,
+                            int *picked, long long *published, char *errstr,
+                            size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     rw_delivery_t *d = NULL;
     rw_pg_array_t a_done;
-    char limit_s[16];
-    const char *params[1] = {limit_s};
+    char limit_s[16], age_s[16];
+    const char *params[2] = {limit_s, age_s};
     int n = 0, produced = 0;
     long long ok = 0;
 
     rw_pg_array_init(&a_done);
     *picked = 0;
     snprintf(limit_s, sizeof(limit_s), "%d", limit);
+    snprintf(age_s, sizeof(age_s), "%d", min_age_s);
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
         goto out;
-    err = rw_pg_exec(pg, SQL_OUTBOX_PICK, 1, params, &res, errstr, errlen);
+    err = rw_pg_exec(pg, SQL_OUTBOX_PICK, 2, params, &res, errstr, errlen);
     if (err)
         goto out;
     n = PQntuples(res);
@@ -693,18 +697,55 @@ out:
 }
 
 rw_err_t rw_outbox_relay(rw_pg_t *pg, rw_kafka_producer_t *kp,
-                         const rw_settings_t *s, int limit, long long *published,
-                         char *errstr, size_t errlen)
+                         const rw_settings_t *s, int limit, int min_age_s,
+                         long long *published, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     int picked = 0;
 
     *published = 0;
     do {
-        err = relay_round(pg, kp, s, limit, &picked, published, errstr,
-                          errlen);
+        err = relay_round(pg, kp, s, limit, min_age_s, &picked, published,
+                          errstr, errlen);
     } while (!err && picked == limit);
     if (*published > 0)
         rw_info("outbox", "event=relayed messages=%lld", *published);
     return err;
+}
+
+rw_err_t rw_outbox_add(rw_pg_t *pg, const char *topic, const char *key,
+                       const char *payload, long long *id, char *errstr,
+                       size_t errlen)
+{
+    static const char sql[] =
+        "INSERT INTO outbox (topic, msg_key, payload) VALUES ($1, $2, $3)"
+        " RETURNING id";
+    const char *p[3] = {topic, key, payload};
+    PGresult *res = NULL;
+    rw_err_t err = rw_pg_exec(pg, sql, 3, p, &res, errstr, errlen);
+
+    if (!err)
+        *id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    return err;
+}
+
+rw_err_t rw_outbox_publish(rw_pg_t *pg, rw_kafka_producer_t *kp,
+                           const rw_settings_t *s, long long id,
+                           const char *topic, const char *key,
+                           const char *payload, char *errstr, size_t errlen)
+{
+    static const char sql[] =
+        "UPDATE outbox SET published_at = now()"
+        " WHERE id = $1::bigint AND published_at IS NULL";
+    char full[256], id_s[24];
+    const char *p[1] = {id_s};
+    rw_err_t err;
+
+    rw_kafka_topic(full, sizeof(full), s, topic);
+    err = rw_produce_sync(kp, full, key, payload, 30000, errstr, errlen);
+    if (err)
+        return err;
+    snprintf(id_s, sizeof(id_s), "%lld", id);
+    return rw_pg_exec(pg, sql, 1, p, NULL, errstr, errlen);
 }

@@ -74,11 +74,32 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
  * many rounds as needed) and mark the delivered ones published. Rows are
  * locked while in flight so concurrent relays never publish one row twice;
  * a crash mid-way only means a row is published again (at-least-once).
+ * Only rows older than min_age_s are taken, so a daemon's sweep leaves
+ * rows alone that their writer is about to publish itself.
  * The producer must have been created with rw_delivery_cb.
  */
 rw_err_t rw_outbox_relay(rw_pg_t *pg, rw_kafka_producer_t *kp,
-                         const rw_settings_t *s, int limit, long long *published,
-                         char *errstr, size_t errlen);
+                         const rw_settings_t *s, int limit, int min_age_s,
+                         long long *published, char *errstr, size_t errlen);
+
+/*
+ * Queue one message in the outbox inside the caller's transaction (topic is
+ * the logical name: "batches" or "poll"); *id identifies the row for
+ * rw_outbox_publish. The row is relayed by rw_outbox_relay if the caller
+ * dies before publishing it.
+ */
+rw_err_t rw_outbox_add(rw_pg_t *pg, const char *topic, const char *key,
+                       const char *payload, long long *id, char *errstr,
+                       size_t errlen);
+
+/*
+ * After the caller's commit: produce the row's message, wait for its
+ * delivery report and mark the row published.
+ */
+rw_err_t rw_outbox_publish(rw_pg_t *pg, rw_kafka_producer_t *kp,
+                           const rw_settings_t *s, long long id,
+                           const char *topic, const char *key,
+                           const char *payload, char *errstr, size_t errlen);
 
 /*
  * Delivery tracking for producers owned by the daemons: create producers

@@ -1,0 +1,269 @@
+/*
+ * rw_progress: batched writes of poll results and run finalization. Every
+ * statement here covers a whole chunk (arrays through unnest), never one
+ * row per instance.
+ */
+#include "rw_progress.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_log.h"
+
+static const char SQL_TARGETS[] =
+    "UPDATE run_targets t SET state = u.to_state,"
+    "   lagoon_status = COALESCE(u.lstatus, t.lagoon_status),"
+    "   deployment_name = COALESCE(u.dname, t.deployment_name),"
+    "   error = CASE WHEN u.to_state IN ('failed', 'timed_out')"
+    "                THEN u.err ELSE t.error END,"
+    "   finished_at = CASE WHEN u.to_state IN ('succeeded', 'failed',"
+    "                                         'timed_out')"
+    "                      THEN now() ELSE NULL END"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],"
+    "             $6::text[], $7::text[])"
+    "      AS u(id, from_state, to_state, lstatus, dname, err)"
+    " WHERE t.id = u.id AND t.run_id = $1::bigint"
+    "   AND t.state = u.from_state"
+    "   AND (u.from_state <> u.to_state"
+    "        OR t.lagoon_status IS DISTINCT FROM u.lstatus"
+    "        OR t.deployment_name IS DISTINCT FROM u.dname)";
+
+static const char SQL_INSTANCES[] =
+    "UPDATE app_instances i SET last_deployment_name = u.dname,"
+    "   last_deployment_status = u.lstatus,"
+    "   last_deployed_at = CASE WHEN u.lstatus = 'complete'"
+    "                           THEN COALESCE(u.completed, now())"
+    "                           ELSE i.last_deployed_at END"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])"
+    "      AS u(id, dname, lstatus, completed)"
+    " WHERE i.id = u.id"
+    "   AND (i.last_deployment_name IS DISTINCT FROM u.dname"
+    "        OR i.last_deployment_status IS DISTINCT FROM u.lstatus)";
+
+rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
+                           const rw_target_update_t *u, size_t n,
+                           size_t *n_moved, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_pg_array_t a_id, a_from, a_to, a_ls, a_dn, a_err;
+    rw_pg_array_t i_id, i_dn, i_ls, i_done;
+    PGresult *res = NULL;
+    char run_s[24];
+    size_t n_inst = 0;
+
+    rw_pg_array_init(&a_id);
+    rw_pg_array_init(&a_from);
+    rw_pg_array_init(&a_to);
+    rw_pg_array_init(&a_ls);
+    rw_pg_array_init(&a_dn);
+    rw_pg_array_init(&a_err);
+    rw_pg_array_init(&i_id);
+    rw_pg_array_init(&i_dn);
+    rw_pg_array_init(&i_ls);
+    rw_pg_array_init(&i_done);
+    *n_moved = 0;
+    if (n == 0)
+        goto out;
+
+    for (size_t i = 0; i < n; i++) {
+        if (u[i].from != u[i].to && !rw_target_edge_ok(u[i].from, u[i].to,
+                                                       false)) {
+            rw_error("progress",
+                     "event=illegal_transition run_id=%lld target=%lld "
+                     "from=%s to=%s",
+                     run_id, u[i].target_id, rw_target_state_name(u[i].from),
+                     rw_target_state_name(u[i].to));
+            err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                             "target %lld: %s -> %s is not a legal transition",
+                             u[i].target_id, rw_target_state_name(u[i].from),
+                             rw_target_state_name(u[i].to));
+            goto out;
+        }
+        rw_pg_array_add_ll(&a_id, u[i].target_id);
+        rw_pg_array_add_str(&a_from, rw_target_state_name(u[i].from));
+        rw_pg_array_add_str(&a_to, rw_target_state_name(u[i].to));
+        rw_pg_array_add_str(&a_ls, u[i].lagoon_status);
+        rw_pg_array_add_str(&a_dn, u[i].deployment_name);
+        rw_pg_array_add_str(&a_err, u[i].error);
+        if (u[i].lagoon_status) {
+            char ts[32];
+            struct tm tm;
+            rw_pg_array_add_ll(&i_id, u[i].instance_id);
+            rw_pg_array_add_str(&i_dn, u[i].deployment_name);
+            rw_pg_array_add_str(&i_ls, u[i].lagoon_status);
+            if (u[i].completed > 0) {
+                gmtime_r(&u[i].completed, &tm);
+                strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S+00", &tm);
+                rw_pg_array_add_str(&i_done, ts);
+            } else {
+                rw_pg_array_add_str(&i_done, NULL);
+            }
+            n_inst++;
+        }
+    }
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    {
+        const char *p[7] = {run_s,
+                            rw_pg_array_finish(&a_id),
+                            rw_pg_array_finish(&a_from),
+                            rw_pg_array_finish(&a_to),
+                            rw_pg_array_finish(&a_ls),
+                            rw_pg_array_finish(&a_dn),
+                            rw_pg_array_finish(&a_err)};
+        for (int i = 1; i < 7; i++)
+            if (!p[i]) {
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                                 "out of memory");
+                goto out;
+            }
+        err = rw_pg_exec(pg, SQL_TARGETS, 7, p, &res, errstr, errlen);
+        if (err)
+            goto out;
+        *n_moved = (size_t)atoll(PQcmdTuples(res));
+    }
+    if (n_inst > 0) {
+        const char *p[4] = {rw_pg_array_finish(&i_id),
+                            rw_pg_array_finish(&i_dn),
+                            rw_pg_array_finish(&i_ls),
+                            rw_pg_array_finish(&i_done)};
+        for (int i = 0; i < 4; i++)
+            if (!p[i]) {
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                                 "out of memory");
+                goto out;
+            }
+        err = rw_pg_exec(pg, SQL_INSTANCES, 4, p, NULL, errstr, errlen);
+        if (err)
+            goto out;
+    }
+out:
+    PQclear(res);
+    rw_pg_array_free(&a_id);
+    rw_pg_array_free(&a_from);
+    rw_pg_array_free(&a_to);
+    rw_pg_array_free(&a_ls);
+    rw_pg_array_free(&a_dn);
+    rw_pg_array_free(&a_err);
+    rw_pg_array_free(&i_id);
+    rw_pg_array_free(&i_dn);
+    rw_pg_array_free(&i_ls);
+    rw_pg_array_free(&i_done);
+    return err;
+}
+
+static const char SQL_LOCK_RUN[] =
+    "SELECT status,"
+    "  (SELECT count(*) FROM run_chunks c"
+    "    WHERE c.run_id = r.id AND c.state NOT IN ('done', 'failed'))"
+    "   AS open_chunks"
+    " FROM deployment_runs r WHERE r.id = $1::bigint FOR UPDATE OF r";
+
+/* Cancelled targets of an aborted run count with the skipped ones, so
+ * that total = succeeded + failed + skipped always holds. */
+static const char SQL_COUNT[] =
+    "SELECT count(*) AS total,"
+    "  count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"
+    "  count(*) FILTER (WHERE state IN ('failed', 'timed_out')) AS failed,"
+    "  count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped,"
+    "  count(*) FILTER (WHERE state IN ('pending', 'claimed', 'triggered',"
+    "                                   'deploying')) AS open"
+    " FROM run_targets WHERE run_id = $1::bigint";
+
+static const char SQL_STORE_COUNTS[] =
+    "UPDATE deployment_runs SET total_count = $2::int,"
+    "  succeeded_count = $3::int, failed_count = $4::int,"
+    "  skipped_count = $5::int"
+    " WHERE id = $1::bigint";
+
+rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
+                              rw_run_state_t *outcome, char *errstr,
+                              size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL, *cnt = NULL;
+    char run_s[24];
+    const char *p1[1] = {run_s};
+    int status;
+    long long total, ok, failed, skipped, open;
+    rw_run_state_t to;
+
+    *finalized = false;
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_pg_exec(pg, SQL_LOCK_RUN, 1, p1, &res, errstr, errlen);
+    if (err)
+        goto out;
+    if (PQntuples(res) != 1) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
+                         "run %lld not found", run_id);
+        goto out;
+    }
+    status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
+    if ((status != RW_RUN_PENDING && status != RW_RUN_RUNNING &&
+         status != RW_RUN_PAUSED) ||
+        rw_pg_ll(res, 0, "open_chunks", 1) > 0)
+        goto commit;
+    err = rw_pg_exec(pg, SQL_COUNT, 1, p1, &cnt, errstr, errlen);
+    if (err)
+        goto out;
+    total = rw_pg_ll(cnt, 0, "total", 0);
+    ok = rw_pg_ll(cnt, 0, "succeeded", 0);
+    failed = rw_pg_ll(cnt, 0, "failed", 0);
+    skipped = rw_pg_ll(cnt, 0, "skipped", 0);
+    open = rw_pg_ll(cnt, 0, "open", 0);
+    if (open > 0) {
+        /* every chunk is over but a target is not: a bug, never hide it */
+        rw_error("progress",
+                 "event=finalize_refused run_id=%lld open_targets=%lld",
+                 run_id, open);
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "run %lld: chunks closed but %lld targets open",
+                         run_id, open);
+        goto out;
+    }
+    {
+        char s_total[24], s_ok[24], s_failed[24], s_skipped[24];
+        const char *p[5] = {run_s, s_total, s_ok, s_failed, s_skipped};
+        snprintf(s_total, sizeof(s_total), "%lld", total);
+        snprintf(s_ok, sizeof(s_ok), "%lld", ok);
+        snprintf(s_failed, sizeof(s_failed), "%lld", failed);
+        snprintf(s_skipped, sizeof(s_skipped), "%lld", skipped);
+        err = rw_pg_exec(pg, SQL_STORE_COUNTS, 5, p, NULL, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    to = rw_run_outcome(ok, failed);
+    {
+        char reason[96];
+        snprintf(reason, sizeof(reason),
+                 "finalized: %lld succeeded, %lld failed, %lld skipped", ok,
+                 failed, skipped);
+        err = rw_run_transition(pg, run_id, (rw_run_state_t)status, to, false,
+                                reason, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    *finalized = true;
+    if (outcome)
+        *outcome = to;
+commit:
+    err = rw_pg_commit(pg, errstr, errlen);
+    if (err) {
+        *finalized = false;
+        goto out;
+    }
+    if (*finalized)
+        rw_info("progress",
+                "event=run_finalized run_id=%lld outcome=%s total=%lld "
+                "succeeded=%lld failed=%lld skipped=%lld",
+                run_id, rw_run_state_name(to), total, ok, failed, skipped);
+out:
+    if (err && rw_pg_in_tx(pg))
+        rw_pg_rollback(pg, NULL, 0);
+    PQclear(res);
+    PQclear(cnt);
+    return err;
+}

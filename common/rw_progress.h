@@ -1,0 +1,57 @@
+/*
+ * rw_progress: what happens to a run after its chunks were triggered: Lagoon
+ * results written onto targets and instances (one statement each per
+ * chunk), chunk completion, and run finalization exactly once.
+ *
+ * It does not talk to Lagoon, Kafka or Redis: callers bring the Lagoon rows
+ * and act on what these functions report.
+ */
+#ifndef RW_PROGRESS_H
+#define RW_PROGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "rw_err.h"
+#include "rw_pg.h"
+#include "rw_state.h"
+
+/* One target's new standing after a poll. Strings are borrowed. */
+typedef struct rw_target_update {
+    long long target_id;
+    long long instance_id;
+    rw_target_state_t from;
+    rw_target_state_t to;
+    const char *lagoon_status;   /* raw Lagoon status, NULL if no row */
+    const char *deployment_name; /* NULL if no row */
+    time_t completed;            /* 0 = not completed */
+    const char *error;           /* for failed / timed_out, else NULL */
+} rw_target_update_t;
+
+/*
+ * Write n updates of one run in the caller's transaction: one statement
+ * for the targets (each moved only if still in its `from` state; every
+ * from != to edge checked against the target machine first, an illegal
+ * one is RW_ERR_STATE and nothing is written), one for the instances'
+ * last_deployment_* fields (last_deployed_at only on a completed build).
+ * The instance lifecycle status is never touched. *n_moved tells how many
+ * target rows were written.
+ */
+rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
+                           const rw_target_update_t *u, size_t n,
+                           size_t *n_moved, char *errstr, size_t errlen);
+
+/*
+ * Finalize the run if every chunk is over (done or failed): in its own
+ * transaction, lock the run row, count its targets, store the counts and
+ * move it to its outcome (rw_run_outcome). A run already final, cancelled,
+ * or with chunks still open is left alone. *finalized is true only for the
+ * call that finalized it, so each run is finalized exactly once however
+ * many workers and pollers race here.
+ */
+rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
+                              rw_run_state_t *outcome, char *errstr,
+                              size_t errlen);
+
+#endif
