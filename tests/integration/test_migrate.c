@@ -1,0 +1,715 @@
+/*
+ * test_migrate: the embedded migrations against a real Postgres
+ * (ROLLWAVE_PG_DSN): first and repeated application, concurrent appliers
+ * (threads and rollwavectl processes), and the schema constraints the
+ * pipeline relies on (in-flight uniqueness, chunk bulk id, due index).
+ */
+#include "rw_itest_pg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rw_migrate.h"
+#include "rw_pg.h"
+
+#define MAX_MIGRATIONS 64
+
+/* The test's database; dropped by teardown even when the test failed. */
+typedef struct fixture {
+    char dsn[1024];
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+
+    assert_non_null(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+
+    if (f->dsn[0])
+        rw_itest_pg_drop_db(f->dsn);
+    free(f);
+    return 0;
+}
+
+/* Run sql with up to 4 text parameters; returns the rw_pg_exec result. */
+static rw_err_t q(rw_pg_t *pg, char *errstr, const char *sql, int n, ...)
+{
+    const char *params[4] = {NULL, NULL, NULL, NULL};
+    va_list ap;
+
+    assert_true(n <= 4);
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        params[i] = va_arg(ap, const char *);
+    va_end(ap);
+    return rw_pg_exec(pg, sql, n, params, NULL, errstr, 512);
+}
+
+/* First row's column col of sql (no parameters); fails the test on error. */
+static long long q_ll(rw_pg_t *pg, const char *sql, const char *col)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    long long v;
+
+    if (rw_pg_exec(pg, sql, 0, NULL, &res, errstr, sizeof(errstr)))
+        fail_msg("%s: %s", sql, errstr);
+    assert_int_equal(PQntuples(res), 1);
+    v = rw_pg_ll(res, 0, col, -1);
+    PQclear(res);
+    return v;
+}
+
+typedef struct names {
+    int n;
+    char name[MAX_MIGRATIONS][64];
+} names_t;
+
+static void record_name(const char *name, void *ud)
+{
+    names_t *nm = ud;
+
+    assert_true(nm->n < MAX_MIGRATIONS);
+    snprintf(nm->name[nm->n++], sizeof(nm->name[0]), "%s", name);
+}
+
+static void test_apply_to_empty_db(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    names_t nm = {0};
+    rw_pg_t *pg;
+    PGresult *res = NULL;
+    int n = -1;
+    static const char *const tables[] = {
+        "store_apps",  "user_groups", "app_instances",   "deployment_runs",
+        "run_targets", "run_chunks",  "run_transitions", "outbox",
+    };
+
+    assert_true(rw_migrations_count > 0);
+    assert_true(rw_migrations_count <= MAX_MIGRATIONS);
+    rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+
+    assert_int_equal(
+        rw_migrate_apply(pg, record_name, &nm, &n, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(n, (int)rw_migrations_count);
+    assert_int_equal(nm.n, (int)rw_migrations_count);
+    /* reported in strictly increasing name order, each embedded one */
+    for (int i = 0; i < nm.n; i++) {
+        int found = 0;
+        if (i > 0)
+            assert_true(strcmp(nm.name[i - 1], nm.name[i]) < 0);
+        for (size_t j = 0; j < rw_migrations_count; j++)
+            if (strcmp(rw_migrations[j].name, nm.name[i]) == 0)
+                found = 1;
+        assert_true(found);
+    }
+    assert_string_equal(nm.name[0], "0001_core");
+
+    /* schema_migrations holds exactly the applied names */
+    assert_int_equal(rw_pg_exec(pg,
+                                "SELECT name FROM schema_migrations"
+                                " ORDER BY name",
+                                0, NULL, &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(PQntuples(res), nm.n);
+    for (int i = 0; i < nm.n; i++)
+        assert_string_equal(rw_pg_str(res, i, "name"), nm.name[i]);
+    PQclear(res);
+
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        const char *params[1] = {tables[i]};
+        assert_int_equal(rw_pg_exec(pg,
+                                    "SELECT to_regclass($1) IS NOT NULL AS ok",
+                                    1, params, &res, errstr, sizeof(errstr)),
+                         RW_OK);
+        assert_int_equal(rw_pg_bool(res, 0, "ok", 0), 1);
+        PQclear(res);
+    }
+
+    /* the lock is released: another session can take it at once */
+    {
+        rw_pg_t *other = rw_itest_pg_connect(f->dsn);
+        int got = 0;
+        assert_int_equal(rw_pg_try_advisory_lock(other, RW_MIGRATE_LOCK_KEY,
+                                                 &got, errstr, sizeof(errstr)),
+                         RW_OK);
+        assert_int_equal(got, 1);
+        rw_pg_destroy(other);
+    }
+
+    /* second run: nothing to do */
+    nm.n = 0;
+    assert_int_equal(
+        rw_migrate_apply(pg, record_name, &nm, &n, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(nm.n, 0);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM schema_migrations",
+                          "n"),
+                     (long long)rw_migrations_count);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+typedef struct status_seen {
+    int applied, pending, unknown;
+} status_seen_t;
+
+static void record_status(const char *name, const char *applied_at,
+                          int embedded, void *ud)
+{
+    status_seen_t *s = ud;
+
+    assert_non_null(name);
+    if (!embedded)
+        s->unknown++;
+    else if (applied_at)
+        s->applied++;
+    else
+        s->pending++;
+    if (applied_at)
+        assert_int_equal(strlen(applied_at), strlen("2026-11-22T16:30:54Z"));
+}
+
+static void test_status(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    status_seen_t seen = {0};
+    rw_pg_t *pg;
+
+    rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+
+    assert_int_equal(
+        rw_migrate_status(pg, record_status, &seen, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(seen.pending, (int)rw_migrations_count);
+    assert_int_equal(seen.applied, 0);
+    /* status only reads: no bookkeeping table appeared */
+    assert_int_equal(q_ll(pg,
+                          "SELECT (to_regclass('schema_migrations') IS NULL)"
+                          "::int AS absent",
+                          "absent"),
+                     1);
+
+    assert_int_equal(rw_migrate_apply(pg, NULL, NULL, NULL, errstr,
+                                      sizeof(errstr)),
+                     RW_OK);
+    /* a migration applied by a newer binary is reported as unknown */
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO schema_migrations (name) VALUES ($1)", 1,
+                       "9999_from_the_future"),
+                     RW_OK);
+    memset(&seen, 0, sizeof(seen));
+    assert_int_equal(
+        rw_migrate_status(pg, record_status, &seen, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(seen.applied, (int)rw_migrations_count);
+    assert_int_equal(seen.pending, 0);
+    assert_int_equal(seen.unknown, 1);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+#define N_APPLIERS 4
+
+typedef struct applier {
+    const char *dsn;
+    pthread_barrier_t *start;
+    names_t names;
+    int n;
+    rw_err_t err;
+    char errstr[512];
+} applier_t;
+
+/* No cmocka asserts here: they must not longjmp out of another thread. */
+static void *applier_main(void *arg)
+{
+    applier_t *a = arg;
+    rw_pg_t *pg = NULL;
+
+    a->err = rw_pg_new(&pg, a->dsn, a->errstr, sizeof(a->errstr));
+    pthread_barrier_wait(a->start);
+    if (a->err == RW_OK)
+        a->err = rw_migrate_apply(pg, record_name, &a->names, &a->n,
+                                  a->errstr, sizeof(a->errstr));
+    rw_pg_destroy(pg);
+    return NULL;
+}
+
+static void test_concurrent_appliers(void **state)
+{
+    fixture_t *f = *state;
+    pthread_barrier_t start;
+    pthread_t th[N_APPLIERS];
+    applier_t *ap = calloc(N_APPLIERS, sizeof(*ap));
+    rw_pg_t *pg;
+    int total = 0;
+
+    assert_non_null(ap);
+    rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
+    pthread_barrier_init(&start, NULL, N_APPLIERS);
+    for (int i = 0; i < N_APPLIERS; i++) {
+        ap[i].dsn = f->dsn;
+        ap[i].start = &start;
+        assert_int_equal(pthread_create(&th[i], NULL, applier_main, &ap[i]),
+                         0);
+    }
+    for (int i = 0; i < N_APPLIERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+
+    for (int i = 0; i < N_APPLIERS; i++) {
+        if (ap[i].err)
+            fail_msg("applier %d: %s", i, ap[i].errstr);
+        assert_int_equal(ap[i].n, ap[i].names.n);
+        total += ap[i].n;
+    }
+    /* each migration applied by exactly one of them */
+    assert_int_equal(total, (int)rw_migrations_count);
+    for (size_t j = 0; j < rw_migrations_count; j++) {
+        int times = 0;
+        for (int i = 0; i < N_APPLIERS; i++)
+            for (int k = 0; k < ap[i].names.n; k++)
+                if (strcmp(ap[i].names.name[k], rw_migrations[j].name) == 0)
+                    times++;
+        assert_int_equal(times, 1);
+    }
+    pg = rw_itest_pg_connect(f->dsn);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM schema_migrations",
+                          "n"),
+                     (long long)rw_migrations_count);
+    rw_pg_destroy(pg);
+    free(ap);
+}
+
+typedef struct ctl_child {
+    pid_t pid;
+    int fd; /* read end of the child's stdout */
+} ctl_child_t;
+
+/*
+ * Start "rollwavectl [a1 [a2]]" with ROLLWAVE_PG_DSN=dsn in its environment
+ * only: this process keeps its own DSN, and the DSN never passes through a
+ * shell.
+ */
+static ctl_child_t ctl_start(const char *dsn, const char *a1, const char *a2)
+{
+    static char bin[1024];
+    char *argv[4];
+    int argc = 0, fds[2];
+    ctl_child_t c;
+
+    rw_itest_bin(bin, sizeof(bin), "rollwavectl");
+    argv[argc++] = bin;
+    if (a1)
+        argv[argc++] = (char *)a1;
+    if (a2)
+        argv[argc++] = (char *)a2;
+    argv[argc] = NULL;
+    assert_int_equal(pipe(fds), 0);
+    c.pid = fork();
+    assert_true(c.pid >= 0);
+    if (c.pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(fds[1], STDOUT_FILENO);
+        /* usage and failure messages are expected: keep the log clean */
+        if (devnull >= 0)
+            dup2(devnull, STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        setenv("ROLLWAVE_PG_DSN", dsn, 1);
+        setenv("ROLLWAVE_LOG_LEVEL", "warn", 1);
+        execv(bin, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    c.fd = fds[0];
+    return c;
+}
+
+/* Read all of the child's stdout into out and return its exit status. */
+static int ctl_finish(ctl_child_t c, char *out, size_t len)
+{
+    size_t n = 0;
+    ssize_t r;
+    int st = 0;
+
+    while (n + 1 < len) {
+        r = read(c.fd, out + n, len - 1 - n);
+        if (r == 0)
+            break;
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r > 0);
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    close(c.fd);
+    assert_int_equal(waitpid(c.pid, &st, 0), c.pid);
+    assert_true(WIFEXITED(st));
+    assert_int_not_equal(WEXITSTATUS(st), 127);
+    return WEXITSTATUS(st);
+}
+
+static int count_lines(const char *out, const char *line)
+{
+    int n = 0;
+    size_t len = strlen(line);
+
+    for (const char *p = out; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l == len && strncmp(p, line, len) == 0)
+            n++;
+        p = nl ? nl + 1 : NULL;
+    }
+    return n;
+}
+
+static void test_rollwavectl_migrate(void **state)
+{
+    fixture_t *f = *state;
+    char bad[1024], line[128];
+    char out1[8192], out2[8192];
+    ctl_child_t c1, c2;
+    int rc1, rc2;
+
+    rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
+
+    c1 = ctl_start(f->dsn, "migrate", "--status");
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 0);
+    for (size_t j = 0; j < rw_migrations_count; j++) {
+        snprintf(line, sizeof(line), "%s", rw_migrations[j].name);
+        assert_non_null(strstr(out1, line));
+    }
+    snprintf(line, sizeof(line), "%zu migration(s) pending",
+             rw_migrations_count);
+    assert_int_equal(count_lines(out1, line), 1);
+
+    /* two processes at once: each migration applied by exactly one */
+    c1 = ctl_start(f->dsn, "migrate", NULL);
+    c2 = ctl_start(f->dsn, "migrate", NULL);
+    rc1 = ctl_finish(c1, out1, sizeof(out1));
+    rc2 = ctl_finish(c2, out2, sizeof(out2));
+    assert_int_equal(rc1, 0);
+    assert_int_equal(rc2, 0);
+    for (size_t j = 0; j < rw_migrations_count; j++) {
+        snprintf(line, sizeof(line), "applied %s", rw_migrations[j].name);
+        assert_int_equal(count_lines(out1, line) + count_lines(out2, line), 1);
+    }
+    snprintf(line, sizeof(line), "%zu migration(s) applied",
+             rw_migrations_count);
+    assert_int_equal(count_lines(out1, line) + count_lines(out2, line), 1);
+    assert_int_equal(count_lines(out1, "schema up to date") +
+                         count_lines(out2, "schema up to date"),
+                     1);
+
+    c1 = ctl_start(f->dsn, "migrate", NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 0);
+    assert_string_equal(out1, "schema up to date\n");
+
+    c1 = ctl_start(f->dsn, "migrate", "--status");
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 0);
+    assert_null(strstr(out1, "pending"));
+    assert_int_equal(count_lines(out1, "schema up to date"), 1);
+    assert_non_null(strstr(out1, "0001_core"));
+    assert_non_null(strstr(out1, " applied 2"));
+
+    /* usage errors exit 2, failures exit 1, help 0 */
+    c1 = ctl_start(f->dsn, "migrate", "--bogus");
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 2);
+    c1 = ctl_start(f->dsn, "no-such-command", NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 2);
+    c1 = ctl_start(f->dsn, NULL, NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 2);
+    c1 = ctl_start("", "migrate", NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 2);
+    c1 = ctl_start(f->dsn, "--help", NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 0);
+    assert_non_null(strstr(out1, "migrate"));
+    c1 = ctl_start(f->dsn, "migrate", "--help");
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 0);
+    assert_non_null(strstr(out1, "ROLLWAVE_PG_DSN"));
+    rw_itest_pg_dsn(bad, sizeof(bad), "rw_no_such_database");
+    c1 = ctl_start(bad, "migrate", NULL);
+    assert_int_equal(ctl_finish(c1, out1, sizeof(out1)), 1);
+    assert_string_equal(out1, "");
+}
+
+/* A store app, an instance and three runs to hang targets and chunks on. */
+static void seed_runs(rw_pg_t *pg)
+{
+    char errstr[512];
+
+    if (q(pg, errstr,
+          "INSERT INTO store_apps (id, name) VALUES (1, 'app');"
+          " INSERT INTO app_instances (id, name, store_app_id, status)"
+          " VALUES (1, 'inst', 1, 'running-healthy-claimed');"
+          " INSERT INTO deployment_runs (id, trigger_source)"
+          " VALUES (1, 'manual'), (2, 'scheduled'), (3, 'retry')",
+          0) == RW_OK)
+        fail_msg("several statements must be refused by rw_pg_exec");
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO store_apps (id, name) VALUES (1, 'app')",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances"
+                       " (id, name, store_app_id, status)"
+                       " VALUES (1, 'inst', 1, 'running-healthy-claimed')",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO deployment_runs (id, trigger_source)"
+                       " VALUES (1, 'manual'), (2, 'scheduled'),"
+                       " (3, 'retry')",
+                       0),
+                     RW_OK);
+}
+
+static void test_in_flight_unique_index(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) VALUES ($1::bigint, 1, 0, $2)";
+    rw_pg_t *pg;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+
+    assert_int_equal(q(pg, errstr, ins, 2, "1", "claimed"), RW_OK);
+    /* a second in-flight row for the instance, in any in-flight state */
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "claimed"), RW_ERR_PG_UNIQUE);
+    assert_non_null(strstr(errstr, "run_targets_in_flight_uidx"));
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "triggered"),
+                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "deploying"),
+                     RW_ERR_PG_UNIQUE);
+    /* terminal and pending rows for the same instance are fine */
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "failed"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 2, "3", "pending"), RW_OK);
+    /* ... but cannot move into flight while run 1 holds it */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3",
+                       0),
+                     RW_ERR_PG_UNIQUE);
+    /* one row per (run, instance) */
+    assert_int_equal(q(pg, errstr, ins, 2, "1", "succeeded"),
+                     RW_ERR_PG_UNIQUE);
+    assert_null(strstr(errstr, "in_flight"));
+    /* once run 1's target is terminal, another run may take the instance */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'succeeded'"
+                       " WHERE run_id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3",
+                       0),
+                     RW_OK);
+    /* unknown states are refused */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'bogus'"
+                       " WHERE run_id = 2",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "23514"));
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+static void test_chunk_bulk_id_check(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_chunks (run_id, chunk, state, bulk_id,"
+                      " bulk_name) VALUES (1, $1::int, $2, $3, $4)";
+    rw_pg_t *pg;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+
+    /* triggered without a bulk id (or name) */
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "triggered", NULL, NULL),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "run_chunks_bulk_id_chk"));
+    assert_non_null(strstr(errstr, "23514"));
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "triggered", "b-1", NULL),
+                     RW_ERR_PG_QUERY);
+    /* pending, triggering or failed with one */
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "pending", "b-1", "n"),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "run_chunks_bulk_id_chk"));
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "triggering", "b-1", "n"),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "failed", "b-1", "n"),
+                     RW_ERR_PG_QUERY);
+    /* no empty-string sentinel either */
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "triggered", "", "n"),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "run_chunks_bulk_id_nonempty_chk"));
+
+    /* the valid shapes */
+    assert_int_equal(q(pg, errstr, ins, 4, "0", "pending", NULL, NULL), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 4, "1", "triggered", "b-1", "n1"),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 4, "2", "done", "b-2", "n2"), RW_OK);
+    /* all targets skipped: done without ever having a bulk */
+    assert_int_equal(q(pg, errstr, ins, 4, "3", "done", NULL, NULL), RW_OK);
+
+    /* transitions are held to it too */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_chunks SET state = 'triggered'"
+                       " WHERE run_id = 1 AND chunk = 0",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_chunks SET state = 'pending'"
+                       " WHERE run_id = 1 AND chunk = 1",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_chunks SET state = 'triggered',"
+                       " bulk_id = 'b-0', bulk_name = 'n0'"
+                       " WHERE run_id = 1 AND chunk = 0",
+                       0),
+                     RW_OK);
+    /* one row per (run, chunk) */
+    assert_int_equal(q(pg, errstr, ins, 4, "1", "pending", NULL, NULL),
+                     RW_ERR_PG_UNIQUE);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+/* The plan of the documented due-selection shape must use the due index. */
+static void test_due_selection_uses_index(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512], plan[4096] = "";
+    PGresult *res = NULL;
+    rw_pg_t *pg;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    /* an empty table would be scanned anyway: take that option away */
+    assert_int_equal(q(pg, errstr, "SET enable_seqscan = off", 0), RW_OK);
+    assert_int_equal(
+        rw_pg_exec(pg,
+                   "EXPLAIN SELECT id FROM app_instances"
+                   " WHERE NOT is_trial"
+                   " AND status IN ('running-healthy-unclaimed',"
+                   " 'running-healthy-claimed')"
+                   " AND COALESCE(next_redeploy_at, '-infinity'::timestamptz)"
+                   " <= now()",
+                   0, NULL, &res, errstr, sizeof(errstr)),
+        RW_OK);
+    for (int i = 0; i < PQntuples(res); i++) {
+        strncat(plan, PQgetvalue(res, i, 0), sizeof(plan) - strlen(plan) - 2);
+        strcat(plan, "\n");
+    }
+    PQclear(res);
+    if (!strstr(plan, "app_instances_due_idx"))
+        fail_msg("due selection does not use app_instances_due_idx:\n%s",
+                 plan);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+static void test_updated_at_follows_updates(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    rw_pg_t *pg;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO store_apps (id, name, created_at,"
+                       " updated_at) VALUES (1, 'a', '2000-01-01Z',"
+                       " '2000-01-01Z'), (2, 'b', '2000-01-01Z',"
+                       " '2000-01-01Z')",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE store_apps SET name = 'a2' WHERE id = 1", 0),
+                     RW_OK);
+    /* an explicit value is kept */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE store_apps SET name = 'b2',"
+                       " updated_at = '2001-01-01Z' WHERE id = 2",
+                       0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM store_apps WHERE id = 1"
+                          " AND updated_at > '2020-01-01Z'",
+                          "n"),
+                     1);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM store_apps WHERE id = 2"
+                          " AND updated_at = '2001-01-01Z'",
+                          "n"),
+                     1);
+    /* a few value constraints of the model */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE store_apps SET bulk_chunk_size = 1001"
+                       " WHERE id = 1",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE store_apps SET redeploy_interval_days = 0"
+                       " WHERE id = 1",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO deployment_runs (trigger_source)"
+                       " VALUES ('cron')",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO outbox (topic, msg_key, payload)"
+                       " VALUES ('rollwave.batches', 'k', '{}')",
+                       0),
+                     RW_ERR_PG_QUERY);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_apply_to_empty_db),
+        T(test_status),
+        T(test_concurrent_appliers),
+        T(test_rollwavectl_migrate),
+        T(test_in_flight_unique_index),
+        T(test_chunk_bulk_id_check),
+        T(test_due_selection_uses_index),
+        T(test_updated_at_follows_updates),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
