@@ -1,0 +1,981 @@
+/*
+ * test_lagoon_sim: starts rollwave-lagoon-sim as a child process on a free
+ * port (--port-file) and checks its Lagoon behaviour over real HTTP with
+ * libcurl: bearer auth, both GraphQL operations, delayed rows, status
+ * progression, counters, GraphQL errors, fault injection, rejected
+ * environments, the concurrency cap, keep-alive under concurrent clients
+ * and the command line. Needs only RW_BIN_DIR (set by ctest).
+ */
+#include "rw_itest.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define TOKEN "test-token-5f2c"
+#define ROWS_DELAY_MS 600
+
+#define MUTATION                                                               \
+    "mutation ($input: BulkDeploymentLatestInput!) { "                         \
+    "bulkDeployEnvironmentLatest(input: $input) }"
+#define QUERY                                                                  \
+    "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) { id "    \
+    "name status created started completed environment { name project { "     \
+    "name } } } }"
+
+static pid_t sim_pid = -1;
+static char base_url[64];
+static char work_dir[256];
+
+/* ---- process helpers ---------------------------------------------------- */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * Runs the sim binary with args (NULL-terminated) to completion; returns
+ * its exit status and what it wrote to stdout and stderr (caller frees).
+ */
+static int run_sim_cli(const char *const *args, char **out, char **err)
+{
+    char bin[512], out_path[300], err_path[300];
+    char *argv[16];
+    int n = 0, status = 0;
+    pid_t pid;
+
+    rw_itest_bin(bin, sizeof(bin), "rollwave-lagoon-sim");
+    snprintf(out_path, sizeof(out_path), "%s/cli.out", work_dir);
+    snprintf(err_path, sizeof(err_path), "%s/cli.err", work_dir);
+    argv[n++] = bin;
+    for (; args[n - 1] && n < 15; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        /* The sim must not see a token from the caller's environment. */
+        unsetenv("ROLLWAVE_SIM_TOKEN");
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(bin, argv);
+        _exit(127);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(i ? err_path : out_path, "r");
+        char *buf = calloc(1, 65536);
+        assert_non_null(f);
+        assert_non_null(buf);
+        size_t got = fread(buf, 1, 65535, f);
+        buf[got] = '\0';
+        fclose(f);
+        *(i ? err : out) = buf;
+    }
+    return WEXITSTATUS(status);
+}
+
+static int start_sim(void **state)
+{
+    char bin[512], port_file[300], log_file[300];
+    long long deadline;
+    int port = 0;
+
+    (void)state;
+    snprintf(work_dir, sizeof(work_dir), "%s/rw_lagoon_sim_XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(work_dir))
+        fail_msg("mkdtemp: %s", strerror(errno));
+    rw_itest_bin(bin, sizeof(bin), "rollwave-lagoon-sim");
+    snprintf(port_file, sizeof(port_file), "%s/port", work_dir);
+    snprintf(log_file, sizeof(log_file), "%s/sim.log", work_dir);
+    sim_pid = fork();
+    if (sim_pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (sim_pid == 0) {
+        int fd = open(log_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execl(bin, bin, "--token", TOKEN, "--port", "0", "--port-file",
+              port_file, "--rows-delay-ms", "600", "--phase-ms", "100",
+              "--build-min-ms", "300", "--build-max-ms", "600",
+              "--log-level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    deadline = rw_itest_now_ms() + 15000;
+    while (rw_itest_now_ms() < deadline) {
+        FILE *f = fopen(port_file, "r");
+        int status;
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1)
+                port = 0;
+            fclose(f);
+            if (port > 0)
+                break;
+        }
+        if (waitpid(sim_pid, &status, WNOHANG) == sim_pid) {
+            sim_pid = -1;
+            fail_msg("rollwave-lagoon-sim (%s) exited at start; see %s",
+                     bin, log_file);
+        }
+        sleep_ms(20);
+    }
+    if (port <= 0)
+        fail_msg("rollwave-lagoon-sim wrote no port file within 15 s");
+    snprintf(base_url, sizeof(base_url), "http://127.0.0.1:%d", port);
+    return 0;
+}
+
+static int stop_sim(void **state)
+{
+    char path[300];
+    int status;
+    long long deadline;
+
+    (void)state;
+    if (sim_pid > 0) {
+        kill(sim_pid, SIGTERM);
+        deadline = rw_itest_now_ms() + 10000;
+        while (waitpid(sim_pid, &status, WNOHANG) == 0) {
+            if (rw_itest_now_ms() > deadline) {
+                kill(sim_pid, SIGKILL);
+                waitpid(sim_pid, &status, 0);
+                break;
+            }
+            sleep_ms(20);
+        }
+        sim_pid = -1;
+    }
+    const char *files[] = {"port", "sim.log", "cli.out", "cli.err"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/%s", work_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(work_dir);
+    return 0;
+}
+
+/* ---- HTTP helpers --------------------------------------------------------- */
+
+typedef struct resp {
+    long status;
+    CURLcode cc;
+    char *body;
+    size_t len;
+    long connects; /* new connections this request opened */
+} resp_t;
+
+static size_t on_data(char *p, size_t size, size_t n, void *ud)
+{
+    resp_t *r = ud;
+    char *b = realloc(r->body, r->len + size * n + 1);
+
+    if (!b)
+        return 0;
+    memcpy(b + r->len, p, size * n);
+    r->len += size * n;
+    b[r->len] = '\0';
+    r->body = b;
+    return size * n;
+}
+
+/* One request on curl (reused when given, for keep-alive); body may be NULL
+ * for GET. */
+static resp_t http_on(CURL *curl, const char *path, const char *auth,
+                      const char *body)
+{
+    resp_t r = {0};
+    char url[256], hdr[256];
+    struct curl_slist *hdrs = NULL;
+    bool own = curl == NULL;
+
+    if (own)
+        curl = curl_easy_init();
+    assert_non_null(curl);
+    snprintf(url, sizeof(url), "%s%s", base_url, path);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 20000L);
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    if (auth) {
+        snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", auth);
+        hdrs = curl_slist_append(hdrs, hdr);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+    if (body) {
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    }
+    r.cc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &r.connects);
+    curl_slist_free_all(hdrs);
+    if (own)
+        curl_easy_cleanup(curl);
+    return r;
+}
+
+static resp_t http(const char *path, const char *auth, const char *body)
+{
+    return http_on(NULL, path, auth, body);
+}
+
+static json_t *parse(const resp_t *r)
+{
+    json_error_t jerr;
+    json_t *j;
+
+    if (r->cc != CURLE_OK)
+        fail_msg("request failed: %s", curl_easy_strerror(r->cc));
+    j = json_loads(r->body ? r->body : "", 0, &jerr);
+    if (!j)
+        fail_msg("not JSON (%s): %.300s", jerr.text, r->body ? r->body : "");
+    return j;
+}
+
+/* POST /graphql with the right token; returns the parsed answer. */
+static json_t *gql(const char *query, json_t *vars, long *status)
+{
+    json_t *req = json_pack("{s:s}", "query", query);
+    char *body;
+    resp_t r;
+    json_t *j;
+
+    if (vars)
+        json_object_set_new(req, "variables", vars);
+    body = json_dumps(req, JSON_COMPACT);
+    r = http("/graphql", TOKEN, body);
+    j = parse(&r);
+    if (status)
+        *status = r.status;
+    free(body);
+    free(r.body);
+    json_decref(req);
+    return j;
+}
+
+static json_t *envs_of(const char *const *pairs)
+{
+    json_t *envs = json_array();
+
+    for (size_t i = 0; pairs[i]; i += 2)
+        json_array_append_new(
+            envs, json_pack("{s:{s:s,s:{s:s}}}", "environment", "name",
+                            pairs[i + 1], "project", "name", pairs[i]));
+    return envs;
+}
+
+/* Triggers a bulk of "project", "environment", ..., NULL; returns its id. */
+static char *bulk_deploy(const char *const *pairs)
+{
+    json_t *vars = json_pack("{s:{s:s,s:o}}", "input", "name",
+                             "rollwave test c0 a1", "environments",
+                             envs_of(pairs));
+    long status = 0;
+    json_t *j = gql(MUTATION, vars, &status);
+    const char *id;
+    char *out;
+
+    assert_int_equal(status, 200);
+    id = json_string_value(
+        json_object_get(json_object_get(j, "data"),
+                        "bulkDeployEnvironmentLatest"));
+    if (!id)
+        fail_msg("no bulk id in %s", json_dumps(j, JSON_COMPACT));
+    out = strdup(id);
+    json_decref(j);
+    return out;
+}
+
+/* deploymentsByBulkId rows (a new reference). */
+static json_t *rows_of(const char *bulk_id)
+{
+    long status = 0;
+    json_t *j = gql(QUERY, json_pack("{s:s}", "bulkId", bulk_id), &status);
+    json_t *rows;
+
+    assert_int_equal(status, 200);
+    assert_null(json_object_get(j, "errors"));
+    rows = json_object_get(json_object_get(j, "data"), "deploymentsByBulkId");
+    assert_true(json_is_array(rows));
+    json_incref(rows);
+    json_decref(j);
+    return rows;
+}
+
+static json_t *stats(void)
+{
+    resp_t r = http("/sim/stats", NULL, NULL);
+    json_t *j;
+
+    assert_int_equal(r.status, 200);
+    j = parse(&r);
+    free(r.body);
+    return j;
+}
+
+static long long stat_int(json_t *s, const char *key)
+{
+    json_t *v = json_object_get(s, key);
+
+    if (!json_is_integer(v))
+        fail_msg("stats have no integer %s", key);
+    return json_integer_value(v);
+}
+
+static void set_config(const char *json)
+{
+    resp_t r = http("/sim/config", NULL, json);
+
+    if (r.status != 200)
+        fail_msg("POST /sim/config %s -> %ld %s", json, r.status,
+                 r.body ? r.body : "");
+    free(r.body);
+}
+
+/* Every test starts from an empty sim with the start-up timings. */
+static int fresh(void **state)
+{
+    resp_t r;
+
+    (void)state;
+    set_config("{\"rows_delay_ms\":600,\"phase_ms\":100,\"build_min_ms\":300,"
+               "\"build_max_ms\":600,\"fail_rate\":0,\"cancel_rate\":0,"
+               "\"max_concurrent_builds\":0,\"reject\":[],"
+               "\"fault_http500\":0,\"fault_graphql_error\":0,"
+               "\"fault_slow\":0,\"fault_drop\":0,\"slow_ms\":30000}");
+    r = http("/sim/reset", NULL, "");
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    return 0;
+}
+
+static const char *first_error(json_t *j)
+{
+    json_t *errors = json_object_get(j, "errors");
+
+    if (!json_is_array(errors) || json_array_size(errors) == 0)
+        fail_msg("expected GraphQL errors in %s",
+                 json_dumps(j, JSON_COMPACT));
+    assert_true(json_is_null(json_object_get(j, "data")));
+    return json_string_value(
+        json_object_get(json_array_get(errors, 0), "message"));
+}
+
+static bool is_date(const char *s)
+{
+    static const char fmt[] = "dddd-dd-dd dd:dd:dd";
+
+    if (!s || strlen(s) != sizeof(fmt) - 1)
+        return false;
+    for (size_t i = 0; fmt[i]; i++)
+        if (fmt[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != fmt[i])
+            return false;
+    return true;
+}
+
+static bool is_build_name(const char *s)
+{
+    if (!s || strlen(s) != 19 || strncmp(s, "lagoon-build-", 13) != 0)
+        return false;
+    for (int i = 13; i < 19; i++)
+        if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static int status_rank(const char *s)
+{
+    static const char *const order[] = {"new",     "pending",  "queued",
+                                        "running", "complete", "failed",
+                                        "cancelled"};
+    for (int i = 0; i < 7; i++)
+        if (strcmp(s, order[i]) == 0)
+            return i > 4 ? 4 : i;
+    fail_msg("unknown status '%s'", s);
+    return -1;
+}
+
+static const char *row_status(json_t *row)
+{
+    return json_string_value(json_object_get(row, "status"));
+}
+
+static const char *row_env(json_t *row)
+{
+    return json_string_value(
+        json_object_get(json_object_get(row, "environment"), "name"));
+}
+
+/* Polls until every row of the bulk is terminal (or fails the test). */
+static json_t *wait_terminal(const char *bulk_id, size_t want_rows)
+{
+    long long deadline = rw_itest_now_ms() + 20000;
+
+    while (rw_itest_now_ms() < deadline) {
+        json_t *rows = rows_of(bulk_id);
+        size_t i, done = 0;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+        {
+            if (status_rank(row_status(row)) == 4)
+                done++;
+        }
+        if (json_array_size(rows) == want_rows && done == want_rows)
+            return rows;
+        json_decref(rows);
+        sleep_ms(50);
+    }
+    fail_msg("bulk %s did not reach terminal states within 20 s", bulk_id);
+    return NULL;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_command_line(void **state)
+{
+    static const char *const flags[] = {
+        "--host",           "--port",         "--port-file",
+        "--token",          "--log-level",    "--seed",
+        "--rows-delay-ms",  "--build-min-ms", "--build-max-ms",
+        "--phase-ms",       "--fail-rate",    "--cancel-rate",
+        "--max-concurrent-builds",            "--reject",
+        "--fault-http500",  "--fault-graphql-error",
+        "--fault-slow",     "--slow-ms",      "--fault-drop",
+        "ROLLWAVE_SIM_ROWS_DELAY_MS",         NULL};
+    const char *help[] = {"--help", NULL};
+    const char *bogus[] = {"--token", "t", "--bogus", "1", NULL};
+    const char *bad_rate[] = {"--token", "t", "--fail-rate", "2", NULL};
+    const char *no_token[] = {"--port", "0", NULL};
+    const char *no_value[] = {"--token", "t", "--phase-ms", NULL};
+    char *out, *err;
+
+    (void)state;
+    assert_int_equal(run_sim_cli(help, &out, &err), 0);
+    for (size_t i = 0; flags[i]; i++)
+        if (!strstr(out, flags[i]))
+            fail_msg("--help does not list %s", flags[i]);
+    free(out);
+    free(err);
+
+    assert_int_equal(run_sim_cli(bogus, &out, &err), 2);
+    assert_non_null(strstr(err, "--bogus"));
+    free(out);
+    free(err);
+    assert_int_equal(run_sim_cli(bad_rate, &out, &err), 2);
+    assert_non_null(strstr(err, "--fail-rate"));
+    free(out);
+    free(err);
+    assert_int_equal(run_sim_cli(no_token, &out, &err), 2);
+    assert_non_null(strstr(err, "--token"));
+    free(out);
+    free(err);
+    assert_int_equal(run_sim_cli(no_value, &out, &err), 2);
+    assert_non_null(strstr(err, "--phase-ms"));
+    free(out);
+    free(err);
+}
+
+static void test_auth(void **state)
+{
+    const char *body = "{\"query\":\"{ __typename }\"}";
+    resp_t r;
+    json_t *j;
+    const char *msg;
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        r = http("/graphql", i ? "wrong-token" : NULL, body);
+        assert_int_equal(r.status, 401);
+        j = parse(&r);
+        msg = json_string_value(json_object_get(
+            json_array_get(json_object_get(j, "errors"), 0), "message"));
+        assert_non_null(msg);
+        assert_non_null(strstr(msg, "Unauthorized - Bearer token"));
+        json_decref(j);
+        free(r.body);
+    }
+    r = http("/graphql", TOKEN, body);
+    assert_int_equal(r.status, 200);
+    j = parse(&r);
+    assert_string_equal(
+        json_string_value(
+            json_object_get(json_object_get(j, "data"), "__typename")),
+        "Query");
+    json_decref(j);
+    free(r.body);
+}
+
+static void test_bulk_lifecycle(void **state)
+{
+    const char *const pairs[] = {"lc-proj", "main", "lc-proj", "develop",
+                                 "lc-other", "main", NULL};
+    int rank[3] = {0, 0, 0};
+    long long t0, first_seen = 0;
+    char *bulk;
+    json_t *rows, *row;
+    size_t i;
+    long long last_id = 0;
+
+    (void)state;
+    t0 = rw_itest_now_ms();
+    bulk = bulk_deploy(pairs);
+    /* uuid v4: 8-4-4-4-12 hex, version nibble 4, variant 8..b. */
+    assert_int_equal(strlen(bulk), 36);
+    assert_int_equal(bulk[14], '4');
+    assert_non_null(strchr("89ab", bulk[19]));
+    for (i = 0; i < 36; i++)
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(bulk[i], '-');
+        else
+            assert_true(isxdigit((unsigned char)bulk[i]));
+
+    /* Rows appear only after rows-delay; statuses never go backwards. */
+    while (rw_itest_now_ms() - t0 < 20000) {
+        rows = rows_of(bulk);
+        if (json_array_size(rows) > 0 && !first_seen) {
+            first_seen = rw_itest_now_ms();
+            assert_int_equal(json_array_size(rows), 3);
+        }
+        bool all_done = json_array_size(rows) == 3;
+        json_array_foreach(rows, i, row)
+        {
+            int r = status_rank(row_status(row));
+            assert_true(r >= rank[i]);
+            rank[i] = r;
+            if (r != 4)
+                all_done = false;
+        }
+        json_decref(rows);
+        if (all_done)
+            break;
+        sleep_ms(30);
+    }
+    assert_true(first_seen > 0);
+    if (first_seen - t0 < ROWS_DELAY_MS - 5)
+        fail_msg("rows appeared after %lld ms, before the %d ms delay",
+                 first_seen - t0, ROWS_DELAY_MS);
+
+    rows = wait_terminal(bulk, 3);
+    json_array_foreach(rows, i, row)
+    {
+        long long id = json_integer_value(json_object_get(row, "id"));
+        json_t *env = json_object_get(row, "environment");
+        const char *project = json_string_value(
+            json_object_get(json_object_get(env, "project"), "name"));
+
+        assert_true(id > last_id);
+        last_id = id;
+        assert_true(is_build_name(
+            json_string_value(json_object_get(row, "name"))));
+        assert_string_equal(row_status(row), "complete");
+        assert_true(is_date(json_string_value(json_object_get(row, "created"))));
+        assert_true(is_date(json_string_value(json_object_get(row, "started"))));
+        assert_true(
+            is_date(json_string_value(json_object_get(row, "completed"))));
+        assert_true(strcmp(json_string_value(json_object_get(row, "started")),
+                           json_string_value(json_object_get(
+                               row, "completed"))) <= 0);
+        assert_string_equal(row_env(row), pairs[2 * i + 1]);
+        assert_string_equal(project, pairs[2 * i]);
+    }
+    json_decref(rows);
+    free(bulk);
+}
+
+static void test_unknown_bulk_and_reset(void **state)
+{
+    const char *const pairs[] = {"rs-proj", "main", NULL};
+    json_t *rows, *s;
+    char *bulk;
+
+    (void)state;
+    rows = rows_of("5b0e4b52-0000-4000-8000-000000000000");
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+
+    set_config("{\"rows_delay_ms\":0,\"phase_ms\":0,\"build_min_ms\":0,"
+               "\"build_max_ms\":0}");
+    bulk = bulk_deploy(pairs);
+    rows = rows_of(bulk);
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+
+    free(http("/sim/reset", NULL, "").body);
+    rows = rows_of(bulk);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    s = stats();
+    assert_int_equal(stat_int(s, "bulk_calls"), 0);
+    assert_int_equal(stat_int(s, "environments_triggered"), 0);
+    assert_int_equal(json_object_size(json_object_get(s, "triggers")), 0);
+    json_decref(s);
+    free(bulk);
+}
+
+static void test_stats_counters(void **state)
+{
+    const char *const two[] = {"st-proj", "a", "st-proj", "b", NULL};
+    const char *const one[] = {"st-proj", "a", NULL};
+    json_t *s, *triggers, *per_call;
+    long long before;
+
+    (void)state;
+    s = stats();
+    before = stat_int(s, "graphql_requests");
+    json_decref(s);
+
+    free(bulk_deploy(two));
+    free(bulk_deploy(one));
+    s = stats();
+    assert_int_equal(stat_int(s, "bulk_calls"), 2);
+    assert_int_equal(stat_int(s, "deploy_requests"), 2);
+    assert_int_equal(stat_int(s, "environments_triggered"), 3);
+    assert_int_equal(stat_int(s, "max_envs_per_call"), 2);
+    assert_int_equal(stat_int(s, "duplicate_triggers"), 1);
+    assert_int_equal(stat_int(s, "graphql_requests"), before + 2);
+    per_call = json_object_get(s, "envs_per_call");
+    assert_int_equal(json_integer_value(json_object_get(per_call, "1")), 1);
+    assert_int_equal(json_integer_value(json_object_get(per_call, "2")), 1);
+    triggers = json_object_get(s, "triggers");
+    assert_int_equal(json_object_size(triggers), 2);
+    assert_int_equal(json_integer_value(json_object_get(triggers, "st-proj/a")),
+                     2);
+    assert_int_equal(json_integer_value(json_object_get(triggers, "st-proj/b")),
+                     1);
+    assert_true(json_is_object(json_object_get(s, "faults_injected")));
+    json_decref(s);
+
+    /* ?triggers=false leaves the per-environment map out. */
+    resp_t r = http("/sim/stats?triggers=false", NULL, NULL);
+    s = parse(&r);
+    assert_null(json_object_get(s, "triggers"));
+    assert_int_equal(stat_int(s, "bulk_calls"), 2);
+    json_decref(s);
+    free(r.body);
+}
+
+static void expect_gql_error(const char *query, json_t *vars,
+                             const char *want)
+{
+    long status = 0;
+    json_t *j = gql(query, vars, &status);
+    const char *msg;
+
+    assert_int_equal(status, 200);
+    msg = first_error(j);
+    if (!msg || !strstr(msg, want))
+        fail_msg("expected error containing '%s', got '%s'", want,
+                 msg ? msg : "(none)");
+    json_decref(j);
+}
+
+static void test_graphql_errors(void **state)
+{
+    const char *const pairs[] = {"er-proj", "main", NULL};
+    json_t *s;
+
+    (void)state;
+    expect_gql_error("{ deployEnvironmentLatest }", NULL,
+                     "Cannot query field \"deployEnvironmentLatest\" on type "
+                     "\"Query\".");
+    expect_gql_error("query ($input: BulkDeploymentLatestInput!) { "
+                     "bulkDeployEnvironmentLatest(input: $input) }",
+                     json_pack("{s:{s:o}}", "input", "environments",
+                               envs_of(pairs)),
+                     "Cannot query field \"bulkDeployEnvironmentLatest\" on "
+                     "type \"Query\".");
+    expect_gql_error("mutation ($input: BulkDeployLatestInput!) { "
+                     "bulkDeployEnvironmentLatest(input: $input) }",
+                     json_pack("{s:{s:o}}", "input", "environments",
+                               envs_of(pairs)),
+                     "Unknown type \"BulkDeployLatestInput\".");
+    expect_gql_error("query ($bulkId: ID!) { deploymentsByBulkId(bulkId: "
+                     "$bulkId) { id } }",
+                     json_pack("{s:s}", "bulkId", "x"),
+                     "Variable \"$bulkId\" of type \"ID!\" used in position "
+                     "expecting type \"String!\".");
+    expect_gql_error(MUTATION, json_pack("{s:{s:s}}", "input", "name", "x"),
+                     "Field \"environments\" of required type");
+    expect_gql_error(MUTATION,
+                     json_pack("{s:{s:[]}}", "input", "environments"),
+                     "at least one environment");
+    expect_gql_error(MUTATION,
+                     json_pack("{s:{s:[{s:{s:i}}]}}", "input", "environments",
+                               "environment", "name", 7),
+                     "String cannot represent a non string value: 7");
+    expect_gql_error(MUTATION, NULL,
+                     "Variable \"$input\" of required type "
+                     "\"BulkDeploymentLatestInput!\" was not provided.");
+    expect_gql_error("query { deploymentsByBulkId(bulkId: \"x\") { id } }",
+                     NULL, "must be passed as a variable");
+    expect_gql_error("query ($bulkId: String!) { deploymentsByBulkId(bulkId: "
+                     "$bulkId) { id uiLink } }",
+                     json_pack("{s:s}", "bulkId", "x"),
+                     "Cannot query field \"uiLink\" on type \"Deployment\".");
+    expect_gql_error("query { deploymentsByBulkId(", NULL, "Syntax Error");
+    s = stats();
+    assert_int_equal(stat_int(s, "bulk_calls"), 0);
+    assert_int_equal(stat_int(s, "environments_triggered"), 0);
+    json_decref(s);
+}
+
+static void test_faults(void **state)
+{
+    const char *body = "{\"query\":\"{ __typename }\"}";
+    resp_t r;
+    json_t *s, *faults, *j;
+    long long t0;
+
+    (void)state;
+    set_config("{\"fault_http500\":1}");
+    for (int i = 0; i < 3; i++) {
+        r = http("/graphql", TOKEN, body);
+        assert_int_equal(r.cc, CURLE_OK);
+        assert_int_equal(r.status, 500);
+        free(r.body);
+    }
+    set_config("{\"fault_http500\":0,\"fault_graphql_error\":1}");
+    r = http("/graphql", TOKEN, body);
+    assert_int_equal(r.status, 200);
+    j = parse(&r);
+    assert_non_null(first_error(j));
+    json_decref(j);
+    free(r.body);
+
+    set_config("{\"fault_graphql_error\":0,\"fault_drop\":1}");
+    r = http("/graphql", TOKEN, body);
+    assert_int_equal(r.cc, CURLE_GOT_NOTHING);
+    free(r.body);
+
+    set_config("{\"fault_drop\":0,\"fault_slow\":1,\"slow_ms\":400}");
+    t0 = rw_itest_now_ms();
+    r = http("/graphql", TOKEN, body);
+    assert_int_equal(r.status, 200);
+    assert_true(rw_itest_now_ms() - t0 >= 400);
+    free(r.body);
+
+    set_config("{\"fault_slow\":0}");
+    r = http("/graphql", TOKEN, body);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+
+    s = stats();
+    faults = json_object_get(s, "faults_injected");
+    assert_int_equal(json_integer_value(json_object_get(faults, "http500")),
+                     3);
+    assert_int_equal(
+        json_integer_value(json_object_get(faults, "graphql_error")), 1);
+    assert_int_equal(json_integer_value(json_object_get(faults, "drop")), 1);
+    assert_int_equal(json_integer_value(json_object_get(faults, "slow")), 1);
+    assert_int_equal(stat_int(s, "graphql_requests"), 7);
+    json_decref(s);
+
+    /* Bad settings are refused whole, with a reason. */
+    r = http("/sim/config", NULL, "{\"fault_http500\":1.5}");
+    assert_int_equal(r.status, 400);
+    free(r.body);
+    r = http("/sim/config", NULL, "{\"no_such_setting\":1}");
+    assert_int_equal(r.status, 400);
+    free(r.body);
+    r = http("/sim/config", NULL, "{\"fault_drop\":0.25,\"build_min_ms\":-1}");
+    assert_int_equal(r.status, 400);
+    free(r.body);
+    r = http("/sim/config", NULL, NULL);
+    j = parse(&r);
+    assert_true(json_is_number(json_object_get(j, "fault_drop")));
+    assert_true(json_number_value(json_object_get(j, "fault_drop")) == 0.0);
+    assert_null(json_object_get(j, "token"));
+    json_decref(j);
+    free(r.body);
+}
+
+static void test_reject(void **state)
+{
+    const char *const pairs[] = {"rj-proj", "rej-1", "rj-proj", "ok",
+                                 "rj-proj", "rej-2", NULL};
+    json_t *rows, *s;
+    char *bulk;
+
+    (void)state;
+    set_config("{\"reject\":[\"rj-proj/rej-*\"],\"rows_delay_ms\":100,"
+               "\"phase_ms\":0,\"build_min_ms\":50,\"build_max_ms\":50}");
+    bulk = bulk_deploy(pairs);
+    rows = wait_terminal(bulk, 1);
+    assert_string_equal(row_env(json_array_get(rows, 0)), "ok");
+    json_decref(rows);
+    /* Well past every delay, the rejected ones still have no row. */
+    sleep_ms(300);
+    rows = rows_of(bulk);
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    s = stats();
+    assert_int_equal(stat_int(s, "environments_triggered"), 3);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(s, "triggers"), "rj-proj/rej-1")),
+                     1);
+    json_decref(s);
+    free(bulk);
+}
+
+static void test_concurrency_cap(void **state)
+{
+    const char *const pairs[] = {"cc-proj", "a", "cc-proj", "b", "cc-proj",
+                                 "c", NULL};
+    bool saw_queued = false;
+    long long deadline;
+    json_t *rows, *row, *s;
+    char *bulk;
+    size_t i;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":1,\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":400,\"build_max_ms\":400}");
+    bulk = bulk_deploy(pairs);
+    deadline = rw_itest_now_ms() + 20000;
+    while (rw_itest_now_ms() < deadline) {
+        int running = 0, queued = 0, done = 0;
+        rows = rows_of(bulk);
+        json_array_foreach(rows, i, row)
+        {
+            const char *st = row_status(row);
+            running += strcmp(st, "running") == 0;
+            queued += strcmp(st, "queued") == 0;
+            done += status_rank(st) == 4;
+        }
+        json_decref(rows);
+        assert_true(running <= 1);
+        if (queued > 0)
+            saw_queued = true;
+        if (done == 3)
+            break;
+        sleep_ms(30);
+    }
+    assert_true(saw_queued);
+    rows = wait_terminal(bulk, 3);
+    json_decref(rows);
+    s = stats();
+    assert_int_equal(stat_int(s, "peak_concurrent_builds"), 1);
+    assert_int_equal(stat_int(s, "running_builds"), 0);
+    json_decref(s);
+    free(bulk);
+}
+
+static void test_outcome_rates(void **state)
+{
+    const char *const pairs[] = {"or-proj", "a", "or-proj", "b", "or-proj",
+                                 "c", "or-proj", "d", NULL};
+    static const char *const cfgs[] = {
+        "{\"fail_rate\":1,\"cancel_rate\":0}",
+        "{\"fail_rate\":0,\"cancel_rate\":1}",
+    };
+    static const char *const want[] = {"failed", "cancelled"};
+    json_t *rows, *row;
+    size_t i;
+
+    (void)state;
+    set_config("{\"rows_delay_ms\":0,\"phase_ms\":0,\"build_min_ms\":0,"
+               "\"build_max_ms\":0}");
+    for (int k = 0; k < 2; k++) {
+        char *bulk;
+        set_config(cfgs[k]);
+        bulk = bulk_deploy(pairs);
+        rows = wait_terminal(bulk, 4);
+        json_array_foreach(rows, i, row)
+        {
+            assert_string_equal(row_status(row), want[k]);
+        }
+        json_decref(rows);
+        free(bulk);
+    }
+}
+
+typedef struct worker {
+    int ok;
+    long connects;
+} worker_t;
+
+static void *client_thread(void *arg)
+{
+    worker_t *w = arg;
+    CURL *curl = curl_easy_init();
+
+    for (int i = 0; i < 25 && curl; i++) {
+        resp_t r = http_on(curl, "/graphql", TOKEN,
+                           "{\"query\":\"{ __typename }\"}");
+        if (r.cc == CURLE_OK && r.status == 200 && r.body &&
+            strstr(r.body, "\"Query\""))
+            w->ok++;
+        w->connects += r.connects;
+        free(r.body);
+    }
+    curl_easy_cleanup(curl);
+    return NULL;
+}
+
+static void test_concurrent_keepalive(void **state)
+{
+    pthread_t th[8];
+    worker_t w[8];
+    json_t *s;
+
+    (void)state;
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, client_thread, &w[i]),
+                         0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(w[i].ok, 25);
+        /* One connection per client: every later request reused it. */
+        assert_int_equal(w[i].connects, 1);
+    }
+    s = stats();
+    assert_int_equal(stat_int(s, "graphql_requests"), 200);
+    json_decref(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_command_line, fresh),
+        cmocka_unit_test_setup(test_auth, fresh),
+        cmocka_unit_test_setup(test_bulk_lifecycle, fresh),
+        cmocka_unit_test_setup(test_unknown_bulk_and_reset, fresh),
+        cmocka_unit_test_setup(test_stats_counters, fresh),
+        cmocka_unit_test_setup(test_graphql_errors, fresh),
+        cmocka_unit_test_setup(test_faults, fresh),
+        cmocka_unit_test_setup(test_reject, fresh),
+        cmocka_unit_test_setup(test_concurrency_cap, fresh),
+        cmocka_unit_test_setup(test_outcome_rates, fresh),
+        cmocka_unit_test_setup(test_concurrent_keepalive, fresh),
+    };
+    int rc;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = cmocka_run_group_tests(tests, start_sim, stop_sim);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,877 @@
+/*
+ * sim_model: bulks, deployments, build scheduling, faults and counters of
+ * the Lagoon simulator, behind one mutex. Lookups go through open-addressing
+ * hash maps (bulk id -> bulk, project/environment -> env); a bulk's
+ * deployments are contiguous in one array, so answering deploymentsByBulkId
+ * costs what the bulk holds. It does not parse requests or format GraphQL.
+ */
+#include "sim_model.h"
+
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "rw_log.h"
+
+#define COMP "lagoon-sim"
+
+enum dep_state {
+    DEP_WAITING = 0, /* before the end of pending: not yet asking to build */
+    DEP_QUEUED,      /* wants to build, concurrency cap full */
+    DEP_RUNNING,     /* building until t_end */
+    DEP_DONE,        /* terminal: outcome */
+};
+
+enum dep_outcome { OUT_COMPLETE = 0, OUT_FAILED, OUT_CANCELLED };
+
+typedef struct dep {
+    int64_t t_appear;  /* the row shows up, status new */
+    int64_t t_pending; /* new -> pending */
+    int64_t t_ready;   /* pending -> running, or queued when capped */
+    int64_t t_start;   /* running since (valid from DEP_RUNNING) */
+    int64_t t_end;     /* terminal since (valid from DEP_RUNNING) */
+    uint32_t env;      /* index into envs */
+    uint32_t bulk;     /* index into bulks */
+    uint32_t dur_ms;   /* time in running */
+    uint8_t state;
+    uint8_t outcome;
+    char name[7]; /* the random part of lagoon-build-xxxxxx */
+} dep_t;
+
+typedef struct env {
+    char *key; /* "project/environment", NUL-terminated */
+    uint32_t project_len;
+    uint32_t key_len;
+    uint32_t triggers;
+} env_t;
+
+typedef struct bulk {
+    char id[RW_SIM_UUID_LEN + 1];
+    char *name;
+    uint32_t first; /* first index into deps */
+    uint32_t n;     /* deployments (rejected environments have none) */
+} bulk_t;
+
+/* Open addressing: slot = (hash, index + 1); index + 1 == 0 is empty. */
+typedef struct slot {
+    uint32_t hash;
+    uint32_t idx1;
+} slot_t;
+
+typedef struct imap {
+    slot_t *slots;
+    size_t cap; /* power of two, or 0 */
+    size_t n;
+} imap_t;
+
+typedef struct hent {
+    int64_t key;
+    uint32_t idx;
+} hent_t;
+
+typedef struct heap {
+    hent_t *v;
+    size_t n, cap;
+} heap_t;
+
+struct rw_sim {
+    pthread_mutex_t mu;
+    rw_sim_config_t cfg;
+    uint64_t rng;
+
+    dep_t *deps;
+    size_t n_deps, cap_deps;
+    long long id_base; /* deployment id of deps[0]; ids never repeat */
+    env_t *envs;
+    size_t n_envs, cap_envs;
+    bulk_t *bulks;
+    size_t n_bulks, cap_bulks;
+    imap_t env_map, bulk_map;
+
+    heap_t ready;   /* DEP_WAITING by t_ready */
+    heap_t running; /* DEP_RUNNING by t_end */
+    uint32_t *queue; /* DEP_QUEUED, FIFO from queue_head */
+    size_t queue_head, queue_len, queue_cap;
+    long long running_builds, peak_running;
+
+    /* counters of /sim/stats */
+    long long bulk_calls, deploy_requests, envs_triggered, max_envs;
+    long long duplicate_triggers, graphql_requests;
+    long long faults[5]; /* by rw_sim_fault_t */
+    long long *envs_per_call;
+    size_t envs_per_call_len;
+};
+
+static uint32_t hash_bytes(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *s = p;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_next(rw_sim_t *sim)
+{
+    sim->rng += 0x9e3779b97f4a7c15ULL;
+    return mix64(sim->rng);
+}
+
+static double rng_unit(rw_sim_t *sim)
+{
+    return (double)(rng_next(sim) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+long long rw_sim_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- hash map ---------------------------------------------------------- */
+
+typedef bool (*eq_fn)(const rw_sim_t *sim, uint32_t idx, const void *key);
+
+static bool imap_grow(imap_t *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 1024;
+    slot_t *slots = calloc(cap, sizeof(*slots));
+
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < m->cap; i++) {
+        slot_t s = m->slots[i];
+        size_t j;
+        if (!s.idx1)
+            continue;
+        for (j = s.hash & (cap - 1); slots[j].idx1; j = (j + 1) & (cap - 1))
+            ;
+        slots[j] = s;
+    }
+    free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return true;
+}
+
+/* Index of the entry equal to key, or -1. */
+static long imap_find(const rw_sim_t *sim, const imap_t *m, uint32_t hash,
+                      eq_fn eq, const void *key)
+{
+    if (!m->cap)
+        return -1;
+    for (size_t j = hash & (m->cap - 1); m->slots[j].idx1;
+         j = (j + 1) & (m->cap - 1)) {
+        const slot_t *s = &m->slots[j];
+        if (s->hash == hash && eq(sim, s->idx1 - 1, key))
+            return (long)(s->idx1 - 1);
+    }
+    return -1;
+}
+
+/* Key known to be absent. */
+static bool imap_insert(imap_t *m, uint32_t hash, uint32_t idx)
+{
+    size_t j;
+
+    if ((m->n + 1) * 2 > m->cap && !imap_grow(m))
+        return false;
+    for (j = hash & (m->cap - 1); m->slots[j].idx1; j = (j + 1) & (m->cap - 1))
+        ;
+    m->slots[j].hash = hash;
+    m->slots[j].idx1 = idx + 1;
+    m->n++;
+    return true;
+}
+
+static void imap_clear(imap_t *m)
+{
+    free(m->slots);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- heaps ------------------------------------------------------------- */
+
+static bool hent_less(hent_t a, hent_t b)
+{
+    return a.key < b.key || (a.key == b.key && a.idx < b.idx);
+}
+
+static bool heap_push(heap_t *h, int64_t key, uint32_t idx)
+{
+    size_t i;
+
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 1024;
+        hent_t *v = realloc(h->v, cap * sizeof(*v));
+        if (!v)
+            return false;
+        h->v = v;
+        h->cap = cap;
+    }
+    i = h->n++;
+    h->v[i] = (hent_t){key, idx};
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        hent_t t;
+        if (!hent_less(h->v[i], h->v[p]))
+            break;
+        t = h->v[i];
+        h->v[i] = h->v[p];
+        h->v[p] = t;
+        i = p;
+    }
+    return true;
+}
+
+static hent_t heap_pop(heap_t *h)
+{
+    hent_t top = h->v[0];
+    size_t i = 0;
+
+    h->v[0] = h->v[--h->n];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        hent_t t;
+        if (l < h->n && hent_less(h->v[l], h->v[m]))
+            m = l;
+        if (r < h->n && hent_less(h->v[r], h->v[m]))
+            m = r;
+        if (m == i)
+            break;
+        t = h->v[i];
+        h->v[i] = h->v[m];
+        h->v[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+static int64_t heap_top(const heap_t *h)
+{
+    return h->n ? h->v[0].key : INT64_MAX;
+}
+
+/* ---- build scheduling --------------------------------------------------- */
+
+static bool cap_free(const rw_sim_t *sim)
+{
+    return sim->cfg.max_concurrent_builds == 0 ||
+           sim->running_builds < sim->cfg.max_concurrent_builds;
+}
+
+static void start_build(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    dep_t *d = &sim->deps[idx];
+
+    d->state = DEP_RUNNING;
+    d->t_start = t;
+    d->t_end = t + d->dur_ms;
+    sim->running_builds++;
+    if (sim->running_builds > sim->peak_running)
+        sim->peak_running = sim->running_builds;
+    /* The heap only grows as far as deps did; a failed push ends the build
+     * at once rather than leaving it running forever. */
+    if (!heap_push(&sim->running, d->t_end, idx)) {
+        d->state = DEP_DONE;
+        d->t_end = t;
+        sim->running_builds--;
+    }
+}
+
+static void start_queued(rw_sim_t *sim, int64_t t)
+{
+    while (sim->queue_len && cap_free(sim)) {
+        uint32_t idx = sim->queue[sim->queue_head++];
+        sim->queue_len--;
+        start_build(sim, idx, t);
+    }
+    if (!sim->queue_len)
+        sim->queue_head = 0;
+}
+
+static void enqueue(rw_sim_t *sim, uint32_t idx)
+{
+    if (sim->queue_head + sim->queue_len == sim->queue_cap) {
+        if (sim->queue_head > sim->queue_cap / 2) {
+            memmove(sim->queue, sim->queue + sim->queue_head,
+                    sim->queue_len * sizeof(*sim->queue));
+            sim->queue_head = 0;
+        } else {
+            size_t cap = sim->queue_cap ? sim->queue_cap * 2 : 1024;
+            uint32_t *q = realloc(sim->queue, cap * sizeof(*q));
+            if (!q) {
+                /* Out of memory: build now instead of losing the row. */
+                start_build(sim, idx, sim->deps[idx].t_ready);
+                return;
+            }
+            sim->queue = q;
+            sim->queue_cap = cap;
+        }
+    }
+    sim->deps[idx].state = DEP_QUEUED;
+    sim->queue[sim->queue_head + sim->queue_len++] = idx;
+}
+
+/* Processes every build start and end up to now, in time order. */
+static void advance(rw_sim_t *sim, int64_t now)
+{
+    for (;;) {
+        int64_t t_end = heap_top(&sim->running);
+        int64_t t_ready = heap_top(&sim->ready);
+
+        /* At equal times a build ends before another starts: the slot it
+         * frees is what lets the next one run. */
+        if (t_end <= t_ready) {
+            hent_t e;
+            if (t_end > now)
+                break;
+            e = heap_pop(&sim->running);
+            sim->deps[e.idx].state = DEP_DONE;
+            sim->running_builds--;
+            start_queued(sim, e.key);
+        } else {
+            hent_t e;
+            if (t_ready > now)
+                break;
+            e = heap_pop(&sim->ready);
+            if (cap_free(sim) && !sim->queue_len)
+                start_build(sim, e.idx, e.key);
+            else
+                enqueue(sim, e.idx);
+        }
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void seed_rng(rw_sim_t *sim)
+{
+    uint64_t s = 0;
+
+    if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
+        s = (uint64_t)rw_sim_now_ms() ^ (uint64_t)(uintptr_t)sim;
+    sim->rng = s;
+}
+
+rw_err_t rw_sim_new(const rw_sim_config_t *cfg, rw_sim_t **out, char *errstr,
+                    size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_sim_t *sim = calloc(1, sizeof(*sim));
+
+    *out = NULL;
+    if (!sim) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    pthread_mutex_init(&sim->mu, NULL);
+    err = rw_sim_config_copy(&sim->cfg, cfg);
+    if (err) {
+        rw_err_set(errstr, errlen, err, "out of memory");
+        goto out;
+    }
+    seed_rng(sim);
+    sim->id_base = 1;
+    *out = sim;
+    sim = NULL;
+out:
+    rw_sim_destroy(sim);
+    return err;
+}
+
+static void clear_data(rw_sim_t *sim)
+{
+    for (size_t i = 0; i < sim->n_envs; i++)
+        free(sim->envs[i].key);
+    for (size_t i = 0; i < sim->n_bulks; i++)
+        free(sim->bulks[i].name);
+    free(sim->deps);
+    free(sim->envs);
+    free(sim->bulks);
+    free(sim->ready.v);
+    free(sim->running.v);
+    free(sim->queue);
+    free(sim->envs_per_call);
+    imap_clear(&sim->env_map);
+    imap_clear(&sim->bulk_map);
+    sim->id_base += (long long)sim->n_deps;
+    sim->deps = NULL;
+    sim->envs = NULL;
+    sim->bulks = NULL;
+    sim->envs_per_call = NULL;
+    memset(&sim->ready, 0, sizeof(sim->ready));
+    memset(&sim->running, 0, sizeof(sim->running));
+    sim->queue = NULL;
+    sim->n_deps = sim->cap_deps = 0;
+    sim->n_envs = sim->cap_envs = 0;
+    sim->n_bulks = sim->cap_bulks = 0;
+    sim->queue_head = sim->queue_len = sim->queue_cap = 0;
+    sim->envs_per_call_len = 0;
+    sim->running_builds = sim->peak_running = 0;
+    sim->bulk_calls = sim->deploy_requests = sim->envs_triggered = 0;
+    sim->max_envs = sim->duplicate_triggers = sim->graphql_requests = 0;
+    memset(sim->faults, 0, sizeof(sim->faults));
+}
+
+void rw_sim_destroy(rw_sim_t *sim)
+{
+    if (!sim)
+        return;
+    clear_data(sim);
+    rw_sim_config_free(&sim->cfg);
+    pthread_mutex_destroy(&sim->mu);
+    free(sim);
+}
+
+void rw_sim_reset(rw_sim_t *sim)
+{
+    pthread_mutex_lock(&sim->mu);
+    clear_data(sim);
+    pthread_mutex_unlock(&sim->mu);
+    rw_info(COMP, "event=reset");
+}
+
+/* ---- bulks -------------------------------------------------------------- */
+
+typedef struct env_key {
+    const char *project, *environment;
+    size_t project_len, environment_len;
+} env_key_t;
+
+static bool env_eq(const rw_sim_t *sim, uint32_t idx, const void *key)
+{
+    const env_t *e = &sim->envs[idx];
+    const env_key_t *k = key;
+
+    return e->project_len == k->project_len &&
+           e->key_len == k->project_len + 1 + k->environment_len &&
+           memcmp(e->key, k->project, k->project_len) == 0 &&
+           memcmp(e->key + k->project_len + 1, k->environment,
+                  k->environment_len) == 0;
+}
+
+static uint32_t env_hash(const env_key_t *k)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    uint32_t hp = hash_bytes(k->project, k->project_len, h);
+
+    return hash_bytes(k->environment, k->environment_len,
+                      h ^ ((uint64_t)hp << 1) ^ k->project_len);
+}
+
+static bool bulk_eq(const rw_sim_t *sim, uint32_t idx, const void *key)
+{
+    return strcmp(sim->bulks[idx].id, key) == 0;
+}
+
+static uint32_t bulk_hash(const char *id)
+{
+    return hash_bytes(id, strlen(id), 0xcbf29ce484222325ULL);
+}
+
+/* Index of the env, interned on first sight; -1 when out of memory. */
+static long env_intern(rw_sim_t *sim, const rw_sim_target_t *t)
+{
+    env_key_t k = {t->project, t->environment, strlen(t->project),
+                   strlen(t->environment)};
+    uint32_t h = env_hash(&k);
+    long idx = imap_find(sim, &sim->env_map, h, env_eq, &k);
+    env_t *e;
+
+    if (idx >= 0)
+        return idx;
+    if (sim->n_envs == sim->cap_envs) {
+        size_t cap = sim->cap_envs ? sim->cap_envs * 2 : 256;
+        env_t *envs = realloc(sim->envs, cap * sizeof(*envs));
+        if (!envs)
+            return -1;
+        sim->envs = envs;
+        sim->cap_envs = cap;
+    }
+    e = &sim->envs[sim->n_envs];
+    e->key = malloc(k.project_len + k.environment_len + 2);
+    if (!e->key)
+        return -1;
+    memcpy(e->key, k.project, k.project_len);
+    e->key[k.project_len] = '/';
+    memcpy(e->key + k.project_len + 1, k.environment, k.environment_len + 1);
+    e->project_len = (uint32_t)k.project_len;
+    e->key_len = (uint32_t)(k.project_len + 1 + k.environment_len);
+    e->triggers = 0;
+    if (!imap_insert(&sim->env_map, h, (uint32_t)sim->n_envs)) {
+        free(e->key);
+        return -1;
+    }
+    return (long)sim->n_envs++;
+}
+
+static void make_uuid(rw_sim_t *sim, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    size_t o = 0;
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        uint64_t r1 = rng_next(sim), r2 = rng_next(sim);
+        memcpy(b, &r1, 8);
+        memcpy(b + 8, &r2, 8);
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static bool rejected(const rw_sim_t *sim, const char *key)
+{
+    for (size_t i = 0; i < sim->cfg.reject.n; i++)
+        if (fnmatch(sim->cfg.reject.items[i], key, 0) == 0)
+            return true;
+    return false;
+}
+
+/* Outcome and duration: a pure function of seed, bulk id and environment. */
+static void plan_build(const rw_sim_t *sim, const char *bulk_id,
+                       const env_t *e, dep_t *d)
+{
+    uint64_t seed = (uint64_t)sim->cfg.seed;
+    uint64_t h = hash_bytes(bulk_id, strlen(bulk_id), mix64(seed));
+    double u;
+    uint64_t span;
+
+    h = mix64(h ^ ((uint64_t)hash_bytes(e->key, e->key_len, seed) << 32));
+    u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
+    if (u < sim->cfg.fail_rate)
+        d->outcome = OUT_FAILED;
+    else if (u < sim->cfg.fail_rate + sim->cfg.cancel_rate)
+        d->outcome = OUT_CANCELLED;
+    else
+        d->outcome = OUT_COMPLETE;
+    span = (uint64_t)(sim->cfg.build_max_ms - sim->cfg.build_min_ms) + 1;
+    d->dur_ms = (uint32_t)(sim->cfg.build_min_ms + (long long)(mix64(h) % span));
+}
+
+static bool count_envs_per_call(rw_sim_t *sim, size_t n)
+{
+    if (n >= sim->envs_per_call_len) {
+        size_t len = n + 1 > sim->envs_per_call_len * 2
+                         ? n + 1
+                         : sim->envs_per_call_len * 2;
+        long long *a = realloc(sim->envs_per_call, len * sizeof(*a));
+        if (!a)
+            return false;
+        memset(a + sim->envs_per_call_len, 0,
+               (len - sim->envs_per_call_len) * sizeof(*a));
+        sim->envs_per_call = a;
+        sim->envs_per_call_len = len;
+    }
+    sim->envs_per_call[n]++;
+    return true;
+}
+
+rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
+                            const rw_sim_target_t *targets, size_t n,
+                            char *bulk_id, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    int64_t now = rw_sim_now_ms();
+    bulk_t *b;
+    size_t n_rejected = 0;
+    uint32_t bidx;
+    char qname[160];
+
+    if (n == 0)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "no environments given");
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, now);
+    if (sim->n_deps + n > UINT32_MAX / 2 || sim->n_bulks >= UINT32_MAX / 2) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                         "simulator is full; POST /sim/reset");
+        goto out;
+    }
+    if (sim->n_bulks == sim->cap_bulks) {
+        size_t cap = sim->cap_bulks ? sim->cap_bulks * 2 : 256;
+        bulk_t *bulks = realloc(sim->bulks, cap * sizeof(*bulks));
+        if (!bulks)
+            goto nomem;
+        sim->bulks = bulks;
+        sim->cap_bulks = cap;
+    }
+    if (sim->n_deps + n > sim->cap_deps) {
+        size_t cap = sim->cap_deps ? sim->cap_deps : 1024;
+        dep_t *deps;
+        while (cap < sim->n_deps + n)
+            cap *= 2;
+        deps = realloc(sim->deps, cap * sizeof(*deps));
+        if (!deps)
+            goto nomem;
+        sim->deps = deps;
+        sim->cap_deps = cap;
+    }
+    bidx = (uint32_t)sim->n_bulks;
+    b = &sim->bulks[bidx];
+    memset(b, 0, sizeof(*b));
+    do
+        make_uuid(sim, b->id);
+    while (imap_find(sim, &sim->bulk_map, bulk_hash(b->id), bulk_eq, b->id) >=
+           0);
+    if (name) {
+        b->name = strdup(name);
+        if (!b->name)
+            goto nomem;
+    }
+    if (!imap_insert(&sim->bulk_map, bulk_hash(b->id), bidx)) {
+        free(b->name);
+        goto nomem;
+    }
+    sim->n_bulks++;
+    b->first = (uint32_t)sim->n_deps;
+
+    for (size_t i = 0; i < n; i++) {
+        long eidx = env_intern(sim, &targets[i]);
+        env_t *e;
+        dep_t *d;
+
+        if (eidx < 0)
+            goto nomem;
+        e = &sim->envs[eidx];
+        if (++e->triggers == 2)
+            sim->duplicate_triggers++;
+        sim->envs_triggered++;
+        if (rejected(sim, e->key)) {
+            n_rejected++;
+            continue;
+        }
+        d = &sim->deps[sim->n_deps];
+        memset(d, 0, sizeof(*d));
+        d->env = (uint32_t)eidx;
+        d->bulk = bidx;
+        d->t_appear = now + sim->cfg.rows_delay_ms;
+        d->t_pending = d->t_appear + sim->cfg.phase_ms;
+        d->t_ready = d->t_pending + sim->cfg.phase_ms;
+        plan_build(sim, b->id, e, d);
+        for (int c = 0; c < 6; c++)
+            d->name[c] = "abcdefghijklmnopqrstuvwxyz0123456789"
+                [rng_next(sim) % 36];
+        if (!heap_push(&sim->ready, d->t_ready, (uint32_t)sim->n_deps))
+            goto nomem;
+        sim->n_deps++;
+        b->n++;
+    }
+    sim->bulk_calls++;
+    if ((long long)n > sim->max_envs)
+        sim->max_envs = (long long)n;
+    if (!count_envs_per_call(sim, n))
+        goto nomem;
+    memcpy(bulk_id, b->id, RW_SIM_UUID_LEN + 1);
+    rw_debug(COMP, "event=bulk_deploy bulk=%s name=%s envs=%zu rejected=%zu",
+             b->id, rw_log_quote(qname, sizeof(qname), name ? name : ""), n,
+             n_rejected);
+    goto out;
+nomem:
+    err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+out:
+    pthread_mutex_unlock(&sim->mu);
+    return err;
+}
+
+static const char *status_of(const dep_t *d, int64_t now)
+{
+    static const char *const outcome[] = {"complete", "failed", "cancelled"};
+
+    if (now < d->t_pending)
+        return "new";
+    switch (d->state) {
+    case DEP_WAITING:
+        return "pending";
+    case DEP_QUEUED:
+        return "queued";
+    case DEP_RUNNING:
+        return "running";
+    default:
+        return outcome[d->outcome];
+    }
+}
+
+size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
+                        void *ud)
+{
+    int64_t now = rw_sim_now_ms();
+    size_t shown = 0;
+    long bidx;
+    char name[24];
+
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, now);
+    bidx = imap_find(sim, &sim->bulk_map, bulk_hash(bulk_id), bulk_eq,
+                     bulk_id);
+    if (bidx < 0)
+        goto out;
+    for (uint32_t i = 0; i < sim->bulks[bidx].n; i++) {
+        uint32_t di = sim->bulks[bidx].first + i;
+        const dep_t *d = &sim->deps[di];
+        const env_t *e = &sim->envs[d->env];
+        rw_sim_row_t row;
+
+        if (now < d->t_appear)
+            continue;
+        memcpy(name, "lagoon-build-", 13);
+        memcpy(name + 13, d->name, 6);
+        name[19] = '\0';
+        row.id = sim->id_base + (long long)di;
+        row.name = name;
+        row.status = status_of(d, now);
+        row.created_ms = d->t_appear;
+        row.started_ms =
+            d->state == DEP_RUNNING || d->state == DEP_DONE ? d->t_start : 0;
+        row.completed_ms = d->state == DEP_DONE ? d->t_end : 0;
+        row.project = e->key;
+        row.project_len = e->project_len;
+        row.environment = e->key + e->project_len + 1;
+        row.environment_len = e->key_len - e->project_len - 1;
+        row.bulk_id = sim->bulks[bidx].id;
+        row.bulk_name = sim->bulks[bidx].name;
+        fn(&row, ud);
+        shown++;
+    }
+out:
+    pthread_mutex_unlock(&sim->mu);
+    return shown;
+}
+
+/* ---- faults, stats, config ---------------------------------------------- */
+
+rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
+                                      long long *slow_ms)
+{
+    rw_sim_fault_t f = RW_SIM_FAULT_NONE;
+
+    pthread_mutex_lock(&sim->mu);
+    sim->graphql_requests++;
+    sim->deploy_requests += deploy_fields;
+    /* One draw per kind keeps each rate what it says when several are set;
+     * the order decides which wins. */
+    if (rng_unit(sim) < sim->cfg.fault_drop)
+        f = RW_SIM_FAULT_DROP;
+    else if (rng_unit(sim) < sim->cfg.fault_http500)
+        f = RW_SIM_FAULT_HTTP500;
+    else if (rng_unit(sim) < sim->cfg.fault_graphql_error)
+        f = RW_SIM_FAULT_GRAPHQL;
+    else if (rng_unit(sim) < sim->cfg.fault_slow)
+        f = RW_SIM_FAULT_SLOW;
+    sim->faults[f]++;
+    *slow_ms = sim->cfg.slow_ms;
+    pthread_mutex_unlock(&sim->mu);
+    return f;
+}
+
+void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b)
+{
+    bool first = true;
+
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, rw_sim_now_ms());
+    rw_sim_buf_printf(b,
+                      "{\"bulk_calls\":%lld,\"deploy_requests\":%lld,"
+                      "\"environments_triggered\":%lld,"
+                      "\"max_envs_per_call\":%lld,\"envs_per_call\":{",
+                      sim->bulk_calls, sim->deploy_requests,
+                      sim->envs_triggered, sim->max_envs);
+    for (size_t i = 0; i < sim->envs_per_call_len; i++) {
+        if (!sim->envs_per_call[i])
+            continue;
+        rw_sim_buf_printf(b, "%s\"%zu\":%lld", first ? "" : ",", i,
+                          sim->envs_per_call[i]);
+        first = false;
+    }
+    rw_sim_buf_puts(b, "}");
+    if (with_triggers) {
+        rw_sim_buf_puts(b, ",\"triggers\":{");
+        for (size_t i = 0; i < sim->n_envs; i++) {
+            if (i)
+                rw_sim_buf_puts(b, ",");
+            rw_sim_buf_json_str(b, sim->envs[i].key, sim->envs[i].key_len);
+            rw_sim_buf_printf(b, ":%u", sim->envs[i].triggers);
+        }
+        rw_sim_buf_puts(b, "}");
+    }
+    rw_sim_buf_printf(
+        b,
+        ",\"distinct_environments\":%zu,\"duplicate_triggers\":%lld,"
+        "\"deployments\":%zu,\"peak_concurrent_builds\":%lld,"
+        "\"running_builds\":%lld,\"queued_builds\":%zu,"
+        "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
+        "\"slow\":%lld,\"drop\":%lld},\"graphql_requests\":%lld}",
+        sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
+        sim->running_builds, sim->queue_len,
+        sim->faults[RW_SIM_FAULT_HTTP500], sim->faults[RW_SIM_FAULT_GRAPHQL],
+        sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
+        sim->graphql_requests);
+    pthread_mutex_unlock(&sim->mu);
+}
+
+rw_err_t rw_sim_configure(rw_sim_t *sim, const json_t *obj,
+                          rw_sim_buf_t *answer, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_sim_config_t next;
+    int64_t now = rw_sim_now_ms();
+
+    memset(&next, 0, sizeof(next));
+    pthread_mutex_lock(&sim->mu);
+    err = rw_sim_config_copy(&next, &sim->cfg);
+    if (err) {
+        rw_err_set(errstr, errlen, err, "out of memory");
+        goto out;
+    }
+    err = rw_sim_config_apply_json(&next, obj, errstr, errlen);
+    if (err)
+        goto out;
+    /* Builds started so far did so under the old cap; a larger cap lets
+     * queued builds start now. */
+    advance(sim, now);
+    rw_sim_config_free(&sim->cfg);
+    sim->cfg = next;
+    memset(&next, 0, sizeof(next));
+    start_queued(sim, now);
+    rw_sim_config_json(&sim->cfg, answer);
+out:
+    pthread_mutex_unlock(&sim->mu);
+    rw_sim_config_free(&next);
+    if (!err)
+        rw_info(COMP, "event=config_changed");
+    return err;
+}
+
+void rw_sim_config_get(rw_sim_t *sim, rw_sim_buf_t *b)
+{
+    pthread_mutex_lock(&sim->mu);
+    rw_sim_config_json(&sim->cfg, b);
+    pthread_mutex_unlock(&sim->mu);
+}

@@ -1,0 +1,109 @@
+/*
+ * sim_model: the state of the simulated Lagoon: bulks, their deployments,
+ * build scheduling under a concurrency cap, fault draws and the counters of
+ * /sim/stats. Thread-safe behind one mutex. It knows nothing about HTTP or
+ * GraphQL syntax.
+ *
+ * Deployment timings are fixed when a bulk is created (rows appear after
+ * rows-delay-ms, then phase-ms in new and in pending, then a build of a
+ * duration hashed from bulk id + environment); the only thing decided
+ * later is when a build starts, because a full concurrency cap keeps it in
+ * queued. Every call first advances the schedule to "now" by processing
+ * start and end events in time order (two heaps), so the cost is per event,
+ * never per stored deployment.
+ */
+#ifndef RW_SIM_MODEL_H
+#define RW_SIM_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "rw_err.h"
+#include "sim_buf.h"
+#include "sim_config.h"
+
+typedef struct rw_sim rw_sim_t;
+
+#define RW_SIM_UUID_LEN 36
+
+/* One environment of a bulk mutation; strings are the caller's. */
+typedef struct rw_sim_target {
+    const char *project;
+    const char *environment;
+} rw_sim_target_t;
+
+/* One deployment row as deploymentsByBulkId shows it; valid in the callback. */
+typedef struct rw_sim_row {
+    long long id;
+    const char *name;   /* lagoon-build-xxxxxx */
+    const char *status; /* new, pending, queued, running, complete, ... */
+    long long created_ms, started_ms, completed_ms; /* 0 = not reached */
+    const char *project;
+    size_t project_len;
+    const char *environment;
+    size_t environment_len;
+    const char *bulk_id;
+    const char *bulk_name; /* may be NULL */
+} rw_sim_row_t;
+
+typedef void (*rw_sim_row_fn)(const rw_sim_row_t *row, void *ud);
+
+typedef enum rw_sim_fault {
+    RW_SIM_FAULT_NONE = 0,
+    RW_SIM_FAULT_DROP,    /* close the connection, do not execute */
+    RW_SIM_FAULT_HTTP500, /* answer 500, do not execute */
+    RW_SIM_FAULT_GRAPHQL, /* answer a GraphQL error, do not execute */
+    RW_SIM_FAULT_SLOW,    /* execute, then answer after slow_ms */
+} rw_sim_fault_t;
+
+/* Copies cfg. */
+rw_err_t rw_sim_new(const rw_sim_config_t *cfg, rw_sim_t **out, char *errstr,
+                    size_t errlen);
+void rw_sim_destroy(rw_sim_t *sim);
+
+/* Wall-clock milliseconds, the clock of every deployment timestamp. */
+long long rw_sim_now_ms(void);
+
+/*
+ * Accepts a bulk of n >= 1 environments and writes its new uuid v4 into
+ * bulk_id (RW_SIM_UUID_LEN + 1 bytes). Environments matching a reject
+ * pattern are counted as triggered but never get a deployment row.
+ */
+rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
+                            const rw_sim_target_t *targets, size_t n,
+                            char *bulk_id, char *errstr, size_t errlen);
+
+/*
+ * Calls fn, under the lock and in id order, for each deployment row of the
+ * bulk that has appeared by now. Unknown bulk ids have no rows. fn must not
+ * call back into sim. Returns the number of rows.
+ */
+size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
+                        void *ud);
+
+/*
+ * Counts one /graphql request holding deploy_fields bulk mutations and
+ * draws its fault; *slow_ms is set for RW_SIM_FAULT_SLOW.
+ */
+rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
+                                      long long *slow_ms);
+
+/* GET /sim/stats; with_triggers=false leaves out the per-env map. */
+void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b);
+
+/*
+ * POST /sim/config: applies the object atomically (all or nothing) and
+ * writes the whole resulting configuration to answer.
+ */
+rw_err_t rw_sim_configure(rw_sim_t *sim, const json_t *obj,
+                          rw_sim_buf_t *answer, char *errstr, size_t errlen);
+
+/* The current configuration as JSON (no secrets). */
+void rw_sim_config_get(rw_sim_t *sim, rw_sim_buf_t *b);
+
+/* Forgets all bulks, deployments and counters; keeps the configuration. */
+void rw_sim_reset(rw_sim_t *sim);
+
+#endif
