@@ -90,8 +90,8 @@ rw_err_t rw_pg_new(rw_pg_t **pgp, const char *dsn, char *errstr, size_t errlen)
         goto out;
     }
     if (PQstatus(pg->conn) != CONNECTION_OK) {
-        set_msg(errstr, errlen, "postgres connect failed: ",
-                PQerrorMessage(pg->conn));
+        set_msg(errstr, errlen,
+                "postgres connect failed: ", PQerrorMessage(pg->conn));
         err = RW_ERR_PG_CONN;
         goto out;
     }
@@ -160,8 +160,8 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
 
     if (!res) {
         /* libpq could not even produce a result: out of memory or no link */
-        set_msg(errstr, errlen, "postgres: ",
-                pg ? PQerrorMessage(pg->conn) : "no result");
+        set_msg(errstr, errlen,
+                "postgres: ", pg ? PQerrorMessage(pg->conn) : "no result");
         return pg && conn_bad(pg) ? RW_ERR_PG_CONN : RW_ERR_PG_QUERY;
     }
     st = PQresultStatus(res);
@@ -184,8 +184,8 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
         return err;
     }
     if (detail)
-        rw_err_set(errstr, errlen, err, "%s [SQLSTATE %s] detail: %s",
-                   primary, state ? state : "?????", detail);
+        rw_err_set(errstr, errlen, err, "%s [SQLSTATE %s] detail: %s", primary,
+                   state ? state : "?????", detail);
     else
         rw_err_set(errstr, errlen, err, "%s [SQLSTATE %s]", primary,
                    state ? state : "?????");
@@ -197,8 +197,8 @@ static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
 {
     PQreset(pg->conn);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
-        set_msg(errstr, errlen, "postgres reconnect failed: ",
-                PQerrorMessage(pg->conn));
+        set_msg(errstr, errlen,
+                "postgres reconnect failed: ", PQerrorMessage(pg->conn));
         return RW_ERR_PG_CONN;
     }
     pg->reconnects++;
@@ -242,8 +242,7 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
          * Only a lost link outside a transaction is retried, and only once:
          * a transaction's earlier statements died with the old session.
          */
-        if (err != RW_ERR_PG_CONN || !conn_bad(pg) || pg->in_tx ||
-            attempt > 0)
+        if (err != RW_ERR_PG_CONN || !conn_bad(pg) || pg->in_tx || attempt > 0)
             goto out;
         rw_warn("pg", "event=pg_connection_lost action=reconnect_and_retry");
     }
@@ -524,8 +523,8 @@ rw_err_t rw_pg_advisory_lock(rw_pg_t *pg, long long key, char *errstr,
     int ok = 0;
 
     /* pg_advisory_lock returns void; the constant gives the row a column */
-    return advisory(pg, "SELECT pg_advisory_lock($1::bigint), true AS ok",
-                    key, &ok, errstr, errlen);
+    return advisory(pg, "SELECT pg_advisory_lock($1::bigint), true AS ok", key,
+                    &ok, errstr, errlen);
 }
 
 rw_err_t rw_pg_advisory_unlock(rw_pg_t *pg, long long key, char *errstr,
@@ -537,8 +536,8 @@ rw_err_t rw_pg_advisory_unlock(rw_pg_t *pg, long long key, char *errstr,
     err = advisory(pg, "SELECT pg_advisory_unlock($1::bigint) AS ok", key, &ok,
                    errstr, errlen);
     if (err == RW_OK && !ok)
-        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
-                         "advisory lock %lld was not held by this session",
-                         key);
+        err =
+            rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
+                       "advisory lock %lld was not held by this session", key);
     return err;
 }

@@ -26,8 +26,7 @@ typedef struct rw_pg rw_pg_t;
  * other libpq options pass through). On failure *pgp is NULL and errstr
  * holds the server or libpq reason, never the DSN itself.
  */
-rw_err_t rw_pg_new(rw_pg_t **pgp, const char *dsn, char *errstr,
-                   size_t errlen);
+rw_err_t rw_pg_new(rw_pg_t **pgp, const char *dsn, char *errstr, size_t errlen);
 
 /* Close and free. Accepts NULL. */
 void rw_pg_destroy(rw_pg_t *pg);

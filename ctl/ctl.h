@@ -10,9 +10,9 @@
 #include "rw_settings.h"
 
 /* Exit statuses of rollwavectl. */
-#define RW_CTL_EXIT_OK 0      /* done */
-#define RW_CTL_EXIT_FAILED 1  /* refused or failed */
-#define RW_CTL_EXIT_USAGE 2   /* unknown command, bad arguments or config */
+#define RW_CTL_EXIT_OK     0 /* done */
+#define RW_CTL_EXIT_FAILED 1 /* refused or failed */
+#define RW_CTL_EXIT_USAGE  2 /* unknown command, bad arguments or config */
 
 /*
  * A subcommand. argv[0] is the subcommand name, argv[1..] its own

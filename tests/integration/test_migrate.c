@@ -160,9 +160,9 @@ static void test_apply_to_empty_db(void **state)
         RW_OK);
     assert_int_equal(n, 0);
     assert_int_equal(nm.n, 0);
-    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM schema_migrations",
-                          "n"),
-                     (long long)rw_migrations_count);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM schema_migrations", "n"),
+        (long long)rw_migrations_count);
     rw_pg_destroy(pg);
     rw_itest_pg_drop_db(f->dsn);
 }
@@ -209,9 +209,8 @@ static void test_status(void **state)
                           "absent"),
                      1);
 
-    assert_int_equal(rw_migrate_apply(pg, NULL, NULL, NULL, errstr,
-                                      sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_migrate_apply(pg, NULL, NULL, NULL, errstr, sizeof(errstr)), RW_OK);
     /* a migration applied by a newer binary is reported as unknown */
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO schema_migrations (name) VALUES ($1)", 1,
@@ -248,8 +247,8 @@ static void *applier_main(void *arg)
     a->err = rw_pg_new(&pg, a->dsn, a->errstr, sizeof(a->errstr));
     pthread_barrier_wait(a->start);
     if (a->err == RW_OK)
-        a->err = rw_migrate_apply(pg, record_name, &a->names, &a->n,
-                                  a->errstr, sizeof(a->errstr));
+        a->err = rw_migrate_apply(pg, record_name, &a->names, &a->n, a->errstr,
+                                  sizeof(a->errstr));
     rw_pg_destroy(pg);
     return NULL;
 }
@@ -269,8 +268,7 @@ static void test_concurrent_appliers(void **state)
     for (int i = 0; i < N_APPLIERS; i++) {
         ap[i].dsn = f->dsn;
         ap[i].start = &start;
-        assert_int_equal(pthread_create(&th[i], NULL, applier_main, &ap[i]),
-                         0);
+        assert_int_equal(pthread_create(&th[i], NULL, applier_main, &ap[i]), 0);
     }
     for (int i = 0; i < N_APPLIERS; i++)
         pthread_join(th[i], NULL);
@@ -293,9 +291,9 @@ static void test_concurrent_appliers(void **state)
         assert_int_equal(times, 1);
     }
     pg = rw_itest_pg_connect(f->dsn);
-    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM schema_migrations",
-                          "n"),
-                     (long long)rw_migrations_count);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM schema_migrations", "n"),
+        (long long)rw_migrations_count);
     rw_pg_destroy(pg);
     free(ap);
 }
@@ -467,10 +465,9 @@ static void seed_runs(rw_pg_t *pg)
           " VALUES (1, 'manual'), (2, 'scheduled'), (3, 'retry')",
           0) == RW_OK)
         fail_msg("several statements must be refused by rw_pg_exec");
-    assert_int_equal(q(pg, errstr,
-                       "INSERT INTO store_apps (id, name) VALUES (1, 'app')",
-                       0),
-                     RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "INSERT INTO store_apps (id, name) VALUES (1, 'app')", 0),
+        RW_OK);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances"
                        " (id, name, store_app_id, status)"
@@ -501,10 +498,8 @@ static void test_in_flight_unique_index(void **state)
     /* a second in-flight row for the instance, in any in-flight state */
     assert_int_equal(q(pg, errstr, ins, 2, "2", "claimed"), RW_ERR_PG_UNIQUE);
     assert_non_null(strstr(errstr, "run_targets_in_flight_uidx"));
-    assert_int_equal(q(pg, errstr, ins, 2, "2", "triggered"),
-                     RW_ERR_PG_UNIQUE);
-    assert_int_equal(q(pg, errstr, ins, 2, "2", "deploying"),
-                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "triggered"), RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr, ins, 2, "2", "deploying"), RW_ERR_PG_UNIQUE);
     /* terminal and pending rows for the same instance are fine */
     assert_int_equal(q(pg, errstr, ins, 2, "2", "failed"), RW_OK);
     assert_int_equal(q(pg, errstr, ins, 2, "3", "pending"), RW_OK);
@@ -515,8 +510,7 @@ static void test_in_flight_unique_index(void **state)
                        0),
                      RW_ERR_PG_UNIQUE);
     /* one row per (run, instance) */
-    assert_int_equal(q(pg, errstr, ins, 2, "1", "succeeded"),
-                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr, ins, 2, "1", "succeeded"), RW_ERR_PG_UNIQUE);
     assert_null(strstr(errstr, "in_flight"));
     /* once run 1's target is terminal, another run may take the instance */
     assert_int_equal(q(pg, errstr,
@@ -632,8 +626,7 @@ static void test_due_selection_uses_index(void **state)
     }
     PQclear(res);
     if (!strstr(plan, "app_instances_due_idx"))
-        fail_msg("due selection does not use app_instances_due_idx:\n%s",
-                 plan);
+        fail_msg("due selection does not use app_instances_due_idx:\n%s", plan);
     rw_pg_destroy(pg);
     rw_itest_pg_drop_db(f->dsn);
 }
@@ -653,9 +646,9 @@ static void test_updated_at_follows_updates(void **state)
                        " '2000-01-01Z')",
                        0),
                      RW_OK);
-    assert_int_equal(q(pg, errstr,
-                       "UPDATE store_apps SET name = 'a2' WHERE id = 1", 0),
-                     RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "UPDATE store_apps SET name = 'a2' WHERE id = 1", 0),
+        RW_OK);
     /* an explicit value is kept */
     assert_int_equal(q(pg, errstr,
                        "UPDATE store_apps SET name = 'b2',"
@@ -701,14 +694,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-        T(test_apply_to_empty_db),
-        T(test_status),
-        T(test_concurrent_appliers),
-        T(test_rollwavectl_migrate),
-        T(test_in_flight_unique_index),
-        T(test_chunk_bulk_id_check),
-        T(test_due_selection_uses_index),
-        T(test_updated_at_follows_updates),
+        T(test_apply_to_empty_db),        T(test_status),
+        T(test_concurrent_appliers),      T(test_rollwavectl_migrate),
+        T(test_in_flight_unique_index),   T(test_chunk_bulk_id_check),
+        T(test_due_selection_uses_index), T(test_updated_at_follows_updates),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

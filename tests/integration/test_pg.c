@@ -65,8 +65,8 @@ static void test_params_round_trip(void **state)
         PGresult *res = NULL;
         const char *params[2] = {hostile[i], NULL};
         rw_err_t err = rw_pg_exec(
-            f->pg, "SELECT $1::text AS v, $2::text AS n, length($1) AS len",
-            2, params, &res, errstr, sizeof(errstr));
+            f->pg, "SELECT $1::text AS v, $2::text AS n, length($1) AS len", 2,
+            params, &res, errstr, sizeof(errstr));
         assert_int_equal(err, RW_OK);
         assert_string_equal(rw_pg_str(res, 0, "v"), hostile[i]);
         assert_null(rw_pg_str(res, 0, "n"));
@@ -152,8 +152,8 @@ static void test_batch_of_10000_through_unnest(void **state)
     rw_pg_array_init(&ids);
     rw_pg_array_init(&renamed);
     for (int i = 0; i < n; i++) {
-        assert_int_equal(
-            rw_pg_array_add_ll(&ids, rw_pg_ll(res, i, "id", -1)), RW_OK);
+        assert_int_equal(rw_pg_array_add_ll(&ids, rw_pg_ll(res, i, "id", -1)),
+                         RW_OK);
         snprintf(buf, sizeof(buf), "renamed %d", i);
         assert_int_equal(rw_pg_array_add_str(&renamed, i % 2 ? buf : NULL),
                          RW_OK);
@@ -210,9 +210,9 @@ static void test_server_errors_are_mapped(void **state)
     PGresult *res = (PGresult *)&res;
     char errstr[512];
 
-    assert_int_equal(rw_pg_exec(f->pg, "SELEC 1", 0, NULL, &res, errstr,
-                                sizeof(errstr)),
-                     RW_ERR_PG_QUERY);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELEC 1", 0, NULL, &res, errstr, sizeof(errstr)),
+        RW_ERR_PG_QUERY);
     assert_null(res);
     assert_non_null(strstr(errstr, "42601"));
     assert_non_null(strstr(errstr, "syntax error"));
@@ -272,9 +272,9 @@ static void test_transactions(void **state)
                                 "INSERT INTO store_apps (name) VALUES ($1)", 1,
                                 params, NULL, errstr, sizeof(errstr)),
                      RW_OK);
-    assert_int_equal(rw_pg_exec(f->pg, "SELECT 1/0", 0, NULL, NULL, errstr,
-                                sizeof(errstr)),
-                     RW_ERR_PG_QUERY);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT 1/0", 0, NULL, NULL, errstr, sizeof(errstr)),
+        RW_ERR_PG_QUERY);
     assert_int_equal(rw_pg_commit(f->pg, errstr, sizeof(errstr)),
                      RW_ERR_PG_QUERY);
     assert_non_null(strstr(errstr, "rolled back"));
@@ -315,8 +315,8 @@ static void kill_backend(const char *dsn, int pid)
 
     snprintf(pidbuf, sizeof(pidbuf), "%d", pid);
     assert_int_equal(rw_pg_exec(admin,
-                                "SELECT pg_terminate_backend($1::int) AS ok",
-                                1, params, &res, errstr, sizeof(errstr)),
+                                "SELECT pg_terminate_backend($1::int) AS ok", 1,
+                                params, &res, errstr, sizeof(errstr)),
                      RW_OK);
     assert_int_equal(rw_pg_bool(res, 0, "ok", 0), 1);
     PQclear(res);
@@ -372,13 +372,13 @@ static void test_connection_lost_inside_transaction(void **state)
     kill_backend(f->dsn, pid);
 
     /* no silent reconnect: the transaction's first statement died */
-    assert_int_equal(rw_pg_exec(f->pg, "SELECT 1", 0, NULL, NULL, errstr,
-                                sizeof(errstr)),
-                     RW_ERR_PG_CONN);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT 1", 0, NULL, NULL, errstr, sizeof(errstr)),
+        RW_ERR_PG_CONN);
     assert_true(rw_pg_in_tx(f->pg));
-    assert_int_equal(rw_pg_exec(f->pg, "SELECT 1", 0, NULL, NULL, errstr,
-                                sizeof(errstr)),
-                     RW_ERR_PG_CONN);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT 1", 0, NULL, NULL, errstr, sizeof(errstr)),
+        RW_ERR_PG_CONN);
     assert_int_equal(rw_pg_commit(f->pg, errstr, sizeof(errstr)),
                      RW_ERR_PG_CONN);
     assert_false(rw_pg_in_tx(f->pg));
@@ -485,8 +485,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_outside_transaction,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(
-            test_connection_lost_inside_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_lost_inside_transaction,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_advisory_locks, setup, teardown),
         cmocka_unit_test(test_connect_error_hides_password),
     };

@@ -98,8 +98,7 @@ rw_pg_t *rw_itest_pg_connect(const char *dsn)
 }
 
 /* CREATE / DROP DATABASE through the server's maintenance connection. */
-static void admin_exec(const char *verb, const char *dbname,
-                       const char *suffix)
+static void admin_exec(const char *verb, const char *dbname, const char *suffix)
 {
     rw_pg_t *pg = rw_itest_pg_connect(rw_itest_env("ROLLWAVE_PG_DSN"));
     char sql[512], errstr[512];

@@ -35,8 +35,7 @@ static void test_array_integers(void **state)
     assert_int_equal(rw_pg_array_add_ll(&a, -2), RW_OK);
     assert_int_equal(rw_pg_array_add_ll(&a, 9223372036854775807LL), RW_OK);
     assert_int_equal(rw_pg_array_add_ll(&a, 0), RW_OK);
-    assert_string_equal(rw_pg_array_finish(&a),
-                        "{1,-2,9223372036854775807,0}");
+    assert_string_equal(rw_pg_array_finish(&a), "{1,-2,9223372036854775807,0}");
     assert_int_equal(a.n, 4);
     rw_pg_array_free(&a);
 }
@@ -218,8 +217,7 @@ static void test_result_err_without_server(void **state)
     char errstr[256] = "";
     (void)state;
 
-    assert_int_equal(rw_pg_result_err(NULL, ok, errstr, sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(rw_pg_result_err(NULL, ok, errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(rw_pg_result_err(NULL, copy, errstr, sizeof(errstr)),
                      RW_ERR_PG_QUERY);
     assert_non_null(strstr(errstr, "PGRES_COPY_IN"));
