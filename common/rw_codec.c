@@ -12,8 +12,6 @@
  */
 #include "rw_codec.h"
 
-#include <errno.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +24,7 @@
 static rw_err_t field_err(char *errstr, size_t errlen, const char *path,
                           const char *what)
 {
-    return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "%s: %s", path,
-                      what);
+    return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "%s: %s", path, what);
 }
 
 static void join_path(char *buf, size_t len, const char *prefix,
@@ -108,8 +105,8 @@ static rw_err_t get_str(const json_t *obj, const char *prefix, const char *key,
     if (n < minlen && minlen == 1)
         return field_err(errstr, errlen, path, "empty");
     if (n < minlen || n > maxlen) {
-        snprintf(what, sizeof(what), "expected %zu..%zu bytes, got %zu",
-                 minlen, maxlen, n);
+        snprintf(what, sizeof(what), "expected %zu..%zu bytes, got %zu", minlen,
+                 maxlen, n);
         return field_err(errstr, errlen, path, what);
     }
     /* Strings with NUL never get here: jansson rejects \u0000 by default. */
@@ -173,8 +170,8 @@ static rw_err_t parse_root(const void *buf, size_t len, json_t **root,
 }
 
 /* "v" and "type" must say v1 of the expected type. */
-static rw_err_t check_header(const json_t *root, const char *type,
-                             char *errstr, size_t errlen)
+static rw_err_t check_header(const json_t *root, const char *type, char *errstr,
+                             size_t errlen)
 {
     json_t *v = json_object_get(root, "v");
     json_t *t = json_object_get(root, "type");
@@ -201,11 +198,11 @@ static rw_err_t check_header(const json_t *root, const char *type,
 static rw_err_t get_run(const json_t *root, char **out, char *errstr,
                         size_t errlen)
 {
-    rw_err_t err = get_str(root, NULL, "run", 36, 36, true, out, errstr,
-                           errlen);
+    rw_err_t err =
+        get_str(root, NULL, "run", 36, 36, true, out, errstr, errlen);
 
-    if (err == RW_ERR_CODEC_FIELD && json_is_string(json_object_get(root,
-                                                                    "run")))
+    if (err == RW_ERR_CODEC_FIELD &&
+        json_is_string(json_object_get(root, "run")))
         return field_err(errstr, errlen, "run", "not a uuid");
     if (err)
         return err;
@@ -288,9 +285,8 @@ static rw_err_t batch_vars_from_json(const json_t *root, rw_batch_msg_t *out,
     return RW_OK;
 }
 
-static rw_err_t batch_targets_from_json(const json_t *root,
-                                        rw_batch_msg_t *out, char *errstr,
-                                        size_t errlen)
+static rw_err_t batch_targets_from_json(const json_t *root, rw_batch_msg_t *out,
+                                        char *errstr, size_t errlen)
 {
     json_t *arr = json_object_get(root, "targets");
     char prefix[48];
@@ -401,9 +397,8 @@ out:
     return err;
 }
 
-rw_err_t rw_codec_batch_decode(const void *buf, size_t len,
-                               rw_batch_msg_t *out, char *errstr,
-                               size_t errlen)
+rw_err_t rw_codec_batch_decode(const void *buf, size_t len, rw_batch_msg_t *out,
+                               char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     json_t *root = NULL;
@@ -469,9 +464,9 @@ static rw_err_t dump(const json_t *root, char **json_out, char *errstr,
     return RW_OK;
 }
 
-static rw_err_t header_to_json(json_t *root, const char *type,
-                               const char *run, int chunk, int attempt,
-                               char *errstr, size_t errlen)
+static rw_err_t header_to_json(json_t *root, const char *type, const char *run,
+                               int chunk, int attempt, char *errstr,
+                               size_t errlen)
 {
     rw_err_t err = RW_OK;
 
@@ -499,10 +494,10 @@ static rw_err_t batch_to_json(const rw_batch_msg_t *m, json_t *root,
     if (err)
         return err;
     /* 0 is "no store app" (a mixed run); negative ids stay invalid. */
-    err = put(root, "store_app_id",
-              m->store_app_id == 0 ? json_null()
-                                   : json_integer(m->store_app_id),
-              errstr, errlen);
+    err =
+        put(root, "store_app_id",
+            m->store_app_id == 0 ? json_null() : json_integer(m->store_app_id),
+            errstr, errlen);
     if (!err)
         err = put(root, "variables_only", json_boolean(m->variables_only),
                   errstr, errlen);
@@ -520,8 +515,7 @@ static rw_err_t batch_to_json(const rw_batch_msg_t *m, json_t *root,
         snprintf(prefix, sizeof(prefix), "build_variables[%zu]", i);
         if (!e || json_array_append_new(arr, e) != 0)
             return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-        err = put_str(e, prefix, "name", m->build_vars[i].name, errstr,
-                      errlen);
+        err = put_str(e, prefix, "name", m->build_vars[i].name, errstr, errlen);
         if (!err)
             err = put_str(e, prefix, "value", m->build_vars[i].value, errstr,
                           errlen);
@@ -546,8 +540,8 @@ static rw_err_t batch_to_json(const rw_batch_msg_t *m, json_t *root,
             err = put_str(e, prefix, "project", m->targets[i].project, errstr,
                           errlen);
         if (!err)
-            err = put_str(e, prefix, "environment",
-                          m->targets[i].environment, errstr, errlen);
+            err = put_str(e, prefix, "environment", m->targets[i].environment,
+                          errstr, errlen);
         if (err)
             return err;
     }
@@ -633,9 +627,9 @@ rw_err_t rw_codec_format_time(char *buf, size_t len, long long epoch_ms)
         return RW_ERR_INVALID_ARG;
     }
     civil_from_days(days, &y, &m, &d);
-    snprintf(buf, len, "%04lld-%02d-%02dT%02lld:%02lld:%02lld.%03lldZ", y, m,
-             d, ms_of_day / 3600000, ms_of_day / 60000 % 60,
-             ms_of_day / 1000 % 60, ms_of_day % 1000);
+    snprintf(buf, len, "%04lld-%02d-%02dT%02lld:%02lld:%02lld.%03lldZ", y, m, d,
+             ms_of_day / 3600000, ms_of_day / 60000 % 60, ms_of_day / 1000 % 60,
+             ms_of_day % 1000);
     return RW_OK;
 }
 
@@ -703,11 +697,11 @@ bool rw_codec_parse_time(const char *s, long long *epoch_ms)
     }
     if (*p != '\0')
         return false;
-    *epoch_ms = ((days_from_civil(y, mo, d) * 86400LL + h * 3600LL +
-                  mi * 60LL + sec) -
-                 sign * (oh * 3600LL + om * 60LL)) *
-                    1000LL +
-                ms;
+    *epoch_ms =
+        ((days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + sec) -
+         sign * (oh * 3600LL + om * 60LL)) *
+            1000LL +
+        ms;
     return true;
 }
 
@@ -757,8 +751,8 @@ static rw_err_t poll_from_json(const json_t *root, rw_poll_msg_t *out,
     }
     if (!json_is_string(due) ||
         !rw_codec_parse_time(json_string_value(due), &out->due_at_ms)) {
-        err = field_err(errstr, errlen, "due_at",
-                        "expected RFC 3339 timestamp");
+        err =
+            field_err(errstr, errlen, "due_at", "expected RFC 3339 timestamp");
         goto out;
     }
 out:
@@ -803,8 +797,8 @@ rw_err_t rw_codec_poll_encode(const rw_poll_msg_t *m, char **json_out,
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
-    err = header_to_json(root, RW_CODEC_TYPE_POLL, m->run, m->chunk,
-                         m->attempt, errstr, errlen);
+    err = header_to_json(root, RW_CODEC_TYPE_POLL, m->run, m->chunk, m->attempt,
+                         errstr, errlen);
     if (err)
         goto out;
     err = put_str(root, NULL, "bulk_id", m->bulk_id, errstr, errlen);

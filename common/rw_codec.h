@@ -22,16 +22,16 @@
 
 #define RW_CODEC_VERSION 1
 /* Payloads above this are refused before parsing. */
-#define RW_CODEC_MAX_BYTES (1024 * 1024)
-#define RW_CODEC_MAX_TARGETS 1000
-#define RW_CODEC_MAX_NAME_BYTES 255    /* project, environment, var name */
-#define RW_CODEC_MAX_BUILD_VARS 100
+#define RW_CODEC_MAX_BYTES         (1024 * 1024)
+#define RW_CODEC_MAX_TARGETS       1000
+#define RW_CODEC_MAX_NAME_BYTES    255 /* project, environment, var name */
+#define RW_CODEC_MAX_BUILD_VARS    100
 #define RW_CODEC_MAX_BULK_ID_BYTES 200
 /* "<36-char uuid>:<int>" plus NUL. */
 #define RW_CODEC_KEY_MAX 48
 
 #define RW_CODEC_TYPE_BATCH "batch"
-#define RW_CODEC_TYPE_POLL "poll"
+#define RW_CODEC_TYPE_POLL  "poll"
 
 typedef struct rw_codec_target {
     long long instance_id; /* > 0 */
@@ -52,15 +52,15 @@ typedef struct rw_codec_build_var {
  * with pointers it keeps owning; encode never frees them.
  */
 typedef struct rw_batch_msg {
-    char *run;                /* canonical lower-case uuid */
-    int chunk;                /* >= 0 */
-    int attempt;              /* >= 1 */
-    long long store_app_id;   /* > 0, or 0 for a mixed run (JSON null) */
+    char *run;              /* canonical lower-case uuid */
+    int chunk;              /* >= 0 */
+    int attempt;            /* >= 1 */
+    long long store_app_id; /* > 0, or 0 for a mixed run (JSON null) */
     bool variables_only;
     rw_codec_build_var_t *build_vars;
-    size_t n_build_vars;      /* 0..RW_CODEC_MAX_BUILD_VARS */
+    size_t n_build_vars; /* 0..RW_CODEC_MAX_BUILD_VARS */
     rw_codec_target_t *targets;
-    size_t n_targets;         /* 1..RW_CODEC_MAX_TARGETS */
+    size_t n_targets; /* 1..RW_CODEC_MAX_TARGETS */
 } rw_batch_msg_t;
 
 /*
@@ -91,9 +91,8 @@ rw_err_t rw_codec_poll_encode(const rw_poll_msg_t *m, char **json_out,
  * error too. Errors: RW_ERR_CODEC_TOO_LARGE, RW_ERR_CODEC_JSON,
  * RW_ERR_CODEC_VERSION, RW_ERR_CODEC_FIELD, RW_ERR_NOMEM.
  */
-rw_err_t rw_codec_batch_decode(const void *buf, size_t len,
-                               rw_batch_msg_t *out, char *errstr,
-                               size_t errlen);
+rw_err_t rw_codec_batch_decode(const void *buf, size_t len, rw_batch_msg_t *out,
+                               char *errstr, size_t errlen);
 rw_err_t rw_codec_poll_decode(const void *buf, size_t len, rw_poll_msg_t *out,
                               char *errstr, size_t errlen);
 

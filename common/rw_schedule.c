@@ -50,8 +50,8 @@ long long rw_schedule_next_s(long long now_s, bool is_beta,
                              long long beta_interval_days,
                              long long instance_id, long long jitter_window_s)
 {
-    long long days = rw_schedule_interval_days(is_beta, interval_days,
-                                               beta_interval_days);
+    long long days =
+        rw_schedule_interval_days(is_beta, interval_days, beta_interval_days);
     long long interval_s = 0;
 
     if (days < 0)

@@ -26,6 +26,7 @@ enum { NO_EDGE = 0, EDGE, RETRY_ONLY };
 
 /* ---- run ---------------------------------------------------------------- */
 
+/* clang-format off */
 static const char *const run_names[RW_RUN__COUNT] = {
     [RW_RUN_PENDING] = "pending",
     [RW_RUN_RUNNING] = "running",
@@ -35,6 +36,7 @@ static const char *const run_names[RW_RUN__COUNT] = {
     [RW_RUN_FAILED] = "failed",
     [RW_RUN_CANCELLED] = "cancelled",
 };
+/* clang-format on */
 
 /*
  * Beyond the DESIGN.md edges, two kinds are allowed because without them a
@@ -79,6 +81,7 @@ static const unsigned char run_edges[RW_RUN__COUNT][RW_RUN__COUNT] = {
 
 /* ---- target ------------------------------------------------------------- */
 
+/* clang-format off */
 static const char *const target_names[RW_TARGET__COUNT] = {
     [RW_TARGET_PENDING] = "pending",
     [RW_TARGET_CLAIMED] = "claimed",
@@ -90,6 +93,7 @@ static const char *const target_names[RW_TARGET__COUNT] = {
     [RW_TARGET_TIMED_OUT] = "timed_out",
     [RW_TARGET_CANCELLED] = "cancelled",
 };
+/* clang-format on */
 
 /*
  * triggered -> succeeded | failed is allowed besides DESIGN.md's path via
@@ -127,6 +131,7 @@ static const unsigned char target_edges[RW_TARGET__COUNT][RW_TARGET__COUNT] = {
 
 /* ---- chunk -------------------------------------------------------------- */
 
+/* clang-format off */
 static const char *const chunk_names[RW_CHUNK__COUNT] = {
     [RW_CHUNK_PENDING] = "pending",
     [RW_CHUNK_TRIGGERING] = "triggering",
@@ -134,6 +139,7 @@ static const char *const chunk_names[RW_CHUNK__COUNT] = {
     [RW_CHUNK_DONE] = "done",
     [RW_CHUNK_FAILED] = "failed",
 };
+/* clang-format on */
 
 /*
  * pending -> done: every target of the chunk was skipped, nothing is sent.
@@ -221,12 +227,10 @@ int rw_chunk_state_parse(const char *name)
 
 bool rw_run_edge_ok(rw_run_state_t from, rw_run_state_t to, bool retry)
 {
-    return edge_ok(&run_edges[0][0], RW_RUN__COUNT, (int)from, (int)to,
-                   retry);
+    return edge_ok(&run_edges[0][0], RW_RUN__COUNT, (int)from, (int)to, retry);
 }
 
-bool rw_target_edge_ok(rw_target_state_t from, rw_target_state_t to,
-                       bool retry)
+bool rw_target_edge_ok(rw_target_state_t from, rw_target_state_t to, bool retry)
 {
     return edge_ok(&target_edges[0][0], RW_TARGET__COUNT, (int)from, (int)to,
                    retry);
@@ -271,8 +275,7 @@ rw_run_state_t rw_run_outcome(long long succeeded, long long failed)
     return RW_RUN_PARTIAL_FAILED;
 }
 
-rw_target_state_t rw_target_from_lagoon(const char *lagoon_status,
-                                        bool has_row)
+rw_target_state_t rw_target_from_lagoon(const char *lagoon_status, bool has_row)
 {
     static const char *const failed[] = {"failed", "error", "cancelled"};
 
@@ -354,15 +357,16 @@ rw_err_t rw_run_transition(rw_pg_t *pg, long long run_id, rw_run_state_t from,
         err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
                          "run %lld is no longer %s", run_id,
                          rw_run_state_name(from));
-        rw_info(COMP, "event=transition_conflict machine=run run=%lld from=%s "
-                      "to=%s",
+        rw_info(COMP,
+                "event=transition_conflict machine=run run=%lld from=%s "
+                "to=%s",
                 run_id, rw_run_state_name(from), rw_run_state_name(to));
         goto out;
     }
-    rw_info(COMP, "event=run_transition run=%lld from=%s to=%s retry=%d "
-                  "reason=%s",
-            run_id, rw_run_state_name(from), rw_run_state_name(to),
-            (int)retry,
+    rw_info(COMP,
+            "event=run_transition run=%lld from=%s to=%s retry=%d "
+            "reason=%s",
+            run_id, rw_run_state_name(from), rw_run_state_name(to), (int)retry,
             rw_log_quote(quoted, sizeof(quoted), reason ? reason : ""));
 out:
     PQclear(res);
@@ -470,8 +474,9 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
     }
     if (n_changed)
         *n_changed = rows;
-    rw_debug(COMP, "event=target_transition run=%lld from=%s to=%s retry=%d "
-                   "asked=%zu moved=%zu",
+    rw_debug(COMP,
+             "event=target_transition run=%lld from=%s to=%s retry=%d "
+             "asked=%zu moved=%zu",
              run_id, rw_target_state_name(from), rw_target_state_name(to),
              (int)retry, n, rows);
 out:

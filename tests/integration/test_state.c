@@ -148,7 +148,7 @@ static long long transitions_of(fixture_t *f, long long run_id)
                 run_id);
 }
 
-#define RUN_STATUS "SELECT status FROM deployment_runs WHERE id = $1"
+#define RUN_STATUS   "SELECT status FROM deployment_runs WHERE id = $1"
 #define TARGET_STATE "SELECT state FROM run_targets WHERE id = $1"
 
 /* ---- fixture ------------------------------------------------------------ */
@@ -189,11 +189,10 @@ static void test_run_legal_transitions_recorded(void **state)
     char errstr[512] = "";
     char *started = NULL;
 
-    assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_PENDING,
-                                       RW_RUN_RUNNING, false,
-                                       "chunk 0 triggered", errstr,
-                                       sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_run_transition(f->pg, run, RW_RUN_PENDING, RW_RUN_RUNNING, false,
+                          "chunk 0 triggered", errstr, sizeof(errstr)),
+        RW_OK);
     expect_str(f->pg, RUN_STATUS, run, "running");
     expect_str(f->pg,
                "SELECT (started_at IS NOT NULL AND completed_at IS NULL)::text"
@@ -204,9 +203,8 @@ static void test_run_legal_transitions_recorded(void **state)
                "SELECT from_status || '>' || to_status || ':' || reason"
                " FROM run_transitions WHERE run_id = $1",
                run, "pending>running:chunk 0 triggered");
-    started = q_str(f->pg,
-                    "SELECT started_at FROM deployment_runs WHERE id = $1",
-                    run);
+    started = q_str(
+        f->pg, "SELECT started_at FROM deployment_runs WHERE id = $1", run);
 
     /* Pause and resume keep the first start time. */
     assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
@@ -296,8 +294,8 @@ static void test_run_stale_from_conflicts(void **state)
 
     /* Two finalizers racing: the first wins, the second conflicts. */
     assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
-                                       RW_RUN_COMPLETED, false, "first",
-                                       errstr, sizeof(errstr)),
+                                       RW_RUN_COMPLETED, false, "first", errstr,
+                                       sizeof(errstr)),
                      RW_OK);
     assert_int_equal(rw_run_transition(f->pg, run, RW_RUN_RUNNING,
                                        RW_RUN_FAILED, false, "second", errstr,
@@ -336,14 +334,13 @@ static void test_target_batch_moves_only_rows_in_from(void **state)
 
     /* Repeated ids and another run's target are harmless. */
     long long ids[] = {t[4], t[0], t[1], t[2], t[3], t[0], foreign};
-    assert_int_equal(rw_target_transition(f->pg, run, ids, 7,
-                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
-                                          false, NULL, &changed, &n_changed,
-                                          errstr, sizeof(errstr)),
+    assert_int_equal(rw_target_transition(f->pg, run, ids, 7, RW_TARGET_PENDING,
+                                          RW_TARGET_CLAIMED, false, NULL,
+                                          &changed, &n_changed, errstr,
+                                          sizeof(errstr)),
                      RW_OK);
     assert_int_equal(n_changed, 3);
-    assert_true(changed[0] == t[0] && changed[1] == t[2] &&
-                changed[2] == t[4]);
+    assert_true(changed[0] == t[0] && changed[1] == t[2] && changed[2] == t[4]);
     free(changed);
     expect_str(f->pg, TARGET_STATE, t[0], "claimed");
     expect_str(f->pg, TARGET_STATE, t[1], "skipped");
@@ -357,10 +354,10 @@ static void test_target_batch_moves_only_rows_in_from(void **state)
                t[0], "true");
 
     /* Redelivery: the same batch again moves nothing. */
-    assert_int_equal(rw_target_transition(f->pg, run, ids, 7,
-                                          RW_TARGET_PENDING, RW_TARGET_CLAIMED,
-                                          false, NULL, &changed, &n_changed,
-                                          errstr, sizeof(errstr)),
+    assert_int_equal(rw_target_transition(f->pg, run, ids, 7, RW_TARGET_PENDING,
+                                          RW_TARGET_CLAIMED, false, NULL,
+                                          &changed, &n_changed, errstr,
+                                          sizeof(errstr)),
                      RW_OK);
     assert_int_equal(n_changed, 0);
     assert_null(changed);
@@ -403,8 +400,9 @@ static void test_target_illegal_and_retry_edges(void **state)
                      RW_ERR_STATE);
     assert_int_equal(n_changed, 0);
     assert_null(changed);
-    expect_str(f->pg, "SELECT state || ':' || error FROM run_targets"
-                      " WHERE id = $1",
+    expect_str(f->pg,
+               "SELECT state || ':' || error FROM run_targets"
+               " WHERE id = $1",
                t, "failed:boom");
     /* succeeded never goes back. */
     assert_int_equal(rw_target_transition(f->pg, run, &t, 1,
@@ -456,12 +454,11 @@ static void test_target_in_flight_elsewhere_is_unique_violation(void **state)
     expect_str(f->pg, TARGET_STATE, tb, "pending");
 
     /* The skip path the worker takes instead is fine. */
-    assert_int_equal(rw_target_transition(f->pg, run_b, &tb, 1,
-                                          RW_TARGET_PENDING, RW_TARGET_SKIPPED,
-                                          false, "in flight elsewhere",
-                                          &changed, &n_changed, errstr,
-                                          sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_target_transition(f->pg, run_b, &tb, 1, RW_TARGET_PENDING,
+                             RW_TARGET_SKIPPED, false, "in flight elsewhere",
+                             &changed, &n_changed, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(n_changed, 1);
     free(changed);
     expect_str(f->pg, TARGET_STATE, tb, "skipped");

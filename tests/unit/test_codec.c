@@ -58,9 +58,8 @@ static void test_batch_example_decodes(void **state)
     char errstr[256] = "";
     (void)state;
 
-    assert_int_equal(rw_codec_batch_decode(batch_example,
-                                           strlen(batch_example), &m, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_decode(batch_example, strlen(batch_example),
+                                           &m, errstr, sizeof(errstr)),
                      RW_OK);
     assert_string_equal(m.run, RUN);
     assert_int_equal(m.chunk, 0);
@@ -109,17 +108,16 @@ static void test_batch_round_trip_unicode(void **state)
     char errstr[256] = "";
     (void)state;
 
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_OK);
     assert_non_null(strstr(json, "\"v\":1"));
     assert_non_null(strstr(json, "\"type\":\"batch\""));
     assert_non_null(strstr(json, "\"store_app_id\":42"));
     /* UTF-8 is written as UTF-8, not as \u escapes. */
     assert_non_null(strstr(json, "caf\xc3\xa9-\xc3\xb1"));
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_OK);
     assert_string_equal(out.run, RUN);
     assert_int_equal(out.chunk, 7);
     assert_int_equal(out.attempt, 2);
@@ -134,8 +132,7 @@ static void test_batch_round_trip_unicode(void **state)
     for (size_t i = 0; i < 2; i++) {
         assert_true(out.targets[i].instance_id == targets[i].instance_id);
         assert_string_equal(out.targets[i].project, targets[i].project);
-        assert_string_equal(out.targets[i].environment,
-                            targets[i].environment);
+        assert_string_equal(out.targets[i].environment, targets[i].environment);
     }
     rw_codec_batch_free(&out);
     free(json);
@@ -144,8 +141,12 @@ static void test_batch_round_trip_unicode(void **state)
 static void test_batch_null_store_app_and_defaults(void **state)
 {
     rw_codec_target_t t = {5, "p", "main"};
-    rw_batch_msg_t in = {.run = RUN, .chunk = 0, .attempt = 1,
-                         .store_app_id = 0, .targets = &t, .n_targets = 1};
+    rw_batch_msg_t in = {.run = RUN,
+                         .chunk = 0,
+                         .attempt = 1,
+                         .store_app_id = 0,
+                         .targets = &t,
+                         .n_targets = 1};
     rw_batch_msg_t out;
     char *json = NULL;
     char errstr[256] = "";
@@ -156,15 +157,14 @@ static void test_batch_null_store_app_and_defaults(void **state)
                            "\"environment\":\"e\"}]}";
     (void)state;
 
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_OK);
     assert_non_null(strstr(json, "\"store_app_id\":null"));
     assert_non_null(strstr(json, "\"build_variables\":[]"));
     assert_non_null(strstr(json, "\"variables_only\":false"));
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(out.store_app_id, 0);
     assert_int_equal(out.n_build_vars, 0);
     assert_null(out.build_vars);
@@ -191,14 +191,14 @@ static void test_unknown_fields_ignored(void **state)
     (void)state;
 
     assert_non_null(root);
-    json_object_set_new(root, "future_field", json_pack("{s:[i,i]}", "x", 1,
-                                                        2));
+    json_object_set_new(root, "future_field",
+                        json_pack("{s:[i,i]}", "x", 1, 2));
     json_object_set_new(json_array_get(json_object_get(root, "targets"), 0),
                         "extra", json_string("ignored"));
     json = json_dumps(root, JSON_COMPACT);
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(out.n_targets, 4);
     rw_codec_batch_free(&out);
     free(json);
@@ -226,9 +226,9 @@ static void test_poll_example_and_round_trip(void **state)
                      RW_OK);
     assert_non_null(strstr(json, "\"due_at\":\"2026-11-22T16:30:54.123Z\""));
     assert_non_null(strstr(json, "\"type\":\"poll\""));
-    assert_int_equal(rw_codec_poll_decode(json, strlen(json), &back, errstr,
-                                          sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_poll_decode(json, strlen(json), &back, errstr, sizeof(errstr)),
+        RW_OK);
     assert_string_equal(back.run, m.run);
     assert_string_equal(back.bulk_id, m.bulk_id);
     assert_int_equal(back.chunk, m.chunk);
@@ -264,9 +264,9 @@ static void set_path(json_t *root, const char *path, const char *raw)
         next = strtok_r(NULL, "/", &save);
         if (!next)
             break;
-        node = json_is_array(node) ? json_array_get(node, strtoul(tok, NULL,
-                                                                  10))
-                                   : json_object_get(node, tok);
+        node = json_is_array(node)
+                   ? json_array_get(node, strtoul(tok, NULL, 10))
+                   : json_object_get(node, tok);
         assert_non_null(node);
         tok = next;
     }
@@ -294,8 +294,8 @@ static void check_batch_case(const bad_case_t *c)
     set_path(root, c->path, c->raw);
     json = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
     assert_non_null(json);
-    rw_err_t err = rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                         sizeof(errstr));
+    rw_err_t err =
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr));
     if (err != c->code || strncmp(errstr, c->prefix, strlen(c->prefix)) != 0)
         fail_msg("%s=%s: got %s \"%s\", want %s \"%s...\"", c->path,
                  c->raw ? c->raw : "(deleted)", rw_err_name(err), errstr,
@@ -349,8 +349,7 @@ static void test_batch_invalid_fields(void **state)
         {"targets", "[]", RW_ERR_CODEC_FIELD, "targets: empty"},
         {"targets", "{}", RW_ERR_CODEC_FIELD, "targets: expected array"},
         {"targets", "null", RW_ERR_CODEC_FIELD, "targets: expected array"},
-        {"targets/1", "17", RW_ERR_CODEC_FIELD,
-         "targets[1]: expected object"},
+        {"targets/1", "17", RW_ERR_CODEC_FIELD, "targets[1]: expected object"},
         {"targets/3/instance_id", "0", RW_ERR_CODEC_FIELD,
          "targets[3].instance_id: expected positive integer"},
         {"targets/3/instance_id", "-5", RW_ERR_CODEC_FIELD,
@@ -438,9 +437,9 @@ static void test_batch_length_limits(void **state)
     json_object_set_new(json_array_get(json_object_get(root, "targets"), 0),
                         "project", json_string(s255));
     json = json_dumps(root, JSON_COMPACT);
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(strlen(out.targets[0].project), 255);
     rw_codec_batch_free(&out);
     free(json);
@@ -467,20 +466,20 @@ static void test_batch_target_count_limits(void **state)
     }
     json_object_set(root, "targets", targets);
     json = json_dumps(root, JSON_COMPACT);
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(out.n_targets, RW_CODEC_MAX_TARGETS);
     rw_codec_batch_free(&out);
     free(json);
 
-    json_array_append_new(targets, json_pack("{s:i,s:s,s:s}", "instance_id",
-                                             5000, "project", "p",
-                                             "environment", "x"));
+    json_array_append_new(targets,
+                          json_pack("{s:i,s:s,s:s}", "instance_id", 5000,
+                                    "project", "p", "environment", "x"));
     json = json_dumps(root, JSON_COMPACT);
-    assert_int_equal(rw_codec_batch_decode(json, strlen(json), &out, errstr,
-                                           sizeof(errstr)),
-                     RW_ERR_CODEC_FIELD);
+    assert_int_equal(
+        rw_codec_batch_decode(json, strlen(json), &out, errstr, sizeof(errstr)),
+        RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "targets: more than 1000 entries");
     free(json);
     json_decref(targets);
@@ -497,8 +496,8 @@ static void check_poll_case(const bad_case_t *c)
     assert_non_null(root);
     set_path(root, c->path, c->raw);
     json = json_dumps(root, JSON_COMPACT);
-    rw_err_t err = rw_codec_poll_decode(json, strlen(json), &out, errstr,
-                                        sizeof(errstr));
+    rw_err_t err =
+        rw_codec_poll_decode(json, strlen(json), &out, errstr, sizeof(errstr));
     if (err != c->code || strncmp(errstr, c->prefix, strlen(c->prefix)) != 0)
         fail_msg("%s=%s: got %s \"%s\", want %s \"%s...\"", c->path,
                  c->raw ? c->raw : "(deleted)", rw_err_name(err), errstr,
@@ -534,8 +533,7 @@ static void test_poll_invalid_fields(void **state)
         {"due_at", "\"2026-13-01T00:00:00Z\"", RW_ERR_CODEC_FIELD, "due_at:"},
         {"due_at", "\"2026-02-29T00:00:00Z\"", RW_ERR_CODEC_FIELD, "due_at:"},
         {"due_at", "\"2026-11-22T24:00:00Z\"", RW_ERR_CODEC_FIELD, "due_at:"},
-        {"due_at", "\"2026-11-22T16:30:54.Z\"", RW_ERR_CODEC_FIELD,
-         "due_at:"},
+        {"due_at", "\"2026-11-22T16:30:54.Z\"", RW_ERR_CODEC_FIELD, "due_at:"},
         {"due_at", "\"2026-11-22T16:30:54.123Zjunk\"", RW_ERR_CODEC_FIELD,
          "due_at:"},
         {"due_at", "\"\"", RW_ERR_CODEC_FIELD, "due_at:"},
@@ -556,8 +554,8 @@ static void test_poll_invalid_fields(void **state)
     check_poll_case(&c);
 
     /* Exactly 200 bytes encodes and decodes. */
-    m = (rw_poll_msg_t){.run = RUN, .chunk = 0, .bulk_id = s200,
-                        .attempt = 1, .due_at_ms = 0};
+    m = (rw_poll_msg_t){
+        .run = RUN, .chunk = 0, .bulk_id = s200, .attempt = 1, .due_at_ms = 0};
     assert_int_equal(rw_codec_poll_encode(&m, &json, errstr, sizeof(errstr)),
                      RW_OK);
     assert_non_null(strstr(json, "\"due_at\":\"1970-01-01T00:00:00.000Z\""));
@@ -574,12 +572,11 @@ static void expect_json_err(const char *buf, size_t len)
     rw_poll_msg_t p;
     char errstr[256] = "";
 
-    assert_int_equal(rw_codec_batch_decode(buf, len, &b, errstr,
-                                           sizeof(errstr)),
-                     RW_ERR_CODEC_JSON);
+    assert_int_equal(
+        rw_codec_batch_decode(buf, len, &b, errstr, sizeof(errstr)),
+        RW_ERR_CODEC_JSON);
     assert_true(strncmp(errstr, "invalid json", 12) == 0);
-    assert_int_equal(rw_codec_poll_decode(buf, len, &p, errstr,
-                                          sizeof(errstr)),
+    assert_int_equal(rw_codec_poll_decode(buf, len, &p, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_JSON);
 }
 
@@ -592,12 +589,12 @@ static void test_invalid_json(void **state)
         "\"a string\"",
         "{\"v\":1,}",
         "{\"v\":1",
-        "{\"v\":1,\"v\":1}",                      /* duplicate key */
-        "{\"v\":1,\"type\":\"b\xff\xfe\"}",       /* invalid UTF-8 */
-        "{\"v\":1,\"type\":\"\xc3\x28\"}",        /* bad continuation */
-        "{\"v\":1,\"type\":\"\xed\xa0\x80\"}",    /* UTF-16 surrogate */
-        "{\"v\":1,\"type\":\"\\ud800\"}",         /* lone surrogate escape */
-        "{\"v\":99999999999999999999999}",        /* integer overflow */
+        "{\"v\":1,\"v\":1}",                   /* duplicate key */
+        "{\"v\":1,\"type\":\"b\xff\xfe\"}",    /* invalid UTF-8 */
+        "{\"v\":1,\"type\":\"\xc3\x28\"}",     /* bad continuation */
+        "{\"v\":1,\"type\":\"\xed\xa0\x80\"}", /* UTF-16 surrogate */
+        "{\"v\":1,\"type\":\"\\ud800\"}",      /* lone surrogate escape */
+        "{\"v\":99999999999999999999999}",     /* integer overflow */
         "{\"v\":1} trailing",
     };
     char errstr[256] = "";
@@ -612,11 +609,9 @@ static void test_invalid_json(void **state)
                                            sizeof(errstr)),
                      RW_ERR_CODEC_JSON);
     assert_non_null(strstr(errstr, "invalid json at line 2 col"));
-    assert_int_equal(rw_codec_batch_decode(NULL, 0, &b, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_decode(NULL, 0, &b, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_JSON);
-    assert_int_equal(rw_codec_batch_decode(NULL, 5, &b, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_decode(NULL, 5, &b, errstr, sizeof(errstr)),
                      RW_ERR_INVALID_ARG);
     /* A NULL errstr is allowed. */
     assert_int_equal(rw_codec_batch_decode("x", 1, &b, NULL, 0),
@@ -636,8 +631,8 @@ static char *padded_batch(size_t size)
     memcpy(buf, head, strlen(head));
     memset(buf + strlen(head), 'x', size - fixed);
     memcpy(buf + strlen(head) + size - fixed, tail, strlen(tail));
-    memcpy(buf + strlen(head) + size - fixed + strlen(tail),
-           batch_example + 1, strlen(batch_example) - 1);
+    memcpy(buf + strlen(head) + size - fixed + strlen(tail), batch_example + 1,
+           strlen(batch_example) - 1);
     return buf;
 }
 
@@ -666,9 +661,8 @@ static void test_size_limit(void **state)
     assert_int_equal(rw_codec_poll_decode(over, RW_CODEC_MAX_BYTES + 1, &p,
                                           errstr, sizeof(errstr)),
                      RW_ERR_CODEC_TOO_LARGE);
-    assert_int_equal(rw_codec_peek(over, RW_CODEC_MAX_BYTES + 1, &version,
-                                   type, sizeof(type), errstr,
-                                   sizeof(errstr)),
+    assert_int_equal(rw_codec_peek(over, RW_CODEC_MAX_BYTES + 1, &version, type,
+                                   sizeof(type), errstr, sizeof(errstr)),
                      RW_ERR_CODEC_TOO_LARGE);
     /* Checked before parsing: garbage of that size is "too large" too. */
     memset(over, 0xff, RW_CODEC_MAX_BYTES + 1);
@@ -683,15 +677,18 @@ static void test_encode_too_large(void **state)
 {
     rw_codec_build_var_t var = {"BIG", NULL};
     rw_codec_target_t t = {1, "p", "e"};
-    rw_batch_msg_t in = {.run = RUN, .attempt = 1, .build_vars = &var,
-                         .n_build_vars = 1, .targets = &t, .n_targets = 1};
+    rw_batch_msg_t in = {.run = RUN,
+                         .attempt = 1,
+                         .build_vars = &var,
+                         .n_build_vars = 1,
+                         .targets = &t,
+                         .n_targets = 1};
     char *json = NULL;
     char errstr[256] = "";
     (void)state;
 
     var.value = repeat('v', RW_CODEC_MAX_BYTES);
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_TOO_LARGE);
     assert_null(json);
     free(var.value);
@@ -712,8 +709,7 @@ static void check_prefixes(const char *msg, bool batch)
         memcpy(copy, msg, len);
         if (batch) {
             rw_batch_msg_t b;
-            err = rw_codec_batch_decode(copy, len, &b, errstr,
-                                        sizeof(errstr));
+            err = rw_codec_batch_decode(copy, len, &b, errstr, sizeof(errstr));
             assert_null(b.targets);
         } else {
             rw_poll_msg_t p;
@@ -766,9 +762,9 @@ static void test_mutations_never_crash(void **state)
                 RW_OK) {
                 char *json = NULL;
                 accepted++;
-                assert_int_equal(rw_codec_batch_encode(&b, &json, errstr,
-                                                       sizeof(errstr)),
-                                 RW_OK);
+                assert_int_equal(
+                    rw_codec_batch_encode(&b, &json, errstr, sizeof(errstr)),
+                    RW_OK);
                 free(json);
             }
             rw_codec_batch_free(&b);
@@ -778,9 +774,9 @@ static void test_mutations_never_crash(void **state)
                 RW_OK) {
                 char *json = NULL;
                 accepted++;
-                assert_int_equal(rw_codec_poll_encode(&p, &json, errstr,
-                                                      sizeof(errstr)),
-                                 RW_OK);
+                assert_int_equal(
+                    rw_codec_poll_encode(&p, &json, errstr, sizeof(errstr)),
+                    RW_OK);
                 free(json);
             }
             rw_codec_poll_free(&p);
@@ -797,69 +793,60 @@ static void test_encode_validates(void **state)
 {
     rw_codec_target_t t[2] = {{1, "p", "main"}, {2, "q", "main"}};
     rw_codec_build_var_t var = {"", "x"};
-    rw_batch_msg_t in = {.run = RUN, .attempt = 1, .targets = t,
-                         .n_targets = 2};
+    rw_batch_msg_t in = {
+        .run = RUN, .attempt = 1, .targets = t, .n_targets = 2};
     rw_poll_msg_t p = {.run = RUN, .chunk = 0, .bulk_id = "b", .attempt = 1};
     char *json = NULL;
     char errstr[256] = "";
     (void)state;
 
     in.run = "NOT-A-UUID";
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "run: not a uuid");
     in.run = NULL;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "run: missing");
     in.run = RUN;
 
     in.n_targets = 0;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "targets: empty");
     in.n_targets = 2;
 
     t[1].project = NULL;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "targets[1].project: missing");
     t[1].project = "bad\xff";
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "targets[1].project: not valid UTF-8");
     t[1].project = "q";
 
     t[1].instance_id = 0;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr,
                         "targets[1].instance_id: expected positive integer");
     t[1].instance_id = 2;
 
     in.chunk = -1;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_true(strncmp(errstr, "chunk:", 6) == 0);
     in.chunk = 0;
     in.store_app_id = -4;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_true(strncmp(errstr, "store_app_id:", 13) == 0);
     in.store_app_id = 0;
 
     in.build_vars = &var;
     in.n_build_vars = 1;
-    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr,
-                                           sizeof(errstr)),
+    assert_int_equal(rw_codec_batch_encode(&in, &json, errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "build_variables[0].name: empty");
     assert_null(json);
@@ -893,9 +880,8 @@ static void test_peek(void **state)
     char errstr[128] = "";
     (void)state;
 
-    assert_int_equal(rw_codec_peek(poll_example, strlen(poll_example),
-                                   &version, type, sizeof(type), errstr,
-                                   sizeof(errstr)),
+    assert_int_equal(rw_codec_peek(poll_example, strlen(poll_example), &version,
+                                   type, sizeof(type), errstr, sizeof(errstr)),
                      RW_OK);
     assert_int_equal(version, 1);
     assert_string_equal(type, "pol"); /* truncated to the buffer */
@@ -911,8 +897,8 @@ static void test_peek(void **state)
                                    sizeof(type), errstr, sizeof(errstr)),
                      RW_ERR_CODEC_FIELD);
     assert_string_equal(errstr, "type: expected string");
-    assert_int_equal(rw_codec_peek("{", 1, &version, type, sizeof(type),
-                                   errstr, sizeof(errstr)),
+    assert_int_equal(rw_codec_peek("{", 1, &version, type, sizeof(type), errstr,
+                                   sizeof(errstr)),
                      RW_ERR_CODEC_JSON);
 }
 
@@ -960,8 +946,8 @@ static void test_time(void **state)
     assert_true(ms == ref_ms(2024, 2, 29, 23, 59, 59, 999));
     assert_true(rw_codec_parse_time("2026-11-22t16:30:54.5z", &ms));
     assert_true(ms == ref_ms(2026, 11, 22, 16, 30, 54, 500));
-    assert_true(rw_codec_parse_time("2026-11-22T18:30:54.123456789+02:00",
-                                    &ms));
+    assert_true(
+        rw_codec_parse_time("2026-11-22T18:30:54.123456789+02:00", &ms));
     assert_true(ms == ref_ms(2026, 11, 22, 16, 30, 54, 123));
     assert_true(rw_codec_parse_time("2026-11-22T11:00:00-05:30", &ms));
     assert_true(ms == ref_ms(2026, 11, 22, 16, 30, 0, 0));
@@ -978,9 +964,9 @@ static void test_time(void **state)
 
     assert_int_equal(rw_codec_format_time(buf, sizeof(buf), -1), RW_OK);
     assert_string_equal(buf, "1969-12-31T23:59:59.999Z");
-    assert_int_equal(rw_codec_format_time(buf, sizeof(buf),
-                                          ref_ms(2024, 2, 29, 1, 2, 3, 4)),
-                     RW_OK);
+    assert_int_equal(
+        rw_codec_format_time(buf, sizeof(buf), ref_ms(2024, 2, 29, 1, 2, 3, 4)),
+        RW_OK);
     assert_string_equal(buf, "2024-02-29T01:02:03.004Z");
     assert_int_equal(rw_codec_format_time(buf, 10, 0), RW_ERR_INVALID_ARG);
     /* Round trip over 300 years in irregular steps. */

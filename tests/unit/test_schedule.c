@@ -93,14 +93,13 @@ static void test_next(void **state)
         assert_true(rw_schedule_next_s(now, true, 7, 0, id, WINDOW_S) ==
                     now + 7 * 86400 + j);
     }
-    assert_true(rw_schedule_next_s(now, false, 7, 0, 99, 0) ==
-                now + 7 * 86400);
+    assert_true(rw_schedule_next_s(now, false, 7, 0, 99, 0) == now + 7 * 86400);
     assert_true(rw_schedule_next_s(now, false, -3, 0, 99, 0) == now);
     /* Absurd intervals saturate instead of wrapping around. */
     assert_true(rw_schedule_next_s(now, false, LLONG_MAX, 0, 99, WINDOW_S) ==
                 LLONG_MAX);
-    assert_true(rw_schedule_next_s(LLONG_MAX - 10, false, 0, 0, 99,
-                                   WINDOW_S) >= LLONG_MAX - 10);
+    assert_true(rw_schedule_next_s(LLONG_MAX - 10, false, 0, 0, 99, WINDOW_S) >=
+                LLONG_MAX - 10);
 }
 
 static void test_backoff_ceiling_without_rng(void **state)

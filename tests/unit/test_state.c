@@ -66,8 +66,7 @@ static bool chunk_edge(int f, int t, bool r)
 }
 
 static void check_table(const char *machine, const char *const *expected,
-                        int count, edge_fn ok,
-                        const char *(*name)(int))
+                        int count, edge_fn ok, const char *(*name)(int))
 {
     int edges = 0;
 
@@ -78,9 +77,9 @@ static void check_table(const char *machine, const char *const *expected,
             bool want_plain = cell == 'E';
             bool want_retry = cell == 'E' || cell == 'R';
             if (ok(f, t, false) != want_plain || ok(f, t, true) != want_retry)
-                fail_msg("%s %s -> %s: got plain=%d retry=%d, want %c",
-                         machine, name(f), name(t), ok(f, t, false),
-                         ok(f, t, true), cell);
+                fail_msg("%s %s -> %s: got plain=%d retry=%d, want %c", machine,
+                         name(f), name(t), ok(f, t, false), ok(f, t, true),
+                         cell);
             edges += want_retry;
         }
         /* Out-of-range states are never legal. */
@@ -126,14 +125,13 @@ static void test_target_edges(void **state)
     (void)state;
     check_table("target", target_expected, RW_TARGET__COUNT, target_edge,
                 target_name);
-    assert_false(rw_target_edge_ok(RW_TARGET_FAILED, RW_TARGET_PENDING,
-                                   false));
-    assert_true(rw_target_edge_ok(RW_TARGET_TIMED_OUT, RW_TARGET_PENDING,
-                                  true));
+    assert_false(rw_target_edge_ok(RW_TARGET_FAILED, RW_TARGET_PENDING, false));
+    assert_true(
+        rw_target_edge_ok(RW_TARGET_TIMED_OUT, RW_TARGET_PENDING, true));
     /* A succeeded target is never sent again, not even by a retry. */
     for (int t = 0; t < RW_TARGET__COUNT; t++)
-        assert_false(rw_target_edge_ok(RW_TARGET_SUCCEEDED,
-                                       (rw_target_state_t)t, true));
+        assert_false(
+            rw_target_edge_ok(RW_TARGET_SUCCEEDED, (rw_target_state_t)t, true));
 }
 
 static void test_chunk_edges(void **state)
@@ -145,14 +143,14 @@ static void test_chunk_edges(void **state)
 
 static void test_names_round_trip(void **state)
 {
-    static const char *const runs[] = {"pending", "running", "paused",
-                                       "completed", "partial_failed",
-                                       "failed", "cancelled"};
+    static const char *const runs[] = {"pending",   "running",        "paused",
+                                       "completed", "partial_failed", "failed",
+                                       "cancelled"};
     static const char *const targets[] = {
         "pending", "claimed", "triggered", "deploying", "succeeded",
         "failed",  "skipped", "timed_out", "cancelled"};
-    static const char *const chunks[] = {"pending", "triggering",
-                                         "triggered", "done", "failed"};
+    static const char *const chunks[] = {"pending", "triggering", "triggered",
+                                         "done", "failed"};
     (void)state;
 
     for (int s = 0; s < RW_RUN__COUNT; s++) {
@@ -181,14 +179,14 @@ static void test_names_round_trip(void **state)
     assert_int_equal(rw_target_state_parse("complete"), -1);
     assert_int_equal(rw_chunk_state_parse("claimed"), -1);
     assert_string_equal(rw_run_state_name(RW_RUN__COUNT), "unknown");
-    assert_string_equal(rw_target_state_name((rw_target_state_t)-1),
-                        "unknown");
+    assert_string_equal(rw_target_state_name((rw_target_state_t)-1), "unknown");
     assert_string_equal(rw_chunk_state_name(RW_CHUNK__COUNT), "unknown");
 }
 
 static void test_predicates(void **state)
 {
     /* Written out per state: in flight, terminal. */
+    /* clang-format off */
     static const struct {
         rw_target_state_t s;
         bool in_flight;
@@ -203,7 +201,8 @@ static void test_predicates(void **state)
         {RW_TARGET_SKIPPED, false, true},
         {RW_TARGET_TIMED_OUT, false, true},
         {RW_TARGET_CANCELLED, false, true},
-    };
+    }; /* clang-format on */
+
     (void)state;
 
     assert_int_equal(sizeof(t) / sizeof(t[0]), RW_TARGET__COUNT);
@@ -261,10 +260,10 @@ static void test_lagoon_mapping(void **state)
 
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
         if (rw_target_from_lagoon(m[i].status, true) != m[i].want)
-            fail_msg("lagoon status \"%s\": got %s, want %s", m[i].status,
-                     rw_target_state_name(
-                         rw_target_from_lagoon(m[i].status, true)),
-                     rw_target_state_name(m[i].want));
+            fail_msg(
+                "lagoon status \"%s\": got %s, want %s", m[i].status,
+                rw_target_state_name(rw_target_from_lagoon(m[i].status, true)),
+                rw_target_state_name(m[i].want));
         /* Without a deployment row the status is irrelevant. */
         assert_int_equal(rw_target_from_lagoon(m[i].status, false),
                          RW_TARGET_TRIGGERED);
