@@ -5,10 +5,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rw_codec.h"
 #include "rw_config.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_runs.h"
+#include "rw_service.h"
 #include "rw_settings.h"
+#include "trigger.h"
+
+/* Outbox rows older than this are published by the sweep, not their writer. */
+#define SWEEP_MIN_AGE_S 15
+#define SWEEP_EVERY_MS 10000
 
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9102"),
@@ -23,17 +31,70 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_SCHEDULE,
 };
 
+static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg,
+                               void *ud, char *reason, size_t len)
+{
+    rw_batch_msg_t m;
+    size_t plen = 0;
+    const void *payload = rw_kafka_msg_payload(msg, &plen);
+    char errstr[512];
+    rw_err_t err;
+    rw_msg_outcome_t outcome;
+
+    (void)ud;
+    memset(&m, 0, sizeof(m));
+    err = rw_codec_batch_decode(payload, plen, &m, errstr, sizeof(errstr));
+    if (err) {
+        snprintf(reason, len, "%s: %s", rw_err_name(err), errstr);
+        rw_codec_batch_free(&m);
+        return RW_MSG_DEAD;
+    }
+    outcome = rw_worker_trigger(svc, &m, reason, len);
+    rw_codec_batch_free(&m);
+    return outcome;
+}
+
+/* Publish outbox rows whose writer died before publishing them. */
+static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
+{
+    long long *last = ud;
+    long long published = 0;
+    char errstr[256];
+
+    (void)timeout_ms;
+    if (rw_now_mono_ms() - *last < SWEEP_EVERY_MS)
+        return;
+    *last = rw_now_mono_ms();
+    if (rw_outbox_relay(svc->pg, svc->kp, svc->s, 500, SWEEP_MIN_AGE_S,
+                        &published, errstr, sizeof(errstr)))
+        rw_warn("worker", "event=outbox_sweep_failed detail=\"%s\"", errstr);
+}
+
 int main(int argc, char **argv)
 {
-    static const char *const flags[] = {"--once", NULL};
     rw_settings_t s;
+    rw_service_t svc;
+    char errstr[512];
+    long long last_sweep = 0;
+    rw_err_t err;
 
     memset(&s, 0, sizeof(s));
     rw_config_init(argc, argv, "rollwave-worker",
-                   "Worker: consumes batches, claims instances and fires bulk redeploys at Lagoon.", flags, keys,
+                   "Worker: consumes batches, claims instances and fires bulk redeploys at Lagoon.", NULL, keys,
                    sizeof(keys) / sizeof(keys[0]), &s);
     rw_daemon_signals_install("worker");
-    rw_error("worker", "event=start_refused reason=\"pipeline not built yet\"");
+    err = rw_service_open(&svc, "worker", &s,
+                          RW_SVC_PG | RW_SVC_REDIS | RW_SVC_LAGOON |
+                              RW_SVC_PRODUCER | RW_SVC_CONSUMER,
+                          "batches", errstr, sizeof(errstr));
+    if (err) {
+        rw_error("worker", "event=start_failed err=%s detail=\"%s\"",
+                 rw_err_name(err), errstr);
+        rw_settings_free(&s);
+        return 1;
+    }
+    err = rw_service_consume(&svc, handle, tick, &last_sweep);
+    rw_service_close(&svc);
     rw_settings_free(&s);
-    return 1;
+    return err ? 1 : 0;
 }

@@ -1,0 +1,309 @@
+/*
+ * rw_service: connections, health, and the at-least-once consume loop the
+ * daemons share. A message leaves the loop in exactly one of three ways:
+ * its effect is durable (offset stored), it is dead-lettered with a reason
+ * (then stored), or it is retried (the partition is rewound to it). A drain
+ * finishes the message in hand first.
+ */
+#include "rw_service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rw_daemon.h"
+#include "rw_http.h"
+#include "rw_log.h"
+#include "rw_runs.h"
+#include "rw_schedule.h"
+
+#define RETRY_BASE_MS 200
+#define RETRY_MAX_MS 10000
+
+void rw_service_sleep(int ms)
+{
+    while (ms > 0 && !rw_daemon_draining()) {
+        int step = ms > 100 ? 100 : ms;
+        struct timespec ts = {0, (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+void rw_service_note(rw_service_t *svc, rw_err_t err)
+{
+    switch (err) {
+    case RW_OK:
+        break;
+    case RW_ERR_PG_CONN:
+        svc->pg_broken = 1;
+        break;
+    case RW_ERR_REDIS_CONN:
+        svc->redis_broken = 1;
+        break;
+    case RW_ERR_KAFKA:
+    case RW_ERR_KAFKA_TRANSIENT:
+        svc->kafka_broken = 1;
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * /healthz runs on the HTTP thread: it must not touch the main thread's
+ * connections. Postgres is pinged with a fresh connection attempt
+ * (PQping, no query); Redis and Kafka report what the main loop saw last.
+ */
+static rw_err_t health(void *ud, char *detail, size_t len)
+{
+    rw_service_t *svc = ud;
+
+    if (svc->pg && PQping(svc->s->pg_dsn) != PQPING_OK)
+        return rw_err_set(detail, len, RW_ERR_PG_CONN,
+                          "postgres: not reachable");
+    if (svc->pg_broken)
+        return rw_err_set(detail, len, RW_ERR_PG_CONN,
+                          "postgres: last statement lost the connection");
+    if (svc->redis_broken)
+        return rw_err_set(detail, len, RW_ERR_REDIS_CONN,
+                          "redis: not reachable");
+    if (svc->kafka_broken)
+        return rw_err_set(detail, len, RW_ERR_KAFKA, "kafka: errors");
+    return RW_OK;
+}
+
+rw_err_t rw_service_open(rw_service_t *svc, const char *name,
+                         const rw_settings_t *s, unsigned needs,
+                         const char *consume_topic, char *errstr,
+                         size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char labels[300];
+
+    memset(svc, 0, sizeof(*svc));
+    svc->name = name;
+    svc->s = s;
+    svc->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    rw_kafka_topic(svc->topic_batches, sizeof(svc->topic_batches), s,
+                   "batches");
+    rw_kafka_topic(svc->topic_poll, sizeof(svc->topic_poll), s, "poll");
+    rw_kafka_topic(svc->topic_dlq, sizeof(svc->topic_dlq), s, "dlq");
+
+    err = rw_metrics_init(name, "0.1.0");
+    if (err)
+        return rw_err_set(errstr, errlen, err, "metrics registry");
+    if (consume_topic) {
+        rw_kafka_topic(svc->consume_topic, sizeof(svc->consume_topic), s,
+                       consume_topic);
+        snprintf(labels, sizeof(labels), "topic=\"%s\"", svc->consume_topic);
+        svc->m_consumed = rw_metrics_counter(
+            "rollwave_messages_consumed_total", "messages consumed", labels);
+        svc->m_handled = rw_metrics_counter(
+            "rollwave_messages_handled_total",
+            "messages whose effect is durable (offset stored)", labels);
+        svc->m_dead = rw_metrics_counter("rollwave_messages_dead_lettered_total",
+                                         "messages sent to the dead-letter "
+                                         "topic",
+                                         labels);
+        svc->m_retried = rw_metrics_counter(
+            "rollwave_messages_retried_total",
+            "retriable failures; the message is processed again", labels);
+    }
+
+    if (needs & RW_SVC_PG) {
+        err = rw_pg_new(&svc->pg, s->pg_dsn, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (needs & RW_SVC_REDIS) {
+        err = rw_redis_new(&svc->rc, s->redis_url, (long)s->redis_timeout_ms,
+                           errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (needs & RW_SVC_LAGOON) {
+        rw_lagoon_opts_t lo;
+        memset(&lo, 0, sizeof(lo));
+        lo.url = s->lagoon_url;
+        lo.token = s->lagoon_token;
+        lo.token_file = s->lagoon_token_file;
+        lo.timeout_ms = (long)s->lagoon_timeout_ms;
+        lo.connect_timeout_ms = (long)s->lagoon_connect_timeout_ms;
+        lo.ca_file = s->lagoon_ca_file;
+        err = rw_lagoon_global_init(errstr, errlen);
+        if (!err)
+            err = rw_lagoon_new(&svc->lc, &lo, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (needs & RW_SVC_PRODUCER) {
+        err = rw_kafka_producer_new(&svc->kp, s, rw_delivery_cb, NULL, errstr,
+                                    errlen);
+        if (err)
+            goto out;
+    }
+    if (needs & RW_SVC_CONSUMER) {
+        const char *topics[1] = {svc->consume_topic};
+        err = rw_kafka_consumer_new(&svc->kc, s, s->kafka_group, topics, 1,
+                                    errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (s->metrics_port > 0) {
+        err = rw_http_start(&svc->http, "0.0.0.0", (int)s->metrics_port,
+                            health, svc, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    rw_info(name, "event=started metrics_port=%lld consume=%s", s->metrics_port,
+            consume_topic ? svc->consume_topic : "-");
+out:
+    if (err)
+        rw_service_close(svc);
+    return err;
+}
+
+void rw_service_close(rw_service_t *svc)
+{
+    if (!svc)
+        return;
+    rw_http_stop(svc->http);
+    svc->http = NULL;
+    if (svc->kc) {
+        rw_kafka_consumer_close(svc->kc);
+        rw_kafka_consumer_destroy(svc->kc);
+        svc->kc = NULL;
+    }
+    rw_kafka_producer_destroy(svc->kp);
+    svc->kp = NULL;
+    rw_lagoon_destroy(svc->lc);
+    svc->lc = NULL;
+    rw_redis_destroy(svc->rc);
+    svc->rc = NULL;
+    rw_pg_destroy(svc->pg);
+    svc->pg = NULL;
+    rw_metrics_shutdown();
+}
+
+void rw_service_ack(rw_service_t *svc, const rw_kafka_msg_t *msg)
+{
+    char errstr[256];
+
+    if (rw_kafka_consumer_store(svc->kc, msg, errstr, sizeof(errstr)))
+        rw_warn(svc->name, "event=offset_store_failed topic=%s partition=%d "
+                           "offset=%lld detail=\"%s\"",
+                rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                (long long)rw_kafka_msg_offset(msg), errstr);
+    rw_metrics_add(svc->m_handled, 1);
+}
+
+rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
+                                const char *reason)
+{
+    rw_err_t err = RW_OK;
+    rw_delivery_t d = {0, RW_OK};
+    char errstr[256];
+    char qreason[512];
+
+    rw_warn(svc->name,
+            "event=dead_letter topic=%s partition=%d offset=%lld reason=%s",
+            rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+            (long long)rw_kafka_msg_offset(msg),
+            rw_log_quote(qreason, sizeof(qreason), reason));
+    err = rw_kafka_dead_letter(svc->kp, svc->topic_dlq, msg, reason, &d,
+                               errstr, sizeof(errstr));
+    if (!err) {
+        rw_kafka_producer_flush(svc->kp, 30000, NULL, 0);
+        if (!d.done)
+            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_KAFKA_TRANSIENT,
+                             "no delivery report");
+        else
+            err = d.err;
+    }
+    if (err) {
+        rw_error(svc->name, "event=dead_letter_failed err=%s detail=\"%s\"",
+                 rw_err_name(err), errstr);
+        return err;
+    }
+    rw_metrics_add(svc->m_dead, 1);
+    return RW_OK;
+}
+
+rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
+                            rw_service_tick tick, void *ud)
+{
+    char errstr[512];
+    long long last_commit = rw_now_mono_ms();
+    int retries = 0;
+
+    while (!rw_daemon_draining()) {
+        rw_kafka_msg_t *msg = NULL;
+        rw_msg_outcome_t outcome;
+        char reason[512] = "";
+        int timeout = 200;
+        rw_err_t err;
+
+        if (tick)
+            tick(svc, ud, &timeout);
+        err = rw_kafka_consumer_poll(svc->kc, timeout, &msg, errstr,
+                                     sizeof(errstr));
+        if (err) {
+            rw_service_note(svc, err);
+            rw_error(svc->name, "event=consume_failed err=%s detail=\"%s\"",
+                     rw_err_name(err), errstr);
+            if (!rw_err_is_retriable(err) && err != RW_ERR_KAFKA)
+                return err;
+            rw_service_sleep(1000);
+            continue;
+        }
+        if (rw_now_mono_ms() - last_commit > 1000) {
+            rw_kafka_consumer_commit(svc->kc, 0, NULL, 0);
+            last_commit = rw_now_mono_ms();
+        }
+        if (!msg)
+            continue;
+        svc->kafka_broken = 0;
+        rw_metrics_add(svc->m_consumed, 1);
+        outcome = handler(svc, msg, ud, reason, sizeof(reason));
+        switch (outcome) {
+        case RW_MSG_ACK:
+            retries = 0;
+            rw_service_ack(svc, msg);
+            break;
+        case RW_MSG_DEAD:
+            retries = 0;
+            while (rw_service_dead_letter(svc, msg, reason) &&
+                   !rw_daemon_draining())
+                rw_service_sleep(1000);
+            rw_service_ack(svc, msg);
+            break;
+        case RW_MSG_RETRY: {
+            long long delay =
+                rw_backoff_ms(retries, RETRY_BASE_MS, RETRY_MAX_MS, &svc->rng);
+            retries++;
+            rw_metrics_add(svc->m_retried, 1);
+            rw_warn(svc->name,
+                    "event=retry topic=%s partition=%d offset=%lld "
+                    "delay_ms=%lld reason=\"%s\"",
+                    rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                    (long long)rw_kafka_msg_offset(msg), delay, reason);
+            /* rewind so the same message comes back after the pause */
+            rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(msg),
+                                   rw_kafka_msg_partition(msg),
+                                   rw_kafka_msg_offset(msg), 5000, NULL, 0);
+            rw_service_sleep((int)delay);
+            break;
+        }
+        case RW_MSG_KEEP:
+            msg = NULL; /* the handler owns it now */
+            break;
+        }
+        rw_kafka_msg_destroy(msg);
+    }
+    rw_kafka_consumer_commit(svc->kc, 1, NULL, 0);
+    rw_info(svc->name, "event=drained");
+    return RW_OK;
+}

@@ -1,0 +1,107 @@
+/*
+ * rw_service: what the three daemons share around their own logic: opening
+ * Postgres, Redis, Lagoon and Kafka from the settings, the /metrics and
+ * /healthz server, the consume loop (decode errors and unprocessable
+ * messages dead-lettered, retriable failures retried with backoff without
+ * losing the message, offsets stored only after the handler's effect is
+ * durable), the outbox sweep, and the drain on SIGTERM.
+ *
+ * It knows nothing of batches or polls: each daemon passes a handler.
+ */
+#ifndef RW_SERVICE_H
+#define RW_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rw_err.h"
+#include "rw_kafka.h"
+#include "rw_lagoon.h"
+#include "rw_metrics.h"
+#include "rw_pg.h"
+#include "rw_redis.h"
+#include "rw_settings.h"
+
+enum {
+    RW_SVC_PG = 1,
+    RW_SVC_REDIS = 2,
+    RW_SVC_LAGOON = 4,
+    RW_SVC_PRODUCER = 8,
+    RW_SVC_CONSUMER = 16,
+};
+
+typedef struct rw_http rw_http_t;
+
+typedef struct rw_service {
+    const char *name; /* "worker", ... : log component and metrics label */
+    const rw_settings_t *s;
+    rw_pg_t *pg;
+    rw_redis_t *rc;
+    rw_lagoon_t *lc;
+    rw_kafka_producer_t *kp;
+    rw_kafka_consumer_t *kc;
+    rw_http_t *http;
+    char topic_batches[256];
+    char topic_poll[256];
+    char topic_dlq[256];
+    char consume_topic[256];
+    uint64_t rng;
+    /* health, written by the main thread, read by the HTTP thread */
+    volatile int pg_broken, redis_broken, kafka_broken;
+    rw_metric_t *m_consumed, *m_dead, *m_retried, *m_handled;
+} rw_service_t;
+
+/* What a handler did with a message. */
+typedef enum rw_msg_outcome {
+    RW_MSG_ACK,   /* effect durable: store the offset */
+    RW_MSG_RETRY, /* retriable failure: the same message again, later */
+    RW_MSG_DEAD,  /* unprocessable: dead-letter with the reason, then ack */
+    RW_MSG_KEEP,  /* handler kept the message; it calls rw_service_ack */
+} rw_msg_outcome_t;
+
+/* reason (for DEAD and RETRY) is filled by the handler. */
+typedef rw_msg_outcome_t (*rw_service_handler)(rw_service_t *svc,
+                                               rw_kafka_msg_t *msg, void *ud,
+                                               char *reason, size_t len);
+
+/*
+ * Called every loop turn (at least every 200 ms): periodic work such as
+ * messages held until due. May lower *timeout_ms for the next poll.
+ */
+typedef void (*rw_service_tick)(rw_service_t *svc, void *ud, int *timeout_ms);
+
+/*
+ * Open what `needs` names, start the metrics server (port from settings,
+ * 0 = none) and subscribe the consumer to consume_topic (a logical name,
+ * "batches" or "poll") when RW_SVC_CONSUMER is set.
+ */
+rw_err_t rw_service_open(rw_service_t *svc, const char *name,
+                         const rw_settings_t *s, unsigned needs,
+                         const char *consume_topic, char *errstr,
+                         size_t errlen);
+
+/* Drain and release everything (commit offsets, flush the producer). */
+void rw_service_close(rw_service_t *svc);
+
+/*
+ * The consume loop, until a drain is requested (SIGTERM) and the message
+ * in hand is finished. Returns RW_OK after a clean drain.
+ */
+rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
+                            rw_service_tick tick, void *ud);
+
+/* Store the message's offset (commit follows asynchronously). */
+void rw_service_ack(rw_service_t *svc, const rw_kafka_msg_t *msg);
+
+/* Dead-letter msg with reason (waits for the delivery). */
+rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
+                                const char *reason);
+
+/* Record a dependency failure for /healthz from an error code. */
+void rw_service_note(rw_service_t *svc, rw_err_t err);
+
+/* Sleep up to ms, waking early on a drain request. */
+void rw_service_sleep(int ms);
+
+#endif
