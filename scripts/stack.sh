@@ -36,7 +36,8 @@ BIN=$BUILD_DIR/bin
 SERVICES=${ROLLWAVE_STACK_SERVICES:-pg redis kafka lagoon}
 KAFKA_PARTITIONS=6
 
-say() { printf 'stack: %s\n' "$*"; }
+# Progress output must never abort a teardown (stdout may be a closed pipe).
+say() { printf 'stack: %s\n' "$*" 2>/dev/null || true; }
 die() {
     printf 'stack: %s\n' "$*" >&2
     exit 1
@@ -49,7 +50,7 @@ wants() { [[ " $SERVICES " == *" $1 "* ]]; }
 pid_alive() {
     local pid=$1 name=$2 cmd
     [ -n "$pid" ] || return 1
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    cmd=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
     [[ $cmd == *"$name"* ]]
 }
 

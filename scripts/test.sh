@@ -63,8 +63,12 @@ if [ "$UNIT_ONLY" -eq 0 ]; then
     # A private stack directory per run, so a stack someone keeps up with
     # `scripts/stack.sh up` is never touched and runs do not collide.
     export ROLLWAVE_STACK_DIR=${ROLLWAVE_STACK_DIR:-$ROOT/.stack/test-$$}
-    stack_down() { BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" down; }
+    stack_down() {
+        BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" down || true
+    }
     trap 'stack_down' EXIT
+    # A closed stdout must still end through the teardown.
+    trap '' PIPE
     trap 'exit 130' INT
     trap 'exit 143' TERM
     step "stack up"
