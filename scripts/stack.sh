@@ -173,7 +173,7 @@ pg_running() {
 }
 
 pg_up() {
-    local bindir base data port try
+    local bindir base data port
     if pg_running; then
         say "postgres already up on port $(cat "$STACK_DIR/pg.port")"
         return 0
@@ -208,7 +208,7 @@ host all all 127.0.0.1/32 trust
 host all all ::1/128 trust
 EOF
     fi
-    for try in 1 2 3; do
+    for _ in 1 2 3; do
         port=$(free_port)
         if as_pg "$bindir/pg_ctl" -D "$data" -l "$base/pg.log" -w -t 30 \
             -o "-p $port" start >/dev/null 2>&1; then
@@ -260,13 +260,13 @@ redis_running() {
 }
 
 redis_up() {
-    local port try i
+    local port i
     if redis_running; then
         say "redis already up on port $(cat "$STACK_DIR/redis.port")"
         return 0
     fi
     mkdir -p "$STACK_DIR/redis"
-    for try in 1 2 3; do
+    for _ in 1 2 3; do
         port=$(free_port)
         rm -f "$STACK_DIR/redis.pid"
         redis-server --port "$port" --bind 127.0.0.1 --save '' \
