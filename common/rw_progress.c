@@ -267,3 +267,34 @@ out:
     PQclear(cnt);
     return err;
 }
+
+static const char SQL_STRANDED[] =
+    "SELECT r.id FROM deployment_runs r"
+    " WHERE r.status IN ('pending', 'running', 'paused')"
+    "   AND r.created_at < now() - interval '5 seconds'"
+    "   AND NOT EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
+    "                     AND c.state NOT IN ('done', 'failed'))"
+    " LIMIT 100";
+
+rw_err_t rw_progress_sweep(rw_pg_t *pg, long long *n_finalized, char *errstr,
+                           size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+
+    *n_finalized = 0;
+    err = rw_pg_exec(pg, SQL_STRANDED, 0, NULL, &res, errstr, errlen);
+    if (err)
+        goto out;
+    for (int i = 0; i < PQntuples(res); i++) {
+        bool fin = false;
+        err = rw_progress_finalize(pg, rw_pg_ll(res, i, "id", 0), &fin, NULL,
+                                   errstr, errlen);
+        if (err)
+            goto out;
+        *n_finalized += fin;
+    }
+out:
+    PQclear(res);
+    return err;
+}

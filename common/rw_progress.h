@@ -54,4 +54,12 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
                               rw_run_state_t *outcome, char *errstr,
                               size_t errlen);
 
+/*
+ * Finalize every open run whose chunks are all over: the backstop for a
+ * finalization that failed after its last chunk was recorded. *n_finalized
+ * counts the runs this call finalized.
+ */
+rw_err_t rw_progress_sweep(rw_pg_t *pg, long long *n_finalized, char *errstr,
+                           size_t errlen);
+
 #endif

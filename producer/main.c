@@ -3,12 +3,92 @@
  * This file holds the configuration table and process start.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rw_config.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_runs.h"
+#include "rw_service.h"
 #include "rw_settings.h"
+
+/* pg_try_advisory_lock key of the scheduler leader: "rw-sched" in ASCII */
+#define LEADER_LOCK_KEY 0x72772d7363686564LL
+#define RELAY_BATCH 1000
+
+typedef struct producer {
+    rw_service_t svc;
+    int leader;
+    unsigned reconnects; /* an advisory lock does not survive a reconnect */
+    rw_metric_t *m_runs, *m_targets, *m_ticks;
+} producer_t;
+
+/* Become (or stay) the leader; false when another replica leads. */
+static bool lead(producer_t *pr)
+{
+    char errstr[256];
+    int got = 0;
+
+    if (pr->leader && rw_pg_reconnects(pr->svc.pg) == pr->reconnects)
+        return true;
+    pr->leader = 0;
+    if (rw_pg_try_advisory_lock(pr->svc.pg, LEADER_LOCK_KEY, &got, errstr,
+                                sizeof(errstr))) {
+        rw_warn("producer", "event=leader_check_failed detail=\"%s\"",
+                errstr);
+        return false;
+    }
+    if (got) {
+        pr->leader = 1;
+        pr->reconnects = rw_pg_reconnects(pr->svc.pg);
+        rw_info("producer", "event=leader_elected");
+    }
+    return got != 0;
+}
+
+/* One scheduler tick: leftovers first, then due instances, then relay. */
+static void tick(producer_t *pr)
+{
+    const rw_settings_t *s = pr->svc.s;
+    rw_run_spec_t spec = {"scheduled", "scheduler", false,
+                          s->bulk_chunk_size};
+    rw_run_summary_t *runs = NULL;
+    size_t n_runs = 0;
+    long long published = 0, targets = 0;
+    char errstr[512];
+    rw_err_t err;
+
+    if (!lead(pr)) {
+        rw_debug("producer", "event=tick_skipped reason=not_leader");
+        return;
+    }
+    rw_metrics_add(pr->m_ticks, 1);
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
+                          &published, errstr, sizeof(errstr));
+    if (err)
+        rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
+                rw_err_name(err), errstr);
+    err = rw_runs_schedule(pr->svc.pg, s->max_per_run, &spec, &runs, &n_runs,
+                           errstr, sizeof(errstr));
+    if (err) {
+        rw_service_note(&pr->svc, err);
+        rw_error("producer", "event=schedule_failed err=%s detail=\"%s\"",
+                 rw_err_name(err), errstr);
+        return;
+    }
+    for (size_t i = 0; i < n_runs; i++)
+        targets += runs[i].targets;
+    free(runs);
+    rw_metrics_add(pr->m_runs, (double)n_runs);
+    rw_metrics_add(pr->m_targets, (double)targets);
+    rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
+                          &published, errstr, sizeof(errstr));
+    if (err)
+        rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
+                rw_err_name(err), errstr);
+}
 
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9101"),
@@ -21,13 +101,52 @@ int main(int argc, char **argv)
 {
     static const char *const flags[] = {"--once", NULL};
     rw_settings_t s;
+    producer_t pr;
+    char errstr[512];
+    bool once = false;
+    rw_err_t err;
 
     memset(&s, 0, sizeof(s));
+    memset(&pr, 0, sizeof(pr));
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--once") == 0)
+            once = true;
     rw_config_init(argc, argv, "rollwave-producer",
                    "Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.", flags, keys,
                    sizeof(keys) / sizeof(keys[0]), &s);
     rw_daemon_signals_install("producer");
-    rw_error("producer", "event=start_refused reason=\"pipeline not built yet\"");
+    err = rw_service_open(&pr.svc, "producer", &s, RW_SVC_PG | RW_SVC_PRODUCER,
+                          NULL, errstr, sizeof(errstr));
+    if (err) {
+        rw_error("producer", "event=start_failed err=%s detail=\"%s\"",
+                 rw_err_name(err), errstr);
+        rw_settings_free(&s);
+        return 1;
+    }
+    pr.m_runs = rw_metrics_counter("rollwave_runs_created_total",
+                                   "runs created by the scheduler", NULL);
+    pr.m_targets = rw_metrics_counter("rollwave_targets_scheduled_total",
+                                      "targets in scheduled runs", NULL);
+    pr.m_ticks = rw_metrics_counter("rollwave_scheduler_ticks_total",
+                                    "scheduler ticks run as leader", NULL);
+    if (once) {
+        /* one tick, and wait for the leader lock rather than skip it */
+        for (int tries = 0; !lead(&pr) && tries < 600 && !rw_daemon_draining();
+             tries++)
+            rw_service_sleep(100);
+        tick(&pr);
+    } else {
+        long long next = 0;
+        while (!rw_daemon_draining()) {
+            if (rw_now_mono_ms() >= next) {
+                tick(&pr);
+                next = rw_now_mono_ms() + s.tick_interval_s * 1000;
+            }
+            rw_service_sleep(200);
+        }
+    }
+    rw_info("producer", "event=stopping");
+    rw_service_close(&pr.svc);
     rw_settings_free(&s);
-    return 1;
+    return 0;
 }

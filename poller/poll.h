@@ -1,0 +1,16 @@
+/*
+ * poll: the poller's handling of one due poll event (DESIGN.md section 7,
+ * "Poll"): read deploymentsByBulkId, write the chunk's target changes in
+ * one statement, finish the chunk or queue its next poll, release or renew
+ * locks, finalize the run when its last chunk ends.
+ */
+#ifndef RW_POLLER_POLL_H
+#define RW_POLLER_POLL_H
+
+#include "rw_codec.h"
+#include "rw_service.h"
+
+rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
+                                char *reason, size_t len);
+
+#endif
