@@ -25,7 +25,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
-#define TOKEN "test-token-5f2c"
+#define TOKEN         "test-token-5f2c"
 #define ROWS_DELAY_MS 600
 
 #define MUTATION                                                               \
@@ -33,7 +33,7 @@
     "bulkDeployEnvironmentLatest(input: $input) }"
 #define QUERY                                                                  \
     "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) { id "    \
-    "name status created started completed environment { name project { "     \
+    "name status created started completed environment { name project { "      \
     "name } } } }"
 
 static pid_t sim_pid = -1;
@@ -116,8 +116,8 @@ static int start_sim(void **state)
             dup2(fd, 2);
         execl(bin, bin, "--token", TOKEN, "--port", "0", "--port-file",
               port_file, "--rows-delay-ms", "600", "--phase-ms", "100",
-              "--build-min-ms", "300", "--build-max-ms", "600",
-              "--log-level", "warn", (char *)NULL);
+              "--build-min-ms", "300", "--build-max-ms", "600", "--log-level",
+              "warn", (char *)NULL);
         _exit(127);
     }
     deadline = rw_itest_now_ms() + 15000;
@@ -133,8 +133,8 @@ static int start_sim(void **state)
         }
         if (waitpid(sim_pid, &status, WNOHANG) == sim_pid) {
             sim_pid = -1;
-            fail_msg("rollwave-lagoon-sim (%s) exited at start; see %s",
-                     bin, log_file);
+            fail_msg("rollwave-lagoon-sim (%s) exited at start; see %s", bin,
+                     log_file);
         }
         sleep_ms(20);
     }
@@ -173,7 +173,8 @@ static int stop_sim(void **state)
     return 0;
 }
 
-/* ---- HTTP helpers --------------------------------------------------------- */
+/* ---- HTTP helpers ---------------------------------------------------------
+ */
 
 typedef struct resp {
     long status;
@@ -289,18 +290,17 @@ static json_t *envs_of(const char *const *pairs)
 /* Triggers a bulk of "project", "environment", ..., NULL; returns its id. */
 static char *bulk_deploy(const char *const *pairs)
 {
-    json_t *vars = json_pack("{s:{s:s,s:o}}", "input", "name",
-                             "rollwave test c0 a1", "environments",
-                             envs_of(pairs));
+    json_t *vars =
+        json_pack("{s:{s:s,s:o}}", "input", "name", "rollwave test c0 a1",
+                  "environments", envs_of(pairs));
     long status = 0;
     json_t *j = gql(MUTATION, vars, &status);
     const char *id;
     char *out;
 
     assert_int_equal(status, 200);
-    id = json_string_value(
-        json_object_get(json_object_get(j, "data"),
-                        "bulkDeployEnvironmentLatest"));
+    id = json_string_value(json_object_get(json_object_get(j, "data"),
+                                           "bulkDeployEnvironmentLatest"));
     if (!id)
         fail_msg("no bulk id in %s", json_dumps(j, JSON_COMPACT));
     out = strdup(id);
@@ -376,8 +376,7 @@ static const char *first_error(json_t *j)
     json_t *errors = json_object_get(j, "errors");
 
     if (!json_is_array(errors) || json_array_size(errors) == 0)
-        fail_msg("expected GraphQL errors in %s",
-                 json_dumps(j, JSON_COMPACT));
+        fail_msg("expected GraphQL errors in %s", json_dumps(j, JSON_COMPACT));
     assert_true(json_is_null(json_object_get(j, "data")));
     return json_string_value(
         json_object_get(json_array_get(errors, 0), "message"));
@@ -407,8 +406,8 @@ static bool is_build_name(const char *s)
 
 static int status_rank(const char *s)
 {
-    static const char *const order[] = {"new",     "pending",  "queued",
-                                        "running", "complete", "failed",
+    static const char *const order[] = {"new",      "pending",  "queued",
+                                        "running",  "complete", "failed",
                                         "cancelled"};
     for (int i = 0; i < 7; i++)
         if (strcmp(s, order[i]) == 0)
@@ -455,15 +454,27 @@ static json_t *wait_terminal(const char *bulk_id, size_t want_rows)
 
 static void test_command_line(void **state)
 {
-    static const char *const flags[] = {
-        "--host",           "--port",         "--port-file",
-        "--token",          "--log-level",    "--seed",
-        "--rows-delay-ms",  "--build-min-ms", "--build-max-ms",
-        "--phase-ms",       "--fail-rate",    "--cancel-rate",
-        "--max-concurrent-builds",            "--reject",
-        "--fault-http500",  "--fault-graphql-error",
-        "--fault-slow",     "--slow-ms",      "--fault-drop",
-        "ROLLWAVE_SIM_ROWS_DELAY_MS",         NULL};
+    static const char *const flags[] = {"--host",
+                                        "--port",
+                                        "--port-file",
+                                        "--token",
+                                        "--log-level",
+                                        "--seed",
+                                        "--rows-delay-ms",
+                                        "--build-min-ms",
+                                        "--build-max-ms",
+                                        "--phase-ms",
+                                        "--fail-rate",
+                                        "--cancel-rate",
+                                        "--max-concurrent-builds",
+                                        "--reject",
+                                        "--fault-http500",
+                                        "--fault-graphql-error",
+                                        "--fault-slow",
+                                        "--slow-ms",
+                                        "--fault-drop",
+                                        "ROLLWAVE_SIM_ROWS_DELAY_MS",
+                                        NULL};
     const char *help[] = {"--help", NULL};
     const char *bogus[] = {"--token", "t", "--bogus", "1", NULL};
     const char *bad_rate[] = {"--token", "t", "--fail-rate", "2", NULL};
@@ -495,6 +506,15 @@ static void test_command_line(void **state)
     assert_non_null(strstr(err, "--phase-ms"));
     free(out);
     free(err);
+
+    /* Settings also come from ROLLWAVE_SIM_* variables (read before the
+     * flags, so the variable is what gets reported here). */
+    setenv("ROLLWAVE_SIM_CANCEL_RATE", "-1", 1);
+    assert_int_equal(run_sim_cli(no_value, &out, &err), 2);
+    unsetenv("ROLLWAVE_SIM_CANCEL_RATE");
+    assert_non_null(strstr(err, "ROLLWAVE_SIM_CANCEL_RATE"));
+    free(out);
+    free(err);
 }
 
 static void test_auth(void **state)
@@ -519,17 +539,16 @@ static void test_auth(void **state)
     r = http("/graphql", TOKEN, body);
     assert_int_equal(r.status, 200);
     j = parse(&r);
-    assert_string_equal(
-        json_string_value(
-            json_object_get(json_object_get(j, "data"), "__typename")),
-        "Query");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(j, "data"), "__typename")),
+                        "Query");
     json_decref(j);
     free(r.body);
 }
 
 static void test_bulk_lifecycle(void **state)
 {
-    const char *const pairs[] = {"lc-proj", "main", "lc-proj", "develop",
+    const char *const pairs[] = {"lc-proj",  "main", "lc-proj", "develop",
                                  "lc-other", "main", NULL};
     int rank[3] = {0, 0, 0};
     long long t0, first_seen = 0;
@@ -587,16 +606,18 @@ static void test_bulk_lifecycle(void **state)
 
         assert_true(id > last_id);
         last_id = id;
-        assert_true(is_build_name(
-            json_string_value(json_object_get(row, "name"))));
+        assert_true(
+            is_build_name(json_string_value(json_object_get(row, "name"))));
         assert_string_equal(row_status(row), "complete");
-        assert_true(is_date(json_string_value(json_object_get(row, "created"))));
-        assert_true(is_date(json_string_value(json_object_get(row, "started"))));
+        assert_true(
+            is_date(json_string_value(json_object_get(row, "created"))));
+        assert_true(
+            is_date(json_string_value(json_object_get(row, "started"))));
         assert_true(
             is_date(json_string_value(json_object_get(row, "completed"))));
-        assert_true(strcmp(json_string_value(json_object_get(row, "started")),
-                           json_string_value(json_object_get(
-                               row, "completed"))) <= 0);
+        assert_true(
+            strcmp(json_string_value(json_object_get(row, "started")),
+                   json_string_value(json_object_get(row, "completed"))) <= 0);
         assert_string_equal(row_env(row), pairs[2 * i + 1]);
         assert_string_equal(project, pairs[2 * i]);
     }
@@ -676,8 +697,7 @@ static void test_stats_counters(void **state)
     free(r.body);
 }
 
-static void expect_gql_error(const char *query, json_t *vars,
-                             const char *want)
+static void expect_gql_error(const char *query, json_t *vars, const char *want)
 {
     long status = 0;
     json_t *j = gql(query, vars, &status);
@@ -700,17 +720,17 @@ static void test_graphql_errors(void **state)
     expect_gql_error("{ deployEnvironmentLatest }", NULL,
                      "Cannot query field \"deployEnvironmentLatest\" on type "
                      "\"Query\".");
-    expect_gql_error("query ($input: BulkDeploymentLatestInput!) { "
-                     "bulkDeployEnvironmentLatest(input: $input) }",
-                     json_pack("{s:{s:o}}", "input", "environments",
-                               envs_of(pairs)),
-                     "Cannot query field \"bulkDeployEnvironmentLatest\" on "
-                     "type \"Query\".");
-    expect_gql_error("mutation ($input: BulkDeployLatestInput!) { "
-                     "bulkDeployEnvironmentLatest(input: $input) }",
-                     json_pack("{s:{s:o}}", "input", "environments",
-                               envs_of(pairs)),
-                     "Unknown type \"BulkDeployLatestInput\".");
+    expect_gql_error(
+        "query ($input: BulkDeploymentLatestInput!) { "
+        "bulkDeployEnvironmentLatest(input: $input) }",
+        json_pack("{s:{s:o}}", "input", "environments", envs_of(pairs)),
+        "Cannot query field \"bulkDeployEnvironmentLatest\" on "
+        "type \"Query\".");
+    expect_gql_error(
+        "mutation ($input: BulkDeployLatestInput!) { "
+        "bulkDeployEnvironmentLatest(input: $input) }",
+        json_pack("{s:{s:o}}", "input", "environments", envs_of(pairs)),
+        "Unknown type \"BulkDeployLatestInput\".");
     expect_gql_error("query ($bulkId: ID!) { deploymentsByBulkId(bulkId: "
                      "$bulkId) { id } }",
                      json_pack("{s:s}", "bulkId", "x"),
@@ -718,8 +738,7 @@ static void test_graphql_errors(void **state)
                      "expecting type \"String!\".");
     expect_gql_error(MUTATION, json_pack("{s:{s:s}}", "input", "name", "x"),
                      "Field \"environments\" of required type");
-    expect_gql_error(MUTATION,
-                     json_pack("{s:{s:[]}}", "input", "environments"),
+    expect_gql_error(MUTATION, json_pack("{s:{s:[]}}", "input", "environments"),
                      "at least one environment");
     expect_gql_error(MUTATION,
                      json_pack("{s:{s:[{s:{s:i}}]}}", "input", "environments",
@@ -783,8 +802,7 @@ static void test_faults(void **state)
 
     s = stats();
     faults = json_object_get(s, "faults_injected");
-    assert_int_equal(json_integer_value(json_object_get(faults, "http500")),
-                     3);
+    assert_int_equal(json_integer_value(json_object_get(faults, "http500")), 3);
     assert_int_equal(
         json_integer_value(json_object_get(faults, "graphql_error")), 1);
     assert_int_equal(json_integer_value(json_object_get(faults, "drop")), 1);
@@ -841,8 +859,8 @@ static void test_reject(void **state)
 
 static void test_concurrency_cap(void **state)
 {
-    const char *const pairs[] = {"cc-proj", "a", "cc-proj", "b", "cc-proj",
-                                 "c", NULL};
+    const char *const pairs[] = {"cc-proj", "a", "cc-proj", "b",
+                                 "cc-proj", "c", NULL};
     bool saw_queued = false;
     long long deadline;
     json_t *rows, *row, *s;
@@ -884,8 +902,8 @@ static void test_concurrency_cap(void **state)
 
 static void test_outcome_rates(void **state)
 {
-    const char *const pairs[] = {"or-proj", "a", "or-proj", "b", "or-proj",
-                                 "c", "or-proj", "d", NULL};
+    const char *const pairs[] = {"or-proj", "a", "or-proj", "b", "or-proj", "c",
+                                 "or-proj", "d", NULL};
     static const char *const cfgs[] = {
         "{\"fail_rate\":1,\"cancel_rate\":0}",
         "{\"fail_rate\":0,\"cancel_rate\":1}",
@@ -922,8 +940,8 @@ static void *client_thread(void *arg)
     CURL *curl = curl_easy_init();
 
     for (int i = 0; i < 25 && curl; i++) {
-        resp_t r = http_on(curl, "/graphql", TOKEN,
-                           "{\"query\":\"{ __typename }\"}");
+        resp_t r =
+            http_on(curl, "/graphql", TOKEN, "{\"query\":\"{ __typename }\"}");
         if (r.cc == CURLE_OK && r.status == 200 && r.body &&
             strstr(r.body, "\"Query\""))
             w->ok++;
@@ -943,8 +961,7 @@ static void test_concurrent_keepalive(void **state)
     (void)state;
     memset(w, 0, sizeof(w));
     for (int i = 0; i < 8; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, client_thread, &w[i]),
-                         0);
+        assert_int_equal(pthread_create(&th[i], NULL, client_thread, &w[i]), 0);
     for (int i = 0; i < 8; i++)
         pthread_join(th[i], NULL);
     for (int i = 0; i < 8; i++) {
@@ -955,6 +972,41 @@ static void test_concurrent_keepalive(void **state)
     s = stats();
     assert_int_equal(stat_int(s, "graphql_requests"), 200);
     json_decref(s);
+}
+
+/* Last: SIGTERM stops the sim promptly and cleanly (a sanitizer build
+ * reports leaks and errors through the exit status and the log). */
+static void test_clean_shutdown(void **state)
+{
+    char log_file[300], line[512];
+    long long t0, deadline;
+    int status = 0;
+    pid_t got = 0;
+    FILE *f;
+
+    (void)state;
+    assert_true(sim_pid > 0);
+    t0 = rw_itest_now_ms();
+    assert_int_equal(kill(sim_pid, SIGTERM), 0);
+    deadline = t0 + 10000;
+    while (rw_itest_now_ms() < deadline) {
+        got = waitpid(sim_pid, &status, WNOHANG);
+        if (got == sim_pid)
+            break;
+        sleep_ms(20);
+    }
+    if (got != sim_pid)
+        fail_msg("rollwave-lagoon-sim ignored SIGTERM for 10 s");
+    sim_pid = -1;
+    snprintf(log_file, sizeof(log_file), "%s/sim.log", work_dir);
+    f = fopen(log_file, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, "Sanitizer") || strstr(line, "runtime error"))
+            fail_msg("sim log: %s", line);
+    fclose(f);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 int main(void)
@@ -971,6 +1023,7 @@ int main(void)
         cmocka_unit_test_setup(test_concurrency_cap, fresh),
         cmocka_unit_test_setup(test_outcome_rates, fresh),
         cmocka_unit_test_setup(test_concurrent_keepalive, fresh),
+        cmocka_unit_test(test_clean_shutdown),
     };
     int rc;
 

@@ -46,15 +46,15 @@ static rw_err_t write_port_file(const char *path, int port, char *errstr,
                           "port file path too long");
     f = fopen(tmp, "w");
     if (!f) {
-        err = rw_err_set(errstr, errlen, RW_ERR_IO, "cannot write %s: %s",
-                         tmp, strerror(errno));
+        err = rw_err_set(errstr, errlen, RW_ERR_IO, "cannot write %s: %s", tmp,
+                         strerror(errno));
         goto out;
     }
     fprintf(f, "%d\n", port);
     if (fclose(f) != 0) {
         f = NULL;
-        err = rw_err_set(errstr, errlen, RW_ERR_IO, "cannot write %s: %s",
-                         tmp, strerror(errno));
+        err = rw_err_set(errstr, errlen, RW_ERR_IO, "cannot write %s: %s", tmp,
+                         strerror(errno));
         goto out;
     }
     f = NULL;
@@ -115,11 +115,12 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    rw_info(COMP, "event=listening host=%s port=%d rows_delay_ms=%lld "
-                  "build_ms=%lld..%lld phase_ms=%lld max_concurrent=%lld",
-            rw_log_quote(host, sizeof(host), cfg.host),
-            rw_sim_http_port(http), cfg.rows_delay_ms, cfg.build_min_ms,
-            cfg.build_max_ms, cfg.phase_ms, cfg.max_concurrent_builds);
+    rw_info(COMP,
+            "event=listening host=%s port=%d rows_delay_ms=%lld "
+            "build_ms=%lld..%lld phase_ms=%lld max_concurrent=%lld",
+            rw_log_quote(host, sizeof(host), cfg.host), rw_sim_http_port(http),
+            cfg.rows_delay_ms, cfg.build_min_ms, cfg.build_max_ms, cfg.phase_ms,
+            cfg.max_concurrent_builds);
 
     while (!stop_requested) {
         struct timespec ts = {0, 100 * 1000 * 1000};

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void rw_sim_buf_init(rw_sim_buf_t *b)
 {
@@ -147,18 +146,67 @@ void rw_sim_buf_json_cstr(rw_sim_buf_t *b, const char *s)
         rw_sim_buf_json_str(b, s, strlen(s));
 }
 
+void rw_sim_buf_int(rw_sim_buf_t *b, long long v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    unsigned long long u =
+        v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    rw_sim_buf_add(b, tmp + i, sizeof(tmp) - i);
+}
+
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+/*
+ * Civil date from days since 1970-01-01 (H. Hinnant's algorithm): done by
+ * hand because gmtime_r + strftime per row dominated large answers.
+ */
 void rw_sim_buf_json_date(rw_sim_buf_t *b, long long ms)
 {
-    char out[40];
-    struct tm tm;
-    time_t t;
+    char out[21];
+    long long secs, days, z, era, doe, yoe, y, doy, mp, d, m, sod;
 
     if (ms <= 0) {
         rw_sim_buf_puts(b, "null");
         return;
     }
-    t = (time_t)(ms / 1000);
-    gmtime_r(&t, &tm);
-    strftime(out, sizeof(out), "\"%Y-%m-%d %H:%M:%S\"", &tm);
-    rw_sim_buf_puts(b, out);
+    secs = ms / 1000;
+    days = secs / 86400;
+    sod = secs % 86400;
+    z = days + 719468;
+    era = z / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    y = yoe + era * 400;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    d = doy - (153 * mp + 2) / 5 + 1;
+    m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    out[0] = '"';
+    put2(out + 1, (unsigned)(y / 100));
+    put2(out + 3, (unsigned)(y % 100));
+    out[5] = '-';
+    put2(out + 6, (unsigned)m);
+    out[8] = '-';
+    put2(out + 9, (unsigned)d);
+    out[11] = ' ';
+    put2(out + 12, (unsigned)(sod / 3600));
+    out[14] = ':';
+    put2(out + 15, (unsigned)(sod / 60 % 60));
+    out[17] = ':';
+    put2(out + 18, (unsigned)(sod % 60));
+    out[20] = '"';
+    rw_sim_buf_add(b, out, sizeof(out));
 }

@@ -29,6 +29,8 @@ void rw_sim_buf_add(rw_sim_buf_t *b, const char *s, size_t n);
 void rw_sim_buf_puts(rw_sim_buf_t *b, const char *s);
 void rw_sim_buf_printf(rw_sim_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A decimal integer. */
+void rw_sim_buf_int(rw_sim_buf_t *b, long long v);
 /* s (n bytes) as a quoted, escaped JSON string. */
 void rw_sim_buf_json_str(rw_sim_buf_t *b, const char *s, size_t n);
 /* As rw_sim_buf_json_str for a NUL-terminated string; NULL gives null. */

@@ -35,7 +35,9 @@ typedef struct opt {
 } opt_t;
 
 #define OPT(flag, type, field, def, min, max, rt, help)                        \
-    {flag, type, def, min, max, rt, offsetof(rw_sim_config_t, field), help}
+    {                                                                          \
+        flag, type, def, min, max, rt, offsetof(rw_sim_config_t, field), help  \
+    }
 
 static const opt_t opts[] = {
     OPT("host", OPT_STR, host, "127.0.0.1", 0, 0, false,
@@ -141,9 +143,9 @@ static rw_err_t list_push(rw_sim_list_t *l, const char *s, size_t n)
  * One value as text; `name` is how the caller spelled the option (flag or
  * variable) so the error says where the bad value came from.
  */
-static rw_err_t set_text(rw_sim_config_t *cfg, const opt_t *o,
-                         const char *name, const char *val, bool append,
-                         char *errstr, size_t errlen)
+static rw_err_t set_text(rw_sim_config_t *cfg, const opt_t *o, const char *name,
+                         const char *val, bool append, char *errstr,
+                         size_t errlen)
 {
     void *f = field(cfg, o);
 
@@ -167,8 +169,8 @@ static rw_err_t set_text(rw_sim_config_t *cfg, const opt_t *o,
                               "%s: '%s' is not an integer", name, val);
         if (v < o->min || v > o->max)
             return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                              "%s: %lld is out of range [%lld, %lld]", name,
-                              v, o->min, o->max);
+                              "%s: %lld is out of range [%lld, %lld]", name, v,
+                              o->min, o->max);
         *(long long *)f = v;
         return RW_OK;
     }
@@ -215,12 +217,10 @@ static rw_err_t set_text(rw_sim_config_t *cfg, const opt_t *o,
         return RW_OK;
     }
     }
-    return rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: unknown type",
-                      name);
+    return rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: unknown type", name);
 }
 
-static rw_err_t check(const rw_sim_config_t *cfg, char *errstr,
-                      size_t errlen)
+static rw_err_t check(const rw_sim_config_t *cfg, char *errstr, size_t errlen)
 {
     if (cfg->build_min_ms > cfg->build_max_ms)
         return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
@@ -360,8 +360,7 @@ void rw_sim_config_help(FILE *out, const char *prog)
             fprintf(out, " runtime");
         fprintf(out, "\n      %s\n", o->help);
     }
-    fprintf(out, "  %-24s\n      %s\n", "--help",
-            "print this help and exit");
+    fprintf(out, "  %-24s\n      %s\n", "--help", "print this help and exit");
 }
 
 rw_err_t rw_sim_config_copy(rw_sim_config_t *dst, const rw_sim_config_t *src)
@@ -419,9 +418,8 @@ void rw_sim_config_free(rw_sim_config_t *cfg)
     }
 }
 
-static rw_err_t set_json(rw_sim_config_t *cfg, const opt_t *o,
-                         const char *key, const json_t *v, char *errstr,
-                         size_t errlen)
+static rw_err_t set_json(rw_sim_config_t *cfg, const opt_t *o, const char *key,
+                         const json_t *v, char *errstr, size_t errlen)
 {
     char text[64];
 
@@ -430,8 +428,7 @@ static rw_err_t set_json(rw_sim_config_t *cfg, const opt_t *o,
         if (!json_is_integer(v))
             return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
                               "%s: expected an integer", key);
-        snprintf(text, sizeof(text), "%lld",
-                 (long long)json_integer_value(v));
+        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
         return set_text(cfg, o, key, text, false, errstr, errlen);
     case OPT_RATE:
         if (!json_is_number(v))
@@ -532,8 +529,8 @@ void rw_sim_config_json(const rw_sim_config_t *cfg, rw_sim_buf_t *b)
             rw_sim_buf_printf(b, "%.15g", *(const double *)f);
             break;
         case OPT_LEVEL: {
-            static const char *const lv[] = {"debug", "info", "warn",
-                                             "error", "off"};
+            static const char *const lv[] = {"debug", "info", "warn", "error",
+                                             "off"};
             int l = *(const int *)f;
             rw_sim_buf_json_cstr(b, l >= 0 && l <= 4 ? lv[l] : "info");
             break;

@@ -17,8 +17,8 @@
 
 #include <jansson.h>
 
-#define MAX_DEPTH 16   /* selection and value nesting */
-#define MAX_ERRORS 20  /* like graphql-js, stop reporting after a while */
+#define MAX_DEPTH   16 /* selection and value nesting */
+#define MAX_ERRORS  20 /* like graphql-js, stop reporting after a while */
 #define ARENA_BLOCK 8192
 
 /* ---- arena -------------------------------------------------------------- */
@@ -91,6 +91,7 @@ typedef struct gql_field {
     gql_arg_t *args;
     struct gql_field *sel; /* first child */
     bool has_sel;
+    int kind; /* index into its type's field table; -1 = __typename */
     int line, col;
     struct gql_field *next;
 } gql_field_t;
@@ -134,7 +135,8 @@ struct rw_sim_gql {
 };
 
 static void add_error(rw_sim_gql_t *q, int line, int col, const char *code,
-                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                      const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 static void add_error(rw_sim_gql_t *q, int line, int col, const char *code,
                       const char *fmt, ...)
@@ -210,8 +212,7 @@ static void tok_desc(const tok_t *t, char *buf, size_t len)
         snprintf(buf, len, "\"...\"");
         break;
     case T_NAME:
-        snprintf(buf, len, "Name \"%.*s\"", (int)(t->n > 60 ? 60 : t->n),
-                 t->s);
+        snprintf(buf, len, "Name \"%.*s\"", (int)(t->n > 60 ? 60 : t->n), t->s);
         break;
     case T_INT:
     case T_FLOAT:
@@ -596,8 +597,7 @@ static gql_op_t *parse_operation(parser_t *ps)
     else if (is_name(ps, "subscription"))
         op->kind = OP_SUBSCRIPTION;
     else if (is_name(ps, "fragment")) {
-        add_error(ps->q, ps->tok.line, ps->tok.col,
-                  "GRAPHQL_VALIDATION_FAILED",
+        add_error(ps->q, ps->tok.line, ps->tok.col, "GRAPHQL_VALIDATION_FAILED",
                   "lagoon-sim supports neither fragments nor directives.");
         ps->failed = true;
         return NULL;
@@ -691,7 +691,7 @@ typedef struct field_def {
 
 typedef struct type_def {
     const char *name;
-    bool input;               /* input object */
+    bool input;                /* input object */
     const field_def_t *fields; /* NULL for scalars; NULL-name terminated */
 } type_def_t;
 
@@ -725,6 +725,21 @@ static const field_def_t kv_input_fields[] = {
     {"value", "String"},
     {NULL, NULL},
 };
+/* Indexes into the output tables below, resolved once per request. */
+enum {
+    DF_ID,
+    DF_NAME,
+    DF_STATUS,
+    DF_CREATED,
+    DF_STARTED,
+    DF_COMPLETED,
+    DF_BULK_ID,
+    DF_BULK_NAME,
+    DF_ENVIRONMENT
+};
+enum { EF_NAME, EF_PROJECT };
+enum { PF_NAME };
+
 static const field_def_t deployment_fields[] = {
     {"id", "Int"},
     {"name", "String"},
@@ -763,11 +778,11 @@ static const type_def_t types[] = {
     {"Project", false, project_fields},
 };
 
-#define BULK_FIELD "bulkDeployEnvironmentLatest"
-#define BULK_ARG "input"
+#define BULK_FIELD    "bulkDeployEnvironmentLatest"
+#define BULK_ARG      "input"
 #define BULK_ARG_TYPE "BulkDeploymentLatestInput!"
-#define ROWS_FIELD "deploymentsByBulkId"
-#define ROWS_ARG "bulkId"
+#define ROWS_FIELD    "deploymentsByBulkId"
+#define ROWS_ARG      "bulkId"
 #define ROWS_ARG_TYPE "String!"
 
 static const type_def_t *find_type(const char *name, size_t n)
@@ -815,6 +830,7 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
         size_t n;
         const char *bn;
 
+        ((gql_field_t *)f)->kind = -1;
         if (strcmp(f->name, "__typename") == 0) {
             if (f->has_sel)
                 add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
@@ -829,6 +845,7 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
                       type->name);
             continue;
         }
+        ((gql_field_t *)f)->kind = (int)(fd - type->fields);
         for (const gql_arg_t *a = f->args; a; a = a->next)
             add_error(q, a->line, a->col, "GRAPHQL_VALIDATION_FAILED",
                       "Unknown argument \"%s\" on field \"%s.%s\".", a->name,
@@ -973,11 +990,33 @@ static void validate_op(rw_sim_gql_t *q)
 
 /* ---- variable coercion -------------------------------------------------- */
 
+/* Where in the variable a value sits: a field name or a list index. */
+typedef struct path_seg {
+    const char *field; /* NULL for a list index */
+    size_t index;
+} path_seg_t;
+
 typedef struct coerce_ctx {
     rw_sim_gql_t *q;
     const gql_vardef_t *var;
-    char path[512];
+    /* Kept as segments and only printed for an error: most values are
+     * fine, and formatting every path would cost more than checking. */
+    path_seg_t path[MAX_DEPTH + 2];
+    int depth;
 } coerce_ctx_t;
+
+static void push_field(coerce_ctx_t *c, const char *field)
+{
+    c->path[c->depth].field = field;
+    c->depth++;
+}
+
+static void push_index(coerce_ctx_t *c, size_t index)
+{
+    c->path[c->depth].field = NULL;
+    c->path[c->depth].index = index;
+    c->depth++;
+}
 
 static void value_text(const json_t *v, char *buf, size_t len)
 {
@@ -994,16 +1033,22 @@ static void value_text(const json_t *v, char *buf, size_t len)
     free(s);
 }
 
-static void coerce_error(coerce_ctx_t *c, const json_t *v, const char *fmt,
-                         ...) __attribute__((format(printf, 3, 4)));
+static void coerce_error(coerce_ctx_t *c, const json_t *v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void coerce_error(coerce_ctx_t *c, const json_t *v, const char *fmt,
-                         ...)
+static void coerce_error(coerce_ctx_t *c, const json_t *v, const char *fmt, ...)
 {
-    char reason[512], val[160];
+    char reason[512], val[160], path[512];
+    size_t o;
     va_list ap;
-    bool root = strchr(c->path, '.') == NULL && strchr(c->path, '[') == NULL;
+    bool root = c->depth == 0;
 
+    o = (size_t)snprintf(path, sizeof(path), "%s", c->var->name);
+    for (int i = 0; i < c->depth && o < sizeof(path); i++)
+        o += c->path[i].field ? (size_t)snprintf(path + o, sizeof(path) - o,
+                                                 ".%s", c->path[i].field)
+                              : (size_t)snprintf(path + o, sizeof(path) - o,
+                                                 "[%zu]", c->path[i].index);
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
@@ -1015,7 +1060,7 @@ static void coerce_error(coerce_ctx_t *c, const json_t *v, const char *fmt,
     else
         add_error(c->q, c->var->line, c->var->col, "BAD_USER_INPUT",
                   "Variable \"$%s\" got invalid value %s at \"%s\"; %s",
-                  c->var->name, val, c->path, reason);
+                  c->var->name, val, path, reason);
 }
 
 static void coerce(coerce_ctx_t *c, const char *type, size_t tlen,
@@ -1030,27 +1075,25 @@ static void coerce_named(coerce_ctx_t *c, const char *type, size_t tlen,
     if (!t)
         return; /* reported by validation */
     if (!t->fields) {
-        value_text(v, val, sizeof(val));
+        const char *want = NULL;
+
         if (strcmp(t->name, "String") == 0 && !json_is_string(v))
-            coerce_error(c, v, "String cannot represent a non string value: "
-                               "%s",
-                         val);
+            want = "String cannot represent a non string value";
         else if (strcmp(t->name, "ID") == 0 && !json_is_string(v) &&
                  !json_is_integer(v))
-            coerce_error(c, v, "ID cannot represent value: %s", val);
+            want = "ID cannot represent value";
         else if (strcmp(t->name, "Int") == 0 &&
-                 (!json_is_integer(v) ||
-                  json_integer_value(v) > INT32_MAX ||
+                 (!json_is_integer(v) || json_integer_value(v) > INT32_MAX ||
                   json_integer_value(v) < INT32_MIN))
-            coerce_error(c, v, "Int cannot represent non-integer value: %s",
-                         val);
+            want = "Int cannot represent non-integer value";
         else if (strcmp(t->name, "Float") == 0 && !json_is_number(v))
-            coerce_error(c, v, "Float cannot represent non numeric value: %s",
-                         val);
+            want = "Float cannot represent non numeric value";
         else if (strcmp(t->name, "Boolean") == 0 && !json_is_boolean(v))
-            coerce_error(c, v,
-                         "Boolean cannot represent a non boolean value: %s",
-                         val);
+            want = "Boolean cannot represent a non boolean value";
+        if (want) {
+            value_text(v, val, sizeof(val));
+            coerce_error(c, v, "%s: %s", want, val);
+        }
         return;
     }
     if (!json_is_object(v)) {
@@ -1060,30 +1103,30 @@ static void coerce_named(coerce_ctx_t *c, const char *type, size_t tlen,
     {
         const char *key;
         json_t *fv;
-        size_t plen = strlen(c->path);
 
         json_object_foreach((json_t *)v, key, fv)
         {
             if (!find_field(t->fields, key))
-                coerce_error(c, v, "Field \"%s\" is not defined by type "
-                                   "\"%s\".",
+                coerce_error(c, v,
+                             "Field \"%s\" is not defined by type "
+                             "\"%s\".",
                              key, t->name);
         }
         for (const field_def_t *fd = t->fields; fd->name; fd++) {
             size_t flen = strlen(fd->type);
             fv = json_object_get(v, fd->name);
             if (!fv && fd->type[flen - 1] == '!') {
-                coerce_error(c, v, "Field \"%s\" of required type \"%s\" was "
-                                   "not provided.",
+                coerce_error(c, v,
+                             "Field \"%s\" of required type \"%s\" was "
+                             "not provided.",
                              fd->name, fd->type);
                 continue;
             }
             if (!fv)
                 continue;
-            snprintf(c->path + plen, sizeof(c->path) - plen, ".%s",
-                     fd->name);
+            push_field(c, fd->name);
             coerce(c, fd->type, flen, fv, depth + 1);
-            c->path[plen] = '\0';
+            c->depth--;
         }
     }
 }
@@ -1097,8 +1140,9 @@ static void coerce(coerce_ctx_t *c, const char *type, size_t tlen,
     }
     if (tlen && type[tlen - 1] == '!') {
         if (!v || json_is_null(v)) {
-            coerce_error(c, v, "Expected non-nullable type \"%.*s\" not to "
-                               "be null.",
+            coerce_error(c, v,
+                         "Expected non-nullable type \"%.*s\" not to "
+                         "be null.",
                          (int)tlen, type);
             return;
         }
@@ -1109,7 +1153,7 @@ static void coerce(coerce_ctx_t *c, const char *type, size_t tlen,
     if (tlen >= 2 && type[0] == '[') {
         const char *inner = type + 1;
         size_t ilen = tlen - 2;
-        size_t plen = strlen(c->path), i;
+        size_t i;
         json_t *item;
 
         if (!json_is_array(v)) {
@@ -1119,9 +1163,9 @@ static void coerce(coerce_ctx_t *c, const char *type, size_t tlen,
         }
         json_array_foreach(v, i, item)
         {
-            snprintf(c->path + plen, sizeof(c->path) - plen, "[%zu]", i);
+            push_index(c, i);
             coerce(c, inner, ilen, item, depth + 1);
-            c->path[plen] = '\0';
+            c->depth--;
         }
         return;
     }
@@ -1152,7 +1196,7 @@ static void coerce_vars(rw_sim_gql_t *q)
         }
         c.q = q;
         c.var = v;
-        snprintf(c.path, sizeof(c.path), "%s", v->name);
+        c.depth = 0;
         coerce(&c, v->type, tlen, val, 0);
     }
 }
@@ -1350,7 +1394,7 @@ static void render_project(rw_sim_buf_t *b, const gql_field_t *sel,
     rw_sim_buf_puts(b, "{");
     for (const gql_field_t *f = sel; f; f = f->next) {
         key(b, f, &first);
-        if (strcmp(f->name, "name") == 0)
+        if (f->kind == PF_NAME)
             rw_sim_buf_json_str(b, r->project, r->project_len);
         else
             rw_sim_buf_puts(b, "\"Project\"");
@@ -1366,9 +1410,9 @@ static void render_environment(rw_sim_buf_t *b, const gql_field_t *sel,
     rw_sim_buf_puts(b, "{");
     for (const gql_field_t *f = sel; f; f = f->next) {
         key(b, f, &first);
-        if (strcmp(f->name, "name") == 0)
+        if (f->kind == EF_NAME)
             rw_sim_buf_json_str(b, r->environment, r->environment_len);
-        else if (strcmp(f->name, "project") == 0)
+        else if (f->kind == EF_PROJECT)
             render_project(b, f->sel, r);
         else
             rw_sim_buf_puts(b, "\"Environment\"");
@@ -1384,29 +1428,38 @@ static void render_row(const rw_sim_row_t *r, void *ud)
 
     rw_sim_buf_puts(b, rc->n++ ? ",{" : "{");
     for (const gql_field_t *f = rc->sel; f; f = f->next) {
-        const char *n = f->name;
-
         key(b, f, &first);
-        if (strcmp(n, "id") == 0)
-            rw_sim_buf_printf(b, "%lld", r->id);
-        else if (strcmp(n, "name") == 0)
+        switch (f->kind) {
+        case DF_ID:
+            rw_sim_buf_int(b, r->id);
+            break;
+        case DF_NAME:
             rw_sim_buf_json_cstr(b, r->name);
-        else if (strcmp(n, "status") == 0)
+            break;
+        case DF_STATUS:
             rw_sim_buf_json_cstr(b, r->status);
-        else if (strcmp(n, "created") == 0)
+            break;
+        case DF_CREATED:
             rw_sim_buf_json_date(b, r->created_ms);
-        else if (strcmp(n, "started") == 0)
+            break;
+        case DF_STARTED:
             rw_sim_buf_json_date(b, r->started_ms);
-        else if (strcmp(n, "completed") == 0)
+            break;
+        case DF_COMPLETED:
             rw_sim_buf_json_date(b, r->completed_ms);
-        else if (strcmp(n, "bulkId") == 0)
+            break;
+        case DF_BULK_ID:
             rw_sim_buf_json_cstr(b, r->bulk_id);
-        else if (strcmp(n, "bulkName") == 0)
+            break;
+        case DF_BULK_NAME:
             rw_sim_buf_json_cstr(b, r->bulk_name);
-        else if (strcmp(n, "environment") == 0)
+            break;
+        case DF_ENVIRONMENT:
             render_environment(b, f->sel, r);
-        else
+            break;
+        default:
             rw_sim_buf_puts(b, "\"Deployment\"");
+        }
     }
     rw_sim_buf_puts(b, "}");
 }
@@ -1431,11 +1484,11 @@ static void write_errors(const rw_sim_gql_t *q, rw_sim_buf_t *out)
         rw_sim_buf_puts(out, "{\"message\":");
         rw_sim_buf_json_cstr(out, e->msg);
         if (e->line)
-            rw_sim_buf_printf(out, ",\"locations\":[{\"line\":%d,"
-                                   "\"column\":%d}]",
+            rw_sim_buf_printf(out,
+                              ",\"locations\":[{\"line\":%d,"
+                              "\"column\":%d}]",
                               e->line, e->col);
-        rw_sim_buf_printf(out, ",\"extensions\":{\"code\":\"%s\"}}",
-                          e->code);
+        rw_sim_buf_printf(out, ",\"extensions\":{\"code\":\"%s\"}}", e->code);
     }
     rw_sim_buf_puts(out, "],\"data\":null}");
 }
@@ -1455,7 +1508,7 @@ int rw_sim_gql_execute(rw_sim_gql_t *q, rw_sim_t *sim, rw_sim_buf_t *out)
         key(&data, f, &first);
         if (strcmp(f->name, "__typename") == 0)
             rw_sim_buf_puts(&data, q->op->kind == OP_MUTATION ? "\"Mutation\""
-                                                             : "\"Query\"");
+                                                              : "\"Query\"");
         else if (strcmp(f->name, BULK_FIELD) == 0) {
             if (!exec_bulk(q, sim, f, &data))
                 break;

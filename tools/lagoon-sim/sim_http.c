@@ -26,7 +26,7 @@
 #include "sim_buf.h"
 #include "sim_graphql.h"
 
-#define COMP "lagoon-sim"
+#define COMP     "lagoon-sim"
 #define MAX_BODY (16u * 1024 * 1024)
 
 struct rw_sim_http {
@@ -259,8 +259,8 @@ static enum MHD_Result route(rw_sim_http_t *http, struct MHD_Connection *c,
                            "GraphQL only supports POST requests here.");
     }
     if (strcmp(url, "/sim/stats") == 0 && get) {
-        const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                    "triggers");
+        const char *t =
+            MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "triggers");
         rw_sim_stats_json(http->sim, !is_false(t), &out);
         return send_buf(c, MHD_HTTP_OK, &out);
     }
@@ -343,9 +343,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
              rw_log_quote(q, sizeof(q), msg));
 }
 
-static rw_err_t resolve(const char *host, int port,
-                        struct sockaddr_storage *ss, char *errstr,
-                        size_t errlen)
+static rw_err_t resolve(const char *host, int port, struct sockaddr_storage *ss,
+                        char *errstr, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
     int rc;
@@ -370,8 +369,8 @@ static rw_err_t resolve(const char *host, int port,
 }
 
 rw_err_t rw_sim_http_start(rw_sim_t *sim, const char *host, int port,
-                           const char *token, rw_sim_http_t **out,
-                           char *errstr, size_t errlen)
+                           const char *token, rw_sim_http_t **out, char *errstr,
+                           size_t errlen)
 {
     rw_err_t err = RW_OK;
     rw_sim_http_t *http = calloc(1, sizeof(*http));
@@ -403,8 +402,8 @@ rw_err_t rw_sim_http_start(rw_sim_t *sim, const char *host, int port,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, http, MHD_OPTION_END);
     if (!http->daemon) {
-        err = rw_err_set(errstr, errlen, RW_ERR_IO,
-                         "cannot listen on %s:%d", host, port);
+        err = rw_err_set(errstr, errlen, RW_ERR_IO, "cannot listen on %s:%d",
+                         host, port);
         goto out;
     }
     info = MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);

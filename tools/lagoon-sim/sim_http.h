@@ -20,8 +20,8 @@ typedef struct rw_sim_http rw_sim_http_t;
  * outlive the server. token is copied.
  */
 rw_err_t rw_sim_http_start(rw_sim_t *sim, const char *host, int port,
-                           const char *token, rw_sim_http_t **out,
-                           char *errstr, size_t errlen);
+                           const char *token, rw_sim_http_t **out, char *errstr,
+                           size_t errlen);
 
 /* The port actually bound. */
 int rw_sim_http_port(const rw_sim_http_t *http);

@@ -92,8 +92,8 @@ struct rw_sim {
     size_t n_bulks, cap_bulks;
     imap_t env_map, bulk_map;
 
-    heap_t ready;   /* DEP_WAITING by t_ready */
-    heap_t running; /* DEP_RUNNING by t_end */
+    heap_t ready;    /* DEP_WAITING by t_ready */
+    heap_t running;  /* DEP_RUNNING by t_end */
     uint32_t *queue; /* DEP_QUEUED, FIFO from queue_head */
     size_t queue_head, queue_len, queue_cap;
     long long running_builds, peak_running;
@@ -556,8 +556,8 @@ static bool rejected(const rw_sim_t *sim, const char *key)
 }
 
 /* Outcome and duration: a pure function of seed, bulk id and environment. */
-static void plan_build(const rw_sim_t *sim, const char *bulk_id,
-                       const env_t *e, dep_t *d)
+static void plan_build(const rw_sim_t *sim, const char *bulk_id, const env_t *e,
+                       dep_t *d)
 {
     uint64_t seed = (uint64_t)sim->cfg.seed;
     uint64_t h = hash_bytes(bulk_id, strlen(bulk_id), mix64(seed));
@@ -573,7 +573,8 @@ static void plan_build(const rw_sim_t *sim, const char *bulk_id,
     else
         d->outcome = OUT_COMPLETE;
     span = (uint64_t)(sim->cfg.build_max_ms - sim->cfg.build_min_ms) + 1;
-    d->dur_ms = (uint32_t)(sim->cfg.build_min_ms + (long long)(mix64(h) % span));
+    d->dur_ms =
+        (uint32_t)(sim->cfg.build_min_ms + (long long)(mix64(h) % span));
 }
 
 static bool count_envs_per_call(rw_sim_t *sim, size_t n)
@@ -677,8 +678,8 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
         d->t_ready = d->t_pending + sim->cfg.phase_ms;
         plan_build(sim, b->id, e, d);
         for (int c = 0; c < 6; c++)
-            d->name[c] = "abcdefghijklmnopqrstuvwxyz0123456789"
-                [rng_next(sim) % 36];
+            d->name[c] =
+                "abcdefghijklmnopqrstuvwxyz0123456789"[rng_next(sim) % 36];
         if (!heap_push(&sim->ready, d->t_ready, (uint32_t)sim->n_deps))
             goto nomem;
         sim->n_deps++;
@@ -729,8 +730,7 @@ size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
 
     pthread_mutex_lock(&sim->mu);
     advance(sim, now);
-    bidx = imap_find(sim, &sim->bulk_map, bulk_hash(bulk_id), bulk_eq,
-                     bulk_id);
+    bidx = imap_find(sim, &sim->bulk_map, bulk_hash(bulk_id), bulk_eq, bulk_id);
     if (bidx < 0)
         goto out;
     for (uint32_t i = 0; i < sim->bulks[bidx].n; i++) {
@@ -829,10 +829,9 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b)
         "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
         "\"slow\":%lld,\"drop\":%lld},\"graphql_requests\":%lld}",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
-        sim->running_builds, sim->queue_len,
-        sim->faults[RW_SIM_FAULT_HTTP500], sim->faults[RW_SIM_FAULT_GRAPHQL],
-        sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
-        sim->graphql_requests);
+        sim->running_builds, sim->queue_len, sim->faults[RW_SIM_FAULT_HTTP500],
+        sim->faults[RW_SIM_FAULT_GRAPHQL], sim->faults[RW_SIM_FAULT_SLOW],
+        sim->faults[RW_SIM_FAULT_DROP], sim->graphql_requests);
     pthread_mutex_unlock(&sim->mu);
 }
 
