@@ -7,6 +7,9 @@
 #ifndef RW_CTL_H
 #define RW_CTL_H
 
+#include <stddef.h>
+
+#include "rw_pg.h"
 #include "rw_settings.h"
 
 /* Exit statuses of rollwavectl. */
@@ -28,5 +31,26 @@ void rw_ctl_errorf(const char *cmd, const char *fmt, ...)
 
 /* migrate [--status]: apply pending migrations or list their state. */
 int rw_ctl_migrate(int argc, char **argv, const rw_settings_t *s);
+
+/* seed: create a fleet of store apps, groups and instances. */
+int rw_ctl_seed(int argc, char **argv, const rw_settings_t *s);
+
+/* redeploy: start a manual run over instances or a store app. */
+int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s);
+
+/*
+ * Parse val as an integer in [min, max] for option opt of command cmd.
+ * On error prints "rollwavectl <cmd>: <opt>: ..." and returns -1.
+ */
+int rw_ctl_parse_ll(const char *cmd, const char *opt, const char *val,
+                    long long min, long long max, long long *out);
+
+/*
+ * Show a run's progress (targets by state, chunks) in place on a terminal,
+ * one line per refresh otherwise, until the run is final or the process is
+ * interrupted. Returns the run's final status name via status (len bytes).
+ */
+int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
+                     size_t len);
 
 #endif

@@ -19,6 +19,7 @@ enum {
     NEED_REDIS = 1u << 1,
     NEED_KAFKA = 1u << 2,
     NEED_LAGOON = 1u << 3,
+    NEED_SCHEDULE = 1u << 4,
 };
 
 static const rw_cfg_key_t keys_process[] = {RW_KEYS_PROCESS("0")};
@@ -26,6 +27,7 @@ static const rw_cfg_key_t keys_pg[] = {RW_KEYS_PG};
 static const rw_cfg_key_t keys_redis[] = {RW_KEYS_REDIS};
 static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
 static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
+static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -39,11 +41,12 @@ static const struct key_group {
     {NEED_REDIS, keys_redis, NKEYS(keys_redis)},
     {NEED_KAFKA, keys_kafka, NKEYS(keys_kafka)},
     {NEED_LAGOON, keys_lagoon, NKEYS(keys_lagoon)},
+    {NEED_SCHEDULE, keys_schedule, NKEYS(keys_schedule)},
 };
 
 #define MAX_KEYS                                                               \
     (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_redis) +                \
-     NKEYS(keys_kafka) + NKEYS(keys_lagoon))
+     NKEYS(keys_kafka) + NKEYS(keys_lagoon) + NKEYS(keys_schedule))
 
 typedef struct ctl_cmd {
     const char *name;
@@ -57,6 +60,15 @@ typedef struct ctl_cmd {
 static const ctl_cmd_t cmds[] = {
     {"migrate", rw_ctl_migrate, NEED_PG, "[--status]",
      "apply pending schema migrations; --status lists applied and pending"},
+    {"seed", rw_ctl_seed, NEED_PG,
+     "--instances N [--store-apps K] [--beta-pct P] [--trial-pct P] "
+     "[--ineligible-pct P] [--no-target-pct P] [--interval-days D] "
+     "[--beta-interval-days D] [--prefix NAME]",
+     "create a demo or benchmark fleet"},
+    {"redeploy", rw_ctl_redeploy, NEED_PG | NEED_KAFKA | NEED_SCHEDULE,
+     "(--instances ID,ID,... | --store-app ID) [--variables-only] "
+     "[--by NAME] [--wait]",
+     "start a manual redeploy run and publish its batches"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

@@ -1,0 +1,32 @@
+/*
+ * ctl_args: argument helpers shared by the subcommands.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "ctl.h"
+
+int rw_ctl_parse_ll(const char *cmd, const char *opt, const char *val,
+                    long long min, long long max, long long *out)
+{
+    char *end = NULL;
+    long long v;
+
+    if (!val) {
+        rw_ctl_errorf(cmd, "%s needs a value", opt);
+        return -1;
+    }
+    errno = 0;
+    v = strtoll(val, &end, 10);
+    if (errno || end == val || *end != '\0') {
+        rw_ctl_errorf(cmd, "%s: '%s' is not an integer", opt, val);
+        return -1;
+    }
+    if (v < min || v > max) {
+        rw_ctl_errorf(cmd, "%s: %lld is out of range [%lld, %lld]", opt, v,
+                      min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

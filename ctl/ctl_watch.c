@@ -1,0 +1,89 @@
+/*
+ * ctl_watch: live progress of one run for "redeploy --wait" (and the run
+ * commands): targets by state and chunks done, refreshed in place on a
+ * terminal, one line per change otherwise (logs, CI).
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+
+static const char SQL_PROGRESS[] =
+    "SELECT r.status,"
+    "  (SELECT count(*) FROM run_chunks c WHERE c.run_id = r.id) AS chunks,"
+    "  (SELECT count(*) FROM run_chunks c WHERE c.run_id = r.id"
+    "      AND c.state IN ('done', 'failed')) AS chunks_done,"
+    "  (SELECT COALESCE(json_object_agg(state, n), '{}')"
+    "     FROM (SELECT state, count(*) AS n FROM run_targets t"
+    "            WHERE t.run_id = r.id GROUP BY state) x) AS by_state"
+    " FROM deployment_runs r WHERE r.uuid = $1::uuid";
+
+static const char *const states[] = {
+    "pending",   "claimed", "triggered", "deploying", "succeeded",
+    "failed",    "skipped", "timed_out", "cancelled",
+};
+
+static bool final_status(const char *s)
+{
+    return strcmp(s, "completed") == 0 || strcmp(s, "partial_failed") == 0 ||
+           strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+}
+
+int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
+                     size_t len)
+{
+    const char *p[1] = {run_uuid};
+    bool tty = isatty(STDOUT_FILENO);
+    char last[512] = "";
+    time_t start = time(NULL);
+
+    for (;;) {
+        PGresult *res = NULL;
+        char errstr[512], line[512];
+        json_t *by = NULL;
+        size_t off;
+        bool done;
+
+        if (rw_pg_exec(pg, SQL_PROGRESS, 1, p, &res, errstr,
+                       sizeof(errstr))) {
+            rw_ctl_errorf("run", "%s", errstr);
+            return -1;
+        }
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            rw_ctl_errorf("run", "no run %s", run_uuid);
+            return -1;
+        }
+        snprintf(status, len, "%s", rw_pg_str(res, 0, "status"));
+        by = json_loads(rw_pg_str(res, 0, "by_state"), 0, NULL);
+        off = (size_t)snprintf(line, sizeof(line), "%-14s chunks %s/%s",
+                               status, rw_pg_str(res, 0, "chunks_done"),
+                               rw_pg_str(res, 0, "chunks"));
+        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+            json_t *v = by ? json_object_get(by, states[i]) : NULL;
+            if (v && off < sizeof(line))
+                off += (size_t)snprintf(line + off, sizeof(line) - off,
+                                        "  %s %lld", states[i],
+                                        (long long)json_integer_value(v));
+        }
+        json_decref(by);
+        PQclear(res);
+        done = final_status(status);
+        if (tty) {
+            printf("\r\033[K%s  %lds", line, (long)(time(NULL) - start));
+            if (done)
+                printf("\n");
+            fflush(stdout);
+        } else if (strcmp(line, last) != 0) {
+            printf("%s  %lds\n", line, (long)(time(NULL) - start));
+            fflush(stdout);
+            snprintf(last, sizeof(last), "%s", line);
+        }
+        if (done)
+            return 0;
+        sleep(1);
+    }
+}
