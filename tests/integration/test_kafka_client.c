@@ -188,16 +188,25 @@ static rw_kafka_producer_t *new_producer(dr_state_t *st)
     return kp;
 }
 
-static rw_kafka_consumer_t *new_consumer(const char *group, const char *topic)
+static rw_kafka_consumer_t *new_consumer_props(const char *group,
+                                               const char *topic,
+                                               const char *props)
 {
     rw_kafka_consumer_t *kc = NULL;
     const char *topics[] = {topic};
+    rw_settings_t s = fx.s;
     char errstr[512] = "";
 
-    if (rw_kafka_consumer_new(&kc, &fx.s, group, topics, topic ? 1 : 0,
-                              errstr, sizeof(errstr)))
+    s.kafka_properties = (char *)props;
+    if (rw_kafka_consumer_new(&kc, &s, group, topics, topic ? 1 : 0, errstr,
+                              sizeof(errstr)))
         fail_msg("consumer: %s", errstr);
     return kc;
+}
+
+static rw_kafka_consumer_t *new_consumer(const char *group, const char *topic)
+{
+    return new_consumer_props(group, topic, "");
 }
 
 /* Next message within ms, or NULL. */
@@ -411,6 +420,122 @@ static void test_partition_counts(void **state)
     rw_kafka_consumer_destroy(q);
 }
 
+/* Offsets read again after the second member joined, per partition. */
+typedef struct reread {
+    unsigned char seen[MAIN_PARTITIONS][N_MSGS];
+    int count;
+} reread_t;
+
+static void drain_into(rw_kafka_consumer_t *kc, reread_t *rr)
+{
+    rw_kafka_msg_t *msg = poll_one(kc, 100);
+
+    if (!msg)
+        return;
+    assert_in_range(rw_kafka_msg_offset(msg), 0, N_MSGS - 1);
+    rr->seen[rw_kafka_msg_partition(msg)][rw_kafka_msg_offset(msg)] = 1;
+    rr->count++;
+    rw_kafka_msg_destroy(msg);
+}
+
+/* Every partition is committed to its end or read again from its
+ * committed offset (or the start) to its end: nothing is lost. */
+static int nothing_lost(const int64_t *committed, const int64_t *high,
+                        const reread_t *rr)
+{
+    for (int p = 0; p < MAIN_PARTITIONS; p++) {
+        int64_t from = committed[p] < 0 ? 0 : committed[p];
+        for (int64_t o = from; o < high[p]; o++)
+            if (!rr->seen[p][o])
+                return 0;
+    }
+    return 1;
+}
+
+/*
+ * A consumer that stored offsets but never committed them hands partitions
+ * over when a second member joins. The revoke callback commits what it
+ * stored. With the cooperative protocol that commit succeeds and the group
+ * re-reads nothing. With the eager protocol the mock cluster refuses
+ * commits while the group prepares a rebalance (REBALANCE_IN_PROGRESS; a
+ * real Kafka accepts them), so there only "nothing is lost" is checked:
+ * what was not committed is read again.
+ */
+static void rebalance_with_stored_offsets(const char *strategy, int strict)
+{
+    static reread_t rr;
+    char props[128], group[64], errstr[512] = "";
+    rw_kafka_consumer_t *a, *b;
+    int64_t high[MAIN_PARTITIONS], committed[MAIN_PARTITIONS];
+    int total = 0, got = 0, settled = 0;
+    long long deadline;
+
+    memset(&rr, 0, sizeof(rr));
+    snprintf(props, sizeof(props), "partition.assignment.strategy=%s",
+             strategy);
+    rw_itest_unique(group, sizeof(group), "group");
+    a = new_consumer_props(group, fx.main_topic, props);
+    for (int p = 0; p < MAIN_PARTITIONS; p++) {
+        int64_t low;
+        if (rw_kafka_watermarks(a, fx.main_topic, p, &low, &high[p], 10000,
+                                errstr, sizeof(errstr)))
+            fail_msg("watermarks: %s", errstr);
+        assert_int_equal(low, 0);
+        assert_true(high[p] <= N_MSGS);
+        total += (int)high[p];
+    }
+    assert_true(total > 0);
+    while (got < total) {
+        rw_kafka_msg_t *msg = poll_one(a, WAIT_MS);
+        if (!msg)
+            fail_msg("first member got %d of %d messages", got, total);
+        if (rw_kafka_consumer_store(a, msg, errstr, sizeof(errstr)))
+            fail_msg("store: %s", errstr);
+        rw_kafka_msg_destroy(msg);
+        got++;
+    }
+
+    b = new_consumer_props(group, fx.main_topic, props);
+    deadline = rw_itest_now_ms() + 60000;
+    while (settled < 10 && rw_itest_now_ms() < deadline) {
+        int before = rr.count;
+        drain_into(a, &rr);
+        drain_into(b, &rr);
+        if (rw_kafka_committed(a, fx.main_topic, committed, MAIN_PARTITIONS,
+                               5000, errstr, sizeof(errstr)))
+            continue; /* the group may be mid-rebalance */
+        /* settled: nothing lost and nothing new for ten rounds */
+        if (nothing_lost(committed, high, &rr) && rr.count == before &&
+            (!strict || rr.count == 0))
+            settled++;
+        else
+            settled = 0;
+        if (strict && rr.count)
+            break;
+    }
+    if (strict) {
+        assert_int_equal(rr.count, 0);
+        for (int p = 0; p < MAIN_PARTITIONS; p++)
+            assert_int_equal(committed[p], high[p]);
+    }
+    if (settled < 10)
+        fail_msg("%s: messages neither committed nor read again", strategy);
+    rw_kafka_consumer_destroy(b);
+    rw_kafka_consumer_destroy(a);
+}
+
+static void test_rebalance_eager_loses_nothing(void **state)
+{
+    (void)state;
+    rebalance_with_stored_offsets("range", 0);
+}
+
+static void test_rebalance_cooperative_commits_stored(void **state)
+{
+    (void)state;
+    rebalance_with_stored_offsets("cooperative-sticky", 1);
+}
+
 /* A dead letter keeps key, payload and headers, and says where it was. */
 static void test_dead_letter(void **state)
 {
@@ -578,6 +703,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_produce_consume_commit_resume),
         cmocka_unit_test(test_partition_counts),
+        cmocka_unit_test(test_rebalance_eager_loses_nothing),
+        cmocka_unit_test(test_rebalance_cooperative_commits_stored),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_pause_seek_resume),
     };
