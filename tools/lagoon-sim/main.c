@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     rw_sim_config_t cfg;
     rw_sim_t *sim = NULL;
     rw_sim_http_t *http = NULL;
-    char errstr[512], host[160];
+    char errstr[512], qbuf[600];
     bool help = false;
     struct sigaction sa;
     int rc = 0;
@@ -103,7 +103,7 @@ int main(int argc, char **argv)
         rw_sim_http_start(sim, cfg.host, (int)cfg.port, cfg.token, &http,
                           errstr, sizeof(errstr))) {
         rw_error(COMP, "event=start_failed error=%s",
-                 rw_log_quote(host, sizeof(host), errstr));
+                 rw_log_quote(qbuf, sizeof(qbuf), errstr));
         rc = 1;
         goto out;
     }
@@ -111,14 +111,14 @@ int main(int argc, char **argv)
         write_port_file(cfg.port_file, rw_sim_http_port(http), errstr,
                         sizeof(errstr))) {
         rw_error(COMP, "event=start_failed error=%s",
-                 rw_log_quote(host, sizeof(host), errstr));
+                 rw_log_quote(qbuf, sizeof(qbuf), errstr));
         rc = 1;
         goto out;
     }
     rw_info(COMP,
             "event=listening host=%s port=%d rows_delay_ms=%lld "
             "build_ms=%lld..%lld phase_ms=%lld max_concurrent=%lld",
-            rw_log_quote(host, sizeof(host), cfg.host), rw_sim_http_port(http),
+            rw_log_quote(qbuf, sizeof(qbuf), cfg.host), rw_sim_http_port(http),
             cfg.rows_delay_ms, cfg.build_min_ms, cfg.build_max_ms, cfg.phase_ms,
             cfg.max_concurrent_builds);
 

@@ -343,7 +343,8 @@ void rw_sim_config_help(FILE *out, const char *prog)
             "(no auth).\n\n"
             "Options (each also settable by its environment variable; "
             "flags win;\n"
-            "'runtime' ones can be changed with POST /sim/config):\n",
+            "'runtime' ones can be changed with POST /sim/config; timings,\n"
+            "outcome rates and rejects apply to bulks created after that):\n",
             prog);
     for (size_t i = 0; i < N_OPTS; i++) {
         const opt_t *o = &opts[i];

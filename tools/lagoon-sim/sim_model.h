@@ -4,6 +4,10 @@
  * /sim/stats. Thread-safe behind one mutex. It knows nothing about HTTP or
  * GraphQL syntax.
  *
+ * Timings, outcome rates and reject patterns are applied when a bulk is
+ * created, so /sim/config changes to them affect later bulks; the
+ * concurrency cap and the fault rates apply at once.
+ *
  * Deployment timings are fixed when a bulk is created (rows appear after
  * rows-delay-ms, then phase-ms in new and in pending, then a build of a
  * duration hashed from bulk id + environment); the only thing decided
@@ -90,7 +94,16 @@ size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
 rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
                                       long long *slow_ms);
 
-/* GET /sim/stats; with_triggers=false leaves out the per-env map. */
+/*
+ * GET /sim/stats; with_triggers=false leaves out the per-env map.
+ * graphql_requests: authorised POST /graphql requests, faulted or not.
+ * deploy_requests: bulkDeployEnvironmentLatest fields asked for, including
+ * refused and faulted ones. bulk_calls: bulks created. environments_
+ * triggered: environments in created bulks, rejected ones included (as are
+ * triggers and duplicate_triggers, the environments triggered more than
+ * once). peak_concurrent_builds / running_builds / queued_builds: builds in
+ * running (or waiting in queued) at once.
+ */
 void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b);
 
 /*
