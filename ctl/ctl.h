@@ -38,6 +38,32 @@ int rw_ctl_seed(int argc, char **argv, const rw_settings_t *s);
 /* redeploy: start a manual run over instances or a store app. */
 int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s);
 
+/* runs: list runs. */
+int rw_ctl_runs(int argc, char **argv, const rw_settings_t *s);
+
+/* run show|wait|pause|resume|abort|retry UUID: dispatches to the two below. */
+int rw_ctl_run(int argc, char **argv, const rw_settings_t *s);
+/* run show|wait UUID (argv[0] is "show" or "wait"). */
+int rw_ctl_run_inspect(int argc, char **argv, const rw_settings_t *s);
+/* run pause|resume|abort|retry UUID (argv[0] is the verb). */
+int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s);
+
+/* instance history ID. */
+int rw_ctl_instance(int argc, char **argv, const rw_settings_t *s);
+
+/* lag: consumer group lag. */
+int rw_ctl_lag(int argc, char **argv, const rw_settings_t *s);
+
+/* replay: move a group's offsets. */
+int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s);
+
+/* dlq list|show|requeue. */
+int rw_ctl_dlq(int argc, char **argv, const rw_settings_t *s);
+
+/* schedule: a store app's cadence. group: a user group's beta flag. */
+int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s);
+int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
+
 /*
  * Parse val as an integer in [min, max] for option opt of command cmd.
  * On error prints "rollwavectl <cmd>: <opt>: ..." and returns -1.

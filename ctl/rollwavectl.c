@@ -27,7 +27,8 @@ static const rw_cfg_key_t keys_pg[] = {RW_KEYS_PG};
 static const rw_cfg_key_t keys_redis[] = {RW_KEYS_REDIS};
 static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
 static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
-static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE};
+static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE,
+                                             RW_KEYS_TRIGGER, RW_KEYS_LOCK};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -69,6 +70,32 @@ static const ctl_cmd_t cmds[] = {
      "(--instances ID,ID,... | --store-app ID) [--variables-only] "
      "[--by NAME] [--wait]",
      "start a manual redeploy run and publish its batches"},
+    {"runs", rw_ctl_runs, NEED_PG,
+     "[--status S] [--store-app ID] [--limit N] [--json]",
+     "list runs, newest first"},
+    {"run", rw_ctl_run, NEED_PG | NEED_KAFKA | NEED_REDIS | NEED_SCHEDULE,
+     "(show|wait|pause|resume|abort|retry) UUID [--json]",
+     "inspect or control one run"},
+    {"instance", rw_ctl_instance, NEED_PG,
+     "history ID [--skip N] [--take N] [--json]",
+     "every run an instance took part in, newest first"},
+    {"lag", rw_ctl_lag, NEED_KAFKA,
+     "[--group G] [--topic T] [--interval S] [--json]",
+     "consumer group lag per topic and partition, with a status per group"},
+    {"replay", rw_ctl_replay, NEED_KAFKA,
+     "--group G --topic T (--to-datetime ISO8601 | --to-offset N | "
+     "--shift-by -N | --to-earliest) [--execute]",
+     "move a group's committed offsets back (dry run unless --execute)"},
+    {"dlq", rw_ctl_dlq, NEED_KAFKA,
+     "(list [--limit N] | show PARTITION:OFFSET | requeue PARTITION:OFFSET) "
+     "[--json]",
+     "inspect dead-lettered messages and send them back to their topic"},
+    {"schedule", rw_ctl_schedule, NEED_PG,
+     "--store-app ID (--enable --interval-days N [--beta-interval-days N] | "
+     "--disable)",
+     "set a store app's redeploy cadence"},
+    {"group", rw_ctl_group, NEED_PG, "--id ID --beta true|false",
+     "mark a user group as beta or not"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

@@ -1,0 +1,11 @@
+/* ctl_instance: placeholder until the command lands. */
+#include "ctl.h"
+
+int rw_ctl_instance(int argc, char **argv, const rw_settings_t *s)
+{
+    (void)argc;
+    (void)s;
+    rw_ctl_errorf(argv[0], "not available in this build yet");
+    return RW_CTL_EXIT_FAILED;
+}
+

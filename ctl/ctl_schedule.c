@@ -1,0 +1,19 @@
+/* ctl_schedule: placeholder until the command lands. */
+#include "ctl.h"
+
+int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s)
+{
+    (void)argc;
+    (void)s;
+    rw_ctl_errorf(argv[0], "not available in this build yet");
+    return RW_CTL_EXIT_FAILED;
+}
+
+int rw_ctl_group(int argc, char **argv, const rw_settings_t *s)
+{
+    (void)argc;
+    (void)s;
+    rw_ctl_errorf(argv[0], "not available in this build yet");
+    return RW_CTL_EXIT_FAILED;
+}
+
