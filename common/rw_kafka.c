@@ -18,11 +18,10 @@
 
 #include "rw_log.h"
 
-#define COMP "kafka"
+#define COMP               "kafka"
 #define QUEUE_FULL_WAIT_MS 100
-#define QUEUE_FULL_TRIES 50
-#define DESTROY_FLUSH_MS 10000
-#define CLOSE_COMMIT_LOG 1
+#define QUEUE_FULL_TRIES   50
+#define DESTROY_FLUSH_MS   10000
 
 struct rw_kafka_producer {
     rd_kafka_t *rk;
@@ -93,9 +92,9 @@ static rw_err_t kerr_set(char *errstr, size_t errlen, rd_kafka_resp_err_t kerr,
 static rw_err_t kerror_set(char *errstr, size_t errlen, rd_kafka_error_t *error,
                            const char *what)
 {
-    rw_err_t err = rw_err_set(errstr, errlen,
-                              map_kerr(rd_kafka_error_code(error)), "%s: %s",
-                              what, rd_kafka_error_string(error));
+    rw_err_t err =
+        rw_err_set(errstr, errlen, map_kerr(rd_kafka_error_code(error)),
+                   "%s: %s", what, rd_kafka_error_string(error));
     rd_kafka_error_destroy(error);
     return err;
 }
@@ -116,8 +115,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
            rd_kafka_name(rk), fac, rw_log_quote(qbuf, sizeof(qbuf), buf));
 }
 
-static void error_cb(rd_kafka_t *rk, int kerr, const char *reason,
-                     void *opaque)
+static void error_cb(rd_kafka_t *rk, int kerr, const char *reason, void *opaque)
 {
     char qbuf[1024];
 
@@ -128,8 +126,8 @@ static void error_cb(rd_kafka_t *rk, int kerr, const char *reason,
                  rd_kafka_name(rk), qbuf);
     else
         rw_warn(COMP, "event=client_error client=%s error=%s reason=%s",
-                rd_kafka_name(rk),
-                rd_kafka_err2name((rd_kafka_resp_err_t)kerr), qbuf);
+                rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)kerr),
+                qbuf);
 }
 
 /* Values of keys like these must not appear in any message. */
@@ -201,8 +199,7 @@ rw_err_t rw_kafka_conf_apply_properties(rd_kafka_conf_t *conf,
         eq = strchr(entry, '=');
         if (!eq) {
             err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                             "kafka properties: entry %d is not key=value",
-                             n);
+                             "kafka properties: entry %d is not key=value", n);
             goto out;
         }
         *eq = '\0';
@@ -210,8 +207,7 @@ rw_err_t rw_kafka_conf_apply_properties(rd_kafka_conf_t *conf,
         val = trim(eq + 1);
         if (!*key) {
             err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                             "kafka properties: entry %d has an empty key",
-                             n);
+                             "kafka properties: entry %d has an empty key", n);
             goto out;
         }
         err = conf_set(conf, key, val, errstr, errlen);
@@ -249,14 +245,13 @@ static rw_err_t conf_build(rd_kafka_conf_t **confp, const rw_settings_t *s,
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
 
-    err = conf_set(conf, "bootstrap.servers", s->kafka_brokers, errstr,
-                   errlen);
+    err = conf_set(conf, "bootstrap.servers", s->kafka_brokers, errstr, errlen);
     if (!err && set_str(s->kafka_security_protocol))
         err = conf_set(conf, "security.protocol", s->kafka_security_protocol,
                        errstr, errlen);
     if (!err && set_str(s->kafka_sasl_mechanism))
-        err = conf_set(conf, "sasl.mechanisms", s->kafka_sasl_mechanism,
-                       errstr, errlen);
+        err = conf_set(conf, "sasl.mechanisms", s->kafka_sasl_mechanism, errstr,
+                       errlen);
     if (!err && set_str(s->kafka_sasl_username))
         err = conf_set(conf, "sasl.username", s->kafka_sasl_username, errstr,
                        errlen);
@@ -267,8 +262,8 @@ static rw_err_t conf_build(rd_kafka_conf_t **confp, const rw_settings_t *s,
         err = conf_set(conf, "ssl.ca.location", s->kafka_ssl_ca_location,
                        errstr, errlen);
     if (!err)
-        err = rw_kafka_conf_apply_properties(conf, s->kafka_properties,
-                                             errstr, errlen);
+        err = rw_kafka_conf_apply_properties(conf, s->kafka_properties, errstr,
+                                             errlen);
     for (; !err && forced && forced[0]; forced += 2)
         err = conf_set(conf, forced[0], forced[1], errstr, errlen);
     if (err)
@@ -290,8 +285,8 @@ rw_err_t rw_kafka_conf_new(rd_kafka_conf_t **confp, const rw_settings_t *s,
 void rw_kafka_topic(char *buf, size_t len, const rw_settings_t *s,
                     const char *name)
 {
-    const char *prefix = s && s->kafka_topic_prefix ? s->kafka_topic_prefix
-                                                    : "";
+    const char *prefix =
+        s && s->kafka_topic_prefix ? s->kafka_topic_prefix : "";
     snprintf(buf, len, "%s%s", prefix, name);
 }
 
@@ -341,13 +336,12 @@ rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
     rd_kafka_conf_set_opaque(conf, kp);
     kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerrstr, sizeof(kerrstr));
     if (!kp->rk) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                         "kafka producer: %s", kerrstr);
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "kafka producer: %s",
+                         kerrstr);
         goto out;
     }
     conf = NULL; /* rd_kafka_new took it */
-    rw_info(COMP, "event=producer_started client=%s",
-            rd_kafka_name(kp->rk));
+    rw_info(COMP, "event=producer_started client=%s", rd_kafka_name(kp->rk));
     *kpp = kp;
     kp = NULL;
 out:
@@ -414,9 +408,9 @@ rw_err_t rw_kafka_produce(rw_kafka_producer_t *kp, const char *topic,
     if (rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__FATAL) {
         char fatal[512];
         rd_kafka_fatal_error(kp->rk, fatal, sizeof(fatal));
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                         "produce to %s: fatal producer error: %s", topic,
-                         fatal);
+        err =
+            rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                       "produce to %s: fatal producer error: %s", topic, fatal);
         rd_kafka_error_destroy(error);
     } else {
         char what[300];
@@ -458,8 +452,9 @@ void rw_kafka_producer_destroy(rw_kafka_producer_t *kp)
     if (!kp)
         return;
     if (rd_kafka_flush(kp->rk, DESTROY_FLUSH_MS))
-        rw_warn(COMP, "event=producer_flush_incomplete client=%s "
-                      "outstanding=%d",
+        rw_warn(COMP,
+                "event=producer_flush_incomplete client=%s "
+                "outstanding=%d",
                 rd_kafka_name(kp->rk), rd_kafka_outq_len(kp->rk));
     rd_kafka_destroy(kp->rk);
     free(kp);
@@ -498,22 +493,23 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
     }
     snprintf(part, sizeof(part), "%" PRId32, rw_kafka_msg_partition(orig));
     snprintf(off, sizeof(off), "%" PRId64, rw_kafka_msg_offset(orig));
-    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_REASON, reason,
-                                     strlen(reason)};
-    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_TOPIC, src,
-                                     strlen(src)};
-    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_PARTITION, part,
-                                     strlen(part)};
-    hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_OFFSET, off,
-                                     strlen(off)};
+    hdrs[nh++] =
+        (rw_kafka_header_t){RW_KAFKA_HDR_REASON, reason, strlen(reason)};
+    hdrs[nh++] =
+        (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_TOPIC, src, strlen(src)};
+    hdrs[nh++] =
+        (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_PARTITION, part, strlen(part)};
+    hdrs[nh++] =
+        (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_OFFSET, off, strlen(off)};
     key = rw_kafka_msg_key(orig, &keylen);
     payload = rw_kafka_msg_payload(orig, &len);
     err = rw_kafka_produce(kp, dlq_topic, key, keylen, payload, len, hdrs, nh,
                            msg_opaque, errstr, errlen);
     if (!err) {
         char qbuf[512];
-        rw_warn(COMP, "event=dead_letter topic=%s partition=%s offset=%s "
-                      "dlq=%s reason=%s",
+        rw_warn(COMP,
+                "event=dead_letter topic=%s partition=%s offset=%s "
+                "dlq=%s reason=%s",
                 src, part, off, dlq_topic,
                 rw_log_quote(qbuf, sizeof(qbuf), reason));
     }
@@ -605,8 +601,9 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
         kerr == RD_KAFKA_RESP_ERR__NO_OFFSET) {
         for (int i = 0; offsets && i < offsets->cnt; i++)
             if (offsets->elems[i].err)
-                rw_warn(COMP, "event=commit_failed client=%s topic=%s "
-                              "partition=%" PRId32 " error=%s",
+                rw_warn(COMP,
+                        "event=commit_failed client=%s topic=%s "
+                        "partition=%" PRId32 " error=%s",
                         rd_kafka_name(rk), offsets->elems[i].topic,
                         offsets->elems[i].partition,
                         rd_kafka_err2name(offsets->elems[i].err));
@@ -626,9 +623,8 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
     rd_kafka_topic_partition_list_t *subs = NULL;
     rd_kafka_resp_err_t kerr;
     char session[24], heartbeat[24], kerrstr[512];
-    long long sess = s->kafka_session_timeout_ms > 0
-                         ? s->kafka_session_timeout_ms
-                         : 10000;
+    long long sess =
+        s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms : 10000;
     rw_err_t err = RW_OK;
 
     *kcp = NULL;
@@ -671,8 +667,8 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
     rd_kafka_conf_set_opaque(conf, kc);
     kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
     if (!kc->rk) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                         "kafka consumer: %s", kerrstr);
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "kafka consumer: %s",
+                         kerrstr);
         goto out;
     }
     conf = NULL; /* rd_kafka_new took it */
@@ -733,13 +729,13 @@ rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
             return rw_err_set(errstr, errlen, RW_ERR_KAFKA,
                               "fatal consumer error: %s", fatal);
         }
-        rw_warn(COMP, "event=consume_error client=%s topic=%s error=%s "
-                      "reason=%s",
+        rw_warn(COMP,
+                "event=consume_error client=%s topic=%s error=%s "
+                "reason=%s",
                 rd_kafka_name(kc->rk),
                 rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-",
                 rd_kafka_err2name(kerr),
-                rw_log_quote(qbuf, sizeof(qbuf),
-                             rd_kafka_message_errstr(rkm)));
+                rw_log_quote(qbuf, sizeof(qbuf), rd_kafka_message_errstr(rkm)));
         rd_kafka_message_destroy(rkm);
         return RW_OK;
     }
@@ -756,9 +752,8 @@ rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
 }
 
 /* One-entry partition list; the caller destroys it. */
-static rd_kafka_topic_partition_list_t *one_partition(const char *topic,
-                                                      int32_t partition,
-                                                      int64_t offset)
+static rd_kafka_topic_partition_list_t *
+one_partition(const char *topic, int32_t partition, int64_t offset)
 {
     rd_kafka_topic_partition_list_t *list;
 
@@ -826,8 +821,7 @@ static rw_err_t pause_resume(rw_kafka_consumer_t *kc, const char *topic,
 }
 
 rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,
-                                 int32_t partition, char *errstr,
-                                 size_t errlen)
+                                 int32_t partition, char *errstr, size_t errlen)
 {
     return pause_resume(kc, topic, partition, 1, errstr, errlen);
 }
@@ -852,10 +846,10 @@ rw_err_t rw_kafka_consumer_seek(rw_kafka_consumer_t *kc, const char *topic,
     if (error)
         err = kerror_set(errstr, errlen, error, "seek");
     else if (list->elems[0].err)
-        err = rw_err_set(errstr, errlen, map_kerr(list->elems[0].err),
-                         "seek %s[%" PRId32 "] to %" PRId64 ": %s", topic,
-                         partition, offset,
-                         rd_kafka_err2str(list->elems[0].err));
+        err =
+            rw_err_set(errstr, errlen, map_kerr(list->elems[0].err),
+                       "seek %s[%" PRId32 "] to %" PRId64 ": %s", topic,
+                       partition, offset, rd_kafka_err2str(list->elems[0].err));
     rd_kafka_topic_partition_list_destroy(list);
     return err;
 }
@@ -904,8 +898,7 @@ void rw_kafka_consumer_close(rw_kafka_consumer_t *kc)
         rw_warn(COMP, "event=close_failed client=%s error=%s",
                 rd_kafka_name(kc->rk), rd_kafka_err2name(kerr));
     else
-        rw_info(COMP, "event=consumer_closed client=%s",
-                rd_kafka_name(kc->rk));
+        rw_info(COMP, "event=consumer_closed client=%s", rd_kafka_name(kc->rk));
 }
 
 void rw_kafka_consumer_destroy(rw_kafka_consumer_t *kc)
@@ -940,8 +933,8 @@ rw_err_t rw_kafka_partition_count(rw_kafka_consumer_t *kc, const char *topic,
     if (md->topic_cnt != 1 || md->topics[0].err) {
         kerr = md->topic_cnt == 1 ? md->topics[0].err
                                   : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-        err = rw_err_set(errstr, errlen, map_kerr(kerr), "topic %s: %s",
-                         topic, rd_kafka_err2str(kerr));
+        err = rw_err_set(errstr, errlen, map_kerr(kerr), "topic %s: %s", topic,
+                         rd_kafka_err2str(kerr));
         goto out;
     }
     *count = md->topics[0].partition_cnt;
@@ -959,8 +952,8 @@ rw_err_t rw_kafka_watermarks(rw_kafka_consumer_t *kc, const char *topic,
     rd_kafka_resp_err_t kerr;
 
     *low = *high = -1;
-    kerr = rd_kafka_query_watermark_offsets(kc->rk, topic, partition, low,
-                                            high, timeout_ms);
+    kerr = rd_kafka_query_watermark_offsets(kc->rk, topic, partition, low, high,
+                                            timeout_ms);
     if (kerr)
         return rw_err_set(errstr, errlen, map_kerr(kerr),
                           "watermarks %s[%" PRId32 "]: %s", topic, partition,
@@ -1067,8 +1060,7 @@ int rw_kafka_msg_header(const rw_kafka_msg_t *msg, const char *name,
     const void *value;
     size_t size;
 
-    if (!msg->hdrs ||
-        rd_kafka_header_get_last(msg->hdrs, name, &value, &size))
+    if (!msg->hdrs || rd_kafka_header_get_last(msg->hdrs, name, &value, &size))
         return 0;
     hdr->name = name;
     hdr->value = value;

@@ -34,10 +34,10 @@ typedef struct rw_kafka_header {
 } rw_kafka_header_t;
 
 /* Dead-letter header names. */
-#define RW_KAFKA_HDR_REASON "rw-reason"
-#define RW_KAFKA_HDR_SOURCE_TOPIC "rw-source-topic"
+#define RW_KAFKA_HDR_REASON           "rw-reason"
+#define RW_KAFKA_HDR_SOURCE_TOPIC     "rw-source-topic"
 #define RW_KAFKA_HDR_SOURCE_PARTITION "rw-source-partition"
-#define RW_KAFKA_HDR_SOURCE_OFFSET "rw-source-offset"
+#define RW_KAFKA_HDR_SOURCE_OFFSET    "rw-source-offset"
 
 /* "No offset" in committed-offset answers. */
 #define RW_KAFKA_OFFSET_NONE (-1)

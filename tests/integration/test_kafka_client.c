@@ -26,9 +26,9 @@
 #include "rw_log.h"
 #include "rw_settings.h"
 
-#define N_MSGS 40
+#define N_MSGS          40
 #define MAIN_PARTITIONS 3
-#define WAIT_MS 30000
+#define WAIT_MS         30000
 
 typedef struct fixture {
     pid_t broker;
@@ -188,9 +188,8 @@ static rw_kafka_producer_t *new_producer(dr_state_t *st)
     return kp;
 }
 
-static rw_kafka_consumer_t *new_consumer_props(const char *group,
-                                               const char *topic,
-                                               const char *props)
+static rw_kafka_consumer_t *
+new_consumer_props(const char *group, const char *topic, const char *props)
 {
     rw_kafka_consumer_t *kc = NULL;
     const char *topics[] = {topic};
@@ -334,8 +333,8 @@ static void test_produce_consume_commit_resume(void **state)
     }
     if (rw_kafka_consumer_commit(kc, 1, errstr, sizeof(errstr)))
         fail_msg("commit: %s", errstr);
-    if (rw_kafka_committed(kc, fx.main_topic, committed, MAIN_PARTITIONS,
-                           10000, errstr, sizeof(errstr)))
+    if (rw_kafka_committed(kc, fx.main_topic, committed, MAIN_PARTITIONS, 10000,
+                           errstr, sizeof(errstr)))
         fail_msg("committed: %s", errstr);
     for (int p = 0; p < MAIN_PARTITIONS; p++)
         assert_int_equal(committed[p],
@@ -351,15 +350,15 @@ static void test_produce_consume_commit_resume(void **state)
     assert_int_equal(count, MAIN_PARTITIONS);
     for (int p = 0; p < MAIN_PARTITIONS; p++) {
         int64_t low, high;
-        if (rw_kafka_watermarks(q, fx.main_topic, p, &low, &high, 10000,
-                                errstr, sizeof(errstr)))
+        if (rw_kafka_watermarks(q, fx.main_topic, p, &low, &high, 10000, errstr,
+                                sizeof(errstr)))
             fail_msg("watermarks: %s", errstr);
         assert_int_equal(low, 0);
         assert_int_equal(high, per_part[p]);
     }
     memset(committed, 0, sizeof(committed));
-    if (rw_kafka_committed(q, fx.main_topic, committed, MAIN_PARTITIONS,
-                           10000, errstr, sizeof(errstr)))
+    if (rw_kafka_committed(q, fx.main_topic, committed, MAIN_PARTITIONS, 10000,
+                           errstr, sizeof(errstr)))
         fail_msg("committed: %s", errstr);
     for (int p = 0; p < MAIN_PARTITIONS; p++)
         assert_int_equal(committed[p],
@@ -601,8 +600,7 @@ static void test_dead_letter(void **state)
     assert_true(rw_kafka_msg_header(dead, RW_KAFKA_HDR_SOURCE_TOPIC, &got));
     assert_int_equal(got.len, strlen(fx.pause_topic));
     assert_memory_equal(got.value, fx.pause_topic, got.len);
-    assert_true(
-        rw_kafka_msg_header(dead, RW_KAFKA_HDR_SOURCE_PARTITION, &got));
+    assert_true(rw_kafka_msg_header(dead, RW_KAFKA_HDR_SOURCE_PARTITION, &got));
     assert_int_equal(got.len, 1);
     assert_memory_equal(got.value, "0", 1);
     assert_true(rw_kafka_msg_header(dead, RW_KAFKA_HDR_SOURCE_OFFSET, &got));
@@ -679,8 +677,7 @@ static void test_pause_seek_resume(void **state)
         fail_msg("pause/seek: %s", errstr);
     assert_null(poll_one(kc, 3000));
 
-    if (rw_kafka_consumer_resume(kc, fx.pause_topic, 0, errstr,
-                                 sizeof(errstr)))
+    if (rw_kafka_consumer_resume(kc, fx.pause_topic, 0, errstr, sizeof(errstr)))
         fail_msg("resume: %s", errstr);
     for (int i = 0; i < 3; i++) {
         msg = poll_one(kc, WAIT_MS);
@@ -692,9 +689,9 @@ static void test_pause_seek_resume(void **state)
     assert_null(poll_one(kc, 1000));
 
     /* pausing a partition we do not own is an error, not a crash */
-    assert_int_not_equal(rw_kafka_consumer_pause(kc, fx.main_topic, 99,
-                                                 errstr, sizeof(errstr)),
-                         RW_OK);
+    assert_int_not_equal(
+        rw_kafka_consumer_pause(kc, fx.main_topic, 99, errstr, sizeof(errstr)),
+        RW_OK);
     rw_kafka_consumer_destroy(kc);
 }
 

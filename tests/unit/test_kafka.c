@@ -70,17 +70,17 @@ static void test_properties_applied(void **state)
     char errstr[256] = "";
 
     (void)state;
-    assert_int_equal(rw_kafka_conf_apply_properties(
-                         conf, " linger.ms = 7 ,client.id=abc,,", errstr,
-                         sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_kafka_conf_apply_properties(conf, " linger.ms = 7 ,client.id=abc,,",
+                                       errstr, sizeof(errstr)),
+        RW_OK);
     expect_conf(conf, "linger.ms", "7");
     expect_conf(conf, "client.id", "abc");
     /* a value may itself contain '=' */
-    assert_int_equal(rw_kafka_conf_apply_properties(
-                         conf, "sasl.oauthbearer.config=a=b c=d", errstr,
-                         sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_kafka_conf_apply_properties(conf, "sasl.oauthbearer.config=a=b c=d",
+                                       errstr, sizeof(errstr)),
+        RW_OK);
     expect_conf(conf, "sasl.oauthbearer.config", "a=b c=d");
     assert_int_equal(
         rw_kafka_conf_apply_properties(conf, NULL, errstr, sizeof(errstr)),
@@ -114,15 +114,17 @@ static void test_properties_malformed(void **state)
     expect_prop_error("linger.ms=5,hunter2", "entry 2 is not key=value",
                       "hunter2");
     expect_prop_error("linger.ms=5, =3", "entry 2 has an empty key", NULL);
-    expect_prop_error("no.such.property=1", "unknown kafka property "
-                                            "\"no.such.property\"",
+    expect_prop_error("no.such.property=1",
+                      "unknown kafka property "
+                      "\"no.such.property\"",
                       NULL);
-    expect_prop_error("linger.ms=soon", "invalid value for kafka property "
-                                        "\"linger.ms\"",
+    expect_prop_error("linger.ms=soon",
+                      "invalid value for kafka property "
+                      "\"linger.ms\"",
                       NULL);
     /* an unknown key after a secret: the secret stays out of the message */
-    expect_prop_error("sasl.password=hunter2,bogus.key=1",
-                      "\"bogus.key\"", "hunter2");
+    expect_prop_error("sasl.password=hunter2,bogus.key=1", "\"bogus.key\"",
+                      "hunter2");
     expect_prop_error("ssl.key.password=,acks=lots", "\"acks\"", NULL);
 }
 
@@ -138,7 +140,7 @@ static void test_conf_from_settings(void **state)
     s.kafka_sasl_mechanism = "SCRAM-SHA-512";
     s.kafka_sasl_username = "fleet";
     s.kafka_sasl_password = "s3cret";
-    s.kafka_ssl_ca_location = "/etc/ssl/certs/ca-certificates.crt";
+    s.kafka_ssl_ca_location = "certs/kafka-ca.pem";
     s.kafka_properties = "client.id=rollwave-test,socket.timeout.ms=12345";
     assert_int_equal(rw_kafka_conf_new(&conf, &s, errstr, sizeof(errstr)),
                      RW_OK);
@@ -148,8 +150,7 @@ static void test_conf_from_settings(void **state)
     expect_conf(conf, "sasl.mechanisms", "SCRAM-SHA-512");
     expect_conf(conf, "sasl.username", "fleet");
     expect_conf(conf, "sasl.password", "s3cret");
-    expect_conf(conf, "ssl.ca.location",
-                "/etc/ssl/certs/ca-certificates.crt");
+    expect_conf(conf, "ssl.ca.location", "certs/kafka-ca.pem");
     expect_conf(conf, "client.id", "rollwave-test");
     expect_conf(conf, "socket.timeout.ms", "12345");
     rd_kafka_conf_destroy(conf);
@@ -219,16 +220,16 @@ static void test_handles_reject_bad_config(void **state)
         RW_ERR_CONFIG);
     assert_null(kp);
     assert_non_null(strstr(errstr, "\"bogus.key\""));
-    assert_int_equal(rw_kafka_consumer_new(&kc, &s, NULL, topics, 1, errstr,
-                                           sizeof(errstr)),
-                     RW_ERR_CONFIG);
+    assert_int_equal(
+        rw_kafka_consumer_new(&kc, &s, NULL, topics, 1, errstr, sizeof(errstr)),
+        RW_ERR_CONFIG);
     assert_null(kc);
 
     s = base_settings();
     s.kafka_group = "";
-    assert_int_equal(rw_kafka_consumer_new(&kc, &s, NULL, topics, 1, errstr,
-                                           sizeof(errstr)),
-                     RW_ERR_CONFIG);
+    assert_int_equal(
+        rw_kafka_consumer_new(&kc, &s, NULL, topics, 1, errstr, sizeof(errstr)),
+        RW_ERR_CONFIG);
     assert_null(kc);
     assert_non_null(strstr(errstr, "group"));
 
@@ -290,8 +291,7 @@ static void test_undeliverable_message_reports_error(void **state)
                                       errstr, sizeof(errstr)),
                      RW_OK);
     assert_true(rw_kafka_producer_outstanding(kp) >= 1);
-    assert_int_equal(rw_kafka_producer_flush(kp, 10000, errstr,
-                                             sizeof(errstr)),
+    assert_int_equal(rw_kafka_producer_flush(kp, 10000, errstr, sizeof(errstr)),
                      RW_OK);
     assert_int_equal(r.calls, 1);
     assert_ptr_equal(r.msg_opaque, &token);

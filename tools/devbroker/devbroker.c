@@ -35,9 +35,9 @@
 #include "rw_err.h"
 #include "rw_log.h"
 
-#define COMP "devbroker"
+#define COMP             "devbroker"
 #define MAX_EXTRA_TOPICS 64
-#define FAULT_BROKER_ID 1
+#define FAULT_BROKER_ID  1
 
 typedef struct extra_topic {
     char name[250];
@@ -86,14 +86,14 @@ static void usage(FILE *out)
             "                          env ROLLWAVE_DEVBROKER_TOPIC_PREFIX)\n"
             "  --topic NAME:N          also create topic NAME with N\n"
             "                          partitions (repeatable)\n"
-            "  --bootstrap-file PATH   write the bootstrap string there\n"
-            "                          (env ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE)\n"
+            "  --bootstrap-file PATH   write the bootstrap string there (env\n"
+            "                          ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE)\n"
             "  --help                  this text\n",
             FAULT_BROKER_ID);
 }
 
-static rw_err_t parse_int(const char *what, const char *text, int min,
-                          int max, int *out, char *errstr, size_t errlen)
+static rw_err_t parse_int(const char *what, const char *text, int min, int max,
+                          int *out, char *errstr, size_t errlen)
 {
     char *end = NULL;
     long v;
@@ -175,9 +175,9 @@ static rw_err_t options_from_env(options_t *o, char *errstr, size_t errlen)
     }
     v = getenv("ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE");
     if (v && *v)
-        err = copy_str("ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE", v,
-                       o->bootstrap_file, sizeof(o->bootstrap_file), errstr,
-                       errlen);
+        err =
+            copy_str("ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE", v, o->bootstrap_file,
+                     sizeof(o->bootstrap_file), errstr, errlen);
     return err;
 }
 
@@ -227,8 +227,7 @@ static int parse_args(int argc, char **argv, options_t *o, char *errstr,
             return 1;
         default:
             rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                       "unknown or incomplete option \"%s\"",
-                       argv[optind - 1]);
+                       "unknown or incomplete option \"%s\"", argv[optind - 1]);
             return -1;
         }
         if (err)
@@ -305,16 +304,15 @@ static rw_err_t create_topic(rd_kafka_mock_cluster_t *mc, const char *name,
 
     kerr = rd_kafka_mock_topic_create(mc, name, partitions, replicas);
     if (kerr)
-        return rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                          "create topic %s: %s", name, rd_kafka_err2str(kerr));
+        return rw_err_set(errstr, errlen, RW_ERR_KAFKA, "create topic %s: %s",
+                          name, rd_kafka_err2str(kerr));
     rw_info(COMP, "event=topic_created topic=%s partitions=%d", name,
             partitions);
     return RW_OK;
 }
 
-static rw_err_t create_topics(rd_kafka_mock_cluster_t *mc,
-                              const options_t *o, char *errstr,
-                              size_t errlen)
+static rw_err_t create_topics(rd_kafka_mock_cluster_t *mc, const options_t *o,
+                              char *errstr, size_t errlen)
 {
     static const char *const names[] = {"batches", "poll", "dlq"};
     int replicas = o->brokers < 3 ? o->brokers : 3;
@@ -435,14 +433,14 @@ int main(int argc, char **argv)
     }
     bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (o.bootstrap_file[0] &&
-        write_bootstrap(o.bootstrap_file, bootstraps, errstr,
-                        sizeof(errstr))) {
+        write_bootstrap(o.bootstrap_file, bootstraps, errstr, sizeof(errstr))) {
         rw_error(COMP, "event=start_failed reason=%s",
                  rw_log_quote(qbuf, sizeof(qbuf), errstr));
         goto out;
     }
-    rw_info(COMP, "event=ready bootstrap=%s brokers=%d prefix=%s "
-                  "partitions=%d",
+    rw_info(COMP,
+            "event=ready bootstrap=%s brokers=%d prefix=%s "
+            "partitions=%d",
             bootstraps, o.brokers, o.prefix, o.partitions);
 
     serve(mc);
