@@ -15,6 +15,7 @@
 
 #include "rw_log.h"
 #include "sim_config.h"
+#include "sim_graphql.h"
 #include "sim_http.h"
 #include "sim_model.h"
 
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
         return 0;
     }
     rw_log_set_level((rw_log_level_t)cfg.log_level);
+    rw_sim_gql_init();
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;

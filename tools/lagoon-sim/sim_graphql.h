@@ -19,6 +19,13 @@
 typedef struct rw_sim_gql rw_sim_gql_t;
 
 /*
+ * Installs the jansson allocator that keeps request trees in per-request
+ * arenas. Process-wide: call once at start, before any jansson value
+ * exists. Without it everything still works, on plain malloc.
+ */
+void rw_sim_gql_init(void);
+
+/*
  * Parses and validates body (len bytes, need not be NUL-terminated).
  * Problems are kept for the answer, so this fails only when out of memory
  * (NULL).
