@@ -1229,8 +1229,17 @@ static void coerce_vars(rw_sim_gql_t *q)
         size_t tlen = strlen(v->type);
         coerce_ctx_t c;
 
+        if (!val && v->has_default) {
+            /* Defaults are parsed but not evaluated: values come from the
+             * variables object only. */
+            add_error(q, v->line, v->col, "BAD_USER_INPUT",
+                      "lagoon-sim does not evaluate default values: pass "
+                      "\"$%s\" in variables.",
+                      v->name);
+            continue;
+        }
         if (!val || json_is_null(val)) {
-            if (v->type[tlen - 1] == '!' && !v->has_default) {
+            if (v->type[tlen - 1] == '!') {
                 if (!val)
                     add_error(q, v->line, v->col, "BAD_USER_INPUT",
                               "Variable \"$%s\" of required type \"%s\" was "
@@ -1521,8 +1530,12 @@ static void exec_rows(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
 {
     row_ctx_t rc = {data, f->sel, 0};
 
+    const char *bulk_id = json_string_value(root_arg(q, f));
+
     rw_sim_buf_puts(data, "[");
-    rw_sim_bulk_rows(sim, json_string_value(root_arg(q, f)), render_row, &rc);
+    /* A nullable variable may be null: no bulk has that id. */
+    if (bulk_id)
+        rw_sim_bulk_rows(sim, bulk_id, render_row, &rc);
     rw_sim_buf_puts(data, "]");
 }
 
