@@ -176,6 +176,20 @@ static const char SQL_STORE_COUNTS[] =
     "  skipped_count = $5::int"
     " WHERE id = $1::bigint";
 
+static rw_err_t store_counts(rw_pg_t *pg, const char *run_s, long long total,
+                             long long ok, long long failed, long long skipped,
+                             char *errstr, size_t errlen)
+{
+    char s_total[24], s_ok[24], s_failed[24], s_skipped[24];
+    const char *p[5] = {run_s, s_total, s_ok, s_failed, s_skipped};
+
+    snprintf(s_total, sizeof(s_total), "%lld", total);
+    snprintf(s_ok, sizeof(s_ok), "%lld", ok);
+    snprintf(s_failed, sizeof(s_failed), "%lld", failed);
+    snprintf(s_skipped, sizeof(s_skipped), "%lld", skipped);
+    return rw_pg_exec(pg, SQL_STORE_COUNTS, 5, p, NULL, errstr, errlen);
+}
+
 rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
                               rw_run_state_t *outcome, char *errstr,
                               size_t errlen)
@@ -202,9 +216,25 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
         goto out;
     }
     status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
-    if ((status != RW_RUN_PENDING && status != RW_RUN_RUNNING &&
-         status != RW_RUN_PAUSED) ||
-        rw_pg_ll(res, 0, "open_chunks", 1) > 0)
+    if (rw_pg_ll(res, 0, "open_chunks", 1) > 0)
+        goto commit;
+    if (status == RW_RUN_CANCELLED) {
+        /* builds running at abort time have ended: refresh the counts */
+        err = rw_pg_exec(pg, SQL_COUNT, 1, p1, &cnt, errstr, errlen);
+        if (err)
+            goto out;
+        total = rw_pg_ll(cnt, 0, "total", 0);
+        ok = rw_pg_ll(cnt, 0, "succeeded", 0);
+        failed = rw_pg_ll(cnt, 0, "failed", 0);
+        skipped = rw_pg_ll(cnt, 0, "skipped", 0);
+        err = store_counts(pg, run_s, total, ok, failed, skipped, errstr,
+                           errlen);
+        if (err)
+            goto out;
+        goto commit;
+    }
+    if (status != RW_RUN_PENDING && status != RW_RUN_RUNNING &&
+        status != RW_RUN_PAUSED)
         goto commit;
     err = rw_pg_exec(pg, SQL_COUNT, 1, p1, &cnt, errstr, errlen);
     if (err)
@@ -224,17 +254,9 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
                          run_id, open);
         goto out;
     }
-    {
-        char s_total[24], s_ok[24], s_failed[24], s_skipped[24];
-        const char *p[5] = {run_s, s_total, s_ok, s_failed, s_skipped};
-        snprintf(s_total, sizeof(s_total), "%lld", total);
-        snprintf(s_ok, sizeof(s_ok), "%lld", ok);
-        snprintf(s_failed, sizeof(s_failed), "%lld", failed);
-        snprintf(s_skipped, sizeof(s_skipped), "%lld", skipped);
-        err = rw_pg_exec(pg, SQL_STORE_COUNTS, 5, p, NULL, errstr, errlen);
-        if (err)
-            goto out;
-    }
+    err = store_counts(pg, run_s, total, ok, failed, skipped, errstr, errlen);
+    if (err)
+        goto out;
     to = rw_run_outcome(ok, failed);
     {
         char reason[96];

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "rw_control.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
 #include "rw_progress.h"
@@ -802,12 +803,50 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
     svc->pg_broken = 0;
-    if (c.run_status == RW_RUN_CANCELLED || c.state == RW_CHUNK_DONE ||
-        c.state == RW_CHUNK_FAILED) {
-        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=%s",
-                c.run_uuid, c.chunk,
-                c.run_status == RW_RUN_CANCELLED ? "run_cancelled"
-                                                 : "chunk_finished");
+    if (c.run_status == RW_RUN_CANCELLED) {
+        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=cancelled",
+                c.run_uuid, c.chunk);
+        goto out;
+    }
+    if (c.state == RW_CHUNK_DONE || c.state == RW_CHUNK_FAILED) {
+        /*
+         * A redelivered or replayed batch of a finished chunk re-attempts
+         * its failed and timed-out targets below the attempt limit, and
+         * nothing else: succeeded targets are never triggered again.
+         */
+        long long reopened = 0, chunks = 0;
+        err = rw_pg_begin(svc->pg, errstr, sizeof(errstr));
+        if (!err)
+            err = rw_control_reopen(svc->pg, c.run_id, c.chunk,
+                                    svc->s->max_attempts, "batch replayed",
+                                    false, &reopened, &chunks, errstr,
+                                    sizeof(errstr));
+        if (!err)
+            err = rw_pg_commit(svc->pg, errstr, sizeof(errstr));
+        if (err) {
+            outcome = fail(svc, err, errstr, reason, len);
+            goto out;
+        }
+        if (reopened == 0) {
+            rw_info(COMP,
+                    "event=batch_ignored run=%s chunk=%d reason=chunk_finished",
+                    c.run_uuid, c.chunk);
+            goto out;
+        }
+        rw_info(COMP, "event=chunk_reopened run=%s chunk=%d targets=%lld",
+                c.run_uuid, c.chunk, reopened);
+        chunk_free(&c);
+        memset(&c, 0, sizeof(c));
+        err = load(svc, m, &c, errstr, sizeof(errstr));
+        if (err) {
+            outcome = fail(svc, err, errstr, reason, len);
+            goto out;
+        }
+    }
+    if (c.run_status == RW_RUN_PAUSED && c.state == RW_CHUNK_PENDING) {
+        /* resume queues the pending chunks again: nothing is lost */
+        rw_info(COMP, "event=batch_parked run=%s chunk=%d reason=run_paused",
+                c.run_uuid, c.chunk);
         goto out;
     }
     if (c.state == RW_CHUNK_TRIGGERED) {

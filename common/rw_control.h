@@ -1,0 +1,69 @@
+/*
+ * rw_control: operator control of a run (pause, resume, abort, retry) and
+ * the reopening of finished chunks that retries and replays share. Every
+ * status change goes through the state machines of rw_state, so an illegal
+ * request (resume a completed run, retry a running one) is refused with
+ * the reason and changes nothing.
+ *
+ * What each verb means for the daemons:
+ *   pause   no new chunk is triggered: workers acknowledge the run's batches
+ *           and leave the chunks pending; chunks already triggered are
+ *           still polled to the end;
+ *   resume  the run runs again and the batches of its pending chunks are
+ *           queued anew;
+ *   abort   pending targets are cancelled, pending chunks closed, the run
+ *           is cancelled at once; builds already started in Lagoon finish
+ *           and are recorded, but never change the run's status;
+ *   retry   failed and timed-out targets below the attempt limit go back to
+ *           pending, their chunks are reopened and re-queued, the run runs
+ *           again and is finalized again.
+ */
+#ifndef RW_CONTROL_H
+#define RW_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "rw_err.h"
+#include "rw_pg.h"
+
+typedef enum rw_control_verb {
+    RW_CONTROL_PAUSE,
+    RW_CONTROL_RESUME,
+    RW_CONTROL_ABORT,
+    RW_CONTROL_RETRY,
+} rw_control_verb_t;
+
+typedef struct rw_control_result {
+    char status_before[24];
+    char status_after[24];
+    long long targets; /* cancelled (abort) or reopened (retry) */
+    long long chunks;  /* chunks queued anew (resume, retry) */
+} rw_control_result_t;
+
+/*
+ * Apply verb to the run with run_uuid in one transaction; batches to
+ * (re)queue are written to the outbox (the caller relays them). by names
+ * the operator for the audit trail. Unknown run: RW_ERR_NOT_FOUND; a verb
+ * the run's state does not allow: RW_ERR_STATE with the reason in errstr;
+ * retry with nothing to retry: RW_ERR_CONFLICT.
+ */
+rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
+                        rw_control_verb_t verb, long long max_attempts,
+                        const char *by, rw_control_result_t *out,
+                        char *errstr, size_t errlen);
+
+/*
+ * Reopen for another attempt the failed and timed-out targets (attempt <
+ * max_attempts) of one chunk (chunk >= 0) or of every chunk (chunk < 0),
+ * inside the caller's transaction: targets -> pending, their chunks ->
+ * pending, and a finished run -> running. *n_targets tells how many
+ * targets were reopened (0: nothing changed). With queue set, one batch
+ * message per reopened chunk is written to the outbox.
+ */
+rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
+                           long long max_attempts, const char *reason,
+                           bool queue, long long *n_targets,
+                           long long *n_chunks, char *errstr, size_t errlen);
+
+#endif
