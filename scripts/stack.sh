@@ -312,7 +312,10 @@ kafka_up() {
         return 0
     fi
     rm -f "$STACK_DIR/kafka.bootstrap"
-    nohup "$BIN/rollwave-devbroker" \
+    # setsid: a Ctrl-C meant for the caller must not reach the services;
+    # only `down` stops them. (A background job is no group leader, so
+    # setsid does not fork and $! stays the service's pid.)
+    setsid nohup "$BIN/rollwave-devbroker" \
         --bootstrap-file "$STACK_DIR/kafka.bootstrap" \
         --partitions "$KAFKA_PARTITIONS" </dev/null \
         >"$STACK_DIR/kafka.log" 2>&1 &
@@ -349,7 +352,8 @@ lagoon_up() {
     # ROLLWAVE_SIM_* variables of the caller reach the sim through the
     # inherited environment. The token goes the same way (the sim reads
     # ROLLWAVE_SIM_TOKEN like --token) so ps does not show it.
-    ROLLWAVE_SIM_TOKEN=$token nohup "$BIN/rollwave-lagoon-sim" --port 0 \
+    ROLLWAVE_SIM_TOKEN=$token setsid nohup "$BIN/rollwave-lagoon-sim" \
+        --port 0 \
         --port-file "$STACK_DIR/sim.port" </dev/null \
         >"$STACK_DIR/sim.log" 2>&1 &
     echo $! >"$STACK_DIR/sim.pid"

@@ -37,6 +37,18 @@ PASSED=0
 FAILED=0
 STATUS=0
 
+# ctest survives a Ctrl-C (it only stops the test in hand), so the flag
+# is checked after each ctest run; the EXIT trap then takes the stack down.
+INTERRUPTED=0
+trap 'INTERRUPTED=1' INT TERM
+stop_if_interrupted() {
+    if [ "$INTERRUPTED" -eq 1 ]; then
+        printf '\ninterrupted: %d passed, %d failed so far\n' \
+            "$PASSED" "$FAILED"
+        exit 130
+    fi
+}
+
 step "dependencies"
 "$ROOT/scripts/deps.sh"
 
@@ -65,12 +77,11 @@ if [ "$UNIT_ONLY" -eq 0 ]; then
     export ROLLWAVE_STACK_DIR=${ROLLWAVE_STACK_DIR:-$ROOT/.stack/test-$$}
     stack_down() {
         BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" down || true
+        rmdir "$ROOT/.stack" 2>/dev/null || true
     }
     trap 'stack_down' EXIT
     # A closed stdout must still end through the teardown.
     trap '' PIPE
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
     step "stack up"
     BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" up
     eval "$(BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" env)"
@@ -83,29 +94,49 @@ fi
 
 # Runs ctest in one build dir and adds its counts to the totals.
 run_ctest() {
-    local dir=$1 log rc=0 total failed
+    local dir=$1 log rc ctest_pid tail_pid total failed
     log=$(mktemp)
     step "ctest $(basename "$dir")"
-    (cd "$dir" && ctest "${CTEST_ARGS[@]}") 2>&1 | tee "$log" || rc=$?
+    # ctest runs in the background so a Ctrl-C (which ctest survives, only
+    # the test in hand dies) can stop it: wait returns early on a trapped
+    # signal, and ctest is then terminated. tail shows its output live.
+    (cd "$dir" && exec ctest "${CTEST_ARGS[@]}") >"$log" 2>&1 &
+    ctest_pid=$!
+    tail -n +1 -f --pid="$ctest_pid" "$log" &
+    tail_pid=$!
+    while :; do
+        rc=0
+        wait "$ctest_pid" || rc=$?
+        if [ "$INTERRUPTED" -eq 1 ] && kill -0 "$ctest_pid" 2>/dev/null; then
+            kill -TERM "$ctest_pid" 2>/dev/null || true
+            continue
+        fi
+        break
+    done
+    wait "$tail_pid" || true
     total=$(sed -n 's/.*tests failed out of \([0-9][0-9]*\).*/\1/p' "$log" |
         tail -n1)
     failed=$(sed -n 's/.* \([0-9][0-9]*\) tests failed out of.*/\1/p' \
         "$log" | tail -n1)
-    rm -f "$log"
     if [ -z "$total" ]; then
-        # No summary line: ctest found no tests or did not run.
-        total=0
-        failed=0
-        if [ "$rc" -ne 0 ]; then
+        # No summary line (no tests, or ctest was stopped): count the
+        # result lines it did print.
+        total=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#' "$log" || true)
+        failed=$((total - $(grep -cE '^ *[0-9]+/[0-9]+ Test +#.* Passed ' \
+            "$log" || true)))
+        if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
             echo "test.sh: ctest in $dir failed without a summary" >&2
+            total=$((total + 1))
             failed=1
         fi
     fi
+    rm -f "$log"
     PASSED=$((PASSED + total - failed))
     FAILED=$((FAILED + failed))
     if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
         STATUS=1
     fi
+    stop_if_interrupted
 }
 
 run_ctest "$ROOT/build"
