@@ -199,8 +199,8 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
     char run_s[24];
     const char *p1[1] = {run_s};
     int status;
-    long long total, ok, failed, skipped, open;
-    rw_run_state_t to;
+    long long total = 0, ok = 0, failed = 0, skipped = 0, open = 0;
+    rw_run_state_t to = RW_RUN_COMPLETED;
 
     *finalized = false;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
