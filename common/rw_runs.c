@@ -12,7 +12,19 @@
 
 #include "rw_codec.h"
 #include "rw_log.h"
+#include "rw_metrics.h"
 #include "rw_state.h"
+
+/* Count n messages delivered to topic. */
+static void count_produced(const char *topic, double n)
+{
+    char labels[300];
+
+    snprintf(labels, sizeof(labels), "topic=\"%s\"", topic);
+    rw_metrics_add(rw_metrics_counter("rollwave_messages_produced_total",
+                                      "messages delivered to Kafka", labels),
+                   n);
+}
 
 /* One instance on its way into a run. Strings point into a PGresult. */
 typedef struct cand {
@@ -597,6 +609,7 @@ rw_err_t rw_produce_sync(rw_kafka_producer_t *kp, const char *topic,
     if (d.err)
         return rw_err_set(errstr, errlen, d.err, "delivery to %s failed: %s",
                           topic, rw_err_str(d.err));
+    count_produced(topic, 1);
     return RW_OK;
 }
 
@@ -661,6 +674,10 @@ static rw_err_t relay_round(rw_pg_t *pg, rw_kafka_producer_t *kp,
     rw_kafka_producer_flush(kp, 60000, NULL, 0);
     for (int i = 0; i < produced; i++) {
         if (d[i].done && !d[i].err) {
+            char topic[256];
+            rw_kafka_topic(topic, sizeof(topic), s,
+                           rw_pg_str(res, i, "topic"));
+            count_produced(topic, 1);
             rw_pg_array_add_ll(&a_done, rw_pg_ll(res, i, "id", 0));
             ok++;
         }

@@ -47,6 +47,33 @@ static bool lead(producer_t *pr)
     return got != 0;
 }
 
+/* Publish runs by status as gauges (every status, so absent ones read 0). */
+static void runs_by_status(producer_t *pr)
+{
+    static const char sql[] =
+        "SELECT s.status, count(r.id) AS n"
+        " FROM unnest(ARRAY['pending', 'running', 'paused', 'completed',"
+        "                   'partial_failed', 'failed', 'cancelled']) AS s(status)"
+        " LEFT JOIN deployment_runs r ON r.status = s.status"
+        " GROUP BY s.status";
+    PGresult *res = NULL;
+    char errstr[256];
+
+    if (rw_pg_exec(pr->svc.pg, sql, 0, NULL, &res, errstr, sizeof(errstr))) {
+        rw_warn("producer", "event=run_gauges_failed detail=\"%s\"", errstr);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "status=\"%s\"",
+                 rw_pg_str(res, i, "status"));
+        rw_metrics_set(rw_metrics_gauge("rollwave_runs", "runs by status",
+                                        labels),
+                       (double)rw_pg_ll(res, i, "n", 0));
+    }
+    PQclear(res);
+}
+
 /* One scheduler tick: leftovers first, then due instances, then relay. */
 static void tick(producer_t *pr)
 {
@@ -83,6 +110,7 @@ static void tick(producer_t *pr)
     rw_metrics_add(pr->m_runs, (double)n_runs);
     rw_metrics_add(pr->m_targets, (double)targets);
     rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
+    runs_by_status(pr);
     err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
                           &published, errstr, sizeof(errstr));
     if (err)
