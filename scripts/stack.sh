@@ -89,11 +89,20 @@ free_port() {
     die "no free port found in 20000-60000"
 }
 
+# Whether a child we just started still runs. Not by name: until it
+# has exec'd, its command line is still this script's.
+child_alive() {
+    local state
+    state=$({ sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1; } \
+        2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 wait_file() {
     local file=$1 pid=$2 name=$3 log=$4 i
     for ((i = 0; i < 300; i++)); do
         [ -s "$file" ] && return 0
-        if ! pid_alive "$pid" "$name"; then
+        if ! child_alive "$pid"; then
             tail -n 20 "$log" >&2 || true
             die "$name exited before writing $(basename "$file")"
         fi
