@@ -392,13 +392,12 @@ static rw_err_t write_skips(rw_service_t *svc, chunk_t *c, char *errstr,
     rw_err_t err = RW_OK;
 
     for (size_t i = 0; i < c->n; i++) {
-        rw_pg_array_t a;
         const char *reason = c->t[i].reason;
+        long long *ids;
+        size_t n = 0;
         if (c->t[i].action != ACT_SKIP || c->t[i].reason[0] == '\0')
             continue;
-        rw_pg_array_init(&a);
-        long long *ids = calloc(c->n, sizeof(*ids));
-        size_t n = 0;
+        ids = calloc(c->n, sizeof(*ids));
         if (!ids)
             return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         for (size_t j = i; j < c->n; j++)
@@ -412,7 +411,6 @@ static rw_err_t write_skips(rw_service_t *svc, chunk_t *c, char *errstr,
                                    RW_TARGET_PENDING, RW_TARGET_SKIPPED, false,
                                    reason, NULL, NULL, errstr, errlen);
         free(ids);
-        rw_pg_array_free(&a);
         if (err)
             return err;
     }
