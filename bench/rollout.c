@@ -1,0 +1,1819 @@
+/*
+ * rollwave-bench-rollout: the end-to-end rollout benchmark.
+ *
+ * On a running stack (Postgres with pg_stat_statements, Redis, a Kafka
+ * broker, the Lagoon simulator; scripts/bench.sh brings one up) it creates
+ * a fresh database, migrates it, seeds N redeploy-eligible instances,
+ * resets the Postgres, Redis and simulator counters, starts K workers and
+ * K pollers, runs one `rollwave-producer --once` tick that schedules the
+ * whole fleet, follows the rollout until every run is final and prints
+ * throughput per stage, Postgres statements and Redis round trips per
+ * instance, peak RSS per daemon and a correctness summary.
+ *
+ * It measures; it does not judge: no figure is compared with a threshold
+ * and the exit status only says whether the benchmark could run to the
+ * end. It does not start the stack, build anything, or change the
+ * pipeline's settings beyond the ROLLWAVE_* variables listed in --help.
+ *
+ * Redis round trips are counted by a small forwarding proxy between the
+ * daemons and Redis (one thread, loopback only): every burst of client
+ * bytes that follows a server answer is one round trip. Redis's own
+ * counters cannot tell a pipeline of n commands from n round trips.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "rw_config.h"
+#include "rw_err.h"
+#include "rw_migrate.h"
+#include "rw_pg.h"
+#include "rw_redis.h"
+
+extern char **environ;
+
+/* Every statement of the benchmark carries this mark, so that its own
+ * queries can be told apart from the pipeline's in pg_stat_statements. */
+#define MARK "/* rollwave-bench */ "
+#define MAX_DAEMONS 64
+#define PROXY_MAX_CONN 512
+
+/* ---- configuration ---------------------------------------------------- */
+
+typedef struct bench_env {
+    char *pg_dsn;
+    char *redis_url;
+    char *kafka_brokers;
+    char *lagoon_url;
+    char *lagoon_token;
+    char *sim_admin_url;
+} bench_env_t;
+
+#define BKEY(env, type, field, req, help)                                      \
+    {env, type, NULL, 0, 0, offsetof(bench_env_t, field), req, help}
+
+static const rw_cfg_key_t env_keys[] = {
+    BKEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, 1,
+         "Postgres server; the benchmark creates its own database there"),
+    BKEY("ROLLWAVE_REDIS_URL", RW_CFG_SECRET, redis_url, 1,
+         "Redis of the stack (CONFIG RESETSTAT and INFO are used)"),
+    BKEY("ROLLWAVE_KAFKA_BROKERS", RW_CFG_STR, kafka_brokers, 1,
+         "Kafka bootstrap servers, passed to the daemons"),
+    BKEY("ROLLWAVE_LAGOON_URL", RW_CFG_STR, lagoon_url, 1,
+         "Lagoon GraphQL endpoint (the simulator), passed to the daemons"),
+    BKEY("ROLLWAVE_LAGOON_TOKEN", RW_CFG_SECRET, lagoon_token, 1,
+         "bearer token of the simulator, passed to the daemons"),
+    BKEY("ROLLWAVE_SIM_ADMIN_URL", RW_CFG_STR, sim_admin_url, 1,
+         "simulator base URL for /sim/reset, /sim/config and /sim/stats"),
+};
+#define N_ENV_KEYS (sizeof(env_keys) / sizeof(env_keys[0]))
+
+typedef struct opts {
+    long long instances;
+    long long workers;
+    long long store_apps;
+    long long chunk_size;
+    long long first_poll_delay_s;
+    long long timeout_s;
+    long long warmup_s;
+    long long progress_ms;
+    const char *bin_dir;
+    const char *log_dir;
+    const char *child_log_level;
+    int keep_db;
+    int redis_proxy;
+} opts_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: rollwave-bench-rollout [options]\n"
+            "End-to-end rollout benchmark: seeds a fresh database, runs one\n"
+            "scheduler tick over the whole fleet with K workers and K "
+            "pollers\nand prints throughput, statements and round trips per "
+            "instance,\npeak RSS and a correctness summary.\n\n"
+            "Options:\n"
+            "  --instances N          instances to seed and roll out "
+            "(default 100000)\n"
+            "  --workers K            workers and pollers each (default 2)\n"
+            "  --store-apps A         store apps the fleet is spread over "
+            "(default 10;\n"
+            "                         one run per store app)\n"
+            "  --chunk-size C         ROLLWAVE_BULK_CHUNK_SIZE (default 50)\n"
+            "  --first-poll-delay S   ROLLWAVE_FIRST_POLL_DELAY_S, 0 or 1 "
+            "(default 0)\n"
+            "  --timeout S            give up after S seconds of rollout "
+            "(default 3600)\n"
+            "  --warmup S             wait after the daemons are healthy, "
+            "for the\n"
+            "                         consumer groups to form (default 5)\n"
+            "  --progress-ms MS       progress line interval (default 1000)\n"
+            "  --bin-dir DIR          daemon binaries (default: this "
+            "program's directory)\n"
+            "  --log-dir DIR          daemon logs (default: a new "
+            "directory under $TMPDIR)\n"
+            "  --child-log-level L    ROLLWAVE_LOG_LEVEL of the daemons "
+            "(default warn)\n"
+            "  --keep-db              keep the benchmark database\n"
+            "  --no-redis-proxy       connect the daemons to Redis directly "
+            "(no\n"
+            "                         round-trip count)\n"
+            "  --help                 this text\n\n"
+            "The daemons inherit the environment; the benchmark sets their\n"
+            "ROLLWAVE_PG_DSN (its database), ROLLWAVE_REDIS_URL (the proxy),\n"
+            "ROLLWAVE_KAFKA_TOPIC_PREFIX and ROLLWAVE_KAFKA_GROUP (unique per "
+            "run),\nROLLWAVE_MAX_PER_RUN=N, ROLLWAVE_BULK_CHUNK_SIZE, "
+            "ROLLWAVE_FIRST_POLL_DELAY_S,\nROLLWAVE_POLL_INTERVAL_S=1, "
+            "ROLLWAVE_METRICS_PORT and ROLLWAVE_LOG_LEVEL;\n"
+            "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000 unless set.\n\n");
+    rw_config_help(out, "rollwave-bench-rollout",
+                   "Environment read by the benchmark itself:", env_keys,
+                   N_ENV_KEYS);
+}
+
+static int parse_ll(const char *opt, const char *val, long long min,
+                    long long max, long long *out)
+{
+    char *end = NULL;
+    long long v;
+
+    if (!val) {
+        fprintf(stderr, "rollwave-bench-rollout: %s needs a value\n", opt);
+        return -1;
+    }
+    errno = 0;
+    v = strtoll(val, &end, 10);
+    if (errno || !end || *end || end == val || v < min || v > max) {
+        fprintf(stderr,
+                "rollwave-bench-rollout: %s must be an integer in "
+                "[%lld, %lld]\n",
+                opt, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 = go on, 1 = exit 0 (help), -1 = usage error. */
+static int parse_args(int argc, char **argv, opts_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long *dst = NULL, min = 0, max = 0;
+
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--keep-db") == 0) {
+            o->keep_db = 1;
+            continue;
+        } else if (strcmp(a, "--no-redis-proxy") == 0) {
+            o->redis_proxy = 0;
+            continue;
+        } else if (strcmp(a, "--bin-dir") == 0 && v) {
+            o->bin_dir = v;
+            i++;
+            continue;
+        } else if (strcmp(a, "--log-dir") == 0 && v) {
+            o->log_dir = v;
+            i++;
+            continue;
+        } else if (strcmp(a, "--child-log-level") == 0 && v) {
+            o->child_log_level = v;
+            i++;
+            continue;
+        } else if (strcmp(a, "--instances") == 0) {
+            dst = &o->instances, min = 1, max = 100000000;
+        } else if (strcmp(a, "--workers") == 0) {
+            dst = &o->workers, min = 1, max = MAX_DAEMONS / 2;
+        } else if (strcmp(a, "--store-apps") == 0) {
+            dst = &o->store_apps, min = 1, max = 100000;
+        } else if (strcmp(a, "--chunk-size") == 0) {
+            dst = &o->chunk_size, min = 1, max = 1000;
+        } else if (strcmp(a, "--first-poll-delay") == 0) {
+            dst = &o->first_poll_delay_s, min = 0, max = 1;
+        } else if (strcmp(a, "--timeout") == 0) {
+            dst = &o->timeout_s, min = 1, max = 86400;
+        } else if (strcmp(a, "--warmup") == 0) {
+            dst = &o->warmup_s, min = 0, max = 600;
+        } else if (strcmp(a, "--progress-ms") == 0) {
+            dst = &o->progress_ms, min = 100, max = 600000;
+        } else {
+            fprintf(stderr,
+                    "rollwave-bench-rollout: unknown argument '%s' "
+                    "(see --help)\n",
+                    a);
+            return -1;
+        }
+        if (parse_ll(a, v, min, max, dst))
+            return -1;
+        i++;
+    }
+    return 0;
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !interrupted)
+        ;
+}
+
+static double per(double x, double n)
+{
+    return n > 0 ? x / n : 0.0;
+}
+
+/* A free loopback TCP port (closed again: a small race we accept). */
+static int free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/* ---- HTTP (libcurl) ----------------------------------------------------- */
+
+typedef struct body {
+    char *p;
+    size_t n;
+} body_t;
+
+static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    body_t *b = ud;
+    size_t add = size * nmemb;
+    char *np = realloc(b->p, b->n + add + 1);
+
+    if (!np)
+        return 0;
+    memcpy(np + b->n, ptr, add);
+    b->n += add;
+    np[b->n] = '\0';
+    b->p = np;
+    return add;
+}
+
+/*
+ * GET (post_json NULL) or POST url. *out (may be NULL) receives the body,
+ * which the caller frees. Returns the HTTP status, or -1 when no answer.
+ */
+static long http_call(const char *url, const char *post_json, char **out)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    body_t b = {NULL, 0};
+    long code = -1;
+
+    if (out)
+        *out = NULL;
+    if (!h)
+        return -1;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    if (post_json) {
+        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_json);
+    }
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    if (out)
+        *out = b.p;
+    else
+        free(b.p);
+    return code;
+}
+
+/* Sum of every sample of metric `name` (any labels) whose label text
+ * contains `label_has` (NULL = any), from Prometheus text. */
+static double metric_sum(const char *text, const char *name,
+                         const char *label_has)
+{
+    double sum = 0;
+    size_t nl = strlen(name);
+
+    for (const char *l = text; l && *l;) {
+        const char *eol = strchr(l, '\n');
+        size_t len = eol ? (size_t)(eol - l) : strlen(l);
+        if (len > nl && strncmp(l, name, nl) == 0 &&
+            (l[nl] == '{' || l[nl] == ' ')) {
+            const char *sp = memchr(l, ' ', len);
+            const char *lbl_end = memchr(l, '}', len);
+            int match = 1;
+            if (label_has) {
+                char lbl[512];
+                size_t ll = lbl_end ? (size_t)(lbl_end - l) : 0;
+                if (ll >= sizeof(lbl))
+                    ll = sizeof(lbl) - 1;
+                memcpy(lbl, l, ll);
+                lbl[ll] = '\0';
+                match = strstr(lbl, label_has) != NULL;
+            }
+            if (lbl_end)
+                sp = memchr(lbl_end, ' ', len - (size_t)(lbl_end - l));
+            if (sp && match)
+                sum += strtod(sp + 1, NULL);
+        }
+        l = eol ? eol + 1 : NULL;
+    }
+    return sum;
+}
+
+/* ---- Redis round-trip proxy ------------------------------------------- */
+
+/*
+ * One client connection of the proxy. A round trip starts with the first
+ * client byte after a server answer (or the first ever); commands are
+ * counted by following RESP multibulk framing ("*n", then n "$len" bulks).
+ */
+typedef struct pconn {
+    int cfd, sfd;
+    int waiting;         /* request sent, no answer byte seen yet */
+    int st;              /* 0 header '*', 1 header '$', 2 bulk data */
+    long long left_args; /* bulks left in the current command */
+    long long left_data; /* bytes of bulk data left, CRLF included */
+    char line[64];
+    size_t ll;
+} pconn_t;
+
+typedef struct proxy {
+    int lfd;
+    int port;
+    struct sockaddr_storage up; /* Redis address */
+    socklen_t up_len;
+    pthread_t th;
+    atomic_int stop;
+    atomic_ullong round_trips;
+    atomic_ullong commands;
+    atomic_ullong connections;
+    pconn_t conn[PROXY_MAX_CONN];
+    size_t n;
+} proxy_t;
+
+static void resp_feed(proxy_t *px, pconn_t *c, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (c->st == 2) {
+            long long take = (long long)(n - i) < c->left_data
+                                 ? (long long)(n - i)
+                                 : c->left_data;
+            c->left_data -= take;
+            i += (size_t)take - 1;
+            if (c->left_data == 0)
+                c->st = c->left_args > 0 ? 1 : 0;
+            continue;
+        }
+        if (c->ll < sizeof(c->line) - 1)
+            c->line[c->ll++] = p[i];
+        if (p[i] != '\n')
+            continue;
+        c->line[c->ll] = '\0';
+        c->ll = 0;
+        if (c->st == 0 && c->line[0] == '*') {
+            c->left_args = atoll(c->line + 1);
+            atomic_fetch_add(&px->commands, 1);
+            c->st = c->left_args > 0 ? 1 : 0;
+        } else if (c->st == 1 && c->line[0] == '$') {
+            c->left_data = atoll(c->line + 1) + 2;
+            c->left_args--;
+            c->st = 2;
+        } else if (c->st == 0) {
+            /* inline command (not sent by hiredis): one command per line */
+            atomic_fetch_add(&px->commands, 1);
+        }
+    }
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void proxy_drop(proxy_t *px, size_t i)
+{
+    close(px->conn[i].cfd);
+    close(px->conn[i].sfd);
+    px->conn[i] = px->conn[--px->n];
+}
+
+static int connect_upstream(const proxy_t *px)
+{
+    int fd = socket(px->up.ss_family, SOCK_STREAM, 0);
+
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (const struct sockaddr *)&px->up, px->up_len) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void *proxy_main(void *ud)
+{
+    proxy_t *px = ud;
+    struct pollfd *pf = calloc(2 * PROXY_MAX_CONN + 1, sizeof(*pf));
+    char buf[65536];
+
+    if (!pf)
+        return NULL;
+    while (!atomic_load(&px->stop)) {
+        size_t np = 0;
+        pf[np].fd = px->lfd;
+        pf[np++].events = POLLIN;
+        for (size_t i = 0; i < px->n; i++) {
+            pf[np].fd = px->conn[i].cfd;
+            pf[np++].events = POLLIN;
+            pf[np].fd = px->conn[i].sfd;
+            pf[np++].events = POLLIN;
+        }
+        if (poll(pf, np, 100) <= 0)
+            continue;
+        if (pf[0].revents & POLLIN) {
+            int cfd = accept(px->lfd, NULL, NULL);
+            if (cfd >= 0) {
+                int sfd = px->n < PROXY_MAX_CONN ? connect_upstream(px) : -1;
+                if (sfd < 0) {
+                    close(cfd);
+                } else {
+                    int one = 1;
+                    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY,
+                               &one, sizeof(one));
+                    setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY,
+                               &one, sizeof(one));
+                    memset(&px->conn[px->n], 0, sizeof(px->conn[0]));
+                    px->conn[px->n].cfd = cfd;
+                    px->conn[px->n].sfd = sfd;
+                    px->n++;
+                    atomic_fetch_add(&px->connections, 1);
+                }
+            }
+        }
+        /* walk backwards so that dropping a connection keeps the index
+         * of the pollfds still to visit valid */
+        for (size_t i = (np - 1) / 2; i-- > 0;) {
+            pconn_t *c = &px->conn[i];
+            short cre = pf[1 + 2 * i].revents, sre = pf[2 + 2 * i].revents;
+            int bad = 0;
+            if (cre & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t r = read(c->cfd, buf, sizeof(buf));
+                if (r <= 0) {
+                    bad = 1;
+                } else {
+                    if (!c->waiting) {
+                        atomic_fetch_add(&px->round_trips, 1);
+                        c->waiting = 1;
+                    }
+                    resp_feed(px, c, buf, (size_t)r);
+                    bad = write_all(c->sfd, buf, (size_t)r) != 0;
+                }
+            }
+            if (!bad && (sre & (POLLIN | POLLHUP | POLLERR))) {
+                ssize_t r = read(c->sfd, buf, sizeof(buf));
+                if (r <= 0) {
+                    bad = 1;
+                } else {
+                    c->waiting = 0;
+                    bad = write_all(c->cfd, buf, (size_t)r) != 0;
+                }
+            }
+            if (bad)
+                proxy_drop(px, i);
+        }
+    }
+    for (size_t i = px->n; i-- > 0;)
+        proxy_drop(px, i);
+    free(pf);
+    return NULL;
+}
+
+/* Listen on a free loopback port and forward to host:port. */
+static rw_err_t proxy_start(proxy_t *px, const char *host, int port,
+                            char *errstr, size_t errlen)
+{
+    struct addrinfo hints, *ai = NULL;
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    char port_s[16];
+    int one = 1;
+
+    memset(px, 0, sizeof(*px));
+    px->lfd = -1;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai)
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "redis proxy: cannot resolve %s", host);
+    memcpy(&px->up, ai->ai_addr, ai->ai_addrlen);
+    px->up_len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+
+    px->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (px->lfd < 0 ||
+        setsockopt(px->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        bind(px->lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        listen(px->lfd, 128) ||
+        getsockname(px->lfd, (struct sockaddr *)&sa, &len)) {
+        if (px->lfd >= 0)
+            close(px->lfd);
+        px->lfd = -1;
+        return rw_err_set(errstr, errlen, RW_ERR_IO, "redis proxy: %s",
+                          strerror(errno));
+    }
+    px->port = ntohs(sa.sin_port);
+    if (pthread_create(&px->th, NULL, proxy_main, px) != 0) {
+        close(px->lfd);
+        px->lfd = -1;
+        return rw_err_set(errstr, errlen, RW_ERR_IO,
+                          "redis proxy: no thread");
+    }
+    return RW_OK;
+}
+
+static void proxy_stop(proxy_t *px)
+{
+    if (px->lfd < 0)
+        return;
+    atomic_store(&px->stop, 1);
+    pthread_join(px->th, NULL);
+    close(px->lfd);
+    px->lfd = -1;
+}
+
+/* ---- daemons ---------------------------------------------------------- */
+
+typedef struct daemon_proc {
+    char name[32]; /* "worker-1", "poller-2", "producer" */
+    pid_t pid;
+    int metrics_port;
+    int exited;
+    int status;
+    long long hwm_kb;   /* VmHWM just before stopping, or ru_maxrss */
+    char *metrics;      /* /metrics text scraped before stopping */
+} daemon_t;
+
+typedef struct envset {
+    char **v;
+    size_t n, cap;
+} envset_t;
+
+static int env_put(envset_t *e, const char *key, const char *val)
+{
+    size_t kl = strlen(key);
+    char *kv;
+
+    for (size_t i = 0; i < e->n; i++)
+        if (strncmp(e->v[i], key, kl) == 0 && e->v[i][kl] == '=') {
+            free(e->v[i]);
+            e->v[i] = e->v[--e->n];
+            break;
+        }
+    if (e->n + 2 > e->cap) {
+        size_t nc = e->cap ? e->cap * 2 : 64;
+        char **nv = realloc(e->v, nc * sizeof(*nv));
+        if (!nv)
+            return -1;
+        e->v = nv;
+        e->cap = nc;
+    }
+    kv = malloc(kl + strlen(val) + 2);
+    if (!kv)
+        return -1;
+    sprintf(kv, "%s=%s", key, val);
+    e->v[e->n++] = kv;
+    e->v[e->n] = NULL;
+    return 0;
+}
+
+static void env_free(envset_t *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        free(e->v[i]);
+    free(e->v);
+    memset(e, 0, sizeof(*e));
+}
+
+/* A copy of this process's environment, to be amended per daemon. */
+static int env_copy(envset_t *e)
+{
+    memset(e, 0, sizeof(*e));
+    for (char **p = environ; *p; p++) {
+        const char *eq = strchr(*p, '=');
+        char key[256];
+        if (!eq || (size_t)(eq - *p) >= sizeof(key))
+            continue;
+        memcpy(key, *p, (size_t)(eq - *p));
+        key[eq - *p] = '\0';
+        if (env_put(e, key, eq + 1))
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * fork + execve bin with envp; stdout and stderr go to log_path. Only
+ * async-signal-safe calls happen between fork and exec (the proxy thread
+ * runs in the parent).
+ */
+static pid_t spawn(const char *bin, char *const argv[], char *const envp[],
+                   const char *log_path)
+{
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_t pid;
+
+    if (fd < 0)
+        return -1;
+    pid = fork();
+    if (pid == 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        execve(bin, argv, envp);
+        _exit(127);
+    }
+    close(fd);
+    return pid;
+}
+
+static long long vm_hwm_kb(pid_t pid)
+{
+    char path[64], line[256];
+    long long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = atoll(line + 6);
+    fclose(f);
+    return kb;
+}
+
+/* Reap d if it exited; returns 1 when it is gone. */
+static int reap(daemon_t *d)
+{
+    int st;
+
+    if (d->exited || d->pid <= 0)
+        return 1;
+    if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+        d->exited = 1;
+        d->status = st;
+        return 1;
+    }
+    return 0;
+}
+
+/* SIGTERM (drain), then SIGKILL after 15 s. */
+static void stop_daemon(daemon_t *d)
+{
+    if (reap(d))
+        return;
+    kill(d->pid, SIGTERM);
+    for (int i = 0; i < 150; i++) {
+        if (reap(d))
+            return;
+        sleep_ms(100);
+    }
+    fprintf(stderr, "bench: %s did not drain within 15 s, killing it\n",
+            d->name);
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, &d->status, 0);
+    d->exited = 1;
+}
+
+/* ---- Postgres --------------------------------------------------------- */
+
+/* dsn with its dbname replaced by dbname, as a key=value string. */
+static rw_err_t dsn_with_db(const char *dsn, const char *dbname, char *out,
+                            size_t len, char *errstr, size_t errlen)
+{
+    PQconninfoOption *opts;
+    char *perr = NULL;
+    size_t n = 0;
+
+    opts = PQconninfoParse(dsn, &perr);
+    if (!opts) {
+        PQfreemem(perr);
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "ROLLWAVE_PG_DSN is not a valid connection string");
+    }
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = strcmp(o->keyword, "dbname") == 0 ? NULL : o->val;
+        if (!v)
+            continue;
+        n += (size_t)snprintf(out + n, n < len ? len - n : 0, "%s='",
+                              o->keyword);
+        for (const char *s = v; *s && n + 3 < len; s++) {
+            if (*s == '\'' || *s == '\\')
+                out[n++] = '\\';
+            out[n++] = *s;
+        }
+        if (n + 2 < len) {
+            out[n++] = '\'';
+            out[n++] = ' ';
+            out[n] = '\0';
+        }
+    }
+    PQconninfoFree(opts);
+    n += (size_t)snprintf(out + n, n < len ? len - n : 0, "dbname='%s'",
+                          dbname);
+    if (n >= len)
+        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                          "connection string too long");
+    return RW_OK;
+}
+
+/* CREATE or DROP DATABASE: identifiers cannot be parameters, so the
+ * generated name is quoted with PQescapeIdentifier. */
+static rw_err_t admin_db(rw_pg_t *admin, const char *verb, const char *db,
+                         const char *suffix, char *errstr, size_t errlen)
+{
+    char sql[512];
+    char *ident = PQescapeIdentifier(rw_pg_conn(admin), db, strlen(db));
+    rw_err_t err;
+
+    if (!ident)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot quote %s",
+                          db);
+    snprintf(sql, sizeof(sql), MARK "%s %s%s", verb, ident, suffix);
+    PQfreemem(ident);
+    err = rw_pg_exec(admin, sql, 0, NULL, NULL, errstr, errlen);
+    return err;
+}
+
+/*
+ * The fleet: store_apps enabled with a 7-day cadence (2 days for beta),
+ * every instance redeploy-eligible with a Lagoon target, none due-dated,
+ * 10% in the beta group, half of them claimed. One statement.
+ */
+static const char SQL_SEED[] =
+    MARK "WITH apps AS ("
+    "  INSERT INTO store_apps (name, redeploy_enabled, redeploy_interval_days,"
+    "                          beta_redeploy_interval_days)"
+    "  SELECT 'bench-app-' || g, true, 7, 2 FROM generate_series(1, $1::int) g"
+    "  RETURNING id),"
+    " app_arr AS (SELECT array_agg(id ORDER BY id) AS ids FROM apps),"
+    " grp AS ("
+    "  INSERT INTO user_groups (name, is_beta)"
+    "  VALUES ('bench-regular', false), ('bench-beta', true)"
+    "  RETURNING id, is_beta),"
+    " gids AS (SELECT max(id) FILTER (WHERE is_beta) AS beta_id,"
+    "                 max(id) FILTER (WHERE NOT is_beta) AS reg_id FROM grp)"
+    " INSERT INTO app_instances (name, store_app_id, user_group_id, status,"
+    "     is_trial, lagoon_project, lagoon_environment)"
+    " SELECT 'bench-i' || g, a.ids[1 + (g % array_length(a.ids, 1))],"
+    "        CASE WHEN g % 10 = 0 THEN gi.beta_id ELSE gi.reg_id END,"
+    "        CASE WHEN g % 2 = 0 THEN 'running-healthy-claimed'"
+    "             ELSE 'running-healthy-unclaimed' END,"
+    "        false, 'bench-p' || g, 'main'"
+    " FROM generate_series(1, $2::bigint) g, app_arr a, gids gi";
+
+static const char SQL_STATUS_COUNTS[] =
+    MARK "SELECT count(*) FILTER (WHERE status = 'running-healthy-claimed')"
+    "   AS claimed,"
+    " count(*) FILTER (WHERE status = 'running-healthy-unclaimed')"
+    "   AS unclaimed"
+    " FROM app_instances";
+
+static const char SQL_PROGRESS[] =
+    MARK "SELECT (SELECT count(*) FROM deployment_runs) AS runs,"
+    " (SELECT count(*) FROM deployment_runs WHERE status IN"
+    "   ('completed', 'partial_failed', 'failed', 'cancelled')) AS runs_final,"
+    " count(*) AS targets,"
+    " count(*) FILTER (WHERE state = 'pending') AS pending,"
+    " count(*) FILTER (WHERE state = 'claimed') AS claimed,"
+    " count(*) FILTER (WHERE state = 'triggered') AS triggered,"
+    " count(*) FILTER (WHERE state = 'deploying') AS deploying,"
+    " count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"
+    " count(*) FILTER (WHERE state IN ('failed', 'timed_out')) AS failed,"
+    " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped"
+    " FROM run_targets";
+
+static const char SQL_STAGES[] =
+    MARK "SELECT count(*) AS targets,"
+    " extract(epoch FROM min(claimed_at)) AS first_claimed,"
+    " extract(epoch FROM max(triggered_at)) AS last_triggered,"
+    " extract(epoch FROM min(triggered_at)) AS first_triggered,"
+    " extract(epoch FROM max(finished_at)) AS last_finished,"
+    " count(*) FILTER (WHERE state NOT IN ('succeeded', 'failed', 'skipped',"
+    "                  'timed_out', 'cancelled')) AS not_terminal,"
+    " count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"
+    " count(*) FILTER (WHERE state = 'failed') AS failed,"
+    " count(*) FILTER (WHERE state = 'timed_out') AS timed_out,"
+    " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped,"
+    " count(*) FILTER (WHERE attempt > 1) AS retried,"
+    " count(DISTINCT instance_id) AS distinct_instances"
+    " FROM run_targets";
+
+static const char SQL_RUNS[] =
+    MARK "SELECT count(*) AS runs,"
+    " count(*) FILTER (WHERE status IN ('completed', 'partial_failed',"
+    "                  'failed', 'cancelled')) AS final,"
+    " count(*) FILTER (WHERE status = 'completed') AS completed,"
+    " extract(epoch FROM min(created_at)) AS first_created,"
+    " extract(epoch FROM max(completed_at)) AS last_completed,"
+    " (SELECT count(*) FROM run_chunks) AS chunks,"
+    " count(*) FILTER (WHERE total_count <> (SELECT count(*) FROM run_targets t"
+    "                   WHERE t.run_id = r.id)"
+    "   OR succeeded_count + failed_count + skipped_count <> total_count)"
+    "   AS bad_counts,"
+    " count(*) FILTER (WHERE (SELECT count(*) FROM run_transitions x"
+    "                   WHERE x.run_id = r.id AND x.to_status IN"
+    "                   ('completed', 'partial_failed', 'failed')) <> 1)"
+    "   AS not_finalized_once,"
+    " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished,"
+    " (SELECT count(*) FROM outbox) AS outbox_rows"
+    " FROM deployment_runs r";
+
+static const char SQL_PGSS_TOTAL[] =
+    MARK "SELECT COALESCE(sum(calls), 0)::bigint AS calls,"
+    " COALESCE(sum(calls) FILTER (WHERE query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)'),"
+    "          0)::bigint AS tx_calls,"
+    " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
+    " COALESCE(sum(rows), 0)::bigint AS rows,"
+    " count(*) AS statements"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'";
+
+static const char SQL_PGSS_TOP[] =
+    MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
+    " mean_exec_time::float8 AS mean_ms, rows,"
+    " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'"
+    " ORDER BY calls DESC, total_exec_time DESC LIMIT $2::int";
+
+static const char SQL_PGSS_SLOW[] =
+    MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
+    " mean_exec_time::float8 AS mean_ms, rows,"
+    " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'"
+    " ORDER BY total_exec_time DESC LIMIT $2::int";
+
+static double num(const PGresult *res, const char *col)
+{
+    const char *v = rw_pg_str(res, 0, col);
+    return v ? strtod(v, NULL) : 0.0;
+}
+
+/* ---- Redis (the benchmark's own connection) ----------------------------- */
+
+static redisContext *redis_open(const rw_redis_url_t *u, char *errstr,
+                                size_t errlen)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
+                                 : redisConnectWithTimeout(u->host, u->port,
+                                                           tv);
+    redisReply *r = NULL;
+
+    if (!c || c->err) {
+        rw_err_set(errstr, errlen, RW_ERR_REDIS_CONN, "redis: %s",
+                   c ? c->errstr : "cannot allocate context");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (u->password[0]) {
+        r = u->username[0]
+                ? redisCommand(c, "AUTH %s %s", u->username, u->password)
+                : redisCommand(c, "AUTH %s", u->password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            rw_err_set(errstr, errlen, RW_ERR_CONFIG, "redis: AUTH refused");
+            freeReplyObject(r);
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    if (u->db) {
+        r = redisCommand(c, "SELECT %d", u->db);
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+/* INFO <section> as a malloc'd string, or NULL. */
+static char *redis_info(redisContext *c, const char *section)
+{
+    redisReply *r = redisCommand(c, "INFO %s", section);
+    char *s = NULL;
+
+    if (r && r->type == REDIS_REPLY_STRING)
+        s = strdup(r->str);
+    freeReplyObject(r);
+    return s;
+}
+
+/* Lock keys of this run still present (SCAN, so Redis never blocks). */
+static long long redis_count_keys(redisContext *c, const char *pattern)
+{
+    char cursor[32] = "0";
+    long long n = 0;
+
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 10000", cursor,
+                                     pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        n += (long long)r->element[1]->elements;
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
+}
+
+/* ---- the run ---------------------------------------------------------- */
+
+typedef struct bench {
+    opts_t o;
+    bench_env_t env;
+    char db[64];
+    char dsn[2048];
+    char prefix[64];
+    char log_dir[PATH_MAX];
+    char bin_dir[PATH_MAX];
+    rw_pg_t *admin;
+    rw_pg_t *pg;
+    redisContext *rc;
+    rw_redis_url_t rurl;
+    proxy_t px;
+    int px_on;
+    int pgss;
+    daemon_t d[MAX_DAEMONS + 1];
+    size_t nd;
+    daemon_t producer;
+    long long claimed0, unclaimed0;
+    double t_start;         /* database clock when the producer started */
+    double producer_s;      /* producer --once wall time */
+    double seed_s;
+    char sim_config[512];
+} bench_t;
+
+static const char *bin_path(const bench_t *b, const char *name, char *buf,
+                            size_t len)
+{
+    snprintf(buf, len, "%s/%s", b->bin_dir, name);
+    return buf;
+}
+
+/* The daemon environment: inherited, plus the benchmark's settings. */
+static int daemon_env(const bench_t *b, envset_t *e, const char *group,
+                      int metrics_port)
+{
+    char v[64], url[300];
+    int rc = 0;
+
+    if (env_copy(e))
+        return -1;
+    rc |= env_put(e, "ROLLWAVE_PG_DSN", b->dsn);
+    if (b->px_on) {
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d/%d", b->px.port,
+                 b->rurl.db);
+        rc |= env_put(e, "ROLLWAVE_REDIS_URL", url);
+    }
+    rc |= env_put(e, "ROLLWAVE_KAFKA_TOPIC_PREFIX", b->prefix);
+    if (group) {
+        snprintf(v, sizeof(v), "%s%s", b->prefix, group);
+        rc |= env_put(e, "ROLLWAVE_KAFKA_GROUP", v);
+    }
+    snprintf(v, sizeof(v), "%lld", b->o.instances);
+    rc |= env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
+    snprintf(v, sizeof(v), "%lld", b->o.chunk_size);
+    rc |= env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
+    snprintf(v, sizeof(v), "%lld", b->o.first_poll_delay_s);
+    rc |= env_put(e, "ROLLWAVE_FIRST_POLL_DELAY_S", v);
+    rc |= env_put(e, "ROLLWAVE_POLL_INTERVAL_S", "1");
+    if (!getenv("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS"))
+        rc |= env_put(e, "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", "6000");
+    snprintf(v, sizeof(v), "%d", metrics_port);
+    rc |= env_put(e, "ROLLWAVE_METRICS_PORT", v);
+    rc |= env_put(e, "ROLLWAVE_LOG_LEVEL", b->o.child_log_level);
+    return rc ? -1 : 0;
+}
+
+static rw_err_t start_daemon(bench_t *b, daemon_t *d, const char *bin_name,
+                             const char *group, char *const extra_arg,
+                             char *errstr, size_t errlen)
+{
+    envset_t e;
+    char bin[PATH_MAX + 64], log[PATH_MAX + 64];
+    char *argv[3] = {(char *)bin_name, extra_arg, NULL};
+
+    d->metrics_port = free_port();
+    if (d->metrics_port <= 0 || daemon_env(b, &e, group, d->metrics_port)) {
+        env_free(&e);
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                          "cannot prepare %s", d->name);
+    }
+    snprintf(log, sizeof(log), "%s/%s.log", b->log_dir, d->name);
+    d->pid = spawn(bin_path(b, bin_name, bin, sizeof(bin)), argv, e.v, log);
+    env_free(&e);
+    if (d->pid < 0)
+        return rw_err_set(errstr, errlen, RW_ERR_IO, "cannot start %s: %s",
+                          d->name, strerror(errno));
+    return RW_OK;
+}
+
+/* Wait until every daemon answers /healthz with 200. */
+static rw_err_t wait_healthy(bench_t *b, char *errstr, size_t errlen)
+{
+    long long deadline = mono_ms() + 60000;
+
+    for (size_t i = 0; i < b->nd; i++) {
+        char url[128];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz",
+                 b->d[i].metrics_port);
+        while (http_call(url, NULL, NULL) != 200) {
+            if (reap(&b->d[i]))
+                return rw_err_set(errstr, errlen, RW_ERR_IO,
+                                  "%s exited at start (see %s/%s.log)",
+                                  b->d[i].name, b->log_dir, b->d[i].name);
+            if (mono_ms() > deadline || interrupted)
+                return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                                  "%s not healthy within 60 s", b->d[i].name);
+            sleep_ms(100);
+        }
+    }
+    return RW_OK;
+}
+
+static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    char n_s[24], a_s[24];
+    const char *p[2] = {a_s, n_s};
+    long long t0;
+
+    err = rw_pg_new(&b->admin, b->env.pg_dsn, errstr, errlen);
+    if (err)
+        return err;
+    snprintf(b->db, sizeof(b->db), "rwbench_%d_%lld", (int)getpid(),
+             (long long)time(NULL));
+    err = admin_db(b->admin, "CREATE DATABASE", b->db, "", errstr, errlen);
+    if (err)
+        return err;
+    err = dsn_with_db(b->env.pg_dsn, b->db, b->dsn, sizeof(b->dsn), errstr,
+                      errlen);
+    if (!err)
+        err = rw_pg_new(&b->pg, b->dsn, errstr, errlen);
+    if (!err)
+        err = rw_migrate_apply(b->pg, NULL, NULL, NULL, errstr, errlen);
+    if (err)
+        return err;
+
+    b->pgss = 0;
+    err = rw_pg_exec(b->pg, MARK "SELECT current_setting("
+                                 "'shared_preload_libraries') AS l",
+                     0, NULL, &res, errstr, errlen);
+    if (err)
+        return err;
+    if (strstr(rw_pg_str(res, 0, "l") ? rw_pg_str(res, 0, "l") : "",
+               "pg_stat_statements")) {
+        err = rw_pg_exec(b->pg,
+                         MARK "CREATE EXTENSION IF NOT EXISTS "
+                              "pg_stat_statements",
+                         0, NULL, NULL, errstr, errlen);
+        if (err)
+            goto out;
+        b->pgss = 1;
+        /* the benchmark's own statements stay out of the figures */
+        if (rw_pg_exec(b->pg, MARK "SET pg_stat_statements.track = 'none'", 0,
+                       NULL, NULL, errstr, errlen))
+            fprintf(stderr,
+                    "bench: cannot untrack own statements (%s); they are "
+                    "excluded by their mark instead\n",
+                    errstr);
+    } else {
+        fprintf(stderr, "bench: pg_stat_statements is not in "
+                        "shared_preload_libraries: no statement figures\n");
+    }
+
+    snprintf(n_s, sizeof(n_s), "%lld", b->o.instances);
+    snprintf(a_s, sizeof(a_s), "%lld", b->o.store_apps);
+    fprintf(stderr, "bench: seeding %lld instances over %lld store apps in "
+                    "database %s\n",
+            b->o.instances, b->o.store_apps, b->db);
+    t0 = mono_ms();
+    err = rw_pg_exec(b->pg, SQL_SEED, 2, p, NULL, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, MARK "ANALYZE", 0, NULL, NULL, errstr, errlen);
+    if (err)
+        goto out;
+    b->seed_s = (double)(mono_ms() - t0) / 1000.0;
+    PQclear(res);
+    res = NULL;
+    err = rw_pg_exec(b->pg, SQL_STATUS_COUNTS, 0, NULL, &res, errstr, errlen);
+    if (err)
+        goto out;
+    b->claimed0 = rw_pg_ll(res, 0, "claimed", 0);
+    b->unclaimed0 = rw_pg_ll(res, 0, "unclaimed", 0);
+out:
+    PQclear(res);
+    return err;
+}
+
+/* Zero every counter the report reads. */
+static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    redisReply *r;
+    char url[600], *body = NULL;
+
+    if (b->pgss) {
+        err = rw_pg_exec(b->pg, MARK "SELECT pg_stat_statements_reset()", 0,
+                         NULL, NULL, errstr, errlen);
+        if (err)
+            return err;
+    }
+    r = redisCommand(b->rc, "CONFIG RESETSTAT");
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        err = rw_err_set(errstr, errlen, RW_ERR_REDIS_REPLY,
+                         "redis CONFIG RESETSTAT: %s",
+                         r ? r->str : b->rc->errstr);
+    freeReplyObject(r);
+    if (err)
+        return err;
+    snprintf(url, sizeof(url), "%s/sim/reset", b->env.sim_admin_url);
+    if (http_call(url, "{}", NULL) != 200)
+        return rw_err_set(errstr, errlen, RW_ERR_IO,
+                          "POST /sim/reset failed");
+    snprintf(url, sizeof(url), "%s/sim/config", b->env.sim_admin_url);
+    if (http_call(url, NULL, &body) == 200 && body) {
+        json_t *j = json_loads(body, 0, NULL);
+        if (j) {
+            snprintf(b->sim_config, sizeof(b->sim_config),
+                     "rows_delay_ms=%lld phase_ms=%lld build_min_ms=%lld "
+                     "build_max_ms=%lld max_concurrent_builds=%lld "
+                     "fail_rate=%g",
+                     (long long)json_integer_value(
+                         json_object_get(j, "rows_delay_ms")),
+                     (long long)json_integer_value(
+                         json_object_get(j, "phase_ms")),
+                     (long long)json_integer_value(
+                         json_object_get(j, "build_min_ms")),
+                     (long long)json_integer_value(
+                         json_object_get(j, "build_max_ms")),
+                     (long long)json_integer_value(
+                         json_object_get(j, "max_concurrent_builds")),
+                     json_number_value(json_object_get(j, "fail_rate")));
+            json_decref(j);
+        }
+    }
+    free(body);
+    return RW_OK;
+}
+
+static double db_now(bench_t *b)
+{
+    PGresult *res = NULL;
+    double t = 0;
+
+    if (!rw_pg_exec(b->pg,
+                    MARK "SELECT extract(epoch FROM clock_timestamp()) AS t",
+                    0, NULL, &res, NULL, 0))
+        t = num(res, "t");
+    PQclear(res);
+    return t;
+}
+
+/* One progress line; *done is set once every run is final. */
+static void progress(bench_t *b, long long t0, int tty, int *done)
+{
+    PGresult *res = NULL;
+    char errstr[256];
+    long long runs, final;
+
+    *done = 0;
+    if (rw_pg_exec(b->pg, SQL_PROGRESS, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        fprintf(stderr, "bench: progress query failed: %s\n", errstr);
+        return;
+    }
+    runs = rw_pg_ll(res, 0, "runs", 0);
+    final = rw_pg_ll(res, 0, "runs_final", 0);
+    fprintf(stderr,
+            "%s%6.1fs runs %lld/%lld final | targets %lld: pending %lld "
+            "claimed %lld triggered %lld deploying %lld succeeded %lld "
+            "failed %lld skipped %lld%s",
+            tty ? "\r" : "", (double)(mono_ms() - t0) / 1000.0, final, runs,
+            rw_pg_ll(res, 0, "targets", 0), rw_pg_ll(res, 0, "pending", 0),
+            rw_pg_ll(res, 0, "claimed", 0), rw_pg_ll(res, 0, "triggered", 0),
+            rw_pg_ll(res, 0, "deploying", 0), rw_pg_ll(res, 0, "succeeded", 0),
+            rw_pg_ll(res, 0, "failed", 0), rw_pg_ll(res, 0, "skipped", 0),
+            tty ? "\033[K" : "\n");
+    *done = runs > 0 && final == runs && b->producer.exited;
+    PQclear(res);
+}
+
+/* Run the producer tick and follow the rollout to its end. */
+static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    struct rusage ru;
+    long long t0, deadline, next_progress = 0;
+    int tty = isatty(STDERR_FILENO), done = 0, st;
+
+    snprintf(b->producer.name, sizeof(b->producer.name), "producer");
+    b->t_start = db_now(b);
+    t0 = mono_ms();
+    err = start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
+                       errstr, errlen);
+    if (err)
+        return err;
+    deadline = t0 + b->o.timeout_s * 1000;
+    while (!interrupted) {
+        if (!b->producer.exited &&
+            wait4(b->producer.pid, &st, WNOHANG, &ru) == b->producer.pid) {
+            b->producer.exited = 1;
+            b->producer.status = st;
+            b->producer.hwm_kb = ru.ru_maxrss;
+            b->producer_s = (double)(mono_ms() - t0) / 1000.0;
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                return rw_err_set(errstr, errlen, RW_ERR_IO,
+                                  "producer --once failed (see %s/%s.log)",
+                                  b->log_dir, b->producer.name);
+        }
+        for (size_t i = 0; i < b->nd; i++)
+            if (reap(&b->d[i]))
+                return rw_err_set(errstr, errlen, RW_ERR_IO,
+                                  "%s exited during the rollout (see "
+                                  "%s/%s.log)",
+                                  b->d[i].name, b->log_dir, b->d[i].name);
+        if (mono_ms() >= next_progress) {
+            next_progress = mono_ms() + b->o.progress_ms;
+            progress(b, t0, tty, &done);
+            if (done)
+                break;
+        }
+        if (mono_ms() > deadline)
+            return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                              "rollout not finished after %lld s",
+                              b->o.timeout_s);
+        sleep_ms(50);
+    }
+    if (tty)
+        fputc('\n', stderr);
+    if (interrupted)
+        return rw_err_set(errstr, errlen, RW_ERR_SHUTDOWN, "interrupted");
+    return RW_OK;
+}
+
+/* Scrape /metrics and VmHWM of every daemon, then SIGTERM them. */
+static void stop_daemons(bench_t *b)
+{
+    for (size_t i = 0; i < b->nd; i++) {
+        daemon_t *d = &b->d[i];
+        char url[128];
+        if (d->pid <= 0 || reap(d))
+            continue;
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics",
+                 d->metrics_port);
+        if (http_call(url, NULL, &d->metrics) != 200) {
+            free(d->metrics);
+            d->metrics = NULL;
+        }
+        d->hwm_kb = vm_hwm_kb(d->pid);
+    }
+    for (size_t i = 0; i < b->nd; i++)
+        if (b->d[i].pid > 0 && !reap(&b->d[i]))
+            kill(b->d[i].pid, SIGTERM);
+    for (size_t i = 0; i < b->nd; i++)
+        if (b->d[i].pid > 0)
+            stop_daemon(&b->d[i]);
+    if (b->producer.pid > 0 && !b->producer.exited)
+        stop_daemon(&b->producer);
+}
+
+/* ---- the report ------------------------------------------------------- */
+
+static void print_rate(const char *what, const char *span, double secs,
+                       double n)
+{
+    printf("  %-18s %-34s %9.2f s  %10.0f instances/s\n", what, span, secs,
+           secs > 0 ? n / secs : 0.0);
+}
+
+static void report_pg_rows(const PGresult *res, double n)
+{
+    printf("    %10s %9s %9s %10s  %s\n", "calls", "per inst", "mean ms",
+           "total s", "statement");
+    for (int i = 0; i < PQntuples(res); i++)
+        printf("    %10lld %9.3f %9.3f %10.2f  %s\n",
+               rw_pg_ll(res, i, "calls", 0),
+               per((double)rw_pg_ll(res, i, "calls", 0), n),
+               strtod(rw_pg_str(res, i, "mean_ms"), NULL),
+               strtod(rw_pg_str(res, i, "exec_ms"), NULL) / 1000.0,
+               rw_pg_str(res, i, "q"));
+}
+
+static void report_postgres(bench_t *b, double n)
+{
+    PGresult *res = NULL;
+    char errstr[512], w[16] = "120", lim[16] = "10";
+    const char *p[2] = {w, lim};
+
+    printf("\npostgres (pg_stat_statements, database %s)\n", b->db);
+    if (!b->pgss) {
+        printf("  not available: pg_stat_statements is not preloaded\n");
+        return;
+    }
+    if (rw_pg_exec(b->pg, SQL_PGSS_TOTAL, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        printf("  query failed: %s\n", errstr);
+        return;
+    }
+    printf("  statements         %lld calls  %.2f per instance "
+           "(%.2f per instance without BEGIN/COMMIT/ROLLBACK)\n",
+           rw_pg_ll(res, 0, "calls", 0),
+           per((double)rw_pg_ll(res, 0, "calls", 0), n),
+           per((double)(rw_pg_ll(res, 0, "calls", 0) -
+                        rw_pg_ll(res, 0, "tx_calls", 0)),
+               n));
+    printf("  execution time     %.2f s total  %.1f us per instance  "
+           "(%lld distinct statements, %lld rows)\n",
+           num(res, "exec_ms") / 1000.0, per(num(res, "exec_ms") * 1000.0, n),
+           rw_pg_ll(res, 0, "statements", 0), rw_pg_ll(res, 0, "rows", 0));
+    PQclear(res);
+    res = NULL;
+    if (!rw_pg_exec(b->pg, SQL_PGSS_TOP, 2, p, &res, errstr,
+                    sizeof(errstr))) {
+        printf("  top 10 statements by calls\n");
+        report_pg_rows(res, n);
+    }
+    PQclear(res);
+    res = NULL;
+    snprintf(lim, sizeof(lim), "5");
+    if (!rw_pg_exec(b->pg, SQL_PGSS_SLOW, 2, p, &res, errstr,
+                    sizeof(errstr))) {
+        printf("  top 5 statements by total execution time\n");
+        report_pg_rows(res, n);
+    }
+    PQclear(res);
+}
+
+/* The benchmark's own commands (INFO, CONFIG, SCAN) are left out. */
+static int own_command(const char *name)
+{
+    return strcmp(name, "info") == 0 || strcmp(name, "config") == 0 ||
+           strcmp(name, "config|resetstat") == 0 || strcmp(name, "scan") == 0;
+}
+
+static void report_redis(bench_t *b, double n, long long chunks)
+{
+    char *info = redis_info(b->rc, "commandstats");
+    char *stats = redis_info(b->rc, "stats");
+    long long total = 0, failed = 0;
+
+    printf("\nredis (INFO commandstats; commands run inside Lua scripts "
+           "count too)\n");
+    for (char *l = info ? strtok(info, "\r\n") : NULL; l;
+         l = strtok(NULL, "\r\n")) {
+        char name[64];
+        long long calls = 0;
+        const char *c, *f;
+        if (strncmp(l, "cmdstat_", 8) != 0)
+            continue;
+        c = strstr(l, "calls=");
+        f = strstr(l, "failed_calls=");
+        snprintf(name, sizeof(name), "%.*s", (int)strcspn(l + 8, ":"), l + 8);
+        if (own_command(name) || !c)
+            continue;
+        calls = atoll(c + 6);
+        total += calls;
+        if (f)
+            failed += atoll(f + 13);
+        printf("  %-18s %10lld calls  %.3f per instance\n", name, calls,
+               per((double)calls, n));
+    }
+    printf("  %-18s %10lld calls  %.3f per instance  (%lld failed)\n",
+           "all commands", total, per((double)total, n), failed);
+    if (stats) {
+        const char *t = strstr(stats, "total_commands_processed:");
+        if (t)
+            printf("  %-18s %10lld (server-wide, the benchmark's own "
+                   "included)\n",
+                   "commands processed", atoll(t + 25));
+    }
+    if (b->px_on) {
+        unsigned long long rt = atomic_load(&b->px.round_trips);
+        unsigned long long cmds = atomic_load(&b->px.commands);
+        printf("  round trips        %10llu  %.3f per instance  %.2f per "
+               "chunk  (proxy count, pipeline-aware)\n",
+               rt, per((double)rt, n), per((double)rt, (double)chunks));
+        printf("  commands sent      %10llu  %.3f per instance  %.2f per "
+               "round trip  (%llu connections)\n",
+               cmds, per((double)cmds, n), per((double)cmds, (double)rt),
+               atomic_load(&b->px.connections));
+    } else {
+        printf("  round trips        not measured (--no-redis-proxy)\n");
+    }
+    free(info);
+    free(stats);
+}
+
+static void report_daemons(bench_t *b)
+{
+    double handled[2] = {0, 0}, dead[2] = {0, 0}, retried[2] = {0, 0},
+           calls_ok[2] = {0, 0}, calls_err[2] = {0, 0};
+
+    printf("\npeak RSS (VmHWM before SIGTERM; producer: getrusage)\n");
+    printf("  %-18s %8.1f MiB\n", b->producer.name,
+           (double)b->producer.hwm_kb / 1024.0);
+    for (size_t i = 0; i < b->nd; i++) {
+        daemon_t *d = &b->d[i];
+        int k = strncmp(d->name, "worker", 6) == 0 ? 0 : 1;
+        if (d->hwm_kb >= 0)
+            printf("  %-18s %8.1f MiB\n", d->name,
+                   (double)d->hwm_kb / 1024.0);
+        else
+            printf("  %-18s %8s\n", d->name, "gone");
+        if (!d->metrics)
+            continue;
+        handled[k] += metric_sum(d->metrics,
+                                 "rollwave_messages_handled_total", NULL);
+        dead[k] += metric_sum(d->metrics,
+                              "rollwave_messages_dead_lettered_total", NULL);
+        retried[k] +=
+            metric_sum(d->metrics, "rollwave_messages_retried_total", NULL);
+        calls_ok[k] += metric_sum(d->metrics, "rollwave_lagoon_calls_total",
+                                  "outcome=\"ok\"");
+        calls_err[k] += metric_sum(d->metrics, "rollwave_lagoon_calls_total",
+                                   NULL);
+    }
+    printf("\ndaemon counters (/metrics before SIGTERM)\n");
+    for (int k = 0; k < 2; k++)
+        printf("  %-8s messages handled %.0f, dead-lettered %.0f, retried "
+               "%.0f; Lagoon calls ok %.0f, failed %.0f\n",
+               k ? "pollers" : "workers", handled[k], dead[k], retried[k],
+               calls_ok[k], calls_err[k] - calls_ok[k]);
+}
+
+static void report_sim(bench_t *b, long long *dups)
+{
+    char url[600], *body = NULL;
+    json_t *j = NULL;
+
+    *dups = -1;
+    printf("\nlagoon-sim (%s)\n", b->sim_config);
+    snprintf(url, sizeof(url), "%s/sim/stats?triggers=false",
+             b->env.sim_admin_url);
+    if (http_call(url, NULL, &body) != 200 || !body ||
+        !(j = json_loads(body, 0, NULL))) {
+        printf("  /sim/stats not available\n");
+        free(body);
+        return;
+    }
+#define SIMI(k) ((long long)json_integer_value(json_object_get(j, k)))
+    *dups = SIMI("duplicate_triggers");
+    printf("  bulk calls %lld, environments triggered %lld (distinct %lld), "
+           "max envs per call %lld\n",
+           SIMI("bulk_calls"), SIMI("environments_triggered"),
+           SIMI("distinct_environments"), SIMI("max_envs_per_call"));
+    printf("  graphql requests %lld, peak concurrent builds %lld, duplicate "
+           "triggers %lld\n",
+           SIMI("graphql_requests"), SIMI("peak_concurrent_builds"), *dups);
+#undef SIMI
+    json_decref(j);
+    free(body);
+}
+
+static void report(bench_t *b)
+{
+    PGresult *st = NULL, *runs = NULL, *sc = NULL;
+    char errstr[512], pattern[128];
+    double n, t_trig, t_poll, t_e2e;
+    long long dups = -1, locks = -1, dead = 0;
+
+    if (rw_pg_exec(b->pg, SQL_STAGES, 0, NULL, &st, errstr, sizeof(errstr)) ||
+        rw_pg_exec(b->pg, SQL_RUNS, 0, NULL, &runs, errstr, sizeof(errstr)) ||
+        rw_pg_exec(b->pg, SQL_STATUS_COUNTS, 0, NULL, &sc, errstr,
+                   sizeof(errstr))) {
+        printf("report queries failed: %s\n", errstr);
+        goto out;
+    }
+    n = (double)rw_pg_ll(st, 0, "targets", 0);
+    t_e2e = num(runs, "last_completed") - b->t_start;
+    t_trig = num(st, "last_triggered") - num(st, "first_claimed");
+    t_poll = num(st, "last_finished") - num(st, "first_triggered");
+
+    printf("\nrollwave rollout benchmark\n");
+    printf("  fleet              %lld instances, %lld store apps, chunk size "
+           "%lld, seeded in %.1f s\n",
+           b->o.instances, b->o.store_apps, b->o.chunk_size, b->seed_s);
+    printf("  daemons            %lld workers, %lld pollers, first poll "
+           "delay %lld s, poll interval 1 s\n",
+           b->o.workers, b->o.workers, b->o.first_poll_delay_s);
+    printf("  scheduled          %lld runs, %lld chunks, %.0f targets\n",
+           rw_pg_ll(runs, 0, "runs", 0), rw_pg_ll(runs, 0, "chunks", 0), n);
+
+    printf("\nthroughput\n");
+    print_rate("end to end", "producer start -> last run final", t_e2e, n);
+    print_rate("schedule", "producer --once (tick + relay)", b->producer_s,
+               n);
+    print_rate("trigger", "first claimed -> last triggered", t_trig, n);
+    print_rate("poll to terminal", "first triggered -> last finished",
+               t_poll, n);
+
+    if (b->pgss)
+        report_postgres(b, n);
+    else
+        printf("\npostgres: pg_stat_statements not available\n");
+    report_redis(b, n, rw_pg_ll(runs, 0, "chunks", 0));
+    report_daemons(b);
+    report_sim(b, &dups);
+
+    snprintf(pattern, sizeof(pattern), "%slock:instance:*", b->prefix);
+    locks = redis_count_keys(b->rc, pattern);
+    for (size_t i = 0; i < b->nd; i++)
+        if (b->d[i].metrics)
+            dead += (long long)metric_sum(
+                b->d[i].metrics, "rollwave_messages_dead_lettered_total",
+                NULL);
+
+    printf("\ncorrectness\n");
+    printf("  targets            %.0f of %lld instances (%lld distinct)\n", n,
+           b->o.instances, rw_pg_ll(st, 0, "distinct_instances", 0));
+    printf("  not terminal       %lld\n", rw_pg_ll(st, 0, "not_terminal", 0));
+    printf("  outcomes           succeeded %lld, failed %lld, timed out "
+           "%lld, skipped %lld, re-attempted %lld\n",
+           rw_pg_ll(st, 0, "succeeded", 0), rw_pg_ll(st, 0, "failed", 0),
+           rw_pg_ll(st, 0, "timed_out", 0), rw_pg_ll(st, 0, "skipped", 0),
+           rw_pg_ll(st, 0, "retried", 0));
+    printf("  runs               %lld final of %lld (%lld completed); "
+           "counts differing from targets: %lld; not finalized exactly "
+           "once: %lld\n",
+           rw_pg_ll(runs, 0, "final", 0), rw_pg_ll(runs, 0, "runs", 0),
+           rw_pg_ll(runs, 0, "completed", 0),
+           rw_pg_ll(runs, 0, "bad_counts", 0),
+           rw_pg_ll(runs, 0, "not_finalized_once", 0));
+    printf("  duplicate triggers %lld (lagoon-sim)\n", dups);
+    printf("  outbox unpublished %lld of %lld rows\n",
+           rw_pg_ll(runs, 0, "unpublished", 0),
+           rw_pg_ll(runs, 0, "outbox_rows", 0));
+    printf("  lock keys left     %lld\n", locks);
+    printf("  status changed     %lld instances\n",
+           llabs(rw_pg_ll(sc, 0, "claimed", 0) - b->claimed0) +
+               llabs(rw_pg_ll(sc, 0, "unclaimed", 0) - b->unclaimed0));
+    printf("  dead-lettered      %lld messages\n", dead);
+out:
+    PQclear(st);
+    PQclear(runs);
+    PQclear(sc);
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static void cleanup(bench_t *b)
+{
+    char errstr[512];
+
+    stop_daemons(b);
+    proxy_stop(&b->px);
+    rw_pg_destroy(b->pg);
+    b->pg = NULL;
+    if (b->admin && b->db[0]) {
+        if (b->o.keep_db)
+            fprintf(stderr, "bench: kept database %s\n", b->db);
+        else if (admin_db(b->admin, "DROP DATABASE IF EXISTS", b->db,
+                          " WITH (FORCE)", errstr, sizeof(errstr)))
+            fprintf(stderr, "bench: drop database %s: %s\n", b->db, errstr);
+    }
+    rw_pg_destroy(b->admin);
+    b->admin = NULL;
+    redisFree(b->rc);
+    b->rc = NULL;
+    for (size_t i = 0; i < b->nd; i++)
+        free(b->d[i].metrics);
+}
+
+static rw_err_t prepare(bench_t *b, char *errstr, size_t errlen)
+{
+    rw_err_t err;
+
+    if (b->o.bin_dir) {
+        snprintf(b->bin_dir, sizeof(b->bin_dir), "%s", b->o.bin_dir);
+    } else {
+        ssize_t r = readlink("/proc/self/exe", b->bin_dir,
+                             sizeof(b->bin_dir) - 1);
+        char *slash;
+        if (r <= 0)
+            return rw_err_set(errstr, errlen, RW_ERR_IO,
+                              "cannot find my own directory: use --bin-dir");
+        b->bin_dir[r] = '\0';
+        slash = strrchr(b->bin_dir, '/');
+        if (slash)
+            *slash = '\0';
+    }
+    if (b->o.log_dir) {
+        snprintf(b->log_dir, sizeof(b->log_dir), "%s", b->o.log_dir);
+        if (mkdir(b->log_dir, 0755) != 0 && errno != EEXIST)
+            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdir %s: %s",
+                              b->log_dir, strerror(errno));
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(b->log_dir, sizeof(b->log_dir), "%s/rollwave-bench-XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(b->log_dir))
+            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdtemp: %s",
+                              strerror(errno));
+    }
+    snprintf(b->prefix, sizeof(b->prefix), "rwbench-%d-%lld.", (int)getpid(),
+             (long long)time(NULL));
+
+    err = rw_redis_url_parse(&b->rurl, b->env.redis_url, errstr, errlen);
+    if (err)
+        return err;
+    b->rc = redis_open(&b->rurl, errstr, errlen);
+    if (!b->rc)
+        return RW_ERR_REDIS_CONN;
+    b->px.lfd = -1;
+    if (b->o.redis_proxy && !b->rurl.is_unix && !b->rurl.password[0]) {
+        err = proxy_start(&b->px, b->rurl.host, b->rurl.port, errstr, errlen);
+        if (err)
+            return err;
+        b->px_on = 1;
+    } else if (b->o.redis_proxy) {
+        fprintf(stderr, "bench: Redis round trips not counted (the proxy "
+                        "handles TCP without a password only)\n");
+    }
+    return setup_db(b, errstr, errlen);
+}
+
+static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+
+    for (long long i = 0; i < b->o.workers && !err; i++) {
+        daemon_t *w = &b->d[b->nd++];
+        snprintf(w->name, sizeof(w->name), "worker-%lld", i + 1);
+        err = start_daemon(b, w, "rollwave-worker", "worker", NULL, errstr,
+                           errlen);
+    }
+    for (long long i = 0; i < b->o.workers && !err; i++) {
+        daemon_t *p = &b->d[b->nd++];
+        snprintf(p->name, sizeof(p->name), "poller-%lld", i + 1);
+        err = start_daemon(b, p, "rollwave-poller", "poller", NULL, errstr,
+                           errlen);
+    }
+    if (!err)
+        err = wait_healthy(b, errstr, errlen);
+    if (!err && b->o.warmup_s > 0) {
+        fprintf(stderr, "bench: %zu daemons healthy; %lld s for the consumer "
+                        "groups to form\n",
+                b->nd, b->o.warmup_s);
+        sleep_ms(b->o.warmup_s * 1000);
+    }
+    return err;
+}
+
+int main(int argc, char **argv)
+{
+    bench_t *b = calloc(1, sizeof(*b));
+    char errstr[1024] = "";
+    struct sigaction sa;
+    rw_err_t err = RW_OK;
+    int rc = 0;
+
+    if (!b)
+        return 1;
+    b->o.instances = 100000;
+    b->o.workers = 2;
+    b->o.store_apps = 10;
+    b->o.chunk_size = 50;
+    b->o.first_poll_delay_s = 0;
+    b->o.timeout_s = 3600;
+    b->o.warmup_s = 5;
+    b->o.progress_ms = 1000;
+    b->o.child_log_level = "warn";
+    b->o.redis_proxy = 1;
+    b->px.lfd = -1;
+    rc = parse_args(argc, argv, &b->o);
+    if (rc) {
+        free(b);
+        return rc > 0 ? 0 : 2;
+    }
+    err = rw_config_load(env_keys, N_ENV_KEYS, &b->env, NULL, NULL, errstr,
+                         sizeof(errstr));
+    if (err) {
+        fprintf(stderr, "rollwave-bench-rollout: config error: %s\n", errstr);
+        rw_config_free(env_keys, N_ENV_KEYS, &b->env);
+        free(b);
+        return 2;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    err = prepare(b, errstr, sizeof(errstr));
+    if (!err)
+        err = reset_counters(b, errstr, sizeof(errstr));
+    if (!err)
+        err = start_consumers(b, errstr, sizeof(errstr));
+    if (!err) {
+        fprintf(stderr, "bench: producer --once over %lld instances (topic "
+                        "prefix %s, logs in %s)\n",
+                b->o.instances, b->prefix, b->log_dir);
+        err = run_rollout(b, errstr, sizeof(errstr));
+    }
+    if (!err) {
+        stop_daemons(b);
+        report(b);
+    } else {
+        fprintf(stderr, "rollwave-bench-rollout: %s: %s\n", rw_err_name(err),
+                errstr);
+        rc = 1;
+    }
+    cleanup(b);
+    curl_global_cleanup();
+    rw_config_free(env_keys, N_ENV_KEYS, &b->env);
+    free(b);
+    return rc;
+}
