@@ -1,11 +1,775 @@
-/* ctl_replay: placeholder until the command lands. */
+/*
+ * ctl_replay: "rollwavectl replay --group G --topic T (--to-datetime
+ * ISO8601 | --to-offset N | --shift-by N | --to-earliest) [--execute]
+ * [--json]". Moves a consumer group's committed offsets so that its
+ * consumers read the topic again from there. Without --execute it only
+ * prints, per partition, the current and the new offset and changes
+ * nothing (it does not even join the group).
+ *
+ * New offsets: --to-earliest is the low watermark; --to-offset N is N on
+ * every partition; --shift-by N moves the current committed offset by N
+ * (negative = back; a partition without a commit shifts from the low
+ * watermark, where the group would start); --to-datetime is the first
+ * message at or after that moment (rd_kafka_offsets_for_times; the high
+ * watermark when nothing is that recent; where the broker cannot look up
+ * by time, a binary search over message timestamps). ISO 8601 without a
+ * zone means UTC. Every result is clamped into [low watermark, high
+ * watermark].
+ *
+ * Live members. Kafka refuses to reset the offsets of a group that has
+ * members, and so must we: a member would go on from its own position and
+ * overwrite ours with its next commit. Without DescribeConsumerGroups
+ * (missing on the development broker, where it can hang the client) the
+ * check is done by joining: --execute subscribes to T as a member of G,
+ * waits for the assignment to settle and compares it with T's partition
+ * count. A lone member gets every partition; any other live member of the
+ * group subscribed to T takes some, and the replay is refused (exit 1).
+ * The new offsets are then committed while we hold the assignment, so the
+ * commit carries our group generation: a member that joins in between
+ * forces a rebalance and the commit is rejected instead of silently
+ * racing it. Then we leave the group (close) without committing anything
+ * else. Limits of the method: joining makes live members rebalance once
+ * (twice, counting our leaving); a member that has crashed but whose
+ * session has not expired is waited for up to the session timeout and
+ * then evicted by the coordinator, so it does not block the replay;
+ * members of G that consume only other topics get none of T's partitions
+ * and are therefore not seen (they cannot overwrite T's offsets either);
+ * a member with an incompatible assignment strategy makes our join fail,
+ * which also refuses the replay.
+ *
+ * How the workers take it (DESIGN.md section 7): once the workers are
+ * started again they re-read the batches from the new offsets. A
+ * re-delivered batch re-attempts only the failed and timed-out targets of
+ * its chunk, up to the per-target attempt limit; targets that succeeded or
+ * are still in flight are skipped, so a replay never triggers a succeeded
+ * environment again. Runs with re-attempted targets go back to running and
+ * are finalized again. Replaying the poll topic is harmless too: poll
+ * events older than a chunk's recorded attempt are dropped as duplicates.
+ *
+ * It does not stop or start the daemons, and does not touch Postgres.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
 #include "ctl.h"
+#include "rw_kafka.h"
+
+#define CMD        "replay"
+#define TIMEOUT_MS 10000
+/* After the last rebalance event, how long the assignment must stay put
+ * before we judge it: cooperative rebalancing hands partitions over in a
+ * second round right after the first. */
+#define SETTLE_MS 2000
+
+typedef enum mode {
+    MODE_NONE,
+    MODE_DATETIME,
+    MODE_OFFSET,
+    MODE_SHIFT,
+    MODE_EARLIEST,
+} replay_mode_t;
+
+static const char *const mode_names[] = {"none", "to-datetime", "to-offset",
+                                         "shift-by", "to-earliest"};
+
+typedef struct plan {
+    int n;
+    int64_t *low, *high, *current, *target;
+} plan_t;
+
+/* Rebalance events of our membership, seen from the callback. */
+typedef struct member {
+    int events;
+    long long last_event_ms;
+    char errstr[256];
+} member_t;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Exactly n decimal digits at *p into *out; advances *p. */
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9')
+            return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+/*
+ * YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|(+|-)HH[:MM]] into ms since the
+ * epoch. No zone means UTC. Returns -1 on anything else.
+ */
+static int parse_iso8601(const char *str, int64_t *ms)
+{
+    const char *p = str;
+    struct tm tm;
+    int y, mo, d, h = 0, mi = 0, sec = 0, frac_ms = 0, off_s = 0;
+    time_t t;
+
+    memset(&tm, 0, sizeof(tm));
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
+        *p++ != '-' || digits(&p, 2, &d))
+        return -1;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        p++;
+        if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi))
+            return -1;
+        if (*p == ':') {
+            p++;
+            if (digits(&p, 2, &sec))
+                return -1;
+            if (*p == '.' || *p == ',') {
+                int scale = 100, nd = 0;
+                p++;
+                for (; *p >= '0' && *p <= '9'; p++, nd++) {
+                    frac_ms += (*p - '0') * scale;
+                    scale /= 10;
+                }
+                if (nd == 0)
+                    return -1;
+            }
+        }
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+        if (digits(&p, 2, &oh))
+            return -1;
+        if (*p == ':')
+            p++;
+        if (*p && digits(&p, 2, &om))
+            return -1;
+        if (oh > 23 || om > 59)
+            return -1;
+        off_s = sign * (oh * 3600 + om * 60);
+    }
+    if (*p)
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *ms = ((int64_t)t - off_s) * 1000 + frac_ms;
+    return 0;
+}
+
+static int64_t clamp(int64_t v, int64_t low, int64_t high)
+{
+    return v < low ? low : v > high ? high : v;
+}
+
+static void plan_free(plan_t *pl)
+{
+    free(pl->low);
+    free(pl->high);
+    free(pl->current);
+    free(pl->target);
+}
+
+static rw_err_t plan_alloc(plan_t *pl, int n, char *errstr, size_t errlen)
+{
+    pl->n = n;
+    pl->low = calloc((size_t)n, sizeof(int64_t));
+    pl->high = calloc((size_t)n, sizeof(int64_t));
+    pl->current = calloc((size_t)n, sizeof(int64_t));
+    pl->target = calloc((size_t)n, sizeof(int64_t));
+    if (!pl->low || !pl->high || !pl->current || !pl->target)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "replay plan");
+    return RW_OK;
+}
+
+/* ---- the raw member handle ----------------------------------------------
+ * rw_kafka's consumer hides its assignment; the membership check needs to
+ * see it, so this one handle is plain librdkafka on rw_kafka's base
+ * configuration. */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    member_t *m = opaque;
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    int coop = proto && strcmp(proto, "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    m->events++;
+    m->last_event_ms = now_ms();
+    if (kerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (coop)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, parts);
+        /* We only hold partitions, we never read them. */
+        if (!error && !aerr)
+            rd_kafka_pause_partitions(rk, parts);
+    } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        if (coop)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            aerr = rd_kafka_assign(rk, NULL);
+    } else {
+        snprintf(m->errstr, sizeof(m->errstr), "rebalance failed: %s",
+                 rd_kafka_err2str(kerr));
+        aerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        snprintf(m->errstr, sizeof(m->errstr), "assign failed: %s",
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (aerr) {
+        snprintf(m->errstr, sizeof(m->errstr), "assign failed: %s",
+                 rd_kafka_err2str(aerr));
+    }
+}
+
+static rw_err_t member_new(rd_kafka_t **rkp, const rw_settings_t *s,
+                           const char *group, member_t *m, char *errstr,
+                           size_t errlen)
+{
+    rd_kafka_conf_t *conf = NULL;
+    char session[24], kerrstr[512];
+    rw_err_t err = RW_OK;
+    const char *const props[] = {
+        "group.id",        group,   "enable.auto.commit",       "false",
+        "session.timeout.ms", session, "enable.auto.offset.store", "false",
+        NULL,
+    };
+
+    *rkp = NULL;
+    snprintf(session, sizeof(session), "%lld",
+             s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms
+                                             : 10000);
+    err = rw_kafka_conf_new(&conf, s, errstr, errlen);
+    if (err)
+        goto out;
+    for (int i = 0; props[i]; i += 2)
+        if (rd_kafka_conf_set(conf, props[i], props[i + 1], kerrstr,
+                              sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
+            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: %s",
+                             props[i], kerrstr);
+            goto out;
+        }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, m);
+    *rkp = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
+    if (!*rkp) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "kafka consumer: %s",
+                         kerrstr);
+        goto out;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    rd_kafka_poll_set_consumer(*rkp);
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return err;
+}
+
+/* ---- offsets by time ----------------------------------------------------
+ * A throwaway reader (assign, never a group member, never commits) to read
+ * single messages' timestamps where the broker's answer needs checking. */
+
+static rw_err_t reader_new(rd_kafka_t **rkp, const rw_settings_t *s,
+                           char *errstr, size_t errlen)
+{
+    rd_kafka_conf_t *conf = NULL;
+    char group[64], kerrstr[512];
+    rw_err_t err = RW_OK;
+
+    *rkp = NULL;
+    snprintf(group, sizeof(group), "rollwavectl-replay-reader-%ld",
+             (long)getpid());
+    err = rw_kafka_conf_new(&conf, s, errstr, errlen);
+    if (err)
+        goto out;
+    if (rd_kafka_conf_set(conf, "group.id", group, kerrstr,
+                          sizeof(kerrstr)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerrstr,
+                          sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s",
+                         kerrstr);
+        goto out;
+    }
+    *rkp = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
+    if (!*rkp) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s",
+                         kerrstr);
+        goto out;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    rd_kafka_poll_set_consumer(*rkp);
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return err;
+}
+
+/* Timestamp of the first message at or after offset in partition, and the
+ * offset it was found at. */
+static rw_err_t read_ts(rd_kafka_t *rk, const char *topic, int32_t partition,
+                        int64_t offset, int64_t *ts, int64_t *at,
+                        char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    long long deadline = now_ms() + TIMEOUT_MS;
+    rw_err_t err = RW_OK;
+
+    list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    kerr = rd_kafka_assign(rk, list);
+    if (kerr) {
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "assign: %s",
+                         rd_kafka_err2str(kerr));
+        goto out;
+    }
+    for (;;) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
+
+        if (rkm && !rkm->err && rkm->partition == partition &&
+            rkm->offset >= offset) {
+            *ts = rd_kafka_message_timestamp(rkm, NULL);
+            *at = rkm->offset;
+            rd_kafka_message_destroy(rkm);
+            break;
+        }
+        if (rkm)
+            rd_kafka_message_destroy(rkm);
+        if (now_ms() >= deadline) {
+            err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                             "no message at %s[%" PRId32 "] offset %" PRId64
+                             " within %d ms",
+                             topic, partition, offset, TIMEOUT_MS);
+            break;
+        }
+    }
+    rd_kafka_assign(rk, NULL);
+out:
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+/*
+ * First offset in [low, high) whose message timestamp is >= ts_ms, by
+ * binary search over message timestamps (assumed non-decreasing, as the
+ * broker's own time index assumes); high when there is none.
+ */
+static rw_err_t search_time(rd_kafka_t *rd, const char *topic, int32_t p,
+                            int64_t low, int64_t high, int64_t ts_ms,
+                            int64_t *offset, char *errstr, size_t errlen)
+{
+    int64_t lo = low, hi = high, ts, at;
+    rw_err_t err = RW_OK;
+
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+
+        err = read_ts(rd, topic, p, mid, &ts, &at, errstr, errlen);
+        if (err)
+            return err;
+        if (ts >= ts_ms)
+            hi = mid;
+        else
+            lo = at + 1;
+    }
+    *offset = lo;
+    return RW_OK;
+}
+
+/*
+ * The new offsets for --to-datetime. A broker that cannot look offsets up
+ * by time (the development mock cluster) answers "end of partition" for
+ * every timestamp; an answer at the end is therefore checked against the
+ * partition's last message and, if that message is newer than ts_ms,
+ * replaced by a search over message timestamps.
+ */
+static rw_err_t offsets_for_time(rd_kafka_t *rk, const rw_settings_t *s,
+                                 const char *topic, int64_t ts_ms, plan_t *pl,
+                                 char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_t *rd = NULL;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = rd_kafka_topic_partition_list_new(pl->n);
+    for (int p = 0; p < pl->n; p++)
+        rd_kafka_topic_partition_list_add(list, topic, p)->offset = ts_ms;
+    kerr = rd_kafka_offsets_for_times(rk, list, TIMEOUT_MS);
+    if (kerr) {
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                         "offsets for time: %s", rd_kafka_err2str(kerr));
+        goto out;
+    }
+    for (int i = 0; i < list->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &list->elems[i];
+        int32_t p = tp->partition;
+        int64_t last_ts, at;
+
+        if (tp->err) {
+            err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                             "offset for time %s[%" PRId32 "]: %s", topic, p,
+                             rd_kafka_err2str(tp->err));
+            goto out;
+        }
+        /* -1: no message that recent, so start after all there is. */
+        pl->target[p] = tp->offset >= 0 ? tp->offset : pl->high[p];
+        if (pl->target[p] < pl->high[p] || pl->high[p] <= pl->low[p])
+            continue;
+        if (!rd) {
+            err = reader_new(&rd, s, errstr, errlen);
+            if (err)
+                goto out;
+        }
+        err = read_ts(rd, topic, p, pl->high[p] - 1, &last_ts, &at, errstr,
+                      errlen);
+        if (err)
+            goto out;
+        if (last_ts < ts_ms)
+            continue;
+        err = search_time(rd, topic, p, pl->low[p], pl->high[p], ts_ms,
+                          &pl->target[p], errstr, errlen);
+        if (err)
+            goto out;
+    }
+out:
+    if (rd) {
+        rd_kafka_consumer_close(rd);
+        rd_kafka_destroy(rd);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+/*
+ * Join group as a member of topic and wait until the assignment settles.
+ * Returns RW_OK with *assigned = partitions of topic we hold, or an error
+ * when the join did not complete in time.
+ */
+static rw_err_t join_and_count(rd_kafka_t *rk, member_t *m, const char *topic,
+                               int n, long long join_ms, int *assigned,
+                               char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *subs = NULL, *a = NULL;
+    rd_kafka_resp_err_t kerr;
+    long long deadline = now_ms() + join_ms;
+    rw_err_t err = RW_OK;
+
+    *assigned = 0;
+    subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    kerr = rd_kafka_subscribe(rk, subs);
+    if (kerr) {
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "subscribe: %s",
+                         rd_kafka_err2str(kerr));
+        goto out;
+    }
+    for (;;) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
+        long long now = now_ms();
+
+        if (rkm)
+            rd_kafka_message_destroy(rkm);
+        if (m->errstr[0]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "%s", m->errstr);
+            goto out;
+        }
+        if (m->events > 0) {
+            if (a)
+                rd_kafka_topic_partition_list_destroy(a);
+            a = NULL;
+            kerr = rd_kafka_assignment(rk, &a);
+            if (kerr) {
+                err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                                 "assignment: %s", rd_kafka_err2str(kerr));
+                goto out;
+            }
+            *assigned = 0;
+            for (int i = 0; i < a->cnt; i++)
+                if (strcmp(a->elems[i].topic, topic) == 0)
+                    (*assigned)++;
+            /* Everything is ours: nobody else can hold any of it. */
+            if (*assigned >= n || now - m->last_event_ms >= SETTLE_MS)
+                goto out;
+        }
+        if (now >= deadline) {
+            err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                             "could not join the group within %lld s",
+                             join_ms / 1000);
+            goto out;
+        }
+    }
+out:
+    if (a)
+        rd_kafka_topic_partition_list_destroy(a);
+    rd_kafka_topic_partition_list_destroy(subs);
+    return err;
+}
+
+static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic,
+                            const plan_t *pl, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = rd_kafka_topic_partition_list_new(pl->n);
+    for (int p = 0; p < pl->n; p++)
+        rd_kafka_topic_partition_list_add(list, topic, p)->offset =
+            pl->target[p];
+    kerr = rd_kafka_commit(rk, list, 0);
+    for (int i = 0; !kerr && i < list->cnt; i++)
+        kerr = list->elems[i].err;
+    if (kerr)
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                         "commit: %s (a member may have joined meanwhile)",
+                         rd_kafka_err2str(kerr));
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static void print_table(const char *group, const char *topic,
+                        const plan_t *pl, int executed)
+{
+    printf("group %s, topic %s: %s\n", group, topic,
+           executed ? "committed"
+                    : "dry run, nothing changed (add --execute to commit)");
+    printf("%9s  %12s  %12s  %12s  %12s  %12s\n", "PARTITION", "CURRENT",
+           "NEW", "LOW", "HIGH", "CHANGE");
+    for (int p = 0; p < pl->n; p++) {
+        char cur[24], change[24];
+
+        if (pl->current[p] == RW_KAFKA_OFFSET_NONE) {
+            snprintf(cur, sizeof(cur), "none");
+            snprintf(change, sizeof(change), "-");
+        } else {
+            snprintf(cur, sizeof(cur), "%" PRId64, pl->current[p]);
+            snprintf(change, sizeof(change), "%+" PRId64,
+                     pl->target[p] - pl->current[p]);
+        }
+        printf("%9d  %12s  %12" PRId64 "  %12" PRId64 "  %12" PRId64
+               "  %12s\n",
+               p, cur, pl->target[p], pl->low[p], pl->high[p], change);
+    }
+}
+
+static int print_json(const char *group, const char *topic, replay_mode_t mode,
+                      const plan_t *pl, int executed)
+{
+    json_t *root = json_object();
+    json_t *parts = json_array();
+    int rc = 0;
+
+    json_object_set_new(root, "group", json_string(group));
+    json_object_set_new(root, "topic", json_string(topic));
+    json_object_set_new(root, "mode", json_string(mode_names[mode]));
+    json_object_set_new(root, "executed", json_boolean(executed));
+    json_object_set_new(root, "partitions", parts);
+    for (int p = 0; p < pl->n; p++) {
+        json_t *o = json_object();
+
+        json_object_set_new(o, "partition", json_integer(p));
+        json_object_set_new(o, "current",
+                            pl->current[p] == RW_KAFKA_OFFSET_NONE
+                                ? json_null()
+                                : json_integer(pl->current[p]));
+        json_object_set_new(o, "new", json_integer(pl->target[p]));
+        json_object_set_new(o, "low", json_integer(pl->low[p]));
+        json_object_set_new(o, "high", json_integer(pl->high[p]));
+        json_array_append_new(parts, o);
+    }
+    if (json_dumpf(root, stdout, JSON_INDENT(2)) == 0)
+        fputc('\n', stdout);
+    else
+        rc = -1;
+    json_decref(root);
+    return rc;
+}
+
+/* ---- the command ---------------------------------------------------------- */
+
+static int set_mode(replay_mode_t *mode, replay_mode_t m)
+{
+    if (*mode != MODE_NONE) {
+        rw_ctl_errorf(CMD, "give exactly one of --to-datetime, --to-offset, "
+                           "--shift-by, --to-earliest");
+        return -1;
+    }
+    *mode = m;
+    return 0;
+}
 
 int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
 {
-    (void)argc;
-    (void)s;
-    rw_ctl_errorf(argv[0], "not available in this build yet");
-    return RW_CTL_EXIT_FAILED;
-}
+    const char *group = NULL, *topic = NULL;
+    replay_mode_t mode = MODE_NONE;
+    long long arg = 0;
+    int64_t ts_ms = 0;
+    int execute = 0, json = 0, n = 0, assigned = 0, closed = 0;
+    rw_kafka_consumer_t *kc = NULL;
+    rd_kafka_t *rk = NULL;
+    member_t m;
+    plan_t pl;
+    char errstr[512] = "";
+    rw_err_t err = RW_OK;
+    int rc = RW_CTL_EXIT_OK;
 
+    memset(&m, 0, sizeof(m));
+    memset(&pl, 0, sizeof(pl));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(a, "--execute") == 0) {
+            execute = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--to-earliest") == 0) {
+            if (set_mode(&mode, MODE_EARLIEST))
+                return RW_CTL_EXIT_USAGE;
+        } else if (strcmp(a, "--group") == 0 && val && *val) {
+            group = argv[++i];
+        } else if (strcmp(a, "--topic") == 0 && val && *val) {
+            topic = argv[++i];
+        } else if (strcmp(a, "--to-offset") == 0) {
+            if (set_mode(&mode, MODE_OFFSET) ||
+                rw_ctl_parse_ll(CMD, a, val, 0, INT64_MAX, &arg))
+                return RW_CTL_EXIT_USAGE;
+            i++;
+        } else if (strcmp(a, "--shift-by") == 0) {
+            if (set_mode(&mode, MODE_SHIFT) ||
+                rw_ctl_parse_ll(CMD, a, val, -(1LL << 53), 1LL << 53, &arg))
+                return RW_CTL_EXIT_USAGE;
+            i++;
+        } else if (strcmp(a, "--to-datetime") == 0) {
+            if (set_mode(&mode, MODE_DATETIME))
+                return RW_CTL_EXIT_USAGE;
+            if (!val || parse_iso8601(val, &ts_ms)) {
+                rw_ctl_errorf(CMD,
+                              "--to-datetime: '%s' is not an ISO 8601 "
+                              "time (e.g. 2024-05-01T12:00:00Z)",
+                              val ? val : "");
+                return RW_CTL_EXIT_USAGE;
+            }
+            i++;
+        } else {
+            rw_ctl_errorf(CMD,
+                          "unknown argument or missing value '%s' (see "
+                          "rollwavectl replay --help)",
+                          a);
+            return RW_CTL_EXIT_USAGE;
+        }
+    }
+    if (!group || !topic || mode == MODE_NONE) {
+        rw_ctl_errorf(CMD, "needs --group, --topic and one of --to-datetime, "
+                           "--to-offset, --shift-by, --to-earliest");
+        return RW_CTL_EXIT_USAGE;
+    }
+
+    /* Where the group is and what the topic holds, without joining. */
+    err = rw_kafka_consumer_new(&kc, s, group, NULL, 0, errstr,
+                                sizeof(errstr));
+    if (!err)
+        err = rw_kafka_partition_count(kc, topic, &n, TIMEOUT_MS, errstr,
+                                       sizeof(errstr));
+    if (!err)
+        err = plan_alloc(&pl, n, errstr, sizeof(errstr));
+    for (int p = 0; !err && p < n; p++)
+        err = rw_kafka_watermarks(kc, topic, p, &pl.low[p], &pl.high[p],
+                                  TIMEOUT_MS, errstr, sizeof(errstr));
+    if (!err)
+        err = rw_kafka_committed(kc, topic, pl.current, n, TIMEOUT_MS,
+                                 errstr, sizeof(errstr));
+    if (!err)
+        err = member_new(&rk, s, group, &m, errstr, sizeof(errstr));
+    if (!err && mode == MODE_DATETIME)
+        err = offsets_for_time(rk, s, topic, ts_ms, &pl, errstr,
+                               sizeof(errstr));
+    if (err)
+        goto out;
+    for (int p = 0; p < n; p++) {
+        int64_t from = pl.current[p] == RW_KAFKA_OFFSET_NONE ? pl.low[p]
+                                                             : pl.current[p];
+        int64_t t = mode == MODE_EARLIEST ? pl.low[p]
+                    : mode == MODE_OFFSET ? (int64_t)arg
+                    : mode == MODE_SHIFT  ? from + (int64_t)arg
+                                          : pl.target[p];
+        pl.target[p] = clamp(t, pl.low[p], pl.high[p]);
+    }
+
+    if (execute) {
+        long long sess = s->kafka_session_timeout_ms > 0
+                             ? s->kafka_session_timeout_ms
+                             : 10000;
+
+        /* The coordinator waits up to a session timeout for members that
+         * went silent before it completes our join. */
+        err = join_and_count(rk, &m, topic, n, 2 * sess + 15000, &assigned,
+                             errstr, sizeof(errstr));
+        if (err)
+            goto out;
+        if (assigned < n) {
+            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_CONFLICT,
+                             "refused: group %s has live members on %s (a "
+                             "new member was assigned %d of %d partitions); "
+                             "stop its consumers and run again",
+                             group, topic, assigned, n);
+            goto out;
+        }
+        err = commit_plan(rk, topic, &pl, errstr, sizeof(errstr));
+        if (err)
+            goto out;
+        /* Leave now, so the group is free before we report success. */
+        rd_kafka_consumer_close(rk);
+        closed = 1;
+    }
+    if (json) {
+        if (print_json(group, topic, mode, &pl, execute))
+            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_IO,
+                             "cannot write the JSON output");
+    } else {
+        print_table(group, topic, &pl, execute);
+    }
+out:
+    if (err) {
+        rw_ctl_errorf(CMD, "%s", errstr);
+        rc = RW_CTL_EXIT_FAILED;
+    }
+    if (rk) {
+        if (!closed)
+            rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    rw_kafka_consumer_destroy(kc);
+    plan_free(&pl);
+    return rc;
+}
