@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -69,6 +70,7 @@ static int start_broker(void **state)
 {
     char bin[512], main_spec[160], pause_spec[160];
     long long deadline;
+    pid_t parent;
 
     (void)state;
     memset(&fx, 0, sizeof(fx));
@@ -90,10 +92,15 @@ static int start_broker(void **state)
              MAIN_PARTITIONS);
     snprintf(pause_spec, sizeof(pause_spec), "%s:1", fx.pause_topic);
 
+    parent = getpid();
     fx.broker = fork();
     if (fx.broker < 0)
         return -1;
     if (fx.broker == 0) {
+        /* A test that crashes must not leave its broker behind. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         char *argv[] = {bin,
                         "--topic-prefix",
                         fx.prefix,
