@@ -1,8 +1,9 @@
 /*
  * rw_lagoon: Lagoon GraphQL client over libcurl + jansson.
  *
- * Builds the two request bodies (constant query text, values only in
- * variables), posts them on one keep-alive curl handle per client, and
+ * Builds the request bodies (values only in variables; query text either
+ * constant or, for the find-bulk query, assembled from generated aliases),
+ * posts them on one keep-alive curl handle per client, and
  * turns HTTP status, curl result and GraphQL errors into rw_err_t. It does
  * not retry (beyond one token re-read after HTTP 401), throttle or map
  * statuses to target states: callers own those decisions. The token is
@@ -263,6 +264,79 @@ char *rw_lagoon_deployments_request_json(const char *bulk_id)
     return text;
 }
 
+/*
+ * The find-bulk query: one aliased projectByName per distinct project.
+ *
+ * Why this shape: the real API offers no "deployments by bulk name" and
+ * no lookup of an environment by project *name* (environmentByName wants
+ * the numeric project id, which we do not keep), so projectByName ->
+ * environments -> deployments(limit) is the one path that needs only
+ * what a batch message carries, and aliases put a whole chunk into one
+ * round trip. Its cost: Lagoon returns every (non-deleted) environment of
+ * each project and runs one deployments query per environment, so a
+ * project with many environments costs that many small queries; limit
+ * keeps each of them to the newest few rows. rollwave instances are one
+ * environment of a mostly single-environment project, so this stays near
+ * one row set per target.
+ *
+ * Only aliases and variable names we generate (p<i>) go into the text;
+ * project names travel in variables, so no name can change the query.
+ */
+static const char find_bulk_selection[] =
+    "{ name environments { name deployments(limit: $limit) "
+    "{ id name status created bulkId bulkName } } }";
+
+char *rw_lagoon_find_bulk_request_json(const char *const *projects,
+                                       size_t n_projects, int limit)
+{
+    json_t *variables = NULL;
+    char *query = NULL, *text = NULL;
+    size_t qlen = 0;
+    FILE *q = NULL;
+
+    if (!projects || n_projects == 0 ||
+        n_projects > RW_LAGOON_FIND_BULK_MAX_PROJECTS || limit < 1)
+        return NULL;
+    variables = json_object();
+    if (!variables)
+        goto out;
+    if (json_object_set_new(variables, "limit", json_integer(limit)) != 0)
+        goto out;
+    q = open_memstream(&query, &qlen);
+    if (!q)
+        goto out;
+    fputs("query ($limit: Int!", q);
+    for (size_t i = 0; i < n_projects; i++) {
+        char var[16];
+
+        if (!projects[i] || !*projects[i])
+            goto out;
+        snprintf(var, sizeof(var), "p%zu", i);
+        /* json_string() refuses invalid UTF-8: NULL rather than a name
+         * Lagoon would read differently. */
+        if (json_object_set_new(variables, var, json_string(projects[i])) != 0)
+            goto out;
+        fprintf(q, ", $%s: String!", var);
+    }
+    fputs(") {", q);
+    for (size_t i = 0; i < n_projects; i++)
+        fprintf(q, " p%zu: projectByName(name: $p%zu) %s", i, i,
+                find_bulk_selection);
+    fputs(" }", q);
+    if (fclose(q) != 0) {
+        q = NULL;
+        goto out;
+    }
+    q = NULL;
+    text = dump_request(query, variables);
+out:
+    if (q)
+        fclose(q);
+    free(query);
+    json_decref(variables);
+    return text;
+}
+
 /* ------------------------------------------------------ classification */
 
 rw_err_t rw_lagoon_classify(CURLcode cc, long http_status)
@@ -313,34 +387,34 @@ static const char *first_gql_error(json_t *root, char *buf, size_t len)
 }
 
 /*
- * Shared envelope handling: on RW_OK, *rootp holds the parsed document
- * (caller decrefs) and *valuep the borrowed, non-null data.<field>.
+ * Shared answer handling: HTTP status, JSON, top-level object. On RW_OK,
+ * *rootp holds the parsed document (caller decrefs); gql (MAX_GQL_MESSAGE
+ * + 1 bytes) holds the first GraphQL error message or "".
  */
-static rw_err_t parse_envelope(long http_status, const char *body,
-                               const char *field, json_t **rootp,
-                               json_t **valuep, char *errstr, size_t errlen)
+static rw_err_t load_answer(long http_status, const char *body,
+                            const char *field, json_t **rootp, char *gql,
+                            char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    json_t *root = NULL, *data, *value;
+    json_t *root = NULL;
     json_error_t jerr;
-    char msg[MAX_GQL_MESSAGE + 1];
-    const char *gql;
+    const char *msg;
 
     *rootp = NULL;
-    *valuep = NULL;
+    gql[0] = '\0';
     if (body && *body)
         root = json_loads(body, 0, &jerr);
-    gql = first_gql_error(root, msg, sizeof(msg));
+    msg = first_gql_error(root, gql, MAX_GQL_MESSAGE + 1);
 
     err = rw_lagoon_classify(CURLE_OK, http_status);
     if (err) {
         /* Some GraphQL servers answer query validation failures with 400
          * and an errors array: that is a GraphQL error, not noise. */
-        if (http_status == 400 && gql)
+        if (http_status == 400 && msg)
             err = RW_ERR_LAGOON_GRAPHQL;
-        if (gql)
+        if (msg)
             rw_err_set(errstr, errlen, err, "%s: HTTP %ld: %s", field,
-                       http_status, gql);
+                       http_status, msg);
         else
             rw_err_set(errstr, errlen, err, "%s: HTTP %ld", field, http_status);
         goto out;
@@ -361,13 +435,38 @@ static rw_err_t parse_envelope(long http_status, const char *body,
                          "%s: response is not a JSON object", field);
         goto out;
     }
+out:
+    if (err)
+        json_decref(root);
+    else
+        *rootp = root;
+    return err;
+}
+
+/*
+ * Shared envelope handling: on RW_OK, *rootp holds the parsed document
+ * (caller decrefs) and *valuep the borrowed, non-null data.<field>.
+ */
+static rw_err_t parse_envelope(long http_status, const char *body,
+                               const char *field, json_t **rootp,
+                               json_t **valuep, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *data, *value;
+    char gql[MAX_GQL_MESSAGE + 1];
+
+    *rootp = NULL;
+    *valuep = NULL;
+    err = load_answer(http_status, body, field, &root, gql, errstr, errlen);
+    if (err)
+        goto out;
     data = json_object_get(root, "data");
     value = json_is_object(data) ? json_object_get(data, field) : NULL;
     if (value && !json_is_null(value)) {
         *valuep = value;
         goto out;
     }
-    if (gql) {
+    if (gql[0]) {
         err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL, "%s: %s", field,
                          gql);
         goto out;
@@ -642,6 +741,167 @@ out:
         rw_lagoon_deployments_free(d);
     else
         *out = d;
+    return err;
+}
+
+/* ------------------------------------------------------------ find bulk */
+
+/* Take id as the bulk found, unless an earlier match named another one. */
+static rw_err_t adopt_bulk_id(const char *id, char *bulk_id, size_t len,
+                              bool *found, char *errstr, size_t errlen)
+{
+    if (*found) {
+        if (strcmp(bulk_id, id) == 0)
+            return RW_OK;
+        return rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                          "bulk name belongs to two bulks: %s and %s", bulk_id,
+                          id);
+    }
+    if (strlen(id) >= len)
+        return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                          "projectByName: bulk id of %zu bytes does not fit",
+                          strlen(id));
+    memcpy(bulk_id, id, strlen(id) + 1);
+    *found = true;
+    return RW_OK;
+}
+
+static bool env_wanted(const rw_lagoon_env_t *envs, size_t n_envs,
+                       const char *project, const char *environment)
+{
+    for (size_t i = 0; i < n_envs; i++)
+        if (envs[i].project && envs[i].environment &&
+            strcmp(envs[i].project, project) == 0 &&
+            strcmp(envs[i].environment, environment) == 0)
+            return true;
+    return false;
+}
+
+/* Search one aliased project object (non-null) for bulk_name. */
+static rw_err_t search_project(json_t *proj, const char *project,
+                               const rw_lagoon_env_t *envs, size_t n_envs,
+                               const char *bulk_name, char *bulk_id, size_t len,
+                               bool *found, char *errstr, size_t errlen)
+{
+    json_t *jenvs, *jenv, *deps, *dep;
+    size_t i, j;
+
+    if (!json_is_object(proj))
+        return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                          "projectByName: project is not an object");
+    jenvs = json_object_get(proj, "environments");
+    if (!jenvs || json_is_null(jenvs))
+        return RW_OK;
+    if (!json_is_array(jenvs))
+        return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                          "projectByName: environments is not a list");
+    json_array_foreach(jenvs, i, jenv)
+    {
+        const char *name = json_string_value(json_object_get(jenv, "name"));
+
+        /* Environments of the project outside the chunk are not ours to
+         * judge, even when they carry the name. */
+        if (!name || !env_wanted(envs, n_envs, project, name))
+            continue;
+        deps = json_object_get(jenv, "deployments");
+        if (!deps || json_is_null(deps))
+            continue;
+        if (!json_is_array(deps))
+            return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                              "projectByName: deployments is not a list");
+        json_array_foreach(deps, j, dep)
+        {
+            const char *bn =
+                json_string_value(json_object_get(dep, "bulkName"));
+            const char *id = json_string_value(json_object_get(dep, "bulkId"));
+            rw_err_t err;
+
+            if (!bn || strcmp(bn, bulk_name) != 0)
+                continue;
+            /* A row with our name but no id proves the bulk exists yet
+             * cannot be adopted: triggering again would double it. */
+            if (!id || !*id)
+                return rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                                  "projectByName: deployment with the bulk "
+                                  "name has no bulk id");
+            err = adopt_bulk_id(id, bulk_id, len, found, errstr, errlen);
+            if (err)
+                return err;
+        }
+    }
+    return RW_OK;
+}
+
+rw_err_t rw_lagoon_parse_find_bulk_response(
+    long http_status, const char *body, const char *const *projects,
+    size_t n_projects, const rw_lagoon_env_t *envs, size_t n_envs,
+    const char *bulk_name, char *bulk_id, size_t bulk_id_len, bool *found,
+    char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *data;
+    char gql[MAX_GQL_MESSAGE + 1];
+
+    if (found)
+        *found = false;
+    if (bulk_id && bulk_id_len)
+        bulk_id[0] = '\0';
+    if (!projects || n_projects == 0 || (!envs && n_envs) || !bulk_name ||
+        !bulk_id || bulk_id_len == 0 || !found) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "find bulk parse needs projects, a bulk name, a "
+                         "bulk id buffer and a found flag");
+        goto out;
+    }
+    err = load_answer(http_status, body, "projectByName", &root, gql, errstr,
+                      errlen);
+    if (err)
+        goto out;
+    data = json_object_get(root, "data");
+    if (!json_is_object(data)) {
+        if (gql[0])
+            err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL,
+                             "projectByName: %s", gql);
+        else
+            err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                             "projectByName: response has no data");
+        goto out;
+    }
+    for (size_t i = 0; i < n_projects; i++) {
+        char alias[24];
+        json_t *proj;
+
+        snprintf(alias, sizeof(alias), "p%zu", i);
+        proj = json_object_get(data, alias);
+        if (!proj && !gql[0]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                             "projectByName: answer lacks alias %s", alias);
+            goto out;
+        }
+        /* null: Lagoon does not know the project (or, with errors, could
+         * not read it; decided below). */
+        if (!proj || json_is_null(proj))
+            continue;
+        err = search_project(proj, projects[i], envs, n_envs, bulk_name,
+                             bulk_id, bulk_id_len, found, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (!*found && gql[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL,
+                         "projectByName: %s", gql);
+        goto out;
+    }
+    if (*found && gql[0])
+        rw_warn(COMP, "event=find_bulk_partial_errors outcome=found "
+                      "reason=match_is_proof");
+out:
+    if (err && found) {
+        *found = false;
+        if (bulk_id && bulk_id_len)
+            bulk_id[0] = '\0';
+    }
+    json_decref(root);
     return err;
 }
 
@@ -1058,5 +1318,112 @@ out:
     log_call("deployments_by_bulk_id", http_status, started, attempts, err,
              errstr);
     free(body);
+    return err;
+}
+
+rw_err_t rw_lagoon_find_bulk(rw_lagoon_t *lc, const char *bulk_name,
+                             const rw_lagoon_env_t *envs, size_t n_envs,
+                             char *bulk_id, size_t bulk_id_len, bool *found,
+                             char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    const char **projects = NULL;
+    size_t n_projects = 0;
+    char *body = NULL;
+    char batch_id[RW_LAGOON_BULK_ID_MAX];
+    bool batch_found = false;
+
+    if (errstr && errlen)
+        errstr[0] = '\0';
+    if (bulk_id && bulk_id_len)
+        bulk_id[0] = '\0';
+    if (found)
+        *found = false;
+    if (!lc || !bulk_name || !*bulk_name || !envs || n_envs == 0 || !bulk_id ||
+        bulk_id_len == 0 || !found) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "find bulk needs a client, a name, at least one "
+                         "environment, a bulk id buffer and a found flag");
+        goto out;
+    }
+    projects = calloc(n_envs, sizeof(*projects));
+    if (!projects) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* Distinct projects, first-seen order; a chunk is small (bulk chunk
+     * size), so the quadratic scan costs less than a hash set. */
+    for (size_t i = 0; i < n_envs; i++) {
+        size_t k;
+
+        if (!envs[i].project || !*envs[i].project || !envs[i].environment ||
+            !*envs[i].environment) {
+            err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                             "environment %zu has no project or name", i);
+            goto out;
+        }
+        for (k = 0; k < n_projects; k++)
+            if (strcmp(projects[k], envs[i].project) == 0)
+                break;
+        if (k == n_projects)
+            projects[n_projects++] = envs[i].project;
+    }
+
+    for (size_t start = 0; start < n_projects;
+         start += RW_LAGOON_FIND_BULK_MAX_PROJECTS) {
+        size_t n = n_projects - start;
+        long http_status = 0;
+        int attempts = 0;
+        long long started = now_ms();
+
+        if (n > RW_LAGOON_FIND_BULK_MAX_PROJECTS)
+            n = RW_LAGOON_FIND_BULK_MAX_PROJECTS;
+        body = rw_lagoon_find_bulk_request_json(
+            projects + start, n, RW_LAGOON_FIND_BULK_DEPLOYMENTS);
+        if (!body) {
+            err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                             "cannot encode find bulk request (non-UTF-8 "
+                             "project name, or out of memory)");
+            goto out;
+        }
+        err = post(lc, "find_bulk", body, &http_status, &attempts, errstr,
+                   errlen);
+        if (!err)
+            err = rw_lagoon_parse_find_bulk_response(
+                http_status, lc->resp, projects + start, n, envs, n_envs,
+                bulk_name, batch_id, sizeof(batch_id), &batch_found, errstr,
+                errlen);
+        if (err)
+            scrub(errstr, lc->token);
+        log_call("find_bulk", http_status, started, attempts, err, errstr);
+        free(body);
+        body = NULL;
+        if (err)
+            goto out;
+        if (!batch_found)
+            continue;
+        /* Requests of one search must agree, as rows within one must. */
+        if (strlen(batch_id) >= bulk_id_len) {
+            err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                             "projectByName: bulk id of %zu bytes does not "
+                             "fit",
+                             strlen(batch_id));
+            goto out;
+        }
+        err = adopt_bulk_id(batch_id, bulk_id, bulk_id_len, found, errstr,
+                            errlen);
+        if (err)
+            goto out;
+    }
+    rw_debug(COMP, "event=find_bulk projects=%zu envs=%zu found=%s", n_projects,
+             n_envs, *found ? "true" : "false");
+out:
+    if (err && found) {
+        *found = false;
+        if (bulk_id && bulk_id_len)
+            bulk_id[0] = '\0';
+    }
+    free(body);
+    free(projects);
     return err;
 }

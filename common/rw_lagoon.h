@@ -1,11 +1,14 @@
 /*
  * rw_lagoon: the Lagoon GraphQL client (DESIGN.md section 8).
  *
- * Speaks exactly two operations over HTTP(S) with libcurl + jansson:
- * bulkDeployEnvironmentLatest (trigger a chunk) and deploymentsByBulkId
- * (read its deployment rows). Every value travels in GraphQL variables; the
- * query texts are constants. Failures are classified into rw_err_t so that
- * rw_err_is_retriable() alone decides whether the caller tries again.
+ * Speaks three operations over HTTP(S) with libcurl + jansson:
+ * bulkDeployEnvironmentLatest (trigger a chunk), deploymentsByBulkId (read
+ * its deployment rows) and projectByName with aliases (find a bulk by its
+ * name after a crash left it in doubt). Every value travels in GraphQL
+ * variables; query texts are constants or, for the find, built only from
+ * aliases and variable names this module generates (p0, p1, ...).
+ * Failures are classified into rw_err_t so that rw_err_is_retriable()
+ * alone decides whether the caller tries again.
  *
  * It does not retry on its own (backoff belongs to the caller), except one
  * token re-read and retry after HTTP 401. It does not map statuses onto
@@ -29,6 +32,11 @@
 
 /* Longest bulk id accepted from Lagoon (a uuid needs 36 + NUL). */
 #define RW_LAGOON_BULK_ID_MAX 128
+
+/* Most projects (one alias each) asked for in one find-bulk request. */
+#define RW_LAGOON_FIND_BULK_MAX_PROJECTS 50
+/* Deployments read per environment by rw_lagoon_find_bulk (newest first). */
+#define RW_LAGOON_FIND_BULK_DEPLOYMENTS 10
 
 typedef struct rw_lagoon rw_lagoon_t;
 
@@ -124,6 +132,44 @@ rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
 void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d);
 
 /*
+ * Does a bulk named bulk_name exist among the recent deployments of envs?
+ * For a chunk left in "triggering" by a crash between Lagoon accepting the
+ * bulk and our commit: adopt the bulk when found, trigger again otherwise.
+ *
+ * One request per RW_LAGOON_FIND_BULK_MAX_PROJECTS distinct projects of
+ * envs (usually one): projectByName per project, its environments and
+ * their newest RW_LAGOON_FIND_BULK_DEPLOYMENTS deployments. *found is true,
+ * with bulk_id set, when a deployment of one of envs (project and
+ * environment both match) has bulkName == bulk_name; false (bulk_id "")
+ * otherwise. A project Lagoon does not know (projectByName null) simply
+ * has no match; it is not an error.
+ *
+ * Errors as for the other operations. Besides: RW_ERR_CONFLICT when
+ * deployments carrying bulk_name name different bulk ids (the bulk was
+ * triggered twice already: the caller must not pick one blindly), and
+ * RW_ERR_LAGOON_GRAPHQL when Lagoon answered part of the request with
+ * errors and nothing matched (a project we could not read may hold the
+ * bulk, so "not found" would be a guess). A match wins over errors in
+ * other parts of the answer: bulk names are unique per run, chunk and
+ * attempt, so a matching row is proof enough.
+ *
+ * found=false means "no deployment row visible yet", not "never
+ * triggered": Lagoon creates the rows asynchronously after it accepted
+ * the mutation (the simulator after its rows-delay-ms; real Lagoon
+ * through its task queue, usually within seconds, longer when the queue
+ * is backed up), and an environment Lagoon refused never gets one. The
+ * caller must trust a "not found" only once the bulk call that may have
+ * succeeded is older than that settle time plus the request timeout,
+ * and otherwise ask again later. More than
+ * RW_LAGOON_FIND_BULK_DEPLOYMENTS newer deployments on every environment
+ * of the chunk would also hide the bulk.
+ */
+rw_err_t rw_lagoon_find_bulk(rw_lagoon_t *lc, const char *bulk_name,
+                             const rw_lagoon_env_t *envs, size_t n_envs,
+                             char *bulk_id, size_t bulk_id_len, bool *found,
+                             char *errstr, size_t errlen);
+
+/*
  * The row with the highest id for project + environment (Lagoon keeps
  * older deployments of the same environment), or NULL. Borrowed from d.
  */
@@ -151,6 +197,14 @@ char *rw_lagoon_bulk_request_json(const char *bulk_name,
                                   const rw_lagoon_env_t *envs, size_t n_envs,
                                   const rw_lagoon_var_t *vars, size_t n_vars);
 char *rw_lagoon_deployments_request_json(const char *bulk_id);
+/*
+ * The find-bulk request for n_projects (1 ..
+ * RW_LAGOON_FIND_BULK_MAX_PROJECTS) distinct project names: alias p<i>
+ * reads projects[i] through variable $p<i>; $limit caps the deployments
+ * per environment (>= 1).
+ */
+char *rw_lagoon_find_bulk_request_json(const char *const *projects,
+                                       size_t n_projects, int limit);
 
 /*
  * Classify the transport outcome: curl timeout -> LAGOON_TIMEOUT, other
@@ -174,6 +228,17 @@ rw_err_t rw_lagoon_parse_deployments_response(long http_status,
                                               const char *body,
                                               rw_lagoon_deployments_t **out,
                                               char *errstr, size_t errlen);
+/*
+ * The answer to rw_lagoon_find_bulk_request_json(projects, n_projects, ..)
+ * searched for bulk_name among the deployments of envs whose project is
+ * one of projects; *found and bulk_id as for rw_lagoon_find_bulk, with the
+ * same RW_ERR_CONFLICT and partial-error rules.
+ */
+rw_err_t rw_lagoon_parse_find_bulk_response(
+    long http_status, const char *body, const char *const *projects,
+    size_t n_projects, const rw_lagoon_env_t *envs, size_t n_envs,
+    const char *bulk_name, char *bulk_id, size_t bulk_id_len, bool *found,
+    char *errstr, size_t errlen);
 
 /*
  * "YYYY-MM-DD HH:MM:SS" (UTC) or ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac]"

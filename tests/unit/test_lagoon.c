@@ -1,10 +1,12 @@
 /*
  * test_lagoon: request bodies, response parsing, dates, status mapping and
- * error classification of the Lagoon client, without a Lagoon. The HTTP
+ * error classification of the Lagoon client, including the aliased
+ * find-bulk query and its answers, without a Lagoon. The HTTP
  * round trip against the simulator is in tests/integration.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -647,6 +649,327 @@ static void test_status(void **state)
                         "unknown");
 }
 
+/* ------------------------------------------------------------ find bulk */
+
+#define FIND_SEL                                                               \
+    "{ name environments { name deployments(limit: $limit) "                   \
+    "{ id name status created bulkId bulkName } } }"
+#define BULK_NAME "rollwave 7d1c0f52-1111-4aaa-8bbb-0123456789ab c3 a2"
+
+static const char *query_of(json_t *root)
+{
+    return json_string_value(json_object_get(root, "query"));
+}
+
+static void test_find_bulk_request_exact(void **state)
+{
+    const char *projects[] = {"alpha", "beta"};
+    json_t *root, *vars;
+    char *text;
+
+    (void)state;
+    text = rw_lagoon_find_bulk_request_json(projects, 2, 10);
+    root = load(text);
+    assert_int_equal(json_object_size(root), 2);
+    assert_string_equal(query_of(root),
+                        "query ($limit: Int!, $p0: String!, $p1: String!) {"
+                        " p0: projectByName(name: $p0) " FIND_SEL
+                        " p1: projectByName(name: $p1) " FIND_SEL " }");
+    vars = json_object_get(root, "variables");
+    assert_int_equal(json_object_size(vars), 3);
+    assert_int_equal(json_integer_value(json_object_get(vars, "limit")), 10);
+    assert_string_equal(json_string_value(json_object_get(vars, "p0")),
+                        "alpha");
+    assert_string_equal(json_string_value(json_object_get(vars, "p1")), "beta");
+    json_decref(root);
+    free(text);
+}
+
+/* Project names that would break out of a string, add fields, reuse our
+ * alias and variable names or smuggle comments: the query text is the
+ * same as for plain names, and each name arrives intact in its variable. */
+static void test_find_bulk_request_hostile_names(void **state)
+{
+    const char *hostile[] = {
+        "x\") { __typename } evil: projectByName(name: \"y",
+        "$p0",
+        "p1: projectByName(name: $limit) # comment\n}",
+        "quote\"back\\slash{brace}\tnewline\n\xc3\xa9t\xc3\xa9",
+    };
+    const char *plain[] = {"a", "b", "c", "d"};
+    json_t *h, *p, *vars;
+    char *ht, *pt;
+
+    (void)state;
+    ht = rw_lagoon_find_bulk_request_json(hostile, 4, 3);
+    pt = rw_lagoon_find_bulk_request_json(plain, 4, 3);
+    h = load(ht);
+    p = load(pt);
+    assert_string_equal(query_of(h), query_of(p));
+    assert_null(strstr(query_of(h), "evil"));
+    assert_null(strstr(query_of(h), "comment"));
+    assert_null(strstr(query_of(h), "__typename"));
+    vars = json_object_get(h, "variables");
+    assert_int_equal(json_object_size(vars), 5);
+    for (size_t i = 0; i < 4; i++) {
+        char var[8];
+
+        snprintf(var, sizeof(var), "p%zu", i);
+        assert_string_equal(json_string_value(json_object_get(vars, var)),
+                            hostile[i]);
+    }
+    assert_int_equal(json_integer_value(json_object_get(vars, "limit")), 3);
+    json_decref(h);
+    json_decref(p);
+    free(ht);
+    free(pt);
+}
+
+static void test_find_bulk_request_limits(void **state)
+{
+    const char *many[RW_LAGOON_FIND_BULK_MAX_PROJECTS + 1];
+    char names[RW_LAGOON_FIND_BULK_MAX_PROJECTS + 1][16];
+    const char *with_null[] = {"a", NULL};
+    const char *with_empty[] = {"a", ""};
+    const char *bad_utf8[] = {"caf\xe9"};
+    json_t *root;
+    char *text, last[40];
+
+    (void)state;
+    for (size_t i = 0; i <= RW_LAGOON_FIND_BULK_MAX_PROJECTS; i++) {
+        snprintf(names[i], sizeof(names[i]), "proj-%zu", i);
+        many[i] = names[i];
+    }
+    text = rw_lagoon_find_bulk_request_json(
+        many, RW_LAGOON_FIND_BULK_MAX_PROJECTS, 10);
+    root = load(text);
+    snprintf(last, sizeof(last), " p%d: projectByName(name: $p%d) ",
+             RW_LAGOON_FIND_BULK_MAX_PROJECTS - 1,
+             RW_LAGOON_FIND_BULK_MAX_PROJECTS - 1);
+    assert_non_null(strstr(query_of(root), last));
+    assert_int_equal(json_object_size(json_object_get(root, "variables")),
+                     RW_LAGOON_FIND_BULK_MAX_PROJECTS + 1);
+    json_decref(root);
+    free(text);
+
+    assert_null(rw_lagoon_find_bulk_request_json(
+        many, RW_LAGOON_FIND_BULK_MAX_PROJECTS + 1, 10));
+    assert_null(rw_lagoon_find_bulk_request_json(many, 0, 10));
+    assert_null(rw_lagoon_find_bulk_request_json(NULL, 1, 10));
+    assert_null(rw_lagoon_find_bulk_request_json(many, 1, 0));
+    assert_null(rw_lagoon_find_bulk_request_json(with_null, 2, 10));
+    assert_null(rw_lagoon_find_bulk_request_json(with_empty, 2, 10));
+    assert_null(rw_lagoon_find_bulk_request_json(bad_utf8, 1, 10));
+}
+
+static const char *const find_projects[] = {"alpha", "beta"};
+static const rw_lagoon_env_t find_envs[] = {{"alpha", "main"},
+                                            {"beta", "main"}};
+
+/* Parse body (HTTP status) for BULK_NAME over find_projects/find_envs. */
+static rw_err_t parse_find(long status, const char *body, char *id,
+                           size_t idlen, bool *found, char *err)
+{
+    return rw_lagoon_parse_find_bulk_response(status, body, find_projects, 2,
+                                              find_envs, 2, BULK_NAME, id,
+                                              idlen, found, err, 256);
+}
+
+static void test_parse_find_bulk_found(void **state)
+{
+    const char *body =
+        "{\"data\":{"
+        "\"p0\":{\"name\":\"alpha\",\"environments\":["
+        "{\"name\":\"main\",\"deployments\":["
+        "{\"id\":31,\"name\":\"lagoon-build-zz\",\"status\":\"new\","
+        "\"created\":\"2024-05-01 10:00:02\",\"bulkId\":null,"
+        "\"bulkName\":null},"
+        "{\"id\":30,\"name\":\"lagoon-build-aa\",\"status\":\"running\","
+        "\"created\":\"2024-05-01 10:00:00\",\"bulkId\":\"bulk-2\","
+        "\"bulkName\":\"" BULK_NAME "\"},"
+        "{\"id\":12,\"name\":\"lagoon-build-bb\",\"status\":\"complete\","
+        "\"created\":\"2024-04-01 10:00:00\",\"bulkId\":\"bulk-1\","
+        "\"bulkName\":\"rollwave 7d1c0f52-1111-4aaa-8bbb-0123456789ab c3 "
+        "a1\"}]},"
+        "{\"name\":\"develop\",\"deployments\":[]}]},"
+        "\"p1\":{\"name\":\"beta\",\"environments\":["
+        "{\"name\":\"main\",\"deployments\":[{\"id\":29,\"bulkId\":"
+        "\"bulk-2\",\"bulkName\":\"" BULK_NAME "\"}]}]}}}";
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = false;
+
+    (void)state;
+    assert_int_equal(parse_find(200, body, id, sizeof(id), &found, err), RW_OK);
+    assert_true(found);
+    assert_string_equal(id, "bulk-2");
+
+    /* The id must fit the caller's buffer. */
+    assert_int_equal(parse_find(200, body, id, 6, &found, err),
+                     RW_ERR_LAGOON_PROTOCOL);
+    assert_false(found);
+    assert_string_equal(id, "");
+}
+
+static void test_parse_find_bulk_not_found(void **state)
+{
+    /* Our name only on an environment outside the chunk (alpha/feature),
+     * an earlier attempt's name on ours, empty and null lists. */
+    const char *body =
+        "{\"data\":{"
+        "\"p0\":{\"name\":\"alpha\",\"environments\":["
+        "{\"name\":\"feature\",\"deployments\":[{\"id\":5,\"bulkId\":"
+        "\"bulk-x\",\"bulkName\":\"" BULK_NAME "\"}]},"
+        "{\"name\":\"main\",\"deployments\":[{\"id\":4,\"bulkId\":"
+        "\"bulk-1\",\"bulkName\":\"rollwave 7d1c0f52-1111-4aaa-8bbb-"
+        "0123456789ab c3 a1\"},{\"id\":3,\"bulkId\":null,\"bulkName\":"
+        "null}]}]},"
+        "\"p1\":{\"name\":\"beta\",\"environments\":["
+        "{\"name\":\"main\",\"deployments\":null},"
+        "{\"name\":\"other\",\"deployments\":[]}]}}}";
+    const char *no_envs = "{\"data\":{\"p0\":{\"name\":\"alpha\","
+                          "\"environments\":[]},\"p1\":{\"name\":\"beta\","
+                          "\"environments\":null}}}";
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = true;
+
+    (void)state;
+    assert_int_equal(parse_find(200, body, id, sizeof(id), &found, err), RW_OK);
+    assert_false(found);
+    assert_string_equal(id, "");
+    found = true;
+    assert_int_equal(parse_find(200, no_envs, id, sizeof(id), &found, err),
+                     RW_OK);
+    assert_false(found);
+}
+
+/* projectByName answers null for a project Lagoon does not know: no match
+ * there, and no error. */
+static void test_parse_find_bulk_null_project(void **state)
+{
+    const char *both_null = "{\"data\":{\"p0\":null,\"p1\":null}}";
+    const char *one_null =
+        "{\"data\":{\"p0\":null,\"p1\":{\"name\":\"beta\","
+        "\"environments\":[{\"name\":\"main\",\"deployments\":[{\"id\":1,"
+        "\"bulkId\":\"bulk-9\",\"bulkName\":\"" BULK_NAME "\"}]}]}}}";
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = true;
+
+    (void)state;
+    assert_int_equal(parse_find(200, both_null, id, sizeof(id), &found, err),
+                     RW_OK);
+    assert_false(found);
+    assert_int_equal(parse_find(200, one_null, id, sizeof(id), &found, err),
+                     RW_OK);
+    assert_true(found);
+    assert_string_equal(id, "bulk-9");
+}
+
+static void test_parse_find_bulk_errors(void **state)
+{
+    const char *all_failed =
+        "{\"errors\":[{\"message\":\"Unauthorized: You don't have "
+        "permission to \\\"view\\\" on \\\"project\\\"\"}],\"data\":null}";
+    const char *partial_miss =
+        "{\"errors\":[{\"message\":\"Unauthorized\",\"path\":[\"p1\"]}],"
+        "\"data\":{\"p0\":{\"name\":\"alpha\",\"environments\":[]},"
+        "\"p1\":null}}";
+    const char *partial_hit =
+        "{\"errors\":[{\"message\":\"Unauthorized\",\"path\":[\"p0\"]}],"
+        "\"data\":{\"p0\":null,\"p1\":{\"name\":\"beta\",\"environments\":"
+        "[{\"name\":\"main\",\"deployments\":[{\"id\":1,\"bulkId\":"
+        "\"bulk-5\",\"bulkName\":\"" BULK_NAME "\"}]}]}}}";
+    const char *validation =
+        "{\"errors\":[{\"message\":\"Cannot query field \\\"bulkName\\\" on "
+        "type \\\"Deployment\\\".\"}]}";
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = true;
+    rw_err_t e;
+
+    (void)state;
+    e = parse_find(200, all_failed, id, sizeof(id), &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+    assert_false(rw_err_is_retriable(e));
+    assert_non_null(strstr(err, "Unauthorized"));
+    assert_false(found);
+
+    /* A project we could not read might hold the bulk: not "not found". */
+    found = true;
+    e = parse_find(200, partial_miss, id, sizeof(id), &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+    assert_false(found);
+
+    /* A match is proof whatever else failed. */
+    e = parse_find(200, partial_hit, id, sizeof(id), &found, err);
+    assert_int_equal(e, RW_OK);
+    assert_true(found);
+    assert_string_equal(id, "bulk-5");
+
+    assert_int_equal(parse_find(400, validation, id, sizeof(id), &found, err),
+                     RW_ERR_LAGOON_GRAPHQL);
+    assert_false(found);
+    assert_int_equal(parse_find(200, validation, id, sizeof(id), &found, err),
+                     RW_ERR_LAGOON_GRAPHQL);
+    assert_int_equal(parse_find(401, all_failed, id, sizeof(id), &found, err),
+                     RW_ERR_LAGOON_AUTH);
+    e = parse_find(503, "", id, sizeof(id), &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_SERVER);
+    assert_true(rw_err_is_retriable(e));
+    assert_int_equal(parse_find(429, NULL, id, sizeof(id), &found, err),
+                     RW_ERR_LAGOON_RATE_LIMITED);
+    assert_false(found);
+}
+
+static void test_parse_find_bulk_conflict_and_shape(void **state)
+{
+    const char *conflict =
+        "{\"data\":{\"p0\":{\"name\":\"alpha\",\"environments\":[{\"name\":"
+        "\"main\",\"deployments\":[{\"id\":2,\"bulkId\":\"bulk-a\","
+        "\"bulkName\":\"" BULK_NAME "\"}]}]},\"p1\":{\"name\":\"beta\","
+        "\"environments\":[{\"name\":\"main\",\"deployments\":[{\"id\":3,"
+        "\"bulkId\":\"bulk-b\",\"bulkName\":\"" BULK_NAME "\"}]}]}}}";
+    const char *no_id =
+        "{\"data\":{\"p0\":null,\"p1\":{\"name\":\"beta\",\"environments\":"
+        "[{\"name\":\"main\",\"deployments\":[{\"id\":3,\"bulkId\":null,"
+        "\"bulkName\":\"" BULK_NAME "\"}]}]}}}";
+    const char *const bad[] = {
+        "{\"data\":{\"p0\":null}}",
+        "{\"data\":{\"p0\":null,\"p1\":7}}",
+        "{\"data\":{\"p0\":null,\"p1\":{\"environments\":{}}}}",
+        "{\"data\":{\"p0\":null,\"p1\":{\"environments\":[{\"name\":"
+        "\"main\",\"deployments\":\"x\"}]}}}",
+        "{\"data\":null}",
+        "{\"data\":",
+        "[]",
+    };
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = true;
+    rw_err_t e;
+
+    (void)state;
+    e = parse_find(200, conflict, id, sizeof(id), &found, err);
+    assert_int_equal(e, RW_ERR_CONFLICT);
+    assert_non_null(strstr(err, "bulk-a"));
+    assert_non_null(strstr(err, "bulk-b"));
+    assert_false(found);
+    assert_string_equal(id, "");
+
+    found = true;
+    assert_int_equal(parse_find(200, no_id, id, sizeof(id), &found, err),
+                     RW_ERR_LAGOON_PROTOCOL);
+    assert_false(found);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        found = true;
+        e = parse_find(200, bad[i], id, sizeof(id), &found, err);
+        if (e != RW_ERR_LAGOON_PROTOCOL)
+            fail_msg("body %zu (%s): got %s", i, bad[i], rw_err_name(e));
+        assert_false(found);
+    }
+    assert_int_equal(rw_lagoon_parse_find_bulk_response(
+                         200, conflict, find_projects, 2, find_envs, 2, NULL,
+                         id, sizeof(id), &found, err, sizeof(err)),
+                     RW_ERR_INVALID_ARG);
+}
+
 /* -------------------------------------------------------------- handle */
 
 static void write_file(const char *path, const char *text)
@@ -734,6 +1057,24 @@ static void test_unreachable_is_network_error(void **state)
     assert_int_equal(
         rw_lagoon_deployments_by_bulk_id(lc, "", &d, err, sizeof(err)),
         RW_ERR_INVALID_ARG);
+    {
+        bool found = true;
+
+        e = rw_lagoon_find_bulk(lc, "b", envs, 1, id, sizeof(id), &found, err,
+                                sizeof(err));
+        assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+        assert_false(found);
+        assert_null(strstr(err, "sekrit"));
+        assert_int_equal(rw_lagoon_find_bulk(lc, "", envs, 1, id, sizeof(id),
+                                             &found, err, sizeof(err)),
+                         RW_ERR_INVALID_ARG);
+        assert_int_equal(rw_lagoon_find_bulk(lc, "b", empty, 1, id, sizeof(id),
+                                             &found, err, sizeof(err)),
+                         RW_ERR_INVALID_ARG);
+        assert_int_equal(rw_lagoon_find_bulk(lc, "b", envs, 1, id, sizeof(id),
+                                             NULL, err, sizeof(err)),
+                         RW_ERR_INVALID_ARG);
+    }
     rw_lagoon_destroy(lc);
 
     opts.url = "gopher://127.0.0.1:1/graphql";
@@ -764,6 +1105,14 @@ int main(void)
         cmocka_unit_test(test_parse_deployments_string_id_and_bad_date),
         cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_status),
+        cmocka_unit_test(test_find_bulk_request_exact),
+        cmocka_unit_test(test_find_bulk_request_hostile_names),
+        cmocka_unit_test(test_find_bulk_request_limits),
+        cmocka_unit_test(test_parse_find_bulk_found),
+        cmocka_unit_test(test_parse_find_bulk_not_found),
+        cmocka_unit_test(test_parse_find_bulk_null_project),
+        cmocka_unit_test(test_parse_find_bulk_errors),
+        cmocka_unit_test(test_parse_find_bulk_conflict_and_shape),
         cmocka_unit_test(test_new_config_errors),
         cmocka_unit_test(test_unreachable_is_network_error),
     };
