@@ -1,0 +1,975 @@
+/*
+ * rw_itest_fleet: per-scenario pipeline (database, topic prefix, simulator,
+ * daemons as child processes) and the invariant checker. Test support
+ * only: nothing here is linked into the daemons.
+ *
+ * Children get their environment as an explicit envp built before fork(),
+ * so nothing but async-signal-safe calls run between fork() and execve()
+ * even when the test process already has librdkafka threads.
+ */
+#include "rw_itest_fleet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+
+#include "rw_itest_pg.h"
+#include "rw_kafka.h"
+#include "rw_redis.h"
+#include "rw_settings.h"
+#include "rw_state.h"
+
+#define MAX_ENV 64
+#define MAX_KIDS 32
+
+extern char **environ;
+
+typedef struct kid {
+    pid_t pid;
+    char name[64];
+    char log[320];
+} kid_t;
+
+struct rw_itest_fleet {
+    char dir[256];
+    char dsn[1024];
+    char prefix[96];
+    long long chunk_size;
+    rw_pg_t *pg;
+    bool snapshot;
+    /* simulator */
+    pid_t sim_pid;
+    char sim_log[320];
+    char sim_port_file[320];
+    char sim_token[64];
+    char sim_admin[128];
+    char sim_url[160];
+    /* ROLLWAVE_* overrides for children */
+    char *env_key[MAX_ENV];
+    char *env_val[MAX_ENV];
+    size_t n_env;
+    kid_t kids[MAX_KIDS];
+    size_t n_kids;
+    int n_runs; /* names the capture files of rw_itest_fleet_run */
+};
+
+static const char FINAL_SQL[] =
+    "('completed', 'partial_failed', 'failed', 'cancelled')";
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* ---- processes ---------------------------------------------------------- */
+
+/* environ without the overridden keys, then the overrides; one extra
+ * key=value may follow (NULL = none). Every string is malloc'd. */
+static char **build_envp(const rw_itest_fleet_t *f, const char *xkey,
+                         const char *xval)
+{
+    size_t n = 0, k = 0;
+    char **envp;
+
+    while (environ[n])
+        n++;
+    envp = calloc(n + f->n_env + 2, sizeof(*envp));
+    assert_non_null(envp);
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool overridden = false;
+        for (size_t j = 0; j < f->n_env && !overridden; j++)
+            overridden = strlen(f->env_key[j]) == klen &&
+                         strncmp(f->env_key[j], environ[i], klen) == 0;
+        if (xkey && strlen(xkey) == klen &&
+            strncmp(xkey, environ[i], klen) == 0)
+            overridden = true;
+        if (!overridden)
+            envp[k++] = strdup(environ[i]);
+    }
+    for (size_t j = 0; j < f->n_env; j++) {
+        size_t len = strlen(f->env_key[j]) + strlen(f->env_val[j]) + 2;
+        envp[k] = malloc(len);
+        assert_non_null(envp[k]);
+        snprintf(envp[k], len, "%s=%s", f->env_key[j], f->env_val[j]);
+        k++;
+    }
+    if (xkey) {
+        size_t len = strlen(xkey) + strlen(xval) + 2;
+        envp[k] = malloc(len);
+        assert_non_null(envp[k]);
+        snprintf(envp[k], len, "%s=%s", xkey, xval);
+        k++;
+    }
+    envp[k] = NULL;
+    return envp;
+}
+
+static void free_envp(char **envp)
+{
+    for (size_t i = 0; envp[i]; i++)
+        free(envp[i]);
+    free(envp);
+}
+
+/* fork + execve with stdout to out_path and stderr to err_path. */
+static pid_t spawn(const char *path, char *const *argv, char *const *envp,
+                   const char *out_path, const char *err_path)
+{
+    pid_t pid = fork();
+
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int err = strcmp(out_path, err_path) == 0
+                      ? out
+                      : open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (out >= 0)
+            dup2(out, STDOUT_FILENO);
+        if (err >= 0)
+            dup2(err, STDERR_FILENO);
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait for pid at most timeout_ms; its wait status, or -1 on timeout. */
+static int wait_pid(pid_t pid, long long timeout_ms)
+{
+    long long deadline = rw_itest_now_ms() + timeout_ms;
+    int status;
+
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (rw_itest_now_ms() > deadline)
+            return -1;
+        sleep_ms(20);
+    }
+}
+
+static void tail_file(const char *label, const char *path, size_t max)
+{
+    FILE *fp = fopen(path, "r");
+    char *buf;
+    long size;
+    size_t n;
+
+    if (!fp)
+        return;
+    fseek(fp, 0, SEEK_END);
+    size = ftell(fp);
+    if (size > (long)max)
+        fseek(fp, size - (long)max, SEEK_SET);
+    else
+        fseek(fp, 0, SEEK_SET);
+    buf = calloc(1, max + 1);
+    if (buf) {
+        n = fread(buf, 1, max, fp);
+        buf[n] = '\0';
+        print_error("--- %s (last %zu bytes) ---\n%s\n", label, n, buf);
+        free(buf);
+    }
+    fclose(fp);
+}
+
+void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f)
+{
+    for (size_t i = 0; i < f->n_kids; i++)
+        tail_file(f->kids[i].name, f->kids[i].log, 3000);
+    tail_file("lagoon-sim", f->sim_log, 1500);
+}
+
+/* ---- the simulator ------------------------------------------------------ */
+
+typedef struct resp {
+    char *buf;
+    size_t len;
+} resp_t;
+
+static size_t collect(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    resp_t *r = ud;
+    size_t n = size * nmemb;
+    char *nb = realloc(r->buf, r->len + n + 1);
+
+    if (!nb)
+        return 0;
+    r->buf = nb;
+    memcpy(r->buf + r->len, ptr, n);
+    r->len += n;
+    r->buf[r->len] = '\0';
+    return n;
+}
+
+json_t *rw_itest_fleet_sim(rw_itest_fleet_t *f, const char *path,
+                           const char *body)
+{
+    char url[256];
+    resp_t r = {NULL, 0};
+    struct curl_slist *headers = NULL;
+    json_error_t jerr;
+    json_t *root;
+    long code = 0;
+    CURLcode cc;
+    CURL *c = curl_easy_init();
+
+    assert_non_null(c);
+    snprintf(url, sizeof(url), "%s%s", f->sim_admin, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    if (body) {
+        headers = curl_slist_append(NULL, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    if (cc != CURLE_OK || code != 200)
+        fail_msg("sim %s %s: curl %s, HTTP %ld, body %s",
+                 body ? "POST" : "GET", path, curl_easy_strerror(cc), code,
+                 r.buf ? r.buf : "");
+    root = json_loads(r.buf ? r.buf : "", 0, &jerr);
+    if (!root)
+        fail_msg("sim %s: not JSON: %s", path, r.buf ? r.buf : "");
+    free(r.buf);
+    return root;
+}
+
+void rw_itest_fleet_sim_config(rw_itest_fleet_t *f, const char *json)
+{
+    json_decref(rw_itest_fleet_sim(f, "/sim/config", json));
+}
+
+long long rw_itest_fleet_sim_stat(rw_itest_fleet_t *f, const char *key)
+{
+    json_t *stats = rw_itest_fleet_sim(f, "/sim/stats?triggers=false", NULL);
+    json_t *v;
+    long long n;
+
+    if (strncmp(key, "faults.", 7) == 0)
+        v = json_object_get(json_object_get(stats, "faults_injected"),
+                            key + 7);
+    else
+        v = json_object_get(stats, key);
+    if (!json_is_integer(v))
+        fail_msg("/sim/stats has no integer %s", key);
+    n = json_integer_value(v);
+    json_decref(stats);
+    return n;
+}
+
+static void start_sim(rw_itest_fleet_t *f, const char *config)
+{
+    char bin[512], **envp;
+    long long deadline;
+    int port = 0;
+    const char *argv[] = {bin,           "--port",         "0",
+                          "--port-file", f->sim_port_file, "--token",
+                          f->sim_token,  "--rows-delay-ms", "200",
+                          "--phase-ms",  "100",            "--build-min-ms",
+                          "200",         "--build-max-ms", "600",
+                          NULL};
+
+    rw_itest_bin(bin, sizeof(bin), "rollwave-lagoon-sim");
+    if (access(bin, X_OK) != 0)
+        fail_msg("%s is not an executable: build rollwave-lagoon-sim", bin);
+    envp = build_envp(f, NULL, NULL);
+    f->sim_pid = spawn(bin, (char *const *)argv, envp, f->sim_log, f->sim_log);
+    free_envp(envp);
+
+    deadline = rw_itest_now_ms() + 10000;
+    while (rw_itest_now_ms() < deadline) {
+        FILE *fp = fopen(f->sim_port_file, "r");
+        int status;
+
+        if (fp) {
+            if (fscanf(fp, "%d", &port) != 1)
+                port = 0;
+            fclose(fp);
+            if (port > 0)
+                break;
+        }
+        if (waitpid(f->sim_pid, &status, WNOHANG) == f->sim_pid) {
+            f->sim_pid = 0;
+            tail_file("lagoon-sim", f->sim_log, 2000);
+            fail_msg("lagoon-sim exited before listening (status %d)",
+                     status);
+        }
+        sleep_ms(20);
+    }
+    if (port <= 0)
+        fail_msg("lagoon-sim wrote no port to %s within 10 s",
+                 f->sim_port_file);
+    snprintf(f->sim_admin, sizeof(f->sim_admin), "http://127.0.0.1:%d", port);
+    snprintf(f->sim_url, sizeof(f->sim_url), "%s/graphql", f->sim_admin);
+    if (config)
+        rw_itest_fleet_sim_config(f, config);
+}
+
+/* ---- fleet -------------------------------------------------------------- */
+
+void rw_itest_fleet_set(rw_itest_fleet_t *f, const char *key,
+                        const char *value)
+{
+    for (size_t i = 0; i < f->n_env; i++)
+        if (strcmp(f->env_key[i], key) == 0) {
+            free(f->env_val[i]);
+            f->env_val[i] = strdup(value);
+            assert_non_null(f->env_val[i]);
+            return;
+        }
+    assert_true(f->n_env < MAX_ENV);
+    f->env_key[f->n_env] = strdup(key);
+    f->env_val[f->n_env] = strdup(value);
+    assert_non_null(f->env_key[f->n_env]);
+    assert_non_null(f->env_val[f->n_env]);
+    f->n_env++;
+}
+
+rw_itest_fleet_t *rw_itest_fleet_new(const char *sim_config,
+                                     long long bulk_chunk_size)
+{
+    rw_itest_fleet_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TMPDIR");
+    char unique[64], num[24];
+
+    assert_non_null(f);
+    /* the stack must be there before anything is created */
+    rw_itest_env("ROLLWAVE_PG_DSN");
+    rw_itest_env("ROLLWAVE_REDIS_URL");
+    rw_itest_env("ROLLWAVE_KAFKA_BROKERS");
+    snprintf(f->dir, sizeof(f->dir), "%s/rw_fleet_XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(f->dir))
+        fail_msg("mkdtemp: %s", strerror(errno));
+    snprintf(f->sim_log, sizeof(f->sim_log), "%s/lagoon-sim.log", f->dir);
+    snprintf(f->sim_port_file, sizeof(f->sim_port_file), "%s/sim.port",
+             f->dir);
+    snprintf(f->sim_token, sizeof(f->sim_token), "fleet-%ld-%lld",
+             (long)getpid(), rw_itest_now_ms());
+    /* time part: topics outlive this process in a long-lived broker */
+    rw_itest_unique(unique, sizeof(unique), "rwit");
+    snprintf(f->prefix, sizeof(f->prefix), "%s_%lx.", unique,
+             (unsigned long)time(NULL));
+    f->chunk_size = bulk_chunk_size > 0 ? bulk_chunk_size : 50;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    f->pg = rw_itest_pg_connect(f->dsn);
+    start_sim(f, sim_config);
+
+    snprintf(num, sizeof(num), "%lld", f->chunk_size);
+    rw_itest_fleet_set(f, "ROLLWAVE_PG_DSN", f->dsn);
+    rw_itest_fleet_set(f, "ROLLWAVE_KAFKA_TOPIC_PREFIX", f->prefix);
+    rw_itest_fleet_set(f, "ROLLWAVE_LAGOON_URL", f->sim_url);
+    rw_itest_fleet_set(f, "ROLLWAVE_LAGOON_TOKEN", f->sim_token);
+    rw_itest_fleet_set(f, "ROLLWAVE_METRICS_PORT", "0");
+    rw_itest_fleet_set(f, "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", "3000");
+    rw_itest_fleet_set(f, "ROLLWAVE_BULK_CHUNK_SIZE", num);
+    rw_itest_fleet_set(f, "ROLLWAVE_MAX_PER_RUN", "1000");
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_LOG_LEVEL", "info");
+    return f;
+}
+
+const char *rw_itest_fleet_prefix(const rw_itest_fleet_t *f)
+{
+    return f->prefix;
+}
+
+const char *rw_itest_fleet_dsn(const rw_itest_fleet_t *f)
+{
+    return f->dsn;
+}
+
+long long rw_itest_fleet_chunk_size(const rw_itest_fleet_t *f)
+{
+    return f->chunk_size;
+}
+
+rw_pg_t *rw_itest_fleet_pg(rw_itest_fleet_t *f)
+{
+    return f->pg;
+}
+
+pid_t rw_itest_fleet_start(rw_itest_fleet_t *f, const char *bin,
+                           const char *role)
+{
+    char path[512], group[160], **envp;
+    kid_t *k;
+    char *argv[2];
+
+    assert_true(f->n_kids < MAX_KIDS);
+    k = &f->kids[f->n_kids];
+    rw_itest_bin(path, sizeof(path), bin);
+    if (access(path, X_OK) != 0)
+        fail_msg("%s is not an executable: build target %s", path, bin);
+    snprintf(k->name, sizeof(k->name), "%s#%zu", bin, f->n_kids);
+    snprintf(k->log, sizeof(k->log), "%s/%s-%zu.log", f->dir, bin, f->n_kids);
+    snprintf(group, sizeof(group), "%s%s", f->prefix, role);
+    envp = build_envp(f, "ROLLWAVE_KAFKA_GROUP", group);
+    argv[0] = path;
+    argv[1] = NULL;
+    k->pid = spawn(path, argv, envp, k->log, k->log);
+    free_envp(envp);
+    f->n_kids++;
+    return k->pid;
+}
+
+void rw_itest_fleet_stop_all(rw_itest_fleet_t *f)
+{
+    char failed[1024] = "";
+    size_t off = 0;
+
+    for (size_t i = 0; i < f->n_kids; i++)
+        if (f->kids[i].pid > 0)
+            kill(f->kids[i].pid, SIGTERM);
+    for (size_t i = 0; i < f->n_kids; i++) {
+        kid_t *k = &f->kids[i];
+        int status;
+
+        if (k->pid <= 0)
+            continue;
+        status = wait_pid(k->pid, 30000);
+        if (status == -1) {
+            kill(k->pid, SIGKILL);
+            waitpid(k->pid, NULL, 0);
+            off += (size_t)snprintf(failed + off, sizeof(failed) - off,
+                                    " %s: no exit within 30 s of SIGTERM;",
+                                    k->name);
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            off += (size_t)snprintf(
+                failed + off, sizeof(failed) - off, " %s: %s %d;", k->name,
+                WIFEXITED(status) ? "exit status" : "killed by signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        }
+        k->pid = 0;
+        if (off >= sizeof(failed))
+            off = sizeof(failed) - 1;
+    }
+    if (failed[0]) {
+        rw_itest_fleet_dump_logs(f);
+        fail_msg("daemons did not stop cleanly:%s", failed);
+    }
+}
+
+int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv,
+                       char *out, size_t outlen)
+{
+    char path[512], out_path[320], err_path[320], **envp;
+    const char *args[32];
+    size_t n = 0;
+    pid_t pid;
+    int status;
+
+    rw_itest_bin(path, sizeof(path), argv[0]);
+    if (access(path, X_OK) != 0)
+        fail_msg("%s is not an executable: build target %s", path, argv[0]);
+    args[n++] = path;
+    for (size_t i = 1; argv[i]; i++) {
+        assert_true(n < 31);
+        args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    f->n_runs++;
+    snprintf(out_path, sizeof(out_path), "%s/run-%d.out", f->dir, f->n_runs);
+    snprintf(err_path, sizeof(err_path), "%s/run-%d.err", f->dir, f->n_runs);
+    envp = build_envp(f, NULL, NULL);
+    pid = spawn(path, (char *const *)args, envp, out_path, err_path);
+    free_envp(envp);
+    status = wait_pid(pid, 120000);
+    if (status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        tail_file(argv[0], err_path, 3000);
+        fail_msg("%s did not finish within 120 s", argv[0]);
+    }
+    if (out && outlen) {
+        FILE *fp = fopen(out_path, "r");
+        size_t got = 0;
+        if (fp) {
+            got = fread(out, 1, outlen - 1, fp);
+            fclose(fp);
+        }
+        out[got] = '\0';
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        tail_file(argv[0], err_path, 3000);
+    unlink(out_path);
+    unlink(err_path);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void rw_itest_fleet_tick(rw_itest_fleet_t *f)
+{
+    const char *argv[] = {"rollwave-producer", "--once", NULL};
+    int rc = rw_itest_fleet_run(f, argv, NULL, 0);
+
+    if (rc != 0)
+        fail_msg("rollwave-producer --once exited with %d", rc);
+}
+
+/* ---- Redis ------------------------------------------------------------ */
+
+static redisContext *redis_connect(void)
+{
+    rw_redis_url_t u;
+    char errstr[256];
+    struct timeval tv = {5, 0};
+    redisContext *c;
+    redisReply *r;
+
+    if (rw_redis_url_parse(&u, rw_itest_env("ROLLWAVE_REDIS_URL"), errstr,
+                           sizeof(errstr)))
+        fail_msg("ROLLWAVE_REDIS_URL: %s", errstr);
+    c = u.is_unix ? redisConnectUnixWithTimeout(u.path, tv)
+                  : redisConnectWithTimeout(u.host, u.port, tv);
+    if (!c || c->err)
+        fail_msg("redis connect: %s", c ? c->errstr : "out of memory");
+    if (u.password[0]) {
+        r = u.username[0] ? redisCommand(c, "AUTH %s %s", u.username,
+                                         u.password)
+                          : redisCommand(c, "AUTH %s", u.password);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            fail_msg("redis AUTH refused");
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "SELECT %d", u.db);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("redis SELECT %d refused", u.db);
+    freeReplyObject(r);
+    return c;
+}
+
+/* Count (and with del, delete) the keys matching "<prefix>lock:*". */
+static long long lock_keys(rw_itest_fleet_t *f, bool del, char *first,
+                           size_t first_len)
+{
+    redisContext *c = redis_connect();
+    char cursor[32] = "0", pattern[160];
+    long long n = 0;
+
+    if (first && first_len)
+        first[0] = '\0';
+    snprintf(pattern, sizeof(pattern), "%slock:*", f->prefix);
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor,
+                                     pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            fail_msg("redis SCAN failed");
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const char *key = r->element[1]->element[i]->str;
+            if (n == 0 && first && first_len)
+                snprintf(first, first_len, "%s", key);
+            n++;
+            if (del)
+                freeReplyObject(redisCommand(c, "DEL %s", key));
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    redisFree(c);
+    return n;
+}
+
+long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f)
+{
+    return lock_keys(f, false, NULL, 0);
+}
+
+/* ---- teardown ------------------------------------------------------------ */
+
+void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
+{
+    char path[400];
+
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n_kids; i++)
+        if (f->kids[i].pid > 0) {
+            kill(f->kids[i].pid, SIGKILL);
+            waitpid(f->kids[i].pid, NULL, 0);
+        }
+    if (f->sim_pid > 0) {
+        kill(f->sim_pid, SIGTERM);
+        if (wait_pid(f->sim_pid, 5000) == -1) {
+            kill(f->sim_pid, SIGKILL);
+            waitpid(f->sim_pid, NULL, 0);
+        }
+    }
+    if (getenv("ROLLWAVE_REDIS_URL"))
+        lock_keys(f, true, NULL, 0);
+    rw_pg_destroy(f->pg);
+    if (f->dsn[0])
+        rw_itest_pg_drop_db(f->dsn);
+    for (size_t i = 0; i < f->n_kids; i++)
+        unlink(f->kids[i].log);
+    unlink(f->sim_log);
+    unlink(f->sim_port_file);
+    for (int i = 1; i <= f->n_runs; i++) {
+        snprintf(path, sizeof(path), "%s/run-%d.out", f->dir, i);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/run-%d.err", f->dir, i);
+        unlink(path);
+    }
+    rmdir(f->dir);
+    for (size_t i = 0; i < f->n_env; i++) {
+        free(f->env_key[i]);
+        free(f->env_val[i]);
+    }
+    free(f);
+}
+
+/* ---- SQL ------------------------------------------------------------- */
+
+PGresult *rw_itest_fleet_q(rw_itest_fleet_t *f, const char *sql, int n,
+                           const char *const *params)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+
+    if (rw_pg_exec(f->pg, sql, n, params, &res, errstr, sizeof(errstr)))
+        fail_msg("SQL failed: %s\n  in: %s", errstr, sql);
+    return res;
+}
+
+long long rw_itest_fleet_ll(rw_itest_fleet_t *f, const char *sql, int n,
+                            const char *const *params)
+{
+    PGresult *res = rw_itest_fleet_q(f, sql, n, params);
+    long long v = -1;
+
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        v = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+void rw_itest_fleet_snapshot(rw_itest_fleet_t *f)
+{
+    PQclear(rw_itest_fleet_q(f,
+                             "DROP TABLE IF EXISTS itest_status_snapshot", 0,
+                             NULL));
+    PQclear(rw_itest_fleet_q(f,
+                             "CREATE TABLE itest_status_snapshot AS"
+                             " SELECT id, status FROM app_instances",
+                             0, NULL));
+    f->snapshot = true;
+}
+
+/* One line per run: uuid, status and its targets' states with counts. */
+static void describe_runs(rw_itest_fleet_t *f, char *buf, size_t len)
+{
+    PGresult *res = rw_itest_fleet_q(
+        f,
+        "SELECT string_agg(line, E'\\n' ORDER BY id) FROM ("
+        "  SELECT r.id, 'run ' || r.uuid || ' ' || r.trigger_source || ' '"
+        "         || r.status || ': ' || COALESCE((SELECT string_agg("
+        "             s.state || '=' || s.n, ' ' ORDER BY s.state) FROM ("
+        "               SELECT state, count(*) AS n FROM run_targets t"
+        "                WHERE t.run_id = r.id GROUP BY state) s), 'no targets')"
+        "         || ' | chunks ' || COALESCE((SELECT string_agg("
+        "             c.chunk || ':' || c.state || '/p' || c.poll_attempts,"
+        "             ' ' ORDER BY c.chunk) FROM run_chunks c"
+        "              WHERE c.run_id = r.id), '-') AS line"
+        "  FROM deployment_runs r) x",
+        0, NULL);
+
+    snprintf(buf, len, "%s",
+             PQgetisnull(res, 0, 0) ? "(no runs)" : PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
+                               long long timeout_ms)
+{
+    char sql[256], desc[8192];
+    long long deadline = rw_itest_now_ms() + timeout_ms;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) * 1000000 + count(*) FILTER (WHERE status IN %s)"
+             " FROM deployment_runs",
+             FINAL_SQL);
+    for (;;) {
+        long long v = rw_itest_fleet_ll(f, sql, 0, NULL);
+        long long total = v / 1000000, final = v % 1000000;
+        if (total >= min_runs && final == total)
+            return;
+        if (rw_itest_now_ms() > deadline) {
+            describe_runs(f, desc, sizeof(desc));
+            rw_itest_fleet_dump_logs(f);
+            fail_msg("runs not final after %lld ms (%lld of %lld final, "
+                     "want at least %lld runs):\n%s",
+                     timeout_ms, final, total, min_runs, desc);
+        }
+        sleep_ms(200);
+    }
+}
+
+void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
+                               long long want, long long timeout_ms,
+                               const char *what)
+{
+    char desc[8192];
+    long long deadline = rw_itest_now_ms() + timeout_ms, got;
+
+    for (;;) {
+        got = rw_itest_fleet_ll(f, sql, 0, NULL);
+        if (got >= want)
+            return;
+        if (rw_itest_now_ms() > deadline)
+            break;
+        sleep_ms(100);
+    }
+    describe_runs(f, desc, sizeof(desc));
+    rw_itest_fleet_dump_logs(f);
+    fail_msg("%s: %lld after %lld ms, want %lld\n%s", what, got, timeout_ms,
+             want, desc);
+}
+
+/* ---- invariants ----------------------------------------------------------- */
+
+static void check_runs(rw_itest_fleet_t *f)
+{
+    char sql[1024], desc[8192];
+    PGresult *res;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT r.uuid::text AS uuid, r.status,"
+             "  r.total_count, r.succeeded_count, r.failed_count,"
+             "  r.skipped_count,"
+             "  (SELECT count(*) FROM run_transitions x WHERE x.run_id = r.id"
+             "     AND x.to_status IN %s) AS finals,"
+             "  count(t.id) AS t_total,"
+             "  count(t.id) FILTER (WHERE t.state = 'succeeded') AS t_ok,"
+             "  count(t.id) FILTER (WHERE t.state IN ('failed', 'timed_out'))"
+             "    AS t_failed,"
+             "  count(t.id) FILTER (WHERE t.state IN ('skipped', 'cancelled'))"
+             "    AS t_skipped"
+             " FROM deployment_runs r LEFT JOIN run_targets t"
+             "   ON t.run_id = r.id GROUP BY r.id ORDER BY r.id",
+             FINAL_SQL);
+    res = rw_itest_fleet_q(f, sql, 0, NULL);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *uuid = rw_pg_str(res, i, "uuid");
+        const char *status = rw_pg_str(res, i, "status");
+        int st = rw_run_state_parse(status);
+        long long total = rw_pg_ll(res, i, "total_count", -1);
+        long long ok = rw_pg_ll(res, i, "succeeded_count", -1);
+        long long failed = rw_pg_ll(res, i, "failed_count", -1);
+        long long skipped = rw_pg_ll(res, i, "skipped_count", -1);
+        long long finals = rw_pg_ll(res, i, "finals", -1);
+
+        if (st < 0 || !rw_run_terminal((rw_run_state_t)st)) {
+            describe_runs(f, desc, sizeof(desc));
+            fail_msg("run %s is %s, not final\n%s", uuid, status, desc);
+        }
+        if (finals != 1)
+            fail_msg("run %s was finalized %lld times (run_transitions into "
+                     "a final state), want exactly 1",
+                     uuid, finals);
+        if (total != rw_pg_ll(res, i, "t_total", -2) ||
+            ok != rw_pg_ll(res, i, "t_ok", -2) ||
+            failed != rw_pg_ll(res, i, "t_failed", -2) ||
+            skipped != rw_pg_ll(res, i, "t_skipped", -2))
+            fail_msg("run %s counts total=%lld succeeded=%lld failed=%lld "
+                     "skipped=%lld, its targets say %s/%s/%s/%s",
+                     uuid, total, ok, failed, skipped,
+                     rw_pg_str(res, i, "t_total"), rw_pg_str(res, i, "t_ok"),
+                     rw_pg_str(res, i, "t_failed"),
+                     rw_pg_str(res, i, "t_skipped"));
+        if (total != ok + failed + skipped)
+            fail_msg("run %s: total %lld != %lld + %lld + %lld", uuid, total,
+                     ok, failed, skipped);
+        if (st != RW_RUN_CANCELLED &&
+            (rw_run_state_t)st != rw_run_outcome(ok, failed))
+            fail_msg("run %s is %s but %lld succeeded / %lld failed make "
+                     "it %s",
+                     uuid, status, ok, failed,
+                     rw_run_state_name(rw_run_outcome(ok, failed)));
+    }
+    PQclear(res);
+}
+
+static void check_targets(rw_itest_fleet_t *f)
+{
+    long long n;
+
+    n = rw_itest_fleet_ll(f,
+                          "SELECT count(*) FROM run_targets WHERE state IN"
+                          " ('pending', 'claimed', 'triggered', 'deploying')",
+                          0, NULL);
+    if (n != 0)
+        fail_msg("%lld targets are not terminal after every run ended", n);
+    n = rw_itest_fleet_ll(f,
+                          "SELECT count(*) FROM run_chunks"
+                          " WHERE state NOT IN ('done', 'failed')",
+                          0, NULL);
+    if (n != 0)
+        fail_msg("%lld chunks are still open after every run ended", n);
+    /* invariant 2 over the whole history, not only at this moment */
+    n = rw_itest_fleet_ll(
+        f,
+        "SELECT count(*) FROM run_targets a JOIN run_targets b"
+        "  ON a.instance_id = b.instance_id AND a.run_id < b.run_id"
+        " WHERE a.claimed_at IS NOT NULL AND b.claimed_at IS NOT NULL"
+        "   AND tstzrange(a.claimed_at, a.finished_at)"
+        "       && tstzrange(b.claimed_at, b.finished_at)",
+        0, NULL);
+    if (n != 0)
+        fail_msg("%lld pairs of targets had one instance in flight in two "
+                 "runs at once",
+                 n);
+}
+
+static void check_status(rw_itest_fleet_t *f)
+{
+    long long n;
+
+    if (!f->snapshot)
+        fail_msg("no status snapshot: call rw_itest_fleet_snapshot after "
+                 "seeding");
+    n = rw_itest_fleet_ll(f,
+                          "SELECT count(*) FROM app_instances i"
+                          " FULL JOIN itest_status_snapshot s ON s.id = i.id"
+                          " WHERE i.status IS DISTINCT FROM s.status",
+                          0, NULL);
+    if (n != 0)
+        fail_msg("%lld instances changed their lifecycle status", n);
+}
+
+static void check_outbox_and_locks(rw_itest_fleet_t *f)
+{
+    long long deadline = rw_itest_now_ms() + 5000, unpublished, locks;
+    char first[200];
+
+    for (;;) {
+        unpublished = rw_itest_fleet_ll(f,
+                                        "SELECT count(*) FROM outbox"
+                                        " WHERE published_at IS NULL",
+                                        0, NULL);
+        locks = lock_keys(f, false, first, sizeof(first));
+        if (unpublished == 0 && locks == 0)
+            return;
+        if (rw_itest_now_ms() > deadline)
+            break;
+        sleep_ms(100);
+    }
+    if (unpublished)
+        fail_msg("%lld outbox rows stay unpublished", unpublished);
+    fail_msg("%lld Redis locks left (e.g. %s)", locks, first);
+}
+
+static void check_dlq(rw_itest_fleet_t *f)
+{
+    rw_settings_t s;
+    rw_kafka_consumer_t *kc = NULL;
+    char errstr[512], topic[200];
+    int parts = 0;
+    long long dead = 0;
+    rw_err_t err;
+
+    memset(&s, 0, sizeof(s));
+    s.kafka_brokers = (char *)rw_itest_env("ROLLWAVE_KAFKA_BROKERS");
+    s.kafka_topic_prefix = f->prefix;
+    s.kafka_security_protocol = "plaintext";
+    s.kafka_properties = "";
+    s.kafka_session_timeout_ms = 6000;
+    s.kafka_group = f->prefix;
+    rw_kafka_topic(topic, sizeof(topic), &s, "dlq");
+    if (rw_kafka_consumer_new(&kc, &s, NULL, NULL, 0, errstr, sizeof(errstr)))
+        fail_msg("kafka consumer: %s", errstr);
+    err = rw_kafka_partition_count(kc, topic, &parts, 10000, errstr,
+                                   sizeof(errstr));
+    if (err && err != RW_ERR_NOT_FOUND)
+        fail_msg("partitions of %s: %s", topic, errstr);
+    for (int p = 0; !err && p < parts; p++) {
+        int64_t lo = 0, hi = 0;
+        if (rw_kafka_watermarks(kc, topic, p, &lo, &hi, 10000, errstr,
+                                sizeof(errstr)))
+            fail_msg("watermarks of %s/%d: %s", topic, p, errstr);
+        dead += hi - lo;
+    }
+    rw_kafka_consumer_destroy(kc);
+    if (dead != 0) {
+        rw_itest_fleet_dump_logs(f);
+        fail_msg("%lld messages were dead-lettered to %s", dead, topic);
+    }
+}
+
+/*
+ * The simulator saw each environment exactly as often as targets carry a
+ * bulk id for it: a bulk id is written only for the call that succeeded,
+ * so more sim triggers mean a duplicate call, fewer a lost record.
+ */
+static void check_sim(rw_itest_fleet_t *f)
+{
+    json_t *stats = rw_itest_fleet_sim(f, "/sim/stats", NULL);
+    json_t *triggers = json_object_get(stats, "triggers");
+    json_t *maxv = json_object_get(stats, "max_envs_per_call");
+    PGresult *res;
+    size_t matched = 0;
+
+    if (!json_is_object(triggers) || !json_is_integer(maxv))
+        fail_msg("/sim/stats lacks triggers or max_envs_per_call");
+    if (json_integer_value(maxv) > f->chunk_size)
+        fail_msg("a Lagoon call carried %lld environments, chunk size %lld",
+                 (long long)json_integer_value(maxv), f->chunk_size);
+    res = rw_itest_fleet_q(f,
+                           "SELECT lagoon_project || '/' || lagoon_environment"
+                           "   AS env, count(*) AS n"
+                           " FROM run_targets WHERE bulk_id IS NOT NULL"
+                           " GROUP BY 1",
+                           0, NULL);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *env = rw_pg_str(res, i, "env");
+        long long want = rw_pg_ll(res, i, "n", -1);
+        json_t *got = json_object_get(triggers, env);
+        long long have = json_is_integer(got) ? json_integer_value(got) : 0;
+
+        if (have != want)
+            fail_msg("environment %s: Lagoon triggered %lld times, targets "
+                     "with a bulk id: %lld",
+                     env, have, want);
+        matched++;
+    }
+    PQclear(res);
+    if (matched != json_object_size(triggers))
+        fail_msg("Lagoon saw %zu environments, targets with a bulk id cover "
+                 "%zu",
+                 json_object_size(triggers), matched);
+    json_decref(stats);
+}
+
+void rw_itest_fleet_check(rw_itest_fleet_t *f)
+{
+    check_runs(f);
+    check_targets(f);
+    check_status(f);
+    check_outbox_and_locks(f);
+    check_dlq(f);
+    check_sim(f);
+}
