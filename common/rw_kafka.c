@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 
 #include "rw_log.h"
+#include "rw_metrics.h"
 
 #define COMP               "kafka"
 #define QUEUE_FULL_WAIT_MS 100
@@ -228,7 +230,13 @@ static int set_str(const char *s)
  * Base configuration from settings, then kafka_properties, then forced
  * (NULL-terminated key, value pairs) that the module's semantics depend on.
  */
+/*
+ * defaults (name, value pairs; may be NULL) are set before the operator's
+ * ROLLWAVE_KAFKA_PROPERTIES so they can be overridden; forced ones after,
+ * so they cannot.
+ */
 static rw_err_t conf_build(rd_kafka_conf_t **confp, const rw_settings_t *s,
+                           const char *const *defaults,
                            const char *const *forced, char *errstr,
                            size_t errlen)
 {
@@ -261,6 +269,8 @@ static rw_err_t conf_build(rd_kafka_conf_t **confp, const rw_settings_t *s,
     if (!err && set_str(s->kafka_ssl_ca_location))
         err = conf_set(conf, "ssl.ca.location", s->kafka_ssl_ca_location,
                        errstr, errlen);
+    for (; !err && defaults && defaults[0]; defaults += 2)
+        err = conf_set(conf, defaults[0], defaults[1], errstr, errlen);
     if (!err)
         err = rw_kafka_conf_apply_properties(conf, s->kafka_properties, errstr,
                                              errlen);
@@ -279,7 +289,7 @@ out:
 rw_err_t rw_kafka_conf_new(rd_kafka_conf_t **confp, const rw_settings_t *s,
                            char *errstr, size_t errlen)
 {
-    return conf_build(confp, s, NULL, errstr, errlen);
+    return conf_build(confp, s, NULL, NULL, errstr, errlen);
 }
 
 void rw_kafka_topic(char *buf, size_t len, const rw_settings_t *s,
@@ -329,7 +339,7 @@ rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka producer");
     kp->dr_cb = dr_cb;
     kp->dr_opaque = dr_opaque;
-    err = conf_build(&conf, s, forced, errstr, errlen);
+    err = conf_build(&conf, s, NULL, forced, errstr, errlen);
     if (err)
         goto out;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
@@ -613,6 +623,44 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
             rd_kafka_err2name(kerr));
 }
 
+/*
+ * librdkafka statistics (every statistics.interval.ms, from consumer_poll):
+ * publish consumer_lag of every assigned partition as
+ * rollwave_consumer_lag{topic, partition}. Returns 0: librdkafka frees json.
+ */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    json_t *root = json_loadb(json, json_len, 0, NULL);
+    json_t *topics = root ? json_object_get(root, "topics") : NULL;
+    const char *tname;
+    json_t *topic;
+
+    (void)rk;
+    (void)opaque;
+    json_object_foreach(topics, tname, topic)
+    {
+        const char *pname;
+        json_t *part;
+        json_object_foreach(json_object_get(topic, "partitions"), pname, part)
+        {
+            json_t *lag = json_object_get(part, "consumer_lag");
+            char labels[320];
+            if (strcmp(pname, "-1") == 0 || !json_is_integer(lag) ||
+                json_integer_value(lag) < 0)
+                continue;
+            snprintf(labels, sizeof(labels),
+                     "topic=\"%s\",partition=\"%s\"", tname, pname);
+            rw_metrics_set(rw_metrics_gauge("rollwave_consumer_lag",
+                                            "messages behind the high "
+                                            "watermark, per partition",
+                                            labels),
+                           (double)json_integer_value(lag));
+        }
+    }
+    json_decref(root);
+    return 0;
+}
+
 rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
                                const rw_settings_t *s, const char *group,
                                const char *const *topics, size_t n_topics,
@@ -653,7 +701,7 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
             NULL,
             NULL,
         };
-        err = conf_build(&conf, s, forced, errstr, errlen);
+        err = conf_build(&conf, s, NULL, forced, errstr, errlen);
     }
     if (err)
         goto out;
@@ -663,6 +711,7 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
         goto out;
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
     rd_kafka_conf_set_opaque(conf, kc);
     kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
