@@ -56,8 +56,8 @@ extern char **environ;
 
 /* Every statement of the benchmark carries this mark, so that its own
  * queries can be told apart from the pipeline's in pg_stat_statements. */
-#define MARK "/* rollwave-bench */ "
-#define MAX_DAEMONS 64
+#define MARK           "/* rollwave-bench */ "
+#define MAX_DAEMONS    64
 #define PROXY_MAX_CONN 512
 
 /* ---- configuration ---------------------------------------------------- */
@@ -72,7 +72,9 @@ typedef struct bench_env {
 } bench_env_t;
 
 #define BKEY(env, type, field, req, help)                                      \
-    {env, type, NULL, 0, 0, offsetof(bench_env_t, field), req, help}
+    {                                                                          \
+        env, type, NULL, 0, 0, offsetof(bench_env_t, field), req, help         \
+    }
 
 static const rw_cfg_key_t env_keys[] = {
     BKEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, 1,
@@ -147,7 +149,8 @@ static void usage(FILE *out)
             "run),\nROLLWAVE_MAX_PER_RUN=N, ROLLWAVE_BULK_CHUNK_SIZE, "
             "ROLLWAVE_FIRST_POLL_DELAY_S,\nROLLWAVE_POLL_INTERVAL_S=1, "
             "ROLLWAVE_METRICS_PORT and ROLLWAVE_LOG_LEVEL;\n"
-            "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000 unless set.\n\n");
+            "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000 unless "
+            "set.\n\n");
     rw_config_help(out, "rollwave-bench-rollout",
                    "Environment read by the benchmark itself:", env_keys,
                    N_ENV_KEYS);
@@ -502,10 +505,10 @@ static void *proxy_main(void *ud)
                     close(cfd);
                 } else {
                     int one = 1;
-                    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY,
-                               &one, sizeof(one));
-                    setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY,
-                               &one, sizeof(one));
+                    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one,
+                               sizeof(one));
+                    setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one,
+                               sizeof(one));
                     memset(&px->conn[px->n], 0, sizeof(px->conn[0]));
                     px->conn[px->n].cfd = cfd;
                     px->conn[px->n].sfd = sfd;
@@ -594,8 +597,7 @@ static rw_err_t proxy_start(proxy_t *px, const char *host, int port,
     if (pthread_create(&px->th, NULL, proxy_main, px) != 0) {
         close(px->lfd);
         px->lfd = -1;
-        return rw_err_set(errstr, errlen, RW_ERR_IO,
-                          "redis proxy: no thread");
+        return rw_err_set(errstr, errlen, RW_ERR_IO, "redis proxy: no thread");
     }
     return RW_OK;
 }
@@ -618,8 +620,8 @@ typedef struct daemon_proc {
     int metrics_port;
     int exited;
     int status;
-    long long hwm_kb;   /* VmHWM just before stopping, or ru_maxrss */
-    char *metrics;      /* /metrics text scraped before stopping */
+    long long hwm_kb; /* VmHWM just before stopping, or ru_maxrss */
+    char *metrics;    /* /metrics text scraped before stopping */
 } daemon_t;
 
 typedef struct envset {
@@ -789,8 +791,8 @@ static rw_err_t dsn_with_db(const char *dsn, const char *dbname, char *out,
         }
     }
     PQconninfoFree(opts);
-    n += (size_t)snprintf(out + n, n < len ? len - n : 0, "dbname='%s'",
-                          dbname);
+    n +=
+        (size_t)snprintf(out + n, n < len ? len - n : 0, "dbname='%s'", dbname);
     if (n >= len)
         return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
                           "connection string too long");
@@ -807,8 +809,7 @@ static rw_err_t admin_db(rw_pg_t *admin, const char *verb, const char *db,
     rw_err_t err;
 
     if (!ident)
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot quote %s",
-                          db);
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot quote %s", db);
     snprintf(sql, sizeof(sql), MARK "%s %s%s", verb, ident, suffix);
     PQfreemem(ident);
     err = rw_pg_exec(admin, sql, 0, NULL, NULL, errstr, errlen);
@@ -820,8 +821,8 @@ static rw_err_t admin_db(rw_pg_t *admin, const char *verb, const char *db,
  * every instance redeploy-eligible with a Lagoon target, none due-dated,
  * 10% in the beta group, half of them claimed. One statement.
  */
-static const char SQL_SEED[] =
-    MARK "WITH apps AS ("
+static const char SQL_SEED[] = MARK
+    "WITH apps AS ("
     "  INSERT INTO store_apps (name, redeploy_enabled, redeploy_interval_days,"
     "                          beta_redeploy_interval_days)"
     "  SELECT 'bench-app-' || g, true, 7, 2 FROM generate_series(1, $1::int) g"
@@ -844,13 +845,13 @@ static const char SQL_SEED[] =
 
 static const char SQL_STATUS_COUNTS[] =
     MARK "SELECT count(*) FILTER (WHERE status = 'running-healthy-claimed')"
-    "   AS claimed,"
-    " count(*) FILTER (WHERE status = 'running-healthy-unclaimed')"
-    "   AS unclaimed"
-    " FROM app_instances";
+         "   AS claimed,"
+         " count(*) FILTER (WHERE status = 'running-healthy-unclaimed')"
+         "   AS unclaimed"
+         " FROM app_instances";
 
-static const char SQL_PROGRESS[] =
-    MARK "SELECT (SELECT count(*) FROM deployment_runs) AS runs,"
+static const char SQL_PROGRESS[] = MARK
+    "SELECT (SELECT count(*) FROM deployment_runs) AS runs,"
     " (SELECT count(*) FROM deployment_runs WHERE status IN"
     "   ('completed', 'partial_failed', 'failed', 'cancelled')) AS runs_final,"
     " count(*) AS targets,"
@@ -863,8 +864,8 @@ static const char SQL_PROGRESS[] =
     " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped"
     " FROM run_targets";
 
-static const char SQL_STAGES[] =
-    MARK "SELECT count(*) AS targets,"
+static const char SQL_STAGES[] = MARK
+    "SELECT count(*) AS targets,"
     " extract(epoch FROM min(claimed_at)) AS first_claimed,"
     " extract(epoch FROM max(triggered_at)) AS last_triggered,"
     " extract(epoch FROM min(triggered_at)) AS first_triggered,"
@@ -879,8 +880,8 @@ static const char SQL_STAGES[] =
     " count(DISTINCT instance_id) AS distinct_instances"
     " FROM run_targets";
 
-static const char SQL_RUNS[] =
-    MARK "SELECT count(*) AS runs,"
+static const char SQL_RUNS[] = MARK
+    "SELECT count(*) AS runs,"
     " count(*) FILTER (WHERE status IN ('completed', 'partial_failed',"
     "                  'failed', 'cancelled')) AS final,"
     " count(*) FILTER (WHERE status = 'completed') AS completed,"
@@ -901,35 +902,36 @@ static const char SQL_RUNS[] =
 
 static const char SQL_PGSS_TOTAL[] =
     MARK "SELECT COALESCE(sum(calls), 0)::bigint AS calls,"
-    " COALESCE(sum(calls) FILTER (WHERE query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)'),"
-    "          0)::bigint AS tx_calls,"
-    " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
-    " COALESCE(sum(rows), 0)::bigint AS rows,"
-    " count(*) AS statements"
-    " FROM pg_stat_statements s"
-    " WHERE s.dbid = (SELECT oid FROM pg_database"
-    "                 WHERE datname = current_database())"
-    "   AND s.query NOT LIKE '%rollwave-bench%'";
+         " COALESCE(sum(calls) FILTER"
+         "   (WHERE query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)'), 0)::bigint"
+         "   AS tx_calls,"
+         " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
+         " COALESCE(sum(rows), 0)::bigint AS rows,"
+         " count(*) AS statements"
+         " FROM pg_stat_statements s"
+         " WHERE s.dbid = (SELECT oid FROM pg_database"
+         "                 WHERE datname = current_database())"
+         "   AND s.query NOT LIKE '%rollwave-bench%'";
 
 static const char SQL_PGSS_TOP[] =
     MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
-    " mean_exec_time::float8 AS mean_ms, rows,"
-    " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
-    " FROM pg_stat_statements s"
-    " WHERE s.dbid = (SELECT oid FROM pg_database"
-    "                 WHERE datname = current_database())"
-    "   AND s.query NOT LIKE '%rollwave-bench%'"
-    " ORDER BY calls DESC, total_exec_time DESC LIMIT $2::int";
+         " mean_exec_time::float8 AS mean_ms, rows,"
+         " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+         " FROM pg_stat_statements s"
+         " WHERE s.dbid = (SELECT oid FROM pg_database"
+         "                 WHERE datname = current_database())"
+         "   AND s.query NOT LIKE '%rollwave-bench%'"
+         " ORDER BY calls DESC, total_exec_time DESC LIMIT $2::int";
 
 static const char SQL_PGSS_SLOW[] =
     MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
-    " mean_exec_time::float8 AS mean_ms, rows,"
-    " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
-    " FROM pg_stat_statements s"
-    " WHERE s.dbid = (SELECT oid FROM pg_database"
-    "                 WHERE datname = current_database())"
-    "   AND s.query NOT LIKE '%rollwave-bench%'"
-    " ORDER BY total_exec_time DESC LIMIT $2::int";
+         " mean_exec_time::float8 AS mean_ms, rows,"
+         " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+         " FROM pg_stat_statements s"
+         " WHERE s.dbid = (SELECT oid FROM pg_database"
+         "                 WHERE datname = current_database())"
+         "   AND s.query NOT LIKE '%rollwave-bench%'"
+         " ORDER BY total_exec_time DESC LIMIT $2::int";
 
 static double num(const PGresult *res, const char *col)
 {
@@ -943,9 +945,9 @@ static redisContext *redis_open(const rw_redis_url_t *u, char *errstr,
                                 size_t errlen)
 {
     struct timeval tv = {5, 0};
-    redisContext *c = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
-                                 : redisConnectWithTimeout(u->host, u->port,
-                                                           tv);
+    redisContext *c = u->is_unix
+                          ? redisConnectUnixWithTimeout(u->path, tv)
+                          : redisConnectWithTimeout(u->host, u->port, tv);
     redisReply *r = NULL;
 
     if (!c || c->err) {
@@ -993,8 +995,8 @@ static long long redis_count_keys(redisContext *c, const char *pattern)
     long long n = 0;
 
     do {
-        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 10000", cursor,
-                                     pattern);
+        redisReply *r =
+            redisCommand(c, "SCAN %s MATCH %s COUNT 10000", cursor, pattern);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             freeReplyObject(r);
             return -1;
@@ -1027,8 +1029,8 @@ typedef struct bench {
     size_t nd;
     daemon_t producer;
     long long claimed0, unclaimed0;
-    double t_start;         /* database clock when the producer started */
-    double producer_s;      /* producer --once wall time */
+    double t_start;    /* database clock when the producer started */
+    double producer_s; /* producer --once wall time */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -1086,8 +1088,8 @@ static rw_err_t start_daemon(bench_t *b, daemon_t *d, const char *bin_name,
     d->metrics_port = free_port();
     if (d->metrics_port <= 0 || daemon_env(b, &e, group, d->metrics_port)) {
         env_free(&e);
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                          "cannot prepare %s", d->name);
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot prepare %s",
+                          d->name);
     }
     snprintf(log, sizeof(log), "%s/%s.log", b->log_dir, d->name);
     d->pid = spawn(bin_path(b, bin_name, bin, sizeof(bin)), argv, e.v, log);
@@ -1147,8 +1149,9 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
         return err;
 
     b->pgss = 0;
-    err = rw_pg_exec(b->pg, MARK "SELECT current_setting("
-                                 "'shared_preload_libraries') AS l",
+    err = rw_pg_exec(b->pg,
+                     MARK "SELECT current_setting("
+                          "'shared_preload_libraries') AS l",
                      0, NULL, &res, errstr, errlen);
     if (err)
         return err;
@@ -1175,8 +1178,9 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
 
     snprintf(n_s, sizeof(n_s), "%lld", b->o.instances);
     snprintf(a_s, sizeof(a_s), "%lld", b->o.store_apps);
-    fprintf(stderr, "bench: seeding %lld instances over %lld store apps in "
-                    "database %s\n",
+    fprintf(stderr,
+            "bench: seeding %lld instances over %lld store apps in "
+            "database %s\n",
             b->o.instances, b->o.store_apps, b->db);
     t0 = mono_ms();
     err = rw_pg_exec(b->pg, SQL_SEED, 2, p, NULL, errstr, errlen);
@@ -1220,27 +1224,26 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
         return err;
     snprintf(url, sizeof(url), "%s/sim/reset", b->env.sim_admin_url);
     if (http_call(url, "{}", NULL) != 200)
-        return rw_err_set(errstr, errlen, RW_ERR_IO,
-                          "POST /sim/reset failed");
+        return rw_err_set(errstr, errlen, RW_ERR_IO, "POST /sim/reset failed");
     snprintf(url, sizeof(url), "%s/sim/config", b->env.sim_admin_url);
     if (http_call(url, NULL, &body) == 200 && body) {
         json_t *j = json_loads(body, 0, NULL);
         if (j) {
-            snprintf(b->sim_config, sizeof(b->sim_config),
-                     "rows_delay_ms=%lld phase_ms=%lld build_min_ms=%lld "
-                     "build_max_ms=%lld max_concurrent_builds=%lld "
-                     "fail_rate=%g",
-                     (long long)json_integer_value(
-                         json_object_get(j, "rows_delay_ms")),
-                     (long long)json_integer_value(
-                         json_object_get(j, "phase_ms")),
-                     (long long)json_integer_value(
-                         json_object_get(j, "build_min_ms")),
-                     (long long)json_integer_value(
-                         json_object_get(j, "build_max_ms")),
-                     (long long)json_integer_value(
-                         json_object_get(j, "max_concurrent_builds")),
-                     json_number_value(json_object_get(j, "fail_rate")));
+            snprintf(
+                b->sim_config, sizeof(b->sim_config),
+                "rows_delay_ms=%lld phase_ms=%lld build_min_ms=%lld "
+                "build_max_ms=%lld max_concurrent_builds=%lld "
+                "fail_rate=%g",
+                (long long)json_integer_value(
+                    json_object_get(j, "rows_delay_ms")),
+                (long long)json_integer_value(json_object_get(j, "phase_ms")),
+                (long long)json_integer_value(
+                    json_object_get(j, "build_min_ms")),
+                (long long)json_integer_value(
+                    json_object_get(j, "build_max_ms")),
+                (long long)json_integer_value(
+                    json_object_get(j, "max_concurrent_builds")),
+                json_number_value(json_object_get(j, "fail_rate")));
             json_decref(j);
         }
     }
@@ -1254,8 +1257,8 @@ static double db_now(bench_t *b)
     double t = 0;
 
     if (!rw_pg_exec(b->pg,
-                    MARK "SELECT extract(epoch FROM clock_timestamp()) AS t",
-                    0, NULL, &res, NULL, 0))
+                    MARK "SELECT extract(epoch FROM clock_timestamp()) AS t", 0,
+                    NULL, &res, NULL, 0))
         t = num(res, "t");
     PQclear(res);
     return t;
@@ -1420,16 +1423,14 @@ static void report_postgres(bench_t *b, double n)
            rw_pg_ll(res, 0, "statements", 0), rw_pg_ll(res, 0, "rows", 0));
     PQclear(res);
     res = NULL;
-    if (!rw_pg_exec(b->pg, SQL_PGSS_TOP, 2, p, &res, errstr,
-                    sizeof(errstr))) {
+    if (!rw_pg_exec(b->pg, SQL_PGSS_TOP, 2, p, &res, errstr, sizeof(errstr))) {
         printf("  top 10 statements by calls\n");
         report_pg_rows(res, n);
     }
     PQclear(res);
     res = NULL;
     snprintf(lim, sizeof(lim), "5");
-    if (!rw_pg_exec(b->pg, SQL_PGSS_SLOW, 2, p, &res, errstr,
-                    sizeof(errstr))) {
+    if (!rw_pg_exec(b->pg, SQL_PGSS_SLOW, 2, p, &res, errstr, sizeof(errstr))) {
         printf("  top 5 statements by total execution time\n");
         report_pg_rows(res, n);
     }
@@ -1508,22 +1509,21 @@ static void report_daemons(bench_t *b)
         daemon_t *d = &b->d[i];
         int k = strncmp(d->name, "worker", 6) == 0 ? 0 : 1;
         if (d->hwm_kb >= 0)
-            printf("  %-18s %8.1f MiB\n", d->name,
-                   (double)d->hwm_kb / 1024.0);
+            printf("  %-18s %8.1f MiB\n", d->name, (double)d->hwm_kb / 1024.0);
         else
             printf("  %-18s %8s\n", d->name, "gone");
         if (!d->metrics)
             continue;
-        handled[k] += metric_sum(d->metrics,
-                                 "rollwave_messages_handled_total", NULL);
+        handled[k] +=
+            metric_sum(d->metrics, "rollwave_messages_handled_total", NULL);
         dead[k] += metric_sum(d->metrics,
                               "rollwave_messages_dead_lettered_total", NULL);
         retried[k] +=
             metric_sum(d->metrics, "rollwave_messages_retried_total", NULL);
         calls_ok[k] += metric_sum(d->metrics, "rollwave_lagoon_calls_total",
                                   "outcome=\"ok\"");
-        calls_err[k] += metric_sum(d->metrics, "rollwave_lagoon_calls_total",
-                                   NULL);
+        calls_err[k] +=
+            metric_sum(d->metrics, "rollwave_lagoon_calls_total", NULL);
     }
     printf("\ndaemon counters (/metrics before SIGTERM)\n");
     for (int k = 0; k < 2; k++)
@@ -1593,11 +1593,10 @@ static void report(bench_t *b)
 
     printf("\nthroughput\n");
     print_rate("end to end", "producer start -> last run final", t_e2e, n);
-    print_rate("schedule", "producer --once (tick + relay)", b->producer_s,
-               n);
+    print_rate("schedule", "producer --once (tick + relay)", b->producer_s, n);
     print_rate("trigger", "first claimed -> last triggered", t_trig, n);
-    print_rate("poll to terminal", "first triggered -> last finished",
-               t_poll, n);
+    print_rate("poll to terminal", "first triggered -> last finished", t_poll,
+               n);
 
     if (b->pgss)
         report_postgres(b, n);
@@ -1612,8 +1611,7 @@ static void report(bench_t *b)
     for (size_t i = 0; i < b->nd; i++)
         if (b->d[i].metrics)
             dead += (long long)metric_sum(
-                b->d[i].metrics, "rollwave_messages_dead_lettered_total",
-                NULL);
+                b->d[i].metrics, "rollwave_messages_dead_lettered_total", NULL);
 
     printf("\ncorrectness\n");
     printf("  targets            %.0f of %lld instances (%lld distinct)\n", n,
@@ -1678,8 +1676,8 @@ static rw_err_t prepare(bench_t *b, char *errstr, size_t errlen)
     if (b->o.bin_dir) {
         snprintf(b->bin_dir, sizeof(b->bin_dir), "%s", b->o.bin_dir);
     } else {
-        ssize_t r = readlink("/proc/self/exe", b->bin_dir,
-                             sizeof(b->bin_dir) - 1);
+        ssize_t r =
+            readlink("/proc/self/exe", b->bin_dir, sizeof(b->bin_dir) - 1);
         char *slash;
         if (r <= 0)
             return rw_err_set(errstr, errlen, RW_ERR_IO,
@@ -1743,8 +1741,9 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
     if (!err)
         err = wait_healthy(b, errstr, errlen);
     if (!err && b->o.warmup_s > 0) {
-        fprintf(stderr, "bench: %zu daemons healthy; %lld s for the consumer "
-                        "groups to form\n",
+        fprintf(stderr,
+                "bench: %zu daemons healthy; %lld s for the consumer "
+                "groups to form\n",
                 b->nd, b->o.warmup_s);
         sleep_ms(b->o.warmup_s * 1000);
     }
@@ -1798,8 +1797,9 @@ int main(int argc, char **argv)
     if (!err)
         err = start_consumers(b, errstr, sizeof(errstr));
     if (!err) {
-        fprintf(stderr, "bench: producer --once over %lld instances (topic "
-                        "prefix %s, logs in %s)\n",
+        fprintf(stderr,
+                "bench: producer --once over %lld instances (topic "
+                "prefix %s, logs in %s)\n",
                 b->o.instances, b->prefix, b->log_dir);
         err = run_rollout(b, errstr, sizeof(errstr));
     }

@@ -72,6 +72,7 @@ export ROLLWAVE_SIM_BUILD_MAX_MS=${ROLLWAVE_SIM_BUILD_MAX_MS:-0}
 export ROLLWAVE_SIM_PHASE_MS=${ROLLWAVE_SIM_PHASE_MS:-0}
 export ROLLWAVE_SIM_LOG_LEVEL=${ROLLWAVE_SIM_LOG_LEVEL:-warn}
 
+# shellcheck disable=SC2317  # called by the EXIT trap
 teardown() {
     "$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true
 }
