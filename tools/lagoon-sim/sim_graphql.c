@@ -1,6 +1,7 @@
 /*
- * sim_graphql: a small GraphQL parser, validator and executor for the two
- * Lagoon fields the simulator serves. Error messages follow graphql-js so
+ * sim_graphql: a small GraphQL parser, validator and executor for the three
+ * Lagoon root fields the simulator serves (bulkDeployEnvironmentLatest,
+ * deploymentsByBulkId, projectByName). Error messages follow graphql-js so
  * that a client tested here reads the same texts from the real Lagoon API.
  * Everything a request allocates lives in one arena freed with it. No HTTP,
  * no authentication, no faults; fragments and directives are refused.
@@ -730,9 +731,15 @@ static void parse_document(rw_sim_gql_t *q, const char *src, size_t len)
 
 /* ---- schema ------------------------------------------------------------- */
 
+typedef struct arg_def {
+    const char *name;
+    const char *type;
+} arg_def_t;
+
 typedef struct field_def {
     const char *name;
-    const char *type; /* type reference as text */
+    const char *type;      /* type reference as text */
+    const arg_def_t *args; /* NULL-name terminated; NULL = none */
 } field_def_t;
 
 typedef struct type_def {
@@ -742,34 +749,34 @@ typedef struct type_def {
 } type_def_t;
 
 static const field_def_t bulk_input_fields[] = {
-    {"name", "String"},
-    {"buildVariables", "[EnvKeyValueInput]"},
-    {"environments", "[DeployEnvironmentLatestInput!]!"},
-    {NULL, NULL},
+    {"name", "String", NULL},
+    {"buildVariables", "[EnvKeyValueInput]", NULL},
+    {"environments", "[DeployEnvironmentLatestInput!]!", NULL},
+    {NULL, NULL, NULL},
 };
 static const field_def_t deploy_env_input_fields[] = {
-    {"environment", "EnvironmentInput!"},
-    {"bulkId", "String"},
-    {"priority", "Int"},
-    {"buildVariables", "[EnvKeyValueInput]"},
-    {"returnData", "Boolean"},
-    {NULL, NULL},
+    {"environment", "EnvironmentInput!", NULL},
+    {"bulkId", "String", NULL},
+    {"priority", "Int", NULL},
+    {"buildVariables", "[EnvKeyValueInput]", NULL},
+    {"returnData", "Boolean", NULL},
+    {NULL, NULL, NULL},
 };
 static const field_def_t env_input_fields[] = {
-    {"id", "Int"},
-    {"name", "String"},
-    {"project", "ProjectInput"},
-    {NULL, NULL},
+    {"id", "Int", NULL},
+    {"name", "String", NULL},
+    {"project", "ProjectInput", NULL},
+    {NULL, NULL, NULL},
 };
 static const field_def_t project_input_fields[] = {
-    {"id", "Int"},
-    {"name", "String"},
-    {NULL, NULL},
+    {"id", "Int", NULL},
+    {"name", "String", NULL},
+    {NULL, NULL, NULL},
 };
 static const field_def_t kv_input_fields[] = {
-    {"name", "String"},
-    {"value", "String"},
-    {NULL, NULL},
+    {"name", "String", NULL},
+    {"value", "String", NULL},
+    {NULL, NULL, NULL},
 };
 /* Indexes into the output tables below, resolved once per request. */
 enum {
@@ -781,31 +788,47 @@ enum {
     DF_COMPLETED,
     DF_BULK_ID,
     DF_BULK_NAME,
-    DF_ENVIRONMENT
+    DF_ENVIRONMENT,
+    DF_PRIORITY
 };
-enum { EF_NAME, EF_PROJECT };
-enum { PF_NAME };
+enum { EF_NAME, EF_PROJECT, EF_DEPLOYMENTS };
+enum { PF_NAME, PF_ENVIRONMENTS };
+
+/* Lagoon's arguments of the nested lists; type and factFilter of
+ * Project.environments are not served. */
+static const arg_def_t deployments_args[] = {
+    {"name", "String"},
+    {"limit", "Int"},
+    {NULL, NULL},
+};
+static const arg_def_t environments_args[] = {
+    {"includeDeleted", "Boolean"},
+    {NULL, NULL},
+};
 
 static const field_def_t deployment_fields[] = {
-    {"id", "Int"},
-    {"name", "String"},
-    {"status", "String"},
-    {"created", "String"},
-    {"started", "String"},
-    {"completed", "String"},
-    {"bulkId", "String"},
-    {"bulkName", "String"},
-    {"environment", "Environment"},
-    {NULL, NULL},
+    {"id", "Int", NULL},
+    {"name", "String", NULL},
+    {"status", "String", NULL},
+    {"created", "String", NULL},
+    {"started", "String", NULL},
+    {"completed", "String", NULL},
+    {"bulkId", "String", NULL},
+    {"bulkName", "String", NULL},
+    {"environment", "Environment", NULL},
+    {"priority", "Int", NULL},
+    {NULL, NULL, NULL},
 };
 static const field_def_t environment_fields[] = {
-    {"name", "String"},
-    {"project", "Project"},
-    {NULL, NULL},
+    {"name", "String", NULL},
+    {"project", "Project", NULL},
+    {"deployments", "[Deployment]", deployments_args},
+    {NULL, NULL, NULL},
 };
 static const field_def_t project_fields[] = {
-    {"name", "String"},
-    {NULL, NULL},
+    {"name", "String", NULL},
+    {"environments", "[Environment]", environments_args},
+    {NULL, NULL, NULL},
 };
 
 static const type_def_t types[] = {
@@ -830,6 +853,9 @@ static const type_def_t types[] = {
 #define ROWS_FIELD    "deploymentsByBulkId"
 #define ROWS_ARG      "bulkId"
 #define ROWS_ARG_TYPE "String!"
+#define PROJECT_FIELD "projectByName"
+#define PROJECT_ARG   "name"
+#define PROJECT_TYPE  "String!"
 
 static const type_def_t *find_type(const char *name, size_t n)
 {
@@ -867,14 +893,87 @@ static gql_vardef_t *find_var(gql_op_t *op, const char *name)
     return NULL;
 }
 
+/* May a variable of v's type fill a slot of type want? */
+static bool var_fits(const gql_vardef_t *v, const char *want)
+{
+    size_t vl = strlen(v->type), wl = strlen(want);
+
+    if (strcmp(v->type, want) == 0)
+        return true;
+    /* A non-null variable fits a nullable slot. */
+    if (vl == wl + 1 && v->type[vl - 1] == '!' &&
+        strncmp(v->type, want, wl) == 0)
+        return true;
+    /* A nullable variable with a default may fill a non-null slot. */
+    return v->has_default && vl + 1 == wl && want[wl - 1] == '!' &&
+           strncmp(v->type, want, vl) == 0;
+}
+
+static const arg_def_t *find_arg(const arg_def_t *args, const char *name)
+{
+    for (; args && args->name; args++)
+        if (strcmp(args->name, name) == 0)
+            return args;
+    return NULL;
+}
+
+/* Arguments of a nested field: declared, bound to a variable that fits. */
+static void validate_args(rw_sim_gql_t *q, const type_def_t *type,
+                          const field_def_t *fd, const gql_field_t *f)
+{
+    for (const gql_arg_t *a = f->args; a; a = a->next) {
+        const arg_def_t *ad = find_arg(fd->args, a->name);
+        gql_vardef_t *v;
+        size_t n;
+        const char *bn;
+
+        if (!ad) {
+            add_error(q, a->line, a->col, "GRAPHQL_VALIDATION_FAILED",
+                      "Unknown argument \"%s\" on field \"%s.%s\".", a->name,
+                      type->name, f->name);
+            continue;
+        }
+        if (!a->var) {
+            add_error(q, a->line, a->col, "GRAPHQL_VALIDATION_FAILED",
+                      "Argument \"%s\" of field \"%s\" must be passed as a "
+                      "variable: lagoon-sim reads values from variables only.",
+                      a->name, f->name);
+            continue;
+        }
+        v = find_var(q->op, a->var);
+        if (!v) {
+            add_error(q, a->line, a->col, "GRAPHQL_VALIDATION_FAILED",
+                      "Variable \"$%s\" is not defined.", a->var);
+            continue;
+        }
+        v->used = true;
+        bn = base_name(v->type, &n);
+        if (!find_type(bn, n))
+            continue; /* reported once, at its definition */
+        if (!var_fits(v, ad->type))
+            add_error(q, v->line, v->col, "GRAPHQL_VALIDATION_FAILED",
+                      "Variable \"$%s\" of type \"%s\" used in position "
+                      "expecting type \"%s\".",
+                      v->name, v->type, ad->type);
+    }
+}
+
+/*
+ * lists: whether Project.environments and Environment.deployments may be
+ * selected here. The sim serves them on the path projectByName ->
+ * environments -> deployments only (what the find-bulk query reads), not
+ * below deploymentsByBulkId or deeper down, which would need nested
+ * snapshots for no user.
+ */
 static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
-                         const gql_field_t *sel)
+                         const gql_field_t *sel, bool lists)
 {
     for (const gql_field_t *f = sel; f; f = f->next) {
         const field_def_t *fd;
         const type_def_t *ft;
         size_t n;
         const char *bn;
+        bool is_list;
 
         ((gql_field_t *)f)->kind = -1;
         if (strcmp(f->name, "__typename") == 0) {
@@ -892,10 +991,15 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
             continue;
         }
         ((gql_field_t *)f)->kind = (int)(fd - type->fields);
-        for (const gql_arg_t *a = f->args; a; a = a->next)
-            add_error(q, a->line, a->col, "GRAPHQL_VALIDATION_FAILED",
-                      "Unknown argument \"%s\" on field \"%s.%s\".", a->name,
+        is_list =
+            (type->fields == project_fields && f->kind == PF_ENVIRONMENTS) ||
+            (type->fields == environment_fields && f->kind == EF_DEPLOYMENTS);
+        if (is_list && !lists)
+            add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
+                      "lagoon-sim serves \"%s.%s\" only under "
+                      "projectByName { environments { deployments } }.",
                       type->name, f->name);
+        validate_args(q, type, fd, f);
         bn = base_name(fd->type, &n);
         ft = find_type(bn, n);
         if (ft && ft->fields && !f->has_sel)
@@ -909,7 +1013,7 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
                       "\"%s\" has no subfields.",
                       f->name, fd->type);
         else if (ft && ft->fields)
-            validate_sel(q, ft, f->sel);
+            validate_sel(q, ft, f->sel, lists && is_list);
     }
 }
 
@@ -973,6 +1077,7 @@ static void validate_op(rw_sim_gql_t *q)
     const char *root = op->kind == OP_MUTATION ? "Mutation" : "Query";
     static const type_def_t deployment_list = {"Deployment", false,
                                                deployment_fields};
+    static const type_def_t project_type = {"Project", false, project_fields};
 
     if (op->kind == OP_SUBSCRIPTION) {
         add_error(q, op->line, op->col, "GRAPHQL_VALIDATION_FAILED",
@@ -1021,7 +1126,18 @@ static void validate_op(rw_sim_gql_t *q)
                           "}\"?",
                           f->name, f->name);
             else
-                validate_sel(q, &deployment_list, f->sel);
+                validate_sel(q, &deployment_list, f->sel, false);
+        } else if (op->kind == OP_QUERY &&
+                   strcmp(f->name, PROJECT_FIELD) == 0) {
+            validate_root_arg(q, root, f, PROJECT_ARG, PROJECT_TYPE);
+            if (!f->has_sel)
+                add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
+                          "Field \"%s\" of type \"Project\" must have a "
+                          "selection of subfields. Did you mean \"%s { ... "
+                          "}\"?",
+                          f->name, f->name);
+            else
+                validate_sel(q, &project_type, f->sel, true);
         } else {
             add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
                       "Cannot query field \"%s\" on type \"%s\".", f->name,
@@ -1447,8 +1563,10 @@ static void key(rw_sim_buf_t *b, const gql_field_t *f, bool *first)
     rw_sim_buf_puts(b, ":");
 }
 
-static void render_project(rw_sim_buf_t *b, const gql_field_t *sel,
-                           const rw_sim_row_t *r)
+/* A Project object that shows only its name (below a deployment or an
+ * environment; validation keeps environments out of there). */
+static void render_project_named(rw_sim_buf_t *b, const gql_field_t *sel,
+                                 const char *name, size_t len)
 {
     bool first = true;
 
@@ -1456,9 +1574,11 @@ static void render_project(rw_sim_buf_t *b, const gql_field_t *sel,
     for (const gql_field_t *f = sel; f; f = f->next) {
         key(b, f, &first);
         if (f->kind == PF_NAME)
-            rw_sim_buf_json_str(b, r->project, r->project_len);
-        else
+            rw_sim_buf_json_str(b, name, len);
+        else if (f->kind < 0)
             rw_sim_buf_puts(b, "\"Project\"");
+        else
+            rw_sim_buf_puts(b, "null");
     }
     rw_sim_buf_puts(b, "}");
 }
@@ -1474,9 +1594,11 @@ static void render_environment(rw_sim_buf_t *b, const gql_field_t *sel,
         if (f->kind == EF_NAME)
             rw_sim_buf_json_str(b, r->environment, r->environment_len);
         else if (f->kind == EF_PROJECT)
-            render_project(b, f->sel, r);
-        else
+            render_project_named(b, f->sel, r->project, r->project_len);
+        else if (f->kind < 0)
             rw_sim_buf_puts(b, "\"Environment\"");
+        else
+            rw_sim_buf_puts(b, "null");
     }
     rw_sim_buf_puts(b, "}");
 }
@@ -1518,6 +1640,10 @@ static void render_row(const rw_sim_row_t *r, void *ud)
         case DF_ENVIRONMENT:
             render_environment(b, f->sel, r);
             break;
+        case DF_PRIORITY:
+            /* Bulks from rollwave never set a priority. */
+            rw_sim_buf_puts(b, "null");
+            break;
         default:
             rw_sim_buf_puts(b, "\"Deployment\"");
         }
@@ -1537,6 +1663,119 @@ static void exec_rows(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
     if (bulk_id)
         rw_sim_bulk_rows(sim, bulk_id, render_row, &rc);
     rw_sim_buf_puts(data, "]");
+}
+
+/* The value bound to argument name of f, or NULL (absent or null). */
+static const json_t *arg_value(const rw_sim_gql_t *q, const gql_field_t *f,
+                               const char *name)
+{
+    for (const gql_arg_t *a = f->args; a; a = a->next) {
+        json_t *v;
+
+        if (strcmp(a->name, name) != 0 || !a->var || !q->vars)
+            continue;
+        v = json_object_get(q->vars, a->var);
+        return json_is_null(v) ? NULL : v;
+    }
+    return NULL;
+}
+
+/* Environment.deployments(name, limit) of a snapshot environment: newest
+ * first; limit 0 or less means all, like Lagoon's "if (limit)". */
+static void render_snap_deployments(const rw_sim_gql_t *q, rw_sim_buf_t *b,
+                                    const gql_field_t *f,
+                                    const rw_sim_env_snap_t *env)
+{
+    const json_t *jlimit = arg_value(q, f, "limit");
+    const char *only = json_string_value(arg_value(q, f, "name"));
+    long long limit = json_is_integer(jlimit) ? json_integer_value(jlimit) : 0;
+    row_ctx_t rc = {b, f->sel, 0};
+
+    rw_sim_buf_puts(b, "[");
+    for (size_t i = 0; i < env->n_rows; i++) {
+        if (limit > 0 && (long long)rc.n >= limit)
+            break;
+        if (only && strcmp(env->rows[i].name, only) != 0)
+            continue;
+        render_row(&env->rows[i], &rc);
+    }
+    rw_sim_buf_puts(b, "]");
+}
+
+static void render_snap_env(const rw_sim_gql_t *q, rw_sim_buf_t *b,
+                            const gql_field_t *sel,
+                            const rw_sim_project_snap_t *snap,
+                            const rw_sim_env_snap_t *env)
+{
+    bool first = true;
+
+    rw_sim_buf_puts(b, "{");
+    for (const gql_field_t *f = sel; f; f = f->next) {
+        key(b, f, &first);
+        if (f->kind == EF_NAME)
+            rw_sim_buf_json_str(b, env->name, env->name_len);
+        else if (f->kind == EF_PROJECT)
+            render_project_named(b, f->sel, snap->name, snap->name_len);
+        else if (f->kind == EF_DEPLOYMENTS)
+            render_snap_deployments(q, b, f, env);
+        else
+            rw_sim_buf_puts(b, "\"Environment\"");
+    }
+    rw_sim_buf_puts(b, "}");
+}
+
+static void render_snap_project(const rw_sim_gql_t *q, rw_sim_buf_t *b,
+                                const gql_field_t *sel,
+                                const rw_sim_project_snap_t *snap)
+{
+    bool first = true;
+
+    rw_sim_buf_puts(b, "{");
+    for (const gql_field_t *f = sel; f; f = f->next) {
+        key(b, f, &first);
+        if (f->kind == PF_NAME) {
+            rw_sim_buf_json_str(b, snap->name, snap->name_len);
+        } else if (f->kind == PF_ENVIRONMENTS) {
+            /* The sim never deletes environments: includeDeleted changes
+             * nothing. */
+            rw_sim_buf_puts(b, "[");
+            for (size_t i = 0; i < snap->n_envs; i++) {
+                if (i)
+                    rw_sim_buf_puts(b, ",");
+                render_snap_env(q, b, f->sel, snap, &snap->envs[i]);
+            }
+            rw_sim_buf_puts(b, "]");
+        } else {
+            rw_sim_buf_puts(b, "\"Project\"");
+        }
+    }
+    rw_sim_buf_puts(b, "}");
+}
+
+/* Resolver of projectByName: null for a project no bulk ever named. */
+static bool exec_project(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
+                         rw_sim_buf_t *data)
+{
+    json_t *name = root_arg(q, f);
+    rw_sim_project_snap_t *snap = NULL;
+
+    if (!json_is_string(name)) {
+        rw_sim_buf_puts(data, "null");
+        return true;
+    }
+    if (rw_sim_project_snapshot(sim, json_string_value(name),
+                                json_string_length(name), &snap) != RW_OK) {
+        add_error(q, f->line, f->col, "INTERNAL_SERVER_ERROR",
+                  "Out of memory.");
+        return false;
+    }
+    if (!snap) {
+        rw_sim_buf_puts(data, "null");
+        return true;
+    }
+    render_snap_project(q, data, f->sel, snap);
+    rw_sim_project_snap_free(snap);
+    return true;
 }
 
 static void write_errors(const rw_sim_gql_t *q, rw_sim_buf_t *out)
@@ -1577,12 +1816,16 @@ int rw_sim_gql_execute(rw_sim_gql_t *q, rw_sim_t *sim, rw_sim_buf_t *out)
         else if (strcmp(f->name, BULK_FIELD) == 0) {
             if (!exec_bulk(q, sim, f, &data))
                 break;
+        } else if (strcmp(f->name, PROJECT_FIELD) == 0) {
+            if (!exec_project(q, sim, f, &data))
+                break;
         } else
             exec_rows(q, sim, f, &data);
     }
     rw_sim_buf_puts(&data, "}}");
     if (q->n_errors) {
-        /* A refused mutation answers like a failed validation: null data. */
+        /* A refused mutation (or a query the sim could not answer) reads
+         * like a failed validation: null data. */
         rw_sim_buf_free(&data);
         write_errors(q, out);
         return 200;

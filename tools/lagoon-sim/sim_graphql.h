@@ -1,8 +1,9 @@
 /*
  * sim_graphql: the GraphQL front of the Lagoon simulator. Parses a POST
  * /graphql body ({"query", "variables", "operationName"}), validates the
- * operation against the two Lagoon fields rollwave uses
- * (Mutation.bulkDeployEnvironmentLatest, Query.deploymentsByBulkId) with
+ * operation against the Lagoon fields rollwave uses
+ * (Mutation.bulkDeployEnvironmentLatest, Query.deploymentsByBulkId,
+ * Query.projectByName -> environments -> deployments) with
  * graphql-js style error messages, coerces the variables and executes it
  * on the model. Values are read from variables only: a literal argument is
  * refused. It does not do HTTP, authentication or fault injection, and it

@@ -1,9 +1,12 @@
 /*
  * sim_model: bulks, deployments, build scheduling, faults and counters of
  * the Lagoon simulator, behind one mutex. Lookups go through open-addressing
- * hash maps (bulk id -> bulk, project/environment -> env); a bulk's
- * deployments are contiguous in one array, so answering deploymentsByBulkId
- * costs what the bulk holds. It does not parse requests or format GraphQL.
+ * hash maps (bulk id -> bulk, project/environment -> env, project ->
+ * project); a bulk's deployments are contiguous in one array, so answering
+ * deploymentsByBulkId costs what the bulk holds, and environments chain
+ * their deployments newest first and projects their environments, so
+ * projectByName costs what the project holds. It does not parse requests
+ * or format GraphQL.
  */
 #include "sim_model.h"
 
@@ -37,6 +40,7 @@ typedef struct dep {
     uint32_t env;      /* index into envs */
     uint32_t bulk;     /* index into bulks */
     uint32_t dur_ms;   /* time in running */
+    uint32_t prev1;    /* older deployment of the same env + 1; 0 = none */
     uint8_t state;
     uint8_t outcome;
     char name[7]; /* the random part of lagoon-build-xxxxxx */
@@ -47,7 +51,14 @@ typedef struct env {
     uint32_t project_len;
     uint32_t key_len;
     uint32_t triggers;
+    uint32_t last_dep1; /* newest deployment + 1; 0 = none */
+    uint32_t next_env1; /* next env of the same project + 1; 0 = last */
 } env_t;
+
+/* A project: its name is the prefix of its first env's key. */
+typedef struct proj {
+    uint32_t first_env1, last_env1; /* env indexes + 1 */
+} proj_t;
 
 typedef struct bulk {
     char id[RW_SIM_UUID_LEN + 1];
@@ -90,7 +101,9 @@ struct rw_sim {
     size_t n_envs, cap_envs;
     bulk_t *bulks;
     size_t n_bulks, cap_bulks;
-    imap_t env_map, bulk_map;
+    proj_t *projects;
+    size_t n_projects, cap_projects;
+    imap_t env_map, bulk_map, project_map;
 
     heap_t ready;    /* DEP_WAITING by t_ready */
     heap_t running;  /* DEP_RUNNING by t_end */
@@ -408,16 +421,20 @@ static void clear_data(rw_sim_t *sim)
     free(sim->deps);
     free(sim->envs);
     free(sim->bulks);
+    free(sim->projects);
     free(sim->ready.v);
     free(sim->running.v);
     free(sim->queue);
     free(sim->envs_per_call);
     imap_clear(&sim->env_map);
     imap_clear(&sim->bulk_map);
+    imap_clear(&sim->project_map);
     sim->id_base += (long long)sim->n_deps;
     sim->deps = NULL;
     sim->envs = NULL;
     sim->bulks = NULL;
+    sim->projects = NULL;
+    sim->n_projects = sim->cap_projects = 0;
     sim->envs_per_call = NULL;
     memset(&sim->ready, 0, sizeof(sim->ready));
     memset(&sim->running, 0, sizeof(sim->running));
@@ -489,6 +506,62 @@ static uint32_t bulk_hash(const char *id)
     return hash_bytes(id, strlen(id), 0xcbf29ce484222325ULL);
 }
 
+typedef struct proj_key {
+    const char *name;
+    size_t len;
+} proj_key_t;
+
+static bool proj_eq(const rw_sim_t *sim, uint32_t idx, const void *key)
+{
+    const env_t *e = &sim->envs[sim->projects[idx].first_env1 - 1];
+    const proj_key_t *k = key;
+
+    return e->project_len == k->len && memcmp(e->key, k->name, k->len) == 0;
+}
+
+static uint32_t proj_hash(const char *name, size_t len)
+{
+    return hash_bytes(name, len, 0x84222325cbf29ce4ULL);
+}
+
+static long proj_find(const rw_sim_t *sim, const char *name, size_t len)
+{
+    proj_key_t k = {name, len};
+
+    return imap_find(sim, &sim->project_map, proj_hash(name, len), proj_eq, &k);
+}
+
+/* Appends env eidx (its key in place) to its project, made on first sight. */
+static bool project_link(rw_sim_t *sim, uint32_t eidx)
+{
+    env_t *e = &sim->envs[eidx];
+    long pidx = proj_find(sim, e->key, e->project_len);
+    proj_t *p;
+
+    if (pidx < 0) {
+        if (sim->n_projects == sim->cap_projects) {
+            size_t cap = sim->cap_projects ? sim->cap_projects * 2 : 256;
+            proj_t *projects = realloc(sim->projects, cap * sizeof(*projects));
+            if (!projects)
+                return false;
+            sim->projects = projects;
+            sim->cap_projects = cap;
+        }
+        p = &sim->projects[sim->n_projects];
+        p->first_env1 = eidx + 1;
+        p->last_env1 = eidx + 1;
+        if (!imap_insert(&sim->project_map, proj_hash(e->key, e->project_len),
+                         (uint32_t)sim->n_projects))
+            return false;
+        sim->n_projects++;
+        return true;
+    }
+    p = &sim->projects[pidx];
+    sim->envs[p->last_env1 - 1].next_env1 = eidx + 1;
+    p->last_env1 = eidx + 1;
+    return true;
+}
+
 /* Index of the env, interned on first sight; -1 when out of memory. */
 static long env_intern(rw_sim_t *sim, const rw_sim_target_t *t)
 {
@@ -518,10 +591,16 @@ static long env_intern(rw_sim_t *sim, const rw_sim_target_t *t)
     e->project_len = (uint32_t)k.project_len;
     e->key_len = (uint32_t)(k.project_len + 1 + k.environment_len);
     e->triggers = 0;
+    e->last_dep1 = 0;
+    e->next_env1 = 0;
     if (!imap_insert(&sim->env_map, h, (uint32_t)sim->n_envs)) {
         free(e->key);
         return -1;
     }
+    /* The env is usable for bulks from here on; only projectByName would
+     * miss it if linking fails for want of memory. */
+    if (!project_link(sim, (uint32_t)sim->n_envs))
+        rw_warn(COMP, "event=project_index_failed reason=out_of_memory");
     return (long)sim->n_envs++;
 }
 
@@ -677,6 +756,8 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
         d->t_pending = d->t_appear + sim->cfg.phase_ms;
         d->t_ready = d->t_pending + sim->cfg.phase_ms;
         plan_build(sim, b->id, e, d);
+        d->prev1 = e->last_dep1;
+        e->last_dep1 = (uint32_t)sim->n_deps + 1;
         for (int c = 0; c < 6; c++)
             d->name[c] =
                 "abcdefghijklmnopqrstuvwxyz0123456789"[rng_next(sim) % 36];
@@ -720,6 +801,32 @@ static const char *status_of(const dep_t *d, int64_t now)
     }
 }
 
+/* Fills row for deployment di as seen at now; name holds 20 bytes. */
+static void fill_row(const rw_sim_t *sim, uint32_t di, int64_t now,
+                     rw_sim_row_t *row, char *name)
+{
+    const dep_t *d = &sim->deps[di];
+    const env_t *e = &sim->envs[d->env];
+    const bulk_t *b = &sim->bulks[d->bulk];
+
+    memcpy(name, "lagoon-build-", 13);
+    memcpy(name + 13, d->name, 6);
+    name[19] = '\0';
+    row->id = sim->id_base + (long long)di;
+    row->name = name;
+    row->status = status_of(d, now);
+    row->created_ms = d->t_appear;
+    row->started_ms =
+        d->state == DEP_RUNNING || d->state == DEP_DONE ? d->t_start : 0;
+    row->completed_ms = d->state == DEP_DONE ? d->t_end : 0;
+    row->project = e->key;
+    row->project_len = e->project_len;
+    row->environment = e->key + e->project_len + 1;
+    row->environment_len = e->key_len - e->project_len - 1;
+    row->bulk_id = b->id;
+    row->bulk_name = b->name;
+}
+
 size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
                         void *ud)
 {
@@ -735,34 +842,143 @@ size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
         goto out;
     for (uint32_t i = 0; i < sim->bulks[bidx].n; i++) {
         uint32_t di = sim->bulks[bidx].first + i;
-        const dep_t *d = &sim->deps[di];
-        const env_t *e = &sim->envs[d->env];
         rw_sim_row_t row;
 
-        if (now < d->t_appear)
+        if (now < sim->deps[di].t_appear)
             continue;
-        memcpy(name, "lagoon-build-", 13);
-        memcpy(name + 13, d->name, 6);
-        name[19] = '\0';
-        row.id = sim->id_base + (long long)di;
-        row.name = name;
-        row.status = status_of(d, now);
-        row.created_ms = d->t_appear;
-        row.started_ms =
-            d->state == DEP_RUNNING || d->state == DEP_DONE ? d->t_start : 0;
-        row.completed_ms = d->state == DEP_DONE ? d->t_end : 0;
-        row.project = e->key;
-        row.project_len = e->project_len;
-        row.environment = e->key + e->project_len + 1;
-        row.environment_len = e->key_len - e->project_len - 1;
-        row.bulk_id = sim->bulks[bidx].id;
-        row.bulk_name = sim->bulks[bidx].name;
+        fill_row(sim, di, now, &row, name);
         fn(&row, ud);
         shown++;
     }
 out:
     pthread_mutex_unlock(&sim->mu);
     return shown;
+}
+
+/* ---- projects ----------------------------------------------------------- */
+
+/* Bytes for the strings of one snapshot row: build name, bulk id, name. */
+static size_t row_bytes(const rw_sim_t *sim, const dep_t *d)
+{
+    const bulk_t *b = &sim->bulks[d->bulk];
+
+    return 20 + RW_SIM_UUID_LEN + 1 + (b->name ? strlen(b->name) + 1 : 0);
+}
+
+static char *pool_copy(char **pool, const char *s, size_t n)
+{
+    char *p = *pool;
+
+    memcpy(p, s, n);
+    p[n] = '\0';
+    *pool += n + 1;
+    return p;
+}
+
+/* Lagoon's order: created desc, then id desc. The chain is already id
+ * desc and almost always created desc too (only a rows-delay change
+ * between bulks can swap two), so insertion sort is linear in practice. */
+static void sort_rows(rw_sim_row_t *rows, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        rw_sim_row_t r = rows[i];
+        size_t j = i;
+
+        while (j > 0 && (rows[j - 1].created_ms < r.created_ms ||
+                         (rows[j - 1].created_ms == r.created_ms &&
+                          rows[j - 1].id < r.id))) {
+            rows[j] = rows[j - 1];
+            j--;
+        }
+        rows[j] = r;
+    }
+}
+
+rw_err_t rw_sim_project_snapshot(rw_sim_t *sim, const char *name, size_t len,
+                                 rw_sim_project_snap_t **out)
+{
+    rw_err_t err = RW_OK;
+    int64_t now = rw_sim_now_ms();
+    size_t n_envs = 0, n_rows = 0, bytes = 0, ri = 0, ei = 0;
+    rw_sim_project_snap_t *snap = NULL;
+    rw_sim_env_snap_t *envs;
+    rw_sim_row_t *rows;
+    const proj_t *p;
+    char *pool;
+    long pidx;
+
+    *out = NULL;
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, now);
+    pidx = proj_find(sim, name, len);
+    if (pidx < 0)
+        goto out;
+    p = &sim->projects[pidx];
+    bytes = len + 1;
+    for (uint32_t e1 = p->first_env1; e1; e1 = sim->envs[e1 - 1].next_env1) {
+        const env_t *e = &sim->envs[e1 - 1];
+
+        n_envs++;
+        bytes += e->key_len - e->project_len;
+        for (uint32_t d1 = e->last_dep1; d1; d1 = sim->deps[d1 - 1].prev1) {
+            if (now < sim->deps[d1 - 1].t_appear)
+                continue;
+            n_rows++;
+            bytes += row_bytes(sim, &sim->deps[d1 - 1]);
+        }
+    }
+    /* One block: snapshot, envs, rows (all pointer-aligned), then text. */
+    snap = malloc(sizeof(*snap) + n_envs * sizeof(*envs) +
+                  n_rows * sizeof(*rows) + bytes);
+    if (!snap) {
+        err = RW_ERR_NOMEM;
+        goto out;
+    }
+    envs = (rw_sim_env_snap_t *)(snap + 1);
+    rows = (rw_sim_row_t *)(envs + n_envs);
+    pool = (char *)(rows + n_rows);
+    snap->name = pool_copy(&pool, name, len);
+    snap->name_len = len;
+    snap->envs = envs;
+    snap->n_envs = n_envs;
+    for (uint32_t e1 = p->first_env1; e1; e1 = sim->envs[e1 - 1].next_env1) {
+        const env_t *e = &sim->envs[e1 - 1];
+        rw_sim_env_snap_t *es = &envs[ei++];
+        size_t first = ri;
+
+        es->name_len = e->key_len - e->project_len - 1;
+        es->name = pool_copy(&pool, e->key + e->project_len + 1, es->name_len);
+        for (uint32_t d1 = e->last_dep1; d1; d1 = sim->deps[d1 - 1].prev1) {
+            const dep_t *d = &sim->deps[d1 - 1];
+            rw_sim_row_t *r = &rows[ri];
+            char build[24];
+
+            if (now < d->t_appear)
+                continue;
+            fill_row(sim, d1 - 1, now, r, build);
+            /* Strings the lock protects are copied; status is static. */
+            r->name = pool_copy(&pool, build, 19);
+            r->bulk_id = pool_copy(&pool, r->bulk_id, RW_SIM_UUID_LEN);
+            if (r->bulk_name)
+                r->bulk_name =
+                    pool_copy(&pool, r->bulk_name, strlen(r->bulk_name));
+            r->project = snap->name;
+            r->environment = es->name;
+            ri++;
+        }
+        es->rows = &rows[first];
+        es->n_rows = ri - first;
+        sort_rows(&rows[first], ri - first);
+    }
+    *out = snap;
+out:
+    pthread_mutex_unlock(&sim->mu);
+    return err;
+}
+
+void rw_sim_project_snap_free(rw_sim_project_snap_t *snap)
+{
+    free(snap);
 }
 
 /* ---- faults, stats, config ---------------------------------------------- */

@@ -8,6 +8,10 @@
  * created, so /sim/config changes to them affect later bulks; the
  * concurrency cap and the fault rates apply at once.
  *
+ * Projects and environments are known from the bulks that named them
+ * (rejected environments included): projectByName answers from that, with
+ * each environment's visible deployments newest first.
+ *
  * Deployment timings are fixed when a bulk is created (rows appear after
  * rows-delay-ms, then phase-ms in new and in pending, then a build of a
  * duration hashed from bulk id + environment); the only thing decided
@@ -54,6 +58,25 @@ typedef struct rw_sim_row {
 
 typedef void (*rw_sim_row_fn)(const rw_sim_row_t *row, void *ud);
 
+/* One environment of a project snapshot. */
+typedef struct rw_sim_env_snap {
+    const char *name;
+    size_t name_len;
+    const rw_sim_row_t *rows; /* visible rows: created desc, then id desc */
+    size_t n_rows;
+} rw_sim_env_snap_t;
+
+/*
+ * A copy of one project as projectByName shows it, taken under the lock
+ * so that rendering needs none. Everything lives in one allocation.
+ */
+typedef struct rw_sim_project_snap {
+    const char *name;
+    size_t name_len;
+    const rw_sim_env_snap_t *envs; /* in the order the sim first saw them */
+    size_t n_envs;
+} rw_sim_project_snap_t;
+
 typedef enum rw_sim_fault {
     RW_SIM_FAULT_NONE = 0,
     RW_SIM_FAULT_DROP,    /* close the connection, do not execute */
@@ -86,6 +109,16 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
  */
 size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
                         void *ud);
+
+/*
+ * Snapshot of the project named name (len bytes). *out is NULL when no
+ * bulk ever named the project; otherwise the caller frees it with
+ * rw_sim_project_snap_free. Fails only when out of memory.
+ */
+rw_err_t rw_sim_project_snapshot(rw_sim_t *sim, const char *name, size_t len,
+                                 rw_sim_project_snap_t **out);
+/* Accepts NULL. */
+void rw_sim_project_snap_free(rw_sim_project_snap_t *snap);
 
 /*
  * Counts one /graphql request holding deploy_fields bulk mutations and
