@@ -7,6 +7,8 @@
 #ifndef RW_CTL_H
 #define RW_CTL_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "rw_pg.h"
@@ -63,6 +65,23 @@ int rw_ctl_dlq(int argc, char **argv, const rw_settings_t *s);
 /* schedule: a store app's cadence. group: a user group's beta flag. */
 int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s);
 int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
+
+/* One printed column: the result column and its heading. */
+typedef struct rw_ctl_col {
+    const char *name;
+    const char *head;
+    bool duration; /* seconds shown as 1h02m03s */
+} rw_ctl_col_t;
+
+/* Row row of res as a JSON object, one member per column, typed by oid. */
+json_t *rw_ctl_row_json(const PGresult *res, int row);
+
+/* "1h02m03s", "4m05s", "12s". */
+void rw_ctl_fmt_duration(long long secs, char *buf, size_t len);
+
+/* Every row of res under a heading, columns aligned, the last unpadded. */
+void rw_ctl_print_table(const PGresult *res, const rw_ctl_col_t *cols,
+                        size_t n);
 
 /*
  * Parse val as an integer in [min, max] for option opt of command cmd.

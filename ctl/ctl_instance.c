@@ -50,108 +50,6 @@ static const char SQL_HISTORY[] =
     " ORDER BY t.created_at DESC, t.id DESC"
     " OFFSET $2::bigint LIMIT $3::bigint";
 
-/* Postgres type oids printed as JSON numbers and booleans. */
-#define OID_BOOL 16
-#define OID_INT8 20
-#define OID_INT2 21
-#define OID_INT4 23
-
-/* Row row of res as a JSON object, one member per column, typed by oid. */
-static json_t *row_json(const PGresult *res, int row)
-{
-    json_t *o = json_object();
-
-    for (int c = 0; o && c < PQnfields(res); c++) {
-        const char *v = PQgetvalue(res, row, c);
-        json_t *j;
-
-        if (PQgetisnull(res, row, c))
-            j = json_null();
-        else if (PQftype(res, c) == OID_BOOL)
-            j = json_boolean(v[0] == 't');
-        else if (PQftype(res, c) == OID_INT8 || PQftype(res, c) == OID_INT4 ||
-                 PQftype(res, c) == OID_INT2)
-            j = json_integer(strtoll(v, NULL, 10));
-        else
-            j = json_string(v);
-        if (json_object_set_new(o, PQfname(res, c), j)) {
-            json_decref(o);
-            o = NULL;
-        }
-    }
-    return o;
-}
-
-/* "1h02m03s", "4m05s", "12s". */
-static void fmt_duration(long long secs, char *buf, size_t len)
-{
-    if (secs < 0)
-        secs = 0;
-    if (secs >= 3600)
-        snprintf(buf, len, "%lldh%02lldm%02llds", secs / 3600, secs / 60 % 60,
-                 secs % 60);
-    else if (secs >= 60)
-        snprintf(buf, len, "%lldm%02llds", secs / 60, secs % 60);
-    else
-        snprintf(buf, len, "%llds", secs);
-}
-
-/* One printed column: the result column and its heading. */
-typedef struct col {
-    const char *name;
-    const char *head;
-    bool duration; /* seconds shown as 1h02m03s */
-} col_t;
-
-/* The cell text: "-" for NULL, control characters blanked. */
-static void cell(const PGresult *res, int row, const col_t *c, char *buf,
-                 size_t len)
-{
-    const char *v = rw_pg_str(res, row, c->name);
-
-    if (!v)
-        snprintf(buf, len, "-");
-    else if (c->duration)
-        fmt_duration(strtoll(v, NULL, 10), buf, len);
-    else
-        snprintf(buf, len, "%s", v);
-    for (char *p = buf; *p; p++)
-        if ((unsigned char)*p < 0x20)
-            *p = ' ';
-}
-
-/* One cell padded to width w, or ending the line when it is the last. */
-static void put_cell(const char *text, size_t w, bool last)
-{
-    if (last)
-        printf("%s\n", text);
-    else
-        printf("%-*s  ", (int)w, text);
-}
-
-/* Every row of res under a heading, columns aligned, the last unpadded. */
-static void print_table(const PGresult *res, const col_t *cols, size_t n)
-{
-    size_t w[16] = {0};
-    char buf[1024];
-
-    for (size_t c = 0; c < n && c < 16; c++) {
-        w[c] = strlen(cols[c].head);
-        for (int r = 0; r < PQntuples(res); r++) {
-            cell(res, r, &cols[c], buf, sizeof(buf));
-            if (strlen(buf) > w[c])
-                w[c] = strlen(buf);
-        }
-    }
-    for (size_t c = 0; c < n && c < 16; c++)
-        put_cell(cols[c].head, w[c], c + 1 == n);
-    for (int r = 0; r < PQntuples(res); r++)
-        for (size_t c = 0; c < n && c < 16; c++) {
-            cell(res, r, &cols[c], buf, sizeof(buf));
-            put_cell(buf, w[c], c + 1 == n);
-        }
-}
-
 static int print_json(const PGresult *inst, const PGresult *hist,
                       long long skip, long long take)
 {
@@ -159,11 +57,11 @@ static int print_json(const PGresult *inst, const PGresult *hist,
     int rc = RW_CTL_EXIT_OK, bad = 0;
 
     for (int r = 0; arr && r < PQntuples(hist); r++)
-        if (json_array_append_new(arr, row_json(hist, r))) {
+        if (json_array_append_new(arr, rw_ctl_row_json(hist, r))) {
             json_decref(arr);
             arr = NULL;
         }
-    bad |= json_object_set_new(doc, "instance", row_json(inst, 0));
+    bad |= json_object_set_new(doc, "instance", rw_ctl_row_json(inst, 0));
     bad |= json_object_set_new(doc, "skip", json_integer(skip));
     bad |= json_object_set_new(doc, "take", json_integer(take));
     bad |= json_object_set_new(doc, "history", arr);
@@ -180,7 +78,7 @@ static int print_json(const PGresult *inst, const PGresult *hist,
 static void print_text(const PGresult *inst, const PGresult *hist,
                        long long skip)
 {
-    static const col_t cols[] = {
+    static const rw_ctl_col_t cols[] = {
         {"run", "RUN", false},
         {"run_status", "RUN STATUS", false},
         {"source", "SOURCE", false},
@@ -209,7 +107,7 @@ static void print_text(const PGresult *inst, const PGresult *hist,
     }
     printf("%lld run(s); showing %lld-%lld, newest first\n", runs, skip + 1,
            skip + n);
-    print_table(hist, cols, sizeof(cols) / sizeof(cols[0]));
+    rw_ctl_print_table(hist, cols, sizeof(cols) / sizeof(cols[0]));
 }
 
 int rw_ctl_instance(int argc, char **argv, const rw_settings_t *s)

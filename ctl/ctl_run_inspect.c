@@ -80,108 +80,6 @@ static const char SQL_TARGETS[] =
     " WHERE t.run_id = $1::bigint AND t.state = ANY ($2::text[])"
     " ORDER BY t.chunk, t.instance_id";
 
-/* Postgres type oids printed as JSON numbers and booleans. */
-#define OID_BOOL 16
-#define OID_INT8 20
-#define OID_INT2 21
-#define OID_INT4 23
-
-/* Row row of res as a JSON object, one member per column, typed by oid. */
-static json_t *row_json(const PGresult *res, int row)
-{
-    json_t *o = json_object();
-
-    for (int c = 0; o && c < PQnfields(res); c++) {
-        const char *v = PQgetvalue(res, row, c);
-        json_t *j;
-
-        if (PQgetisnull(res, row, c))
-            j = json_null();
-        else if (PQftype(res, c) == OID_BOOL)
-            j = json_boolean(v[0] == 't');
-        else if (PQftype(res, c) == OID_INT8 || PQftype(res, c) == OID_INT4 ||
-                 PQftype(res, c) == OID_INT2)
-            j = json_integer(strtoll(v, NULL, 10));
-        else
-            j = json_string(v);
-        if (json_object_set_new(o, PQfname(res, c), j)) {
-            json_decref(o);
-            o = NULL;
-        }
-    }
-    return o;
-}
-
-/* "1h02m03s", "4m05s", "12s". */
-static void fmt_duration(long long secs, char *buf, size_t len)
-{
-    if (secs < 0)
-        secs = 0;
-    if (secs >= 3600)
-        snprintf(buf, len, "%lldh%02lldm%02llds", secs / 3600, secs / 60 % 60,
-                 secs % 60);
-    else if (secs >= 60)
-        snprintf(buf, len, "%lldm%02llds", secs / 60, secs % 60);
-    else
-        snprintf(buf, len, "%llds", secs);
-}
-
-/* One printed column: the result column and its heading. */
-typedef struct col {
-    const char *name;
-    const char *head;
-    bool duration; /* seconds shown as 1h02m03s */
-} col_t;
-
-/* The cell text: "-" for NULL, control characters blanked. */
-static void cell(const PGresult *res, int row, const col_t *c, char *buf,
-                 size_t len)
-{
-    const char *v = rw_pg_str(res, row, c->name);
-
-    if (!v)
-        snprintf(buf, len, "-");
-    else if (c->duration)
-        fmt_duration(strtoll(v, NULL, 10), buf, len);
-    else
-        snprintf(buf, len, "%s", v);
-    for (char *p = buf; *p; p++)
-        if ((unsigned char)*p < 0x20)
-            *p = ' ';
-}
-
-/* One cell padded to width w, or ending the line when it is the last. */
-static void put_cell(const char *text, size_t w, bool last)
-{
-    if (last)
-        printf("%s\n", text);
-    else
-        printf("%-*s  ", (int)w, text);
-}
-
-/* Every row of res under a heading, columns aligned, the last unpadded. */
-static void print_table(const PGresult *res, const col_t *cols, size_t n)
-{
-    size_t w[16] = {0};
-    char buf[1024];
-
-    for (size_t c = 0; c < n && c < 16; c++) {
-        w[c] = strlen(cols[c].head);
-        for (int r = 0; r < PQntuples(res); r++) {
-            cell(res, r, &cols[c], buf, sizeof(buf));
-            if (strlen(buf) > w[c])
-                w[c] = strlen(buf);
-        }
-    }
-    for (size_t c = 0; c < n && c < 16; c++)
-        put_cell(cols[c].head, w[c], c + 1 == n);
-    for (int r = 0; r < PQntuples(res); r++)
-        for (size_t c = 0; c < n && c < 16; c++) {
-            cell(res, r, &cols[c], buf, sizeof(buf));
-            put_cell(buf, w[c], c + 1 == n);
-        }
-}
-
 /* 8-4-4-4-12 hexadecimal digits. */
 static bool is_uuid(const char *s)
 {
@@ -277,7 +175,7 @@ static json_t *rows_json(const PGresult *res)
     json_t *arr = json_array();
 
     for (int r = 0; arr && r < PQntuples(res); r++)
-        if (json_array_append_new(arr, row_json(res, r))) {
+        if (json_array_append_new(arr, rw_ctl_row_json(res, r))) {
             json_decref(arr);
             arr = NULL;
         }
@@ -296,7 +194,7 @@ static int show_json(const run_view_t *v)
         total += n;
         bad |= json_object_set_new(by, st, json_integer(n));
     }
-    bad |= json_object_set_new(doc, "run", row_json(v->run, 0));
+    bad |= json_object_set_new(doc, "run", rw_ctl_row_json(v->run, 0));
     bad |= json_object_set_new(doc, "targets_by_state", by);
     bad |= json_object_set_new(doc, "targets_total", json_integer(total));
     bad |= json_object_set_new(doc, "chunks", rows_json(v->chunks));
@@ -321,19 +219,19 @@ static void kv(const char *label, const char *value)
 
 static void show_text(const run_view_t *v)
 {
-    static const col_t chunk_cols[] = {
+    static const rw_ctl_col_t chunk_cols[] = {
         {"chunk", "CHUNK", false},          {"state", "STATE", false},
         {"attempt", "ATTEMPT", false},      {"poll_attempts", "POLLS", false},
         {"target_count", "TARGETS", false}, {"bulk_id", "BULK ID", false},
         {"bulk_name", "BULK NAME", false},
     };
-    static const col_t transition_cols[] = {
+    static const rw_ctl_col_t transition_cols[] = {
         {"from_status", "FROM", false},
         {"to_status", "TO", false},
         {"at", "AT", false},
         {"reason", "REASON", false},
     };
-    static const col_t failed_cols[] = {
+    static const rw_ctl_col_t failed_cols[] = {
         {"instance_id", "INSTANCE", false},
         {"name", "NAME", false},
         {"target", "PROJECT/ENVIRONMENT", false},
@@ -341,7 +239,7 @@ static void show_text(const run_view_t *v)
         {"chunk", "CHUNK", false},
         {"error", "ERROR", false},
     };
-    static const col_t skipped_cols[] = {
+    static const rw_ctl_col_t skipped_cols[] = {
         {"instance_id", "INSTANCE", false},
         {"name", "NAME", false},
         {"target", "PROJECT/ENVIRONMENT", false},
@@ -368,7 +266,7 @@ static void show_text(const run_view_t *v)
     kv("created", rw_pg_str(run, 0, "created_at"));
     kv("started", rw_pg_str(run, 0, "started_at"));
     kv("completed", rw_pg_str(run, 0, "completed_at"));
-    fmt_duration(rw_pg_ll(run, 0, "duration_s", 0), buf, sizeof(buf));
+    rw_ctl_fmt_duration(rw_pg_ll(run, 0, "duration_s", 0), buf, sizeof(buf));
     kv("duration", buf);
     kv("last error", rw_pg_str(run, 0, "last_error"));
     snprintf(buf, sizeof(buf),
@@ -389,18 +287,18 @@ static void show_text(const run_view_t *v)
     printf("  %-10s %lld\n", "total", total);
 
     printf("\nchunks (%d)\n", PQntuples(v->chunks));
-    print_table(v->chunks, chunk_cols,
+    rw_ctl_print_table(v->chunks, chunk_cols,
                 sizeof(chunk_cols) / sizeof(chunk_cols[0]));
     printf("\ntransitions (%d)\n", PQntuples(v->transitions));
-    print_table(v->transitions, transition_cols,
+    rw_ctl_print_table(v->transitions, transition_cols,
                 sizeof(transition_cols) / sizeof(transition_cols[0]));
     printf("\nfailed and timed-out targets (%d)\n", PQntuples(v->failed));
     if (PQntuples(v->failed))
-        print_table(v->failed, failed_cols,
+        rw_ctl_print_table(v->failed, failed_cols,
                     sizeof(failed_cols) / sizeof(failed_cols[0]));
     printf("\nskipped targets (%d)\n", PQntuples(v->skipped));
     if (PQntuples(v->skipped))
-        print_table(v->skipped, skipped_cols,
+        rw_ctl_print_table(v->skipped, skipped_cols,
                     sizeof(skipped_cols) / sizeof(skipped_cols[0]));
 }
 

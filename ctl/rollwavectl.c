@@ -74,7 +74,7 @@ static const ctl_cmd_t cmds[] = {
      "[--status S] [--store-app ID] [--limit N] [--json]",
      "list runs, newest first"},
     {"run", rw_ctl_run, NEED_PG | NEED_KAFKA | NEED_REDIS | NEED_SCHEDULE,
-     "(show|wait|pause|resume|abort|retry) UUID [--json]",
+     "(show UUID [--json] | wait UUID | pause|resume|abort|retry UUID)",
      "inspect or control one run"},
     {"instance", rw_ctl_instance, NEED_PG,
      "history ID [--skip N] [--take N] [--json]",
