@@ -1,7 +1,9 @@
 /*
  * test_lagoon_sim: starts rollwave-lagoon-sim as a child process on a free
  * port (--port-file) and checks its Lagoon behaviour over real HTTP with
- * libcurl: bearer auth, both GraphQL operations, delayed rows, status
+ * libcurl: bearer auth, the GraphQL operations (bulk mutation,
+ * deploymentsByBulkId, aliased projectByName with environments and their
+ * newest deployments), delayed rows, status
  * progression, counters, GraphQL errors, fault injection, rejected
  * environments, the concurrency cap, keep-alive under concurrent clients
  * and the command line. Needs only RW_BIN_DIR (set by ctest).
@@ -287,12 +289,12 @@ static json_t *envs_of(const char *const *pairs)
     return envs;
 }
 
-/* Triggers a bulk of "project", "environment", ..., NULL; returns its id. */
-static char *bulk_deploy(const char *const *pairs)
+/* Triggers a bulk named name of "project", "environment", ..., NULL;
+ * returns its id. */
+static char *bulk_deploy_named(const char *name, const char *const *pairs)
 {
-    json_t *vars =
-        json_pack("{s:{s:s,s:o}}", "input", "name", "rollwave test c0 a1",
-                  "environments", envs_of(pairs));
+    json_t *vars = json_pack("{s:{s:s,s:o}}", "input", "name", name,
+                             "environments", envs_of(pairs));
     long status = 0;
     json_t *j = gql(MUTATION, vars, &status);
     const char *id;
@@ -306,6 +308,11 @@ static char *bulk_deploy(const char *const *pairs)
     out = strdup(id);
     json_decref(j);
     return out;
+}
+
+static char *bulk_deploy(const char *const *pairs)
+{
+    return bulk_deploy_named("rollwave test c0 a1", pairs);
 }
 
 /* deploymentsByBulkId rows (a new reference). */
@@ -760,6 +767,251 @@ static void test_graphql_errors(void **state)
     json_decref(s);
 }
 
+#define FIND_QUERY                                                             \
+    "query ($limit: Int, $p0: String!, $p1: String!, $p2: String!) { "         \
+    "a: projectByName(name: $p0) { name environments { name "                  \
+    "deployments(limit: $limit) { id name status created bulkId bulkName } } " \
+    "} b: projectByName(name: $p1) { name } c: projectByName(name: $p2) { "    \
+    "name } }"
+
+/* data of FIND_QUERY for pn-proj, pn-other, pn-unknown (a new reference). */
+static json_t *find_query(json_t *limit)
+{
+    long status = 0;
+    json_t *vars = json_pack("{s:o,s:s,s:s,s:s}", "limit", limit, "p0",
+                             "pn-proj", "p1", "pn-other", "p2", "pn-unknown");
+    json_t *j = gql(FIND_QUERY, vars, &status);
+    json_t *data;
+
+    assert_int_equal(status, 200);
+    if (json_object_get(j, "errors"))
+        fail_msg("errors: %s", json_dumps(j, JSON_COMPACT));
+    data = json_object_get(j, "data");
+    json_incref(data);
+    json_decref(j);
+    return data;
+}
+
+/* Environment name of a projectByName answer, by position. */
+static json_t *env_at(json_t *project, size_t i)
+{
+    return json_array_get(json_object_get(project, "environments"), i);
+}
+
+static const char *dep_str(json_t *env, size_t i, const char *key)
+{
+    return json_string_value(json_object_get(
+        json_array_get(json_object_get(env, "deployments"), i), key));
+}
+
+static size_t n_deps(json_t *env)
+{
+    json_t *d = json_object_get(env, "deployments");
+
+    if (!json_is_array(d))
+        fail_msg("deployments is not a list: %s", json_dumps(env, 0));
+    return json_array_size(d);
+}
+
+static void test_project_by_name(void **state)
+{
+    const char *const first[] = {"pn-proj",  "main", "pn-proj", "dev",
+                                 "pn-other", "main", NULL};
+    const char *const second[] = {"pn-proj", "main", NULL};
+    char *bulk_a, *bulk_b;
+    json_t *data, *a, *main_env, *dev_env, *rows;
+    long long t0;
+
+    (void)state;
+    /* A delay no loaded machine overshoots between two requests. */
+    set_config("{\"rows_delay_ms\":1500}");
+    t0 = rw_itest_now_ms();
+    bulk_a = bulk_deploy_named("rollwave run-1 c0 a1", first);
+
+    /* Before rows-delay the project and its environments exist, but no
+     * deployment does: a bulk cannot be found by its name yet. */
+    data = find_query(json_integer(10));
+    if (rw_itest_now_ms() - t0 >= 1500)
+        fail_msg("mutation and query took over 1500 ms: cannot observe the "
+                 "rows delay");
+    a = json_object_get(data, "a");
+    assert_string_equal(json_string_value(json_object_get(a, "name")),
+                        "pn-proj");
+    assert_int_equal(json_array_size(json_object_get(a, "environments")), 2);
+    assert_int_equal(n_deps(env_at(a, 0)), 0);
+    assert_int_equal(n_deps(env_at(a, 1)), 0);
+    json_decref(data);
+
+    rows = wait_terminal(bulk_a, 3);
+    json_decref(rows);
+    bulk_b = bulk_deploy_named("rollwave run-1 c0 a2", second);
+    rows = wait_terminal(bulk_b, 1);
+    json_decref(rows);
+
+    /* limit 1: the newest deployment of each environment only. */
+    data = find_query(json_integer(1));
+    a = json_object_get(data, "a");
+    main_env = env_at(a, 0);
+    dev_env = env_at(a, 1);
+    assert_string_equal(json_string_value(json_object_get(main_env, "name")),
+                        "main");
+    assert_string_equal(json_string_value(json_object_get(dev_env, "name")),
+                        "dev");
+    assert_int_equal(n_deps(main_env), 1);
+    assert_string_equal(dep_str(main_env, 0, "bulkId"), bulk_b);
+    assert_string_equal(dep_str(main_env, 0, "bulkName"),
+                        "rollwave run-1 c0 a2");
+    assert_string_equal(dep_str(main_env, 0, "status"), "complete");
+    assert_true(is_date(dep_str(main_env, 0, "created")));
+    assert_true(is_build_name(dep_str(main_env, 0, "name")));
+    assert_int_equal(n_deps(dev_env), 1);
+    assert_string_equal(dep_str(dev_env, 0, "bulkId"), bulk_a);
+    assert_string_equal(dep_str(dev_env, 0, "bulkName"),
+                        "rollwave run-1 c0 a1");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(data, "b"), "name")),
+        "pn-other");
+    /* An unknown project is null, present under its alias, no error. */
+    assert_non_null(json_object_get(data, "c"));
+    assert_true(json_is_null(json_object_get(data, "c")));
+    json_decref(data);
+
+    /* No limit: every deployment, newest first. */
+    data = find_query(json_null());
+    main_env = env_at(json_object_get(data, "a"), 0);
+    assert_int_equal(n_deps(main_env), 2);
+    assert_string_equal(dep_str(main_env, 0, "bulkId"), bulk_b);
+    assert_string_equal(dep_str(main_env, 1, "bulkId"), bulk_a);
+    assert_true(json_integer_value(json_object_get(
+                    json_array_get(json_object_get(main_env, "deployments"), 0),
+                    "id")) >
+                json_integer_value(json_object_get(
+                    json_array_get(json_object_get(main_env, "deployments"), 1),
+                    "id")));
+    json_decref(data);
+
+    /* Aliases below the root, deployments(name:), and bulkId, bulkName
+     * and priority on deploymentsByBulkId rows. */
+    {
+        long status = 0;
+        const char *build;
+        json_t *j, *env, *vars;
+
+        data = find_query(json_integer(5));
+        build = dep_str(env_at(json_object_get(data, "a"), 0), 1, "name");
+        vars = json_pack("{s:s,s:i,s:s,s:s}", "p", "pn-proj", "one", 1, "dn",
+                         build, "b", bulk_a);
+        j = gql("query ($p: String!, $one: Int!, $dn: String, $b: String!) "
+                "{ proj: projectByName(name: $p) { envs: environments { "
+                "n: name latest: deployments(limit: $one) { bid: bulkId } "
+                "named: deployments(name: $dn) { bulkName } } } "
+                "rows: deploymentsByBulkId(bulkId: $b) { bulkId bulkName "
+                "priority environment { name } } }",
+                vars, &status);
+        assert_int_equal(status, 200);
+        assert_null(json_object_get(j, "errors"));
+        env = json_array_get(
+            json_object_get(json_object_get(json_object_get(j, "data"), "proj"),
+                            "envs"),
+            0);
+        assert_string_equal(json_string_value(json_object_get(env, "n")),
+                            "main");
+        assert_int_equal(json_array_size(json_object_get(env, "latest")), 1);
+        assert_string_equal(
+            json_string_value(json_object_get(
+                json_array_get(json_object_get(env, "latest"), 0), "bid")),
+            bulk_b);
+        assert_int_equal(json_array_size(json_object_get(env, "named")), 1);
+        assert_string_equal(
+            json_string_value(json_object_get(
+                json_array_get(json_object_get(env, "named"), 0), "bulkName")),
+            "rollwave run-1 c0 a1");
+        rows = json_object_get(json_object_get(j, "data"), "rows");
+        assert_int_equal(json_array_size(rows), 3);
+        for (size_t i = 0; i < 3; i++) {
+            json_t *row = json_array_get(rows, i);
+
+            assert_string_equal(
+                json_string_value(json_object_get(row, "bulkId")), bulk_a);
+            assert_string_equal(
+                json_string_value(json_object_get(row, "bulkName")),
+                "rollwave run-1 c0 a1");
+            assert_true(json_is_null(json_object_get(row, "priority")));
+        }
+        json_decref(j);
+        json_decref(data);
+    }
+    free(bulk_a);
+    free(bulk_b);
+}
+
+static void test_project_by_name_errors_reject_reset(void **state)
+{
+    const char *const pairs[] = {"pr-proj", "ok", "pr-proj", "rej", NULL};
+    const char *q = "query ($p: String!) { projectByName(name: $p) { "
+                    "environments { name deployments { id } } } }";
+    long status = 0;
+    json_t *j, *envs;
+    char *bulk;
+
+    (void)state;
+    expect_gql_error("{ projectByName(name: \"pr-proj\") { name } }", NULL,
+                     "must be passed as a variable");
+    expect_gql_error("query ($p: String) { projectByName(name: $p) { name } }",
+                     json_pack("{s:s}", "p", "x"),
+                     "Variable \"$p\" of type \"String\" used in position "
+                     "expecting type \"String!\".");
+    expect_gql_error("query ($p: String!) { projectByName(name: $p) }",
+                     json_pack("{s:s}", "p", "x"),
+                     "must have a selection of subfields");
+    expect_gql_error("query ($p: String!, $n: Int) { projectByName(name: $p) "
+                     "{ environments { deployments(first: $n) { id } } } }",
+                     json_pack("{s:s}", "p", "x"),
+                     "Unknown argument \"first\" on field "
+                     "\"Environment.deployments\".");
+    expect_gql_error("query ($p: String!, $n: String) { projectByName(name: "
+                     "$p) { environments { deployments(limit: $n) { id } } } }",
+                     json_pack("{s:s}", "p", "x"),
+                     "Variable \"$n\" of type \"String\" used in position "
+                     "expecting type \"Int\".");
+    expect_gql_error("query ($p: String!) { projectByName(name: $p) { "
+                     "environments { deployments(limit: 3) { id } } } }",
+                     json_pack("{s:s}", "p", "x"),
+                     "must be passed as a variable");
+    expect_gql_error("query ($b: String!) { deploymentsByBulkId(bulkId: $b) "
+                     "{ environment { deployments { id } } } }",
+                     json_pack("{s:s}", "b", "x"), "only under projectByName");
+
+    /* A rejected environment belongs to its project but never gets a
+     * deployment. */
+    set_config("{\"reject\":[\"pr-proj/rej\"],\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":0,\"build_max_ms\":0}");
+    bulk = bulk_deploy(pairs);
+    json_decref(wait_terminal(bulk, 1));
+    j = gql(q, json_pack("{s:s}", "p", "pr-proj"), &status);
+    assert_int_equal(status, 200);
+    envs = json_object_get(
+        json_object_get(json_object_get(j, "data"), "projectByName"),
+        "environments");
+    assert_int_equal(json_array_size(envs), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(envs, 1), "name")),
+        "rej");
+    assert_int_equal(n_deps(json_array_get(envs, 0)), 1);
+    assert_int_equal(n_deps(json_array_get(envs, 1)), 0);
+    json_decref(j);
+
+    /* Reset forgets projects too. */
+    free(http("/sim/reset", NULL, "").body);
+    j = gql(q, json_pack("{s:s}", "p", "pr-proj"), &status);
+    assert_int_equal(status, 200);
+    assert_null(json_object_get(j, "errors"));
+    assert_true(json_is_null(
+        json_object_get(json_object_get(j, "data"), "projectByName")));
+    json_decref(j);
+    free(bulk);
+}
+
 static void test_faults(void **state)
 {
     const char *body = "{\"query\":\"{ __typename }\"}";
@@ -1018,6 +1270,8 @@ int main(void)
         cmocka_unit_test_setup(test_unknown_bulk_and_reset, fresh),
         cmocka_unit_test_setup(test_stats_counters, fresh),
         cmocka_unit_test_setup(test_graphql_errors, fresh),
+        cmocka_unit_test_setup(test_project_by_name, fresh),
+        cmocka_unit_test_setup(test_project_by_name_errors_reject_reset, fresh),
         cmocka_unit_test_setup(test_faults, fresh),
         cmocka_unit_test_setup(test_reject, fresh),
         cmocka_unit_test_setup(test_concurrency_cap, fresh),
