@@ -2,8 +2,10 @@
  * test_lagoon_client: the Lagoon client against rollwave-lagoon-sim over
  * real HTTP. Each test starts its own simulator as a child process on a
  * free port (fast timings, a token of its own) and stops it afterwards, so
- * fault settings never leak between tests. It does not test the sim's
- * lifecycle rules beyond what the client relies on.
+ * fault settings never leak between tests. Covers triggering, reading
+ * rows, error classification and finding a bulk by name after the fact
+ * (rows appear only after the sim's rows delay). It does not test the
+ * sim's lifecycle rules beyond what the client relies on.
  */
 #include "rw_itest.h"
 
@@ -24,6 +26,9 @@
 
 #include "rw_err.h"
 #include "rw_lagoon.h"
+
+/* The --rows-delay-ms start_sim gives the simulator. */
+#define SIM_ROWS_DELAY_MS 300
 
 typedef struct sim {
     pid_t pid;
@@ -510,6 +515,197 @@ static void test_token_file_reread_after_401(void **state)
     rw_lagoon_destroy(lc);
 }
 
+static rw_err_t find(rw_lagoon_t *lc, const char *name,
+                     const rw_lagoon_env_t *envs, size_t n, char *id,
+                     bool *found, char *err)
+{
+    return rw_lagoon_find_bulk(lc, name, envs, n, id, RW_LAGOON_BULK_ID_MAX,
+                               found, err, 256);
+}
+
+static void test_find_bulk_after_trigger(void **state)
+{
+    sim_t *sim = *state;
+    char p1[64], p2[96], bulk_id[RW_LAGOON_BULK_ID_MAX];
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    const char *name = "rollwave 0b7e2c8a-5d41-4c1e-9f3a-2a1b3c4d5e6f c2 a1";
+    rw_lagoon_env_t envs[3];
+    rw_lagoon_t *lc = client(sim, sim->token, NULL, 5000);
+    long long t0, found_at = 0, before;
+    bool found = true;
+    json_t *stats;
+
+    rw_itest_unique(p1, sizeof(p1), "fb");
+    rw_itest_unique(p2, sizeof(p2), "fb \") { x } $p0 #");
+    envs[0] = (rw_lagoon_env_t){p1, "main"};
+    envs[1] = (rw_lagoon_env_t){p1, "develop"};
+    envs[2] = (rw_lagoon_env_t){p2, "feature/x"};
+
+    t0 = rw_itest_now_ms();
+    if (rw_lagoon_bulk_deploy(lc, name, envs, 3, NULL, 0, bulk_id,
+                              sizeof(bulk_id), err, sizeof(err)) != RW_OK)
+        fail_msg("bulk deploy: %s", err);
+
+    /* Accepted, but no row yet: "not found" only means "not visible". */
+    assert_int_equal(find(lc, name, envs, 3, id, &found, err), RW_OK);
+    if (rw_itest_now_ms() - t0 >= SIM_ROWS_DELAY_MS)
+        fail_msg("trigger and find took over %d ms: cannot observe the "
+                 "rows delay",
+                 SIM_ROWS_DELAY_MS);
+    assert_false(found);
+    assert_string_equal(id, "");
+
+    while (rw_itest_now_ms() - t0 < 10000) {
+        if (find(lc, name, envs, 3, id, &found, err) != RW_OK)
+            fail_msg("find bulk: %s", err);
+        if (found) {
+            found_at = rw_itest_now_ms();
+            break;
+        }
+        sleep_ms(20);
+    }
+    if (!found_at)
+        fail_msg("bulk %s not found by name within 10 s", bulk_id);
+    assert_true(found_at - t0 >= SIM_ROWS_DELAY_MS - 5);
+    assert_string_equal(id, bulk_id);
+
+    /* One request for both projects. */
+    stats = sim_admin(sim, "/sim/stats", NULL);
+    before = stat_int(stats, "graphql_requests");
+    json_decref(stats);
+    assert_int_equal(find(lc, name, envs, 3, id, &found, err), RW_OK);
+    assert_true(found);
+    stats = sim_admin(sim, "/sim/stats", NULL);
+    assert_int_equal(stat_int(stats, "graphql_requests"), before + 1);
+    assert_int_equal(stat_int(stats, "bulk_calls"), 1);
+    json_decref(stats);
+
+    /* Another attempt's name is not ours. */
+    found = true;
+    assert_int_equal(find(lc,
+                          "rollwave 0b7e2c8a-5d41-4c1e-9f3a-2a1b3c4d5e6f c2 a2",
+                          envs, 3, id, &found, err),
+                     RW_OK);
+    assert_false(found);
+    assert_string_equal(id, "");
+
+    /* Only the chunk's environments count. */
+    {
+        rw_lagoon_env_t other[] = {{p1, "not-in-the-bulk"}};
+
+        found = true;
+        assert_int_equal(find(lc, name, other, 1, id, &found, err), RW_OK);
+        assert_false(found);
+    }
+
+    /* An unknown project is no match and no error, also beside a known
+     * one. */
+    {
+        char unknown[64];
+        rw_lagoon_env_t none[1], mixed[2];
+
+        rw_itest_unique(unknown, sizeof(unknown), "fb-never-deployed");
+        none[0] = (rw_lagoon_env_t){unknown, "main"};
+        mixed[0] = none[0];
+        mixed[1] = envs[2];
+        found = true;
+        if (find(lc, name, none, 1, id, &found, err) != RW_OK)
+            fail_msg("find in unknown project: %s", err);
+        assert_false(found);
+        assert_int_equal(find(lc, name, mixed, 2, id, &found, err), RW_OK);
+        assert_true(found);
+        assert_string_equal(id, bulk_id);
+    }
+    rw_lagoon_destroy(lc);
+}
+
+/* More projects than one request may alias: several requests, one answer;
+ * and a name on two bulks is a conflict, never a guess. */
+static void test_find_bulk_many_projects_and_conflict(void **state)
+{
+    enum { N = RW_LAGOON_FIND_BULK_MAX_PROJECTS + 10 };
+    sim_t *sim = *state;
+    char names[N][64], bulk_id[RW_LAGOON_BULK_ID_MAX], second[64];
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    const char *name = "rollwave 6a0f1e2d-3c4b-4a59-8877-665544332211 c0 a1";
+    rw_lagoon_env_t envs[N];
+    rw_lagoon_t *lc = client(sim, sim->token, NULL, 5000);
+    bool found = false;
+    long long before;
+    json_t *stats;
+    rw_err_t e;
+
+    sim_config(sim, "{\"rows_delay_ms\":0}");
+    for (size_t i = 0; i < N; i++) {
+        rw_itest_unique(names[i], sizeof(names[i]), "fbm");
+        envs[i] = (rw_lagoon_env_t){names[i], "main"};
+    }
+    if (rw_lagoon_bulk_deploy(lc, name, envs, N, NULL, 0, bulk_id,
+                              sizeof(bulk_id), err, sizeof(err)) != RW_OK)
+        fail_msg("bulk deploy: %s", err);
+
+    stats = sim_admin(sim, "/sim/stats", NULL);
+    before = stat_int(stats, "graphql_requests");
+    json_decref(stats);
+    if (find(lc, name, envs, N, id, &found, err) != RW_OK)
+        fail_msg("find bulk: %s", err);
+    assert_true(found);
+    assert_string_equal(id, bulk_id);
+    stats = sim_admin(sim, "/sim/stats", NULL);
+    assert_int_equal(stat_int(stats, "graphql_requests"), before + 2);
+    json_decref(stats);
+
+    /* The same name again, on the last project only (the second request):
+     * two bulks answer to it. */
+    if (rw_lagoon_bulk_deploy(lc, name, &envs[N - 1], 1, NULL, 0, second,
+                              sizeof(second), err, sizeof(err)) != RW_OK)
+        fail_msg("second bulk deploy: %s", err);
+    e = find(lc, name, envs, N, id, &found, err);
+    assert_int_equal(e, RW_ERR_CONFLICT);
+    assert_false(rw_err_is_retriable(e));
+    assert_false(found);
+    assert_string_equal(id, "");
+    assert_non_null(strstr(err, bulk_id));
+    assert_non_null(strstr(err, second));
+    rw_lagoon_destroy(lc);
+}
+
+static void test_find_bulk_errors(void **state)
+{
+    sim_t *sim = *state;
+    const char *bad = "not-the-token-77c1";
+    rw_lagoon_env_t envs[] = {{"fbe", "main"}};
+    rw_lagoon_t *lc = client(sim, sim->token, NULL, 5000);
+    rw_lagoon_t *wrong = client(sim, bad, NULL, 5000);
+    char id[RW_LAGOON_BULK_ID_MAX], err[256];
+    bool found = true;
+    rw_err_t e;
+
+    e = find(wrong, "b", envs, 1, id, &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_AUTH);
+    assert_false(found);
+    assert_null(strstr(err, bad));
+
+    sim_config(sim, "{\"fault_graphql_error\":1.0}");
+    found = true;
+    e = find(lc, "b", envs, 1, id, &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
+    assert_false(found);
+
+    sim_config(sim, "{\"fault_graphql_error\":0,\"fault_http500\":1.0}");
+    e = find(lc, "b", envs, 1, id, &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_SERVER);
+    assert_true(rw_err_is_retriable(e));
+
+    sim_config(sim, "{\"fault_http500\":0,\"fault_drop\":1.0}");
+    e = find(lc, "b", envs, 1, id, &found, err);
+    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_true(rw_err_is_retriable(e));
+    assert_false(found);
+    rw_lagoon_destroy(wrong);
+    rw_lagoon_destroy(lc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +723,12 @@ int main(void)
                                         start_sim, stop_sim),
         cmocka_unit_test_setup_teardown(test_token_file_reread_after_401,
                                         start_sim, stop_sim),
+        cmocka_unit_test_setup_teardown(test_find_bulk_after_trigger, start_sim,
+                                        stop_sim),
+        cmocka_unit_test_setup_teardown(
+            test_find_bulk_many_projects_and_conflict, start_sim, stop_sim),
+        cmocka_unit_test_setup_teardown(test_find_bulk_errors, start_sim,
+                                        stop_sim),
     };
     int failed;
 
