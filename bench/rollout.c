@@ -723,6 +723,16 @@ static long long vm_hwm_kb(pid_t pid)
     return kb;
 }
 
+/* "exited with status 1" / "killed by signal 11" for a wait status. */
+static const char *exit_text(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    return buf;
+}
+
 /* Reap d if it exited; returns 1 when it is gone. */
 static int reap(daemon_t *d)
 {
@@ -1110,10 +1120,13 @@ static rw_err_t wait_healthy(bench_t *b, char *errstr, size_t errlen)
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz",
                  b->d[i].metrics_port);
         while (http_call(url, NULL, NULL) != 200) {
-            if (reap(&b->d[i]))
-                return rw_err_set(errstr, errlen, RW_ERR_IO,
-                                  "%s exited at start (see %s/%s.log)",
-                                  b->d[i].name, b->log_dir, b->d[i].name);
+            if (reap(&b->d[i])) {
+                char how[48];
+                return rw_err_set(
+                    errstr, errlen, RW_ERR_IO, "%s %s at start (see %s/%s.log)",
+                    b->d[i].name, exit_text(b->d[i].status, how, sizeof(how)),
+                    b->log_dir, b->d[i].name);
+            }
             if (mono_ms() > deadline || interrupted)
                 return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
                                   "%s not healthy within 60 s", b->d[i].name);
@@ -1316,17 +1329,23 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             b->producer.status = st;
             b->producer.hwm_kb = ru.ru_maxrss;
             b->producer_s = (double)(mono_ms() - t0) / 1000.0;
-            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                char how[48];
                 return rw_err_set(errstr, errlen, RW_ERR_IO,
-                                  "producer --once failed (see %s/%s.log)",
-                                  b->log_dir, b->producer.name);
+                                  "producer --once %s (see %s/%s.log)",
+                                  exit_text(st, how, sizeof(how)), b->log_dir,
+                                  b->producer.name);
+            }
         }
         for (size_t i = 0; i < b->nd; i++)
-            if (reap(&b->d[i]))
+            if (reap(&b->d[i])) {
+                char how[48];
                 return rw_err_set(errstr, errlen, RW_ERR_IO,
-                                  "%s exited during the rollout (see "
-                                  "%s/%s.log)",
-                                  b->d[i].name, b->log_dir, b->d[i].name);
+                                  "%s %s during the rollout (see %s/%s.log)",
+                                  b->d[i].name,
+                                  exit_text(b->d[i].status, how, sizeof(how)),
+                                  b->log_dir, b->d[i].name);
+            }
         if (mono_ms() >= next_progress) {
             next_progress = mono_ms() + b->o.progress_ms;
             progress(b, t0, tty, &done);
