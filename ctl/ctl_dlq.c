@@ -79,9 +79,15 @@ static rw_err_t dlq_open(dlq_t *d, const rw_settings_t *s)
     rd_kafka_conf_t *conf = NULL;
     char kerrstr[512];
     const char *const props[] = {
-        "group.id",           d->group, "enable.auto.commit",
-        "false",              "enable.partition.eof", "true",
-        "enable.auto.offset.store", "false", NULL,
+        "group.id",
+        d->group,
+        "enable.auto.commit",
+        "false",
+        "enable.partition.eof",
+        "true",
+        "enable.auto.offset.store",
+        "false",
+        NULL,
     };
     rw_err_t err = RW_OK;
 
@@ -165,8 +171,7 @@ static rw_err_t read_range(dlq_t *d, int32_t partition, int64_t from,
     if (from >= end || max == 0)
         return RW_OK;
     list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, d->topic, partition)->offset =
-        from;
+    rd_kafka_topic_partition_list_add(list, d->topic, partition)->offset = from;
     kerr = rd_kafka_assign(d->rk, list);
     if (kerr) {
         err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_KAFKA,
@@ -376,9 +381,9 @@ static void fmt_time(char *buf, size_t len, rd_kafka_message_t *rkm)
     }
     t = (time_t)(ts / 1000);
     gmtime_r(&t, &tm);
-    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ts % 1000));
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ts % 1000));
 }
 
 /* A dead letter as JSON; payload whole (full) or as a preview. */
@@ -393,11 +398,10 @@ static json_t *msg_json(rd_kafka_message_t *rkm, int full)
     json_object_set_new(o, "offset", json_integer(rkm->offset));
     json_object_set_new(o, "timestamp_ms",
                         ts >= 0 ? json_integer(ts) : json_null());
-    json_object_set_new(
-        o, "reason",
-        header_str(rkm, RW_KAFKA_HDR_REASON, buf, sizeof(buf))
-            ? json_text(buf, strlen(buf), 0)
-            : json_null());
+    json_object_set_new(o, "reason",
+                        header_str(rkm, RW_KAFKA_HDR_REASON, buf, sizeof(buf))
+                            ? json_text(buf, strlen(buf), 0)
+                            : json_null());
     json_object_set_new(
         o, "source_topic",
         header_str(rkm, RW_KAFKA_HDR_SOURCE_TOPIC, buf, sizeof(buf))
@@ -409,9 +413,9 @@ static json_t *msg_json(rd_kafka_message_t *rkm, int full)
                         header_int_json(rkm, RW_KAFKA_HDR_SOURCE_OFFSET));
     json_object_set_new(o, "key", json_text(rkm->key, rkm->key_len, 0));
     json_object_set_new(o, "payload_bytes", json_integer((json_int_t)rkm->len));
-    json_object_set_new(o, full ? "payload" : "payload_preview",
-                        json_text(rkm->payload, rkm->len,
-                                  full ? 0 : PREVIEW_JSON));
+    json_object_set_new(
+        o, full ? "payload" : "payload_preview",
+        json_text(rkm->payload, rkm->len, full ? 0 : PREVIEW_JSON));
     if (full && !rd_kafka_message_headers(rkm, &hdrs)) {
         json_t *h = json_array();
         const char *name;
@@ -466,8 +470,8 @@ static void row_cells(rd_kafka_message_t *rkm, char **cell)
         snprintf(buf, sizeof(buf), "-");
     }
     cell[C_SOURCE] = printable(buf, strlen(buf), 0, 0);
-    cell[C_KEY] = rkm->key ? printable(rkm->key, rkm->key_len, KEY_TEXT, 0)
-                           : strdup("-");
+    cell[C_KEY] =
+        rkm->key ? printable(rkm->key, rkm->key_len, KEY_TEXT, 0) : strdup("-");
     cell[C_PAYLOAD] = printable(rkm->payload, rkm->len, PREVIEW_TEXT, 0);
 }
 
@@ -687,10 +691,10 @@ static rw_err_t do_requeue(dlq_t *d, int32_t partition, int64_t offset,
     if (err)
         goto out;
     if (!dv.done || dv.result) {
-        err = rw_err_set(d->errstr, sizeof(d->errstr),
-                         dv.done ? dv.result : RW_ERR_KAFKA,
-                         "requeue to %s: %s", src,
-                         dv.done ? dv.errmsg : "no delivery report");
+        err =
+            rw_err_set(d->errstr, sizeof(d->errstr),
+                       dv.done ? dv.result : RW_ERR_KAFKA, "requeue to %s: %s",
+                       src, dv.done ? dv.errmsg : "no delivery report");
         goto out;
     }
     if (json) {

@@ -75,9 +75,8 @@ typedef struct target {
  * or the commit fell out of retention. */
 static int64_t lag_of(int64_t committed, int64_t low, int64_t high)
 {
-    int64_t from = committed == RW_KAFKA_OFFSET_NONE || committed < low
-                       ? low
-                       : committed;
+    int64_t from =
+        committed == RW_KAFKA_OFFSET_NONE || committed < low ? low : committed;
 
     return high > from ? high - from : 0;
 }
@@ -94,9 +93,8 @@ static rw_err_t take_sample(target_t *t, sample_t *smp)
     /* Watermarks first: a commit landing between the two reads then
      * understates the lag instead of making it negative. */
     for (int p = 0; p < t->n; p++) {
-        err = rw_kafka_watermarks(t->kc, t->topic, p, &smp[p].low,
-                                  &smp[p].high, TIMEOUT_MS, t->errstr,
-                                  sizeof(t->errstr));
+        err = rw_kafka_watermarks(t->kc, t->topic, p, &smp[p].low, &smp[p].high,
+                                  TIMEOUT_MS, t->errstr, sizeof(t->errstr));
         if (err)
             goto out;
     }
@@ -199,29 +197,28 @@ static void print_table(const target_t *ts, int nt)
         gw = max_int(gw, (int)strlen(ts[i].group));
         tw = max_int(tw, (int)strlen(ts[i].topic));
     }
-    printf("%-*s  %-*s  %9s  %12s  %12s  %12s  %s\n", gw, "GROUP", tw,
-           "TOPIC", "PARTITION", "COMMITTED", "HIGH", "LAG", "STATUS");
+    printf("%-*s  %-*s  %9s  %12s  %12s  %12s  %s\n", gw, "GROUP", tw, "TOPIC",
+           "PARTITION", "COMMITTED", "HIGH", "LAG", "STATUS");
     for (int i = 0; i < nt; i++) {
         const target_t *t = &ts[i];
         const sample_t *last;
 
         if (t->status == ST_UNKNOWN) {
-            printf("%-*s  %-*s  %9s  %12s  %12s  %12s  %s (%s)\n", gw,
-                   t->group, tw, t->topic, "-", "-", "-", "-",
-                   status_names[t->status], t->errstr);
+            printf("%-*s  %-*s  %9s  %12s  %12s  %12s  %s (%s)\n", gw, t->group,
+                   tw, t->topic, "-", "-", "-", "-", status_names[t->status],
+                   t->errstr);
             continue;
         }
         last = t->samples[t->taken - 1];
         for (int p = 0; p < t->n; p++) {
             char c[24];
             fmt_committed(c, sizeof(c), last[p].committed);
-            printf("%-*s  %-*s  %9d  %12s  %12" PRId64 "  %12" PRId64
-                   "  %s\n",
-                   gw, t->group, tw, t->topic, p, c, last[p].high,
-                   last[p].lag, status_names[partition_status(t, p)]);
+            printf("%-*s  %-*s  %9d  %12s  %12" PRId64 "  %12" PRId64 "  %s\n",
+                   gw, t->group, tw, t->topic, p, c, last[p].high, last[p].lag,
+                   status_names[partition_status(t, p)]);
         }
-        printf("%-*s  %-*s  %9s  %12s  %12s  %12" PRId64 "  %s\n", gw,
-               t->group, tw, t->topic, "TOTAL", "", "", t->total,
+        printf("%-*s  %-*s  %9s  %12s  %12s  %12" PRId64 "  %s\n", gw, t->group,
+               tw, t->topic, "TOTAL", "", "", t->total,
                status_names[t->status]);
     }
 }
@@ -248,8 +245,7 @@ static int print_json(const target_t *ts, int nt, long long interval)
         json_array_append_new(groups, g);
         json_object_set_new(g, "group", json_string(t->group));
         json_object_set_new(g, "topic", json_string(t->topic));
-        json_object_set_new(g, "status",
-                            json_string(status_names[t->status]));
+        json_object_set_new(g, "status", json_string(status_names[t->status]));
         if (t->status == ST_UNKNOWN) {
             json_object_set_new(g, "error", json_string(t->errstr));
             json_decref(parts);

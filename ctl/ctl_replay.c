@@ -126,8 +126,8 @@ static int parse_iso8601(const char *str, int64_t *ms)
     time_t t;
 
     memset(&tm, 0, sizeof(tm));
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
-        *p++ != '-' || digits(&p, 2, &d))
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+        digits(&p, 2, &d))
         return -1;
     if (*p == 'T' || *p == 't' || *p == ' ') {
         p++;
@@ -257,8 +257,14 @@ static rw_err_t member_new(rd_kafka_t **rkp, const rw_settings_t *s,
     char session[24], kerrstr[512];
     rw_err_t err = RW_OK;
     const char *const props[] = {
-        "group.id",        group,   "enable.auto.commit",       "false",
-        "session.timeout.ms", session, "enable.auto.offset.store", "false",
+        "group.id",
+        group,
+        "enable.auto.commit",
+        "false",
+        "session.timeout.ms",
+        session,
+        "enable.auto.offset.store",
+        "false",
         NULL,
     };
 
@@ -272,8 +278,8 @@ static rw_err_t member_new(rd_kafka_t **rkp, const rw_settings_t *s,
     for (int i = 0; props[i]; i += 2)
         if (rd_kafka_conf_set(conf, props[i], props[i + 1], kerrstr,
                               sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: %s",
-                             props[i], kerrstr);
+            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: %s", props[i],
+                             kerrstr);
             goto out;
         }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -309,18 +315,16 @@ static rw_err_t reader_new(rd_kafka_t **rkp, const rw_settings_t *s,
     err = rw_kafka_conf_new(&conf, s, errstr, errlen);
     if (err)
         goto out;
-    if (rd_kafka_conf_set(conf, "group.id", group, kerrstr,
-                          sizeof(kerrstr)) != RD_KAFKA_CONF_OK ||
+    if (rd_kafka_conf_set(conf, "group.id", group, kerrstr, sizeof(kerrstr)) !=
+            RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerrstr,
                           sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s",
-                         kerrstr);
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s", kerrstr);
         goto out;
     }
     *rkp = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
     if (!*rkp) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s",
-                         kerrstr);
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s", kerrstr);
         goto out;
     }
     conf = NULL; /* rd_kafka_new took it */
@@ -334,8 +338,8 @@ out:
 /* Timestamp of the first message at or after offset in partition, and the
  * offset it was found at. */
 static rw_err_t read_ts(rd_kafka_t *rk, const char *topic, int32_t partition,
-                        int64_t offset, int64_t *ts, int64_t *at,
-                        char *errstr, size_t errlen)
+                        int64_t offset, int64_t *ts, int64_t *at, char *errstr,
+                        size_t errlen)
 {
     rd_kafka_topic_partition_list_t *list;
     rd_kafka_resp_err_t kerr;
@@ -424,8 +428,8 @@ static rw_err_t offsets_for_time(rd_kafka_t *rk, const rw_settings_t *s,
         rd_kafka_topic_partition_list_add(list, topic, p)->offset = ts_ms;
     kerr = rd_kafka_offsets_for_times(rk, list, TIMEOUT_MS);
     if (kerr) {
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                         "offsets for time: %s", rd_kafka_err2str(kerr));
+        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "offsets for time: %s",
+                         rd_kafka_err2str(kerr));
         goto out;
     }
     for (int i = 0; i < list->cnt; i++) {
@@ -507,8 +511,8 @@ static rw_err_t join_and_count(rd_kafka_t *rk, member_t *m, const char *topic,
             a = NULL;
             kerr = rd_kafka_assignment(rk, &a);
             if (kerr) {
-                err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                                 "assignment: %s", rd_kafka_err2str(kerr));
+                err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "assignment: %s",
+                                 rd_kafka_err2str(kerr));
                 goto out;
             }
             *assigned = 0;
@@ -533,8 +537,8 @@ out:
     return err;
 }
 
-static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic,
-                            const plan_t *pl, char *errstr, size_t errlen)
+static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic, const plan_t *pl,
+                            char *errstr, size_t errlen)
 {
     rd_kafka_topic_partition_list_t *list;
     rd_kafka_resp_err_t kerr;
@@ -557,14 +561,14 @@ static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic,
 
 /* ---- output ------------------------------------------------------------- */
 
-static void print_table(const char *group, const char *topic,
-                        const plan_t *pl, int executed)
+static void print_table(const char *group, const char *topic, const plan_t *pl,
+                        int executed)
 {
     printf("group %s, topic %s: %s\n", group, topic,
            executed ? "committed"
                     : "dry run, nothing changed (add --execute to commit)");
-    printf("%9s  %12s  %12s  %12s  %12s  %12s\n", "PARTITION", "CURRENT",
-           "NEW", "LOW", "HIGH", "CHANGE");
+    printf("%9s  %12s  %12s  %12s  %12s  %12s\n", "PARTITION", "CURRENT", "NEW",
+           "LOW", "HIGH", "CHANGE");
     for (int p = 0; p < pl->n; p++) {
         char cur[24], change[24];
 
@@ -576,8 +580,7 @@ static void print_table(const char *group, const char *topic,
             snprintf(change, sizeof(change), "%+" PRId64,
                      pl->target[p] - pl->current[p]);
         }
-        printf("%9d  %12s  %12" PRId64 "  %12" PRId64 "  %12" PRId64
-               "  %12s\n",
+        printf("%9d  %12s  %12" PRId64 "  %12" PRId64 "  %12" PRId64 "  %12s\n",
                p, cur, pl->target[p], pl->low[p], pl->high[p], change);
     }
 }
@@ -615,7 +618,8 @@ static int print_json(const char *group, const char *topic, replay_mode_t mode,
     return rc;
 }
 
-/* ---- the command ---------------------------------------------------------- */
+/* ---- the command ----------------------------------------------------------
+ */
 
 static int set_mode(replay_mode_t *mode, replay_mode_t m)
 {
@@ -696,8 +700,7 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
     }
 
     /* Where the group is and what the topic holds, without joining. */
-    err = rw_kafka_consumer_new(&kc, s, group, NULL, 0, errstr,
-                                sizeof(errstr));
+    err = rw_kafka_consumer_new(&kc, s, group, NULL, 0, errstr, sizeof(errstr));
     if (!err)
         err = rw_kafka_partition_count(kc, topic, &n, TIMEOUT_MS, errstr,
                                        sizeof(errstr));
@@ -707,18 +710,18 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
         err = rw_kafka_watermarks(kc, topic, p, &pl.low[p], &pl.high[p],
                                   TIMEOUT_MS, errstr, sizeof(errstr));
     if (!err)
-        err = rw_kafka_committed(kc, topic, pl.current, n, TIMEOUT_MS,
-                                 errstr, sizeof(errstr));
+        err = rw_kafka_committed(kc, topic, pl.current, n, TIMEOUT_MS, errstr,
+                                 sizeof(errstr));
     if (!err)
         err = member_new(&rk, s, group, &m, errstr, sizeof(errstr));
     if (!err && mode == MODE_DATETIME)
-        err = offsets_for_time(rk, s, topic, ts_ms, &pl, errstr,
-                               sizeof(errstr));
+        err =
+            offsets_for_time(rk, s, topic, ts_ms, &pl, errstr, sizeof(errstr));
     if (err)
         goto out;
     for (int p = 0; p < n; p++) {
-        int64_t from = pl.current[p] == RW_KAFKA_OFFSET_NONE ? pl.low[p]
-                                                             : pl.current[p];
+        int64_t from =
+            pl.current[p] == RW_KAFKA_OFFSET_NONE ? pl.low[p] : pl.current[p];
         int64_t t = mode == MODE_EARLIEST ? pl.low[p]
                     : mode == MODE_OFFSET ? (int64_t)arg
                     : mode == MODE_SHIFT  ? from + (int64_t)arg

@@ -31,11 +31,11 @@
 #include "rw_log.h"
 #include "rw_settings.h"
 
-#define WAIT_MS     30000
-#define CHILD_MS    180000
-#define SESSION_MS  "6000"
-#define MAX_PARTS   64
-#define OUT_MAX     (1 << 20)
+#define WAIT_MS    30000
+#define CHILD_MS   180000
+#define SESSION_MS "6000"
+#define MAX_PARTS  64
+#define OUT_MAX    (1 << 20)
 
 /* ---- fixtures ------------------------------------------------------------ */
 
@@ -99,8 +99,7 @@ static void drain(int *fd, char *buf, size_t *len)
         *len += (size_t)n;
         return;
     }
-    if (n == 0 || (errno != EAGAIN && errno != EINTR) ||
-        *len >= OUT_MAX - 1) {
+    if (n == 0 || (errno != EAGAIN && errno != EINTR) || *len >= OUT_MAX - 1) {
         close(*fd);
         *fd = -1;
     }
@@ -277,8 +276,8 @@ static void produce(const scenario_t *sc, const char *topic, const char *tag,
             snprintf(key, sizeof(key), "%s", tag);
         else
             snprintf(key, sizeof(key), "%s%d", tag, i);
-        if (rw_kafka_produce(kp, topic, key, strlen(key), "payload", 7, NULL,
-                             0, &d[i], errstr, sizeof(errstr)))
+        if (rw_kafka_produce(kp, topic, key, strlen(key), "payload", 7, NULL, 0,
+                             &d[i], errstr, sizeof(errstr)))
             fail_msg("produce: %s", errstr);
     }
     if (rw_kafka_producer_flush(kp, WAIT_MS, errstr, sizeof(errstr)))
@@ -617,9 +616,9 @@ static void iso_utc(char *buf, size_t len, int64_t ms)
     struct tm tm;
 
     gmtime_r(&t, &tm);
-    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ms % 1000));
 }
 
 /* --to-datetime lands on the first message written after the moment. */
@@ -657,8 +656,7 @@ static void test_replay_to_datetime(void **state)
 
     /* before everything: the start; after everything: the end */
     run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
-            sc.topic, "--to-datetime", "2001-01-01T00:00:00Z", "--json",
-            NULL);
+            sc.topic, "--to-datetime", "2001-01-01T00:00:00Z", "--json", NULL);
     root = expect_json(&r, 0);
     parts = json_object_get(root, "partitions");
     for (int p = 0; p < n; p++)
@@ -671,8 +669,7 @@ static void test_replay_to_datetime(void **state)
     root = expect_json(&r, 0);
     parts = json_object_get(root, "partitions");
     for (int p = 0; p < n; p++)
-        assert_int_equal(jint(json_array_get(parts, (size_t)p), "new"),
-                         all[p]);
+        assert_int_equal(jint(json_array_get(parts, (size_t)p), "new"), all[p]);
     json_decref(root);
     result_free(&r);
 }
@@ -712,8 +709,8 @@ static void test_replay_refused_while_group_live(void **state)
     for (int p = 0; p < n; p++)
         want[p] = per_part[p] ? per_part[p] : RW_KAFKA_OFFSET_NONE;
 
-    run_ctl(&sc, &r, keep_alive, &l, "replay", "--group", sc.group,
-            "--topic", sc.topic, "--to-earliest", "--execute", NULL);
+    run_ctl(&sc, &r, keep_alive, &l, "replay", "--group", sc.group, "--topic",
+            sc.topic, "--to-earliest", "--execute", NULL);
     if (r.status != 1 || !strstr(r.err, "live members"))
         fail_msg("want a refusal (exit 1), got %d; stderr: %s", r.status,
                  r.err);
@@ -724,8 +721,8 @@ static void test_replay_refused_while_group_live(void **state)
     run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
             sc.topic, "--to-earliest", "--execute", NULL);
     if (r.status != 0)
-        fail_msg("replay after the member left: exit %d; stderr: %s",
-                 r.status, r.err);
+        fail_msg("replay after the member left: exit %d; stderr: %s", r.status,
+                 r.err);
     result_free(&r);
     for (int p = 0; p < n; p++)
         want[p] = 0;
@@ -760,8 +757,8 @@ static void test_dlq_list_show_requeue(void **state)
     /* a poison message, consumed and dead-lettered as a daemon would */
     if (rw_kafka_producer_new(&kp, &sc.s, on_delivery, NULL, errstr,
                               sizeof(errstr)) ||
-        rw_kafka_produce(kp, src, "run:1", 5, garbage, strlen(garbage), &hdr,
-                         1, &d, errstr, sizeof(errstr)) ||
+        rw_kafka_produce(kp, src, "run:1", 5, garbage, strlen(garbage), &hdr, 1,
+                         &d, errstr, sizeof(errstr)) ||
         rw_kafka_producer_flush(kp, WAIT_MS, errstr, sizeof(errstr)))
         fail_msg("produce: %s", errstr);
     assert_int_equal(d.result, RW_OK);
@@ -798,8 +795,7 @@ static void test_dlq_list_show_requeue(void **state)
     json_decref(root);
     result_free(&r);
 
-    snprintf(pos, sizeof(pos), "%" PRId32 ":%" PRId64, dl.partition,
-             dl.offset);
+    snprintf(pos, sizeof(pos), "%" PRId32 ":%" PRId64, dl.partition, dl.offset);
     run_ctl(&sc, &r, NULL, NULL, "dlq", "show", pos, "--json", NULL);
     root = expect_json(&r, 0);
     assert_string_equal(jstr(root, "payload"), garbage);
@@ -865,8 +861,7 @@ static void expect_usage(const scenario_t *sc, ...)
          s = va_arg(ap, const char *))
         a[n++] = s;
     va_end(ap);
-    run_ctl(sc, &r, NULL, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6],
-            NULL);
+    run_ctl(sc, &r, NULL, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
     if (r.status != 2)
         fail_msg("%s %s: exit %d, want 2 (usage)", a[0], a[1] ? a[1] : "",
                  r.status);
@@ -883,10 +878,10 @@ static void test_usage_errors(void **state)
     expect_usage(&sc, "lag", "--interval", "-1", NULL);
     expect_usage(&sc, "replay", "--group", "g", "--to-earliest", NULL);
     expect_usage(&sc, "replay", "--group", "g", "--topic", "t", NULL);
-    expect_usage(&sc, "replay", "--group", "g", "--topic", "t",
-                 "--to-earliest", "--to-offset", "1", NULL);
-    expect_usage(&sc, "replay", "--group", "g", "--topic", "t",
-                 "--to-datetime", "yesterday", NULL);
+    expect_usage(&sc, "replay", "--group", "g", "--topic", "t", "--to-earliest",
+                 "--to-offset", "1", NULL);
+    expect_usage(&sc, "replay", "--group", "g", "--topic", "t", "--to-datetime",
+                 "yesterday", NULL);
     expect_usage(&sc, "dlq", NULL);
     expect_usage(&sc, "dlq", "show", "abc", NULL);
     expect_usage(&sc, "dlq", "requeue", NULL);
