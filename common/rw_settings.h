@@ -48,6 +48,7 @@ typedef struct rw_settings {
     long long trigger_backoff_max_ms;
     long long failure_backoff_s;
     long long max_attempts;
+    long long trigger_settle_s;
     long long lock_ttl_s;
     /* poll (poller) */
     long long first_poll_delay_s;
@@ -147,7 +148,11 @@ typedef struct rw_settings {
                "3600", 0, 2592000, 0,                                          \
                "next_redeploy_at push-back after a failed trigger"),           \
         RW_KEY("ROLLWAVE_MAX_ATTEMPTS", RW_CFG_INT, max_attempts, "3", 1, 100, \
-               0, "attempts per target across retries and replays")
+               0, "attempts per target across retries and replays"),          \
+        RW_KEY("ROLLWAVE_TRIGGER_SETTLE_S", RW_CFG_INT, trigger_settle_s,      \
+               "60", 0, 86400, 0,                                              \
+               "trigger in doubt: wait this long after the interrupted "      \
+               "trigger before trusting that Lagoon shows no such bulk")
 
 #define RW_KEYS_LOCK                                                           \
     RW_KEY("ROLLWAVE_LOCK_TTL_S", RW_CFG_INT, lock_ttl_s, "50400", 60,         \

@@ -57,6 +57,7 @@ typedef struct chunk {
     rw_chunk_state_t state;
     int attempt;
     int poll_attempts;
+    long long state_age_s; /* seconds since the chunk entered its state */
     bool variables_only;
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
@@ -66,7 +67,8 @@ typedef struct chunk {
 
 static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
-    "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts"
+    "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts,"
+    "       EXTRACT(EPOCH FROM now() - c.updated_at)::bigint AS state_age_s"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
@@ -176,6 +178,7 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
         rw_pg_str(res, 0, "chunk_state"));
     c->attempt = (int)rw_pg_ll(res, 0, "attempt", 0);
     c->poll_attempts = (int)rw_pg_ll(res, 0, "poll_attempts", 0);
+    c->state_age_s = rw_pg_ll(res, 0, "state_age_s", 0);
     c->variables_only = rw_pg_bool(res, 0, "variables_only", 0);
     snprintf(c->bulk_id, sizeof(c->bulk_id), "%s",
              rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id")
@@ -783,6 +786,45 @@ static rw_err_t reemit_poll(rw_service_t *svc, const chunk_t *c, char *errstr,
     return err;
 }
 
+/*
+ * Does the bulk of the interrupted attempt exist in Lagoon? One aliased
+ * query over the chunk's environments, matched on the deterministic bulk
+ * name. Found: adopt its id (*adopted). Two bulks with the name: the chunk
+ * was already triggered twice; RW_ERR_CONFLICT fails it loudly rather than
+ * following one of them.
+ */
+static rw_err_t reconcile(rw_service_t *svc, chunk_t *c, const char *bulk_name,
+                          char *bulk_id, size_t bulk_id_len, bool *adopted,
+                          char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    rw_lagoon_env_t *envs = calloc(c->n + 1, sizeof(*envs));
+    size_t k = 0;
+    bool found = false;
+
+    *adopted = false;
+    if (!envs)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->n; i++)
+        if (c->t[i].action == ACT_CLAIM) {
+            envs[k].project = c->t[i].project;
+            envs[k].environment = c->t[i].environment;
+            k++;
+        }
+    err = rw_lagoon_find_bulk(svc->lc, bulk_name, envs, k, bulk_id,
+                              bulk_id_len, &found, errstr, errlen);
+    free(envs);
+    if (!err && found) {
+        *adopted = true;
+        rw_warn(COMP, "event=trigger_adopted run=%s chunk=%d bulk=%s",
+                c->run_uuid, c->chunk, bulk_id);
+    } else if (!err) {
+        rw_warn(COMP, "event=trigger_not_found run=%s chunk=%d action=trigger",
+                c->run_uuid, c->chunk);
+    }
+    return err;
+}
+
 rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
                                    char *reason, size_t len)
 {
@@ -792,6 +834,7 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     char bulk_name[128] = "";
     char bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
     size_t n = 0;
+    bool in_doubt = false, adopted = false;
     rw_msg_outcome_t outcome = RW_MSG_ACK;
 
     memset(&c, 0, sizeof(c));
@@ -856,11 +899,26 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
                     c.run_uuid, c.chunk, c.poll_attempts);
         goto out;
     }
-    if (c.state == RW_CHUNK_TRIGGERING)
-        rw_warn(COMP,
-                "event=trigger_in_doubt run=%s chunk=%d attempt=%d "
-                "action=resend_same_bulk_name",
+    if (c.state == RW_CHUNK_TRIGGERING) {
+        /*
+         * Trigger in doubt: a worker died between the Lagoon call and its
+         * commit. Lagoon creates deployment rows asynchronously, so "no
+         * such bulk" is only believable once the interrupted call is older
+         * than its timeout plus the settle window.
+         */
+        long long wait_s = svc->s->trigger_settle_s +
+                           svc->s->lagoon_timeout_ms / 1000 - c.state_age_s;
+        if (wait_s > 0) {
+            snprintf(reason, len,
+                     "trigger in doubt: waiting %llds for Lagoon to settle",
+                     wait_s);
+            outcome = RW_MSG_RETRY;
+            goto out;
+        }
+        in_doubt = true;
+        rw_warn(COMP, "event=trigger_in_doubt run=%s chunk=%d attempt=%d",
                 c.run_uuid, c.chunk, c.attempt);
+    }
 
     err = plan(svc, &c, errstr, sizeof(errstr));
     if (err) {
@@ -884,11 +942,20 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
 
-    err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
-               sizeof(errstr));
+    if (in_doubt) {
+        err = reconcile(svc, &c, bulk_name, bulk_id, sizeof(bulk_id),
+                        &adopted, errstr, sizeof(errstr));
+        if (err && rw_err_is_retriable(err)) {
+            outcome = fail(svc, err, errstr, reason, len);
+            goto out;
+        }
+    }
+    if (!adopted && !err)
+        err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
+                   sizeof(errstr));
     if (err) {
         char why[600];
-        snprintf(why, sizeof(why), "bulk deploy failed: %s: %s",
+        snprintf(why, sizeof(why), "trigger failed: %s: %s",
                  rw_err_name(err), errstr);
         err = record_failure(svc, &c, why, errstr, sizeof(errstr));
     } else {
