@@ -24,7 +24,7 @@
 
 #define FINAL_TIMEOUT_MS 60000
 
-/* ---- seeding ------------------------------------------------------------- */
+/* ---- seeding ---- */
 
 static void sleep_ms(long ms)
 {
@@ -72,9 +72,14 @@ static long long add_instance(rw_itest_fleet_t *f, long long app,
                               const char *last_deployed_s)
 {
     char app_s[24], group_s[24];
-    const char *p[8] = {name,   app_s,      group_s, status,
-                        trial ? "true" : "false", project ? project : name,
-                        next_s, last_deployed_s};
+    const char *p[8] = {name,
+                        app_s,
+                        group_s,
+                        status,
+                        trial ? "true" : "false",
+                        project ? project : name,
+                        next_s,
+                        last_deployed_s};
 
     snprintf(app_s, sizeof(app_s), "%lld", app);
     snprintf(group_s, sizeof(group_s), "%lld", group);
@@ -161,7 +166,7 @@ static int teardown(void **state)
     return 0;
 }
 
-/* ---- 1. selection --------------------------------------------------------- */
+/* ---- 1. selection ---- */
 
 /*
  * Only eligible, enabled, due, non-trial instances not in flight are
@@ -177,18 +182,18 @@ static void test_only_eligible_instances_are_picked(void **state)
     *state = f;
     app = add_app(f, true, "7", NULL, NULL);
     off = add_app(f, false, "7", NULL, NULL);
-    e1 = add_instance(f, app, 0, "e1", "running-healthy-unclaimed", false,
-                      NULL, NULL, NULL);
+    e1 = add_instance(f, app, 0, "e1", "running-healthy-unclaimed", false, NULL,
+                      NULL, NULL);
     e2 = add_instance(f, app, 0, "e2", "running-healthy-claimed", false, NULL,
                       NULL, "-86400");
-    e3 = add_instance(f, app, 0, "e3", "running-healthy-unclaimed", false,
-                      NULL, "-3600", NULL);
-    fut = add_instance(f, app, 0, "future", "running-healthy-unclaimed",
-                       false, NULL, "86400", NULL);
+    e3 = add_instance(f, app, 0, "e3", "running-healthy-unclaimed", false, NULL,
+                      "-3600", NULL);
+    fut = add_instance(f, app, 0, "future", "running-healthy-unclaimed", false,
+                       NULL, "86400", NULL);
     inel = add_instance(f, app, 0, "ineligible", "provisioning", false, NULL,
                         NULL, NULL);
-    trial = add_instance(f, app, 0, "trial", "running-healthy-unclaimed",
-                         true, NULL, NULL, NULL);
+    trial = add_instance(f, app, 0, "trial", "running-healthy-unclaimed", true,
+                         NULL, NULL, NULL);
     dis = add_instance(f, off, 0, "disabled", "running-healthy-unclaimed",
                        false, NULL, NULL, NULL);
     fly = add_instance(f, app, 0, "inflight", "running-healthy-unclaimed",
@@ -304,7 +309,7 @@ static void test_only_eligible_instances_are_picked(void **state)
     finish(f);
 }
 
-/* ---- 2. max_per_run and order --------------------------------------------- */
+/* ---- 2. max_per_run and order ---- */
 
 static void test_max_per_run_most_outdated_first(void **state)
 {
@@ -322,26 +327,25 @@ static void test_max_per_run_most_outdated_first(void **state)
     rw_itest_fleet_set(f, "ROLLWAVE_MAX_PER_RUN", "4");
     app = add_app(f, true, "7", NULL, NULL);
     /* inserted out of order so that id order cannot pass for the rule */
-    r1 = add_instance(f, app, 0, "r1", "running-healthy-unclaimed", false,
-                      NULL, NULL, "-86400");
-    o2 = add_instance(f, app, 0, "o2", "running-healthy-unclaimed", false,
-                      NULL, NULL, "-1728000");
+    r1 = add_instance(f, app, 0, "r1", "running-healthy-unclaimed", false, NULL,
+                      NULL, "-86400");
+    o2 = add_instance(f, app, 0, "o2", "running-healthy-unclaimed", false, NULL,
+                      NULL, "-1728000");
     n2 = add_instance(f, app, 0, "n2", "running-healthy-claimed", false, NULL,
                       NULL, NULL);
-    o1 = add_instance(f, app, 0, "o1", "running-healthy-unclaimed", false,
-                      NULL, NULL, "-2592000");
-    r2 = add_instance(f, app, 0, "r2", "running-healthy-unclaimed", false,
-                      NULL, NULL, "-7200");
-    n1 = add_instance(f, app, 0, "n1", "running-healthy-unclaimed", false,
-                      NULL, "-60", NULL);
+    o1 = add_instance(f, app, 0, "o1", "running-healthy-unclaimed", false, NULL,
+                      NULL, "-2592000");
+    r2 = add_instance(f, app, 0, "r2", "running-healthy-unclaimed", false, NULL,
+                      NULL, "-7200");
+    n1 = add_instance(f, app, 0, "n1", "running-healthy-unclaimed", false, NULL,
+                      "-60", NULL);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 1, 1);
 
     rw_itest_fleet_tick(f);
     text_of(f, got, sizeof(got), targets_sql, 0, NULL);
     /* never deployed (by id), then the oldest deploys; chunks in order */
-    snprintf(want, sizeof(want), "%lld@0,%lld@0,%lld@1,%lld@1", n2, n1, o1,
-             o2);
+    snprintf(want, sizeof(want), "%lld@0,%lld@0,%lld@1,%lld@1", n2, n1, o1, o2);
     if (strcmp(got, want) != 0)
         fail_msg("first run targets (instance@chunk) %s, want %s", got, want);
     rw_itest_fleet_wait_final(f, 1, FINAL_TIMEOUT_MS);
@@ -361,7 +365,7 @@ static void test_max_per_run_most_outdated_first(void **state)
     finish(f);
 }
 
-/* ---- 3. one run per store app, chunk cap ---------------------------------- */
+/* ---- 3. one run per store app, chunk cap ---- */
 
 static void test_one_run_per_app_and_chunk_cap(void **state)
 {
@@ -406,8 +410,7 @@ static void test_one_run_per_app_and_chunk_cap(void **state)
                     parts[i] = parts[j];
                     parts[j] = t;
                 }
-        snprintf(want, sizeof(want), "%s %s %s", parts[0], parts[1],
-                 parts[2]);
+        snprintf(want, sizeof(want), "%s %s %s", parts[0], parts[1], parts[2]);
         if (strcmp(got, want) != 0)
             fail_msg("runs (app:targets:chunk sizes) %s, want %s", got, want);
     }
@@ -430,7 +433,7 @@ static void test_one_run_per_app_and_chunk_cap(void **state)
     finish(f);
 }
 
-/* ---- 4. cadence and jitter ------------------------------------------------- */
+/* ---- 4. cadence and jitter ---- */
 
 /*
  * For every instance of app: next_redeploy_at - last_deploy_triggered_at
@@ -469,8 +472,8 @@ static int check_cadence(rw_itest_fleet_t *f, long long app, long long window,
         base = (double)(beta ? beta_days : normal_days) * 86400.0;
         want = base + (double)rw_schedule_jitter_s(id, window);
         if (gap < base - 2 || gap > base + (double)window + 2)
-            fail_msg("instance %lld (%s): gap %.0f s outside [%.0f, %.0f]",
-                     id, beta ? "beta" : "regular", gap, base,
+            fail_msg("instance %lld (%s): gap %.0f s outside [%.0f, %.0f]", id,
+                     beta ? "beta" : "regular", gap, base,
                      base + (double)window);
         if (gap < want - 2 || gap > want + 2)
             fail_msg("instance %lld: gap %.1f s, interval + its jitter is "
@@ -543,7 +546,7 @@ static void test_beta_interval_and_stable_jitter(void **state)
     finish(f);
 }
 
-/* ---- 5. trigger failure ---------------------------------------------------- */
+/* ---- 5. trigger failure ---- */
 
 static void test_trigger_failure_fails_run_and_backs_off(void **state)
 {
@@ -617,12 +620,12 @@ static void test_trigger_failure_fails_run_and_backs_off(void **state)
     finish(f);
 }
 
-/* ---- 6. in flight elsewhere ---------------------------------------------- */
+/* ---- 6. in flight elsewhere ---- */
 
 static void test_manual_run_skips_instance_in_flight(void **state)
 {
-    rw_itest_fleet_t *f = rw_itest_fleet_new(
-        "{\"build_min_ms\":4000,\"build_max_ms\":5000}", 0);
+    rw_itest_fleet_t *f =
+        rw_itest_fleet_new("{\"build_min_ms\":4000,\"build_max_ms\":5000}", 0);
     long long app, busy, idle;
     char ids[64], out[2048], busy_s[24], want[64];
     const char *p[1] = {busy_s};
@@ -673,12 +676,12 @@ static void test_manual_run_skips_instance_in_flight(void **state)
     finish(f);
 }
 
-/* ---- 7. poll sequence ------------------------------------------------------ */
+/* ---- 7. poll sequence ---- */
 
 static void test_poll_sequence_to_success(void **state)
 {
     rw_itest_fleet_t *f = rw_itest_fleet_new(
-        "{\"phase_ms\":1300,\"build_min_ms\":2600,\"build_max_ms\":3000}", 0);
+        "{\"phase_ms\":2000,\"build_min_ms\":2600,\"build_max_ms\":3000}", 0);
     long long app, id, deadline;
     char seen[256] = "", last[32] = "", id_s[24], buf[128], dname[128];
     const char *p[1] = {id_s};
@@ -702,10 +705,10 @@ static void test_poll_sequence_to_success(void **state)
             " JOIN deployment_runs r ON r.id = t.run_id"
             " WHERE t.instance_id = $1::bigint",
             1, p);
-        const char *ls = PQntuples(res) ? rw_pg_str(res, 0, "lagoon_status")
-                                        : NULL;
-        const char *run_status = PQntuples(res) ? rw_pg_str(res, 0, "status")
-                                                : "none";
+        const char *ls =
+            PQntuples(res) ? rw_pg_str(res, 0, "lagoon_status") : NULL;
+        const char *run_status =
+            PQntuples(res) ? rw_pg_str(res, 0, "status") : "none";
         bool over = strcmp(run_status, "completed") == 0 ||
                     strcmp(run_status, "failed") == 0 ||
                     strcmp(run_status, "partial_failed") == 0 ||
@@ -763,7 +766,7 @@ static void test_poll_sequence_to_success(void **state)
     finish(f);
 }
 
-/* ---- 8. failed builds ------------------------------------------------------ */
+/* ---- 8. failed builds ---- */
 
 static void test_failed_and_mixed_builds(void **state)
 {
@@ -835,7 +838,7 @@ static void test_failed_and_mixed_builds(void **state)
     finish(f);
 }
 
-/* ---- 9. rows that never appear --------------------------------------------- */
+/* ---- 9. rows that never appear ---- */
 
 static void test_rejected_chunk_times_out(void **state)
 {
@@ -882,7 +885,7 @@ static void test_rejected_chunk_times_out(void **state)
     finish(f);
 }
 
-/* ---- 10. redelivered batches ----------------------------------------------- */
+/* ---- 10. redelivered batches ---- */
 
 static void kafka_settings(rw_itest_fleet_t *f, rw_settings_t *s)
 {
@@ -940,8 +943,7 @@ static void wait_batches_consumed(rw_itest_fleet_t *f, long long timeout_ms)
     kafka_settings(f, &s);
     rw_kafka_topic(topic, sizeof(topic), &s, "batches");
     snprintf(group, sizeof(group), "%sworker", rw_itest_fleet_prefix(f));
-    if (rw_kafka_consumer_new(&kc, &s, group, NULL, 0, errstr,
-                              sizeof(errstr)))
+    if (rw_kafka_consumer_new(&kc, &s, group, NULL, 0, errstr, sizeof(errstr)))
         fail_msg("consumer: %s", errstr);
     if (rw_kafka_partition_count(kc, topic, &parts, 10000, errstr,
                                  sizeof(errstr)))
@@ -965,8 +967,7 @@ static void wait_batches_consumed(rw_itest_fleet_t *f, long long timeout_ms)
             if (off < sizeof(detail))
                 off += (size_t)snprintf(detail + off, sizeof(detail) - off,
                                         " p%d:%lld/%lld", p,
-                                        (long long)committed[p],
-                                        (long long)hi);
+                                        (long long)committed[p], (long long)hi);
         }
         if (all)
             break;
@@ -983,8 +984,8 @@ static void wait_batches_consumed(rw_itest_fleet_t *f, long long timeout_ms)
 
 static void test_redelivered_batches_trigger_nothing_twice(void **state)
 {
-    rw_itest_fleet_t *f = rw_itest_fleet_new(
-        "{\"build_min_ms\":3000,\"build_max_ms\":3500}", 3);
+    rw_itest_fleet_t *f =
+        rw_itest_fleet_new("{\"build_min_ms\":3000,\"build_max_ms\":3500}", 3);
     long long app;
 
     *state = f;
@@ -1028,7 +1029,7 @@ static void test_redelivered_batches_trigger_nothing_twice(void **state)
     finish(f);
 }
 
-/* ---- 11. a fleet of 2,000 ------------------------------------------------- */
+/* ---- 11. a fleet of 2,000 ---- */
 
 static void test_large_rollout_two_workers_two_pollers(void **state)
 {
@@ -1097,8 +1098,7 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_max_per_run_most_outdated_first,
                                   teardown),
-        cmocka_unit_test_teardown(test_one_run_per_app_and_chunk_cap,
-                                  teardown),
+        cmocka_unit_test_teardown(test_one_run_per_app_and_chunk_cap, teardown),
         cmocka_unit_test_teardown(test_beta_interval_and_stable_jitter,
                                   teardown),
         cmocka_unit_test_teardown(test_trigger_failure_fails_run_and_backs_off,

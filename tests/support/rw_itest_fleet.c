@@ -29,7 +29,7 @@
 #include "rw_settings.h"
 #include "rw_state.h"
 
-#define MAX_ENV 64
+#define MAX_ENV  64
 #define MAX_KIDS 32
 
 extern char **environ;
@@ -73,7 +73,7 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* ---- processes ---------------------------------------------------------- */
+/* ---- processes ---- */
 
 /* environ without the overridden keys, then the overrides; one extra
  * key=value may follow (NULL = none). Every string is malloc'd. */
@@ -198,7 +198,7 @@ void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f)
     tail_file("lagoon-sim", f->sim_log, 1500);
 }
 
-/* ---- the simulator ------------------------------------------------------ */
+/* ---- the simulator ---- */
 
 typedef struct resp {
     char *buf;
@@ -248,9 +248,8 @@ json_t *rw_itest_fleet_sim(rw_itest_fleet_t *f, const char *path,
     curl_slist_free_all(headers);
     curl_easy_cleanup(c);
     if (cc != CURLE_OK || code != 200)
-        fail_msg("sim %s %s: curl %s, HTTP %ld, body %s",
-                 body ? "POST" : "GET", path, curl_easy_strerror(cc), code,
-                 r.buf ? r.buf : "");
+        fail_msg("sim %s %s: curl %s, HTTP %ld, body %s", body ? "POST" : "GET",
+                 path, curl_easy_strerror(cc), code, r.buf ? r.buf : "");
     root = json_loads(r.buf ? r.buf : "", 0, &jerr);
     if (!root)
         fail_msg("sim %s: not JSON: %s", path, r.buf ? r.buf : "");
@@ -270,8 +269,7 @@ long long rw_itest_fleet_sim_stat(rw_itest_fleet_t *f, const char *key)
     long long n;
 
     if (strncmp(key, "faults.", 7) == 0)
-        v = json_object_get(json_object_get(stats, "faults_injected"),
-                            key + 7);
+        v = json_object_get(json_object_get(stats, "faults_injected"), key + 7);
     else
         v = json_object_get(stats, key);
     if (!json_is_integer(v))
@@ -286,11 +284,21 @@ static void start_sim(rw_itest_fleet_t *f, const char *config)
     char bin[512], **envp;
     long long deadline;
     int port = 0;
-    const char *argv[] = {bin,           "--port",         "0",
-                          "--port-file", f->sim_port_file, "--token",
-                          f->sim_token,  "--rows-delay-ms", "200",
-                          "--phase-ms",  "100",            "--build-min-ms",
-                          "200",         "--build-max-ms", "600",
+    const char *argv[] = {bin,
+                          "--port",
+                          "0",
+                          "--port-file",
+                          f->sim_port_file,
+                          "--token",
+                          f->sim_token,
+                          "--rows-delay-ms",
+                          "200",
+                          "--phase-ms",
+                          "100",
+                          "--build-min-ms",
+                          "200",
+                          "--build-max-ms",
+                          "600",
                           NULL};
 
     rw_itest_bin(bin, sizeof(bin), "rollwave-lagoon-sim");
@@ -315,8 +323,7 @@ static void start_sim(rw_itest_fleet_t *f, const char *config)
         if (waitpid(f->sim_pid, &status, WNOHANG) == f->sim_pid) {
             f->sim_pid = 0;
             tail_file("lagoon-sim", f->sim_log, 2000);
-            fail_msg("lagoon-sim exited before listening (status %d)",
-                     status);
+            fail_msg("lagoon-sim exited before listening (status %d)", status);
         }
         sleep_ms(20);
     }
@@ -329,10 +336,9 @@ static void start_sim(rw_itest_fleet_t *f, const char *config)
         rw_itest_fleet_sim_config(f, config);
 }
 
-/* ---- fleet -------------------------------------------------------------- */
+/* ---- fleet ---- */
 
-void rw_itest_fleet_set(rw_itest_fleet_t *f, const char *key,
-                        const char *value)
+void rw_itest_fleet_set(rw_itest_fleet_t *f, const char *key, const char *value)
 {
     for (size_t i = 0; i < f->n_env; i++)
         if (strcmp(f->env_key[i], key) == 0) {
@@ -366,8 +372,7 @@ rw_itest_fleet_t *rw_itest_fleet_new(const char *sim_config,
     if (!mkdtemp(f->dir))
         fail_msg("mkdtemp: %s", strerror(errno));
     snprintf(f->sim_log, sizeof(f->sim_log), "%s/lagoon-sim.log", f->dir);
-    snprintf(f->sim_port_file, sizeof(f->sim_port_file), "%s/sim.port",
-             f->dir);
+    snprintf(f->sim_port_file, sizeof(f->sim_port_file), "%s/sim.port", f->dir);
     snprintf(f->sim_token, sizeof(f->sim_token), "fleet-%ld-%lld",
              (long)getpid(), rw_itest_now_ms());
     /* time part: topics outlive this process in a long-lived broker */
@@ -476,8 +481,8 @@ void rw_itest_fleet_stop_all(rw_itest_fleet_t *f)
     }
 }
 
-int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv,
-                       char *out, size_t outlen)
+int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
+                       size_t outlen)
 {
     char path[512], out_path[320], err_path[320], **envp;
     const char *args[32];
@@ -532,7 +537,7 @@ void rw_itest_fleet_tick(rw_itest_fleet_t *f)
         fail_msg("rollwave-producer --once exited with %d", rc);
 }
 
-/* ---- Redis ------------------------------------------------------------ */
+/* ---- Redis ---- */
 
 static redisContext *redis_connect(void)
 {
@@ -550,9 +555,9 @@ static redisContext *redis_connect(void)
     if (!c || c->err)
         fail_msg("redis connect: %s", c ? c->errstr : "out of memory");
     if (u.password[0]) {
-        r = u.username[0] ? redisCommand(c, "AUTH %s %s", u.username,
-                                         u.password)
-                          : redisCommand(c, "AUTH %s", u.password);
+        r = u.username[0]
+                ? redisCommand(c, "AUTH %s %s", u.username, u.password)
+                : redisCommand(c, "AUTH %s", u.password);
         if (!r || r->type == REDIS_REPLY_ERROR)
             fail_msg("redis AUTH refused");
         freeReplyObject(r);
@@ -576,8 +581,8 @@ static long long lock_keys(rw_itest_fleet_t *f, bool del, char *first,
         first[0] = '\0';
     snprintf(pattern, sizeof(pattern), "%slock:*", f->prefix);
     do {
-        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor,
-                                     pattern);
+        redisReply *r =
+            redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
             fail_msg("redis SCAN failed");
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
@@ -600,7 +605,7 @@ long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f)
     return lock_keys(f, false, NULL, 0);
 }
 
-/* ---- teardown ------------------------------------------------------------ */
+/* ---- teardown ---- */
 
 void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
 {
@@ -643,7 +648,7 @@ void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
     free(f);
 }
 
-/* ---- SQL ------------------------------------------------------------- */
+/* ---- SQL ---- */
 
 PGresult *rw_itest_fleet_q(rw_itest_fleet_t *f, const char *sql, int n,
                            const char *const *params)
@@ -670,8 +675,7 @@ long long rw_itest_fleet_ll(rw_itest_fleet_t *f, const char *sql, int n,
 
 void rw_itest_fleet_snapshot(rw_itest_fleet_t *f)
 {
-    PQclear(rw_itest_fleet_q(f,
-                             "DROP TABLE IF EXISTS itest_status_snapshot", 0,
+    PQclear(rw_itest_fleet_q(f, "DROP TABLE IF EXISTS itest_status_snapshot", 0,
                              NULL));
     PQclear(rw_itest_fleet_q(f,
                              "CREATE TABLE itest_status_snapshot AS"
@@ -690,7 +694,8 @@ static void describe_runs(rw_itest_fleet_t *f, char *buf, size_t len)
         "         || r.status || ': ' || COALESCE((SELECT string_agg("
         "             s.state || '=' || s.n, ' ' ORDER BY s.state) FROM ("
         "               SELECT state, count(*) AS n FROM run_targets t"
-        "                WHERE t.run_id = r.id GROUP BY state) s), 'no targets')"
+        "                WHERE t.run_id = r.id GROUP BY state) s), 'no "
+        "targets')"
         "         || ' | chunks ' || COALESCE((SELECT string_agg("
         "             c.chunk || ':' || c.state || '/p' || c.poll_attempts,"
         "             ' ' ORDER BY c.chunk) FROM run_chunks c"
@@ -701,6 +706,28 @@ static void describe_runs(rw_itest_fleet_t *f, char *buf, size_t len)
     snprintf(buf, len, "%s",
              PQgetisnull(res, 0, 0) ? "(no runs)" : PQgetvalue(res, 0, 0));
     PQclear(res);
+}
+
+/*
+ * A daemon that exits on its own while a scenario waits for it can only
+ * make the wait time out: say so at once, with its log.
+ */
+static void check_kids_alive(rw_itest_fleet_t *f)
+{
+    for (size_t i = 0; i < f->n_kids; i++) {
+        kid_t *k = &f->kids[i];
+        int status;
+
+        if (k->pid <= 0 || waitpid(k->pid, &status, WNOHANG) != k->pid)
+            continue;
+        k->pid = 0;
+        rw_itest_fleet_dump_logs(f);
+        if (WIFEXITED(status))
+            fail_msg("%s exited on its own with status %d (a SIGTERM from "
+                     "outside the test ends it with 0 too)",
+                     k->name, WEXITSTATUS(status));
+        fail_msg("%s was killed by signal %d", k->name, WTERMSIG(status));
+    }
 }
 
 void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
@@ -718,6 +745,7 @@ void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
         long long total = v / 1000000, final = v % 1000000;
         if (total >= min_runs && final == total)
             return;
+        check_kids_alive(f);
         if (rw_itest_now_ms() > deadline) {
             describe_runs(f, desc, sizeof(desc));
             rw_itest_fleet_dump_logs(f);
@@ -740,6 +768,7 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
         got = rw_itest_fleet_ll(f, sql, 0, NULL);
         if (got >= want)
             return;
+        check_kids_alive(f);
         if (rw_itest_now_ms() > deadline)
             break;
         sleep_ms(100);
@@ -750,7 +779,7 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
              want, desc);
 }
 
-/* ---- invariants ----------------------------------------------------------- */
+/* ---- invariants ---- */
 
 static void check_runs(rw_itest_fleet_t *f)
 {

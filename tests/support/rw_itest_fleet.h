@@ -74,13 +74,13 @@ void rw_itest_fleet_stop_all(rw_itest_fleet_t *f);
  * binary name; NULL-terminated). Its stdout goes into out (may be NULL).
  * Returns its exit status (-1 when killed by a signal).
  */
-int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv,
-                       char *out, size_t outlen);
+int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
+                       size_t outlen);
 
 /* rollwave-producer --once; asserts exit status 0. */
 void rw_itest_fleet_tick(rw_itest_fleet_t *f);
 
-/* ---- SQL ------------------------------------------------------------- */
+/* ---- SQL ---- */
 
 /* Run sql with text parameters; the caller PQclear()s the result. */
 PGresult *rw_itest_fleet_q(rw_itest_fleet_t *f, const char *sql, int n,
@@ -112,7 +112,7 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
                                long long want, long long timeout_ms,
                                const char *what);
 
-/* ---- the simulator ------------------------------------------------------ */
+/* ---- the simulator ---- */
 
 /* GET (body NULL) or POST JSON to the simulator's admin API. */
 json_t *rw_itest_fleet_sim(rw_itest_fleet_t *f, const char *path,
@@ -121,12 +121,12 @@ void rw_itest_fleet_sim_config(rw_itest_fleet_t *f, const char *json);
 /* One integer of /sim/stats (faults_injected.<x> as "faults.<x>"). */
 long long rw_itest_fleet_sim_stat(rw_itest_fleet_t *f, const char *key);
 
-/* ---- Redis ------------------------------------------------------------ */
+/* ---- Redis ---- */
 
 /* Number of "<prefix>lock:*" keys in Redis right now. */
 long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f);
 
-/* ---- invariants ----------------------------------------------------------- */
+/* ---- invariants ---- */
 
 /*
  * The invariants of DESIGN.md section 7, checked after every scenario:
