@@ -49,6 +49,7 @@ typedef struct rw_settings {
     long long failure_backoff_s;
     long long max_attempts;
     long long trigger_settle_s;
+    long long fault_exit_after_trigger_pct;
     long long lock_ttl_s;
     /* poll (poller) */
     long long first_poll_delay_s;
@@ -153,6 +154,13 @@ typedef struct rw_settings {
                "60", 0, 86400, 0,                                              \
                "trigger in doubt: wait this long after the interrupted "      \
                "trigger before trusting that Lagoon shows no such bulk")
+
+/* Fault injection for the fault suite; 0 in production. */
+#define RW_KEYS_FAULTS                                                         \
+    RW_KEY("ROLLWAVE_FAULT_EXIT_AFTER_TRIGGER_PCT", RW_CFG_INT,                \
+           fault_exit_after_trigger_pct, "0", 0, 100, 0,                       \
+           "test hook: share of successful triggers after which the worker "  \
+           "exits at once, before recording them (trigger in doubt)")
 
 #define RW_KEYS_LOCK                                                           \
     RW_KEY("ROLLWAVE_LOCK_TTL_S", RW_CFG_INT, lock_ttl_s, "50400", 60,         \

@@ -26,6 +26,7 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_KAFKA_GROUP("rollwave-worker"),
     RW_KEYS_LAGOON,
     RW_KEYS_TRIGGER,
+    RW_KEYS_FAULTS,
     RW_KEYS_LOCK,
     RW_KEYS_POLL,
     RW_KEYS_SCHEDULE,

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rw_control.h"
 #include "rw_daemon.h"
@@ -131,6 +132,17 @@ static const char SQL_INSTANCES_BACKOFF[] =
     "UPDATE app_instances SET"
     "   next_redeploy_at = now() + make_interval(secs => $2::int)"
     " WHERE id = ANY($1::bigint[])";
+
+/* xorshift64: only for fault injection draws. */
+static uint64_t next_rand(uint64_t *state)
+{
+    uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ULL;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
 
 static void chunk_free(chunk_t *c)
 {
@@ -953,6 +965,14 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     if (!adopted && !err)
         err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
                    sizeof(errstr));
+    if (!err && !adopted && svc->s->fault_exit_after_trigger_pct > 0 &&
+        (long long)(next_rand(&svc->rng) % 100) <
+            svc->s->fault_exit_after_trigger_pct) {
+        /* fault injection: die inside the trigger-in-doubt window */
+        rw_warn(COMP, "event=fault_exit_after_trigger run=%s chunk=%d",
+                c.run_uuid, c.chunk);
+        _exit(137);
+    }
     if (err) {
         char why[600];
         snprintf(why, sizeof(why), "trigger failed: %s: %s",
