@@ -577,7 +577,7 @@ static void test_trigger_failure_fails_run_and_backs_off(void **state)
                                        "SELECT count(*) FROM run_targets"
                                        " WHERE state = 'failed' AND bulk_id"
                                        " IS NULL AND error LIKE"
-                                       " '%bulk deploy failed%'",
+                                       " '%LAGOON_SERVER%'",
                                        0, NULL),
                      4);
     assert_int_equal(rw_itest_fleet_ll(f,
@@ -611,6 +611,13 @@ static void test_trigger_failure_fails_run_and_backs_off(void **state)
                                        " failed_count = 2",
                                        0, NULL),
                      1);
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'failed' AND bulk_id"
+                                       " IS NULL AND error LIKE"
+                                       " '%LAGOON_GRAPHQL%'",
+                                       0, NULL),
+                     2);
     assert_int_equal(rw_itest_fleet_sim_stat(f, "faults.graphql_error"), 1);
     /* backed off: the next tick finds nothing due */
     rw_itest_fleet_tick(f);
