@@ -317,7 +317,8 @@ kafka_running() {
 
 kafka_up() {
     if kafka_running; then
-        say "kafka (devbroker) already up at $(cat "$STACK_DIR/kafka.bootstrap")"
+        say "kafka (devbroker) already up at" \
+            "$(cat "$STACK_DIR/kafka.bootstrap")"
         return 0
     fi
     rm -f "$STACK_DIR/kafka.bootstrap"

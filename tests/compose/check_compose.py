@@ -33,9 +33,10 @@ try:
 except ImportError:
     # A python3 earlier on PATH (a version manager's) may lack PyYAML while
     # the distribution's, with python3-yaml, has it.
-    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") \
-            and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    SYSTEM_PY = "/usr/bin/python3"
+    if os.path.exists(SYSTEM_PY) and \
+            os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY):
+        os.execv(SYSTEM_PY, [SYSTEM_PY] + sys.argv)
     sys.stderr.write("check_compose: PyYAML missing (scripts/deps.sh)\n")
     sys.exit(2)
 
