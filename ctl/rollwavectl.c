@@ -22,7 +22,12 @@ enum {
     NEED_SCHEDULE = 1u << 4,
 };
 
-static const rw_cfg_key_t keys_process[] = {RW_KEYS_PROCESS("0")};
+/* The CLI logs warnings and errors only by default: its output is the
+ * report, and library start-up lines would only clutter it. */
+static const rw_cfg_key_t keys_process[] = {
+    RW_KEY("ROLLWAVE_LOG_LEVEL", RW_CFG_LEVEL, log_level, "warn", 0, 0, 0,
+           "log threshold: debug, info, warn, error or off"),
+};
 static const rw_cfg_key_t keys_pg[] = {RW_KEYS_PG};
 static const rw_cfg_key_t keys_redis[] = {RW_KEYS_REDIS};
 static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
@@ -84,7 +89,7 @@ static const ctl_cmd_t cmds[] = {
      "consumer group lag per topic and partition, with a status per group"},
     {"replay", rw_ctl_replay, NEED_KAFKA,
      "--group G --topic T (--to-datetime ISO8601 | --to-offset N | "
-     "--shift-by -N | --to-earliest) [--execute]",
+     "--shift-by -N | --to-earliest) [--execute] [--json]",
      "move a group's committed offsets back (dry run unless --execute)"},
     {"dlq", rw_ctl_dlq, NEED_KAFKA,
      "(list [--limit N] | show PARTITION:OFFSET | requeue PARTITION:OFFSET) "
