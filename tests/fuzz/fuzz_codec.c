@@ -177,10 +177,10 @@ static void batch_round_trip(const rw_batch_msg_t *m)
  * scripts/fuzz.sh --replay does), so that the bounded run in the test
  * suite keeps looking for new failures: the decoder accepts a due_at whose
  * UTC instant falls outside years 0000..9999 ("0000-01-01T00:00:00+00:01",
- * "9999-12-31T23:59:59-00:01"), which rw_codec_format_time cannot spell,
- * so the encoder refuses a message the decoder produced. Reproducers:
- * tests/fuzz/crashes/codec-due-at-*. Remove this once the codec agrees
- * with itself.
+ * "9999-12-31T23:59:59-00:01", "9999-12-31T23:59:60Z"), which
+ * rw_codec_format_time cannot spell, so the encoder refuses a message the
+ * decoder produced. Reproducers: tests/fuzz/crashes/codec-due-at-*.
+ * Remove this once the codec agrees with itself.
  */
 static bool strict;
 
