@@ -702,6 +702,16 @@ bool rw_codec_parse_time(const char *s, long long *epoch_ms)
          sign * (oh * 3600LL + om * 60LL)) *
             1000LL +
         ms;
+    {
+        /*
+         * An offset or a leap second can carry the instant outside the years
+         * the encoder can write (0000-9999 UTC): refuse it here, so that
+         * every time decode accepts is one encode can write back.
+         */
+        char back[40];
+        if (rw_codec_format_time(back, sizeof(back), *epoch_ms) != RW_OK)
+            return false;
+    }
     return true;
 }
 

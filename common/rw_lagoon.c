@@ -589,6 +589,9 @@ rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
     t = timegm(&tm);
     if (t == (time_t)-1 && !(year == 1969 && mon == 12 && day == 31))
         return RW_ERR_INVALID_ARG;
+    /* timegm normalizes: February 31st would come back as March 3rd */
+    if (tm.tm_mday != day || tm.tm_mon != mon - 1)
+        return RW_ERR_INVALID_ARG;
     /* "+02:00" means local time is ahead of UTC: subtract to get UTC. */
     t -= (time_t)sign * (oh * 3600 + om * 60);
     *out = t;

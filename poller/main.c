@@ -60,6 +60,18 @@ static held_t *held_for(poller_t *p, const rw_kafka_msg_t *msg)
     return NULL;
 }
 
+/*
+ * The farthest ahead a poll event we produce can be due: the longer of the
+ * two poll delays plus an hour for clock skew between hosts.
+ */
+static long long due_horizon_ms(const rw_settings_t *s)
+{
+    long long d = s->poll_interval_s > s->first_poll_delay_s
+                      ? s->poll_interval_s
+                      : s->first_poll_delay_s;
+    return (d + 3600) * 1000;
+}
+
 /* Decode and, when due, handle. *due_ms is set when it is not due yet. */
 static rw_msg_outcome_t process(rw_service_t *svc, rw_kafka_msg_t *msg,
                                 long long *due_ms, char *reason, size_t len)
@@ -76,6 +88,13 @@ static rw_msg_outcome_t process(rw_service_t *svc, rw_kafka_msg_t *msg,
     err = rw_codec_poll_decode(payload, plen, &m, errstr, sizeof(errstr));
     if (err) {
         snprintf(reason, len, "%s: %s", rw_err_name(err), errstr);
+        rw_codec_poll_free(&m);
+        return RW_MSG_DEAD;
+    }
+    if (m.due_at_ms > rw_now_wall_ms() + due_horizon_ms(svc->s)) {
+        /* never hold a partition hostage to a bogus timestamp */
+        snprintf(reason, len, "due_at is more than %lld s in the future",
+                 due_horizon_ms(svc->s) / 1000);
         rw_codec_poll_free(&m);
         return RW_MSG_DEAD;
     }

@@ -978,9 +978,27 @@ static void test_time(void **state)
     }
 }
 
+/* Times an offset or leap second carries outside 0000-9999 UTC are refused
+ * on decode, so that decode never accepts what encode cannot write. */
+static void test_time_outside_spellable_years(void **state)
+{
+    static const char *const bad[] = {
+        "0000-01-01T00:00:00+00:01",
+        "9999-12-31T23:59:59-00:01",
+        "9999-12-31T23:59:60.9z",
+    };
+    long long ms;
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(rw_codec_parse_time(bad[i], &ms));
+    assert_true(rw_codec_parse_time("9999-12-31T23:59:59Z", &ms));
+    assert_true(rw_codec_parse_time("0000-01-01T00:01:00+00:01", &ms));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_time_outside_spellable_years),
         cmocka_unit_test(test_batch_example_decodes),
         cmocka_unit_test(test_batch_round_trip_unicode),
         cmocka_unit_test(test_batch_null_store_app_and_defaults),
