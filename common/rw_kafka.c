@@ -942,6 +942,30 @@ void rw_kafka_consumer_close(rw_kafka_consumer_t *kc)
             rw_warn(COMP, "event=close_commit_failed client=%s error=%s",
                     rd_kafka_name(kc->rk), rd_kafka_err2name(kerr));
     }
+    if (kc->subscribed) {
+        /*
+         * Leave the group before closing, serving the revoke from here:
+         * librdkafka 2.0 can abort in rd_kafka_consumer_close when a
+         * rebalance is still in progress. Messages fetched meanwhile are
+         * dropped unprocessed (their offsets were never stored), so they
+         * are delivered again to whoever takes the partitions.
+         */
+        rd_kafka_unsubscribe(kc->rk);
+        for (int i = 0; i < 50; i++) {
+            rd_kafka_topic_partition_list_t *a = NULL;
+            rd_kafka_message_t *rkm;
+            int left = 1;
+            if (!rd_kafka_assignment(kc->rk, &a) && a) {
+                left = a->cnt;
+                rd_kafka_topic_partition_list_destroy(a);
+            }
+            if (left == 0)
+                break;
+            rkm = rd_kafka_consumer_poll(kc->rk, 100);
+            if (rkm)
+                rd_kafka_message_destroy(rkm);
+        }
+    }
     kerr = rd_kafka_consumer_close(kc->rk);
     if (kerr)
         rw_warn(COMP, "event=close_failed client=%s error=%s",
