@@ -1,7 +1,9 @@
 /*
  * rw_control: pause, resume, abort, retry and chunk reopening. Each verb is
  * one transaction holding the run row lock, so it cannot interleave with a
- * finalization of the same run.
+ * finalization of the same run. The lock is FOR NO KEY UPDATE: it excludes
+ * other run writers but not the key-share locks that workers' foreign keys
+ * to the run take, so it never waits on a trigger in progress.
  */
 #include "rw_control.h"
 
@@ -15,11 +17,11 @@
 
 static const char SQL_LOCK_RUN[] =
     "SELECT id, status FROM deployment_runs WHERE uuid = $1::uuid"
-    " FOR UPDATE";
+    " FOR NO KEY UPDATE";
 
 static const char SQL_LOCK_RUN_ID[] =
     "SELECT id, status FROM deployment_runs WHERE id = $1::bigint"
-    " FOR UPDATE";
+    " FOR NO KEY UPDATE";
 
 static const char SQL_PENDING_FOR_QUEUE[] =
     "SELECT r.uuid::text AS run_uuid, r.store_app_id, r.variables_only,"

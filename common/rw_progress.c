@@ -157,7 +157,7 @@ static const char SQL_LOCK_RUN[] =
     "  (SELECT count(*) FROM run_chunks c"
     "    WHERE c.run_id = r.id AND c.state NOT IN ('done', 'failed'))"
     "   AS open_chunks"
-    " FROM deployment_runs r WHERE r.id = $1::bigint FOR UPDATE OF r";
+    " FROM deployment_runs r WHERE r.id = $1::bigint FOR NO KEY UPDATE OF r";
 
 /* Cancelled targets of an aborted run count with the skipped ones, so
  * that total = succeeded + failed + skipped always holds. */

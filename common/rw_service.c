@@ -108,6 +108,9 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
                                          "messages sent to the dead-letter "
                                          "topic",
                                          labels);
+        svc->m_redis_rt = rw_metrics_counter(
+            "rollwave_redis_round_trips_total",
+            "round trips to Redis (a pipeline counts once)", NULL);
         svc->m_retried = rw_metrics_counter(
             "rollwave_messages_retried_total",
             "retriable failures; the message is processed again", labels);
@@ -237,6 +240,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
 {
     char errstr[512];
     long long last_commit = rw_now_mono_ms();
+    unsigned long long redis_rt = 0;
     int retries = 0;
 
     while (!rw_daemon_draining()) {
@@ -248,6 +252,12 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
 
         if (tick)
             tick(svc, ud, &timeout);
+        if (svc->rc) {
+            /* pipelined lock calls: one round trip per chunk, not per key */
+            unsigned long long rt = rw_redis_round_trips(svc->rc);
+            rw_metrics_add(svc->m_redis_rt, (double)(rt - redis_rt));
+            redis_rt = rt;
+        }
         err = rw_kafka_consumer_poll(svc->kc, timeout, &msg, errstr,
                                      sizeof(errstr));
         if (err) {

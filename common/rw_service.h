@@ -49,7 +49,7 @@ typedef struct rw_service {
     uint64_t rng;
     /* health, written by the main thread, read by the HTTP thread */
     volatile int pg_broken, redis_broken, kafka_broken;
-    rw_metric_t *m_consumed, *m_dead, *m_retried, *m_handled;
+    rw_metric_t *m_consumed, *m_dead, *m_retried, *m_handled, *m_redis_rt;
 } rw_service_t;
 
 /* What a handler did with a message. */

@@ -378,9 +378,20 @@ out:
  * the batch safe to repeat. claimed_at and triggered_at record the latest
  * entry into their state, so a retried target shows its last attempt.
  */
+/*
+ * Entering claimed starts a new attempt (attempt + 1, bulk id cleared);
+ * entering triggered records the bulk id when one is given ($7). Doing it in
+ * the transition statement keeps one row version per change: a second
+ * UPDATE of the same rows in one transaction costs a foreign-key re-check
+ * per row and another entry in every index.
+ */
 static const char target_sql[] =
     "UPDATE run_targets AS t"
     " SET state = $4::text, error = $5::text, updated_at = now(),"
+    " attempt = CASE WHEN $4::text = 'claimed' THEN t.attempt + 1"
+    " ELSE t.attempt END,"
+    " bulk_id = CASE WHEN $4::text = 'claimed' THEN NULL"
+    " WHEN $7::text IS NOT NULL THEN $7::text ELSE t.bulk_id END,"
     " claimed_at = CASE WHEN $4::text = 'claimed' THEN now()"
     " ELSE t.claimed_at END,"
     " triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
@@ -404,12 +415,25 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
                               long long **changed_ids, size_t *n_changed,
                               char *errstr, size_t errlen)
 {
+    return rw_target_transition_bulk(pg, run_id, target_ids, n, from, to,
+                                     retry, error, NULL, changed_ids,
+                                     n_changed, errstr, errlen);
+}
+
+rw_err_t rw_target_transition_bulk(rw_pg_t *pg, long long run_id,
+                                   const long long *target_ids, size_t n,
+                                   rw_target_state_t from,
+                                   rw_target_state_t to, bool retry,
+                                   const char *error, const char *bulk_id,
+                                   long long **changed_ids, size_t *n_changed,
+                                   char *errstr, size_t errlen)
+{
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     rw_pg_array_t ids;
     long long *moved = NULL;
     char id_s[24];
-    const char *params[6];
+    const char *params[7];
     size_t rows = 0;
 
     rw_pg_array_init(&ids);
@@ -452,11 +476,12 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
     params[3] = rw_target_state_name(to);
     params[4] = error;
     params[5] = rw_target_terminal(to) ? "true" : "false";
+    params[6] = bulk_id;
     if (!params[1]) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "target id array");
         goto out;
     }
-    err = rw_pg_exec(pg, target_sql, 6, params, &res, errstr, errlen);
+    err = rw_pg_exec(pg, target_sql, 7, params, &res, errstr, errlen);
     if (err)
         goto out;
     rows = (size_t)PQntuples(res);

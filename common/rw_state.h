@@ -147,4 +147,18 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
                               long long **changed_ids, size_t *n_changed,
                               char *errstr, size_t errlen);
 
+/*
+ * rw_target_transition that also records bulk_id (NULL = leave it) on the
+ * moved rows: the claimed -> triggered step of a successful trigger. Both
+ * functions start a new attempt on entering claimed (attempt + 1, bulk id
+ * cleared).
+ */
+rw_err_t rw_target_transition_bulk(rw_pg_t *pg, long long run_id,
+                                   const long long *target_ids, size_t n,
+                                   rw_target_state_t from,
+                                   rw_target_state_t to, bool retry,
+                                   const char *error, const char *bulk_id,
+                                   long long **changed_ids, size_t *n_changed,
+                                   char *errstr, size_t errlen);
+
 #endif

@@ -89,11 +89,6 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
     "   AND t.state IN ('claimed', 'triggered', 'deploying')";
 
-static const char SQL_CLAIM_STAMP[] =
-    "UPDATE run_targets SET attempt = attempt + 1, claimed_at = now(),"
-    "   bulk_id = NULL, error = NULL"
-    " WHERE id = ANY($1::bigint[])";
-
 static const char SQL_CHUNK_TRIGGERING[] =
     "UPDATE run_chunks SET state = 'triggering', attempt = $3::int,"
     "   bulk_name = $4, last_error = NULL"
@@ -109,10 +104,6 @@ static const char SQL_CHUNK_TRIGGERED[] =
     "   triggered_at = now(), poll_attempts = 1"
     " WHERE run_id = $1::bigint AND chunk = $2::int"
     "   AND state = 'triggering'";
-
-static const char SQL_TARGETS_BULK[] =
-    "UPDATE run_targets SET bulk_id = $2, triggered_at = now()"
-    " WHERE id = ANY($1::bigint[])";
 
 static const char SQL_INSTANCES_TRIGGERED[] =
     "UPDATE app_instances i SET deployment_run_id = $1::bigint,"
@@ -441,9 +432,7 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
     long long *ids = NULL, *moved = NULL;
     size_t nclaim = 0, nmoved = 0;
     char run_s[24], chunk_s[16], att_s[16];
-    rw_pg_array_t a;
 
-    rw_pg_array_init(&a);
     *n = 0;
     snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
@@ -479,15 +468,6 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
                 hit = moved[j] == c->t[i].id;
             if (!hit)
                 c->t[i].action = ACT_NONE;
-        }
-        {
-            const char *p[1] = {ids_of(&a, c, ACT_CLAIM, false)};
-            if (nmoved > 0) {
-                err = rw_pg_exec(svc->pg, SQL_CLAIM_STAMP, 1, p, NULL, errstr,
-                                 errlen);
-                if (err)
-                    goto out;
-            }
         }
     }
     for (size_t i = 0; i < c->n; i++)
@@ -527,7 +507,6 @@ out:
         rw_pg_rollback(svc->pg, NULL, 0);
     free(ids);
     free(moved);
-    rw_pg_array_free(&a);
     return err;
 }
 
@@ -597,13 +576,12 @@ static rw_err_t record_success(rw_service_t *svc, chunk_t *c,
     long long *ids = NULL;
     size_t n = 0;
     char run_s[24], chunk_s[16], key[RW_CODEC_KEY_MAX];
-    rw_pg_array_t a_tid, a_iid, a_next;
+    rw_pg_array_t a_iid, a_next;
     rw_poll_msg_t pm;
     char *json = NULL;
     long long outbox_id = 0;
     long long now_s = rw_now_wall_ms() / 1000;
 
-    rw_pg_array_init(&a_tid);
     rw_pg_array_init(&a_iid);
     rw_pg_array_init(&a_next);
     snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
@@ -618,7 +596,6 @@ static rw_err_t record_success(rw_service_t *svc, chunk_t *c,
         if (t->action != ACT_CLAIM)
             continue;
         ids[n++] = t->id;
-        rw_pg_array_add_ll(&a_tid, t->id);
         rw_pg_array_add_ll(&a_iid, t->instance_id);
         if (t->interval_days > 0)
             rw_pg_array_add_ll(
@@ -657,18 +634,12 @@ static rw_err_t record_success(rw_service_t *svc, chunk_t *c,
         if (err)
             goto out;
     }
-    err = rw_target_transition(svc->pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
-                               RW_TARGET_TRIGGERED, false, NULL, NULL, NULL,
-                               errstr, errlen);
+    err = rw_target_transition_bulk(svc->pg, c->run_id, ids, n,
+                                    RW_TARGET_CLAIMED, RW_TARGET_TRIGGERED,
+                                    false, NULL, bulk_id, NULL, NULL, errstr,
+                                    errlen);
     if (err)
         goto out;
-    {
-        const char *p[2] = {rw_pg_array_finish(&a_tid), bulk_id};
-        err = rw_pg_exec(svc->pg, SQL_TARGETS_BULK, 2, p, NULL, errstr,
-                         errlen);
-        if (err)
-            goto out;
-    }
     {
         const char *p[3] = {run_s, rw_pg_array_finish(&a_iid),
                             rw_pg_array_finish(&a_next)};
@@ -708,7 +679,6 @@ out:
         rw_pg_rollback(svc->pg, NULL, 0);
     free(ids);
     free(json);
-    rw_pg_array_free(&a_tid);
     rw_pg_array_free(&a_iid);
     rw_pg_array_free(&a_next);
     return err;
