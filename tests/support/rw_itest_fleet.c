@@ -1,7 +1,11 @@
 /*
  * rw_itest_fleet: per-scenario pipeline (database, topic prefix, simulator,
- * daemons as child processes) and the invariant checker. Test support
- * only: nothing here is linked into the daemons.
+ * daemons as child processes, optionally a Kafka of its own) and the
+ * invariant checker, plus the fault hooks the fault suite needs: kill -9
+ * and restart of a child, daemons that are expected to die and come back,
+ * restarts of the stack's Redis and Postgres, a private devbroker whose
+ * broker 1 can be taken down. Test support only: nothing here is linked
+ * into the daemons.
  *
  * Children get their environment as an explicit envp built before fork(),
  * so nothing but async-signal-safe calls run between fork() and execve()
@@ -11,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +35,35 @@
 #include "rw_state.h"
 
 #define MAX_ENV  64
-#define MAX_KIDS 32
+#define MAX_KIDS 1024
+/* how many of the latest children a failure prints the logs of */
+#define DUMP_KIDS 12
 
 extern char **environ;
 
+typedef enum kid_mode {
+    KID_DAEMON,  /* must run until told to stop */
+    KID_RESPAWN, /* may die with the fault hook's status: started again */
+    KID_ONESHOT, /* runs to completion on its own */
+} kid_mode_t;
+
+/* The status the worker's fault hook exits with. */
+#define FAULT_EXIT_STATUS 137
+
 typedef struct kid {
-    pid_t pid;
-    char name[64];
-    char log[320];
+    pid_t pid;     /* 0 once reaped */
+    pid_t was_pid; /* the pid it had, to find it after reaping */
+    int status;    /* wait status once reaped */
+    kid_mode_t mode;
+    char bin[48];
+    char role[32]; /* "" = no consumer group */
+    char xkey[64]; /* one variable for this child only ("" = none) */
+    char xval[64];
+    const char *args[8]; /* extra arguments (static strings) */
+    char arg_buf[8][64];
+    size_t n_args;
+    char name[80];
+    char log[400];
 } kid_t;
 
 struct rw_itest_fleet {
@@ -47,6 +73,8 @@ struct rw_itest_fleet {
     long long chunk_size;
     rw_pg_t *pg;
     bool snapshot;
+    long long expect_dead;
+    long long respawns;
     /* simulator */
     pid_t sim_pid;
     char sim_log[320];
@@ -54,11 +82,16 @@ struct rw_itest_fleet {
     char sim_token[64];
     char sim_admin[128];
     char sim_url[160];
+    /* private devbroker (pid 0 = the stack's Kafka) */
+    pid_t broker_pid;
+    char broker_log[320];
+    char broker_file[320];
+    char brokers[512];
     /* ROLLWAVE_* overrides for children */
     char *env_key[MAX_ENV];
     char *env_val[MAX_ENV];
     size_t n_env;
-    kid_t kids[MAX_KIDS];
+    kid_t *kids;
     size_t n_kids;
     int n_runs; /* names the capture files of rw_itest_fleet_run */
 };
@@ -75,17 +108,19 @@ static void sleep_ms(long ms)
 
 /* ---- processes ---- */
 
-/* environ without the overridden keys, then the overrides; one extra
- * key=value may follow (NULL = none). Every string is malloc'd. */
-static char **build_envp(const rw_itest_fleet_t *f, const char *xkey,
-                         const char *xval)
+/* environ without the overridden keys, then the overrides, then extra
+ * (key, value, key, value, ..., NULL; NULL = none), which wins over both.
+ * Every string is malloc'd. */
+static char **build_envp(const rw_itest_fleet_t *f, const char *const *extra)
 {
-    size_t n = 0, k = 0;
+    size_t n = 0, k = 0, n_extra = 0;
     char **envp;
 
     while (environ[n])
         n++;
-    envp = calloc(n + f->n_env + 2, sizeof(*envp));
+    while (extra && extra[n_extra])
+        n_extra += 2;
+    envp = calloc(n + f->n_env + n_extra / 2 + 1, sizeof(*envp));
     assert_non_null(envp);
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(environ[i], '=');
@@ -94,24 +129,29 @@ static char **build_envp(const rw_itest_fleet_t *f, const char *xkey,
         for (size_t j = 0; j < f->n_env && !overridden; j++)
             overridden = strlen(f->env_key[j]) == klen &&
                          strncmp(f->env_key[j], environ[i], klen) == 0;
-        if (xkey && strlen(xkey) == klen &&
-            strncmp(xkey, environ[i], klen) == 0)
-            overridden = true;
+        for (size_t j = 0; j < n_extra && !overridden; j += 2)
+            overridden = strlen(extra[j]) == klen &&
+                         strncmp(extra[j], environ[i], klen) == 0;
         if (!overridden)
             envp[k++] = strdup(environ[i]);
     }
     for (size_t j = 0; j < f->n_env; j++) {
+        bool overridden = false;
         size_t len = strlen(f->env_key[j]) + strlen(f->env_val[j]) + 2;
+        for (size_t x = 0; x < n_extra && !overridden; x += 2)
+            overridden = strcmp(extra[x], f->env_key[j]) == 0;
+        if (overridden)
+            continue;
         envp[k] = malloc(len);
         assert_non_null(envp[k]);
         snprintf(envp[k], len, "%s=%s", f->env_key[j], f->env_val[j]);
         k++;
     }
-    if (xkey) {
-        size_t len = strlen(xkey) + strlen(xval) + 2;
+    for (size_t x = 0; x < n_extra; x += 2) {
+        size_t len = strlen(extra[x]) + strlen(extra[x + 1]) + 2;
         envp[k] = malloc(len);
         assert_non_null(envp[k]);
-        snprintf(envp[k], len, "%s=%s", xkey, xval);
+        snprintf(envp[k], len, "%s=%s", extra[x], extra[x + 1]);
         k++;
     }
     envp[k] = NULL;
@@ -193,8 +233,12 @@ static void tail_file(const char *label, const char *path, size_t max)
 
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f)
 {
-    for (size_t i = 0; i < f->n_kids; i++)
+    size_t first = f->n_kids > DUMP_KIDS ? f->n_kids - DUMP_KIDS : 0;
+
+    for (size_t i = first; i < f->n_kids; i++)
         tail_file(f->kids[i].name, f->kids[i].log, 3000);
+    if (f->broker_pid > 0)
+        tail_file("devbroker", f->broker_log, 1500);
     tail_file("lagoon-sim", f->sim_log, 1500);
 }
 
@@ -304,7 +348,7 @@ static void start_sim(rw_itest_fleet_t *f, const char *config)
     rw_itest_bin(bin, sizeof(bin), "rollwave-lagoon-sim");
     if (access(bin, X_OK) != 0)
         fail_msg("%s is not an executable: build rollwave-lagoon-sim", bin);
-    envp = build_envp(f, NULL, NULL);
+    envp = build_envp(f, NULL);
     f->sim_pid = spawn(bin, (char *const *)argv, envp, f->sim_log, f->sim_log);
     free_envp(envp);
 
@@ -363,6 +407,8 @@ rw_itest_fleet_t *rw_itest_fleet_new(const char *sim_config,
     char unique[64], num[24];
 
     assert_non_null(f);
+    f->kids = calloc(MAX_KIDS, sizeof(*f->kids));
+    assert_non_null(f->kids);
     /* the stack must be there before anything is created */
     rw_itest_env("ROLLWAVE_PG_DSN");
     rw_itest_env("ROLLWAVE_REDIS_URL");
@@ -397,6 +443,10 @@ rw_itest_fleet_t *rw_itest_fleet_new(const char *sim_config,
     rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", "1");
     rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_S", "1");
     rw_itest_fleet_set(f, "ROLLWAVE_LOG_LEVEL", "info");
+    /* sanitized daemons: a leak at exit turns a clean stop into status 23
+     * (abort_on_error would make it a signal and hide which it was) */
+    rw_itest_fleet_set(f, "ASAN_OPTIONS",
+                       "detect_leaks=1:exitcode=23:abort_on_error=0");
     return f;
 }
 
@@ -420,58 +470,204 @@ rw_pg_t *rw_itest_fleet_pg(rw_itest_fleet_t *f)
     return f->pg;
 }
 
-pid_t rw_itest_fleet_start(rw_itest_fleet_t *f, const char *bin,
-                           const char *role)
+/* Start kid k (bin, role, xkey, args filled in) in slot n_kids. */
+static pid_t launch(rw_itest_fleet_t *f, const kid_t *tmpl)
 {
     char path[512], group[160], **envp;
+    const char *extra[5];
+    char *argv[10];
+    size_t ne = 0;
     kid_t *k;
-    char *argv[2];
 
-    assert_true(f->n_kids < MAX_KIDS);
+    if (f->n_kids >= MAX_KIDS)
+        fail_msg("more than %d children in one fleet", MAX_KIDS);
     k = &f->kids[f->n_kids];
-    rw_itest_bin(path, sizeof(path), bin);
+    *k = *tmpl;
+    for (size_t i = 0; i < k->n_args; i++)
+        k->args[i] = k->arg_buf[i];
+    rw_itest_bin(path, sizeof(path), k->bin);
     if (access(path, X_OK) != 0)
-        fail_msg("%s is not an executable: build target %s", path, bin);
-    snprintf(k->name, sizeof(k->name), "%s#%zu", bin, f->n_kids);
-    snprintf(k->log, sizeof(k->log), "%s/%s-%zu.log", f->dir, bin, f->n_kids);
-    snprintf(group, sizeof(group), "%s%s", f->prefix, role);
-    envp = build_envp(f, "ROLLWAVE_KAFKA_GROUP", group);
+        fail_msg("%s is not an executable: build target %s", path, k->bin);
+    snprintf(k->name, sizeof(k->name), "%s#%zu", k->bin, f->n_kids);
+    snprintf(k->log, sizeof(k->log), "%s/%s-%zu.log", f->dir, k->bin,
+             f->n_kids);
+    if (k->role[0]) {
+        snprintf(group, sizeof(group), "%s%s", f->prefix, k->role);
+        extra[ne++] = "ROLLWAVE_KAFKA_GROUP";
+        extra[ne++] = group;
+    }
+    if (k->xkey[0]) {
+        extra[ne++] = k->xkey;
+        extra[ne++] = k->xval;
+    }
+    extra[ne] = NULL;
+    envp = build_envp(f, extra);
     argv[0] = path;
-    argv[1] = NULL;
+    for (size_t i = 0; i < k->n_args; i++)
+        argv[i + 1] = (char *)k->args[i];
+    argv[k->n_args + 1] = NULL;
     k->pid = spawn(path, argv, envp, k->log, k->log);
+    k->was_pid = k->pid;
     free_envp(envp);
     f->n_kids++;
     return k->pid;
 }
 
-void rw_itest_fleet_stop_all(rw_itest_fleet_t *f)
+static kid_t *find_kid(rw_itest_fleet_t *f, pid_t pid)
+{
+    for (size_t i = f->n_kids; i > 0; i--)
+        if (f->kids[i - 1].was_pid == pid)
+            return &f->kids[i - 1];
+    fail_msg("pid %ld is not a child of this fleet", (long)pid);
+    return NULL;
+}
+
+static void kid_template(kid_t *t, const char *bin, const char *role,
+                         const char *key, const char *value, kid_mode_t mode)
+{
+    memset(t, 0, sizeof(*t));
+    t->mode = mode;
+    snprintf(t->bin, sizeof(t->bin), "%s", bin);
+    snprintf(t->role, sizeof(t->role), "%s", role ? role : "");
+    if (key) {
+        snprintf(t->xkey, sizeof(t->xkey), "%s", key);
+        snprintf(t->xval, sizeof(t->xval), "%s", value);
+    }
+}
+
+pid_t rw_itest_fleet_start(rw_itest_fleet_t *f, const char *bin,
+                           const char *role)
+{
+    kid_t t;
+
+    kid_template(&t, bin, role, NULL, NULL, KID_DAEMON);
+    return launch(f, &t);
+}
+
+pid_t rw_itest_fleet_start_with(rw_itest_fleet_t *f, const char *bin,
+                                const char *role, const char *key,
+                                const char *value, bool respawn)
+{
+    kid_t t;
+
+    kid_template(&t, bin, role, key, value,
+                 respawn ? KID_RESPAWN : KID_DAEMON);
+    return launch(f, &t);
+}
+
+pid_t rw_itest_fleet_spawn(rw_itest_fleet_t *f, const char *const *argv)
+{
+    kid_t t;
+
+    kid_template(&t, argv[0], NULL, NULL, NULL, KID_ONESHOT);
+    for (size_t i = 1; argv[i]; i++) {
+        if (t.n_args >= sizeof(t.arg_buf) / sizeof(t.arg_buf[0]))
+            fail_msg("too many arguments for %s", argv[0]);
+        snprintf(t.arg_buf[t.n_args], sizeof(t.arg_buf[0]), "%s", argv[i]);
+        t.n_args++;
+    }
+    return launch(f, &t);
+}
+
+int rw_itest_fleet_wait(rw_itest_fleet_t *f, pid_t pid, long long timeout_ms)
+{
+    kid_t *k = find_kid(f, pid);
+    int status;
+
+    if (k->pid <= 0)
+        return k->status;
+    status = wait_pid(k->pid, timeout_ms);
+    if (status == -1)
+        return -1;
+    k->pid = 0;
+    k->status = status;
+    return status;
+}
+
+bool rw_itest_fleet_alive(rw_itest_fleet_t *f, pid_t pid)
+{
+    kid_t *k = find_kid(f, pid);
+    int status;
+
+    if (k->pid > 0 && waitpid(k->pid, &status, WNOHANG) == k->pid) {
+        k->pid = 0;
+        k->status = status;
+    }
+    return k->pid > 0;
+}
+
+pid_t rw_itest_fleet_kill9(rw_itest_fleet_t *f, pid_t pid, bool restart)
+{
+    kid_t *k = find_kid(f, pid);
+    kid_t t;
+
+    if (k->pid > 0) {
+        kill(k->pid, SIGKILL);
+        waitpid(k->pid, &k->status, 0);
+        k->pid = 0;
+    }
+    if (!restart)
+        return 0;
+    t = *k;
+    return launch(f, &t);
+}
+
+pid_t rw_itest_fleet_running(rw_itest_fleet_t *f, const char *bin, size_t i)
+{
+    for (size_t j = 0; j < f->n_kids; j++) {
+        kid_t *k = &f->kids[j];
+        if (k->pid > 0 && k->mode != KID_ONESHOT && strcmp(k->bin, bin) == 0 &&
+            i-- == 0)
+            return k->pid;
+    }
+    return 0;
+}
+
+long long rw_itest_fleet_respawns(const rw_itest_fleet_t *f)
+{
+    return f->respawns;
+}
+
+/* Whether a wait status is a clean stop for kid k. */
+static bool stopped_cleanly(const kid_t *k, int status)
+{
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return true;
+    /* the fault hook may fire on the message it finishes while draining */
+    return k->mode == KID_RESPAWN && WIFEXITED(status) &&
+           WEXITSTATUS(status) == FAULT_EXIT_STATUS;
+}
+
+/* SIGTERM the running daemons among kids[from..], wait, report failures. */
+static void stop_kids(rw_itest_fleet_t *f, pid_t only)
 {
     char failed[1024] = "";
     size_t off = 0;
 
     for (size_t i = 0; i < f->n_kids; i++)
-        if (f->kids[i].pid > 0)
+        if (f->kids[i].pid > 0 && (!only || f->kids[i].pid == only))
             kill(f->kids[i].pid, SIGTERM);
     for (size_t i = 0; i < f->n_kids; i++) {
         kid_t *k = &f->kids[i];
         int status;
 
-        if (k->pid <= 0)
+        if (k->pid <= 0 || (only && k->pid != only))
             continue;
         status = wait_pid(k->pid, 30000);
         if (status == -1) {
             kill(k->pid, SIGKILL);
-            waitpid(k->pid, NULL, 0);
+            waitpid(k->pid, &status, 0);
             off += (size_t)snprintf(failed + off, sizeof(failed) - off,
                                     " %s: no exit within 30 s of SIGTERM;",
                                     k->name);
-        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        } else if (!stopped_cleanly(k, status)) {
             off += (size_t)snprintf(
                 failed + off, sizeof(failed) - off, " %s: %s %d;", k->name,
                 WIFEXITED(status) ? "exit status" : "killed by signal",
                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         }
         k->pid = 0;
+        k->status = status;
         if (off >= sizeof(failed))
             off = sizeof(failed) - 1;
     }
@@ -479,6 +675,24 @@ void rw_itest_fleet_stop_all(rw_itest_fleet_t *f)
         rw_itest_fleet_dump_logs(f);
         fail_msg("daemons did not stop cleanly:%s", failed);
     }
+}
+
+void rw_itest_fleet_stop_all(rw_itest_fleet_t *f)
+{
+    stop_kids(f, 0);
+}
+
+pid_t rw_itest_fleet_stop_one(rw_itest_fleet_t *f, pid_t pid, bool restart)
+{
+    kid_t *k = find_kid(f, pid);
+    kid_t t;
+
+    if (k->pid > 0)
+        stop_kids(f, k->pid);
+    if (!restart)
+        return 0;
+    t = *k;
+    return launch(f, &t);
 }
 
 int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
@@ -502,7 +716,7 @@ int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
     f->n_runs++;
     snprintf(out_path, sizeof(out_path), "%s/run-%d.out", f->dir, f->n_runs);
     snprintf(err_path, sizeof(err_path), "%s/run-%d.err", f->dir, f->n_runs);
-    envp = build_envp(f, NULL, NULL);
+    envp = build_envp(f, NULL);
     pid = spawn(path, (char *const *)args, envp, out_path, err_path);
     free_envp(envp);
     status = wait_pid(pid, 120000);
@@ -625,15 +839,29 @@ void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
             waitpid(f->sim_pid, NULL, 0);
         }
     }
+    if (f->broker_pid > 0) {
+        kill(f->broker_pid, SIGTERM);
+        if (wait_pid(f->broker_pid, 5000) == -1) {
+            kill(f->broker_pid, SIGKILL);
+            waitpid(f->broker_pid, NULL, 0);
+        }
+    }
     if (getenv("ROLLWAVE_REDIS_URL"))
         lock_keys(f, true, NULL, 0);
     rw_pg_destroy(f->pg);
     if (f->dsn[0])
         rw_itest_pg_drop_db(f->dsn);
+    /* RW_ITEST_KEEP_LOGS=1 leaves the children's logs for a post-mortem */
+    if (getenv("RW_ITEST_KEEP_LOGS") && *getenv("RW_ITEST_KEEP_LOGS")) {
+        fprintf(stderr, "fleet logs kept in %s\n", f->dir);
+        goto free_all;
+    }
     for (size_t i = 0; i < f->n_kids; i++)
         unlink(f->kids[i].log);
     unlink(f->sim_log);
     unlink(f->sim_port_file);
+    unlink(f->broker_log);
+    unlink(f->broker_file);
     for (int i = 1; i <= f->n_runs; i++) {
         snprintf(path, sizeof(path), "%s/run-%d.out", f->dir, i);
         unlink(path);
@@ -641,10 +869,12 @@ void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
         unlink(path);
     }
     rmdir(f->dir);
+free_all:
     for (size_t i = 0; i < f->n_env; i++) {
         free(f->env_key[i]);
         free(f->env_val[i]);
     }
+    free(f->kids);
     free(f);
 }
 
@@ -714,13 +944,25 @@ static void describe_runs(rw_itest_fleet_t *f, char *buf, size_t len)
  */
 static void check_kids_alive(rw_itest_fleet_t *f)
 {
-    for (size_t i = 0; i < f->n_kids; i++) {
+    size_t n = f->n_kids; /* respawned children are looked at next time */
+
+    for (size_t i = 0; i < n; i++) {
         kid_t *k = &f->kids[i];
         int status;
 
         if (k->pid <= 0 || waitpid(k->pid, &status, WNOHANG) != k->pid)
             continue;
         k->pid = 0;
+        k->status = status;
+        if (k->mode == KID_ONESHOT)
+            continue;
+        if (k->mode == KID_RESPAWN && WIFEXITED(status) &&
+            WEXITSTATUS(status) == FAULT_EXIT_STATUS) {
+            kid_t t = *k;
+            f->respawns++;
+            launch(f, &t);
+            continue;
+        }
         rw_itest_fleet_dump_logs(f);
         if (WIFEXITED(status))
             fail_msg("%s exited on its own with status %d (a SIGTERM from "
@@ -728,6 +970,27 @@ static void check_kids_alive(rw_itest_fleet_t *f)
                      k->name, WEXITSTATUS(status));
         fail_msg("%s was killed by signal %d", k->name, WTERMSIG(status));
     }
+}
+
+void rw_itest_fleet_poll_kids(rw_itest_fleet_t *f)
+{
+    check_kids_alive(f);
+}
+
+bool rw_itest_fleet_all_final(rw_itest_fleet_t *f, long long min_runs)
+{
+    char sql[256];
+    long long v, total, final;
+
+    check_kids_alive(f);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) * 1000000 + count(*) FILTER (WHERE status IN %s)"
+             " FROM deployment_runs",
+             FINAL_SQL);
+    v = rw_itest_fleet_ll(f, sql, 0, NULL);
+    total = v / 1000000;
+    final = v % 1000000;
+    return total >= min_runs && final == total;
 }
 
 void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
@@ -922,7 +1185,7 @@ static void check_dlq(rw_itest_fleet_t *f)
     rw_err_t err;
 
     memset(&s, 0, sizeof(s));
-    s.kafka_brokers = (char *)rw_itest_env("ROLLWAVE_KAFKA_BROKERS");
+    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
     s.kafka_topic_prefix = f->prefix;
     s.kafka_security_protocol = "plaintext";
     s.kafka_properties = "";
@@ -943,30 +1206,32 @@ static void check_dlq(rw_itest_fleet_t *f)
         dead += hi - lo;
     }
     rw_kafka_consumer_destroy(kc);
-    if (dead != 0) {
+    if (dead != f->expect_dead) {
         rw_itest_fleet_dump_logs(f);
-        fail_msg("%lld messages were dead-lettered to %s", dead, topic);
+        fail_msg("%lld messages were dead-lettered to %s, want %lld", dead,
+                 topic, f->expect_dead);
     }
 }
 
 /*
- * The simulator saw each environment exactly as often as targets carry a
- * bulk id for it: a bulk id is written only for the call that succeeded,
- * so more sim triggers mean a duplicate call, fewer a lost record.
+ * Compare the simulator's per-environment trigger counts with the targets
+ * that carry a bulk id: excess = triggers beyond them (duplicate calls),
+ * missing = targets with a bulk id Lagoon never saw. The first environment
+ * that differs is described in bad.
  */
-static void check_sim(rw_itest_fleet_t *f)
+static void sim_vs_targets(rw_itest_fleet_t *f, long long *excess,
+                           long long *missing, char *bad, size_t badlen)
 {
     json_t *stats = rw_itest_fleet_sim(f, "/sim/stats", NULL);
     json_t *triggers = json_object_get(stats, "triggers");
-    json_t *maxv = json_object_get(stats, "max_envs_per_call");
+    const char *key;
+    json_t *val;
     PGresult *res;
-    size_t matched = 0;
 
-    if (!json_is_object(triggers) || !json_is_integer(maxv))
-        fail_msg("/sim/stats lacks triggers or max_envs_per_call");
-    if (json_integer_value(maxv) > f->chunk_size)
-        fail_msg("a Lagoon call carried %lld environments, chunk size %lld",
-                 (long long)json_integer_value(maxv), f->chunk_size);
+    *excess = *missing = 0;
+    bad[0] = '\0';
+    if (!json_is_object(triggers))
+        fail_msg("/sim/stats lacks triggers");
     res = rw_itest_fleet_q(f,
                            "SELECT lagoon_project || '/' || lagoon_environment"
                            "   AS env, count(*) AS n"
@@ -979,18 +1244,60 @@ static void check_sim(rw_itest_fleet_t *f)
         json_t *got = json_object_get(triggers, env);
         long long have = json_is_integer(got) ? json_integer_value(got) : 0;
 
-        if (have != want)
-            fail_msg("environment %s: Lagoon triggered %lld times, targets "
+        if (have > want)
+            *excess += have - want;
+        else
+            *missing += want - have;
+        if (have != want && !bad[0])
+            snprintf(bad, badlen,
+                     "environment %s: Lagoon triggered %lld times, targets "
                      "with a bulk id: %lld",
                      env, have, want);
-        matched++;
+        /* seen: what is left in triggers has no target with a bulk id */
+        json_object_del(triggers, env);
     }
     PQclear(res);
-    if (matched != json_object_size(triggers))
-        fail_msg("Lagoon saw %zu environments, targets with a bulk id cover "
-                 "%zu",
-                 json_object_size(triggers), matched);
+    json_object_foreach(triggers, key, val)
+    {
+        long long have = json_is_integer(val) ? json_integer_value(val) : 0;
+        *excess += have;
+        if (!bad[0])
+            snprintf(bad, badlen,
+                     "environment %s: Lagoon triggered %lld times, no "
+                     "target carries a bulk id for it",
+                     key, have);
+    }
     json_decref(stats);
+}
+
+/*
+ * The simulator saw each environment exactly as often as targets carry a
+ * bulk id for it: a bulk id is written only for the call that succeeded,
+ * so more sim triggers mean a duplicate call, fewer a lost record.
+ */
+static void check_sim(rw_itest_fleet_t *f)
+{
+    long long maxv = rw_itest_fleet_sim_stat(f, "max_envs_per_call");
+    long long excess, missing;
+    char bad[400];
+
+    if (maxv > f->chunk_size)
+        fail_msg("a Lagoon call carried %lld environments, chunk size %lld",
+                 maxv, f->chunk_size);
+    sim_vs_targets(f, &excess, &missing, bad, sizeof(bad));
+    if (excess || missing)
+        fail_msg("%lld triggers beyond the targets with a bulk id, %lld "
+                 "such targets Lagoon never saw; e.g. %s",
+                 excess, missing, bad);
+}
+
+long long rw_itest_fleet_duplicates(rw_itest_fleet_t *f)
+{
+    long long excess, missing;
+    char bad[400];
+
+    sim_vs_targets(f, &excess, &missing, bad, sizeof(bad));
+    return excess;
 }
 
 void rw_itest_fleet_check(rw_itest_fleet_t *f)
@@ -1001,4 +1308,246 @@ void rw_itest_fleet_check(rw_itest_fleet_t *f)
     check_outbox_and_locks(f);
     check_dlq(f);
     check_sim(f);
+}
+
+void rw_itest_fleet_expect_dead_letters(rw_itest_fleet_t *f, long long n)
+{
+    f->expect_dead = n;
+}
+
+/* ---- a Kafka of the fleet's own ---- */
+
+const char *rw_itest_fleet_brokers(rw_itest_fleet_t *f)
+{
+    return f->broker_pid > 0 ? f->brokers
+                             : rw_itest_env("ROLLWAVE_KAFKA_BROKERS");
+}
+
+void rw_itest_fleet_private_broker(rw_itest_fleet_t *f, int brokers)
+{
+    char bin[512], n[16], **envp;
+    long long deadline;
+    const char *argv[] = {bin,         "--bootstrap-file", f->broker_file,
+                          "--topic-prefix", f->prefix,     "--brokers",
+                          n,           "--partitions",     "6",
+                          NULL};
+
+    if (f->broker_pid > 0)
+        fail_msg("the fleet already has its own devbroker");
+    snprintf(n, sizeof(n), "%d", brokers);
+    snprintf(f->broker_log, sizeof(f->broker_log), "%s/devbroker.log", f->dir);
+    snprintf(f->broker_file, sizeof(f->broker_file), "%s/kafka.bootstrap",
+             f->dir);
+    rw_itest_bin(bin, sizeof(bin), "rollwave-devbroker");
+    if (access(bin, X_OK) != 0)
+        fail_msg("%s is not an executable: build rollwave-devbroker", bin);
+    envp = build_envp(f, NULL);
+    f->broker_pid =
+        spawn(bin, (char *const *)argv, envp, f->broker_log, f->broker_log);
+    free_envp(envp);
+    deadline = rw_itest_now_ms() + 15000;
+    for (;;) {
+        FILE *fp = fopen(f->broker_file, "r");
+        int status;
+
+        if (fp) {
+            if (!fgets(f->brokers, sizeof(f->brokers), fp))
+                f->brokers[0] = '\0';
+            fclose(fp);
+            f->brokers[strcspn(f->brokers, "\r\n")] = '\0';
+            if (f->brokers[0])
+                break;
+        }
+        if (waitpid(f->broker_pid, &status, WNOHANG) == f->broker_pid) {
+            f->broker_pid = 0;
+            tail_file("devbroker", f->broker_log, 2000);
+            fail_msg("devbroker exited before writing its bootstrap file");
+        }
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("devbroker wrote no bootstrap file within 15 s");
+        sleep_ms(20);
+    }
+    rw_itest_fleet_set(f, "ROLLWAVE_KAFKA_BROKERS", f->brokers);
+}
+
+static void broker_signal(rw_itest_fleet_t *f, int sig)
+{
+    if (f->broker_pid <= 0)
+        fail_msg("the fleet has no devbroker of its own: call "
+                 "rw_itest_fleet_private_broker first");
+    if (kill(f->broker_pid, sig) != 0)
+        fail_msg("signal to devbroker: %s", strerror(errno));
+}
+
+void rw_itest_fleet_broker_down(rw_itest_fleet_t *f)
+{
+    broker_signal(f, SIGUSR1);
+}
+
+void rw_itest_fleet_broker_up(rw_itest_fleet_t *f)
+{
+    broker_signal(f, SIGUSR2);
+}
+
+/* ---- the stack's Redis and Postgres ---- */
+
+/* First line of <stack dir>/name into buf. */
+static void stack_file(char *buf, size_t len, const char *name)
+{
+    char path[600];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", rw_itest_env("ROLLWAVE_STACK_DIR"),
+             name);
+    fp = fopen(path, "r");
+    if (!fp)
+        fail_msg("%s: %s (is the stack up?)", path, strerror(errno));
+    if (!fgets(buf, (int)len, fp))
+        buf[0] = '\0';
+    fclose(fp);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (!buf[0])
+        fail_msg("%s is empty", path);
+}
+
+static void shell(const char *cmd, const char *what)
+{
+    int rc = system(cmd);
+
+    if (rc != 0)
+        fail_msg("%s failed (status %d): %s", what, rc, cmd);
+}
+
+static bool redis_pings(int port)
+{
+    struct timeval tv = {0, 300000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *r = NULL;
+    bool ok = false;
+
+    if (c && !c->err) {
+        r = redisCommand(c, "PING");
+        ok = r && r->type == REDIS_REPLY_STATUS;
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return ok;
+}
+
+void rw_itest_fleet_restart_redis(rw_itest_fleet_t *f, long long down_ms)
+{
+    const char *dir = rw_itest_env("ROLLWAVE_STACK_DIR");
+    char port_s[32], cmd[2048];
+    int port;
+    long long deadline;
+
+    (void)f;
+    stack_file(port_s, sizeof(port_s), "redis.port");
+    port = atoi(port_s);
+    /* nosave: the stack's Redis keeps nothing, locks included, by design */
+    snprintf(cmd, sizeof(cmd),
+             "redis-cli -h 127.0.0.1 -p %d shutdown nosave >/dev/null 2>&1",
+             port);
+    if (system(cmd) == -1)
+        fail_msg("could not run redis-cli");
+    deadline = rw_itest_now_ms() + 10000;
+    while (redis_pings(port)) {
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("redis on port %d did not shut down", port);
+        sleep_ms(50);
+    }
+    sleep_ms(down_ms);
+    /* the command line of scripts/stack.sh, so `down` finds it again */
+    snprintf(cmd, sizeof(cmd),
+             "redis-server --port %d --bind 127.0.0.1 --save '' "
+             "--appendonly no --daemonize yes --pidfile '%s/redis.pid' "
+             "--logfile '%s/redis.log' --dir '%s/redis' >/dev/null",
+             port, dir, dir, dir);
+    shell(cmd, "redis restart");
+    deadline = rw_itest_now_ms() + 10000;
+    while (!redis_pings(port)) {
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("redis did not come back on port %d", port);
+        sleep_ms(50);
+    }
+}
+
+/* Path of pg_ctl: the newest installed server's. */
+static void pg_ctl_path(char *buf, size_t len)
+{
+    glob_t g;
+
+    memset(&g, 0, sizeof(g));
+    if (glob("/usr/lib/postgresql/*/bin/pg_ctl", 0, NULL, &g) == 0 &&
+        g.gl_pathc > 0)
+        snprintf(buf, len, "%s", g.gl_pathv[g.gl_pathc - 1]);
+    else
+        snprintf(buf, len, "pg_ctl");
+    globfree(&g);
+}
+
+void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
+{
+    char base[400], port_s[32], pg_ctl[300], as[64], cmd[2048];
+    long long deadline;
+
+    (void)f;
+    stack_file(base, sizeof(base), "pg.base");
+    stack_file(port_s, sizeof(port_s), "pg.port");
+    pg_ctl_path(pg_ctl, sizeof(pg_ctl));
+    /* as root, the stack's server runs as the postgres user */
+    snprintf(as, sizeof(as), "%s", geteuid() == 0 ? "runuser -u postgres --"
+                                                  : "");
+    snprintf(cmd, sizeof(cmd),
+             "cd / && %s '%s' -D '%s/data' -m fast -w -t 30 stop "
+             ">/dev/null 2>&1",
+             as, pg_ctl, base);
+    shell(cmd, "postgres stop");
+    sleep_ms(down_ms);
+    snprintf(cmd, sizeof(cmd),
+             "cd / && %s '%s' -D '%s/data' -l '%s/pg.log' -w -t 30 "
+             "-o '-p %d' start >/dev/null 2>&1",
+             as, pg_ctl, base, base, atoi(port_s));
+    shell(cmd, "postgres start");
+    deadline = rw_itest_now_ms() + 30000;
+    for (;;) {
+        char dsn[256];
+        snprintf(dsn, sizeof(dsn),
+                 "host=127.0.0.1 port=%d dbname=postgres user=rollwave "
+                 "connect_timeout=2",
+                 atoi(port_s));
+        if (PQping(dsn) == PQPING_OK)
+            break;
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("postgres did not accept connections on port %s",
+                     port_s);
+        sleep_ms(100);
+    }
+}
+
+/* ---- sanitizers ---- */
+
+void rw_itest_fleet_scan_logs(rw_itest_fleet_t *f)
+{
+    static const char *const bad[] = {
+        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+        "ERROR: ThreadSanitizer"};
+    char line[4096];
+
+    for (size_t i = 0; i < f->n_kids; i++) {
+        FILE *fp = fopen(f->kids[i].log, "r");
+
+        if (!fp)
+            continue;
+        while (fgets(line, sizeof(line), fp))
+            for (size_t j = 0; j < sizeof(bad) / sizeof(bad[0]); j++)
+                if (strstr(line, bad[j])) {
+                    fclose(fp);
+                    tail_file(f->kids[i].name, f->kids[i].log, 6000);
+                    fail_msg("%s reported \"%s\"", f->kids[i].name, bad[j]);
+                }
+        fclose(fp);
+    }
 }

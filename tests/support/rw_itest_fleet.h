@@ -6,10 +6,19 @@
  * (so simulator counters belong to the scenario) and the daemons it starts
  * as child processes with the fleet's ROLLWAVE_* environment.
  *
- * It also holds the invariant checker every scenario ends with. It does
- * not seed instances (scenarios do that with SQL) and does not decide what
- * a scenario asserts beyond the invariants. Every helper fails the running
- * test on error; none returns one.
+ * It also holds the invariant checker every scenario ends with, and the
+ * hooks of the fault suite: kill -9 and restart of a child, a daemon that
+ * is expected to die (the worker's fault hook) and is started again, a
+ * devbroker of the fleet's own whose broker 1 can be taken down, restarts
+ * of the stack's Redis and Postgres (found through ROLLWAVE_STACK_DIR),
+ * and a scan of the children's logs for sanitizer reports.
+ *
+ * It does not seed instances (scenarios do that with SQL) and does not
+ * decide what a scenario asserts beyond the invariants. Every helper fails
+ * the running test on error; none returns one. Children are started with
+ * ASAN_OPTIONS=detect_leaks=1:exitcode=23, so a sanitized daemon that
+ * leaks does not stop with status 0. RW_ITEST_KEEP_LOGS=1 keeps the
+ * fleet's directory (children's logs) after teardown.
  */
 #ifndef RW_ITEST_FLEET_H
 #define RW_ITEST_FLEET_H
@@ -64,10 +73,56 @@ pid_t rw_itest_fleet_start(rw_itest_fleet_t *f, const char *bin,
                            const char *role);
 
 /*
+ * Like rw_itest_fleet_start with one more variable for this child only
+ * (key NULL = none). With respawn, the child may exit with status 137 (the
+ * worker's ROLLWAVE_FAULT_EXIT_AFTER_TRIGGER_PCT hook): the wait helpers
+ * then start it again with the same settings instead of failing.
+ */
+pid_t rw_itest_fleet_start_with(rw_itest_fleet_t *f, const char *bin,
+                                const char *role, const char *key,
+                                const char *value, bool respawn);
+
+/* How many times respawned children were started again. */
+long long rw_itest_fleet_respawns(const rw_itest_fleet_t *f);
+
+/*
+ * Start a one-shot binary of this build in the background (argv as for
+ * rw_itest_fleet_run, at most 8 arguments); its exit is not a failure.
+ */
+pid_t rw_itest_fleet_spawn(rw_itest_fleet_t *f, const char *const *argv);
+
+/* Wait for a child at most timeout_ms: its wait status, -1 on timeout. */
+int rw_itest_fleet_wait(rw_itest_fleet_t *f, pid_t pid, long long timeout_ms);
+
+/* Whether a child is still running (reaps it if not). */
+bool rw_itest_fleet_alive(rw_itest_fleet_t *f, pid_t pid);
+
+/*
+ * SIGKILL a child (if still running) and reap it; with restart, start it
+ * again with the same settings and return the new pid (else 0).
+ */
+pid_t rw_itest_fleet_kill9(rw_itest_fleet_t *f, pid_t pid, bool restart);
+
+/* pid of the i-th running daemon started from bin, 0 if none. */
+pid_t rw_itest_fleet_running(rw_itest_fleet_t *f, const char *bin, size_t i);
+
+/*
  * SIGTERM every running daemon, wait for each (30 s at most) and assert
  * that each exited with status 0.
  */
 void rw_itest_fleet_stop_all(rw_itest_fleet_t *f);
+
+/*
+ * The same for one daemon; with restart, start it again and return the
+ * new pid (else 0).
+ */
+pid_t rw_itest_fleet_stop_one(rw_itest_fleet_t *f, pid_t pid, bool restart);
+
+/*
+ * Fail at once if a daemon exited on its own; start respawned ones again.
+ * The wait helpers do this on every round.
+ */
+void rw_itest_fleet_poll_kids(rw_itest_fleet_t *f);
 
 /*
  * Run a binary of this build to completion with argv (argv[0] is the
@@ -105,6 +160,12 @@ void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
                                long long timeout_ms);
 
 /*
+ * One round of rw_itest_fleet_wait_final: whether at least min_runs runs
+ * exist and all are final (daemons checked as there).
+ */
+bool rw_itest_fleet_all_final(rw_itest_fleet_t *f, long long min_runs);
+
+/*
  * Wait until the SQL count (first column) reaches at least want; fails
  * with what on timeout.
  */
@@ -140,7 +201,57 @@ long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f);
  */
 void rw_itest_fleet_check(rw_itest_fleet_t *f);
 
-/* Print the tail of every child's log (on the way to a failure). */
+/*
+ * Number of dead letters the check expects (default 0): scenarios that
+ * inject poison messages say how many.
+ */
+void rw_itest_fleet_expect_dead_letters(rw_itest_fleet_t *f, long long n);
+
+/*
+ * Lagoon triggers beyond the targets that carry a bulk id, summed over
+ * environments: 0 unless some environment was triggered twice for one
+ * target attempt (or a trigger went unrecorded).
+ */
+long long rw_itest_fleet_duplicates(rw_itest_fleet_t *f);
+
+/* Print the tail of the latest children's logs (on the way to a failure). */
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f);
+
+/*
+ * Fail if a child's log holds an AddressSanitizer, LeakSanitizer or
+ * UndefinedBehaviorSanitizer report. Call after stopping the daemons.
+ */
+void rw_itest_fleet_scan_logs(rw_itest_fleet_t *f);
+
+/* ---- Kafka ---- */
+
+/*
+ * Give the fleet a rollwave-devbroker of its own (brokers brokers, topics
+ * of the fleet's prefix, 6 partitions) and point children started later
+ * at it. Call before starting daemons.
+ */
+void rw_itest_fleet_private_broker(rw_itest_fleet_t *f, int brokers);
+
+/* The bootstrap string the fleet's children use. */
+const char *rw_itest_fleet_brokers(rw_itest_fleet_t *f);
+
+/* Take broker 1 of the private devbroker down (SIGUSR1) / up (SIGUSR2). */
+void rw_itest_fleet_broker_down(rw_itest_fleet_t *f);
+void rw_itest_fleet_broker_up(rw_itest_fleet_t *f);
+
+/* ---- the stack's servers (ROLLWAVE_STACK_DIR) ---- */
+
+/*
+ * Shut the stack's Redis down (nosave: every lock is lost), keep it down
+ * for down_ms, start it again on the same port, wait until it answers.
+ */
+void rw_itest_fleet_restart_redis(rw_itest_fleet_t *f, long long down_ms);
+
+/*
+ * Stop the stack's Postgres (fast: sessions are cut), keep it down for
+ * down_ms, start it again on the same port, wait until it accepts
+ * connections. Every fleet's connections must reconnect.
+ */
+void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms);
 
 #endif
