@@ -16,6 +16,12 @@
 #   ROLLWAVE_STACK_SERVICES  subset to run (default: "pg redis kafka lagoon")
 #   ROLLWAVE_SIM_*           passed through to rollwave-lagoon-sim
 #
+# Files in the stack directory that other code reads (keep them stable):
+#   pg.base (Postgres files: data/ with the socket, pg.log), pg.port,
+#   redis.port, redis.pid, redis.log, redis/ (dir), kafka.bootstrap,
+#   kafka.pid, sim.port, sim.pid, sim.token. The fault tests restart Redis
+#   and Postgres from these with the same command lines as below.
+#
 # It is not a production setup: Postgres runs with fsync off and trust
 # authentication on loopback, Redis without persistence, and Kafka is
 # librdkafka's in-memory mock cluster.
