@@ -257,18 +257,12 @@ static void wait_outbox(rw_itest_fleet_t *f)
         hold(f, 500);
 }
 
-/*
- * Wait for every run to end, print the scenario's line, check every
- * invariant, stop the daemons (status 0 each: drained, and no leak under
- * the sanitizers) and scan their logs.
- */
-static void finish(scen_t *s)
+/* Print the scenario's line (every run has ended). */
+static double report(scen_t *s)
 {
-    double secs;
+    double secs = (double)(rw_itest_now_ms() - s->t0) / 1000.0;
     char base[32];
 
-    rw_itest_fleet_wait_final(s->f, APPS, size.final_timeout_ms);
-    secs = (double)(rw_itest_now_ms() - s->t0) / 1000.0;
     wait_outbox(s->f);
     if (strcmp(s->name, "none") == 0)
         baseline_s = secs;
@@ -283,6 +277,18 @@ static void finish(scen_t *s)
            rw_itest_fleet_duplicates(s->f), lost_targets(s->f),
            leaked_locks(s->f), secs, base);
     fflush(stdout);
+    return secs;
+}
+
+/*
+ * Wait for every run to end, print the scenario's line, check every
+ * invariant, stop the daemons (status 0 each: drained, and no leak under
+ * the sanitizers) and scan their logs.
+ */
+static void finish(scen_t *s)
+{
+    rw_itest_fleet_wait_final(s->f, APPS, size.final_timeout_ms);
+    report(s);
     rw_itest_fleet_check(s->f);
     assert_int_equal(lost_targets(s->f), 0);
     rw_itest_fleet_stop_all(s->f);
@@ -461,28 +467,39 @@ static long long sim_faults(rw_itest_fleet_t *f)
 }
 
 /*
- * HTTP 500s, GraphQL errors, answers slower than the client's timeout
- * and dropped connections through the rollout. A GraphQL error on the
- * mutation is permanent: those chunks fail and their runs end
- * partial_failed, which is correct; the invariants hold all the same.
- * With the faults cleared, `rollwavectl run retry` completes them.
+ * HTTP 500s, GraphQL errors and dropped connections through the rollout.
+ * A GraphQL error on the mutation is permanent: those chunks fail and
+ * their runs end partial_failed, which is correct; the invariants hold
+ * all the same. With the faults cleared, `rollwavectl run retry`
+ * completes them.
  */
 static void test_lagoon_faults(void **state)
 {
     scen_t s;
-    rw_itest_fleet_t *f = new_fleet(
-        "\"fault_http500\":0.08,\"fault_graphql_error\":0.03,"
-        "\"fault_slow\":0.04,\"slow_ms\":3000,\"fault_drop\":0.04");
+    rw_itest_fleet_t *f = new_fleet("\"fault_http500\":0.08,"
+                                    "\"fault_graphql_error\":0.05,"
+                                    "\"fault_drop\":0.04");
     PGresult *res;
 
     begin(&s, state, "lagoon_faults", f, true);
     rw_itest_fleet_wait_final(f, APPS, size.final_timeout_ms);
     s.faults = sim_faults(f);
+    assert_true(s.faults > 0);
+    report(&s);
     rw_itest_fleet_check(f);
+    /* only the permanent errors fail a trigger for good: 5xx and drops
+     * are retried until they pass */
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'failed' AND (error"
+                                       " IS NULL OR error NOT LIKE"
+                                       " '%LAGOON_GRAPHQL%')",
+                                       0, NULL),
+                     0);
 
     rw_itest_fleet_sim_config(f, "{\"fault_http500\":0,"
                                  "\"fault_graphql_error\":0,"
-                                 "\"fault_slow\":0,\"fault_drop\":0}");
+                                 "\"fault_drop\":0}");
     res = rw_itest_fleet_q(f,
                            "SELECT uuid::text AS uuid FROM deployment_runs"
                            " WHERE status <> 'completed' ORDER BY id",
@@ -497,7 +514,7 @@ static void test_lagoon_faults(void **state)
                      out);
     }
     PQclear(res);
-    rw_itest_fleet_wait_final(f, APPS, size.final_timeout_ms);
+    s.name = "lagoon_faults_after_retry";
     finish(&s);
     /* after the retry every instance's last target succeeded */
     assert_int_equal(rw_itest_fleet_ll(f,
@@ -511,6 +528,23 @@ static void test_lagoon_faults(void **state)
                                        " WHERE state = 'succeeded'",
                                        0, NULL),
                      size.instances);
+}
+
+/*
+ * Answers slower than the client's timeout: the sim executes the call,
+ * the worker sees a timeout. Calling again with the same bulk name would
+ * deploy every environment of the chunk twice.
+ */
+static void test_lagoon_slow(void **state)
+{
+    scen_t s;
+
+    begin(&s, state, "lagoon_slow",
+          new_fleet("\"fault_slow\":0.1,\"slow_ms\":3000"), true);
+    rw_itest_fleet_wait_final(s.f, APPS, size.final_timeout_ms);
+    s.faults = sim_faults(s.f);
+    assert_true(s.faults > 0);
+    finish(&s);
 }
 
 /* ---- 4. Redis and Postgres restarted ---- */
@@ -863,6 +897,7 @@ int main(void)
         cmocka_unit_test_teardown(test_poller_kill9, teardown),
         cmocka_unit_test_teardown(test_producer_kill9, teardown),
         cmocka_unit_test_teardown(test_lagoon_faults, teardown),
+        cmocka_unit_test_teardown(test_lagoon_slow, teardown),
         cmocka_unit_test_teardown(test_redis_restart, teardown),
         cmocka_unit_test_teardown(test_postgres_restart, teardown),
         cmocka_unit_test_teardown(test_broker_down, teardown),

@@ -1046,7 +1046,7 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
 
 static void check_runs(rw_itest_fleet_t *f)
 {
-    char sql[1024], desc[8192];
+    char sql[2048], desc[8192];
     PGresult *res;
 
     snprintf(sql, sizeof(sql),
@@ -1055,6 +1055,9 @@ static void check_runs(rw_itest_fleet_t *f)
              "  r.skipped_count,"
              "  (SELECT count(*) FROM run_transitions x WHERE x.run_id = r.id"
              "     AND x.to_status IN %s) AS finals,"
+             "  (SELECT count(*) FROM run_transitions x WHERE x.run_id = r.id"
+             "     AND x.from_status IN %s AND x.to_status = 'running')"
+             "    AS reopened,"
              "  count(t.id) AS t_total,"
              "  count(t.id) FILTER (WHERE t.state = 'succeeded') AS t_ok,"
              "  count(t.id) FILTER (WHERE t.state IN ('failed', 'timed_out'))"
@@ -1063,7 +1066,7 @@ static void check_runs(rw_itest_fleet_t *f)
              "    AS t_skipped"
              " FROM deployment_runs r LEFT JOIN run_targets t"
              "   ON t.run_id = r.id GROUP BY r.id ORDER BY r.id",
-             FINAL_SQL);
+             FINAL_SQL, FINAL_SQL);
     res = rw_itest_fleet_q(f, sql, 0, NULL);
     for (int i = 0; i < PQntuples(res); i++) {
         const char *uuid = rw_pg_str(res, i, "uuid");
@@ -1079,10 +1082,14 @@ static void check_runs(rw_itest_fleet_t *f)
             describe_runs(f, desc, sizeof(desc));
             fail_msg("run %s is %s, not final\n%s", uuid, status, desc);
         }
-        if (finals != 1)
+        long long reopened = rw_pg_ll(res, i, "reopened", -1);
+
+        /* a retry reopens a final run; each opening ends exactly once */
+        if (finals != 1 + reopened)
             fail_msg("run %s was finalized %lld times (run_transitions into "
-                     "a final state), want exactly 1",
-                     uuid, finals);
+                     "a final state) and reopened %lld times by a retry, "
+                     "want exactly one finalization per opening",
+                     uuid, finals, reopened);
         if (total != rw_pg_ll(res, i, "t_total", -2) ||
             ok != rw_pg_ll(res, i, "t_ok", -2) ||
             failed != rw_pg_ll(res, i, "t_failed", -2) ||
