@@ -1213,10 +1213,11 @@ static void check_dlq(rw_itest_fleet_t *f)
         dead += hi - lo;
     }
     rw_kafka_consumer_destroy(kc);
-    if (dead != f->expect_dead) {
+    /* a poison may be dead-lettered more than once (at least once) */
+    if (f->expect_dead == 0 ? dead != 0 : dead < f->expect_dead) {
         rw_itest_fleet_dump_logs(f);
-        fail_msg("%lld messages were dead-lettered to %s, want %lld", dead,
-                 topic, f->expect_dead);
+        fail_msg("%lld messages were dead-lettered to %s, want %s%lld", dead,
+                 topic, f->expect_dead ? "at least " : "", f->expect_dead);
     }
 }
 

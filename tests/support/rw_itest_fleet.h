@@ -202,8 +202,10 @@ long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f);
 void rw_itest_fleet_check(rw_itest_fleet_t *f);
 
 /*
- * Number of dead letters the check expects (default 0): scenarios that
- * inject poison messages say how many.
+ * Dead letters the check expects (default 0, and then exactly none):
+ * scenarios that inject n poison messages say so, and the check wants at
+ * least n letters (delivery is at least once, so a poison may be
+ * dead-lettered twice); the scenario checks what each letter is.
  */
 void rw_itest_fleet_expect_dead_letters(rw_itest_fleet_t *f, long long n);
 
