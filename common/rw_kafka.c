@@ -475,7 +475,8 @@ static int is_dlq_header(const char *name)
     return strcmp(name, RW_KAFKA_HDR_REASON) == 0 ||
            strcmp(name, RW_KAFKA_HDR_SOURCE_TOPIC) == 0 ||
            strcmp(name, RW_KAFKA_HDR_SOURCE_PARTITION) == 0 ||
-           strcmp(name, RW_KAFKA_HDR_SOURCE_OFFSET) == 0;
+           strcmp(name, RW_KAFKA_HDR_SOURCE_OFFSET) == 0 ||
+           strcmp(name, RW_KAFKA_HDR_TRUNCATED) == 0;
 }
 
 rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
@@ -485,7 +486,7 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
     rw_kafka_header_t *hdrs = NULL;
     size_t n_orig = rw_kafka_msg_header_count(orig);
     size_t nh = 0;
-    char part[16], off[24];
+    char part[16], off[24], truncated[24];
     const void *key, *payload;
     size_t keylen, len;
     const char *src = rw_kafka_msg_topic(orig);
@@ -493,7 +494,7 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
 
     if (!reason)
         reason = "";
-    hdrs = calloc(n_orig + 4, sizeof(*hdrs));
+    hdrs = calloc(n_orig + 5, sizeof(*hdrs));
     if (!hdrs)
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "dead letter");
     for (size_t i = 0; i < n_orig; i++) {
@@ -513,6 +514,18 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
         (rw_kafka_header_t){RW_KAFKA_HDR_SOURCE_OFFSET, off, strlen(off)};
     key = rw_kafka_msg_key(orig, &keylen);
     payload = rw_kafka_msg_payload(orig, &len);
+    if (len > RW_KAFKA_DLQ_MAX_PAYLOAD) {
+        /*
+         * A payload too large for the producer (the usual reason to be
+         * here) could never be dead-lettered whole, and retrying would
+         * stall the partition forever: keep its head and say how large it
+         * was.
+         */
+        snprintf(truncated, sizeof(truncated), "%zu", len);
+        hdrs[nh++] = (rw_kafka_header_t){RW_KAFKA_HDR_TRUNCATED, truncated,
+                                         strlen(truncated)};
+        len = RW_KAFKA_DLQ_MAX_PAYLOAD;
+    }
     err = rw_kafka_produce(kp, dlq_topic, key, keylen, payload, len, hdrs, nh,
                            msg_opaque, errstr, errlen);
     if (!err) {

@@ -38,6 +38,9 @@ typedef struct rw_kafka_header {
 #define RW_KAFKA_HDR_SOURCE_TOPIC     "rw-source-topic"
 #define RW_KAFKA_HDR_SOURCE_PARTITION "rw-source-partition"
 #define RW_KAFKA_HDR_SOURCE_OFFSET    "rw-source-offset"
+/* Set when the payload was cut to RW_KAFKA_DLQ_MAX_PAYLOAD: original size. */
+#define RW_KAFKA_HDR_TRUNCATED        "rw-truncated-from"
+#define RW_KAFKA_DLQ_MAX_PAYLOAD      (256 * 1024)
 
 /* "No offset" in committed-offset answers. */
 #define RW_KAFKA_OFFSET_NONE (-1)

@@ -46,6 +46,7 @@ const char rw_lagoon_deployments_query[] =
     "environment { name project { name } } } }";
 
 struct rw_lagoon {
+    bool in_doubt; /* last call may have run in Lagoon despite failing */
     CURL *curl;
     char *url;
     char *token;
@@ -1152,8 +1153,22 @@ static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
     /* A redirect would resend the token to wherever it points. */
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 
+    lc->in_doubt = false;
     cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http_status);
+    {
+        /*
+         * Did Lagoon perhaps execute it? Yes when the request left us and
+         * no answer came back (timeout or connection lost after sending),
+         * or a gateway answered for an API that may have run it (502/504).
+         * No when nothing was sent (resolve/connect failures).
+         */
+        long sent = 0;
+        curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
+        if ((cc != CURLE_OK && sent > 0) || *http_status == 502 ||
+            *http_status == 504)
+            lc->in_doubt = true;
+    }
     if (cc == CURLE_WRITE_ERROR && lc->resp_too_big) {
         err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
                          "response larger than %u bytes", MAX_RESPONSE_BYTES);
@@ -1429,4 +1444,9 @@ out:
     free(body);
     free(projects);
     return err;
+}
+
+bool rw_lagoon_in_doubt(const rw_lagoon_t *lc)
+{
+    return lc && lc->in_doubt;
 }

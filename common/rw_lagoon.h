@@ -129,6 +129,15 @@ rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
                                           char *errstr, size_t errlen);
 
 /* Accepts NULL. */
+/*
+ * After a failed call: true when Lagoon may have executed it anyway (the
+ * request was sent and no answer came back, or a gateway answered 502/504).
+ * A bulk deploy that failed this way must not be sent again blindly: look
+ * the bulk up by name (rw_lagoon_find_bulk) once Lagoon had time to record
+ * it.
+ */
+bool rw_lagoon_in_doubt(const rw_lagoon_t *lc);
+
 void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d);
 
 /*

@@ -99,6 +99,12 @@ static const char SQL_CHUNK_EMPTY_DONE[] =
     "UPDATE run_chunks SET state = 'done', finished_at = now()"
     " WHERE run_id = $1::bigint AND chunk = $2::int AND state = 'pending'";
 
+/* Restart the settle clock of a chunk left in doubt (see reconcile). */
+static const char SQL_CHUNK_TOUCH[] =
+    "UPDATE run_chunks SET updated_at = now()"
+    " WHERE run_id = $1::bigint AND chunk = $2::int"
+    "   AND state = 'triggering'";
+
 static const char SQL_CHUNK_TRIGGERED[] =
     "UPDATE run_chunks SET state = 'triggered', bulk_id = $3,"
     "   triggered_at = now(), poll_attempts = 1"
@@ -512,8 +518,8 @@ out:
 
 /* Step 4: the Lagoon call, retried on retriable errors. */
 static rw_err_t fire(rw_service_t *svc, chunk_t *c, const char *bulk_name,
-                     char *bulk_id, size_t bulk_id_len, char *errstr,
-                     size_t errlen)
+                     char *bulk_id, size_t bulk_id_len, bool *in_doubt,
+                     char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     rw_lagoon_env_t *envs = calloc(c->n + 1, sizeof(*envs));
@@ -549,7 +555,8 @@ static rw_err_t fire(rw_service_t *svc, chunk_t *c, const char *bulk_name,
                                               "Lagoon API calls", labels),
                            1);
         }
-        if (!err || !rw_err_is_retriable(err) ||
+        *in_doubt = err && rw_lagoon_in_doubt(svc->lc);
+        if (!err || !rw_err_is_retriable(err) || *in_doubt ||
             retry >= svc->s->trigger_retries)
             break;
         long long delay = rw_backoff_ms(retry, svc->s->trigger_backoff_base_ms,
@@ -932,9 +939,32 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
             goto out;
         }
     }
-    if (!adopted && !err)
-        err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
-                   sizeof(errstr));
+    if (!adopted && !err) {
+        bool doubt = false;
+        err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), &doubt,
+                   errstr, sizeof(errstr));
+        if (err && doubt) {
+            /*
+             * Lagoon may have run it (timeout, connection lost after
+             * sending): sending the same bulk again could deploy the chunk
+             * twice. Leave the chunk triggering with its claims and locks;
+             * the batch comes back and is reconciled by name once Lagoon
+             * had time to record the bulk.
+             */
+            char run_s[24], chunk_s[16];
+            const char *p[2] = {run_s, chunk_s};
+            snprintf(run_s, sizeof(run_s), "%lld", c.run_id);
+            snprintf(chunk_s, sizeof(chunk_s), "%d", c.chunk);
+            rw_warn(COMP, "event=trigger_in_doubt run=%s chunk=%d err=%s",
+                    c.run_uuid, c.chunk, rw_err_name(err));
+            /* best effort: the settle wait counts from the last call */
+            rw_pg_exec(svc->pg, SQL_CHUNK_TOUCH, 2, p, NULL, NULL, 0);
+            snprintf(reason, len, "trigger in doubt after %s: %s",
+                     rw_err_name(err), errstr);
+            outcome = RW_MSG_RETRY;
+            goto out;
+        }
+    }
     if (!err && !adopted && svc->s->fault_exit_after_trigger_pct > 0 &&
         (long long)(next_rand(&svc->rng) % 100) <
             svc->s->fault_exit_after_trigger_pct) {

@@ -544,7 +544,7 @@ static void test_lag_moving_is_not_stalled(void **state)
 static void test_replay_dry_run_then_execute(void **state)
 {
     enum { N = 20 };
-    int64_t per_part[MAX_PARTS] = {0}, want[MAX_PARTS];
+    int64_t per_part[MAX_PARTS] = {0}, want[MAX_PARTS] = {0};
     scenario_t sc;
     ctl_result_t r;
     rw_kafka_consumer_t *kc;
