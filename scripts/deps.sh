@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
     # toolchain
     build-essential cmake pkg-config clang
+    # libFuzzer runtime for the fuzz targets (clang only recommends it)
+    libclang-rt-14-dev
     # libraries the code links
     librdkafka-dev libhiredis-dev libcurl4-openssl-dev libpq-dev
     libcmocka-dev libjansson-dev libmicrohttpd-dev
