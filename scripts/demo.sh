@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# demo.sh: shows rollwave's foundation working end to end on this machine:
-# installs missing packages, builds build/, brings a local stack up (under
-# .demo/), applies the database migrations, lists the Kafka topics, fires
-# one bulk redeploy of three environments at the Lagoon simulator through
-# its GraphQL API and follows it until every deployment is terminal, prints
-# the simulator's counters, and takes the stack down again.
+# demo.sh: a whole rollout on this machine. Installs missing packages, builds
+# build/, brings a local stack up (under .demo/), applies the migrations,
+# lists the Kafka topics, seeds a fleet (about 2,000 instances over several
+# store apps, with beta groups, trials, ineligible instances and instances
+# without a Lagoon target), starts two workers and a poller, runs one
+# scheduler tick, shows the rollout's progress live until every run is
+# final, then prints the run summary, the topic lag and the simulator's
+# counters, and takes everything down again.
 #
 #   scripts/demo.sh [--keep]
 #     --keep   leave the stack up afterwards and print how to use it
 #
-# It never prints the Lagoon token. It does not touch a stack started with
-# plain `scripts/stack.sh up` (that one lives in .stack/).
+# DEMO_INSTANCES (default 2000) sets the fleet size. It never prints the
+# Lagoon token. It does not touch a stack started with plain
+# `scripts/stack.sh up` (that one lives in .stack/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +22,7 @@ for arg in "$@"; do
     case $arg in
     --keep) KEEP=1 ;;
     -h | --help)
-        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -35,7 +38,8 @@ STACK=$ROOT/scripts/stack.sh
 BIN=$BUILD_DIR/bin
 WORK=$ROOT/.demo
 T0=$(date +%s)
-POLL_LIMIT_S=${DEMO_POLL_LIMIT_S:-180}
+POLL_LIMIT_S=${DEMO_POLL_LIMIT_S:-300}
+DEMO_INSTANCES=${DEMO_INSTANCES:-2000}
 
 step() { printf '\n[%3ds] == %s\n' "$(($(date +%s) - T0))" "$*"; }
 die() {
@@ -48,6 +52,8 @@ die() {
 export ROLLWAVE_SIM_ROWS_DELAY_MS=${ROLLWAVE_SIM_ROWS_DELAY_MS:-1000}
 export ROLLWAVE_SIM_BUILD_MIN_MS=${ROLLWAVE_SIM_BUILD_MIN_MS:-2000}
 export ROLLWAVE_SIM_BUILD_MAX_MS=${ROLLWAVE_SIM_BUILD_MAX_MS:-6000}
+# a few failed builds, so the summary shows partial failures
+export ROLLWAVE_SIM_FAIL_RATE=${ROLLWAVE_SIM_FAIL_RATE:-0.02}
 
 step "dependencies"
 "$ROOT/scripts/deps.sh"
@@ -64,12 +70,24 @@ cmake --build "$BUILD_DIR" -j2 >"$WORK/build.log" 2>&1 || {
     tail -n 40 "$WORK/build.log" >&2
     die "build failed"
 }
-for b in rollwavectl rollwave-devbroker rollwave-lagoon-sim; do
+for b in rollwavectl rollwave-devbroker rollwave-lagoon-sim rollwave-producer \
+    rollwave-worker rollwave-poller; do
     [ -x "$BIN/$b" ] || die "$b did not build"
 done
 
+PIDS=()
+stop_daemons() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
 cleanup() {
-    rm -f "$WORK/auth.header"
+    stop_daemons
     if [ "$KEEP" -eq 0 ]; then
         step "stack down" 2>/dev/null || true
         "$STACK" down || true
@@ -98,83 +116,82 @@ prefix=${ROLLWAVE_KAFKA_TOPIC_PREFIX:-rollwave.}
 "$KCAT" -L -b "$ROLLWAVE_KAFKA_BROKERS" -m 10 |
     grep -F "topic \"$prefix" | sed 's/^ */  /' || die "no rollwave topics"
 
-# The token goes to curl in a private header file, never on a command line
-# where ps would show it, and never to the terminal.
-(umask 077 && printf 'Authorization: Bearer %s\n' \
-    "$ROLLWAVE_LAGOON_TOKEN" >"$WORK/auth.header")
+PG() { psql "$ROLLWAVE_PG_DSN" -X -q -A -t -c "$1"; }
 
-# POST a GraphQL document with variables (JSON on stdin) to the simulator.
-graphql() {
-    curl -fsS --max-time 10 -H @"$WORK/auth.header" \
-        -H 'Content-Type: application/json' --data-binary @- \
-        "$ROLLWAVE_LAGOON_URL"
-}
+step "seed a fleet of ${DEMO_INSTANCES} instances"
+"$BIN/rollwavectl" seed --instances "$DEMO_INSTANCES" --store-apps 5 \
+    --beta-pct 10 --trial-pct 5 --ineligible-pct 5 --no-target-pct 2
 
-json() { python3 -c "$1"; }
+step "start 2 workers and a poller (logs in .demo/logs)"
+mkdir -p "$WORK/logs"
+# One tick takes every due instance; short polls for a short demo.
+export ROLLWAVE_MAX_PER_RUN=100000 ROLLWAVE_BULK_CHUNK_SIZE=50
+export ROLLWAVE_FIRST_POLL_DELAY_S=2 ROLLWAVE_POLL_INTERVAL_S=2
+export ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS=6000 ROLLWAVE_METRICS_PORT=0
+PIDS=()
+for role in worker worker poller; do
+    n=${#PIDS[@]}
+    "$BIN/rollwave-$role" >"$WORK/logs/$role-$n.log" 2>&1 &
+    PIDS+=($!)
+    echo "  rollwave-$role pid $!"
+done
 
-step "bulkDeployEnvironmentLatest for 3 environments"
-resp=$(json '
-import json
-envs = [("demo-shop-%d" % i, "main") for i in (1, 2, 3)]
-print(json.dumps({
-    "query": "mutation ($input: BulkDeploymentLatestInput!) "
-             "{ bulkDeployEnvironmentLatest(input: $input) }",
-    "variables": {"input": {
-        "name": "rollwave demo",
-        "buildVariables": [],
-        "environments": [{"environment": {"name": e, "project": {"name": p}}}
-                         for p, e in envs],
-    }},
-}))' | graphql) || die "bulk deploy request failed"
-bulk_id=$(printf '%s' "$resp" | json '
-import json, sys
-doc = json.load(sys.stdin)
-if doc.get("errors") or not (doc.get("data") or {}).get(
-        "bulkDeployEnvironmentLatest"):
-    sys.exit("demo: bulk deploy refused: %s" % doc.get("errors"))
-print(doc["data"]["bulkDeployEnvironmentLatest"])')
-echo "  bulk id: $bulk_id"
+step "scheduler tick (rollwave-producer --once)"
+"$BIN/rollwave-producer" --once 2>&1 | grep -E 'event=(tick|run_created)' |
+    sed 's/^[^ ]* [a-z]* /  /'
 
-step "deploymentsByBulkId, every second, until all 3 are terminal"
-query=$(BULK_ID=$bulk_id json '
-import json, os
-print(json.dumps({
-    "query": "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId)"
-             " { id name status environment { name project { name } } } }",
-    "variables": {"bulkId": os.environ["BULK_ID"]},
-}))')
+step "rollout in progress (targets by state, runs by status)"
+SQL_TARGETS="SELECT COALESCE(string_agg(state || ' ' || n, '  '
+               ORDER BY array_position(ARRAY['pending','claimed','triggered',
+               'deploying','succeeded','failed','timed_out','skipped',
+               'cancelled'], state)), '-')
+             FROM (SELECT state, count(*) n FROM run_targets GROUP BY state) x"
+SQL_OPEN="SELECT count(*) FROM deployment_runs
+          WHERE status IN ('pending', 'running', 'paused')"
+SQL_RUNS="SELECT string_agg(status || ' ' || n, '  ' ORDER BY status)
+          FROM (SELECT status, count(*) n FROM deployment_runs
+                GROUP BY status) x"
 done_=0
+last=""
 for ((i = 1; i <= POLL_LIMIT_S; i++)); do
-    sleep 1
-    resp=$(printf '%s' "$query" | graphql) || {
-        echo "  t=${i}s: request failed, retrying"
-        continue
-    }
-    line=$(printf '%s' "$resp" | json '
-import collections, json, sys
-doc = json.load(sys.stdin)
-if doc.get("errors"):
-    print("errors: %s" % doc["errors"])
-    sys.exit(0)
-rows = (doc.get("data") or {}).get("deploymentsByBulkId") or []
-count = collections.Counter(r["status"] for r in rows)
-terminal = sum(count[s] for s in ("complete", "failed", "cancelled"))
-print("%d/3 rows, %d terminal: %s%s" % (
-    len(rows), terminal,
-    " ".join("%s=%d" % kv for kv in sorted(count.items())) or "-",
-    " DONE" if len(rows) == 3 and terminal == 3 else ""))')
-    echo "  t=${i}s: $line"
-    if [[ $line == *" DONE" ]]; then
+    line="targets: $(PG "$SQL_TARGETS") | runs: $(PG "$SQL_RUNS")"
+    if [ -t 1 ]; then
+        printf '\r\033[K  %3ds  %s' "$i" "$line"
+    elif [ "$line" != "$last" ]; then
+        printf '  %3ds  %s\n' "$i" "$line"
+    fi
+    last=$line
+    if [ "$(PG "$SQL_OPEN")" = "0" ]; then
         done_=1
         break
     fi
+    sleep 1
 done
-[ "$done_" -eq 1 ] || die "deployments not terminal after ${POLL_LIMIT_S}s"
+[ -t 1 ] && echo
+[ "$done_" -eq 1 ] || die "runs not final after ${POLL_LIMIT_S}s"
 
-step "simulator counters (/sim/stats)"
-curl -fsS --max-time 10 -H @"$WORK/auth.header" \
-    "$ROLLWAVE_SIM_ADMIN_URL/sim/stats" | python3 -m json.tool
+step "runs"
+"$BIN/rollwavectl" runs
 
+step "Kafka consumer lag"
+"$BIN/rollwavectl" lag --interval 0 \
+    --group "rollwave-worker" --topic "${prefix}batches"
+"$BIN/rollwavectl" lag --interval 0 \
+    --group "rollwave-poller" --topic "${prefix}poll"
+
+step "simulator counters"
+curl -fsS --max-time 10 "$ROLLWAVE_SIM_ADMIN_URL/sim/stats?triggers=false" |
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("  bulk calls %d, environments triggered %d, most per call %d, "
+      "environments triggered twice %d, peak concurrent builds %d" % (
+          d["bulk_calls"], d["environments_triggered"],
+          d["max_envs_per_call"], d["duplicate_triggers"],
+          d["peak_concurrent_builds"]))'
+
+step "stop the daemons (SIGTERM: drain, then exit)"
+stop_daemons
 if [ "$KEEP" -eq 1 ]; then
     step "stack left up"
     cat <<EOF
