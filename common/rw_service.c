@@ -55,7 +55,8 @@ void rw_service_note(rw_service_t *svc, rw_err_t err)
 /*
  * /healthz runs on the HTTP thread: it must not touch the main thread's
  * connections. Postgres is pinged with a fresh connection attempt
- * (PQping, no query); Redis and Kafka report what the main loop saw last.
+ * (PQping, no query), Redis with a short-lived connection and PING; Kafka
+ * reports what the main loop saw last.
  */
 static rw_err_t health(void *ud, char *detail, size_t len)
 {
@@ -67,6 +68,20 @@ static rw_err_t health(void *ud, char *detail, size_t len)
     if (svc->pg_broken)
         return rw_err_set(detail, len, RW_ERR_PG_CONN,
                           "postgres: last statement lost the connection");
+    if (svc->rc) {
+        /* a connection of its own: the main thread's is not shareable */
+        rw_redis_t *probe = NULL;
+        char why[256];
+        rw_err_t err = rw_redis_new(&probe, svc->s->redis_url, 1000, why,
+                                    sizeof(why));
+        if (!err)
+            err = rw_redis_ping(probe, why, sizeof(why));
+        rw_redis_destroy(probe);
+        if (err)
+            return rw_err_set(detail, len, RW_ERR_REDIS_CONN,
+                              "redis: not reachable (%s)", rw_err_name(err));
+        svc->redis_broken = 0;
+    }
     if (svc->redis_broken)
         return rw_err_set(detail, len, RW_ERR_REDIS_CONN,
                           "redis: not reachable");
