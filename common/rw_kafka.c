@@ -714,7 +714,27 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
             NULL,
             NULL,
         };
-        err = conf_build(&conf, s, NULL, forced, errstr, errlen);
+        /*
+         * Defaults the operator may override: cooperative rebalancing, so
+         * partitions that stay assigned keep their position and pause state
+         * across a rebalance and the commit of stored offsets on revoke is
+         * accepted by every broker (the development mock refuses it under
+         * the eager protocol); statistics for the consumer lag gauges; and
+         * a small prefetch, since a handler spends milliseconds to seconds
+         * per message and librdkafka's 64 MiB default is memory held for
+         * nothing.
+         */
+        static const char *const defaults[] = {
+            "partition.assignment.strategy",
+            "cooperative-sticky",
+            "statistics.interval.ms",
+            "15000",
+            "queued.max.messages.kbytes",
+            "8192",
+            NULL,
+            NULL,
+        };
+        err = conf_build(&conf, s, defaults, forced, errstr, errlen);
     }
     if (err)
         goto out;
