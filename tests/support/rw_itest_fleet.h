@@ -132,6 +132,12 @@ void rw_itest_fleet_poll_kids(rw_itest_fleet_t *f);
 int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
                        size_t outlen);
 
+/* rw_itest_fleet_run that also keeps the child's stderr in err (may be
+ * NULL), for commands whose refusals say why on stderr. */
+int rw_itest_fleet_run_err(rw_itest_fleet_t *f, const char *const *argv,
+                           char *out, size_t outlen, char *err,
+                           size_t errlen);
+
 /* rollwave-producer --once; asserts exit status 0. */
 void rw_itest_fleet_tick(rw_itest_fleet_t *f);
 
@@ -210,6 +216,15 @@ void rw_itest_fleet_check(rw_itest_fleet_t *f);
 void rw_itest_fleet_expect_dead_letters(rw_itest_fleet_t *f, long long n);
 
 /*
+ * Triggers beyond the targets with a bulk id that the check expects
+ * (default 0): a retry or replay of a target whose build failed triggers
+ * its environment again on the same target row, which keeps one bulk id.
+ * The check then wants exactly n such triggers in all; the scenario checks
+ * which environments they were.
+ */
+void rw_itest_fleet_expect_extra_triggers(rw_itest_fleet_t *f, long long n);
+
+/*
  * Lagoon triggers beyond the targets that carry a bulk id, summed over
  * environments: 0 unless some environment was triggered twice for one
  * target attempt (or a trigger went unrecorded).
@@ -248,6 +263,14 @@ void rw_itest_fleet_broker_up(rw_itest_fleet_t *f);
  * for down_ms, start it again on the same port, wait until it answers.
  */
 void rw_itest_fleet_restart_redis(rw_itest_fleet_t *f, long long down_ms);
+
+/*
+ * The two halves of rw_itest_fleet_restart_redis, for scenarios that probe
+ * something while Redis is down: stop waits until it no longer answers,
+ * start until it answers again.
+ */
+void rw_itest_fleet_stop_redis(rw_itest_fleet_t *f);
+void rw_itest_fleet_start_redis(rw_itest_fleet_t *f);
 
 /*
  * Stop the stack's Postgres (fast: sessions are cut), keep it down for
