@@ -715,18 +715,16 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
             NULL,
         };
         /*
-         * Defaults the operator may override: cooperative rebalancing, so
-         * partitions that stay assigned keep their position and pause state
-         * across a rebalance and the commit of stored offsets on revoke is
-         * accepted by every broker (the development mock refuses it under
-         * the eager protocol); statistics for the consumer lag gauges; and
-         * a small prefetch, since a handler spends milliseconds to seconds
-         * per message and librdkafka's 64 MiB default is memory held for
-         * nothing.
+         * Defaults the operator may override: statistics for the consumer
+         * lag gauges, and a small prefetch, since a handler spends
+         * milliseconds to seconds per message and librdkafka's 64 MiB
+         * default is memory held for nothing. The assignment strategy stays
+         * librdkafka's eager default: with librdkafka 2.0.2,
+         * cooperative-sticky aborts in rd_kafka_destroy
+         * (rd_kafka_sticky_assignor_state_destroy: assertion) when a
+         * consumer shuts down during a rebalance.
          */
         static const char *const defaults[] = {
-            "partition.assignment.strategy",
-            "cooperative-sticky",
             "statistics.interval.ms",
             "15000",
             "queued.max.messages.kbytes",
