@@ -990,8 +990,9 @@ static double metric_sum(const char *body, const char *name)
     while (line && *line) {
         if (strncmp(line, name, nlen) == 0 &&
             (line[nlen] == ' ' || line[nlen] == '{')) {
-            const char *v = strchr(line, '}');
-            v = v ? v + 1 : line + nlen;
+            const char *v = line + nlen;
+            if (*v == '{') /* label values may hold spaces, not '}' */
+                v = strchr(v, '}') + 1;
             sum += strtod(v, NULL);
         }
         line = strchr(line, '\n');
@@ -1006,8 +1007,13 @@ static void expect_moved(const char *what, const char *body,
 {
     double v = metric_sum(body, name);
 
-    if (v < at_least)
+    if (v < at_least) {
+        /* the samples of that family, for the report */
+        for (const char *l = strstr(body, name); l; l = strstr(l + 1, name))
+            if (l == body || l[-1] == '\n')
+                print_message("%.*s\n", (int)strcspn(l, "\n"), l);
         fail_msg("%s: %s is %g, want at least %g", what, name, v, at_least);
+    }
 }
 
 static void test_metrics_and_health(void **state)
