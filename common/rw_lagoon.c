@@ -549,6 +549,14 @@ rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
     if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
         sec > 60)
         return RW_ERR_INVALID_ARG;
+    {
+        /* timegm would quietly turn February 31st into March 3rd */
+        static const int mdays[12] = {31, 28, 31, 30, 31, 30,
+                                      31, 31, 30, 31, 30, 31};
+        bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        if (day > mdays[mon - 1] + (mon == 2 && leap))
+            return RW_ERR_INVALID_ARG;
+    }
     p = s + 19;
     if (*p == '.' || *p == ',') {
         p++;
@@ -590,9 +598,7 @@ rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
     t = timegm(&tm);
     if (t == (time_t)-1 && !(year == 1969 && mon == 12 && day == 31))
         return RW_ERR_INVALID_ARG;
-    /* timegm normalizes: February 31st would come back as March 3rd */
-    if (tm.tm_mday != day || tm.tm_mon != mon - 1)
-        return RW_ERR_INVALID_ARG;
+
     /* "+02:00" means local time is ahead of UTC: subtract to get UTC. */
     t -= (time_t)sign * (oh * 3600 + om * 60);
     *out = t;

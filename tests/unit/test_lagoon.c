@@ -572,6 +572,8 @@ static void test_parse_time(void **state)
         {"2026-11-23T00:30:00+08:30", 1795363200},
         {"1970-01-01 00:00:00", 0},
         {"2024-02-29 12:00:00", 1709208000},
+        /* a leap second at a month's end is the next month's first second */
+        {"2016-12-31T23:59:60Z", 1483228800},
     };
     static const char *bad[] = {
         "",
