@@ -15,102 +15,10 @@
 #include <curl/curl.h>
 
 #include "rw_http.h"
+#include "rw_prom_check.h"
 #include "rw_metrics.h"
 
 /* ---- the same exposition validator as tests/unit/test_metrics.c ------- */
-
-static size_t name_len(const char *s)
-{
-    size_t n = 0;
-
-    if (!(isalpha((unsigned char)s[0]) || s[0] == '_' || s[0] == ':'))
-        return 0;
-    while (isalnum((unsigned char)s[n]) || s[n] == '_' || s[n] == ':')
-        n++;
-    return n;
-}
-
-static int valid_value(const char *s)
-{
-    char *end;
-
-    if (!strcmp(s, "NaN") || !strcmp(s, "+Inf") || !strcmp(s, "-Inf"))
-        return 1;
-    if (!*s || strspn(s, "0123456789.eE+-") != strlen(s))
-        return 0;
-    strtod(s, &end);
-    return *end == '\0';
-}
-
-static int valid_escapes(const char *s, size_t n, int quote)
-{
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)s[i] < 0x20)
-            return 0;
-        if (s[i] != '\\')
-            continue;
-        if (i + 1 >= n)
-            return 0;
-        i++;
-        if (s[i] != '\\' && s[i] != 'n' && !(quote && s[i] == '"'))
-            return 0;
-    }
-    return 1;
-}
-
-static int valid_line(const char *line)
-{
-    const char *p;
-    size_t n;
-
-    if (line[0] == '#') {
-        if (!strncmp(line, "# HELP ", 7)) {
-            n = name_len(line + 7);
-            p = line + 7 + n;
-            return n > 0 &&
-                   (*p == '\0' ||
-                    (*p == ' ' && valid_escapes(p + 1, strlen(p + 1), 0)));
-        }
-        if (!strncmp(line, "# TYPE ", 7)) {
-            n = name_len(line + 7);
-            p = line + 7 + n;
-            return n > 0 && (!strcmp(p, " counter") || !strcmp(p, " gauge") ||
-                             !strcmp(p, " histogram"));
-        }
-        return 0;
-    }
-    n = name_len(line);
-    if (n == 0)
-        return 0;
-    p = line + n;
-    if (*p == '{') {
-        p++;
-        for (;;) {
-            const char *v;
-            if (!(isalpha((unsigned char)*p) || *p == '_'))
-                return 0;
-            while (isalnum((unsigned char)*p) || *p == '_')
-                p++;
-            if (p[0] != '=' || p[1] != '"')
-                return 0;
-            v = p += 2;
-            while (*p && *p != '"')
-                p += (*p == '\\' && p[1]) ? 2 : 1;
-            if (*p != '"' || !valid_escapes(v, (size_t)(p - v), 1))
-                return 0;
-            p++;
-            if (*p == '}')
-                break;
-            if (*p != ',')
-                return 0;
-            p++;
-        }
-        p++;
-    }
-    if (*p != ' ')
-        return 0;
-    return valid_value(p + 1);
-}
 
 static void assert_every_line_valid(const char *text)
 {
@@ -128,7 +36,7 @@ static void assert_every_line_valid(const char *text)
         assert_true(len < sizeof(line));
         memcpy(line, p, len);
         line[len] = '\0';
-        if (!valid_line(line))
+        if (!rw_prom_valid_line(line))
             fail_msg("/metrics line %d is not valid exposition: %s", lineno,
                      line);
         p = nl + 1;

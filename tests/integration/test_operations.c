@@ -23,6 +23,7 @@
 #include <curl/curl.h>
 
 #include "rw_itest_fleet.h"
+#include "rw_prom_check.h"
 #include "rw_kafka.h"
 #include "rw_settings.h"
 
@@ -857,104 +858,6 @@ static void wait_health(rw_itest_fleet_t *f, int port, long want,
     }
 }
 
-static bool is_name_char(char c, bool first)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-           c == ':' || (!first && c >= '0' && c <= '9');
-}
-
-/* Parse a metric or label name at p; returns the end, NULL if none. */
-static const char *name_end(const char *p)
-{
-    if (!is_name_char(*p, true))
-        return NULL;
-    while (is_name_char(*p, false))
-        p++;
-    return p;
-}
-
-static bool is_value(const char *p, const char **end)
-{
-    char *e;
-
-    if (strncmp(p, "+Inf", 4) == 0 || strncmp(p, "-Inf", 4) == 0) {
-        *end = p + 4;
-        return true;
-    }
-    if (strncmp(p, "NaN", 3) == 0) {
-        *end = p + 3;
-        return true;
-    }
-    strtod(p, &e);
-    if (e == p)
-        return false;
-    *end = e;
-    return true;
-}
-
-/*
- * Whether line is a comment of the text format (# HELP name text, # TYPE
- * name type) or a sample: name[{label="value",...}] value [timestamp].
- */
-static bool metric_line_ok(const char *line)
-{
-    const char *p = line, *e;
-
-    if (strncmp(p, "# HELP ", 7) == 0) {
-        e = name_end(p + 7);
-        return e && (*e == ' ' || *e == '\0');
-    }
-    if (strncmp(p, "# TYPE ", 7) == 0) {
-        static const char *const types[] = {"counter", "gauge", "histogram",
-                                            "summary", "untyped", NULL};
-        e = name_end(p + 7);
-        if (!e || *e != ' ')
-            return false;
-        for (int i = 0; types[i]; i++)
-            if (strcmp(e + 1, types[i]) == 0)
-                return true;
-        return false;
-    }
-    p = name_end(p);
-    if (!p)
-        return false;
-    if (*p == '{') {
-        p++;
-        while (*p != '}') {
-            p = name_end(p);
-            if (!p || *p != '=' || p[1] != '"')
-                return false;
-            p += 2;
-            while (*p && *p != '"') {
-                if (*p == '\\') {
-                    if (p[1] != '\\' && p[1] != '"' && p[1] != 'n')
-                        return false;
-                    p++;
-                }
-                p++;
-            }
-            if (*p != '"')
-                return false;
-            p++;
-            if (*p == ',')
-                p++;
-            else if (*p != '}')
-                return false;
-        }
-        p++;
-    }
-    if (*p != ' ')
-        return false;
-    if (!is_value(p + 1, &e))
-        return false;
-    if (*e == '\0')
-        return true;
-    if (*e != ' ')
-        return false;
-    strtoll(e + 1, (char **)&p, 10);
-    return p != e + 1 && *p == '\0';
-}
-
 /* Validate every line of a /metrics body; fail naming the first bad one. */
 static void validate_metrics(const char *what, char *body)
 {
@@ -969,7 +872,7 @@ static void validate_metrics(const char *what, char *body)
         save = strchr(line, '\n');
         if (save)
             *save++ = '\0';
-        if (!metric_line_ok(line))
+        if (!rw_prom_valid_line(line))
             fail_msg("%s /metrics line %d is malformed: '%s'", what, n + 1,
                      line);
         n++;
