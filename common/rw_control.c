@@ -47,20 +47,9 @@ static const char SQL_REOPEN_CANDIDATES[] =
     "   AND c.state IN ('done', 'failed')"
     " ORDER BY t.chunk, t.id";
 
-static const char SQL_REOPEN_CHUNKS[] =
-    "UPDATE run_chunks SET state = 'pending', bulk_id = NULL,"
-    "   bulk_name = NULL, poll_attempts = 0, finished_at = NULL,"
-    "   last_error = NULL"
-    " WHERE run_id = $1::bigint AND chunk = ANY($2::int[])"
-    "   AND state IN ('done', 'failed')";
-
 static const char SQL_ABORT_TARGETS[] =
     "SELECT id FROM run_targets WHERE run_id = $1::bigint"
     "   AND state = 'pending'";
-
-static const char SQL_ABORT_CHUNKS[] =
-    "UPDATE run_chunks SET state = 'done', finished_at = now()"
-    " WHERE run_id = $1::bigint AND state = 'pending'";
 
 static const char SQL_COUNTS[] =
     "UPDATE deployment_runs r SET total_count = x.total,"
@@ -77,8 +66,7 @@ static const char SQL_COUNTS[] =
 
 /* Write one batch message per pending chunk of the run to the outbox. */
 static rw_err_t queue_pending(rw_pg_t *pg, long long run_id,
-                              long long *n_chunks, char *errstr,
-                              size_t errlen)
+                              long long *n_chunks, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -155,19 +143,20 @@ out:
 
 rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
                            long long max_attempts, const char *reason,
-                           bool queue, long long *n_targets,
-                           long long *n_chunks, char *errstr, size_t errlen)
+                           long long replay_id, bool queue,
+                           long long *n_targets, long long *n_chunks,
+                           char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *cand = NULL, *run = NULL;
     char run_s[24], chunk_s[16], max_s[24];
     long long *failed = NULL, *timed_out = NULL;
-    size_t nf = 0, nt = 0;
-    rw_pg_array_t a_chunks;
+    int *chunks = NULL;
+    size_t nf = 0, nt = 0, nc = 0;
     int rows, last_chunk = -1;
     rw_run_state_t status;
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
 
-    rw_pg_array_init(&a_chunks);
     *n_targets = 0;
     *n_chunks = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
@@ -189,8 +178,8 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
         goto out; /* a cancelled run is never reopened */
     {
         const char *p[3] = {run_s, chunk_s, max_s};
-        err = rw_pg_exec(pg, SQL_REOPEN_CANDIDATES, 3, p, &cand, errstr,
-                         errlen);
+        err =
+            rw_pg_exec(pg, SQL_REOPEN_CANDIDATES, 3, p, &cand, errstr, errlen);
         if (err)
             goto out;
     }
@@ -199,7 +188,8 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
         goto out;
     failed = calloc((size_t)rows, sizeof(*failed));
     timed_out = calloc((size_t)rows, sizeof(*timed_out));
-    if (!failed || !timed_out) {
+    chunks = calloc((size_t)rows, sizeof(*chunks));
+    if (!failed || !timed_out || !chunks) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -210,32 +200,30 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
         else
             timed_out[nt++] = rw_pg_ll(cand, i, "id", 0);
         if (c != last_chunk) {
-            rw_pg_array_add_ll(&a_chunks, c);
+            chunks[nc++] = c;
             last_chunk = c;
             (*n_chunks)++;
         }
-    }
-    if (!rw_chunk_edge_ok(RW_CHUNK_DONE, RW_CHUNK_PENDING, true) ||
-        !rw_chunk_edge_ok(RW_CHUNK_FAILED, RW_CHUNK_PENDING, true)) {
-        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "chunks cannot be reopened");
-        goto out;
     }
     err = rw_target_transition(pg, run_id, failed, nf, RW_TARGET_FAILED,
                                RW_TARGET_PENDING, true, NULL, NULL, NULL,
                                errstr, errlen);
     if (!err)
         err = rw_target_transition(pg, run_id, timed_out, nt,
-                                   RW_TARGET_TIMED_OUT, RW_TARGET_PENDING,
-                                   true, NULL, NULL, NULL, errstr, errlen);
+                                   RW_TARGET_TIMED_OUT, RW_TARGET_PENDING, true,
+                                   NULL, NULL, NULL, errstr, errlen);
     if (err)
         goto out;
-    {
-        const char *p[2] = {run_s, rw_pg_array_finish(&a_chunks)};
-        err = rw_pg_exec(pg, SQL_REOPEN_CHUNKS, 2, p, NULL, errstr, errlen);
-        if (err)
-            goto out;
-    }
+    ch.replay_id = replay_id;
+    err = rw_chunk_transition(pg, run_id, chunks, nc, RW_CHUNK_DONE,
+                              RW_CHUNK_PENDING, true, &ch, reason, NULL, errstr,
+                              errlen);
+    if (!err)
+        err = rw_chunk_transition(pg, run_id, chunks, nc, RW_CHUNK_FAILED,
+                                  RW_CHUNK_PENDING, true, &ch, reason, NULL,
+                                  errstr, errlen);
+    if (err)
+        goto out;
     if (rw_run_terminal(status)) {
         err = rw_run_transition(pg, run_id, status, RW_RUN_RUNNING, true,
                                 reason, errstr, errlen);
@@ -258,7 +246,7 @@ out:
     PQclear(run);
     free(failed);
     free(timed_out);
-    rw_pg_array_free(&a_chunks);
+    free(chunks);
     return err;
 }
 
@@ -277,10 +265,9 @@ static const char *verb_name(rw_control_verb_t verb)
     return "?";
 }
 
-static rw_err_t abort_run(rw_pg_t *pg, long long run_id,
-                          rw_run_state_t status, const char *reason,
-                          rw_control_result_t *out, char *errstr,
-                          size_t errlen)
+static rw_err_t abort_run(rw_pg_t *pg, long long run_id, rw_run_state_t status,
+                          const char *reason, rw_control_result_t *out,
+                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -302,10 +289,12 @@ static rw_err_t abort_run(rw_pg_t *pg, long long run_id,
     for (size_t i = 0; i < n; i++)
         ids[i] = rw_pg_ll(res, (int)i, "id", 0);
     err = rw_target_transition(pg, run_id, ids, n, RW_TARGET_PENDING,
-                               RW_TARGET_CANCELLED, false, reason, NULL,
-                               &moved, errstr, errlen);
+                               RW_TARGET_CANCELLED, false, reason, NULL, &moved,
+                               errstr, errlen);
     if (!err)
-        err = rw_pg_exec(pg, SQL_ABORT_CHUNKS, 1, p, NULL, errstr, errlen);
+        err = rw_chunk_transition(pg, run_id, NULL, 0, RW_CHUNK_PENDING,
+                                  RW_CHUNK_DONE, false, NULL, reason, NULL,
+                                  errstr, errlen);
     if (!err)
         err = rw_run_transition(pg, run_id, status, RW_RUN_CANCELLED, false,
                                 reason, errstr, errlen);
@@ -320,8 +309,8 @@ out:
 
 rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
                         rw_control_verb_t verb, long long max_attempts,
-                        const char *by, rw_control_result_t *out,
-                        char *errstr, size_t errlen)
+                        const char *by, rw_control_result_t *out, char *errstr,
+                        size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -343,8 +332,8 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
     if (err)
         goto out;
     if (PQntuples(res) != 1) {
-        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND, "no run %s",
-                         run_uuid);
+        err =
+            rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND, "no run %s", run_uuid);
         goto out;
     }
     run_id = rw_pg_ll(res, 0, "id", 0);
@@ -366,11 +355,22 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         to = RW_RUN_RUNNING;
         break;
     }
+    if (verb == RW_CONTROL_RETRY &&
+        (!rw_run_terminal(status) || status == RW_RUN_CANCELLED)) {
+        /* paused -> running is an edge, but a retry would not resume the
+         * run: say what to do instead of reporting a change */
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "cannot retry a %s run: %s", rw_run_state_name(status),
+                         status == RW_RUN_PAUSED ? "resume it instead"
+                         : status == RW_RUN_CANCELLED
+                             ? "a cancelled run is final; start a new one"
+                             : "it has not finished yet");
+        goto out;
+    }
     if (to == RW_RUN__COUNT ||
         !rw_run_edge_ok(status, to, verb == RW_CONTROL_RETRY)) {
-        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "cannot %s a %s run", verb_name(verb),
-                         rw_run_state_name(status));
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE, "cannot %s a %s run",
+                         verb_name(verb), rw_run_state_name(status));
         goto out;
     }
     switch (verb) {
@@ -388,7 +388,7 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         err = abort_run(pg, run_id, status, reason, out, errstr, errlen);
         break;
     case RW_CONTROL_RETRY:
-        err = rw_control_reopen(pg, run_id, -1, max_attempts, reason, true,
+        err = rw_control_reopen(pg, run_id, -1, max_attempts, reason, 0, true,
                                 &out->targets, &out->chunks, errstr, errlen);
         if (!err && out->targets == 0)
             err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
@@ -404,8 +404,9 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         goto out;
     snprintf(out->status_after, sizeof(out->status_after), "%s",
              rw_run_state_name(to));
-    rw_info("control", "event=run_%s run=%s from=%s to=%s targets=%lld "
-                       "chunks=%lld",
+    rw_info("control",
+            "event=run_%s run=%s from=%s to=%s targets=%lld "
+            "chunks=%lld",
             verb_name(verb), run_uuid, out->status_before, out->status_after,
             out->targets, out->chunks);
 out:

@@ -58,12 +58,15 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
  * max_attempts) of one chunk (chunk >= 0) or of every chunk (chunk < 0),
  * inside the caller's transaction: targets -> pending, their chunks ->
  * pending, and a finished run -> running. *n_targets tells how many
- * targets were reopened (0: nothing changed). With queue set, one batch
- * message per reopened chunk is written to the outbox.
+ * targets were reopened (0: nothing changed). replay_id (0 = none) is
+ * recorded on the reopened chunks when a replayed batch reopens them, so
+ * the same replayed offset never reopens them twice. With queue set, one
+ * batch message per reopened chunk is written to the outbox.
  */
 rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
                            long long max_attempts, const char *reason,
-                           bool queue, long long *n_targets,
-                           long long *n_chunks, char *errstr, size_t errlen);
+                           long long replay_id, bool queue,
+                           long long *n_targets, long long *n_chunks,
+                           char *errstr, size_t errlen);
 
 #endif

@@ -11,24 +11,6 @@
 
 #include "rw_log.h"
 
-static const char SQL_TARGETS[] =
-    "UPDATE run_targets t SET state = u.to_state,"
-    "   lagoon_status = COALESCE(u.lstatus, t.lagoon_status),"
-    "   deployment_name = COALESCE(u.dname, t.deployment_name),"
-    "   error = CASE WHEN u.to_state IN ('failed', 'timed_out')"
-    "                THEN u.err ELSE t.error END,"
-    "   finished_at = CASE WHEN u.to_state IN ('succeeded', 'failed',"
-    "                                         'timed_out')"
-    "                      THEN now() ELSE NULL END"
-    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],"
-    "             $6::text[], $7::text[])"
-    "      AS u(id, from_state, to_state, lstatus, dname, err)"
-    " WHERE t.id = u.id AND t.run_id = $1::bigint"
-    "   AND t.state = u.from_state"
-    "   AND (u.from_state <> u.to_state"
-    "        OR t.lagoon_status IS DISTINCT FROM u.lstatus"
-    "        OR t.deployment_name IS DISTINCT FROM u.dname)";
-
 static const char SQL_INSTANCES[] =
     "UPDATE app_instances i SET last_deployment_name = u.dname,"
     "   last_deployment_status = u.lstatus,"
@@ -46,18 +28,9 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
                            size_t *n_moved, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    rw_pg_array_t a_id, a_from, a_to, a_ls, a_dn, a_err;
     rw_pg_array_t i_id, i_dn, i_ls, i_done;
-    PGresult *res = NULL;
-    char run_s[24];
     size_t n_inst = 0;
 
-    rw_pg_array_init(&a_id);
-    rw_pg_array_init(&a_from);
-    rw_pg_array_init(&a_to);
-    rw_pg_array_init(&a_ls);
-    rw_pg_array_init(&a_dn);
-    rw_pg_array_init(&a_err);
     rw_pg_array_init(&i_id);
     rw_pg_array_init(&i_dn);
     rw_pg_array_init(&i_ls);
@@ -66,26 +39,11 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
     if (n == 0)
         goto out;
 
+    /* the targets first: it checks every edge before writing anything */
+    err = rw_target_apply(pg, run_id, u, n, n_moved, errstr, errlen);
+    if (err)
+        goto out;
     for (size_t i = 0; i < n; i++) {
-        if (u[i].from != u[i].to && !rw_target_edge_ok(u[i].from, u[i].to,
-                                                       false)) {
-            rw_error("progress",
-                     "event=illegal_transition run_id=%lld target=%lld "
-                     "from=%s to=%s",
-                     run_id, u[i].target_id, rw_target_state_name(u[i].from),
-                     rw_target_state_name(u[i].to));
-            err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                             "target %lld: %s -> %s is not a legal transition",
-                             u[i].target_id, rw_target_state_name(u[i].from),
-                             rw_target_state_name(u[i].to));
-            goto out;
-        }
-        rw_pg_array_add_ll(&a_id, u[i].target_id);
-        rw_pg_array_add_str(&a_from, rw_target_state_name(u[i].from));
-        rw_pg_array_add_str(&a_to, rw_target_state_name(u[i].to));
-        rw_pg_array_add_str(&a_ls, u[i].lagoon_status);
-        rw_pg_array_add_str(&a_dn, u[i].deployment_name);
-        rw_pg_array_add_str(&a_err, u[i].error);
         if (u[i].lagoon_status) {
             char ts[32];
             struct tm tm;
@@ -102,35 +60,13 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
             n_inst++;
         }
     }
-    snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    {
-        const char *p[7] = {run_s,
-                            rw_pg_array_finish(&a_id),
-                            rw_pg_array_finish(&a_from),
-                            rw_pg_array_finish(&a_to),
-                            rw_pg_array_finish(&a_ls),
-                            rw_pg_array_finish(&a_dn),
-                            rw_pg_array_finish(&a_err)};
-        for (int i = 1; i < 7; i++)
-            if (!p[i]) {
-                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                                 "out of memory");
-                goto out;
-            }
-        err = rw_pg_exec(pg, SQL_TARGETS, 7, p, &res, errstr, errlen);
-        if (err)
-            goto out;
-        *n_moved = (size_t)atoll(PQcmdTuples(res));
-    }
     if (n_inst > 0) {
-        const char *p[4] = {rw_pg_array_finish(&i_id),
-                            rw_pg_array_finish(&i_dn),
-                            rw_pg_array_finish(&i_ls),
-                            rw_pg_array_finish(&i_done)};
+        const char *p[4] = {
+            rw_pg_array_finish(&i_id), rw_pg_array_finish(&i_dn),
+            rw_pg_array_finish(&i_ls), rw_pg_array_finish(&i_done)};
         for (int i = 0; i < 4; i++)
             if (!p[i]) {
-                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                                 "out of memory");
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
                 goto out;
             }
         err = rw_pg_exec(pg, SQL_INSTANCES, 4, p, NULL, errstr, errlen);
@@ -138,13 +74,6 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
             goto out;
     }
 out:
-    PQclear(res);
-    rw_pg_array_free(&a_id);
-    rw_pg_array_free(&a_from);
-    rw_pg_array_free(&a_to);
-    rw_pg_array_free(&a_ls);
-    rw_pg_array_free(&a_dn);
-    rw_pg_array_free(&a_err);
     rw_pg_array_free(&i_id);
     rw_pg_array_free(&i_dn);
     rw_pg_array_free(&i_ls);
@@ -211,8 +140,8 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
     if (err)
         goto out;
     if (PQntuples(res) != 1) {
-        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
-                         "run %lld not found", run_id);
+        err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND, "run %lld not found",
+                         run_id);
         goto out;
     }
     status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
@@ -227,8 +156,8 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
         ok = rw_pg_ll(cnt, 0, "succeeded", 0);
         failed = rw_pg_ll(cnt, 0, "failed", 0);
         skipped = rw_pg_ll(cnt, 0, "skipped", 0);
-        err = store_counts(pg, run_s, total, ok, failed, skipped, errstr,
-                           errlen);
+        err =
+            store_counts(pg, run_s, total, ok, failed, skipped, errstr, errlen);
         if (err)
             goto out;
         goto commit;
@@ -247,8 +176,8 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
     if (open > 0) {
         /* every chunk is over but a target is not: a bug, never hide it */
         rw_error("progress",
-                 "event=finalize_refused run_id=%lld open_targets=%lld",
-                 run_id, open);
+                 "event=finalize_refused run_id=%lld open_targets=%lld", run_id,
+                 open);
         err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
                          "run %lld: chunks closed but %lld targets open",
                          run_id, open);

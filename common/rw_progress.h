@@ -17,18 +17,6 @@
 #include "rw_pg.h"
 #include "rw_state.h"
 
-/* One target's new standing after a poll. Strings are borrowed. */
-typedef struct rw_target_update {
-    long long target_id;
-    long long instance_id;
-    rw_target_state_t from;
-    rw_target_state_t to;
-    const char *lagoon_status;   /* raw Lagoon status, NULL if no row */
-    const char *deployment_name; /* NULL if no row */
-    time_t completed;            /* 0 = not completed */
-    const char *error;           /* for failed / timed_out, else NULL */
-} rw_target_update_t;
-
 /*
  * Write n updates of one run in the caller's transaction: one statement
  * for the targets (each moved only if still in its `from` state; every

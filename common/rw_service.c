@@ -20,7 +20,14 @@
 #include "rw_schedule.h"
 
 #define RETRY_BASE_MS 200
-#define RETRY_MAX_MS 10000
+#define RETRY_MAX_MS  10000
+
+/* A message waiting for its retry; its partition is paused meanwhile. */
+typedef struct rw_held {
+    rw_kafka_msg_t *msg;
+    long long due_ms; /* monotonic */
+    int retries;
+} rw_held_t;
 
 void rw_service_sleep(int ms)
 {
@@ -72,8 +79,8 @@ static rw_err_t health(void *ud, char *detail, size_t len)
         /* a connection of its own: the main thread's is not shareable */
         rw_redis_t *probe = NULL;
         char why[256];
-        rw_err_t err = rw_redis_new(&probe, svc->s->redis_url, 1000, why,
-                                    sizeof(why));
+        rw_err_t err =
+            rw_redis_new(&probe, svc->s->redis_url, 1000, why, sizeof(why));
         if (!err)
             err = rw_redis_ping(probe, why, sizeof(why));
         rw_redis_destroy(probe);
@@ -92,8 +99,7 @@ static rw_err_t health(void *ud, char *detail, size_t len)
 
 rw_err_t rw_service_open(rw_service_t *svc, const char *name,
                          const rw_settings_t *s, unsigned needs,
-                         const char *consume_topic, char *errstr,
-                         size_t errlen)
+                         const char *consume_topic, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     char labels[300];
@@ -114,21 +120,25 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
         rw_kafka_topic(svc->consume_topic, sizeof(svc->consume_topic), s,
                        consume_topic);
         snprintf(labels, sizeof(labels), "topic=\"%s\"", svc->consume_topic);
-        svc->m_consumed = rw_metrics_counter(
-            "rollwave_messages_consumed_total", "messages consumed", labels);
+        svc->m_consumed = rw_metrics_counter("rollwave_messages_consumed_total",
+                                             "messages consumed", labels);
         svc->m_handled = rw_metrics_counter(
             "rollwave_messages_handled_total",
             "messages whose effect is durable (offset stored)", labels);
-        svc->m_dead = rw_metrics_counter("rollwave_messages_dead_lettered_total",
-                                         "messages sent to the dead-letter "
-                                         "topic",
-                                         labels);
+        svc->m_dead =
+            rw_metrics_counter("rollwave_messages_dead_lettered_total",
+                               "messages sent to the dead-letter "
+                               "topic",
+                               labels);
         svc->m_redis_rt = rw_metrics_counter(
             "rollwave_redis_round_trips_total",
             "round trips to Redis (a pipeline counts once)", NULL);
         svc->m_retried = rw_metrics_counter(
             "rollwave_messages_retried_total",
             "retriable failures; the message is processed again", labels);
+        svc->m_held = rw_metrics_gauge(
+            "rollwave_messages_held",
+            "messages held for a retry with their partition paused", labels);
     }
 
     if (needs & RW_SVC_PG) {
@@ -171,8 +181,8 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
             goto out;
     }
     if (s->metrics_port > 0) {
-        err = rw_http_start(&svc->http, "0.0.0.0", (int)s->metrics_port,
-                            health, svc, errstr, errlen);
+        err = rw_http_start(&svc->http, "0.0.0.0", (int)s->metrics_port, health,
+                            svc, errstr, errlen);
         if (err)
             goto out;
     }
@@ -211,8 +221,9 @@ void rw_service_ack(rw_service_t *svc, const rw_kafka_msg_t *msg)
     char errstr[256];
 
     if (rw_kafka_consumer_store(svc->kc, msg, errstr, sizeof(errstr)))
-        rw_warn(svc->name, "event=offset_store_failed topic=%s partition=%d "
-                           "offset=%lld detail=\"%s\"",
+        rw_warn(svc->name,
+                "event=offset_store_failed topic=%s partition=%d "
+                "offset=%lld detail=\"%s\"",
                 rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
                 (long long)rw_kafka_msg_offset(msg), errstr);
     rw_metrics_add(svc->m_handled, 1);
@@ -231,8 +242,8 @@ rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
             rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
             (long long)rw_kafka_msg_offset(msg),
             rw_log_quote(qreason, sizeof(qreason), reason));
-    err = rw_kafka_dead_letter(svc->kp, svc->topic_dlq, msg, reason, &d,
-                               errstr, sizeof(errstr));
+    err = rw_kafka_dead_letter(svc->kp, svc->topic_dlq, msg, reason, &d, errstr,
+                               sizeof(errstr));
     if (!err) {
         rw_kafka_producer_flush(svc->kp, 30000, NULL, 0);
         if (!d.done)
@@ -250,13 +261,140 @@ rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
     return RW_OK;
 }
 
+/* Index of the held message of msg's partition, or -1. */
+static long held_for(const rw_service_t *svc, const rw_kafka_msg_t *msg)
+{
+    for (size_t i = 0; i < svc->n_held; i++)
+        if (rw_kafka_msg_partition(svc->held[i].msg) ==
+                rw_kafka_msg_partition(msg) &&
+            strcmp(rw_kafka_msg_topic(svc->held[i].msg),
+                   rw_kafka_msg_topic(msg)) == 0)
+            return (long)i;
+    return -1;
+}
+
+/*
+ * Hold msg (ownership taken) for a retry: pause its partition and try it
+ * again when due, instead of sleeping in the loop while the other
+ * partitions wait. retries is how often it was retried before.
+ */
+static void hold(rw_service_t *svc, rw_kafka_msg_t *msg, int retries,
+                 const char *reason)
+{
+    long long delay =
+        svc->retry_after_ms > 0
+            ? svc->retry_after_ms
+            : rw_backoff_ms(retries, RETRY_BASE_MS, RETRY_MAX_MS, &svc->rng);
+    rw_held_t *h;
+
+    rw_metrics_add(svc->m_retried, 1);
+    rw_warn(svc->name,
+            "event=retry topic=%s partition=%d offset=%lld retries=%d "
+            "delay_ms=%lld reason=\"%s\"",
+            rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+            (long long)rw_kafka_msg_offset(msg), retries + 1, delay, reason);
+    if (svc->n_held == svc->cap_held) {
+        size_t cap = svc->cap_held ? svc->cap_held * 2 : 16;
+        rw_held_t *grown = realloc(svc->held, cap * sizeof(*grown));
+        if (!grown) {
+            /* cannot hold it: rewind so it is read again, never dropped */
+            rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(msg),
+                                   rw_kafka_msg_partition(msg),
+                                   rw_kafka_msg_offset(msg), 5000, NULL, 0);
+            rw_kafka_msg_destroy(msg);
+            return;
+        }
+        svc->held = grown;
+        svc->cap_held = cap;
+    }
+    rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
+                            rw_kafka_msg_partition(msg), NULL, 0);
+    h = &svc->held[svc->n_held++];
+    h->msg = msg;
+    h->due_ms = rw_now_mono_ms() + delay;
+    h->retries = retries + 1;
+    rw_metrics_set(svc->m_held, (double)svc->n_held);
+}
+
+/* Release held entry i: its message is finished (or owned elsewhere). */
+static void unhold(rw_service_t *svc, size_t i, bool resume)
+{
+    rw_kafka_msg_t *msg = svc->held[i].msg;
+
+    if (resume) {
+        /* anything fetched after it was dropped: read it again in order */
+        rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(msg),
+                               rw_kafka_msg_partition(msg),
+                               rw_kafka_msg_offset(msg) + 1, 5000, NULL, 0);
+        rw_kafka_consumer_resume(svc->kc, rw_kafka_msg_topic(msg),
+                                 rw_kafka_msg_partition(msg), NULL, 0);
+        rw_kafka_msg_destroy(msg);
+    }
+    svc->held[i] = svc->held[--svc->n_held];
+    rw_metrics_set(svc->m_held, (double)svc->n_held);
+}
+
+/* Try the held messages that came due again; lower *timeout_ms to the
+ * next due time. */
+static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
+                     int *timeout_ms)
+{
+    long long now = rw_now_mono_ms();
+
+    for (size_t i = 0; i < svc->n_held && !rw_daemon_draining();) {
+        rw_held_t *h = &svc->held[i];
+        rw_kafka_msg_t *msg = h->msg;
+        char reason[512] = "";
+        int retries = h->retries;
+        rw_msg_outcome_t outcome;
+
+        if (h->due_ms > now) {
+            long long wait = h->due_ms - now;
+            if (wait < *timeout_ms)
+                *timeout_ms = (int)wait;
+            i++;
+            continue;
+        }
+        svc->retry_after_ms = 0;
+        svc->msg_retries = retries;
+        outcome = handler(svc, msg, ud, reason, sizeof(reason));
+        switch (outcome) {
+        case RW_MSG_ACK:
+            rw_service_ack(svc, msg);
+            unhold(svc, i, true);
+            break;
+        case RW_MSG_DEAD:
+            if (rw_service_dead_letter(svc, msg, reason)) {
+                /* no dead letter, no ack: try again later */
+                svc->retry_after_ms = 1000;
+                unhold(svc, i, false);
+                hold(svc, msg, retries, reason);
+                break;
+            }
+            rw_service_ack(svc, msg);
+            unhold(svc, i, true);
+            break;
+        case RW_MSG_RETRY:
+            unhold(svc, i, false);
+            hold(svc, msg, retries, reason);
+            break;
+        case RW_MSG_KEEP:
+            /* the handler owns the message and its paused partition */
+            unhold(svc, i, false);
+            break;
+        }
+        /* entries moved: start over; due ones were re-armed into the future */
+        i = 0;
+        now = rw_now_mono_ms();
+    }
+}
+
 rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
                             rw_service_tick tick, void *ud)
 {
     char errstr[512];
     long long last_commit = rw_now_mono_ms();
     unsigned long long redis_rt = 0;
-    int retries = 0;
 
     while (!rw_daemon_draining()) {
         rw_kafka_msg_t *msg = NULL;
@@ -267,6 +405,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
 
         if (tick)
             tick(svc, ud, &timeout);
+        run_held(svc, handler, ud, &timeout);
         if (svc->rc) {
             /* pipelined lock calls: one round trip per chunk, not per key */
             unsigned long long rt = rw_redis_round_trips(svc->rc);
@@ -291,43 +430,46 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         if (!msg)
             continue;
         svc->kafka_broken = 0;
+        if (held_for(svc, msg) >= 0) {
+            /* fetched before the pause took hold: read again on resume */
+            rw_kafka_msg_destroy(msg);
+            continue;
+        }
         rw_metrics_add(svc->m_consumed, 1);
+        svc->retry_after_ms = 0;
+        svc->msg_retries = 0;
         outcome = handler(svc, msg, ud, reason, sizeof(reason));
         switch (outcome) {
         case RW_MSG_ACK:
-            retries = 0;
             rw_service_ack(svc, msg);
             break;
         case RW_MSG_DEAD:
-            retries = 0;
-            while (rw_service_dead_letter(svc, msg, reason) &&
-                   !rw_daemon_draining())
-                rw_service_sleep(1000);
+            if (rw_service_dead_letter(svc, msg, reason)) {
+                /* never acked without its dead letter: hold and retry; a
+                 * drain meanwhile leaves it to the next consumer */
+                svc->retry_after_ms = 1000;
+                hold(svc, msg, 0, "dead letter not written");
+                msg = NULL;
+                break;
+            }
             rw_service_ack(svc, msg);
             break;
-        case RW_MSG_RETRY: {
-            long long delay =
-                rw_backoff_ms(retries, RETRY_BASE_MS, RETRY_MAX_MS, &svc->rng);
-            retries++;
-            rw_metrics_add(svc->m_retried, 1);
-            rw_warn(svc->name,
-                    "event=retry topic=%s partition=%d offset=%lld "
-                    "delay_ms=%lld reason=\"%s\"",
-                    rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
-                    (long long)rw_kafka_msg_offset(msg), delay, reason);
-            /* rewind so the same message comes back after the pause */
-            rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(msg),
-                                   rw_kafka_msg_partition(msg),
-                                   rw_kafka_msg_offset(msg), 5000, NULL, 0);
-            rw_service_sleep((int)delay);
+        case RW_MSG_RETRY:
+            hold(svc, msg, 0, reason);
+            msg = NULL; /* held */
             break;
-        }
         case RW_MSG_KEEP:
             msg = NULL; /* the handler owns it now */
             break;
         }
         rw_kafka_msg_destroy(msg);
     }
+    /* held messages were not handled: they come back after a restart */
+    for (size_t i = 0; i < svc->n_held; i++)
+        rw_kafka_msg_destroy(svc->held[i].msg);
+    free(svc->held);
+    svc->held = NULL;
+    svc->n_held = svc->cap_held = 0;
     rw_kafka_consumer_commit(svc->kc, 1, NULL, 0);
     rw_info(svc->name, "event=drained");
     return RW_OK;

@@ -50,12 +50,26 @@ typedef struct rw_service {
     /* health, written by the main thread, read by the HTTP thread */
     volatile int pg_broken, redis_broken, kafka_broken;
     rw_metric_t *m_consumed, *m_dead, *m_retried, *m_handled, *m_redis_rt;
+    rw_metric_t *m_held;
+    /*
+     * Retries: a handler returning RW_MSG_RETRY may set retry_after_ms (how
+     * long to hold the message; 0 = exponential backoff). msg_retries is
+     * how many times the message in hand was retried already (0 = first
+     * try), so a handler can give up after a limit. Both are reset before
+     * every handler call.
+     */
+    long long retry_after_ms;
+    int msg_retries;
+    struct rw_held *held; /* messages held for a retry, partition paused */
+    size_t n_held, cap_held;
 } rw_service_t;
 
 /* What a handler did with a message. */
 typedef enum rw_msg_outcome {
     RW_MSG_ACK,   /* effect durable: store the offset */
-    RW_MSG_RETRY, /* retriable failure: the same message again, later */
+    RW_MSG_RETRY, /* retriable failure: the same message again, later;
+                     it is held with its partition paused meanwhile, so
+                     the other partitions keep flowing */
     RW_MSG_DEAD,  /* unprocessable: dead-letter with the reason, then ack */
     RW_MSG_KEEP,  /* handler kept the message; it calls rw_service_ack */
 } rw_msg_outcome_t;

@@ -3,10 +3,9 @@
  *
  * Each machine is one enum, one name table and one edge table indexed
  * [from][to]; rw_*_edge_ok reads nothing else. The run and target machines
- * also have their single Postgres writer here: a conditional UPDATE that
- * only moves rows still in the expected state, so two workers racing on
- * the same row cannot both win. Chunk rows are written by their owners'
- * transactional SQL; they use rw_chunk_edge_ok for the check.
+ * has its single Postgres writer here: a conditional UPDATE that only
+ * moves rows still in the expected state, so two workers racing on the
+ * same row cannot both win, and an audit row for runs and chunks.
  *
  * Not here: when to transition, counters, locks, transactions.
  */
@@ -98,7 +97,9 @@ static const char *const target_names[RW_TARGET__COUNT] = {
 /*
  * triggered -> succeeded | failed is allowed besides DESIGN.md's path via
  * deploying: a fast build can be complete by the first poll, so the
- * poller never sees it running.
+ * poller never sees it running. claimed -> pending gives a claim back when
+ * its chunk's mutation is known not to have reached Lagoon; the attempt
+ * it had started is taken back with it.
  */
 static const unsigned char target_edges[RW_TARGET__COUNT][RW_TARGET__COUNT] = {
     [RW_TARGET_PENDING] =
@@ -109,6 +110,7 @@ static const unsigned char target_edges[RW_TARGET__COUNT][RW_TARGET__COUNT] = {
         },
     [RW_TARGET_CLAIMED] =
         {
+            [RW_TARGET_PENDING] = EDGE,
             [RW_TARGET_TRIGGERED] = EDGE,
             [RW_TARGET_FAILED] = EDGE,
         },
@@ -143,9 +145,10 @@ static const char *const chunk_names[RW_CHUNK__COUNT] = {
 
 /*
  * pending -> done: every target of the chunk was skipped, nothing is sent.
- * triggering -> pending only on a retry: a worker that died mid-trigger
- * cannot know whether Lagoon received the mutation, so re-sending is a new
- * attempt, never a silent repeat of the old one.
+ * triggering -> pending: the mutation is known not to have reached Lagoon
+ * (refused before sending, or looked up by name after the settle window
+ * and not found); the claims are given back and the next trigger is a new
+ * attempt with a new bulk name, never a silent repeat of the old one.
  * triggered -> done also covers chunks whose targets timed out: failed is
  * reserved for "no bulk id", which keeps the bulk_id CHECK simple.
  */
@@ -157,7 +160,7 @@ static const unsigned char chunk_edges[RW_CHUNK__COUNT][RW_CHUNK__COUNT] = {
         },
     [RW_CHUNK_TRIGGERING] =
         {
-            [RW_CHUNK_PENDING] = RETRY_ONLY,
+            [RW_CHUNK_PENDING] = EDGE,
             [RW_CHUNK_TRIGGERED] = EDGE,
             [RW_CHUNK_FAILED] = EDGE,
         },
@@ -389,11 +392,12 @@ static const char target_sql[] =
     "UPDATE run_targets AS t"
     " SET state = $4::text, error = $5::text, updated_at = now(),"
     " attempt = CASE WHEN $4::text = 'claimed' THEN t.attempt + 1"
-    " ELSE t.attempt END,"
+    " WHEN $3::text = 'claimed' AND $4::text = 'pending'"
+    " THEN t.attempt - 1 ELSE t.attempt END,"
     " bulk_id = CASE WHEN $4::text = 'claimed' THEN NULL"
     " WHEN $7::text IS NOT NULL THEN $7::text ELSE t.bulk_id END,"
     " claimed_at = CASE WHEN $4::text = 'claimed' THEN now()"
-    " ELSE t.claimed_at END,"
+    " WHEN $4::text = 'pending' THEN NULL ELSE t.claimed_at END,"
     " triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
     " ELSE t.triggered_at END,"
     " finished_at = CASE WHEN $6::boolean THEN now() ELSE NULL END"
@@ -415,18 +419,18 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
                               long long **changed_ids, size_t *n_changed,
                               char *errstr, size_t errlen)
 {
-    return rw_target_transition_bulk(pg, run_id, target_ids, n, from, to,
-                                     retry, error, NULL, changed_ids,
-                                     n_changed, errstr, errlen);
+    return rw_target_transition_bulk(pg, run_id, target_ids, n, from, to, retry,
+                                     error, NULL, changed_ids, n_changed,
+                                     errstr, errlen);
 }
 
 rw_err_t rw_target_transition_bulk(rw_pg_t *pg, long long run_id,
                                    const long long *target_ids, size_t n,
-                                   rw_target_state_t from,
-                                   rw_target_state_t to, bool retry,
-                                   const char *error, const char *bulk_id,
-                                   long long **changed_ids, size_t *n_changed,
-                                   char *errstr, size_t errlen)
+                                   rw_target_state_t from, rw_target_state_t to,
+                                   bool retry, const char *error,
+                                   const char *bulk_id, long long **changed_ids,
+                                   size_t *n_changed, char *errstr,
+                                   size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -509,4 +513,280 @@ out:
     PQclear(res);
     rw_pg_array_free(&ids);
     return err;
+}
+
+/*
+ * Lagoon results for a whole chunk in one statement; each row moves only
+ * if it is still in its own from state, and a row whose state and Lagoon
+ * columns are unchanged is not written at all (no dead row version).
+ */
+static const char target_apply_sql[] =
+    "UPDATE run_targets t SET state = u.to_state,"
+    "   lagoon_status = COALESCE(u.lstatus, t.lagoon_status),"
+    "   deployment_name = COALESCE(u.dname, t.deployment_name),"
+    "   error = CASE WHEN u.to_state IN ('failed', 'timed_out')"
+    "                THEN u.err ELSE t.error END,"
+    "   finished_at = CASE WHEN u.to_state IN ('succeeded', 'failed',"
+    "                                         'timed_out')"
+    "                      THEN now() ELSE NULL END"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],"
+    "             $6::text[], $7::text[])"
+    "      AS u(id, from_state, to_state, lstatus, dname, err)"
+    " WHERE t.id = u.id AND t.run_id = $1::bigint"
+    "   AND t.state = u.from_state"
+    "   AND (u.from_state <> u.to_state"
+    "        OR t.lagoon_status IS DISTINCT FROM u.lstatus"
+    "        OR t.deployment_name IS DISTINCT FROM u.dname)";
+
+rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
+                         const rw_target_update_t *u, size_t n, size_t *n_moved,
+                         char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_pg_array_t a[6];
+    PGresult *res = NULL;
+    char run_s[24];
+    const char *p[7];
+
+    for (int i = 0; i < 6; i++)
+        rw_pg_array_init(&a[i]);
+    *n_moved = 0;
+    if (n == 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i].from != u[i].to &&
+            !rw_target_edge_ok(u[i].from, u[i].to, false)) {
+            rw_error(COMP,
+                     "event=illegal_transition machine=target run=%lld "
+                     "target=%lld from=%s to=%s",
+                     run_id, u[i].target_id, rw_target_state_name(u[i].from),
+                     rw_target_state_name(u[i].to));
+            err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                             "target %lld: %s -> %s is not a legal transition",
+                             u[i].target_id, rw_target_state_name(u[i].from),
+                             rw_target_state_name(u[i].to));
+            goto out;
+        }
+        rw_pg_array_add_ll(&a[0], u[i].target_id);
+        rw_pg_array_add_str(&a[1], rw_target_state_name(u[i].from));
+        rw_pg_array_add_str(&a[2], rw_target_state_name(u[i].to));
+        rw_pg_array_add_str(&a[3], u[i].lagoon_status);
+        rw_pg_array_add_str(&a[4], u[i].deployment_name);
+        rw_pg_array_add_str(&a[5], u[i].error);
+    }
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    p[0] = run_s;
+    for (int i = 0; i < 6; i++) {
+        p[i + 1] = rw_pg_array_finish(&a[i]);
+        if (!p[i + 1]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    err = rw_pg_exec(pg, target_apply_sql, 7, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    *n_moved = (size_t)atoll(PQcmdTuples(res));
+out:
+    PQclear(res);
+    for (int i = 0; i < 6; i++)
+        rw_pg_array_free(&a[i]);
+    return err;
+}
+
+/*
+ * One statement moves the chunks and writes their audit rows, so an audit
+ * row exists exactly when a chunk moved. The columns each edge owns:
+ * triggering takes the new attempt (guarded: the row must be one below),
+ * the bulk name and sent_at; triggered takes the bulk id and starts
+ * polling; pending drops the bulk of the previous attempt but keeps the
+ * attempt number, so the next trigger is a new attempt with a new name.
+ */
+static const char chunk_sql[] =
+    "WITH u AS ("
+    " UPDATE run_chunks c SET state = $4::text,"
+    "  attempt = CASE WHEN $4::text = 'triggering' THEN $6::int"
+    "            ELSE c.attempt END,"
+    "  bulk_name = CASE WHEN $4::text = 'triggering' THEN $7::text"
+    "              WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_name END,"
+    "  sent_at = CASE WHEN $4::text = 'triggering' THEN now()"
+    "            WHEN $4::text = 'pending' THEN NULL ELSE c.sent_at END,"
+    "  bulk_id = CASE WHEN $4::text = 'triggered' THEN $8::text"
+    "            WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_id END,"
+    "  triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
+    "                 ELSE c.triggered_at END,"
+    "  poll_attempts = CASE WHEN $4::text = 'triggered' THEN 1"
+    "                  WHEN $4::text = 'pending' THEN 0"
+    "                  ELSE c.poll_attempts END,"
+    "  last_error = CASE WHEN $4::text IN ('failed', 'pending', 'triggering')"
+    "               THEN $10::text ELSE c.last_error END,"
+    "  finished_at = CASE WHEN $4::text IN ('done', 'failed') THEN now()"
+    "                ELSE NULL END,"
+    "  replay_id = COALESCE($11::bigint, c.replay_id)"
+    " WHERE c.run_id = $1::bigint"
+    "   AND ($2::int[] IS NULL OR c.chunk = ANY ($2::int[]))"
+    "   AND c.state = $3::text"
+    "   AND ($4::text <> 'triggering' OR c.attempt = $6::int - 1)"
+    "   AND ($9::int IS NULL OR c.poll_attempts = $9::int)"
+    " RETURNING c.run_id, c.chunk)"
+    " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"
+    "                                reason)"
+    " SELECT run_id, chunk, $3::text, $4::text, $5::text FROM u"
+    " RETURNING chunk";
+
+rw_err_t rw_chunk_transition(rw_pg_t *pg, long long run_id, const int *chunks,
+                             size_t n, rw_chunk_state_t from,
+                             rw_chunk_state_t to, bool retry,
+                             const rw_chunk_change_t *ch, const char *reason,
+                             size_t *n_moved, char *errstr, size_t errlen)
+{
+    static const rw_chunk_change_t none = RW_CHUNK_CHANGE_INIT;
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    rw_pg_array_t a;
+    char run_s[24], att_s[16], poll_s[16], replay_s[24];
+    const char *p[11];
+
+    rw_pg_array_init(&a);
+    if (n_moved)
+        *n_moved = 0;
+    if (!ch)
+        ch = &none;
+    if (!pg || (chunks && n == 0))
+        goto out;
+    if (!rw_chunk_edge_ok(from, to, retry)) {
+        rw_warn(COMP,
+                "event=illegal_transition machine=chunk run=%lld from=%s "
+                "to=%s retry=%d",
+                run_id, rw_chunk_state_name(from), rw_chunk_state_name(to),
+                (int)retry);
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "chunks of run %lld: %s -> %s is not a legal "
+                         "transition%s",
+                         run_id, rw_chunk_state_name(from),
+                         rw_chunk_state_name(to),
+                         retry ? "" : " (without retry)");
+        goto out;
+    }
+    if (to == RW_CHUNK_TRIGGERING && (ch->attempt < 1 || !ch->bulk_name)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "entering triggering needs an attempt and a name");
+        goto out;
+    }
+    if (to == RW_CHUNK_TRIGGERED && !ch->bulk_id) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "entering triggered needs a bulk id");
+        goto out;
+    }
+    for (size_t i = 0; chunks && i < n; i++)
+        rw_pg_array_add_ll(&a, chunks[i]);
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(att_s, sizeof(att_s), "%d", ch->attempt);
+    snprintf(poll_s, sizeof(poll_s), "%d", ch->poll_attempts);
+    snprintf(replay_s, sizeof(replay_s), "%lld", ch->replay_id);
+    p[0] = run_s;
+    p[1] = chunks ? rw_pg_array_finish(&a) : NULL;
+    p[2] = rw_chunk_state_name(from);
+    p[3] = rw_chunk_state_name(to);
+    p[4] = reason;
+    p[5] = ch->attempt >= 0 ? att_s : NULL;
+    p[6] = ch->bulk_name;
+    p[7] = ch->bulk_id;
+    p[8] = ch->poll_attempts >= 0 ? poll_s : NULL;
+    p[9] = ch->error;
+    p[10] = ch->replay_id > 0 ? replay_s : NULL;
+    if (chunks && !p[1]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "chunk array");
+        goto out;
+    }
+    err = rw_pg_exec(pg, chunk_sql, 11, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    if (n_moved)
+        *n_moved = (size_t)PQntuples(res);
+    rw_debug(COMP,
+             "event=chunk_transition run=%lld from=%s to=%s retry=%d "
+             "moved=%d",
+             run_id, rw_chunk_state_name(from), rw_chunk_state_name(to),
+             (int)retry, PQntuples(res));
+out:
+    PQclear(res);
+    rw_pg_array_free(&a);
+    return err;
+}
+
+rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
+                                 rw_chunk_state_t from, rw_chunk_state_t to,
+                                 bool retry, const rw_chunk_change_t *ch,
+                                 const char *reason, char *errstr,
+                                 size_t errlen)
+{
+    size_t moved = 0;
+    rw_err_t err = rw_chunk_transition(pg, run_id, &chunk, 1, from, to, retry,
+                                       ch, reason, &moved, errstr, errlen);
+    if (!err && moved != 1)
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "chunk %d of run %lld is no longer %s", chunk, run_id,
+                         rw_chunk_state_name(from));
+    return err;
+}
+
+/* Run a one-row conditional UPDATE; no row is RW_ERR_CONFLICT. */
+static rw_err_t exec_one(rw_pg_t *pg, const char *sql, int n,
+                         const char *const *p, const char *what, char *errstr,
+                         size_t errlen)
+{
+    PGresult *res = NULL;
+    rw_err_t err = rw_pg_exec(pg, sql, n, p, &res, errstr, errlen);
+    if (!err && atoll(PQcmdTuples(res)) != 1)
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT, "%s: chunk changed",
+                         what);
+    PQclear(res);
+    return err;
+}
+
+rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
+                            int attempt, char *errstr, size_t errlen)
+{
+    static const char sql[] =
+        "UPDATE run_chunks SET poll_attempts = $3::int + 1"
+        " WHERE run_id = $1::bigint AND chunk = $2::int"
+        "   AND state = 'triggered' AND poll_attempts = $3::int";
+    char run_s[24], chunk_s[16], att_s[16];
+    const char *p[3] = {run_s, chunk_s, att_s};
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    return exec_one(pg, sql, 3, p, "poll step", errstr, errlen);
+}
+
+rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
+                            const char *prev_sent_at, char *errstr,
+                            size_t errlen)
+{
+    static const char sql[] =
+        "UPDATE run_chunks SET sent_at = now()"
+        " WHERE run_id = $1::bigint AND chunk = $2::int"
+        "   AND state = 'triggering'"
+        "   AND sent_at IS NOT DISTINCT FROM $3::timestamptz";
+    char run_s[24], chunk_s[16];
+    const char *p[3] = {run_s, chunk_s, prev_sent_at};
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    return exec_one(pg, sql, 3, p, "mark sent", errstr, errlen);
+}
+
+rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
+                        size_t errlen)
+{
+    static const char sql[] = "UPDATE run_chunks SET updated_at = now()"
+                              " WHERE run_id = $1::bigint AND chunk = $2::int";
+    char run_s[24], chunk_s[16];
+    const char *p[2] = {run_s, chunk_s};
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    return exec_one(pg, sql, 2, p, "touch", errstr, errlen);
 }

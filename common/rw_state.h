@@ -8,17 +8,22 @@
  * (RW_ERR_STATE, logged, nothing written). Edges marked "retry" are legal
  * only when taken by a retry or replay.
  *
+ * Every state column of Postgres is written here and nowhere else
+ * (tests/unit/test_state_writers.sh greps for it): deployment_runs.status,
+ * run_targets.state and run_chunks.state.
+ *
  * This module does not decide when a transition happens (the producer,
- * worker and poller do), does not open transactions (callers that need
- * several writes to be atomic wrap the calls in rw_pg_begin/commit) and
- * does not touch counters or any column other than the state's own
- * timestamps and error text.
+ * worker, poller and sweep do), does not open transactions (callers that
+ * need several writes to be atomic wrap the calls in rw_pg_begin/commit)
+ * and does not touch counters or any column other than the state's own
+ * bookkeeping (timestamps, error text, attempt and bulk columns).
  */
 #ifndef RW_STATE_H
 #define RW_STATE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "rw_err.h"
 #include "rw_pg.h"
@@ -155,10 +160,98 @@ rw_err_t rw_target_transition(rw_pg_t *pg, long long run_id,
  */
 rw_err_t rw_target_transition_bulk(rw_pg_t *pg, long long run_id,
                                    const long long *target_ids, size_t n,
-                                   rw_target_state_t from,
-                                   rw_target_state_t to, bool retry,
-                                   const char *error, const char *bulk_id,
-                                   long long **changed_ids, size_t *n_changed,
-                                   char *errstr, size_t errlen);
+                                   rw_target_state_t from, rw_target_state_t to,
+                                   bool retry, const char *error,
+                                   const char *bulk_id, long long **changed_ids,
+                                   size_t *n_changed, char *errstr,
+                                   size_t errlen);
+
+/* One target's new standing after a poll. Strings are borrowed. */
+typedef struct rw_target_update {
+    long long target_id;
+    long long instance_id;
+    rw_target_state_t from;
+    rw_target_state_t to;
+    const char *lagoon_status;   /* raw Lagoon status, NULL if no row */
+    const char *deployment_name; /* NULL if no row */
+    time_t completed;            /* 0 = not completed */
+    const char *error;           /* for failed / timed_out, else NULL */
+} rw_target_update_t;
+
+/*
+ * The poll-result writer of run_targets: n updates of one run, each with
+ * its own from and to (from == to records only the Lagoon columns), in one
+ * statement. Every from != to edge is checked first; an illegal one is
+ * RW_ERR_STATE and nothing is written. A row no longer in its `from` is
+ * left alone. *n_moved counts the rows written.
+ */
+rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
+                         const rw_target_update_t *u, size_t n, size_t *n_moved,
+                         char *errstr, size_t errlen);
+
+/* What a chunk transition writes besides the state. Unset = NULL / -1. */
+typedef struct rw_chunk_change {
+    /* entering triggering: the new attempt (the row must be at attempt-1)
+     * and the bulk name of that attempt; sent_at is stamped */
+    int attempt;
+    const char *bulk_name;
+    /* entering triggered: Lagoon's bulk id (required); poll_attempts = 1 */
+    const char *bulk_id;
+    /* leaving triggered: the row must still be at this poll attempt */
+    int poll_attempts;
+    /* entering failed or pending: last_error (NULL clears it) */
+    const char *error;
+    /* entering pending on a replay: the replay that re-opened it */
+    long long replay_id;
+} rw_chunk_change_t;
+
+#define RW_CHUNK_CHANGE_INIT                                                   \
+    {                                                                          \
+        -1, NULL, NULL, -1, NULL, 0                                            \
+    }
+
+/*
+ * The one writer of run_chunks.state. Checks the edge like
+ * rw_run_transition, then in one statement moves the chunks of run_id
+ * listed in chunks (n of them; chunks NULL = every chunk of the run) that
+ * are in `from` to `to`, writes the columns the edge owns (see
+ * rw_chunk_change_t; entering done or failed sets finished_at, entering
+ * pending clears the bulk, the poll count and finished_at), and appends one
+ * chunk_transitions row with reason per chunk moved. *n_moved (may be
+ * NULL) counts them; none moved is not an error here: single-chunk callers
+ * that must win use rw_chunk_transition_one. ch may be NULL.
+ */
+rw_err_t rw_chunk_transition(rw_pg_t *pg, long long run_id, const int *chunks,
+                             size_t n, rw_chunk_state_t from,
+                             rw_chunk_state_t to, bool retry,
+                             const rw_chunk_change_t *ch, const char *reason,
+                             size_t *n_moved, char *errstr, size_t errlen);
+
+/* One chunk; RW_ERR_CONFLICT when it did not move (not in `from`, or its
+ * attempt / poll attempt is not the expected one). */
+rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
+                                 rw_chunk_state_t from, rw_chunk_state_t to,
+                                 bool retry, const rw_chunk_change_t *ch,
+                                 const char *reason, char *errstr,
+                                 size_t errlen);
+
+/*
+ * Bookkeeping of a chunk that stays in its state, each a conditional
+ * UPDATE returning RW_ERR_CONFLICT when the row is not as expected:
+ * - poll_step: a triggered chunk at poll attempt `attempt` moves to
+ *   attempt + 1 (the poll was recorded; its next event is queued);
+ * - mark_sent: a triggering chunk whose sent_at is still `prev_sent_at`
+ *   (its text as read from Postgres; NULL = never sent) is stamped sent
+ *   now; two workers racing to send the same attempt cannot both win;
+ * - touch: updated_at = now(), so the sweep does not act on it again
+ *   before its period.
+ */
+rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
+                            int attempt, char *errstr, size_t errlen);
+rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
+                            const char *prev_sent_at, char *errstr,
+                            size_t errlen);
+rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
+                        size_t errlen);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rw_chunk.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
 #include "rw_progress.h"
@@ -33,16 +34,6 @@ static const char SQL_LOAD_TARGETS[] =
     "   AND state IN ('triggered', 'deploying')"
     " ORDER BY id";
 
-static const char SQL_CHUNK_DONE[] =
-    "UPDATE run_chunks SET state = 'done', finished_at = now()"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state = 'triggered' AND poll_attempts = $3::int";
-
-static const char SQL_CHUNK_NEXT[] =
-    "UPDATE run_chunks SET poll_attempts = $3::int + 1"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state = 'triggered' AND poll_attempts = $3::int";
-
 static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
                              const char *errstr, char *reason, size_t len)
 {
@@ -50,9 +41,8 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
     snprintf(reason, len, "%s: %s", rw_err_name(err), errstr);
     if (rw_pg_in_tx(svc->pg))
         rw_pg_rollback(svc->pg, NULL, 0);
-    return rw_err_is_retriable(err) || err == RW_ERR_LAGOON_AUTH
-               ? RW_MSG_RETRY
-               : RW_MSG_DEAD;
+    return rw_err_is_retriable(err) || err == RW_ERR_LAGOON_AUTH ? RW_MSG_RETRY
+                                                                 : RW_MSG_DEAD;
 }
 
 /* Release the locks of terminal targets, renew the others. Best effort:
@@ -62,7 +52,7 @@ static void locks_after_poll(rw_service_t *svc, const char *run_uuid,
 {
     const char **done = calloc(n + 1, sizeof(*done));
     const char **open = calloc(n + 1, sizeof(*open));
-    char (*keys)[96] = calloc(n + 1, sizeof(*keys));
+    char(*keys)[96] = calloc(n + 1, sizeof(*keys));
     int *res = calloc(n + 1, sizeof(*res));
     size_t nd = 0, no = 0;
     char errstr[256];
@@ -87,10 +77,9 @@ static void locks_after_poll(rw_service_t *svc, const char *run_uuid,
                                               "instance locks released", NULL),
                            (double)nd);
     }
-    if (no > 0 &&
-        rw_redis_lock_renew(svc->rc, open, no, run_uuid,
-                            svc->s->lock_ttl_s * 1000, res, errstr,
-                            sizeof(errstr)))
+    if (no > 0 && rw_redis_lock_renew(svc->rc, open, no, run_uuid,
+                                      svc->s->lock_ttl_s * 1000, res, errstr,
+                                      sizeof(errstr)))
         rw_warn(COMP, "event=lock_renew_failed run=%s detail=\"%s\"", run_uuid,
                 errstr);
 out:
@@ -100,6 +89,60 @@ out:
     free(res);
 }
 
+static const char SQL_CHUNK_INSTANCES[] =
+    "SELECT instance_id FROM run_targets"
+    " WHERE run_id = $1::bigint AND chunk = $2::int"
+    "   AND ($3::boolean OR state IN ('claimed', 'triggered', 'deploying'))";
+
+/*
+ * The locks of a chunk's targets, best effort: released (every target of
+ * a finished chunk) or renewed (its targets in flight, whatever Lagoon
+ * answered: an outage longer than the TTL must not drop them).
+ */
+static void chunk_locks(rw_service_t *svc, const rw_poll_msg_t *m,
+                        long long run_id, bool release)
+{
+    PGresult *res = NULL;
+    char run_s[24], chunk_s[16], errstr[256];
+    const char *p[3] = {run_s, chunk_s, release ? "true" : "false"};
+    long long *iids = NULL;
+    char(*keys)[96] = NULL;
+    const char **kp = NULL;
+    int *got = NULL;
+    int rows;
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", m->chunk);
+    if (rw_pg_exec(svc->pg, SQL_CHUNK_INSTANCES, 3, p, &res, errstr,
+                   sizeof(errstr)))
+        return;
+    rows = PQntuples(res);
+    iids = calloc((size_t)rows + 1, sizeof(*iids));
+    keys = calloc((size_t)rows + 1, sizeof(*keys));
+    kp = calloc((size_t)rows + 1, sizeof(*kp));
+    got = calloc((size_t)rows + 1, sizeof(*got));
+    if (!iids || !keys || !kp || !got || rows == 0)
+        goto out;
+    for (int i = 0; i < rows; i++) {
+        iids[i] = rw_pg_ll(res, i, "instance_id", 0);
+        rw_chunk_lock_key(keys[i], sizeof(keys[i]), svc->s, iids[i]);
+        kp[i] = keys[i];
+    }
+    if (release)
+        rw_chunk_release_locks(svc->rc, svc->s, m->run, iids, (size_t)rows);
+    else if (rw_redis_lock_renew(svc->rc, kp, (size_t)rows, m->run,
+                                 svc->s->lock_ttl_s * 1000, got, errstr,
+                                 sizeof(errstr)))
+        rw_warn(COMP, "event=lock_renew_failed run=%s detail=\"%s\"", m->run,
+                errstr);
+out:
+    free(iids);
+    free(keys);
+    free(kp);
+    free(got);
+    PQclear(res);
+}
+
 rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
                                 char *reason, size_t len)
 {
@@ -107,7 +150,7 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
     PGresult *chunk = NULL, *tg = NULL;
     rw_lagoon_deployments_t *rows = NULL;
     rw_target_update_t *u = NULL;
-    char errstr[512] = "", chunk_s[16], run_s[24], att_s[16];
+    char errstr[512] = "", chunk_s[16], run_s[24];
     char key[RW_CODEC_KEY_MAX];
     char *next_json = NULL;
     long long run_id, outbox_id = 0;
@@ -131,12 +174,24 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
         goto fail;
     }
     run_id = rw_pg_ll(chunk, 0, "run_id", 0);
+    if (strcmp(rw_pg_str(chunk, 0, "chunk_state"), "done") == 0 &&
+        rw_pg_str(chunk, 0, "bulk_id") &&
+        strcmp(rw_pg_str(chunk, 0, "bulk_id"), m->bulk_id) == 0) {
+        /*
+         * The poller that finished this chunk may have died between its
+         * commit and its lock release: this redelivered event is what is
+         * left of it, so release the chunk's locks (by owner: a lock taken
+         * since by another run is not touched).
+         */
+        chunk_locks(svc, m, run_id, true);
+        goto out;
+    }
     if (strcmp(rw_pg_str(chunk, 0, "chunk_state"), "triggered") != 0 ||
         !rw_pg_str(chunk, 0, "bulk_id") ||
         strcmp(rw_pg_str(chunk, 0, "bulk_id"), m->bulk_id) != 0 ||
         m->attempt < rw_pg_ll(chunk, 0, "poll_attempts", 0)) {
-        rw_debug(COMP, "event=poll_dropped run=%s chunk=%d attempt=%d",
-                 m->run, m->chunk, m->attempt);
+        rw_debug(COMP, "event=poll_dropped run=%s chunk=%d attempt=%d", m->run,
+                 m->chunk, m->attempt);
         goto out;
     }
 
@@ -161,12 +216,14 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
                        1);
     }
     if (lerr && (rw_err_is_retriable(lerr) || lerr == RW_ERR_LAGOON_AUTH)) {
+        chunk_locks(svc, m, run_id, false);
         err = lerr;
         goto fail;
     }
     if (lerr)
         /* an answer we cannot use counts as a poll without news */
-        rw_warn(COMP, "event=poll_unusable run=%s chunk=%d err=%s detail=\"%s\"",
+        rw_warn(COMP,
+                "event=poll_unusable run=%s chunk=%d err=%s detail=\"%s\"",
                 m->run, m->chunk, rw_err_name(lerr), errstr);
 
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
@@ -188,14 +245,11 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
              "no terminal deployment after %d polls", m->attempt);
     for (size_t i = 0; i < n; i++) {
         int row = (int)i;
-        const rw_lagoon_deployment_t *d = rows ? rw_lagoon_deployments_find(
-                                                     rows,
-                                                     rw_pg_str(tg, row,
-                                                               "lagoon_project"),
-                                                     rw_pg_str(
-                                                         tg, row,
-                                                         "lagoon_environment"))
-                                               : NULL;
+        const rw_lagoon_deployment_t *d =
+            rows ? rw_lagoon_deployments_find(
+                       rows, rw_pg_str(tg, row, "lagoon_project"),
+                       rw_pg_str(tg, row, "lagoon_environment"))
+                 : NULL;
         u[i].target_id = rw_pg_ll(tg, row, "id", 0);
         u[i].instance_id = rw_pg_ll(tg, row, "instance_id", 0);
         u[i].from = (rw_target_state_t)rw_target_state_parse(
@@ -218,7 +272,6 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
             all_terminal = false;
     }
 
-    snprintf(att_s, sizeof(att_s), "%d", m->attempt);
     if (!all_terminal) {
         rw_poll_msg_t next = *m;
         next.attempt = m->attempt + 1;
@@ -235,25 +288,26 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
                             sizeof(errstr));
     if (err)
         goto fail;
-    {
-        const char *p[3] = {run_s, chunk_s, att_s};
-        PGresult *res = NULL;
-        err = rw_pg_exec(svc->pg, all_terminal ? SQL_CHUNK_DONE
-                                               : SQL_CHUNK_NEXT,
-                         3, p, &res, errstr, sizeof(errstr));
-        if (!err && atoll(PQcmdTuples(res)) != 1) {
-            /* a duplicate of this event got here first */
-            PQclear(res);
-            rw_pg_rollback(svc->pg, NULL, 0);
-            goto out;
-        }
-        PQclear(res);
-        if (err)
-            goto fail;
+    if (all_terminal) {
+        rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+        ch.poll_attempts = m->attempt;
+        err = rw_chunk_transition_one(
+            svc->pg, run_id, m->chunk, RW_CHUNK_TRIGGERED, RW_CHUNK_DONE, false,
+            &ch, "every target terminal", errstr, sizeof(errstr));
+    } else {
+        err = rw_chunk_poll_step(svc->pg, run_id, m->chunk, m->attempt, errstr,
+                                 sizeof(errstr));
     }
+    if (err == RW_ERR_CONFLICT) {
+        /* a duplicate of this event got here first */
+        rw_pg_rollback(svc->pg, NULL, 0);
+        goto out;
+    }
+    if (err)
+        goto fail;
     if (!all_terminal) {
-        err = rw_outbox_add(svc->pg, "poll", key, next_json, &outbox_id,
-                            errstr, sizeof(errstr));
+        err = rw_outbox_add(svc->pg, "poll", key, next_json, &outbox_id, errstr,
+                            sizeof(errstr));
         if (err)
             goto fail;
     }
@@ -271,20 +325,21 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
                                               labels),
                            1);
         }
-    rw_debug(COMP, "event=polled run=%s chunk=%d attempt=%d rows=%zu moved=%zu "
-                   "done=%d",
+    rw_debug(COMP,
+             "event=polled run=%s chunk=%d attempt=%d rows=%zu moved=%zu "
+             "done=%d",
              m->run, m->chunk, m->attempt, rows ? rows->n : 0, moved,
              all_terminal);
     locks_after_poll(svc, m->run, u, n);
     if (!all_terminal) {
         if (rw_outbox_publish(svc->pg, svc->kp, svc->s, outbox_id, "poll", key,
                               next_json, errstr, sizeof(errstr)))
-            rw_warn(COMP, "event=poll_publish_deferred run=%s chunk=%d",
-                    m->run, m->chunk);
+            rw_warn(COMP, "event=poll_publish_deferred run=%s chunk=%d", m->run,
+                    m->chunk);
         goto out;
     }
-    rw_info(COMP, "event=chunk_done run=%s chunk=%d polls=%d", m->run,
-            m->chunk, m->attempt);
+    rw_info(COMP, "event=chunk_done run=%s chunk=%d polls=%d", m->run, m->chunk,
+            m->attempt);
     err = rw_progress_finalize(svc->pg, run_id, &finalized, NULL, errstr,
                                sizeof(errstr));
     if (err)

@@ -50,7 +50,7 @@ static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg,
         rw_codec_batch_free(&m);
         return RW_MSG_DEAD;
     }
-    outcome = rw_worker_trigger(svc, &m, reason, len);
+    outcome = rw_worker_trigger(svc, &m, msg, reason, len);
     rw_codec_batch_free(&m);
     return outcome;
 }

@@ -3,17 +3,22 @@
  * makes redelivery and replay safe:
  *
  *   1. load the chunk and its targets (Postgres is the truth, not the
- *      message); succeeded and in-flight targets are never touched again;
+ *      message); a finished chunk is handled work: a redelivered batch
+ *      changes nothing, only a recorded replay re-opens it;
  *   2. re-check eligibility; take the Redis locks (one pipeline);
- *   3. claim in Postgres together with chunk -> triggering (one
- *      transaction; the in-flight unique index is the backstop);
- *   4. one bulkDeployEnvironmentLatest for the chunk, retried with backoff
- *      on retriable errors;
- *   5. record the outcome and queue the first poll event in one
- *      transaction, publish it, and only then let the offset be stored.
+ *   3. claim in Postgres together with chunk -> triggering, stamped sent
+ *      (one transaction; the in-flight unique index is the backstop);
+ *   4. one bulkDeployEnvironmentLatest for the chunk;
+ *   5. record the ending through rw_chunk: triggered (first poll event
+ *      queued in the same transaction), failed for good, or not sent (the
+ *      claims are given back and the batch is held for a retry with its
+ *      partition paused, never slept on).
  *
- * A worker that dies between 3 and 5 leaves the chunk `triggering`; the
- * redelivered batch re-sends the same bulk name for the same targets.
+ * An answer that may mean Lagoon ran the bulk (timeout, connection lost
+ * after sending, 5xx, an unusable 200) leaves the chunk triggering with its
+ * claims and locks: the recovery sweep looks the bulk up by name once the
+ * settle window after the last send has passed, and adopts it or gives the
+ * claims back. A worker that dies between 3 and 5 leaves the same state.
  */
 #include "trigger.h"
 
@@ -23,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rw_chunk.h"
 #include "rw_control.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
@@ -33,7 +39,7 @@
 
 #define COMP "worker"
 
-enum action { ACT_NONE, ACT_CLAIM, ACT_SKIP, ACT_HELD };
+enum action { ACT_NONE, ACT_CLAIM, ACT_SKIP };
 
 typedef struct tgt {
     long long id;
@@ -58,7 +64,7 @@ typedef struct chunk {
     rw_chunk_state_t state;
     int attempt;
     int poll_attempts;
-    long long state_age_s; /* seconds since the chunk entered its state */
+    long long replay_id; /* the replay that last re-opened it, 0 = none */
     bool variables_only;
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
@@ -69,7 +75,7 @@ typedef struct chunk {
 static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
     "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts,"
-    "       EXTRACT(EPOCH FROM now() - c.updated_at)::bigint AS state_age_s"
+    "       COALESCE(c.replay_id, 0) AS replay_id"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
@@ -88,47 +94,6 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     " FROM run_targets t JOIN deployment_runs r ON r.id = t.run_id"
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
     "   AND t.state IN ('claimed', 'triggered', 'deploying')";
-
-static const char SQL_CHUNK_TRIGGERING[] =
-    "UPDATE run_chunks SET state = 'triggering', attempt = $3::int,"
-    "   bulk_name = $4, last_error = NULL"
-    " WHERE run_id = $1::bigint AND chunk = $2::int AND state = 'pending'"
-    "   AND attempt = $3::int - 1";
-
-static const char SQL_CHUNK_EMPTY_DONE[] =
-    "UPDATE run_chunks SET state = 'done', finished_at = now()"
-    " WHERE run_id = $1::bigint AND chunk = $2::int AND state = 'pending'";
-
-/* Restart the settle clock of a chunk left in doubt (see reconcile). */
-static const char SQL_CHUNK_TOUCH[] =
-    "UPDATE run_chunks SET updated_at = now()"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state = 'triggering'";
-
-static const char SQL_CHUNK_TRIGGERED[] =
-    "UPDATE run_chunks SET state = 'triggered', bulk_id = $3,"
-    "   triggered_at = now(), poll_attempts = 1"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state = 'triggering'";
-
-static const char SQL_INSTANCES_TRIGGERED[] =
-    "UPDATE app_instances i SET deployment_run_id = $1::bigint,"
-    "   last_deploy_triggered_at = now(),"
-    "   next_redeploy_at = CASE WHEN u.next IS NULL THEN i.next_redeploy_at"
-    "                           ELSE to_timestamp(u.next) END"
-    " FROM unnest($2::bigint[], $3::bigint[]) AS u(id, next)"
-    " WHERE i.id = u.id";
-
-static const char SQL_CHUNK_FAILED[] =
-    "UPDATE run_chunks SET state = 'failed', last_error = $3,"
-    "   finished_at = now()"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state = 'triggering'";
-
-static const char SQL_INSTANCES_BACKOFF[] =
-    "UPDATE app_instances SET"
-    "   next_redeploy_at = now() + make_interval(secs => $2::int)"
-    " WHERE id = ANY($1::bigint[])";
 
 /* xorshift64: only for fault injection draws. */
 static uint64_t next_rand(uint64_t *state)
@@ -181,17 +146,16 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
     c->run_id = rw_pg_ll(res, 0, "run_id", 0);
     snprintf(c->run_uuid, sizeof(c->run_uuid), "%s", m->run);
     c->chunk = m->chunk;
-    c->run_status = (rw_run_state_t)rw_run_state_parse(
-        rw_pg_str(res, 0, "run_status"));
+    c->run_status =
+        (rw_run_state_t)rw_run_state_parse(rw_pg_str(res, 0, "run_status"));
     c->state = (rw_chunk_state_t)rw_chunk_state_parse(
         rw_pg_str(res, 0, "chunk_state"));
     c->attempt = (int)rw_pg_ll(res, 0, "attempt", 0);
     c->poll_attempts = (int)rw_pg_ll(res, 0, "poll_attempts", 0);
-    c->state_age_s = rw_pg_ll(res, 0, "state_age_s", 0);
+    c->replay_id = rw_pg_ll(res, 0, "replay_id", 0);
     c->variables_only = rw_pg_bool(res, 0, "variables_only", 0);
     snprintf(c->bulk_id, sizeof(c->bulk_id), "%s",
-             rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id")
-                                          : "");
+             rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id") : "");
     PQclear(res);
     res = NULL;
 
@@ -238,8 +202,7 @@ static const char *ids_of(rw_pg_array_t *a, const chunk_t *c, enum action act,
     rw_pg_array_init(a);
     for (size_t i = 0; i < c->n; i++)
         if (c->t[i].action == act)
-            rw_pg_array_add_ll(a, instance ? c->t[i].instance_id
-                                           : c->t[i].id);
+            rw_pg_array_add_ll(a, instance ? c->t[i].instance_id : c->t[i].id);
     return rw_pg_array_finish(a);
 }
 
@@ -264,8 +227,8 @@ static void release_locks(rw_service_t *svc, chunk_t *c, enum action act)
     for (size_t i = 0; i < c->n; i++)
         if (c->t[i].action == act)
             keys[k++] = c->t[i].key;
-    if (k > 0 && rw_redis_lock_release(svc->rc, keys, k, c->run_uuid,
-                                       released, errstr, sizeof(errstr))) {
+    if (k > 0 && rw_redis_lock_release(svc->rc, keys, k, c->run_uuid, released,
+                                       errstr, sizeof(errstr))) {
         /* they expire with their TTL; Postgres stays the truth */
         rw_warn(COMP, "event=lock_release_failed run=%s chunk=%d detail=\"%s\"",
                 c->run_uuid, c->chunk, errstr);
@@ -284,8 +247,7 @@ out:
  * the Redis locks for the ones to claim; a lock held by another run makes
  * the target skipped.
  */
-static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr,
-                     size_t errlen)
+static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     const char **keys = NULL;
@@ -294,11 +256,6 @@ static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr,
 
     for (size_t i = 0; i < c->n; i++) {
         tgt_t *t = &c->t[i];
-        if (c->state == RW_CHUNK_TRIGGERING && t->state == RW_TARGET_CLAIMED) {
-            /* claimed by a worker that died mid-trigger: ours to finish */
-            t->action = ACT_HELD;
-            continue;
-        }
         if (t->state != RW_TARGET_PENDING) {
             t->action = ACT_NONE;
             continue;
@@ -322,7 +279,7 @@ static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr,
         goto out;
     }
     for (size_t i = 0; i < c->n; i++)
-        if (c->t[i].action == ACT_CLAIM || c->t[i].action == ACT_HELD) {
+        if (c->t[i].action == ACT_CLAIM) {
             keys[k] = c->t[i].key;
             idx[k++] = i;
         }
@@ -346,10 +303,6 @@ static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr,
                                           "run",
                                           NULL),
                        1);
-        if (t->action == ACT_HELD) {
-            /* our claim stands in Postgres; the lock is only a marker */
-            continue;
-        }
         t->action = ACT_SKIP;
         snprintf(t->reason, sizeof(t->reason),
                  "in flight elsewhere (instance lock held)");
@@ -437,11 +390,8 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
     rw_err_t err = RW_OK;
     long long *ids = NULL, *moved = NULL;
     size_t nclaim = 0, nmoved = 0;
-    char run_s[24], chunk_s[16], att_s[16];
 
     *n = 0;
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
     err = rw_pg_begin(svc->pg, errstr, errlen);
     if (err)
         goto out;
@@ -476,33 +426,23 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
                 c->t[i].action = ACT_NONE;
         }
     }
-    for (size_t i = 0; i < c->n; i++)
-        if (c->t[i].action == ACT_HELD)
-            c->t[i].action = ACT_CLAIM;
     *n = count_of(c, ACT_CLAIM);
-    if (c->state == RW_CHUNK_TRIGGERING) {
-        /* resuming a trigger in doubt: same attempt, same bulk name */
-        snprintf(bulk_name, bulk_name_len, "rollwave %s c%d a%d", c->run_uuid,
-                 c->chunk, c->attempt);
-    } else if (*n == 0) {
-        const char *p[2] = {run_s, chunk_s};
-        err = rw_pg_exec(svc->pg, SQL_CHUNK_EMPTY_DONE, 2, p, NULL, errstr,
-                         errlen);
+    if (*n == 0) {
+        err = rw_chunk_transition_one(
+            svc->pg, c->run_id, c->chunk, RW_CHUNK_PENDING, RW_CHUNK_DONE,
+            false, NULL, "nothing to trigger", errstr, errlen);
         if (err)
             goto out;
     } else {
+        rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
         snprintf(bulk_name, bulk_name_len, "rollwave %s c%d a%d", c->run_uuid,
                  c->chunk, c->attempt + 1);
-        snprintf(att_s, sizeof(att_s), "%d", c->attempt + 1);
-        const char *p[4] = {run_s, chunk_s, att_s, bulk_name};
-        PGresult *res = NULL;
-        err = rw_pg_exec(svc->pg, SQL_CHUNK_TRIGGERING, 4, p, &res, errstr,
-                         errlen);
-        if (!err && atoll(PQcmdTuples(res)) != 1)
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
-                             "chunk %d of run %s changed under us", c->chunk,
-                             c->run_uuid);
-        PQclear(res);
+        ch.attempt = c->attempt + 1;
+        ch.bulk_name = bulk_name;
+        /* stamped sent before the call: a crash after it is in doubt */
+        err = rw_chunk_transition_one(svc->pg, c->run_id, c->chunk,
+                                      RW_CHUNK_PENDING, RW_CHUNK_TRIGGERING,
+                                      false, &ch, "claimed", errstr, errlen);
         if (err)
             goto out;
         c->attempt++;
@@ -516,15 +456,17 @@ out:
     return err;
 }
 
-/* Step 4: the Lagoon call, retried on retriable errors. */
+/* Step 4: the Lagoon call, once: a retry is the held batch's next try. */
 static rw_err_t fire(rw_service_t *svc, chunk_t *c, const char *bulk_name,
-                     char *bulk_id, size_t bulk_id_len, bool *in_doubt,
-                     char *errstr, size_t errlen)
+                     char *bulk_id, size_t bulk_id_len, char *errstr,
+                     size_t errlen)
 {
     rw_err_t err = RW_OK;
     rw_lagoon_env_t *envs = calloc(c->n + 1, sizeof(*envs));
     rw_lagoon_var_t var = {"LAGOON_VARIABLES_ONLY", "true"};
     size_t k = 0;
+    long long t0 = rw_now_mono_ms();
+    char labels[96];
     static const double buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
     if (!envs)
@@ -535,219 +477,44 @@ static rw_err_t fire(rw_service_t *svc, chunk_t *c, const char *bulk_name,
             envs[k].environment = c->t[i].environment;
             k++;
         }
-    for (int retry = 0;; retry++) {
-        long long t0 = rw_now_mono_ms();
-        err = rw_lagoon_bulk_deploy(svc->lc, bulk_name, envs, k, &var,
-                                    c->variables_only ? 1 : 0, bulk_id,
-                                    bulk_id_len, errstr, errlen);
-        rw_metrics_observe(
-            rw_metrics_histogram("rollwave_lagoon_call_seconds",
-                                 "Lagoon API call latency",
-                                 "operation=\"bulk_deploy\"", buckets,
-                                 sizeof(buckets) / sizeof(buckets[0])),
-            (double)(rw_now_mono_ms() - t0) / 1000.0);
-        {
-            char labels[96];
-            snprintf(labels, sizeof(labels),
-                     "operation=\"bulk_deploy\",outcome=\"%s\"",
-                     err ? rw_err_name(err) : "ok");
-            rw_metrics_add(rw_metrics_counter("rollwave_lagoon_calls_total",
-                                              "Lagoon API calls", labels),
-                           1);
-        }
-        *in_doubt = err && rw_lagoon_in_doubt(svc->lc);
-        if (!err || !rw_err_is_retriable(err) || *in_doubt ||
-            retry >= svc->s->trigger_retries)
-            break;
-        long long delay = rw_backoff_ms(retry, svc->s->trigger_backoff_base_ms,
-                                        svc->s->trigger_backoff_max_ms,
-                                        &svc->rng);
-        rw_warn(COMP,
-                "event=trigger_retry run=%s chunk=%d retry=%d delay_ms=%lld "
-                "err=%s",
-                c->run_uuid, c->chunk, retry + 1, delay, rw_err_name(err));
-        /* the message in hand is finished even during a drain */
-        struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    err = rw_lagoon_bulk_deploy(svc->lc, bulk_name, envs, k, &var,
+                                c->variables_only ? 1 : 0, bulk_id, bulk_id_len,
+                                errstr, errlen);
+    rw_metrics_observe(
+        rw_metrics_histogram("rollwave_lagoon_call_seconds",
+                             "Lagoon API call latency",
+                             "operation=\"bulk_deploy\"", buckets,
+                             sizeof(buckets) / sizeof(buckets[0])),
+        (double)(rw_now_mono_ms() - t0) / 1000.0);
+    snprintf(labels, sizeof(labels), "operation=\"bulk_deploy\",outcome=\"%s\"",
+             err ? rw_err_name(err) : "ok");
+    rw_metrics_add(rw_metrics_counter("rollwave_lagoon_calls_total",
+                                      "Lagoon API calls", labels),
+                   1);
     free(envs);
     return err;
 }
 
-/* Step 5, success: one transaction, then the first poll event. */
-static rw_err_t record_success(rw_service_t *svc, chunk_t *c,
-                               const char *bulk_id, char *errstr,
-                               size_t errlen)
+/* The claimed targets in rw_chunk's terms; points into c. */
+static rw_chunk_claim_t *claims_of(const chunk_t *c, size_t *n)
 {
-    rw_err_t err = RW_OK;
-    long long *ids = NULL;
-    size_t n = 0;
-    char run_s[24], chunk_s[16], key[RW_CODEC_KEY_MAX];
-    rw_pg_array_t a_iid, a_next;
-    rw_poll_msg_t pm;
-    char *json = NULL;
-    long long outbox_id = 0;
-    long long now_s = rw_now_wall_ms() / 1000;
+    rw_chunk_claim_t *t = calloc(c->n + 1, sizeof(*t));
 
-    rw_pg_array_init(&a_iid);
-    rw_pg_array_init(&a_next);
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
-    ids = calloc(c->n + 1, sizeof(*ids));
-    if (!ids) {
-        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < c->n; i++) {
-        tgt_t *t = &c->t[i];
-        if (t->action != ACT_CLAIM)
+    *n = 0;
+    for (size_t i = 0; t && i < c->n; i++) {
+        const tgt_t *g = &c->t[i];
+        if (g->action != ACT_CLAIM)
             continue;
-        ids[n++] = t->id;
-        rw_pg_array_add_ll(&a_iid, t->instance_id);
-        if (t->interval_days > 0)
-            rw_pg_array_add_ll(
-                &a_next, rw_schedule_next_s(now_s, t->is_beta, t->interval_days,
-                                            t->beta_interval_days,
-                                            t->instance_id,
-                                            svc->s->jitter_window_min * 60));
-        else
-            rw_pg_array_add_str(&a_next, NULL); /* no cadence to keep */
+        t[*n].target_id = g->id;
+        t[*n].instance_id = g->instance_id;
+        t[*n].project = g->project;
+        t[*n].environment = g->environment;
+        t[*n].is_beta = g->is_beta;
+        t[*n].interval_days = g->interval_days;
+        t[*n].beta_interval_days = g->beta_interval_days;
+        (*n)++;
     }
-
-    memset(&pm, 0, sizeof(pm));
-    pm.run = c->run_uuid;
-    pm.chunk = c->chunk;
-    pm.bulk_id = (char *)bulk_id;
-    pm.attempt = 1;
-    pm.due_at_ms = rw_now_wall_ms() + svc->s->first_poll_delay_s * 1000;
-    err = rw_codec_poll_encode(&pm, &json, errstr, errlen);
-    if (err)
-        goto out;
-    rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
-
-    err = rw_pg_begin(svc->pg, errstr, errlen);
-    if (err)
-        goto out;
-    {
-        const char *p[3] = {run_s, chunk_s, bulk_id};
-        PGresult *res = NULL;
-        err = rw_pg_exec(svc->pg, SQL_CHUNK_TRIGGERED, 3, p, &res, errstr,
-                         errlen);
-        if (!err && atoll(PQcmdTuples(res)) != 1)
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
-                             "chunk %d of run %s left triggering meanwhile",
-                             c->chunk, c->run_uuid);
-        PQclear(res);
-        if (err)
-            goto out;
-    }
-    err = rw_target_transition_bulk(svc->pg, c->run_id, ids, n,
-                                    RW_TARGET_CLAIMED, RW_TARGET_TRIGGERED,
-                                    false, NULL, bulk_id, NULL, NULL, errstr,
-                                    errlen);
-    if (err)
-        goto out;
-    {
-        const char *p[3] = {run_s, rw_pg_array_finish(&a_iid),
-                            rw_pg_array_finish(&a_next)};
-        err = rw_pg_exec(svc->pg, SQL_INSTANCES_TRIGGERED, 3, p, NULL, errstr,
-                         errlen);
-        if (err)
-            goto out;
-    }
-    if (c->run_status == RW_RUN_PENDING) {
-        err = rw_run_transition(svc->pg, c->run_id, RW_RUN_PENDING,
-                                RW_RUN_RUNNING, false, "first chunk triggered",
-                                errstr, errlen);
-        if (err == RW_ERR_CONFLICT)
-            err = RW_OK; /* another chunk got there first */
-        if (err)
-            goto out;
-    }
-    err = rw_outbox_add(svc->pg, "poll", key, json, &outbox_id, errstr,
-                        errlen);
-    if (err)
-        goto out;
-    err = rw_pg_commit(svc->pg, errstr, errlen);
-    if (err)
-        goto out;
-    rw_info(COMP, "event=chunk_triggered run=%s chunk=%d bulk=%s targets=%zu",
-            c->run_uuid, c->chunk, bulk_id, n);
-    /* if this fails the outbox sweep publishes it: the commit stands */
-    err = rw_outbox_publish(svc->pg, svc->kp, svc->s, outbox_id, "poll", key,
-                            json, errstr, errlen);
-    if (err) {
-        rw_warn(COMP, "event=poll_publish_deferred run=%s chunk=%d err=%s",
-                c->run_uuid, c->chunk, rw_err_name(err));
-        err = RW_OK;
-    }
-out:
-    if (err && rw_pg_in_tx(svc->pg))
-        rw_pg_rollback(svc->pg, NULL, 0);
-    free(ids);
-    free(json);
-    rw_pg_array_free(&a_iid);
-    rw_pg_array_free(&a_next);
-    return err;
-}
-
-/* Step 5, failure: targets failed, instances backed off, locks released. */
-static rw_err_t record_failure(rw_service_t *svc, chunk_t *c,
-                               const char *why, char *errstr, size_t errlen)
-{
-    rw_err_t err = RW_OK;
-    long long *ids = calloc(c->n + 1, sizeof(*ids));
-    size_t n = 0;
-    char run_s[24], chunk_s[16], backoff_s[24];
-    rw_pg_array_t a;
-    bool finalized = false;
-
-    rw_pg_array_init(&a);
-    if (!ids)
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < c->n; i++)
-        if (c->t[i].action == ACT_CLAIM)
-            ids[n++] = c->t[i].id;
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
-    snprintf(backoff_s, sizeof(backoff_s), "%lld", svc->s->failure_backoff_s);
-
-    err = rw_pg_begin(svc->pg, errstr, errlen);
-    if (err)
-        goto out;
-    err = rw_target_transition(svc->pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
-                               RW_TARGET_FAILED, false, why, NULL, NULL,
-                               errstr, errlen);
-    if (err)
-        goto out;
-    {
-        const char *p[3] = {run_s, chunk_s, why};
-        err = rw_pg_exec(svc->pg, SQL_CHUNK_FAILED, 3, p, NULL, errstr,
-                         errlen);
-        if (err)
-            goto out;
-    }
-    {
-        const char *p[2] = {ids_of(&a, c, ACT_CLAIM, true), backoff_s};
-        err = rw_pg_exec(svc->pg, SQL_INSTANCES_BACKOFF, 2, p, NULL, errstr,
-                         errlen);
-        if (err)
-            goto out;
-    }
-    err = rw_pg_commit(svc->pg, errstr, errlen);
-    if (err)
-        goto out;
-    rw_warn(COMP, "event=chunk_failed run=%s chunk=%d targets=%zu reason=\"%s\"",
-            c->run_uuid, c->chunk, n, why);
-    release_locks(svc, c, ACT_CLAIM);
-    err = rw_progress_finalize(svc->pg, c->run_id, &finalized, NULL, errstr,
-                               errlen);
-out:
-    if (err && rw_pg_in_tx(svc->pg))
-        rw_pg_rollback(svc->pg, NULL, 0);
-    free(ids);
-    rw_pg_array_free(&a);
-    return err;
+    return t;
 }
 
 /* A chunk already triggered: emit its current poll event again. */
@@ -775,47 +542,85 @@ static rw_err_t reemit_poll(rw_service_t *svc, const chunk_t *c, char *errstr,
     return err;
 }
 
-/*
- * Does the bulk of the interrupted attempt exist in Lagoon? One aliased
- * query over the chunk's environments, matched on the deterministic bulk
- * name. Found: adopt its id (*adopted). Two bulks with the name: the chunk
- * was already triggered twice; RW_ERR_CONFLICT fails it loudly rather than
- * following one of them.
- */
-static rw_err_t reconcile(rw_service_t *svc, chunk_t *c, const char *bulk_name,
-                          char *bulk_id, size_t bulk_id_len, bool *adopted,
-                          char *errstr, size_t errlen)
+/* The newest recorded replay covering this batch's offset, 0 = none. */
+static rw_err_t find_replay(rw_service_t *svc, const rw_kafka_msg_t *msg,
+                            long long *replay_id, char *errstr, size_t errlen)
+{
+    (void)svc;
+    (void)msg;
+    (void)errstr;
+    (void)errlen;
+    *replay_id = 0;
+    return RW_OK;
+}
+
+/* How a failed send ends: in doubt, held for a retry, or failed. */
+static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
+                                         rw_err_t send_err,
+                                         const char *send_errstr, char *reason,
+                                         size_t len)
 {
     rw_err_t err;
-    rw_lagoon_env_t *envs = calloc(c->n + 1, sizeof(*envs));
-    size_t k = 0;
-    bool found = false;
+    rw_chunk_ref_t ref = {c->run_id, c->run_uuid, c->chunk, c->run_status};
+    rw_chunk_claim_t *t;
+    size_t n = 0;
+    char why[640], errstr[512] = "";
+    rw_msg_outcome_t outcome = RW_MSG_ACK;
+    bool retry = rw_err_is_retriable(send_err);
 
-    *adopted = false;
-    if (!envs)
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < c->n; i++)
-        if (c->t[i].action == ACT_CLAIM) {
-            envs[k].project = c->t[i].project;
-            envs[k].environment = c->t[i].environment;
-            k++;
-        }
-    err = rw_lagoon_find_bulk(svc->lc, bulk_name, envs, k, bulk_id,
-                              bulk_id_len, &found, errstr, errlen);
-    free(envs);
-    if (!err && found) {
-        *adopted = true;
-        rw_warn(COMP, "event=trigger_adopted run=%s chunk=%d bulk=%s",
-                c->run_uuid, c->chunk, bulk_id);
-    } else if (!err) {
-        rw_warn(COMP, "event=trigger_not_found run=%s chunk=%d action=trigger",
-                c->run_uuid, c->chunk);
+    if (rw_lagoon_in_doubt(svc->lc)) {
+        /*
+         * Lagoon may have run it: sending it again could deploy the chunk
+         * twice. The claims and locks stay; the recovery sweep looks the
+         * bulk up by name once Lagoon had time to record it.
+         */
+        rw_warn(COMP,
+                "event=trigger_in_doubt run=%s chunk=%d attempt=%d err=%s "
+                "detail=\"%s\"",
+                c->run_uuid, c->chunk, c->attempt, rw_err_name(send_err),
+                send_errstr);
+        rw_metrics_add(rw_metrics_counter("rollwave_triggers_in_doubt_total",
+                                          "bulk mutations whose outcome is "
+                                          "unknown, left to the recovery "
+                                          "sweep",
+                                          NULL),
+                       1);
+        return RW_MSG_ACK;
     }
-    return err;
+    t = claims_of(c, &n);
+    if (!t) {
+        snprintf(reason, len, "out of memory");
+        return RW_MSG_RETRY;
+    }
+    snprintf(why, sizeof(why), "trigger failed: %s: %s", rw_err_name(send_err),
+             send_errstr);
+    if (retry && svc->msg_retries < svc->s->trigger_retries) {
+        /* it never reached Lagoon: give the claims back, try again later */
+        err = rw_chunk_record_unsent(svc->pg, svc->rc, svc->s, &ref, t, n, why,
+                                     errstr, sizeof(errstr));
+        if (!err) {
+            svc->retry_after_ms =
+                rw_backoff_ms(svc->msg_retries, svc->s->trigger_backoff_base_ms,
+                              svc->s->trigger_backoff_max_ms, &svc->rng);
+            snprintf(reason, len, "%s", why);
+            outcome = RW_MSG_RETRY;
+        }
+    } else {
+        err = rw_chunk_record_failed(svc->pg, svc->rc, svc->s, &ref, t, n, why,
+                                     errstr, sizeof(errstr));
+    }
+    if (err == RW_ERR_CONFLICT)
+        /* the sweep resolved the chunk meanwhile */
+        outcome = RW_MSG_ACK;
+    else if (err)
+        outcome = fail(svc, err, errstr, reason, len);
+    free(t);
+    return outcome;
 }
 
 rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
-                                   char *reason, size_t len)
+                                   const rw_kafka_msg_t *msg, char *reason,
+                                   size_t len)
 {
     rw_err_t err = RW_OK;
     chunk_t c;
@@ -823,7 +628,6 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     char bulk_name[128] = "";
     char bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
     size_t n = 0;
-    bool in_doubt = false, adopted = false;
     rw_msg_outcome_t outcome = RW_MSG_ACK;
 
     memset(&c, 0, sizeof(c));
@@ -833,24 +637,33 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
     svc->pg_broken = 0;
-    if (c.run_status == RW_RUN_CANCELLED) {
-        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=cancelled",
-                c.run_uuid, c.chunk);
-        goto out;
-    }
     if (c.state == RW_CHUNK_DONE || c.state == RW_CHUNK_FAILED) {
         /*
-         * A redelivered or replayed batch of a finished chunk re-attempts
-         * its failed and timed-out targets below the attempt limit, and
-         * nothing else: succeeded targets are never triggered again.
+         * A finished chunk is handled work: a batch redelivered after a
+         * crash or a rebalance changes nothing. Only a recorded replay of
+         * this offset re-attempts its failed and timed-out targets, once
+         * per replay.
          */
-        long long reopened = 0, chunks = 0;
+        long long replay_id = 0, reopened = 0, chunks = 0;
+        if (msg && c.run_status != RW_RUN_CANCELLED) {
+            err = find_replay(svc, msg, &replay_id, errstr, sizeof(errstr));
+            if (err) {
+                outcome = fail(svc, err, errstr, reason, len);
+                goto out;
+            }
+        }
+        if (replay_id <= c.replay_id) {
+            rw_info(COMP,
+                    "event=batch_ignored run=%s chunk=%d reason=chunk_finished",
+                    c.run_uuid, c.chunk);
+            goto out;
+        }
         err = rw_pg_begin(svc->pg, errstr, sizeof(errstr));
         if (!err)
             err = rw_control_reopen(svc->pg, c.run_id, c.chunk,
                                     svc->s->max_attempts, "batch replayed",
-                                    false, &reopened, &chunks, errstr,
-                                    sizeof(errstr));
+                                    replay_id, false, &reopened, &chunks,
+                                    errstr, sizeof(errstr));
         if (!err)
             err = rw_pg_commit(svc->pg, errstr, sizeof(errstr));
         if (err) {
@@ -858,13 +671,15 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
             goto out;
         }
         if (reopened == 0) {
-            rw_info(COMP,
-                    "event=batch_ignored run=%s chunk=%d reason=chunk_finished",
-                    c.run_uuid, c.chunk);
+            rw_info(
+                COMP,
+                "event=batch_ignored run=%s chunk=%d reason=nothing_to_retry",
+                c.run_uuid, c.chunk);
             goto out;
         }
-        rw_info(COMP, "event=chunk_reopened run=%s chunk=%d targets=%lld",
-                c.run_uuid, c.chunk, reopened);
+        rw_info(COMP,
+                "event=chunk_reopened run=%s chunk=%d targets=%lld replay=%lld",
+                c.run_uuid, c.chunk, reopened, replay_id);
         chunk_free(&c);
         memset(&c, 0, sizeof(c));
         err = load(svc, m, &c, errstr, sizeof(errstr));
@@ -873,13 +688,9 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
             goto out;
         }
     }
-    if (c.run_status == RW_RUN_PAUSED && c.state == RW_CHUNK_PENDING) {
-        /* resume queues the pending chunks again: nothing is lost */
-        rw_info(COMP, "event=batch_parked run=%s chunk=%d reason=run_paused",
-                c.run_uuid, c.chunk);
-        goto out;
-    }
     if (c.state == RW_CHUNK_TRIGGERED) {
+        /* the worker that triggered it may have died before its poll event
+         * left: emit it again (the poller drops duplicates) */
         err = reemit_poll(svc, &c, errstr, sizeof(errstr));
         if (err)
             outcome = fail(svc, err, errstr, reason, len);
@@ -889,25 +700,28 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
     if (c.state == RW_CHUNK_TRIGGERING) {
-        /*
-         * Trigger in doubt: a worker died between the Lagoon call and its
-         * commit. Lagoon creates deployment rows asynchronously, so "no
-         * such bulk" is only believable once the interrupted call is older
-         * than its timeout plus the settle window.
-         */
-        long long wait_s = svc->s->trigger_settle_s +
-                           svc->s->lagoon_timeout_ms / 1000 - c.state_age_s;
-        if (wait_s > 0) {
-            snprintf(reason, len,
-                     "trigger in doubt: waiting %llds for Lagoon to settle",
-                     wait_s);
-            outcome = RW_MSG_RETRY;
-            goto out;
-        }
-        in_doubt = true;
-        rw_warn(COMP, "event=trigger_in_doubt run=%s chunk=%d attempt=%d",
-                c.run_uuid, c.chunk, c.attempt);
+        /* a trigger in doubt, or one in progress elsewhere: the recovery
+         * sweep resolves it by name after the settle window */
+        rw_info(COMP,
+                "event=batch_ignored run=%s chunk=%d reason=trigger_in_doubt",
+                c.run_uuid, c.chunk);
+        goto out;
     }
+    if (c.state != RW_CHUNK_PENDING)
+        goto out;
+    if (c.run_status == RW_RUN_CANCELLED) {
+        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=cancelled",
+                c.run_uuid, c.chunk);
+        goto out;
+    }
+    if (c.run_status == RW_RUN_PAUSED) {
+        /* resume queues the pending chunks again: nothing is lost */
+        rw_info(COMP, "event=batch_parked run=%s chunk=%d reason=run_paused",
+                c.run_uuid, c.chunk);
+        goto out;
+    }
+    if (rw_run_terminal(c.run_status))
+        goto out; /* a finished run's leftover: nothing of it is pending */
 
     err = plan(svc, &c, errstr, sizeof(errstr));
     if (err) {
@@ -916,6 +730,13 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     }
     err = claim(svc, &c, bulk_name, sizeof(bulk_name), &n, errstr,
                 sizeof(errstr));
+    if (err == RW_ERR_CONFLICT) {
+        /* another worker claimed the chunk first: its locks are ours too
+         * (same owner), so they stay */
+        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=claimed",
+                c.run_uuid, c.chunk);
+        goto out;
+    }
     if (err) {
         release_locks(svc, &c, ACT_CLAIM);
         outcome = fail(svc, err, errstr, reason, len);
@@ -931,41 +752,13 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
 
-    if (in_doubt) {
-        err = reconcile(svc, &c, bulk_name, bulk_id, sizeof(bulk_id),
-                        &adopted, errstr, sizeof(errstr));
-        if (err && rw_err_is_retriable(err)) {
-            outcome = fail(svc, err, errstr, reason, len);
-            goto out;
-        }
+    err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
+               sizeof(errstr));
+    if (err) {
+        outcome = after_send_error(svc, &c, err, errstr, reason, len);
+        goto out;
     }
-    if (!adopted && !err) {
-        bool doubt = false;
-        err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), &doubt,
-                   errstr, sizeof(errstr));
-        if (err && doubt) {
-            /*
-             * Lagoon may have run it (timeout, connection lost after
-             * sending): sending the same bulk again could deploy the chunk
-             * twice. Leave the chunk triggering with its claims and locks;
-             * the batch comes back and is reconciled by name once Lagoon
-             * had time to record the bulk.
-             */
-            char run_s[24], chunk_s[16];
-            const char *p[2] = {run_s, chunk_s};
-            snprintf(run_s, sizeof(run_s), "%lld", c.run_id);
-            snprintf(chunk_s, sizeof(chunk_s), "%d", c.chunk);
-            rw_warn(COMP, "event=trigger_in_doubt run=%s chunk=%d err=%s",
-                    c.run_uuid, c.chunk, rw_err_name(err));
-            /* best effort: the settle wait counts from the last call */
-            rw_pg_exec(svc->pg, SQL_CHUNK_TOUCH, 2, p, NULL, NULL, 0);
-            snprintf(reason, len, "trigger in doubt after %s: %s",
-                     rw_err_name(err), errstr);
-            outcome = RW_MSG_RETRY;
-            goto out;
-        }
-    }
-    if (!err && !adopted && svc->s->fault_exit_after_trigger_pct > 0 &&
+    if (svc->s->fault_exit_after_trigger_pct > 0 &&
         (long long)(next_rand(&svc->rng) % 100) <
             svc->s->fault_exit_after_trigger_pct) {
         /* fault injection: die inside the trigger-in-doubt window */
@@ -973,15 +766,26 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
                 c.run_uuid, c.chunk);
         _exit(137);
     }
-    if (err) {
-        char why[600];
-        snprintf(why, sizeof(why), "trigger failed: %s: %s",
-                 rw_err_name(err), errstr);
-        err = record_failure(svc, &c, why, errstr, sizeof(errstr));
-    } else {
-        err = record_success(svc, &c, bulk_id, errstr, sizeof(errstr));
+    {
+        rw_chunk_ref_t ref = {c.run_id, c.run_uuid, c.chunk, c.run_status};
+        rw_chunk_claim_t *t = claims_of(&c, &n);
+        if (!t)
+            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM,
+                             "out of memory");
+        else
+            err = rw_chunk_record_triggered(svc->pg, svc->kp, svc->s, &ref, t,
+                                            n, bulk_id, "bulk accepted", errstr,
+                                            sizeof(errstr));
+        free(t);
+    }
+    if (err == RW_ERR_CONFLICT) {
+        /* the sweep adopted the bulk first: same bulk, nothing to do */
+        rw_info(COMP, "event=trigger_recorded_elsewhere run=%s chunk=%d",
+                c.run_uuid, c.chunk);
+        err = RW_OK;
     }
     if (err)
+        /* the bulk ran but is not recorded: the sweep adopts it by name */
         outcome = fail(svc, err, errstr, reason, len);
 out:
     chunk_free(&c);

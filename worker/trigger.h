@@ -11,12 +11,14 @@
 #include "rw_service.h"
 
 /*
- * Handle one decoded batch. RW_MSG_ACK once its effect is durable,
- * RW_MSG_RETRY on a retriable failure of Postgres, Redis or Kafka (nothing
- * half-done is left that a retry cannot pick up), RW_MSG_DEAD for a batch
- * naming no known run or chunk.
+ * Handle one decoded batch; msg is the Kafka message it came in (its
+ * partition and offset tell a replayed batch from a redelivered one).
+ * RW_MSG_ACK once its effect is durable, RW_MSG_RETRY on a retriable failure of
+ * Postgres, Redis or Kafka (nothing half-done is left that a retry cannot pick
+ * up), RW_MSG_DEAD for a batch naming no known run or chunk.
  */
 rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
-                                   char *reason, size_t len);
+                                   const rw_kafka_msg_t *msg, char *reason,
+                                   size_t len);
 
 #endif

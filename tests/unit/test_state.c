@@ -29,7 +29,7 @@ static const char *const run_expected[RW_RUN__COUNT] = {
 /* Columns: pend clai trig depl succ fail skip tout canc */
 static const char *const target_expected[RW_TARGET__COUNT] = {
     /* pending   */ ".E....E.E",
-    /* claimed   */ "..E..E...",
+    /* claimed   */ "E.E..E...", /* -> pending: never sent */
     /* triggered */ "...EEE.E.",
     /* deploying */ "....EE.E.",
     /* succeeded */ ".........",
@@ -42,7 +42,7 @@ static const char *const target_expected[RW_TARGET__COUNT] = {
 /* Columns: pend trig'ing trig'ed done fail */
 static const char *const chunk_expected[RW_CHUNK__COUNT] = {
     /* pending    */ ".E.E.",
-    /* triggering */ "R.E.E",
+    /* triggering */ "E.E.E", /* -> pending: never sent */
     /* triggered  */ "...E.",
     /* done       */ "R....",
     /* failed     */ "R....",

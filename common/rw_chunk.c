@@ -1,0 +1,371 @@
+/*
+ * rw_chunk: the three endings of a chunk's trigger (see rw_chunk.h). Every
+ * state change goes through rw_state; the statements here only write the
+ * instances' deployment bookkeeping and queue the poll event.
+ */
+#include "rw_chunk.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_codec.h"
+#include "rw_daemon.h"
+#include "rw_log.h"
+#include "rw_metrics.h"
+#include "rw_progress.h"
+#include "rw_runs.h"
+#include "rw_schedule.h"
+
+#define COMP "chunk"
+
+static const char SQL_LOAD_CLAIMS[] =
+    "SELECT t.id, t.instance_id, t.lagoon_project, t.lagoon_environment,"
+    "       COALESCE(g.is_beta, false) AS is_beta,"
+    "       a.redeploy_interval_days, a.beta_redeploy_interval_days"
+    " FROM run_targets t"
+    " JOIN app_instances i ON i.id = t.instance_id"
+    " JOIN store_apps a ON a.id = i.store_app_id"
+    " LEFT JOIN user_groups g ON g.id = i.user_group_id"
+    " WHERE t.run_id = $1::bigint AND t.chunk = $2::int"
+    "   AND t.state = 'claimed'"
+    " ORDER BY t.id";
+
+/* Instances of a successful trigger: last run, trigger time, next due. */
+static const char SQL_INSTANCES_TRIGGERED[] =
+    "UPDATE app_instances i SET deployment_run_id = $1::bigint,"
+    "   last_deploy_triggered_at = now(),"
+    "   next_redeploy_at = CASE WHEN u.next IS NULL THEN i.next_redeploy_at"
+    "                           ELSE to_timestamp(u.next) END"
+    " FROM unnest($2::bigint[], $3::bigint[]) AS u(id, next)"
+    " WHERE i.id = u.id";
+
+/* Instances of a failed trigger: not due again before the backoff. */
+static const char SQL_INSTANCES_BACKOFF[] =
+    "UPDATE app_instances SET"
+    "   next_redeploy_at = now() + make_interval(secs => $2::int)"
+    " WHERE id = ANY($1::bigint[])";
+
+rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,
+                              rw_chunk_claim_t **claims, size_t *n,
+                              PGresult **res, char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    char run_s[24], chunk_s[16];
+    const char *p[2] = {run_s, chunk_s};
+    rw_chunk_claim_t *t;
+    size_t rows;
+
+    *claims = NULL;
+    *n = 0;
+    *res = NULL;
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    err = rw_pg_exec(pg, SQL_LOAD_CLAIMS, 2, p, res, errstr, errlen);
+    if (err)
+        return err;
+    rows = (size_t)PQntuples(*res);
+    t = calloc(rows + 1, sizeof(*t));
+    if (!t) {
+        PQclear(*res);
+        *res = NULL;
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < rows; i++) {
+        int r = (int)i;
+        t[i].target_id = rw_pg_ll(*res, r, "id", 0);
+        t[i].instance_id = rw_pg_ll(*res, r, "instance_id", 0);
+        t[i].project = rw_pg_str(*res, r, "lagoon_project");
+        t[i].environment = rw_pg_str(*res, r, "lagoon_environment");
+        t[i].is_beta = rw_pg_bool(*res, r, "is_beta", 0);
+        t[i].interval_days = rw_pg_ll(*res, r, "redeploy_interval_days", 0);
+        t[i].beta_interval_days =
+            rw_pg_ll(*res, r, "beta_redeploy_interval_days", 0);
+    }
+    *claims = t;
+    *n = rows;
+    return RW_OK;
+}
+
+void rw_chunk_lock_key(char *buf, size_t len, const rw_settings_t *s,
+                       long long instance_id)
+{
+    snprintf(buf, len, "%slock:instance:%lld", s->kafka_topic_prefix,
+             instance_id);
+}
+
+void rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
+                            const char *run_uuid, const long long *instance_ids,
+                            size_t n)
+{
+    char(*keys)[96] = NULL;
+    const char **kp = NULL;
+    int *released = NULL;
+    char errstr[256];
+
+    if (!rc || n == 0)
+        return;
+    keys = calloc(n, sizeof(*keys));
+    kp = calloc(n, sizeof(*kp));
+    released = calloc(n, sizeof(*released));
+    if (!keys || !kp || !released)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        rw_chunk_lock_key(keys[i], sizeof(keys[i]), s, instance_ids[i]);
+        kp[i] = keys[i];
+    }
+    if (rw_redis_lock_release(rc, kp, n, run_uuid, released, errstr,
+                              sizeof(errstr)))
+        rw_warn(COMP, "event=lock_release_failed run=%s detail=\"%s\"",
+                run_uuid, errstr);
+    else
+        rw_metrics_add(rw_metrics_counter("rollwave_locks_released_total",
+                                          "instance locks released", NULL),
+                       (double)n);
+out:
+    free(keys);
+    free(kp);
+    free(released);
+}
+
+static long long *target_ids(const rw_chunk_claim_t *t, size_t n)
+{
+    long long *ids = calloc(n + 1, sizeof(*ids));
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = t[i].target_id;
+    return ids;
+}
+
+static long long *instance_ids(const rw_chunk_claim_t *t, size_t n)
+{
+    long long *ids = calloc(n + 1, sizeof(*ids));
+    for (size_t i = 0; ids && i < n; i++)
+        ids[i] = t[i].instance_id;
+    return ids;
+}
+
+rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
+                                   const rw_settings_t *s,
+                                   const rw_chunk_ref_t *c,
+                                   const rw_chunk_claim_t *t, size_t n,
+                                   const char *bulk_id, const char *reason,
+                                   char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    long long *ids = target_ids(t, n);
+    rw_pg_array_t a_iid, a_next;
+    rw_poll_msg_t pm;
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+    char run_s[24], key[RW_CODEC_KEY_MAX];
+    char *json = NULL;
+    long long outbox_id = 0;
+    long long now_s = rw_now_wall_ms() / 1000;
+
+    rw_pg_array_init(&a_iid);
+    rw_pg_array_init(&a_next);
+    if (!ids) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
+    for (size_t i = 0; i < n; i++) {
+        rw_pg_array_add_ll(&a_iid, t[i].instance_id);
+        if (t[i].interval_days > 0)
+            rw_pg_array_add_ll(
+                &a_next,
+                rw_schedule_next_s(now_s, t[i].is_beta, t[i].interval_days,
+                                   t[i].beta_interval_days, t[i].instance_id,
+                                   s->jitter_window_min * 60));
+        else
+            rw_pg_array_add_str(&a_next, NULL); /* no cadence to keep */
+    }
+    memset(&pm, 0, sizeof(pm));
+    pm.run = (char *)c->run_uuid;
+    pm.chunk = c->chunk;
+    pm.bulk_id = (char *)bulk_id;
+    pm.attempt = 1;
+    pm.due_at_ms = rw_now_wall_ms() + s->first_poll_delay_s * 1000;
+    err = rw_codec_poll_encode(&pm, &json, errstr, errlen);
+    if (err)
+        goto out;
+    rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
+
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    ch.bulk_id = bulk_id;
+    err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
+                                  RW_CHUNK_TRIGGERED, false, &ch, reason,
+                                  errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_target_transition_bulk(pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
+                                    RW_TARGET_TRIGGERED, false, NULL, bulk_id,
+                                    NULL, NULL, errstr, errlen);
+    if (err)
+        goto out;
+    {
+        const char *p[3] = {run_s, rw_pg_array_finish(&a_iid),
+                            rw_pg_array_finish(&a_next)};
+        if (!p[1] || !p[2]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        err =
+            rw_pg_exec(pg, SQL_INSTANCES_TRIGGERED, 3, p, NULL, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    if (c->run_status == RW_RUN_PENDING) {
+        err = rw_run_transition(pg, c->run_id, RW_RUN_PENDING, RW_RUN_RUNNING,
+                                false, "first chunk triggered", errstr, errlen);
+        if (err == RW_ERR_CONFLICT)
+            err = RW_OK; /* another chunk got there first */
+        if (err)
+            goto out;
+    }
+    err = rw_outbox_add(pg, "poll", key, json, &outbox_id, errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_pg_commit(pg, errstr, errlen);
+    if (err)
+        goto out;
+    rw_info(COMP, "event=chunk_triggered run=%s chunk=%d bulk=%s targets=%zu",
+            c->run_uuid, c->chunk, bulk_id, n);
+    if (kp) {
+        /* if this fails the outbox sweep publishes it: the commit stands */
+        rw_err_t perr = rw_outbox_publish(pg, kp, s, outbox_id, "poll", key,
+                                          json, errstr, errlen);
+        if (perr)
+            rw_warn(COMP, "event=poll_publish_deferred run=%s chunk=%d err=%s",
+                    c->run_uuid, c->chunk, rw_err_name(perr));
+    }
+out:
+    if (err && rw_pg_in_tx(pg))
+        rw_pg_rollback(pg, NULL, 0);
+    free(ids);
+    free(json);
+    rw_pg_array_free(&a_iid);
+    rw_pg_array_free(&a_next);
+    return err;
+}
+
+rw_err_t rw_chunk_record_failed(rw_pg_t *pg, rw_redis_t *rc,
+                                const rw_settings_t *s, const rw_chunk_ref_t *c,
+                                const rw_chunk_claim_t *t, size_t n,
+                                const char *why, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    long long *ids = target_ids(t, n), *iids = instance_ids(t, n);
+    rw_pg_array_t a;
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+    char backoff_s[24];
+    bool finalized = false;
+
+    rw_pg_array_init(&a);
+    if (!ids || !iids) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(backoff_s, sizeof(backoff_s), "%lld", s->failure_backoff_s);
+    for (size_t i = 0; i < n; i++)
+        rw_pg_array_add_ll(&a, iids[i]);
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    ch.error = why;
+    err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
+                                  RW_CHUNK_FAILED, false, &ch, why, errstr,
+                                  errlen);
+    if (err)
+        goto out;
+    err = rw_target_transition(pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
+                               RW_TARGET_FAILED, false, why, NULL, NULL, errstr,
+                               errlen);
+    if (err)
+        goto out;
+    if (n > 0) {
+        const char *p[2] = {rw_pg_array_finish(&a), backoff_s};
+        if (!p[0]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        err = rw_pg_exec(pg, SQL_INSTANCES_BACKOFF, 2, p, NULL, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    err = rw_pg_commit(pg, errstr, errlen);
+    if (err)
+        goto out;
+    rw_warn(COMP,
+            "event=chunk_failed run=%s chunk=%d targets=%zu reason=\"%s\"",
+            c->run_uuid, c->chunk, n, why);
+    rw_chunk_release_locks(rc, s, c->run_uuid, iids, n);
+    err = rw_progress_finalize(pg, c->run_id, &finalized, NULL, errstr, errlen);
+out:
+    if (err && rw_pg_in_tx(pg))
+        rw_pg_rollback(pg, NULL, 0);
+    free(ids);
+    free(iids);
+    rw_pg_array_free(&a);
+    return err;
+}
+
+rw_err_t rw_chunk_record_unsent(rw_pg_t *pg, rw_redis_t *rc,
+                                const rw_settings_t *s, const rw_chunk_ref_t *c,
+                                const rw_chunk_claim_t *t, size_t n,
+                                const char *why, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    long long *ids = target_ids(t, n), *iids = instance_ids(t, n);
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+    bool cancelled = c->run_status == RW_RUN_CANCELLED, finalized = false;
+
+    if (!ids || !iids) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    ch.error = why;
+    err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
+                                  RW_CHUNK_PENDING, false, &ch, why, errstr,
+                                  errlen);
+    if (err)
+        goto out;
+    err = rw_target_transition(pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
+                               RW_TARGET_PENDING, false, NULL, NULL, NULL,
+                               errstr, errlen);
+    if (err)
+        goto out;
+    if (cancelled) {
+        /* the run was aborted meanwhile: what never left is cancelled */
+        err = rw_target_transition(pg, c->run_id, ids, n, RW_TARGET_PENDING,
+                                   RW_TARGET_CANCELLED, false,
+                                   "run cancelled before the trigger", NULL,
+                                   NULL, errstr, errlen);
+        if (!err)
+            err = rw_chunk_transition_one(
+                pg, c->run_id, c->chunk, RW_CHUNK_PENDING, RW_CHUNK_DONE, false,
+                NULL, "run cancelled before the trigger", errstr, errlen);
+        if (err)
+            goto out;
+    }
+    err = rw_pg_commit(pg, errstr, errlen);
+    if (err)
+        goto out;
+    rw_info(COMP,
+            "event=chunk_unsent run=%s chunk=%d targets=%zu reason=\"%s\"",
+            c->run_uuid, c->chunk, n, why);
+    rw_chunk_release_locks(rc, s, c->run_uuid, iids, n);
+    if (cancelled)
+        err = rw_progress_finalize(pg, c->run_id, &finalized, NULL, errstr,
+                                   errlen);
+out:
+    if (err && rw_pg_in_tx(pg))
+        rw_pg_rollback(pg, NULL, 0);
+    free(ids);
+    free(iids);
+    return err;
+}
