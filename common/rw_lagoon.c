@@ -46,7 +46,9 @@ const char rw_lagoon_deployments_query[] =
     "environment { name project { name } } } }";
 
 struct rw_lagoon {
-    rw_err_t last_err; /* outcome of the last public call */
+    /* What rw_lagoon_in_doubt() reported before rw_err_class() existed:
+     * the request left and no answer came back, or a gateway 502/504. */
+    bool in_doubt_compat;
     CURL *curl;
     char *url;
     char *token;
@@ -1154,6 +1156,7 @@ static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
     long sent = 0;
 
     *http_status = 0;
+    lc->in_doubt_compat = false;
     lc->resp_len = 0;
     lc->resp_too_big = false;
     if (lc->resp)
@@ -1207,6 +1210,8 @@ static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http_status);
     /* Header bytes of the request(s) sent: 0 when it never left us. */
     curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
+    lc->in_doubt_compat = (cc != CURLE_OK && sent > 0) || *http_status == 502 ||
+                          *http_status == 504;
     if (cc == CURLE_WRITE_ERROR && lc->resp_too_big) {
         err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
                          "response larger than %u bytes", MAX_RESPONSE_BYTES);
@@ -1329,8 +1334,6 @@ rw_err_t rw_lagoon_bulk_deploy(rw_lagoon_t *lc, const char *bulk_name,
     err = rw_lagoon_parse_bulk_response(http_status, lc->resp, bulk_id,
                                         bulk_id_len, errstr, errlen);
 out:
-    if (lc)
-        lc->last_err = err;
     if (err && lc)
         scrub(errstr, lc->token);
     log_call("bulk_deploy", http_status, started, attempts, err, errstr);
@@ -1371,8 +1374,6 @@ rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
     err = rw_lagoon_parse_deployments_response(http_status, lc->resp, out,
                                                errstr, errlen);
 out:
-    if (lc)
-        lc->last_err = err;
     if (err && lc)
         scrub(errstr, lc->token);
     log_call("deployments_by_bulk_id", http_status, started, attempts, err,
@@ -1478,8 +1479,6 @@ rw_err_t rw_lagoon_find_bulk(rw_lagoon_t *lc, const char *bulk_name,
     rw_debug(COMP, "event=find_bulk projects=%zu envs=%zu found=%s", n_projects,
              n_envs, *found ? "true" : "false");
 out:
-    if (lc)
-        lc->last_err = err;
     if (err && found) {
         *found = false;
         if (bulk_id && bulk_id_len)
@@ -1492,6 +1491,5 @@ out:
 
 bool rw_lagoon_in_doubt(const rw_lagoon_t *lc)
 {
-    return lc &&
-           rw_err_class(lc->last_err, RW_OP_SEND) == RW_ERR_CLASS_IN_DOUBT;
+    return lc && lc->in_doubt_compat;
 }

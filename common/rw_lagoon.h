@@ -130,13 +130,13 @@ rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
                                           char *errstr, size_t errlen);
 
 /*
- * To be removed once callers use rw_err_class(): the error code itself
- * says it. True when the last call failed with an error that is
- * RW_ERR_CLASS_IN_DOUBT on RW_OP_SEND, i.e. Lagoon may have executed it
- * anyway (the request was sent and no answer came back, a 5xx, a timeout,
- * or a 200 we could not read). A bulk deploy that failed this way must not
- * be sent again blindly: look the bulk up by name (rw_lagoon_find_bulk)
- * once Lagoon had time to record it.
+ * To be removed once callers use rw_err_class(err, RW_OP_SEND), which is
+ * the rule. Until then this keeps the meaning its caller was written for:
+ * true when the last request left us and no answer came back (lost
+ * connection, timeout) or a gateway answered 502/504. The rule is wider:
+ * it also treats every 5xx, an HTTP 408 and an unreadable 200 as in doubt.
+ * A caller switching to it must bound its in-doubt attempts, or a Lagoon
+ * answering 500 to every call keeps a chunk in doubt for ever.
  */
 bool rw_lagoon_in_doubt(const rw_lagoon_t *lc);
 
