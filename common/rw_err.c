@@ -1,6 +1,7 @@
 /*
- * rw_err: names, messages and retriability of rw_err_t, generated from the
- * RW_ERR_MAP table in rw_err.h. Nothing else decides retriability.
+ * rw_err: names, messages and classes (retry, in doubt, permanent) of
+ * rw_err_t, generated from the RW_ERR_MAP table in rw_err.h. Nothing else
+ * decides retriability.
  */
 #include "rw_err.h"
 
@@ -10,11 +11,19 @@
 static const struct {
     const char *name;
     const char *msg;
-    bool retriable;
+    rw_err_class_t on_read;
+    rw_err_class_t on_send;
 } table[] = {
-#define RW_ERR_ROW(name, retriable, msg) {#name, msg, retriable},
+#define RW_ERR_ROW(name, on_read, on_send, msg)                                \
+    {#name, msg, RW_ERR_CLASS_##on_read, RW_ERR_CLASS_##on_send},
     RW_ERR_MAP(RW_ERR_ROW)
 #undef RW_ERR_ROW
+};
+
+static const char *const class_names[] = {
+    [RW_ERR_CLASS_PERMANENT] = "permanent",
+    [RW_ERR_CLASS_RETRY] = "retry",
+    [RW_ERR_CLASS_IN_DOUBT] = "in_doubt",
 };
 
 const char *rw_err_name(rw_err_t err)
@@ -31,11 +40,24 @@ const char *rw_err_str(rw_err_t err)
     return table[err].msg;
 }
 
-bool rw_err_is_retriable(rw_err_t err)
+rw_err_class_t rw_err_class(rw_err_t err, rw_err_op_t op)
 {
     if ((int)err < 0 || err >= RW_ERR__COUNT)
-        return false;
-    return table[err].retriable;
+        return RW_ERR_CLASS_PERMANENT;
+    /* An op outside the enum is taken as SEND, the cautious reading. */
+    return op == RW_OP_READ ? table[err].on_read : table[err].on_send;
+}
+
+const char *rw_err_class_name(rw_err_class_t c)
+{
+    if ((int)c < 0 || (size_t)c >= sizeof(class_names) / sizeof(*class_names))
+        return "unknown";
+    return class_names[c];
+}
+
+bool rw_err_is_retriable(rw_err_t err)
+{
+    return rw_err_class(err, RW_OP_READ) == RW_ERR_CLASS_RETRY;
 }
 
 rw_err_t rw_err_set(char *errstr, size_t errlen, rw_err_t err, const char *fmt,

@@ -46,7 +46,9 @@ const char rw_lagoon_deployments_query[] =
     "environment { name project { name } } } }";
 
 struct rw_lagoon {
-    bool in_doubt; /* last call may have run in Lagoon despite failing */
+    /* What rw_lagoon_in_doubt() reported before rw_err_class() existed:
+     * the request left and no answer came back, or a gateway 502/504. */
+    bool in_doubt_compat;
     CURL *curl;
     char *url;
     char *token;
@@ -340,6 +342,25 @@ out:
 
 /* ------------------------------------------------------ classification */
 
+/*
+ * curl failures that happen before the request can leave us: name
+ * resolution, TCP connect and the TLS handshake (including certificate
+ * checks). Lagoon cannot have seen a request that failed this way.
+ */
+static const CURLcode connect_codes[] = {
+    CURLE_COULDNT_RESOLVE_PROXY,
+    CURLE_COULDNT_RESOLVE_HOST,
+    CURLE_COULDNT_CONNECT,
+    CURLE_SSL_CONNECT_ERROR,
+    CURLE_PEER_FAILED_VERIFICATION,
+    CURLE_SSL_CERTPROBLEM,
+    CURLE_SSL_CIPHER,
+    CURLE_SSL_CACERT_BADFILE,
+    CURLE_SSL_ISSUER_ERROR,
+    CURLE_SSL_PINNEDPUBKEYNOTMATCH,
+    CURLE_SSL_INVALIDCERTSTATUS,
+};
+
 rw_err_t rw_lagoon_classify(CURLcode cc, long http_status)
 {
     switch (cc) {
@@ -352,6 +373,12 @@ rw_err_t rw_lagoon_classify(CURLcode cc, long http_status)
         /* Retrying a bad URL can never help: it is configuration. */
         return RW_ERR_CONFIG;
     default:
+        for (size_t i = 0; i < sizeof(connect_codes) / sizeof(*connect_codes);
+             i++)
+            if (cc == connect_codes[i])
+                return RW_ERR_LAGOON_CONNECT;
+        /* Receive/send errors, GOT_NOTHING, PARTIAL_FILE, ...: the
+         * request may have reached Lagoon. */
         return RW_ERR_LAGOON_NETWORK;
     }
     if (http_status >= 200 && http_status <= 299)
@@ -364,7 +391,25 @@ rw_err_t rw_lagoon_classify(CURLcode cc, long http_status)
         return RW_ERR_LAGOON_RATE_LIMITED;
     if (http_status >= 500 && http_status <= 599)
         return RW_ERR_LAGOON_SERVER;
+    /* A redirect we do not follow, or a request the HTTP layer refused:
+     * it never reached the GraphQL resolver. */
+    if (http_status >= 300 && http_status <= 499)
+        return RW_ERR_LAGOON_REJECTED;
     return RW_ERR_LAGOON_PROTOCOL;
+}
+
+rw_err_t rw_lagoon_classify_transport(CURLcode cc, long bytes_sent)
+{
+    rw_err_t err = rw_lagoon_classify(cc, 0);
+
+    if (cc == CURLE_OK)
+        return RW_OK;
+    /* Whatever curl reports, a request of which no byte left us cannot
+     * have run: a connect timeout is CONNECT, not an in-doubt TIMEOUT. */
+    if (bytes_sent <= 0 &&
+        (err == RW_ERR_LAGOON_NETWORK || err == RW_ERR_LAGOON_TIMEOUT))
+        err = RW_ERR_LAGOON_CONNECT;
+    return err;
 }
 
 /* ------------------------------------------------------------- parsing */
@@ -1108,8 +1153,10 @@ static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
     char *auth = NULL;
     CURLcode cc;
     CURL *c = lc->curl;
+    long sent = 0;
 
     *http_status = 0;
+    lc->in_doubt_compat = false;
     lc->resp_len = 0;
     lc->resp_too_big = false;
     if (lc->resp)
@@ -1159,31 +1206,21 @@ static rw_err_t post_once(rw_lagoon_t *lc, const char *body, long *http_status,
     /* A redirect would resend the token to wherever it points. */
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 
-    lc->in_doubt = false;
     cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http_status);
-    {
-        /*
-         * Did Lagoon perhaps execute it? Yes when the request left us and
-         * no answer came back (timeout or connection lost after sending),
-         * or a gateway answered for an API that may have run it (502/504).
-         * No when nothing was sent (resolve/connect failures).
-         */
-        long sent = 0;
-        curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
-        if ((cc != CURLE_OK && sent > 0) || *http_status == 502 ||
-            *http_status == 504)
-            lc->in_doubt = true;
-    }
+    /* Header bytes of the request(s) sent: 0 when it never left us. */
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &sent);
+    lc->in_doubt_compat = (cc != CURLE_OK && sent > 0) || *http_status == 502 ||
+                          *http_status == 504;
     if (cc == CURLE_WRITE_ERROR && lc->resp_too_big) {
         err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
                          "response larger than %u bytes", MAX_RESPONSE_BYTES);
         goto out;
     }
     if (cc != CURLE_OK) {
-        err = rw_err_set(errstr, errlen, rw_lagoon_classify(cc, 0), "%s%s%s",
-                         curl_easy_strerror(cc), lc->curl_err[0] ? ": " : "",
-                         lc->curl_err);
+        err = rw_err_set(errstr, errlen, rw_lagoon_classify_transport(cc, sent),
+                         "%s%s%s", curl_easy_strerror(cc),
+                         lc->curl_err[0] ? ": " : "", lc->curl_err);
         goto out;
     }
 out:
@@ -1454,5 +1491,5 @@ out:
 
 bool rw_lagoon_in_doubt(const rw_lagoon_t *lc)
 {
-    return lc && lc->in_doubt;
+    return lc && lc->in_doubt_compat;
 }

@@ -7,8 +7,9 @@
  * name after a crash left it in doubt). Every value travels in GraphQL
  * variables; query texts are constants or, for the find, built only from
  * aliases and variable names this module generates (p0, p1, ...).
- * Failures are classified into rw_err_t so that rw_err_is_retriable()
- * alone decides whether the caller tries again.
+ * Failures are classified into rw_err_t so that rw_err_class() alone
+ * decides whether the caller tries again, and whether a failed bulk
+ * deploy may have run anyway (RW_OP_SEND: in doubt).
  *
  * It does not retry on its own (backoff belongs to the caller), except one
  * token re-read and retry after HTTP 401. It does not map statuses onto
@@ -128,16 +129,18 @@ rw_err_t rw_lagoon_deployments_by_bulk_id(rw_lagoon_t *lc, const char *bulk_id,
                                           rw_lagoon_deployments_t **out,
                                           char *errstr, size_t errlen);
 
-/* Accepts NULL. */
 /*
- * After a failed call: true when Lagoon may have executed it anyway (the
- * request was sent and no answer came back, or a gateway answered 502/504).
- * A bulk deploy that failed this way must not be sent again blindly: look
- * the bulk up by name (rw_lagoon_find_bulk) once Lagoon had time to record
- * it.
+ * To be removed once callers use rw_err_class(err, RW_OP_SEND), which is
+ * the rule. Until then this keeps the meaning its caller was written for:
+ * true when the last request left us and no answer came back (lost
+ * connection, timeout) or a gateway answered 502/504. The rule is wider:
+ * it also treats every 5xx, an HTTP 408 and an unreadable 200 as in doubt.
+ * A caller switching to it must bound its in-doubt attempts, or a Lagoon
+ * answering 500 to every call keeps a chunk in doubt for ever.
  */
 bool rw_lagoon_in_doubt(const rw_lagoon_t *lc);
 
+/* Accepts NULL. */
 void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d);
 
 /*
@@ -216,19 +219,32 @@ char *rw_lagoon_find_bulk_request_json(const char *const *projects,
                                        size_t n_projects, int limit);
 
 /*
- * Classify the transport outcome: curl timeout -> LAGOON_TIMEOUT, other
- * curl failures -> LAGOON_NETWORK (a malformed URL -> CONFIG), 401/403 ->
- * LAGOON_AUTH, 408 -> LAGOON_TIMEOUT, 429 -> LAGOON_RATE_LIMITED, 5xx ->
- * LAGOON_SERVER, other non-2xx -> LAGOON_PROTOCOL, 2xx -> RW_OK.
+ * Classify the transport outcome. curl: resolve, connect or TLS handshake
+ * failures -> LAGOON_CONNECT (the request never left), timeout ->
+ * LAGOON_TIMEOUT, a malformed URL -> CONFIG, any other failure ->
+ * LAGOON_NETWORK (lost after the request may have gone out). HTTP: 2xx ->
+ * RW_OK, 401/403 -> LAGOON_AUTH, 408 -> LAGOON_TIMEOUT, 429 ->
+ * LAGOON_RATE_LIMITED, 5xx -> LAGOON_SERVER, other 3xx/4xx ->
+ * LAGOON_REJECTED, anything else -> LAGOON_PROTOCOL.
  */
 rw_err_t rw_lagoon_classify(CURLcode cc, long http_status);
 
 /*
+ * A failed curl transfer (cc != CURLE_OK) given the request bytes curl
+ * sent (CURLINFO_REQUEST_SIZE): as rw_lagoon_classify, except that a
+ * NETWORK or TIMEOUT failure with nothing sent is LAGOON_CONNECT, since
+ * Lagoon cannot have run a request it never received. RW_OK for CURLE_OK.
+ */
+rw_err_t rw_lagoon_classify_transport(CURLcode cc, long bytes_sent);
+
+/*
  * Parse a response body given its HTTP status. A non-2xx status gives its
  * rw_lagoon_classify() error (errstr quotes the first GraphQL error message
- * when the body has one); HTTP 200 with "errors" and no usable data gives
- * LAGOON_GRAPHQL with the first message; anything unparseable or of the
- * wrong shape gives LAGOON_PROTOCOL.
+ * when the body has one; a 400 with one is LAGOON_GRAPHQL); HTTP 200 with
+ * "errors" and no usable data gives LAGOON_GRAPHQL with the first message
+ * (Lagoon refused it); anything unparseable or of the wrong shape, such as
+ * data without a bulk id, gives LAGOON_PROTOCOL (for a bulk deploy: in
+ * doubt, Lagoon may have run it).
  */
 rw_err_t rw_lagoon_parse_bulk_response(long http_status, const char *body,
                                        char *bulk_id, size_t len, char *errstr,

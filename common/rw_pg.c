@@ -128,21 +128,47 @@ int rw_pg_in_tx(const rw_pg_t *pg)
     return pg ? pg->in_tx : 0;
 }
 
-rw_err_t rw_pg_sqlstate_err(const char *sqlstate)
+/*
+ * SQLSTATE (5 characters) or class (its first 2) -> error. A full code
+ * wins over its class. Everything here but PG_UNIQUE is worth a retry: the
+ * server is going away, failing over, short of resources or gave up on
+ * the statement, and the same statement succeeds once that has passed.
+ */
+static const struct {
+    const char *code;
+    rw_err_t err;
+} sqlstates[] = {
+    /* the session is gone or never came up: rw_pg_exec reconnects */
+    {"08", RW_ERR_PG_CONN},      /* connection exception */
+    {"57P01", RW_ERR_PG_CONN},   /* admin_shutdown */
+    {"57P02", RW_ERR_PG_CONN},   /* crash_shutdown */
+    {"57P03", RW_ERR_PG_CONN},   /* cannot_connect_now (starting up) */
+    {"40001", RW_ERR_PG_RETRY},  /* serialization_failure */
+    {"40P01", RW_ERR_PG_RETRY},  /* deadlock_detected */
+    {"23505", RW_ERR_PG_UNIQUE}, /* unique_violation */
+    /* a primary demoted by a failover serves read-only transactions */
+    {"25006", RW_ERR_PG_UNAVAILABLE}, /* read_only_sql_transaction */
+    {"53", RW_ERR_PG_UNAVAILABLE},    /* insufficient resources (disk full,
+                                         out of memory, too many clients) */
+    {"57014", RW_ERR_PG_UNAVAILABLE}, /* query_canceled (statement_timeout,
+                                         pg_cancel_backend) */
+    {"55P03", RW_ERR_PG_UNAVAILABLE}, /* lock_not_available (lock_timeout,
+                                         NOWAIT) */
+};
+
+rw_err_t rw_pg_classify_sqlstate(const char *sqlstate)
 {
+    size_t n = sizeof(sqlstates) / sizeof(*sqlstates);
+
     if (!sqlstate || strlen(sqlstate) != 5)
         return RW_ERR_PG_QUERY;
-    /* class 08: connection exception */
-    if (strncmp(sqlstate, "08", 2) == 0)
-        return RW_ERR_PG_CONN;
-    /* admin_shutdown, crash_shutdown, cannot_connect_now: server going away */
-    if (strcmp(sqlstate, "57P01") == 0 || strcmp(sqlstate, "57P02") == 0 ||
-        strcmp(sqlstate, "57P03") == 0)
-        return RW_ERR_PG_CONN;
-    if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)
-        return RW_ERR_PG_RETRY;
-    if (strcmp(sqlstate, "23505") == 0)
-        return RW_ERR_PG_UNIQUE;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(sqlstates[i].code, sqlstate) == 0)
+            return sqlstates[i].err;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(sqlstates[i].code) == 2 &&
+            strncmp(sqlstates[i].code, sqlstate, 2) == 0)
+            return sqlstates[i].err;
     return RW_ERR_PG_QUERY;
 }
 
@@ -175,7 +201,7 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
     state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-    err = rw_pg_sqlstate_err(state);
+    err = rw_pg_classify_sqlstate(state);
     /* libpq's own "server closed the connection" errors carry no SQLSTATE */
     if (pg && conn_bad(pg))
         err = RW_ERR_PG_CONN;

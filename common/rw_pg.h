@@ -51,6 +51,9 @@ int rw_pg_in_tx(const rw_pg_t *pg);
  *   RW_ERR_PG_CONN    connection lost / SQLSTATE class 08 or 57P01..57P03
  *   RW_ERR_PG_RETRY   40001 serialization failure, 40P01 deadlock
  *   RW_ERR_PG_UNIQUE  23505 unique violation
+ *   RW_ERR_PG_UNAVAILABLE  25006 read-only transaction (failover), class
+ *                     53 insufficient resources, 57014 query cancelled
+ *                     (statement_timeout), 55P03 lock not available
  *   RW_ERR_PG_QUERY   anything else
  * errstr carries the server's primary message, SQLSTATE and detail.
  *
@@ -73,8 +76,12 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
 rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
                           size_t errlen);
 
-/* Pure SQLSTATE mapping used by rw_pg_exec (NULL or unknown = PG_QUERY). */
-rw_err_t rw_pg_sqlstate_err(const char *sqlstate);
+/*
+ * Pure SQLSTATE mapping used by rw_pg_exec, as listed there: one table
+ * keyed by full SQLSTATE or by 2-character class, the full code winning.
+ * NULL, malformed or unlisted = RW_ERR_PG_QUERY.
+ */
+rw_err_t rw_pg_classify_sqlstate(const char *sqlstate);
 
 /*
  * Transactions. begin fails with RW_ERR_INVALID_ARG when one is already

@@ -271,6 +271,67 @@ out:
     return err;
 }
 
+/* ---- error replies ---------------------------------------------------- */
+
+/*
+ * Error replies that describe the server's state rather than the command:
+ * the same command succeeds once the server has loaded its data set, a
+ * failover has promoted a primary, a slow script has ended or memory has
+ * been freed. Matched on the error code, the first word of the reply.
+ */
+static const char *const unavailable_codes[] = {
+    "LOADING",     /* loading the data set after a restart */
+    "READONLY",    /* we reached a replica, e.g. just after a failover */
+    "BUSY",        /* a script or function runs past its time limit */
+    "OOM",         /* maxmemory reached, writes refused */
+    "MISCONF",     /* RDB snapshot failing, writes refused */
+    "TRYAGAIN",    /* cluster resharding in progress */
+    "CLUSTERDOWN", /* cluster slots not covered */
+    "MASTERDOWN",  /* replica lost its primary (replica-serve-stale-data) */
+    "NOREPLICAS",  /* min-replicas-to-write not met */
+};
+
+/* Redis 6 wraps an error raised by redis.call() inside a script. */
+#define SCRIPT_WRAP "ERR Error running script"
+
+static int code_is(const char *s, const char *code)
+{
+    size_t n = strlen(code);
+
+    return strncmp(s, code, n) == 0 && (s[n] == ' ' || s[n] == '\0');
+}
+
+rw_err_t rw_redis_classify_reply(const char *errstr_from_server)
+{
+    const char *s = errstr_from_server, *inner;
+
+    if (!s)
+        return RW_ERR_REDIS_REPLY;
+    /*
+     * "... @user_script: 1: -READONLY You can't write ...": the server
+     * state is the inner code. Redis 7 passes the code through unwrapped.
+     */
+    if (strncmp(s, SCRIPT_WRAP, strlen(SCRIPT_WRAP)) == 0) {
+        inner = strstr(s, ": -");
+        while (inner && strstr(inner + 3, ": -"))
+            inner = strstr(inner + 3, ": -");
+        if (inner)
+            s = inner + 3;
+    }
+    for (size_t i = 0;
+         i < sizeof(unavailable_codes) / sizeof(*unavailable_codes); i++)
+        if (code_is(s, unavailable_codes[i]))
+            return RW_ERR_REDIS_UNAVAILABLE;
+    return RW_ERR_REDIS_REPLY;
+}
+
+/* The code for a reply that is not what the command expects. */
+static rw_err_t reply_err(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR ? rw_redis_classify_reply(r->str)
+                                        : RW_ERR_REDIS_REPLY;
+}
+
 /* ---- connection ------------------------------------------------------- */
 
 /*
@@ -311,6 +372,17 @@ static rw_err_t raw_command(rw_redis_t *rc, redisReply **rp, const char *what,
         return io_fail(rc, what, errstr, errlen);
     *rp = r;
     return RW_OK;
+}
+
+/*
+ * AUTH or SELECT refused: wrong credentials or database are configuration,
+ * but a server that is still loading or out of memory will accept them.
+ */
+static rw_err_t config_or_unavailable(const redisReply *r)
+{
+    rw_err_t err = rw_redis_classify_reply(r->str);
+
+    return err == RW_ERR_REDIS_UNAVAILABLE ? err : RW_ERR_CONFIG;
 }
 
 static rw_err_t do_connect(rw_redis_t *rc, char *errstr, size_t errlen)
@@ -354,8 +426,9 @@ static rw_err_t do_connect(rw_redis_t *rc, char *errstr, size_t errlen)
             goto out;
         /* Redis's AUTH error text never repeats the password. */
         if (r->type == REDIS_REPLY_ERROR) {
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                             "redis AUTH on %s refused: %s", rc->where, r->str);
+            err = config_or_unavailable(r);
+            rw_err_set(errstr, errlen, err, "redis AUTH on %s refused: %s",
+                       rc->where, r->str);
             goto out;
         }
         freeReplyObject(r);
@@ -367,9 +440,9 @@ static rw_err_t do_connect(rw_redis_t *rc, char *errstr, size_t errlen)
         if (err)
             goto out;
         if (r->type == REDIS_REPLY_ERROR) {
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                             "redis SELECT %d on %s refused: %s", rc->url.db,
-                             rc->where, r->str);
+            err = config_or_unavailable(r);
+            rw_err_set(errstr, errlen, err, "redis SELECT %d on %s refused: %s",
+                       rc->url.db, rc->where, r->str);
             goto out;
         }
     }
@@ -503,7 +576,7 @@ rw_err_t rw_redis_ping(rw_redis_t *rc, char *errstr, size_t errlen)
     if (err)
         goto out;
     if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "PONG") != 0)
-        err = rw_err_set(errstr, errlen, RW_ERR_REDIS_REPLY,
+        err = rw_err_set(errstr, errlen, reply_err(r),
                          "redis PING on %s: unexpected reply%s%s", rc->where,
                          r->type == REDIS_REPLY_ERROR ? ": " : "",
                          r->type == REDIS_REPLY_ERROR ? r->str : "");
@@ -526,8 +599,10 @@ rw_err_t rw_redis_client_id(rw_redis_t *rc, long long *id, char *errstr,
     if (err)
         goto out;
     if (r->type != REDIS_REPLY_INTEGER) {
-        err = rw_err_set(errstr, errlen, RW_ERR_REDIS_REPLY,
-                         "redis CLIENT ID on %s: unexpected reply", rc->where);
+        err = rw_err_set(errstr, errlen, reply_err(r),
+                         "redis CLIENT ID on %s: %s", rc->where,
+                         r->type == REDIS_REPLY_ERROR ? r->str
+                                                      : "unexpected reply");
         goto out;
     }
     *id = r->integer;
@@ -561,7 +636,7 @@ static rw_err_t load_scripts(rw_redis_t *rc, char *errstr, size_t errlen)
         if (redisGetReply(rc->c, (void **)&r) != REDIS_OK)
             return io_fail(rc, "SCRIPT LOAD", errstr, errlen);
         if (err == RW_OK && (r->type != REDIS_REPLY_STRING || r->len != 40))
-            err = rw_err_set(errstr, errlen, RW_ERR_REDIS_REPLY,
+            err = rw_err_set(errstr, errlen, reply_err(r),
                              "redis SCRIPT LOAD on %s: %s", rc->where,
                              r->type == REDIS_REPLY_ERROR ? r->str
                                                           : "unexpected reply");
@@ -606,8 +681,8 @@ static rw_err_t pipeline(rw_redis_t *rc, int script, const char *const *keys,
             *noscript = 1;
         } else if (err == RW_OK) {
             err = rw_err_set(
-                errstr, errlen, RW_ERR_REDIS_REPLY, "redis %s of %s on %s: %s",
-                what, keys[i], rc->where,
+                errstr, errlen, reply_err(r), "redis %s of %s on %s: %s", what,
+                keys[i], rc->where,
                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         }
         freeReplyObject(r);

@@ -49,7 +49,9 @@ rw_err_t rw_redis_url_parse(rw_redis_url_t *u, const char *url, char *errstr,
  * Connect to url with timeout_ms as both the connect and the per-command
  * timeout (<= 0 means 2000 ms), then AUTH and SELECT as the URL says. On
  * success *rcp is a new handle for rw_redis_destroy(). Errors:
- * RW_ERR_CONFIG (bad URL, AUTH or SELECT refused), RW_ERR_REDIS_CONN.
+ * RW_ERR_CONFIG (bad URL, AUTH or SELECT refused), RW_ERR_REDIS_CONN,
+ * RW_ERR_REDIS_UNAVAILABLE (AUTH or SELECT answered with a server state,
+ * see rw_redis_classify_reply).
  *
  * A command that times out returns RW_ERR_TIMEOUT and drops the connection
  * (its reply may still arrive); the next call connects again. Because
@@ -63,7 +65,10 @@ rw_err_t rw_redis_new(rw_redis_t **rcp, const char *url, long timeout_ms,
 /* Close the connection and free rc. Accepts NULL. */
 void rw_redis_destroy(rw_redis_t *rc);
 
-/* PING; reconnects once if the connection was lost. */
+/*
+ * PING; reconnects once if the connection was lost. A server still loading
+ * its data set answers RW_ERR_REDIS_UNAVAILABLE.
+ */
 rw_err_t rw_redis_ping(rw_redis_t *rc, char *errstr, size_t errlen);
 
 /*
@@ -78,6 +83,17 @@ rw_err_t rw_redis_client_id(rw_redis_t *rc, long long *id, char *errstr,
  * command, including AUTH/SELECT/SCRIPT LOAD and retries. For benchmarks.
  */
 unsigned long long rw_redis_round_trips(const rw_redis_t *rc);
+
+/*
+ * The code for an error reply of the server, given its text without the
+ * leading '-' (hiredis' reply->str): RW_ERR_REDIS_UNAVAILABLE when the
+ * error code (first word) says the server cannot serve the command for now
+ * and will later: LOADING, READONLY, BUSY, OOM, MISCONF, TRYAGAIN,
+ * CLUSTERDOWN, MASTERDOWN, NOREPLICAS, also when Redis 6 wraps one of them
+ * in "ERR Error running script ...". RW_ERR_REDIS_REPLY for anything else
+ * (WRONGTYPE, ERR, NOSCRIPT, NULL): the command itself is wrong. Pure.
+ */
+rw_err_t rw_redis_classify_reply(const char *errstr_from_server);
 
 /* "<prefix>lock:instance:<id>", e.g. "rollwave:lock:instance:42". */
 void rw_redis_lock_key(char *buf, size_t len, const char *prefix,
@@ -103,8 +119,9 @@ void rw_redis_lock_key(char *buf, size_t len, const char *prefix,
  * release that had already been applied then reports 0 for that key).
  *
  * Errors: RW_ERR_INVALID_ARG, RW_ERR_REDIS_CONN, RW_ERR_TIMEOUT,
- * RW_ERR_REDIS_REPLY (an error reply for a key, e.g. WRONGTYPE; the other
- * keys' results are still filled in).
+ * RW_ERR_REDIS_UNAVAILABLE or RW_ERR_REDIS_REPLY (an error reply for a key,
+ * classified by rw_redis_classify_reply; the first one decides, and the
+ * other keys' results are still filled in).
  */
 rw_err_t rw_redis_lock_acquire(rw_redis_t *rc, const char *const *keys,
                                size_t n, const char *owner, long long ttl_ms,

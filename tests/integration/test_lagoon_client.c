@@ -370,7 +370,10 @@ static void test_bad_token_is_auth_error(void **state)
     e = rw_lagoon_bulk_deploy(lc, "b", envs, 1, NULL, 0, bulk_id,
                               sizeof(bulk_id), err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_AUTH);
-    assert_false(rw_err_is_retriable(e));
+    /* retried: the next attempt re-reads a rotated token file */
+    assert_true(rw_err_is_retriable(e));
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_RETRY);
+    assert_false(rw_lagoon_in_doubt(lc));
     assert_true(strlen(err) > 0);
     assert_null(strstr(err, bad));
     assert_null(strstr(err, sim->token));
@@ -402,6 +405,8 @@ static void test_http500_is_retriable_server_error(void **state)
                               sizeof(bulk_id), err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_SERVER);
     assert_true(rw_err_is_retriable(e));
+    /* a 500 may come after Lagoon queued the bulk */
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_IN_DOUBT);
     assert_non_null(strstr(err, "500"));
     e = rw_lagoon_deployments_by_bulk_id(lc, "x", &d, err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_SERVER);
@@ -436,6 +441,9 @@ static void test_graphql_error_fault(void **state)
                               sizeof(bulk_id), err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
     assert_false(rw_err_is_retriable(e));
+    /* Lagoon refused it: nothing ran, nothing to reconcile */
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_PERMANENT);
+    assert_false(rw_lagoon_in_doubt(lc));
     assert_true(strlen(err) > 0);
     e = rw_lagoon_deployments_by_bulk_id(lc, "x", &d, err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_GRAPHQL);
@@ -443,19 +451,52 @@ static void test_graphql_error_fault(void **state)
     rw_lagoon_destroy(lc);
 }
 
+/*
+ * The server reads the request and closes the connection unanswered: the
+ * bulk may have been accepted, so a bulk deploy is in doubt. A request
+ * that could not even connect is safe to send again.
+ */
 static void test_dropped_connection_is_network_error(void **state)
 {
     sim_t *sim = *state;
+    rw_lagoon_env_t envs[] = {{"pdrop", "main"}};
     rw_lagoon_deployments_t *d = NULL;
     rw_lagoon_t *lc = client(sim, sim->token, NULL, 5000);
-    char err[256];
+    rw_lagoon_opts_t refused_opts = {.url = "http://127.0.0.1:1/graphql",
+                                     .token = sim->token,
+                                     .timeout_ms = 5000,
+                                     .connect_timeout_ms = 2000};
+    rw_lagoon_t *refused = NULL;
+    char bulk_id[RW_LAGOON_BULK_ID_MAX], err[256];
     rw_err_t e;
+    json_t *stats;
 
     sim_config(sim, "{\"fault_drop\":1.0}");
     e = rw_lagoon_deployments_by_bulk_id(lc, "x", &d, err, sizeof(err));
     assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
     assert_true(rw_err_is_retriable(e));
     assert_null(d);
+
+    e = rw_lagoon_bulk_deploy(lc, "b", envs, 1, NULL, 0, bulk_id,
+                              sizeof(bulk_id), err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_IN_DOUBT);
+    assert_true(rw_lagoon_in_doubt(lc));
+    /* the request did reach the server */
+    stats = sim_admin(sim, "/sim/stats", NULL);
+    assert_true(stat_int(json_object_get(stats, "faults_injected"), "drop") >=
+                2);
+    json_decref(stats);
+
+    /* Nothing listens on port 1: refused before anything was sent. */
+    if (rw_lagoon_new(&refused, &refused_opts, err, sizeof(err)) != RW_OK)
+        fail_msg("client: %s", err);
+    e = rw_lagoon_bulk_deploy(refused, "b", envs, 1, NULL, 0, bulk_id,
+                              sizeof(bulk_id), err, sizeof(err));
+    assert_int_equal(e, RW_ERR_LAGOON_CONNECT);
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_RETRY);
+    assert_false(rw_lagoon_in_doubt(refused));
+    rw_lagoon_destroy(refused);
     rw_lagoon_destroy(lc);
 }
 

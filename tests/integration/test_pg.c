@@ -1,8 +1,9 @@
 /*
  * test_pg: rw_pg against a real Postgres (ROLLWAVE_PG_DSN): parameters and
  * array literals round-trip hostile text, large unnest batches, SQLSTATE
- * mapping of real server errors, transactions, reconnect after the backend
- * is killed, advisory locks. Every test works in its own fresh database.
+ * mapping of real server errors (transient states retriable), transactions,
+ * reconnect after the backend is killed, advisory locks. Every test works in
+ * its own fresh database.
  */
 #include "rw_itest_pg.h"
 
@@ -471,6 +472,72 @@ static void test_connect_error_hides_password(void **state)
     assert_null(strstr(errstr, password));
 }
 
+/*
+ * Server states that pass: a read-only primary (as after a failover), a
+ * statement cancelled by statement_timeout, a lock not available, disk
+ * full. Each is PG_UNAVAILABLE, retriable, and leaves the session usable
+ * without a reconnect.
+ */
+static void test_transient_states_are_retriable(void **state)
+{
+    fixture_t *f = *state;
+    const char *params[1] = {"read-only-app"};
+    const char *insert = "INSERT INTO store_apps (name) VALUES ($1)";
+    rw_pg_t *other = NULL;
+    char errstr[512];
+    rw_err_t e;
+
+    assert_int_equal(rw_pg_exec(f->pg, "SET default_transaction_read_only = on",
+                                0, NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    e = rw_pg_exec(f->pg, insert, 1, params, NULL, errstr, sizeof(errstr));
+    assert_int_equal(e, RW_ERR_PG_UNAVAILABLE);
+    assert_true(rw_err_is_retriable(e));
+    assert_non_null(strstr(errstr, "25006"));
+    assert_int_equal(rw_pg_exec(f->pg,
+                                "SET default_transaction_read_only = off", 0,
+                                NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    /* the retry succeeds once the server accepts writes again */
+    assert_int_equal(
+        rw_pg_exec(f->pg, insert, 1, params, NULL, errstr, sizeof(errstr)),
+        RW_OK);
+
+    /* the timeout is far below the sleep, far above a SET */
+    assert_int_equal(rw_pg_exec(f->pg, "SET statement_timeout = '100ms'", 0,
+                                NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    e = rw_pg_exec(f->pg, "SELECT pg_sleep(30)", 0, NULL, NULL, errstr,
+                   sizeof(errstr));
+    assert_int_equal(e, RW_ERR_PG_UNAVAILABLE);
+    assert_non_null(strstr(errstr, "57014"));
+    assert_int_equal(rw_pg_exec(f->pg, "RESET statement_timeout", 0, NULL, NULL,
+                                errstr, sizeof(errstr)),
+                     RW_OK);
+
+    /* another session holds the table: NOWAIT gives up at once */
+    other = rw_itest_pg_connect(f->dsn);
+    assert_int_equal(rw_pg_begin(other, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(rw_pg_exec(other,
+                                "LOCK TABLE store_apps IN ACCESS EXCLUSIVE "
+                                "MODE",
+                                0, NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
+    e = rw_pg_exec(f->pg, "LOCK TABLE store_apps IN SHARE MODE NOWAIT", 0, NULL,
+                   NULL, errstr, sizeof(errstr));
+    assert_int_equal(e, RW_ERR_PG_UNAVAILABLE);
+    assert_non_null(strstr(errstr, "55P03"));
+    assert_int_equal(rw_pg_rollback(f->pg, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(rw_pg_rollback(other, errstr, sizeof(errstr)), RW_OK);
+    rw_pg_destroy(other);
+
+    /* class 53 through the server's own error path */
+    assert_int_equal(raise_state(f->pg, "53100", errstr, sizeof(errstr)),
+                     RW_ERR_PG_UNAVAILABLE);
+    assert_int_equal(rw_pg_reconnects(f->pg), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +550,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_errors_are_mapped, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transient_states_are_retriable,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_outside_transaction,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_lost_inside_transaction,

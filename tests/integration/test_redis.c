@@ -3,7 +3,7 @@
  * (ROLLWAVE_REDIS_URL): pipelined acquire/renew/release with ownership
  * checks, TTL expiry, one round trip per batch, reconnect after the server
  * kills our connection, script reload after SCRIPT FLUSH, AUTH and SELECT,
- * command timeouts.
+ * command timeouts, READONLY from a demoted primary.
  * A second, plain hiredis connection inspects and disturbs the server.
  */
 #include "rw_itest.h"
@@ -484,11 +484,68 @@ static void test_connect_failures(void **state)
     assert_null(rc);
 }
 
+/*
+ * After a failover a client may still reach the old primary, now a
+ * replica: writes answer READONLY until it reconnects to the new one.
+ * Turning the stack's server into a replica of a port nobody listens on
+ * gives that state without a second server (it never syncs, so the data
+ * stays); the teardown makes it a primary again whatever the test did.
+ */
+static int promote_teardown(void **state)
+{
+    redisReply *r = admin_cmd("REPLICAOF NO ONE");
+
+    (void)state;
+    freeReplyObject(r);
+    return 0;
+}
+
+static void test_readonly_replica_is_unavailable(void **state)
+{
+    static char store[3][96];
+    const char *keys[3];
+    int res[3];
+    redisReply *r;
+    rw_redis_t *rc = connect_or_fail(url);
+    rw_err_t e;
+    (void)state;
+
+    make_keys(store, keys, 3);
+    r = admin_cmd("REPLICAOF 127.0.0.1 1");
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+
+    e = rw_redis_lock_acquire(rc, keys, 3, "mine", 10000, res, errstr,
+                              sizeof(errstr));
+    assert_int_equal(e, RW_ERR_REDIS_UNAVAILABLE);
+    assert_true(rw_err_is_retriable(e));
+    assert_non_null(strstr(errstr, "READONLY"));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(res[i], 0);
+    /* reads still work: the server is up, only writes are refused */
+    assert_int_equal(rw_redis_ping(rc, errstr, sizeof(errstr)), RW_OK);
+
+    r = admin_cmd("REPLICAOF NO ONE");
+    freeReplyObject(r);
+    /* the same call, retried once the server takes writes again */
+    assert_int_equal(rw_redis_lock_acquire(rc, keys, 3, "mine", 10000, res,
+                                           errstr, sizeof(errstr)),
+                     RW_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(res[i], 1);
+    assert_int_equal(
+        rw_redis_lock_release(rc, keys, 3, "mine", res, errstr, sizeof(errstr)),
+        RW_OK);
+    rw_redis_destroy(rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lock_lifecycle),
         cmocka_unit_test(test_partial_and_error_replies),
+        cmocka_unit_test_teardown(test_readonly_replica_is_unavailable,
+                                  promote_teardown),
         cmocka_unit_test(test_ttl_expiry_frees_lock),
         cmocka_unit_test(test_reconnect_after_client_kill),
         cmocka_unit_test(test_script_reload_after_flush),

@@ -207,21 +207,35 @@ static void test_classify(void **state)
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 502), RW_ERR_LAGOON_SERVER);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 503), RW_ERR_LAGOON_SERVER);
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 599), RW_ERR_LAGOON_SERVER);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 400), RW_ERR_LAGOON_PROTOCOL);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 404), RW_ERR_LAGOON_PROTOCOL);
-    assert_int_equal(rw_lagoon_classify(CURLE_OK, 301), RW_ERR_LAGOON_PROTOCOL);
+    /* Refused by the HTTP layer: never reached the resolver. */
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 400), RW_ERR_LAGOON_REJECTED);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 404), RW_ERR_LAGOON_REJECTED);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 413), RW_ERR_LAGOON_REJECTED);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 301), RW_ERR_LAGOON_REJECTED);
+    /* No HTTP status at all, or an informational one: not an answer. */
     assert_int_equal(rw_lagoon_classify(CURLE_OK, 0), RW_ERR_LAGOON_PROTOCOL);
+    assert_int_equal(rw_lagoon_classify(CURLE_OK, 101), RW_ERR_LAGOON_PROTOCOL);
     assert_int_equal(rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0),
                      RW_ERR_LAGOON_TIMEOUT);
+    /* The request never left: resolve, connect, TLS handshake. */
     assert_int_equal(rw_lagoon_classify(CURLE_COULDNT_CONNECT, 0),
-                     RW_ERR_LAGOON_NETWORK);
+                     RW_ERR_LAGOON_CONNECT);
     assert_int_equal(rw_lagoon_classify(CURLE_COULDNT_RESOLVE_HOST, 0),
-                     RW_ERR_LAGOON_NETWORK);
+                     RW_ERR_LAGOON_CONNECT);
+    assert_int_equal(rw_lagoon_classify(CURLE_COULDNT_RESOLVE_PROXY, 0),
+                     RW_ERR_LAGOON_CONNECT);
+    assert_int_equal(rw_lagoon_classify(CURLE_SSL_CONNECT_ERROR, 0),
+                     RW_ERR_LAGOON_CONNECT);
+    assert_int_equal(rw_lagoon_classify(CURLE_PEER_FAILED_VERIFICATION, 0),
+                     RW_ERR_LAGOON_CONNECT);
+    /* Lost after the request may have gone out. */
     assert_int_equal(rw_lagoon_classify(CURLE_GOT_NOTHING, 0),
                      RW_ERR_LAGOON_NETWORK);
     assert_int_equal(rw_lagoon_classify(CURLE_RECV_ERROR, 0),
                      RW_ERR_LAGOON_NETWORK);
-    assert_int_equal(rw_lagoon_classify(CURLE_SSL_CONNECT_ERROR, 0),
+    assert_int_equal(rw_lagoon_classify(CURLE_SEND_ERROR, 0),
+                     RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(rw_lagoon_classify(CURLE_PARTIAL_FILE, 0),
                      RW_ERR_LAGOON_NETWORK);
     assert_int_equal(rw_lagoon_classify(CURLE_URL_MALFORMAT, 0), RW_ERR_CONFIG);
     /* The curl result wins over a stale status code. */
@@ -234,8 +248,52 @@ static void test_classify(void **state)
         rw_err_is_retriable(rw_lagoon_classify(CURLE_OPERATION_TIMEDOUT, 0)));
     assert_true(
         rw_err_is_retriable(rw_lagoon_classify(CURLE_COULDNT_CONNECT, 0)));
-    assert_false(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 401)));
+    /* the client re-reads a rotated token: worth another try */
+    assert_true(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 401)));
     assert_false(rw_err_is_retriable(rw_lagoon_classify(CURLE_OK, 400)));
+}
+
+/*
+ * What a failed bulk deploy means for the rollout: whether Lagoon may have
+ * run it depends on whether the request left us.
+ */
+static void test_classify_transport(void **state)
+{
+    static const struct {
+        CURLcode cc;
+        long sent;
+        rw_err_t err;
+        rw_err_class_t on_send;
+    } cases[] = {
+        {CURLE_OK, 100, RW_OK, RW_ERR_CLASS_PERMANENT},
+        {CURLE_COULDNT_CONNECT, 0, RW_ERR_LAGOON_CONNECT, RW_ERR_CLASS_RETRY},
+        {CURLE_COULDNT_RESOLVE_HOST, 0, RW_ERR_LAGOON_CONNECT,
+         RW_ERR_CLASS_RETRY},
+        {CURLE_SSL_CONNECT_ERROR, 0, RW_ERR_LAGOON_CONNECT, RW_ERR_CLASS_RETRY},
+        /* a connect timeout: nothing was sent */
+        {CURLE_OPERATION_TIMEDOUT, 0, RW_ERR_LAGOON_CONNECT,
+         RW_ERR_CLASS_RETRY},
+        {CURLE_OPERATION_TIMEDOUT, 412, RW_ERR_LAGOON_TIMEOUT,
+         RW_ERR_CLASS_IN_DOUBT},
+        {CURLE_RECV_ERROR, 412, RW_ERR_LAGOON_NETWORK, RW_ERR_CLASS_IN_DOUBT},
+        {CURLE_SEND_ERROR, 412, RW_ERR_LAGOON_NETWORK, RW_ERR_CLASS_IN_DOUBT},
+        {CURLE_GOT_NOTHING, 412, RW_ERR_LAGOON_NETWORK, RW_ERR_CLASS_IN_DOUBT},
+        {CURLE_PARTIAL_FILE, 412, RW_ERR_LAGOON_NETWORK, RW_ERR_CLASS_IN_DOUBT},
+        {CURLE_SEND_ERROR, 0, RW_ERR_LAGOON_CONNECT, RW_ERR_CLASS_RETRY},
+        /* a connect failure stays one whatever the byte count says */
+        {CURLE_COULDNT_CONNECT, 412, RW_ERR_LAGOON_CONNECT, RW_ERR_CLASS_RETRY},
+        {CURLE_URL_MALFORMAT, 0, RW_ERR_CONFIG, RW_ERR_CLASS_PERMANENT},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        rw_err_t e = rw_lagoon_classify_transport(cases[i].cc, cases[i].sent);
+
+        if (e != cases[i].err ||
+            rw_err_class(e, RW_OP_SEND) != cases[i].on_send)
+            fail_msg("case %zu (curl %d, %ld bytes): %s", i, (int)cases[i].cc,
+                     cases[i].sent, rw_err_name(e));
+    }
 }
 
 /* ------------------------------------------------------ bulk responses */
@@ -341,7 +399,7 @@ static void test_parse_bulk_http_errors(void **state)
                      RW_ERR_LAGOON_RATE_LIMITED);
     assert_int_equal(rw_lagoon_parse_bulk_response(404, "nope", id, sizeof(id),
                                                    err, sizeof(err)),
-                     RW_ERR_LAGOON_PROTOCOL);
+                     RW_ERR_LAGOON_REJECTED);
     /* Validation failures answered with 400 and an errors array. */
     assert_int_equal(
         rw_lagoon_parse_bulk_response(
@@ -1024,9 +1082,10 @@ static void test_new_config_errors(void **state)
     rw_lagoon_destroy(NULL);
 }
 
-/* Nothing listens on port 1 of loopback: a refused connection is a
- * retriable network error, and the token never shows in the error. */
-static void test_unreachable_is_network_error(void **state)
+/* Nothing listens on port 1 of loopback: a refused connection never
+ * sent the request, so it is retriable even for the bulk deploy (not in
+ * doubt), and the token never shows in the error. */
+static void test_unreachable_is_connect_error(void **state)
 {
     rw_lagoon_opts_t opts = {.url = "http://127.0.0.1:1/graphql",
                              .token = "sekrit-token-123",
@@ -1042,12 +1101,14 @@ static void test_unreachable_is_network_error(void **state)
     assert_int_equal(rw_lagoon_new(&lc, &opts, err, sizeof(err)), RW_OK);
     e = rw_lagoon_bulk_deploy(lc, "b", envs, 1, NULL, 0, id, sizeof(id), err,
                               sizeof(err));
-    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(e, RW_ERR_LAGOON_CONNECT);
     assert_true(rw_err_is_retriable(e));
+    assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_RETRY);
+    assert_false(rw_lagoon_in_doubt(lc));
     assert_true(strlen(err) > 0);
     assert_null(strstr(err, "sekrit"));
     e = rw_lagoon_deployments_by_bulk_id(lc, "bulk", &d, err, sizeof(err));
-    assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+    assert_int_equal(e, RW_ERR_LAGOON_CONNECT);
     assert_null(d);
 
     /* Arguments are checked before anything is sent. */
@@ -1066,7 +1127,7 @@ static void test_unreachable_is_network_error(void **state)
 
         e = rw_lagoon_find_bulk(lc, "b", envs, 1, id, sizeof(id), &found, err,
                                 sizeof(err));
-        assert_int_equal(e, RW_ERR_LAGOON_NETWORK);
+        assert_int_equal(e, RW_ERR_LAGOON_CONNECT);
         assert_false(found);
         assert_null(strstr(err, "sekrit"));
         assert_int_equal(rw_lagoon_find_bulk(lc, "", envs, 1, id, sizeof(id),
@@ -1098,6 +1159,7 @@ int main(void)
         cmocka_unit_test(test_bulk_request_rejects_bad_input),
         cmocka_unit_test(test_deployments_request),
         cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_classify_transport),
         cmocka_unit_test(test_parse_bulk_ok),
         cmocka_unit_test(test_parse_bulk_graphql_error),
         cmocka_unit_test(test_parse_bulk_long_error_is_truncated),
@@ -1118,7 +1180,7 @@ int main(void)
         cmocka_unit_test(test_parse_find_bulk_errors),
         cmocka_unit_test(test_parse_find_bulk_conflict_and_shape),
         cmocka_unit_test(test_new_config_errors),
-        cmocka_unit_test(test_unreachable_is_network_error),
+        cmocka_unit_test(test_unreachable_is_connect_error),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -136,22 +136,68 @@ static void test_array_grows(void **state)
 static void test_sqlstate_mapping(void **state)
 {
     (void)state;
-    assert_int_equal(rw_pg_sqlstate_err("08006"), RW_ERR_PG_CONN);
-    assert_int_equal(rw_pg_sqlstate_err("08001"), RW_ERR_PG_CONN);
-    assert_int_equal(rw_pg_sqlstate_err("08P01"), RW_ERR_PG_CONN);
-    assert_int_equal(rw_pg_sqlstate_err("57P01"), RW_ERR_PG_CONN);
-    assert_int_equal(rw_pg_sqlstate_err("57P03"), RW_ERR_PG_CONN);
-    assert_int_equal(rw_pg_sqlstate_err("40001"), RW_ERR_PG_RETRY);
-    assert_int_equal(rw_pg_sqlstate_err("40P01"), RW_ERR_PG_RETRY);
-    assert_int_equal(rw_pg_sqlstate_err("23505"), RW_ERR_PG_UNIQUE);
-    assert_int_equal(rw_pg_sqlstate_err("23503"), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err("23514"), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err("40002"), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err("57014"), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err("42601"), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err(NULL), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err(""), RW_ERR_PG_QUERY);
-    assert_int_equal(rw_pg_sqlstate_err("08"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("08006"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("08001"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("08P01"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("57P01"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("57P02"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("57P03"), RW_ERR_PG_CONN);
+    assert_int_equal(rw_pg_classify_sqlstate("40001"), RW_ERR_PG_RETRY);
+    assert_int_equal(rw_pg_classify_sqlstate("40P01"), RW_ERR_PG_RETRY);
+    assert_int_equal(rw_pg_classify_sqlstate("23505"), RW_ERR_PG_UNIQUE);
+    assert_int_equal(rw_pg_classify_sqlstate("23503"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("23514"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("40002"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("42601"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate(NULL), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate(""), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("08"), RW_ERR_PG_QUERY);
+    assert_int_equal(rw_pg_classify_sqlstate("530000"), RW_ERR_PG_QUERY);
+}
+
+/*
+ * Transient server states: a failover's read-only primary, resources
+ * running out, a cancelled statement, a lock timeout. Each must be
+ * retried, never dead-lettered.
+ */
+static void test_sqlstate_unavailable(void **state)
+{
+    static const char *const unavailable[] = {
+        "25006", /* read_only_sql_transaction */
+        "53000", /* insufficient_resources */
+        "53100", /* disk_full */
+        "53200", /* out_of_memory */
+        "53300", /* too_many_connections */
+        "53400", /* configuration_limit_exceeded */
+        "57014", /* query_canceled */
+        "55P03", /* lock_not_available */
+    };
+    /* neighbours of the listed codes that mean a wrong statement */
+    static const char *const permanent[] = {
+        "25001", "25P02", "55000", "55006", "57000",
+        "57P04", "54000", "52000", "22012", "42P01",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(unavailable) / sizeof(*unavailable); i++) {
+        rw_err_t e = rw_pg_classify_sqlstate(unavailable[i]);
+
+        if (e != RW_ERR_PG_UNAVAILABLE)
+            fail_msg("%s -> %s", unavailable[i], rw_err_name(e));
+        assert_true(rw_err_is_retriable(e));
+        assert_int_equal(rw_err_class(e, RW_OP_SEND), RW_ERR_CLASS_RETRY);
+    }
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++) {
+        rw_err_t e = rw_pg_classify_sqlstate(permanent[i]);
+
+        if (e != RW_ERR_PG_QUERY)
+            fail_msg("%s -> %s", permanent[i], rw_err_name(e));
+        assert_false(rw_err_is_retriable(e));
+    }
+    /* the other retriable codes keep their own, more precise codes */
+    assert_true(rw_err_is_retriable(rw_pg_classify_sqlstate("08006")));
+    assert_true(rw_err_is_retriable(rw_pg_classify_sqlstate("57P01")));
+    assert_true(rw_err_is_retriable(rw_pg_classify_sqlstate("40P01")));
 }
 
 /* A two-row result built client-side: id, name, flag, note. */
@@ -281,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_array_add_after_finish),
         cmocka_unit_test(test_array_grows),
         cmocka_unit_test(test_sqlstate_mapping),
+        cmocka_unit_test(test_sqlstate_unavailable),
         cmocka_unit_test(test_column_access),
         cmocka_unit_test(test_result_err_without_server),
         cmocka_unit_test(test_bad_dsn_never_echoes_secret),

@@ -1,7 +1,7 @@
 /*
  * test_redis: URL parsing (passwords, users, db, IPv6, unix sockets, TLS
- * refusal, bad ports), lock key naming and argument checks, without a
- * Redis server.
+ * refusal, bad ports), lock key naming, argument checks and the error
+ * reply classifier, without a Redis server.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,7 +95,8 @@ static void test_unix_socket(void **state)
     assert_int_equal(parse("unix://relative.sock"), RW_ERR_CONFIG);
     assert_int_equal(parse("unix://"), RW_ERR_CONFIG);
     assert_int_equal(parse("unix:///run/redis/r.sock?db=x"), RW_ERR_CONFIG);
-    assert_int_equal(parse("unix:///run/redis/r.sock?timeout=1"), RW_ERR_CONFIG);
+    assert_int_equal(parse("unix:///run/redis/r.sock?timeout=1"),
+                     RW_ERR_CONFIG);
 }
 
 static void test_rediss_is_refused(void **state)
@@ -199,6 +200,69 @@ static void test_lock_argument_checks(void **state)
                      RW_ERR_INVALID_ARG);
 }
 
+/* Replies as real servers send them (hiredis strips the leading '-'). */
+static void test_classify_reply_unavailable(void **state)
+{
+    static const char *const unavailable[] = {
+        "LOADING Redis is loading the dataset in memory",
+        "READONLY You can't write against a read only replica.",
+        "BUSY Redis is busy running a script. You can only call "
+        "SCRIPT KILL or SHUTDOWN NOSAVE.",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's "
+        "currently unable to persist to disk.",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "CLUSTERDOWN The cluster is down",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data "
+        "is set to 'no'.",
+        "NOREPLICAS Not enough good replicas to write.",
+        /* Redis 7 passes an error of redis.call() through a script */
+        "READONLY You can't write against a read only replica. script: "
+        "1b9c..., on @user_script:1.",
+        /* Redis 6 wraps it */
+        "ERR Error running script (call to f_1b9c...): @user_script:1: "
+        "@user_script: 1: -READONLY You can't write against a read only "
+        "replica. ",
+        "ERR Error running script (call to f_1b9c...): @user_script:1: "
+        "@user_script: 1: -OOM command not allowed when used memory > "
+        "'maxmemory'. ",
+        /* the code alone */
+        "LOADING",
+    };
+    static const char *const permanent[] = {
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "ERR unknown command 'FOO'",
+        "NOSCRIPT No matching script. Please use EVAL.",
+        "NOAUTH Authentication required.",
+        "WRONGPASS invalid username-password pair",
+        "ERR Error running script (call to f_1b9c...): @user_script:1: "
+        "@user_script: 1: -WRONGTYPE Operation against a key",
+        /* a code is a whole word */
+        "LOADINGX not a state",
+        "OOMPH",
+        "readonly lower case is not a Redis code",
+        " READONLY leading space",
+        "",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(unavailable) / sizeof(*unavailable); i++) {
+        rw_err_t e = rw_redis_classify_reply(unavailable[i]);
+
+        if (e != RW_ERR_REDIS_UNAVAILABLE)
+            fail_msg("\"%s\" -> %s", unavailable[i], rw_err_name(e));
+        assert_true(rw_err_is_retriable(e));
+    }
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++) {
+        rw_err_t e = rw_redis_classify_reply(permanent[i]);
+
+        if (e != RW_ERR_REDIS_REPLY)
+            fail_msg("\"%s\" -> %s", permanent[i], rw_err_name(e));
+        assert_false(rw_err_is_retriable(e));
+    }
+    assert_int_equal(rw_redis_classify_reply(NULL), RW_ERR_REDIS_REPLY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_lock_key),
         cmocka_unit_test(test_new_refuses_without_connecting),
         cmocka_unit_test(test_lock_argument_checks),
+        cmocka_unit_test(test_classify_reply_unavailable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
