@@ -13,8 +13,8 @@
 
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_progress.h"
-#include "rw_runs.h"
 #include "rw_state.h"
 
 #define COMP "poller"
