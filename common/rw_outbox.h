@@ -132,6 +132,7 @@ rw_err_t rw_outbox_relay(rw_pg_t *pg, rw_kafka_producer_t *kp,
  * also when a later statement fails; they are logged and counted in
  * rollwave_outbox_pruned_total. pg must not be inside a transaction.
  */
+#define RW_OUTBOX_PRUNE_BATCH 1000
 rw_err_t rw_outbox_prune(rw_pg_t *pg, long long retention_s, int batch,
                          long long *n_deleted, char *errstr, size_t errlen);
 
