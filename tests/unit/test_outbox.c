@@ -102,7 +102,6 @@ static void test_produce_sync_waits_for_the_timeout_report(void **state)
     assert_true(took >= 900);
     assert_true(took < rw_kafka_producer_delivery_wait_ms(kp));
     assert_true(late_reports() == late);
-    assert_int_equal(rw_kafka_producer_outstanding(kp), 0);
     rw_kafka_producer_destroy(kp);
 }
 
@@ -141,7 +140,6 @@ static void test_report_after_waiter_gave_up(void **state)
     assert_int_equal(rw_delivery_outbox_id(other), 43);
     rw_delivery_release(other);
     /* the first report came too, into its own state, and freed it */
-    assert_int_equal(rw_kafka_producer_outstanding(kp), 0);
     assert_true(late_reports() == late + 1);
     rw_kafka_producer_destroy(kp);
 }
