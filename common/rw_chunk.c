@@ -12,6 +12,7 @@
 #include "rw_codec.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_metrics.h"
 #include "rw_progress.h"
 #include "rw_runs.h"

@@ -24,11 +24,14 @@
 #define QUEUE_FULL_WAIT_MS 100
 #define QUEUE_FULL_TRIES   50
 #define DESTROY_FLUSH_MS   10000
+/* Serving the reports of purged messages needs no broker: short. */
+#define DESTROY_PURGE_MS 2000
 
 struct rw_kafka_producer {
     rd_kafka_t *rk;
     rw_kafka_dr_cb dr_cb;
     void *dr_opaque;
+    int message_timeout_ms; /* as configured, operator overrides included */
 };
 
 struct rw_kafka_consumer {
@@ -325,12 +328,19 @@ rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
                                const rw_settings_t *s, rw_kafka_dr_cb dr_cb,
                                void *dr_opaque, char *errstr, size_t errlen)
 {
+    static const char *const defaults[] = {
+        "message.timeout.ms",
+        RW_KAFKA_MESSAGE_TIMEOUT_MS_DEFAULT,
+        NULL,
+        NULL,
+    };
     static const char *const forced[] = {
         "enable.idempotence", "true", "acks", "all", NULL, NULL,
     };
     rw_kafka_producer_t *kp = NULL;
     rd_kafka_conf_t *conf = NULL;
-    char kerrstr[512];
+    char kerrstr[512], val[32];
+    size_t vlen = sizeof(val);
     rw_err_t err = RW_OK;
 
     *kpp = NULL;
@@ -339,9 +349,28 @@ rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka producer");
     kp->dr_cb = dr_cb;
     kp->dr_opaque = dr_opaque;
-    err = conf_build(&conf, s, NULL, forced, errstr, errlen);
+    err = conf_build(&conf, s, defaults, forced, errstr, errlen);
     if (err)
         goto out;
+    /*
+     * Every wait on a delivery report derives from the timeout in force,
+     * which ROLLWAVE_KAFKA_PROPERTIES may have changed: read it back.
+     */
+    if (rd_kafka_conf_get(conf, "message.timeout.ms", val, &vlen) !=
+        RD_KAFKA_CONF_OK) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "kafka producer: no message.timeout.ms");
+        goto out;
+    }
+    kp->message_timeout_ms = atoi(val);
+    if (kp->message_timeout_ms <= 0 ||
+        kp->message_timeout_ms > RW_KAFKA_MESSAGE_TIMEOUT_MS_MAX) {
+        /* 0 (infinite) would leave a waiter nothing to derive from */
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                         "kafka producer: message.timeout.ms must be 1..%d",
+                         RW_KAFKA_MESSAGE_TIMEOUT_MS_MAX);
+        goto out;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_opaque(conf, kp);
     kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerrstr, sizeof(kerrstr));
@@ -457,15 +486,39 @@ int rw_kafka_producer_outstanding(const rw_kafka_producer_t *kp)
     return rd_kafka_outq_len(kp->rk);
 }
 
+int rw_kafka_producer_message_timeout_ms(const rw_kafka_producer_t *kp)
+{
+    return kp->message_timeout_ms;
+}
+
+int rw_kafka_producer_delivery_wait_ms(const rw_kafka_producer_t *kp)
+{
+    return kp->message_timeout_ms + RW_KAFKA_DELIVERY_MARGIN_MS;
+}
+
 void rw_kafka_producer_destroy(rw_kafka_producer_t *kp)
 {
     if (!kp)
         return;
-    if (rd_kafka_flush(kp->rk, DESTROY_FLUSH_MS))
+    if (rd_kafka_flush(kp->rk, DESTROY_FLUSH_MS)) {
         rw_warn(COMP,
                 "event=producer_flush_incomplete client=%s "
                 "outstanding=%d",
                 rd_kafka_name(kp->rk), rd_kafka_outq_len(kp->rk));
+        /*
+         * rd_kafka_destroy drops undelivered messages without a report,
+         * and a report is what frees a message's delivery state: purge
+         * them so each gets its (failed) report here, before the handle
+         * goes away.
+         */
+        rd_kafka_purge(kp->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        if (rd_kafka_flush(kp->rk, DESTROY_PURGE_MS))
+            rw_warn(COMP,
+                    "event=producer_purge_incomplete client=%s "
+                    "outstanding=%d",
+                    rd_kafka_name(kp->rk), rd_kafka_outq_len(kp->rk));
+    }
     rd_kafka_destroy(kp->rk);
     free(kp);
 }

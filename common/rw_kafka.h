@@ -78,6 +78,18 @@ rw_err_t rw_kafka_conf_apply_properties(rd_kafka_conf_t *conf,
 /* ---- producer ---------------------------------------------------------- */
 
 /*
+ * message.timeout.ms of every producer unless ROLLWAVE_KAFKA_PROPERTIES
+ * sets another (1 .. _MAX; 0, librdkafka's "forever", is refused). It bounds
+ * how long librdkafka keeps a message before its delivery report says it
+ * failed, so every wait on a report derives from it (see
+ * rw_kafka_producer_delivery_wait_ms) instead of guessing.
+ */
+#define RW_KAFKA_MESSAGE_TIMEOUT_MS_DEFAULT "25000"
+#define RW_KAFKA_MESSAGE_TIMEOUT_MS_MAX     600000
+/* librdkafka scans for timed-out messages about once a second. */
+#define RW_KAFKA_DELIVERY_MARGIN_MS 5000
+
+/*
  * Idempotent producer (enable.idempotence=true, acks=all; those two cannot
  * be overridden by kafka_properties). dr_cb may be NULL.
  */
@@ -109,7 +121,22 @@ rw_err_t rw_kafka_producer_flush(rw_kafka_producer_t *kp, int timeout_ms,
 /* Messages queued or in flight without a delivery report yet. */
 int rw_kafka_producer_outstanding(const rw_kafka_producer_t *kp);
 
-/* Flush for at most 10 s (logging what is left), then free. NULL ok. */
+/* message.timeout.ms in force for kp. */
+int rw_kafka_producer_message_timeout_ms(const rw_kafka_producer_t *kp);
+
+/*
+ * How long to wait for a report of a message produced now: its message
+ * timeout plus RW_KAFKA_DELIVERY_MARGIN_MS, so the report (success or
+ * timeout) has arrived when such a wait ends.
+ */
+int rw_kafka_producer_delivery_wait_ms(const rw_kafka_producer_t *kp);
+
+/*
+ * Flush for at most 10 s (logging what is left); messages still without a
+ * report are then purged and their (failed) reports served, so every
+ * produced message gets exactly one report before the handle is freed.
+ * NULL ok.
+ */
 void rw_kafka_producer_destroy(rw_kafka_producer_t *kp);
 
 /*

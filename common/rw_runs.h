@@ -1,10 +1,11 @@
 /*
  * rw_runs: creates deployment runs (scheduled, manual, retry) with their
- * targets, chunks and outbox rows in one Postgres transaction each, and
- * relays the outbox to Kafka. The scheduler and rollwavectl both go through
- * here, so a manual run is built exactly like a scheduled one.
+ * targets, chunks and outbox rows in one Postgres transaction each. The
+ * scheduler and rollwavectl both go through here, so a manual run is built
+ * exactly like a scheduled one.
  *
- * It does not trigger, poll or finalize runs (worker/, poller/, rw_finalize).
+ * It does not trigger, poll or finalize runs (worker/, poller/, rw_finalize)
+ * nor relay the outbox (rw_outbox).
  */
 #ifndef RW_RUNS_H
 #define RW_RUNS_H
@@ -13,7 +14,6 @@
 #include <stddef.h>
 
 #include "rw_err.h"
-#include "rw_kafka.h"
 #include "rw_pg.h"
 
 /* Eligible lifecycle statuses, as an SQL list and a C predicate. */
@@ -68,60 +68,5 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
                                const rw_run_spec_t *spec,
                                rw_run_summary_t *run, rw_run_skip_t **skips,
                                size_t *n_skips, char *errstr, size_t errlen);
-
-/*
- * Publish unpublished outbox rows (oldest first, up to limit per round, as
- * many rounds as needed) and mark the delivered ones published. Rows are
- * locked while in flight so concurrent relays never publish one row twice;
- * a crash mid-way only means a row is published again (at-least-once).
- * Only rows older than min_age_s are taken, so a daemon's sweep leaves
- * rows alone that their writer is about to publish itself.
- * The producer must have been created with rw_delivery_cb.
- */
-rw_err_t rw_outbox_relay(rw_pg_t *pg, rw_kafka_producer_t *kp,
-                         const rw_settings_t *s, int limit, int min_age_s,
-                         long long *published, char *errstr, size_t errlen);
-
-/*
- * Queue one message in the outbox inside the caller's transaction (topic is
- * the logical name: "batches" or "poll"); *id identifies the row for
- * rw_outbox_publish. The row is relayed by rw_outbox_relay if the caller
- * dies before publishing it.
- */
-rw_err_t rw_outbox_add(rw_pg_t *pg, const char *topic, const char *key,
-                       const char *payload, long long *id, char *errstr,
-                       size_t errlen);
-
-/*
- * After the caller's commit: produce the row's message, wait for its
- * delivery report and mark the row published.
- */
-rw_err_t rw_outbox_publish(rw_pg_t *pg, rw_kafka_producer_t *kp,
-                           const rw_settings_t *s, long long id,
-                           const char *topic, const char *key,
-                           const char *payload, char *errstr, size_t errlen);
-
-/*
- * Delivery tracking for producers owned by the daemons: create producers
- * with rw_delivery_cb and pass a rw_delivery_t as each message's opaque; it
- * is filled when librdkafka reports the delivery (from the producer's
- * poll/flush, in the caller's thread).
- */
-typedef struct rw_delivery {
-    int done;
-    rw_err_t err;
-} rw_delivery_t;
-
-void rw_delivery_cb(void *dr_opaque, void *msg_opaque, rw_err_t result,
-                    int32_t partition, int64_t offset, const char *errmsg);
-
-/*
- * Produce one message and wait for its delivery report (bounded by
- * timeout_ms). Used where the next step must not happen before the message
- * is durable in Kafka (e.g. committing a consumer offset).
- */
-rw_err_t rw_produce_sync(rw_kafka_producer_t *kp, const char *topic,
-                         const char *key, const char *payload, int timeout_ms,
-                         char *errstr, size_t errlen);
 
 #endif

@@ -16,7 +16,7 @@
 #include "rw_daemon.h"
 #include "rw_http.h"
 #include "rw_log.h"
-#include "rw_runs.h"
+#include "rw_outbox.h"
 #include "rw_schedule.h"
 
 #define RETRY_BASE_MS 200
@@ -233,8 +233,8 @@ rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
                                 const char *reason)
 {
     rw_err_t err = RW_OK;
-    rw_delivery_t d = {0, RW_OK};
-    char errstr[256];
+    rw_delivery_t *d = NULL;
+    char errstr[256] = "";
     char qreason[512];
 
     rw_warn(svc->name,
@@ -242,22 +242,61 @@ rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
             rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
             (long long)rw_kafka_msg_offset(msg),
             rw_log_quote(qreason, sizeof(qreason), reason));
-    err = rw_kafka_dead_letter(svc->kp, svc->topic_dlq, msg, reason, &d, errstr,
-                               sizeof(errstr));
-    if (!err) {
-        rw_kafka_producer_flush(svc->kp, 30000, NULL, 0);
-        if (!d.done)
-            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_KAFKA_TRANSIENT,
-                             "no delivery report");
-        else
-            err = d.err;
+    /* on the heap: the report may come after this function gave up */
+    d = rw_delivery_new(0);
+    if (!d) {
+        err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM, "out of memory");
+        goto out;
     }
+    err = rw_kafka_dead_letter(svc->kp, svc->topic_dlq, msg, reason,
+                               rw_delivery_hold(d), errstr, sizeof(errstr));
+    if (err) {
+        rw_delivery_unhold(d); /* never queued: no report will come */
+        goto out;
+    }
+    err = rw_delivery_wait(svc->kp, &d, 1, -1, errstr, sizeof(errstr));
+    if (err)
+        goto out;
+    rw_delivery_done(d, &err);
+    if (err)
+        rw_err_set(errstr, sizeof(errstr), err, "delivery to %s failed",
+                   svc->topic_dlq);
+out:
+    rw_delivery_release(d);
     if (err) {
         rw_error(svc->name, "event=dead_letter_failed err=%s detail=\"%s\"",
                  rw_err_name(err), errstr);
         return err;
     }
     rw_metrics_add(svc->m_dead, 1);
+    return RW_OK;
+}
+
+rw_err_t rw_service_dead_letter_ack(rw_service_t *svc,
+                                    const rw_kafka_msg_t *msg,
+                                    const char *reason)
+{
+    rw_err_t err = RW_OK;
+
+    for (;;) {
+        err = rw_service_dead_letter(svc, msg, reason);
+        if (!err || rw_daemon_draining())
+            break;
+        rw_service_sleep(1000);
+    }
+    if (err) {
+        /*
+         * Storing the offset now would drop the message for good: leave
+         * it uncommitted so it is read again after the restart.
+         */
+        rw_warn(svc->name,
+                "event=dead_letter_deferred topic=%s partition=%d "
+                "offset=%lld reason=draining",
+                rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                (long long)rw_kafka_msg_offset(msg));
+        return err;
+    }
+    rw_service_ack(svc, msg);
     return RW_OK;
 }
 

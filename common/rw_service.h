@@ -108,9 +108,23 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
 /* Store the message's offset (commit follows asynchronously). */
 void rw_service_ack(rw_service_t *svc, const rw_kafka_msg_t *msg);
 
-/* Dead-letter msg with reason (waits for the delivery). */
+/*
+ * Dead-letter msg with reason: one attempt, waiting for the delivery report
+ * (rw_kafka_producer_delivery_wait_ms). RW_OK once the dead letter is in
+ * Kafka; it does not store msg's offset.
+ */
 rw_err_t rw_service_dead_letter(rw_service_t *svc, const rw_kafka_msg_t *msg,
                                 const char *reason);
+
+/*
+ * Dead-letter msg, retrying every second until it is in Kafka, then store
+ * its offset. A drain ends the retries: the error is returned and the
+ * offset is not stored, so the message is read again after the restart
+ * rather than dropped without a dead letter.
+ */
+rw_err_t rw_service_dead_letter_ack(rw_service_t *svc,
+                                    const rw_kafka_msg_t *msg,
+                                    const char *reason);
 
 /* Record a dependency failure for /healthz from an error code. */
 void rw_service_note(rw_service_t *svc, rw_err_t err);

@@ -42,6 +42,7 @@ typedef struct rw_settings {
     long long max_per_run;
     long long bulk_chunk_size;
     long long jitter_window_min;
+    long long outbox_retention_s;
     /* trigger (worker) */
     long long trigger_retries;
     long long trigger_backoff_base_ms;
@@ -154,6 +155,11 @@ typedef struct rw_settings {
                "60", 0, 86400, 0,                                              \
                "trigger in doubt: wait this long after the interrupted "      \
                "trigger before trusting that Lagoon shows no such bulk")
+
+#define RW_KEYS_OUTBOX                                                         \
+    RW_KEY("ROLLWAVE_OUTBOX_RETENTION_S", RW_CFG_INT, outbox_retention_s,      \
+           "604800", 60, 315360000, 0,                                         \
+           "published outbox rows older than this are deleted")
 
 /* Fault injection for the fault suite; 0 in production. */
 #define RW_KEYS_FAULTS                                                         \

@@ -11,6 +11,7 @@
 
 #include "ctl.h"
 #include "rw_kafka.h"
+#include "rw_outbox.h"
 #include "rw_runs.h"
 
 /* "1,2,3" -> ids; -1 (with a message) on anything else. */

@@ -11,7 +11,7 @@
 #include "ctl.h"
 #include "rw_control.h"
 #include "rw_kafka.h"
-#include "rw_runs.h"
+#include "rw_outbox.h"
 
 int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
 {

@@ -11,8 +11,8 @@
 #include "rw_config.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_progress.h"
-#include "rw_runs.h"
 #include "rw_service.h"
 #include "rw_settings.h"
 
@@ -174,10 +174,9 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             continue;
         }
         if (outcome == RW_MSG_DEAD)
-            while (rw_service_dead_letter(svc, h->msg, reason) &&
-                   !rw_daemon_draining())
-                rw_service_sleep(1000);
-        rw_service_ack(svc, h->msg);
+            rw_service_dead_letter_ack(svc, h->msg, reason);
+        else
+            rw_service_ack(svc, h->msg);
         next = rw_kafka_msg_offset(h->msg) + 1;
         rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(h->msg),
                                rw_kafka_msg_partition(h->msg), next, 5000,

@@ -14,8 +14,8 @@
 #include "rw_chunk.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_progress.h"
-#include "rw_runs.h"
 #include "rw_state.h"
 
 #define COMP "poller"

@@ -9,6 +9,7 @@
 #include "rw_config.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_runs.h"
 #include "rw_service.h"
 #include "rw_settings.h"
@@ -96,6 +97,14 @@ static void tick(producer_t *pr)
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
+    {
+        long long pruned = 0;
+        if (rw_outbox_prune(pr->svc.pg, s->outbox_retention_s,
+                            RW_OUTBOX_PRUNE_BATCH, &pruned, errstr,
+                            sizeof(errstr)))
+            rw_warn("producer", "event=outbox_prune_failed detail=\"%s\"",
+                    errstr);
+    }
     err = rw_runs_schedule(pr->svc.pg, s->max_per_run, &spec, &runs, &n_runs,
                            errstr, sizeof(errstr));
     if (err) {
@@ -123,6 +132,7 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_PG,
     RW_KEYS_KAFKA,
     RW_KEYS_SCHEDULE,
+    RW_KEYS_OUTBOX,
 };
 
 int main(int argc, char **argv)

@@ -9,7 +9,7 @@
 #include "rw_config.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
-#include "rw_runs.h"
+#include "rw_outbox.h"
 #include "rw_service.h"
 #include "rw_settings.h"
 #include "trigger.h"

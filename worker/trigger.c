@@ -32,6 +32,7 @@
 #include "rw_control.h"
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_outbox.h"
 #include "rw_progress.h"
 #include "rw_runs.h"
 #include "rw_schedule.h"
@@ -536,7 +537,7 @@ static rw_err_t reemit_poll(rw_service_t *svc, const chunk_t *c, char *errstr,
     if (err)
         return err;
     rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
-    err = rw_produce_sync(svc->kp, svc->topic_poll, key, json, 30000, errstr,
+    err = rw_produce_sync(svc->kp, svc->topic_poll, key, json, errstr,
                           errlen);
     free(json);
     return err;
