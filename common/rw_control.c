@@ -31,6 +31,7 @@ static const char SQL_PENDING_FOR_QUEUE[] =
     " JOIN run_chunks c ON c.run_id = t.run_id AND c.chunk = t.chunk"
     " JOIN deployment_runs r ON r.id = t.run_id"
     " WHERE t.run_id = $1::bigint AND c.state = 'pending'"
+    "   AND ($2::int < 0 OR t.chunk = $2::int)"
     "   AND t.state = 'pending'"
     "   AND t.lagoon_project IS NOT NULL AND t.lagoon_environment IS NOT NULL"
     " ORDER BY t.chunk, t.id";
@@ -64,14 +65,13 @@ static const char SQL_COUNTS[] =
     "       FROM run_targets WHERE run_id = $1::bigint) x"
     " WHERE r.id = $1::bigint";
 
-/* Write one batch message per pending chunk of the run to the outbox. */
-static rw_err_t queue_pending(rw_pg_t *pg, long long run_id,
-                              long long *n_chunks, char *errstr, size_t errlen)
+rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int chunk,
+                          long long *n_chunks, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
-    char run_s[24];
-    const char *p[1] = {run_s};
+    char run_s[24], chunk_s[16];
+    const char *p[2] = {run_s, chunk_s};
     rw_pg_array_t a_key, a_payload;
     int rows, start = 0;
 
@@ -79,7 +79,8 @@ static rw_err_t queue_pending(rw_pg_t *pg, long long run_id,
     rw_pg_array_init(&a_payload);
     *n_chunks = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    err = rw_pg_exec(pg, SQL_PENDING_FOR_QUEUE, 1, p, &res, errstr, errlen);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    err = rw_pg_exec(pg, SQL_PENDING_FOR_QUEUE, 2, p, &res, errstr, errlen);
     if (err)
         goto out;
     rows = PQntuples(res);
@@ -233,7 +234,7 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
     *n_targets = (long long)(nf + nt);
     if (queue) {
         long long queued = 0;
-        err = queue_pending(pg, run_id, &queued, errstr, errlen);
+        err = rw_control_queue(pg, run_id, chunk, &queued, errstr, errlen);
         if (err)
             goto out;
     }
@@ -382,7 +383,8 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         err = rw_run_transition(pg, run_id, status, to, false, reason, errstr,
                                 errlen);
         if (!err)
-            err = queue_pending(pg, run_id, &out->chunks, errstr, errlen);
+            err =
+                rw_control_queue(pg, run_id, -1, &out->chunks, errstr, errlen);
         break;
     case RW_CONTROL_ABORT:
         err = abort_run(pg, run_id, status, reason, out, errstr, errlen);

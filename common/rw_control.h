@@ -50,8 +50,8 @@ typedef struct rw_control_result {
  */
 rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
                         rw_control_verb_t verb, long long max_attempts,
-                        const char *by, rw_control_result_t *out,
-                        char *errstr, size_t errlen);
+                        const char *by, rw_control_result_t *out, char *errstr,
+                        size_t errlen);
 
 /*
  * Reopen for another attempt the failed and timed-out targets (attempt <
@@ -68,5 +68,13 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
                            long long replay_id, bool queue,
                            long long *n_targets, long long *n_chunks,
                            char *errstr, size_t errlen);
+
+/*
+ * Write one batch message per pending chunk of the run (chunk >= 0: that
+ * chunk only) to the outbox, in the caller's transaction; the caller
+ * relays them. *n_chunks counts the messages.
+ */
+rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int chunk,
+                          long long *n_chunks, char *errstr, size_t errlen);
 
 #endif

@@ -56,6 +56,11 @@ typedef struct rw_settings {
     long long first_poll_delay_s;
     long long poll_interval_s;
     long long poll_max_attempts;
+    /* recovery sweep (producer leader) */
+    long long sweep_interval_s;
+    long long sweep_poll_stale_s;
+    long long sweep_pending_stale_s;
+    long long sweep_batch;
 } rw_settings_t;
 
 #define RW_KEY(env, type, field, def, min, max, req, help)                     \
@@ -180,6 +185,20 @@ typedef struct rw_settings {
         RW_KEY("ROLLWAVE_POLL_MAX_ATTEMPTS", RW_CFG_INT, poll_max_attempts,    \
                "1440", 1, 1000000, 0,                                          \
                "polls before a chunk's remaining targets time out")
+
+#define RW_KEYS_SWEEP                                                          \
+    RW_KEY("ROLLWAVE_SWEEP_INTERVAL_S", RW_CFG_INT, sweep_interval_s, "10", 1, \
+           3600, 0, "seconds between recovery sweeps (leader only)"),          \
+        RW_KEY("ROLLWAVE_SWEEP_POLL_STALE_S", RW_CFG_INT, sweep_poll_stale_s,  \
+               "300", 10, 86400, 0,                                            \
+               "re-emit the poll event of a triggered chunk not polled for "   \
+               "this long"),                                                   \
+        RW_KEY("ROLLWAVE_SWEEP_PENDING_STALE_S", RW_CFG_INT,                   \
+               sweep_pending_stale_s, "900", 10, 604800, 0,                    \
+               "re-queue the batch of a pending chunk of a running run "       \
+               "untouched for this long"),                                     \
+        RW_KEY("ROLLWAVE_SWEEP_BATCH", RW_CFG_INT, sweep_batch, "200", 1,      \
+               100000, 0, "most chunks one sweep acts on per kind")
 
 /* Free every string of s (all keys of every group). Accepts NULL. */
 void rw_settings_free(rw_settings_t *s);

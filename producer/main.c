@@ -1,6 +1,7 @@
 /*
- * rollwave-producer: Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.
- * This file holds the configuration table and process start.
+ * rollwave-producer: Scheduler: picks due instances on each store app's
+ * cadence, starts runs and relays their batches to Kafka. This file holds the
+ * configuration table and process start.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +14,11 @@
 #include "rw_runs.h"
 #include "rw_service.h"
 #include "rw_settings.h"
+#include "sweep.h"
 
 /* pg_try_advisory_lock key of the scheduler leader: "rw-sched" in ASCII */
 #define LEADER_LOCK_KEY 0x72772d7363686564LL
-#define RELAY_BATCH 1000
+#define RELAY_BATCH     1000
 
 typedef struct producer {
     rw_service_t svc;
@@ -36,8 +38,7 @@ static bool lead(producer_t *pr)
     pr->leader = 0;
     if (rw_pg_try_advisory_lock(pr->svc.pg, LEADER_LOCK_KEY, &got, errstr,
                                 sizeof(errstr))) {
-        rw_warn("producer", "event=leader_check_failed detail=\"%s\"",
-                errstr);
+        rw_warn("producer", "event=leader_check_failed detail=\"%s\"", errstr);
         return false;
     }
     if (got) {
@@ -54,7 +55,8 @@ static void runs_by_status(producer_t *pr)
     static const char sql[] =
         "SELECT s.status, count(r.id) AS n"
         " FROM unnest(ARRAY['pending', 'running', 'paused', 'completed',"
-        "                   'partial_failed', 'failed', 'cancelled']) AS s(status)"
+        "                   'partial_failed', 'failed', 'cancelled']) AS "
+        "s(status)"
         " LEFT JOIN deployment_runs r ON r.status = s.status"
         " GROUP BY s.status";
     PGresult *res = NULL;
@@ -68,9 +70,9 @@ static void runs_by_status(producer_t *pr)
         char labels[64];
         snprintf(labels, sizeof(labels), "status=\"%s\"",
                  rw_pg_str(res, i, "status"));
-        rw_metrics_set(rw_metrics_gauge("rollwave_runs", "runs by status",
-                                        labels),
-                       (double)rw_pg_ll(res, i, "n", 0));
+        rw_metrics_set(
+            rw_metrics_gauge("rollwave_runs", "runs by status", labels),
+            (double)rw_pg_ll(res, i, "n", 0));
     }
     PQclear(res);
 }
@@ -79,8 +81,7 @@ static void runs_by_status(producer_t *pr)
 static void tick(producer_t *pr)
 {
     const rw_settings_t *s = pr->svc.s;
-    rw_run_spec_t spec = {"scheduled", "scheduler", false,
-                          s->bulk_chunk_size};
+    rw_run_spec_t spec = {"scheduled", "scheduler", false, s->bulk_chunk_size};
     rw_run_summary_t *runs = NULL;
     size_t n_runs = 0;
     long long published = 0, targets = 0;
@@ -92,8 +93,8 @@ static void tick(producer_t *pr)
         return;
     }
     rw_metrics_add(pr->m_ticks, 1);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
-                          &published, errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
+                          errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
@@ -120,19 +121,42 @@ static void tick(producer_t *pr)
     rw_metrics_add(pr->m_targets, (double)targets);
     rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
     runs_by_status(pr);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
-                          &published, errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
+                          errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
 }
 
+/* The recovery sweep, leader only (see sweep.h). */
+static void sweep(producer_t *pr)
+{
+    rw_sweep_stats_t st;
+    char errstr[512];
+    rw_err_t err;
+
+    if (!lead(pr))
+        return;
+    err = rw_sweep_run(&pr->svc, &st, errstr, sizeof(errstr));
+    if (err) {
+        rw_service_note(&pr->svc, err);
+        rw_warn("producer", "event=sweep_failed err=%s detail=\"%s\"",
+                rw_err_name(err), errstr);
+    }
+}
+
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9101"),
     RW_KEYS_PG,
+    RW_KEYS_REDIS,
     RW_KEYS_KAFKA,
+    RW_KEYS_LAGOON,
     RW_KEYS_SCHEDULE,
     RW_KEYS_OUTBOX,
+    RW_KEYS_TRIGGER,
+    RW_KEYS_LOCK,
+    RW_KEYS_POLL,
+    RW_KEYS_SWEEP,
 };
 
 int main(int argc, char **argv)
@@ -150,10 +174,13 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--once") == 0)
             once = true;
     rw_config_init(argc, argv, "rollwave-producer",
-                   "Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.", flags, keys,
-                   sizeof(keys) / sizeof(keys[0]), &s);
+                   "Scheduler: picks due instances on each store app's "
+                   "cadence, starts runs and relays their batches to Kafka.",
+                   flags, keys, sizeof(keys) / sizeof(keys[0]), &s);
     rw_daemon_signals_install("producer");
-    err = rw_service_open(&pr.svc, "producer", &s, RW_SVC_PG | RW_SVC_PRODUCER,
+    err = rw_service_open(&pr.svc, "producer", &s,
+                          RW_SVC_PG | RW_SVC_REDIS | RW_SVC_LAGOON |
+                              RW_SVC_PRODUCER,
                           NULL, errstr, sizeof(errstr));
     if (err) {
         rw_error("producer", "event=start_failed err=%s detail=\"%s\"",
@@ -173,12 +200,17 @@ int main(int argc, char **argv)
              tries++)
             rw_service_sleep(100);
         tick(&pr);
+        sweep(&pr);
     } else {
-        long long next = 0;
+        long long next = 0, next_sweep = 0;
         while (!rw_daemon_draining()) {
             if (rw_now_mono_ms() >= next) {
                 tick(&pr);
                 next = rw_now_mono_ms() + s.tick_interval_s * 1000;
+            }
+            if (rw_now_mono_ms() >= next_sweep) {
+                sweep(&pr);
+                next_sweep = rw_now_mono_ms() + s.sweep_interval_s * 1000;
             }
             rw_service_sleep(200);
         }

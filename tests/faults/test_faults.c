@@ -114,6 +114,12 @@ static rw_itest_fleet_t *new_fleet(const char *extra_sim)
     rw_itest_fleet_set(f, "ROLLWAVE_LAGOON_TIMEOUT_MS", "2000");
     rw_itest_fleet_set(f, "ROLLWAVE_TRIGGER_BACKOFF_BASE_MS", "100");
     rw_itest_fleet_set(f, "ROLLWAVE_TRIGGER_BACKOFF_MAX_MS", "1000");
+    /* the recovery sweep of the producer daemon, on a test's time scale;
+     * the daemon's own scheduler tick runs once, at its start */
+    rw_itest_fleet_set(f, "ROLLWAVE_TICK_INTERVAL_S", "86400");
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_INTERVAL_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_POLL_STALE_S", "15");
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_PENDING_STALE_S", "30");
     return f;
 }
 
@@ -169,6 +175,9 @@ static void begin(scen_t *s, void **state, const char *name,
         start_daemons(f, 2, 2);
     s->t0 = rw_itest_now_ms();
     rw_itest_fleet_tick(f);
+    /* the leader's recovery sweep, as in production */
+    if (start)
+        rw_itest_fleet_start(f, "rollwave-producer", "producer");
 }
 
 /* Share of chunks (per mille) past pending or done; 1000 when final. */
@@ -352,6 +361,7 @@ static void test_worker_exit_in_trigger_window(void **state)
     rw_itest_fleet_start(f, "rollwave-worker", "worker");
     start_daemons(f, 0, 2);
     begin(&s, state, "worker_exit_after_trigger", f, false);
+    rw_itest_fleet_start(f, "rollwave-producer", "producer");
     rw_itest_fleet_wait_final(f, APPS, size.final_timeout_ms);
     s.faults = rw_itest_fleet_respawns(f);
     assert_true(s.faults >= 1);

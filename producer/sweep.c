@@ -1,0 +1,311 @@
+/*
+ * sweep: the recovery sweep; see sweep.h for what it repairs and why each
+ * repair is safe next to a live worker or poller.
+ */
+#include "sweep.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rw_chunk.h"
+#include "rw_codec.h"
+#include "rw_control.h"
+#include "rw_daemon.h"
+#include "rw_log.h"
+#include "rw_outbox.h"
+#include "rw_progress.h"
+#include "rw_runs.h"
+#include "rw_state.h"
+
+#define COMP "sweep"
+
+/* Triggering chunks whose last send is older than timeout + settle. */
+static const char SQL_IN_DOUBT[] =
+    "SELECT c.run_id, c.chunk, c.bulk_name, r.uuid::text AS run_uuid,"
+    "       r.status AS run_status"
+    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    " WHERE c.state = 'triggering'"
+    "   AND COALESCE(c.sent_at, c.updated_at)"
+    "       < now() - make_interval(secs => $1::int)"
+    " ORDER BY c.updated_at LIMIT $2::int";
+
+/* Triggered chunks whose polls stopped (updated_at moves with each poll). */
+static const char SQL_POLL_STALE[] =
+    "SELECT c.run_id, c.chunk, c.bulk_id, c.poll_attempts,"
+    "       r.uuid::text AS run_uuid"
+    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    " WHERE c.state = 'triggered'"
+    "   AND c.updated_at < now() - make_interval(secs => $1::int)"
+    " ORDER BY c.updated_at LIMIT $2::int";
+
+/* Pending chunks of runs still going whose batches seem lost. */
+static const char SQL_PENDING_STALE[] =
+    "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
+    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    " WHERE c.state = 'pending'"
+    "   AND c.updated_at < now() - make_interval(secs => $1::int)"
+    "   AND r.status IN ('pending', 'running')"
+    " ORDER BY c.updated_at LIMIT $2::int";
+
+static void count(const char *action, long long n)
+{
+    char labels[64];
+
+    if (n <= 0)
+        return;
+    snprintf(labels, sizeof(labels), "action=\"%s\"", action);
+    rw_metrics_add(rw_metrics_counter("rollwave_sweep_actions_total",
+                                      "repairs made by the recovery sweep",
+                                      labels),
+                   (double)n);
+}
+
+static rw_err_t select_chunks(rw_service_t *svc, const char *sql,
+                              long long age_s, PGresult **res, char *errstr,
+                              size_t errlen)
+{
+    char age[24], lim[24];
+    const char *p[2] = {age, lim};
+
+    snprintf(age, sizeof(age), "%lld", age_s);
+    snprintf(lim, sizeof(lim), "%lld", svc->s->sweep_batch);
+    return rw_pg_exec(svc->pg, sql, 2, p, res, errstr, errlen);
+}
+
+/*
+ * One chunk in doubt: adopt, give back, or leave. Returns the action
+ * taken ("adopted", "unsent", "inconclusive") or NULL after an error that
+ * is logged.
+ */
+static const char *resolve(rw_service_t *svc, PGresult *res, int row)
+{
+    rw_err_t err;
+    rw_chunk_ref_t ref;
+    rw_chunk_claim_t *t = NULL;
+    rw_lagoon_env_t *envs = NULL;
+    PGresult *claims = NULL;
+    size_t n = 0;
+    char errstr[512] = "", bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
+    const char *bulk_name = rw_pg_str(res, row, "bulk_name");
+    const char *action = NULL;
+    bool found = false;
+
+    ref.run_id = rw_pg_ll(res, row, "run_id", 0);
+    ref.run_uuid = rw_pg_str(res, row, "run_uuid");
+    ref.chunk = (int)rw_pg_ll(res, row, "chunk", 0);
+    ref.run_status =
+        (rw_run_state_t)rw_run_state_parse(rw_pg_str(res, row, "run_status"));
+    err = rw_chunk_load_claims(svc->pg, ref.run_id, ref.chunk, &t, &n, &claims,
+                               errstr, sizeof(errstr));
+    if (err)
+        goto out;
+    envs = calloc(n + 1, sizeof(*envs));
+    if (!envs) {
+        err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        envs[i].project = t[i].project;
+        envs[i].environment = t[i].environment;
+    }
+    if (n > 0 && bulk_name) {
+        err = rw_lagoon_find_bulk(svc->lc, bulk_name, envs, n, bulk_id,
+                                  sizeof(bulk_id), &found, errstr,
+                                  sizeof(errstr));
+        if (err) {
+            /*
+             * Unreadable, ambiguous (two bulks with our name) or simply
+             * unreachable: nothing here proves Lagoon did not run it, so
+             * nothing is sent again. Touched so the others get their turn.
+             */
+            rw_warn(COMP,
+                    "event=in_doubt_inconclusive run=%s chunk=%d err=%s "
+                    "detail=\"%s\"",
+                    ref.run_uuid, ref.chunk, rw_err_name(err), errstr);
+            rw_chunk_touch(svc->pg, ref.run_id, ref.chunk, NULL, 0);
+            action = "inconclusive";
+            err = RW_OK;
+            goto out;
+        }
+    }
+    if (found) {
+        err = rw_chunk_record_triggered(svc->pg, svc->kp, svc->s, &ref, t, n,
+                                        bulk_id,
+                                        "bulk found by name: adopted by the "
+                                        "recovery sweep",
+                                        errstr, sizeof(errstr));
+        if (!err) {
+            rw_warn(COMP, "event=in_doubt_adopted run=%s chunk=%d bulk=%s",
+                    ref.run_uuid, ref.chunk, bulk_id);
+            action = "adopted";
+        }
+        goto out;
+    }
+    err = rw_chunk_record_unsent(svc->pg, svc->rc, svc->s, &ref, t, n,
+                                 "bulk not found in Lagoon after the settle "
+                                 "window",
+                                 errstr, sizeof(errstr));
+    if (err)
+        goto out;
+    rw_warn(COMP, "event=in_doubt_not_found run=%s chunk=%d targets=%zu",
+            ref.run_uuid, ref.chunk, n);
+    action = "unsent";
+    if (ref.run_status == RW_RUN_PENDING || ref.run_status == RW_RUN_RUNNING) {
+        long long queued = 0;
+        err = rw_control_queue(svc->pg, ref.run_id, ref.chunk, &queued, errstr,
+                               sizeof(errstr));
+    }
+out:
+    if (err == RW_ERR_CONFLICT) {
+        /* a worker recorded it meanwhile: nothing left to repair */
+        action = "raced";
+        err = RW_OK;
+    }
+    if (err)
+        rw_warn(COMP,
+                "event=in_doubt_failed run=%s chunk=%d err=%s "
+                "detail=\"%s\"",
+                ref.run_uuid, ref.chunk, rw_err_name(err), errstr);
+    free(envs);
+    free(t);
+    PQclear(claims);
+    return err ? NULL : action;
+}
+
+/* Queue the current poll event of a triggered chunk again, touched. */
+static rw_err_t reemit_poll(rw_service_t *svc, PGresult *res, int row,
+                            char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_poll_msg_t pm;
+    char key[RW_CODEC_KEY_MAX];
+    char *json = NULL;
+    long long run_id = rw_pg_ll(res, row, "run_id", 0), id = 0;
+    int attempts = (int)rw_pg_ll(res, row, "poll_attempts", 1);
+
+    memset(&pm, 0, sizeof(pm));
+    pm.run = (char *)rw_pg_str(res, row, "run_uuid");
+    pm.chunk = (int)rw_pg_ll(res, row, "chunk", 0);
+    pm.bulk_id = (char *)rw_pg_str(res, row, "bulk_id");
+    pm.attempt = attempts > 0 ? attempts : 1;
+    pm.due_at_ms = rw_now_wall_ms();
+    err = rw_codec_poll_encode(&pm, &json, errstr, errlen);
+    if (err)
+        goto out;
+    rw_codec_key(key, sizeof(key), pm.run, pm.chunk);
+    err = rw_pg_begin(svc->pg, errstr, errlen);
+    if (!err)
+        err = rw_chunk_touch(svc->pg, run_id, pm.chunk, errstr, errlen);
+    if (!err)
+        err = rw_outbox_add(svc->pg, "poll", key, json, &id, errstr, errlen);
+    if (!err)
+        err = rw_pg_commit(svc->pg, errstr, errlen);
+    if (!err)
+        rw_warn(COMP, "event=poll_reemitted run=%s chunk=%d attempt=%d", pm.run,
+                pm.chunk, pm.attempt);
+out:
+    if (err && rw_pg_in_tx(svc->pg))
+        rw_pg_rollback(svc->pg, NULL, 0);
+    free(json);
+    return err;
+}
+
+/* Queue the batch of a pending chunk again, touched. */
+static rw_err_t requeue_batch(rw_service_t *svc, PGresult *res, int row,
+                              char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    long long run_id = rw_pg_ll(res, row, "run_id", 0), queued = 0;
+    int chunk = (int)rw_pg_ll(res, row, "chunk", 0);
+
+    err = rw_pg_begin(svc->pg, errstr, errlen);
+    if (!err)
+        err = rw_chunk_touch(svc->pg, run_id, chunk, errstr, errlen);
+    if (!err)
+        err = rw_control_queue(svc->pg, run_id, chunk, &queued, errstr, errlen);
+    if (!err)
+        err = rw_pg_commit(svc->pg, errstr, errlen);
+    if (err && rw_pg_in_tx(svc->pg))
+        rw_pg_rollback(svc->pg, NULL, 0);
+    if (!err)
+        rw_warn(COMP, "event=batch_requeued run=%s chunk=%d",
+                rw_pg_str(res, row, "run_uuid"), chunk);
+    return err;
+}
+
+rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
+                      size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    const rw_settings_t *s = svc->s;
+    long long published = 0;
+    char why[512];
+
+    memset(st, 0, sizeof(*st));
+    if (svc->lc) {
+        err =
+            select_chunks(svc, SQL_IN_DOUBT,
+                          s->lagoon_timeout_ms / 1000 + 1 + s->trigger_settle_s,
+                          &res, errstr, errlen);
+        if (err)
+            goto out;
+        for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
+            const char *action = resolve(svc, res, i);
+            if (!action)
+                continue;
+            st->adopted += strcmp(action, "adopted") == 0;
+            st->unsent += strcmp(action, "unsent") == 0;
+            st->inconclusive += strcmp(action, "inconclusive") == 0;
+        }
+        PQclear(res);
+        res = NULL;
+    }
+    err = select_chunks(svc, SQL_POLL_STALE, s->sweep_poll_stale_s, &res,
+                        errstr, errlen);
+    if (err)
+        goto out;
+    for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
+        if (reemit_poll(svc, res, i, why, sizeof(why)))
+            rw_warn(COMP, "event=poll_reemit_failed detail=\"%s\"", why);
+        else
+            st->polls++;
+    }
+    PQclear(res);
+    res = NULL;
+    err = select_chunks(svc, SQL_PENDING_STALE, s->sweep_pending_stale_s, &res,
+                        errstr, errlen);
+    if (err)
+        goto out;
+    for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
+        if (requeue_batch(svc, res, i, why, sizeof(why)))
+            rw_warn(COMP, "event=batch_requeue_failed detail=\"%s\"", why);
+        else
+            st->batches++;
+    }
+    PQclear(res);
+    res = NULL;
+    if (st->polls + st->batches + st->unsent > 0 && svc->kp &&
+        rw_outbox_relay(svc->pg, svc->kp, s, 1000, 0, &published, why,
+                        sizeof(why)))
+        rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
+    err = rw_progress_sweep(svc->pg, &st->finalized, errstr, errlen);
+out:
+    PQclear(res);
+    count("adopted", st->adopted);
+    count("unsent", st->unsent);
+    count("inconclusive", st->inconclusive);
+    count("poll_reemitted", st->polls);
+    count("batch_requeued", st->batches);
+    count("finalized", st->finalized);
+    if (st->adopted + st->unsent + st->inconclusive + st->polls + st->batches +
+            st->finalized >
+        0)
+        rw_info(COMP,
+                "event=swept adopted=%lld unsent=%lld inconclusive=%lld "
+                "polls=%lld batches=%lld finalized=%lld",
+                st->adopted, st->unsent, st->inconclusive, st->polls,
+                st->batches, st->finalized);
+    return err;
+}
