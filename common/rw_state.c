@@ -600,7 +600,9 @@ out:
  * triggering takes the new attempt (guarded: the row must be one below),
  * the bulk name and sent_at; triggered takes the bulk id and starts
  * polling; pending drops the bulk of the previous attempt but keeps the
- * attempt number, so the next trigger is a new attempt with a new name.
+ * attempt number, so the next trigger is a new attempt with a new name;
+ * triggering -> pending counts a send that never reached Lagoon, and a
+ * re-opening (done or failed -> pending) starts that count again.
  */
 static const char chunk_sql[] =
     "WITH u AS ("
@@ -622,7 +624,11 @@ static const char chunk_sql[] =
     "               THEN $10::text ELSE c.last_error END,"
     "  finished_at = CASE WHEN $4::text IN ('done', 'failed') THEN now()"
     "                ELSE NULL END,"
-    "  replay_id = COALESCE($11::bigint, c.replay_id)"
+    "  replay_id = COALESCE($11::bigint, c.replay_id),"
+    "  send_failures = CASE WHEN $3::text = 'triggering'"
+    "                       AND $4::text = 'pending' THEN c.send_failures + 1"
+    "                  WHEN $4::text = 'pending' THEN 0"
+    "                  ELSE c.send_failures END"
     " WHERE c.run_id = $1::bigint"
     "   AND ($2::int[] IS NULL OR c.chunk = ANY ($2::int[]))"
     "   AND c.state = $3::text"

@@ -41,8 +41,7 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
     snprintf(reason, len, "%s: %s", rw_err_name(err), errstr);
     if (rw_pg_in_tx(svc->pg))
         rw_pg_rollback(svc->pg, NULL, 0);
-    return rw_err_is_retriable(err) || err == RW_ERR_LAGOON_AUTH ? RW_MSG_RETRY
-                                                                 : RW_MSG_DEAD;
+    return rw_err_is_retriable(err) ? RW_MSG_RETRY : RW_MSG_DEAD;
 }
 
 /* Release the locks of terminal targets, renew the others. Best effort:
@@ -215,7 +214,7 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
                                           "Lagoon API calls", labels),
                        1);
     }
-    if (lerr && (rw_err_is_retriable(lerr) || lerr == RW_ERR_LAGOON_AUTH)) {
+    if (lerr && rw_err_is_retriable(lerr)) {
         chunk_locks(svc, m, run_id, false);
         err = lerr;
         goto fail;

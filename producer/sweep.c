@@ -22,8 +22,8 @@
 
 /* Triggering chunks whose last send is older than timeout + settle. */
 static const char SQL_IN_DOUBT[] =
-    "SELECT c.run_id, c.chunk, c.bulk_name, r.uuid::text AS run_uuid,"
-    "       r.status AS run_status"
+    "SELECT c.run_id, c.chunk, c.bulk_name, c.send_failures,"
+    "       r.uuid::text AS run_uuid, r.status AS run_status"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
     " WHERE c.state = 'triggering'"
     "   AND COALESCE(c.sent_at, c.updated_at)"
@@ -139,6 +139,20 @@ static const char *resolve(rw_service_t *svc, PGresult *res, int row)
             rw_warn(COMP, "event=in_doubt_adopted run=%s chunk=%d bulk=%s",
                     ref.run_uuid, ref.chunk, bulk_id);
             action = "adopted";
+        }
+        goto out;
+    }
+    if (rw_pg_ll(res, row, "send_failures", 0) >= svc->s->trigger_retries &&
+        ref.run_status != RW_RUN_CANCELLED) {
+        /* Lagoon never took it, send after send: stop cycling */
+        err = rw_chunk_record_failed(svc->pg, svc->rc, svc->s, &ref, t, n,
+                                     "trigger failed: bulk not found in "
+                                     "Lagoon after every send",
+                                     errstr, sizeof(errstr));
+        if (!err) {
+            rw_warn(COMP, "event=in_doubt_failed_for_good run=%s chunk=%d",
+                    ref.run_uuid, ref.chunk);
+            action = "failed";
         }
         goto out;
     }
@@ -258,6 +272,7 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
             st->adopted += strcmp(action, "adopted") == 0;
             st->unsent += strcmp(action, "unsent") == 0;
             st->inconclusive += strcmp(action, "inconclusive") == 0;
+            st->failed += strcmp(action, "failed") == 0;
         }
         PQclear(res);
         res = NULL;
@@ -296,16 +311,17 @@ out:
     count("adopted", st->adopted);
     count("unsent", st->unsent);
     count("inconclusive", st->inconclusive);
+    count("failed", st->failed);
     count("poll_reemitted", st->polls);
     count("batch_requeued", st->batches);
     count("finalized", st->finalized);
-    if (st->adopted + st->unsent + st->inconclusive + st->polls + st->batches +
-            st->finalized >
+    if (st->adopted + st->unsent + st->inconclusive + st->failed + st->polls +
+            st->batches + st->finalized >
         0)
         rw_info(COMP,
                 "event=swept adopted=%lld unsent=%lld inconclusive=%lld "
-                "polls=%lld batches=%lld finalized=%lld",
-                st->adopted, st->unsent, st->inconclusive, st->polls,
-                st->batches, st->finalized);
+                "failed=%lld polls=%lld batches=%lld finalized=%lld",
+                st->adopted, st->unsent, st->inconclusive, st->failed,
+                st->polls, st->batches, st->finalized);
     return err;
 }

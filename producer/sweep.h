@@ -8,8 +8,9 @@
  *               Lagoon by its bulk name: found, the bulk is adopted and
  *               polled; not found, the claims are given back (and the
  *               batch queued again when the run is still going, or the
- *               targets cancelled when it was aborted); an inconclusive
- *               answer leaves it for the next sweep;
+ *               targets cancelled when it was aborted), or, after
+ *               ROLLWAVE_TRIGGER_RETRIES sends never found, failed for
+ *               good; an inconclusive answer leaves it for the next sweep;
  *   poll lost   a `triggered` chunk not polled for ROLLWAVE_SWEEP_POLL_STALE_S
  *               gets its current poll event again;
  *   batch lost  a `pending` chunk of a pending or running run untouched for
@@ -32,6 +33,7 @@ typedef struct rw_sweep_stats {
     long long adopted;      /* in doubt, bulk found: adopted */
     long long unsent;       /* in doubt, not found: claims given back */
     long long inconclusive; /* in doubt, lookup failed: left for later */
+    long long failed;       /* in doubt, never found after every send */
     long long polls;        /* poll events re-emitted */
     long long batches;      /* batches re-queued */
     long long finalized;    /* runs finalized */

@@ -40,7 +40,12 @@
 
 #define COMP "worker"
 
-enum action { ACT_NONE, ACT_CLAIM, ACT_SKIP };
+/*
+ * What the worker does with a target: nothing, claim it, skip it (with a
+ * reason), or give back the lock it took for a claim that moved no row
+ * (an abort or another handler moved the target first).
+ */
+enum action { ACT_NONE, ACT_CLAIM, ACT_SKIP, ACT_LOST };
 
 typedef struct tgt {
     long long id;
@@ -66,6 +71,7 @@ typedef struct chunk {
     int attempt;
     int poll_attempts;
     long long replay_id; /* the replay that last re-opened it, 0 = none */
+    int send_failures;   /* sends that never reached Lagoon, this series */
     bool variables_only;
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
@@ -76,7 +82,7 @@ typedef struct chunk {
 static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
     "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts,"
-    "       COALESCE(c.replay_id, 0) AS replay_id"
+    "       COALESCE(c.replay_id, 0) AS replay_id, c.send_failures"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
@@ -113,7 +119,11 @@ static void chunk_free(chunk_t *c)
     free(c->t);
 }
 
-/* RW_MSG_RETRY for retriable errors, RW_MSG_DEAD otherwise. */
+/*
+ * RW_MSG_RETRY for retriable errors (rw_err_is_retriable), RW_MSG_DEAD
+ * otherwise. A unique violation is a claim that lost a race with another
+ * run's claim of the same instance: the next try skips that instance.
+ */
 static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
                              const char *errstr, char *reason, size_t len)
 {
@@ -121,10 +131,8 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
     snprintf(reason, len, "%s: %s", rw_err_name(err), errstr);
     if (svc->pg && rw_pg_in_tx(svc->pg))
         rw_pg_rollback(svc->pg, NULL, 0);
-    return rw_err_is_retriable(err) || err == RW_ERR_PG_UNIQUE ||
-                   err == RW_ERR_CONFLICT
-               ? RW_MSG_RETRY
-               : RW_MSG_DEAD;
+    return rw_err_is_retriable(err) || err == RW_ERR_PG_UNIQUE ? RW_MSG_RETRY
+                                                               : RW_MSG_DEAD;
 }
 
 static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
@@ -154,6 +162,7 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
     c->attempt = (int)rw_pg_ll(res, 0, "attempt", 0);
     c->poll_attempts = (int)rw_pg_ll(res, 0, "poll_attempts", 0);
     c->replay_id = rw_pg_ll(res, 0, "replay_id", 0);
+    c->send_failures = (int)rw_pg_ll(res, 0, "send_failures", 0);
     c->variables_only = rw_pg_bool(res, 0, "variables_only", 0);
     snprintf(c->bulk_id, sizeof(c->bulk_id), "%s",
              rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id") : "");
@@ -424,7 +433,7 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
             for (size_t j = 0; j < nmoved && !hit; j++)
                 hit = moved[j] == c->t[i].id;
             if (!hit)
-                c->t[i].action = ACT_NONE;
+                c->t[i].action = ACT_LOST;
         }
     }
     *n = count_of(c, ACT_CLAIM);
@@ -537,8 +546,7 @@ static rw_err_t reemit_poll(rw_service_t *svc, const chunk_t *c, char *errstr,
     if (err)
         return err;
     rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
-    err = rw_produce_sync(svc->kp, svc->topic_poll, key, json, errstr,
-                          errlen);
+    err = rw_produce_sync(svc->kp, svc->topic_poll, key, json, errstr, errlen);
     free(json);
     return err;
 }
@@ -567,9 +575,9 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
     size_t n = 0;
     char why[640], errstr[512] = "";
     rw_msg_outcome_t outcome = RW_MSG_ACK;
-    bool retry = rw_err_is_retriable(send_err);
+    rw_err_class_t cls = rw_err_class(send_err, RW_OP_SEND);
 
-    if (rw_lagoon_in_doubt(svc->lc)) {
+    if (cls == RW_ERR_CLASS_IN_DOUBT) {
         /*
          * Lagoon may have run it: sending it again could deploy the chunk
          * twice. The claims and locks stay; the recovery sweep looks the
@@ -595,7 +603,8 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
     }
     snprintf(why, sizeof(why), "trigger failed: %s: %s", rw_err_name(send_err),
              send_errstr);
-    if (retry && svc->msg_retries < svc->s->trigger_retries) {
+    if (cls == RW_ERR_CLASS_RETRY &&
+        c->send_failures < svc->s->trigger_retries) {
         /* it never reached Lagoon: give the claims back, try again later */
         err = rw_chunk_record_unsent(svc->pg, svc->rc, svc->s, &ref, t, n, why,
                                      errstr, sizeof(errstr));
@@ -744,6 +753,7 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
     release_locks(svc, &c, ACT_SKIP);
+    release_locks(svc, &c, ACT_LOST);
     if (n == 0) {
         bool finalized = false;
         err = rw_progress_finalize(svc->pg, c.run_id, &finalized, NULL, errstr,

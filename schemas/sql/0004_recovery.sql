@@ -19,6 +19,13 @@ CREATE INDEX chunk_transitions_run_idx ON chunk_transitions (run_id, chunk, id);
 -- counts from here, not from the claim. NULL = never sent.
 ALTER TABLE run_chunks ADD COLUMN sent_at timestamptz;
 
+-- Sends of the current attempt series that never reached Lagoon (or were
+-- looked up and not found): a chunk fails for good after
+-- ROLLWAVE_TRIGGER_RETRIES of them instead of cycling forever. A retry or
+-- replay that re-opens the chunk starts the count again.
+ALTER TABLE run_chunks ADD COLUMN send_failures integer NOT NULL DEFAULT 0
+    CHECK (send_failures >= 0);
+
 -- The newest replay (replays.id) whose batch already re-attempted this
 -- chunk: a second delivery of the same replayed offset changes nothing.
 ALTER TABLE run_chunks ADD COLUMN replay_id bigint;
