@@ -84,6 +84,105 @@ static bool has_control(const char *s, size_t n)
 }
 
 /*
+ * The Lagoon-name rule, in one place: see rw_codec_check_name in the
+ * header. s holds n bytes of valid UTF-8 (jansson guarantees it for
+ * decoded strings; rw_codec_check_name checks it for the rest). Writes
+ * why not into what and returns false when s breaks the rule.
+ */
+static bool name_ok(const char *s, size_t n, char *what, size_t len)
+{
+    if (n == 0) {
+        snprintf(what, len, "empty");
+        return false;
+    }
+    if (n > RW_CODEC_MAX_NAME_BYTES) {
+        snprintf(what, len, "expected 1..%d bytes, got %zu",
+                 RW_CODEC_MAX_NAME_BYTES, n);
+        return false;
+    }
+    if (has_control(s, n)) {
+        snprintf(what, len, "contains control characters");
+        return false;
+    }
+    return true;
+}
+
+/* True when s (n bytes) is well-formed UTF-8 (no overlongs, surrogates). */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t k = c < 0x80                 ? 0
+                   : c >= 0xc2 && c <= 0xdf ? 1
+                   : c >= 0xe0 && c <= 0xef ? 2
+                   : c >= 0xf0 && c <= 0xf4 ? 3
+                                            : 9;
+        unsigned char lo = 0x80, hi = 0xbf;
+
+        if (k == 9 || (k > 0 && i + k >= n))
+            return false;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+        else if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+        for (size_t j = 1; j <= k; j++) {
+            if (s[i + j] < (j == 1 ? lo : 0x80) ||
+                s[i + j] > (j == 1 ? hi : 0xbf))
+                return false;
+        }
+        i += k + 1;
+    }
+    return true;
+}
+
+rw_err_t rw_codec_check_name(const char *s, char *errstr, size_t errlen)
+{
+    char what[64];
+
+    if (!s)
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "missing");
+    if (!utf8_ok((const unsigned char *)s, strlen(s)))
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD,
+                          "not valid UTF-8");
+    if (!name_ok(s, strlen(s), what, sizeof(what)))
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "%s", what);
+    return RW_OK;
+}
+
+/*
+ * String member key of obj that follows the Lagoon-name rule; *out gets a
+ * malloc'd copy the caller owns.
+ */
+static rw_err_t get_name(const json_t *obj, const char *prefix, const char *key,
+                         char **out, char *errstr, size_t errlen)
+{
+    char path[96];
+    char what[64];
+    json_t *v = json_object_get(obj, key);
+
+    join_path(path, sizeof(path), prefix, key);
+    if (!v)
+        return field_err(errstr, errlen, path, "missing");
+    if (!json_is_string(v))
+        return field_err(errstr, errlen, path, "expected string");
+    /* An embedded NUL is a control character: has_control sees it. */
+    if (!name_ok(json_string_value(v), json_string_length(v), what,
+                 sizeof(what)))
+        return field_err(errstr, errlen, path, what);
+    *out = strndup(json_string_value(v), json_string_length(v));
+    if (!*out)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "%s: out of memory",
+                          path);
+    return RW_OK;
+}
+
+/*
  * String member key of obj, minlen..maxlen bytes, optionally free of
  * control characters; *out gets a malloc'd copy the caller owns.
  */
@@ -266,8 +365,7 @@ static rw_err_t batch_vars_from_json(const json_t *root, rw_batch_msg_t *out,
         out->n_build_vars = i + 1;
         if (!json_is_object(e))
             return field_err(errstr, errlen, prefix, "expected object");
-        err = get_str(e, prefix, "name", 1, RW_CODEC_MAX_NAME_BYTES, true,
-                      &bv->name, errstr, errlen);
+        err = get_name(e, prefix, "name", &bv->name, errstr, errlen);
         if (err)
             return err;
         err = get_str(e, prefix, "value", 0, RW_CODEC_MAX_BYTES, false,
@@ -322,12 +420,11 @@ static rw_err_t batch_targets_from_json(const json_t *root, rw_batch_msg_t *out,
                       errlen);
         if (err)
             return err;
-        err = get_str(e, prefix, "project", 1, RW_CODEC_MAX_NAME_BYTES, true,
-                      &t->project, errstr, errlen);
+        err = get_name(e, prefix, "project", &t->project, errstr, errlen);
         if (err)
             return err;
-        err = get_str(e, prefix, "environment", 1, RW_CODEC_MAX_NAME_BYTES,
-                      true, &t->environment, errstr, errlen);
+        err =
+            get_name(e, prefix, "environment", &t->environment, errstr, errlen);
         if (err)
             return err;
         /*

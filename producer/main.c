@@ -1,6 +1,7 @@
 /*
- * rollwave-producer: Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.
- * This file holds the configuration table and process start.
+ * rollwave-producer: Scheduler: picks due instances on each store app's
+ * cadence, starts runs and relays their batches to Kafka. This file holds the
+ * configuration table and process start.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 
 /* pg_try_advisory_lock key of the scheduler leader: "rw-sched" in ASCII */
 #define LEADER_LOCK_KEY 0x72772d7363686564LL
-#define RELAY_BATCH 1000
+#define RELAY_BATCH     1000
 
 typedef struct producer {
     rw_service_t svc;
@@ -35,8 +36,7 @@ static bool lead(producer_t *pr)
     pr->leader = 0;
     if (rw_pg_try_advisory_lock(pr->svc.pg, LEADER_LOCK_KEY, &got, errstr,
                                 sizeof(errstr))) {
-        rw_warn("producer", "event=leader_check_failed detail=\"%s\"",
-                errstr);
+        rw_warn("producer", "event=leader_check_failed detail=\"%s\"", errstr);
         return false;
     }
     if (got) {
@@ -53,7 +53,8 @@ static void runs_by_status(producer_t *pr)
     static const char sql[] =
         "SELECT s.status, count(r.id) AS n"
         " FROM unnest(ARRAY['pending', 'running', 'paused', 'completed',"
-        "                   'partial_failed', 'failed', 'cancelled']) AS s(status)"
+        "                   'partial_failed', 'failed', 'cancelled']) AS "
+        "s(status)"
         " LEFT JOIN deployment_runs r ON r.status = s.status"
         " GROUP BY s.status";
     PGresult *res = NULL;
@@ -67,9 +68,9 @@ static void runs_by_status(producer_t *pr)
         char labels[64];
         snprintf(labels, sizeof(labels), "status=\"%s\"",
                  rw_pg_str(res, i, "status"));
-        rw_metrics_set(rw_metrics_gauge("rollwave_runs", "runs by status",
-                                        labels),
-                       (double)rw_pg_ll(res, i, "n", 0));
+        rw_metrics_set(
+            rw_metrics_gauge("rollwave_runs", "runs by status", labels),
+            (double)rw_pg_ll(res, i, "n", 0));
     }
     PQclear(res);
 }
@@ -78,8 +79,8 @@ static void runs_by_status(producer_t *pr)
 static void tick(producer_t *pr)
 {
     const rw_settings_t *s = pr->svc.s;
-    rw_run_spec_t spec = {"scheduled", "scheduler", false,
-                          s->bulk_chunk_size};
+    rw_run_spec_t spec = {"scheduled", "scheduler", false, s->bulk_chunk_size,
+                          s->failure_backoff_s};
     rw_run_summary_t *runs = NULL;
     size_t n_runs = 0;
     long long published = 0, targets = 0;
@@ -91,8 +92,8 @@ static void tick(producer_t *pr)
         return;
     }
     rw_metrics_add(pr->m_ticks, 1);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
-                          &published, errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
+                          errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
@@ -111,8 +112,8 @@ static void tick(producer_t *pr)
     rw_metrics_add(pr->m_targets, (double)targets);
     rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
     runs_by_status(pr);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0,
-                          &published, errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
+                          errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
@@ -123,6 +124,11 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_PG,
     RW_KEYS_KAFKA,
     RW_KEYS_SCHEDULE,
+    /* the worker's push-back, also for instances the tick must skip */
+    RW_KEY("ROLLWAVE_FAILURE_BACKOFF_S", RW_CFG_INT, failure_backoff_s, "3600",
+           0, 2592000, 0,
+           "next_redeploy_at push-back of an instance whose Lagoon target "
+           "cannot be redeployed as it is"),
 };
 
 int main(int argc, char **argv)
@@ -140,8 +146,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--once") == 0)
             once = true;
     rw_config_init(argc, argv, "rollwave-producer",
-                   "Scheduler: picks due instances on each store app's cadence, starts runs and relays their batches to Kafka.", flags, keys,
-                   sizeof(keys) / sizeof(keys[0]), &s);
+                   "Scheduler: picks due instances on each store app's "
+                   "cadence, starts runs and relays their batches to Kafka.",
+                   flags, keys, sizeof(keys) / sizeof(keys[0]), &s);
     rw_daemon_signals_install("producer");
     err = rw_service_open(&pr.svc, "producer", &s, RW_SVC_PG | RW_SVC_PRODUCER,
                           NULL, errstr, sizeof(errstr));
