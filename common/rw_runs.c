@@ -117,13 +117,11 @@ static rw_err_t encode_chunk(const char *uuid, long long store_app_id,
     return err;
 }
 
-/* Order of cands by Lagoon target, then selection order. */
-static const cand_t *sort_base;
-
+/* Order of pointers to cands by Lagoon target, then selection order. */
 static int cmp_target(const void *a, const void *b)
 {
-    const cand_t *x = &sort_base[*(const size_t *)a];
-    const cand_t *y = &sort_base[*(const size_t *)b];
+    const cand_t *x = *(const cand_t *const *)a;
+    const cand_t *y = *(const cand_t *const *)b;
     int r = strcmp(x->project, y->project);
 
     if (r == 0)
@@ -145,7 +143,8 @@ static int cmp_target(const void *a, const void *b)
 static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    size_t *idx = NULL, m = 0;
+    cand_t **idx = NULL;
+    size_t m = 0;
 
     for (size_t i = 0; i < n; i++) {
         rw_codec_target_t t = {c[i].instance_id, (char *)c[i].project,
@@ -185,11 +184,10 @@ static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++)
         if (!c[i].skip_reason)
-            idx[m++] = i;
-    sort_base = c;
+            idx[m++] = &c[i];
     qsort(idx, m, sizeof(*idx), cmp_target);
     for (size_t k = 1, first = 0; k < m; k++) {
-        cand_t *f = &c[idx[first]], *d = &c[idx[k]];
+        cand_t *f = idx[first], *d = idx[k];
 
         if (strcmp(f->project, d->project) != 0 ||
             strcmp(f->environment, d->environment) != 0) {
