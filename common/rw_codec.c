@@ -19,6 +19,8 @@
 
 #include <jansson.h>
 
+#include "rw_time.h"
+
 /* ---- error helpers ----------------------------------------------------- */
 
 static rw_err_t field_err(char *errstr, size_t errlen, const char *path,
@@ -81,6 +83,105 @@ static bool has_control(const char *s, size_t n)
             return true;
     }
     return false;
+}
+
+/*
+ * The Lagoon-name rule, in one place: see rw_codec_check_name in the
+ * header. s holds n bytes of valid UTF-8 (jansson guarantees it for
+ * decoded strings; rw_codec_check_name checks it for the rest). Writes
+ * why not into what and returns false when s breaks the rule.
+ */
+static bool name_ok(const char *s, size_t n, char *what, size_t len)
+{
+    if (n == 0) {
+        snprintf(what, len, "empty");
+        return false;
+    }
+    if (n > RW_CODEC_MAX_NAME_BYTES) {
+        snprintf(what, len, "expected 1..%d bytes, got %zu",
+                 RW_CODEC_MAX_NAME_BYTES, n);
+        return false;
+    }
+    if (has_control(s, n)) {
+        snprintf(what, len, "contains control characters");
+        return false;
+    }
+    return true;
+}
+
+/* True when s (n bytes) is well-formed UTF-8 (no overlongs, surrogates). */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t k = c < 0x80                 ? 0
+                   : c >= 0xc2 && c <= 0xdf ? 1
+                   : c >= 0xe0 && c <= 0xef ? 2
+                   : c >= 0xf0 && c <= 0xf4 ? 3
+                                            : 9;
+        unsigned char lo = 0x80, hi = 0xbf;
+
+        if (k == 9 || (k > 0 && i + k >= n))
+            return false;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+        else if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+        for (size_t j = 1; j <= k; j++) {
+            if (s[i + j] < (j == 1 ? lo : 0x80) ||
+                s[i + j] > (j == 1 ? hi : 0xbf))
+                return false;
+        }
+        i += k + 1;
+    }
+    return true;
+}
+
+rw_err_t rw_codec_check_name(const char *s, char *errstr, size_t errlen)
+{
+    char what[64];
+
+    if (!s)
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "missing");
+    if (!utf8_ok((const unsigned char *)s, strlen(s)))
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD,
+                          "not valid UTF-8");
+    if (!name_ok(s, strlen(s), what, sizeof(what)))
+        return rw_err_set(errstr, errlen, RW_ERR_CODEC_FIELD, "%s", what);
+    return RW_OK;
+}
+
+/*
+ * String member key of obj that follows the Lagoon-name rule; *out gets a
+ * malloc'd copy the caller owns.
+ */
+static rw_err_t get_name(const json_t *obj, const char *prefix, const char *key,
+                         char **out, char *errstr, size_t errlen)
+{
+    char path[96];
+    char what[64];
+    json_t *v = json_object_get(obj, key);
+
+    join_path(path, sizeof(path), prefix, key);
+    if (!v)
+        return field_err(errstr, errlen, path, "missing");
+    if (!json_is_string(v))
+        return field_err(errstr, errlen, path, "expected string");
+    /* An embedded NUL is a control character: has_control sees it. */
+    if (!name_ok(json_string_value(v), json_string_length(v), what,
+                 sizeof(what)))
+        return field_err(errstr, errlen, path, what);
+    *out = strndup(json_string_value(v), json_string_length(v));
+    if (!*out)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "%s: out of memory",
+                          path);
+    return RW_OK;
 }
 
 /*
@@ -266,8 +367,7 @@ static rw_err_t batch_vars_from_json(const json_t *root, rw_batch_msg_t *out,
         out->n_build_vars = i + 1;
         if (!json_is_object(e))
             return field_err(errstr, errlen, prefix, "expected object");
-        err = get_str(e, prefix, "name", 1, RW_CODEC_MAX_NAME_BYTES, true,
-                      &bv->name, errstr, errlen);
+        err = get_name(e, prefix, "name", &bv->name, errstr, errlen);
         if (err)
             return err;
         err = get_str(e, prefix, "value", 0, RW_CODEC_MAX_BYTES, false,
@@ -322,12 +422,11 @@ static rw_err_t batch_targets_from_json(const json_t *root, rw_batch_msg_t *out,
                       errlen);
         if (err)
             return err;
-        err = get_str(e, prefix, "project", 1, RW_CODEC_MAX_NAME_BYTES, true,
-                      &t->project, errstr, errlen);
+        err = get_name(e, prefix, "project", &t->project, errstr, errlen);
         if (err)
             return err;
-        err = get_str(e, prefix, "environment", 1, RW_CODEC_MAX_NAME_BYTES,
-                      true, &t->environment, errstr, errlen);
+        err =
+            get_name(e, prefix, "environment", &t->environment, errstr, errlen);
         if (err)
             return err;
         /*
@@ -581,138 +680,15 @@ out:
 
 /* ---- time -------------------------------------------------------------- */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
-static long long days_from_civil(long long y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(long long z, long long *y, int *m, int *d)
-{
-    z += 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static long long floor_div(long long a, long long b)
-{
-    long long q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
+/* One parser for the whole project (rw_time); RFC 3339 as written here. */
 rw_err_t rw_codec_format_time(char *buf, size_t len, long long epoch_ms)
 {
-    long long days = floor_div(epoch_ms, 86400000LL);
-    long long ms_of_day = epoch_ms - days * 86400000LL;
-    long long y = 0;
-    int m = 0, d = 0;
-
-    if (!buf || len < 25)
-        return RW_ERR_INVALID_ARG;
-    /* Years 0000..9999 only: what RFC 3339 can spell. */
-    if (days < days_from_civil(0, 1, 1) ||
-        days > days_from_civil(9999, 12, 31)) {
-        buf[0] = '\0';
-        return RW_ERR_INVALID_ARG;
-    }
-    civil_from_days(days, &y, &m, &d);
-    snprintf(buf, len, "%04lld-%02d-%02dT%02lld:%02lld:%02lld.%03lldZ", y, m, d,
-             ms_of_day / 3600000, ms_of_day / 60000 % 60, ms_of_day / 1000 % 60,
-             ms_of_day % 1000);
-    return RW_OK;
-}
-
-/* n decimal digits at s into *v; false if any is not a digit. */
-static bool digits(const char *s, int n, int *v)
-{
-    *v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        *v = *v * 10 + (s[i] - '0');
-    }
-    return true;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    return m == 2 && leap ? 29 : dim[m - 1];
+    return rw_time_format(buf, len, epoch_ms);
 }
 
 bool rw_codec_parse_time(const char *s, long long *epoch_ms)
 {
-    int y, mo, d, h, mi, sec, ms = 0, oh = 0, om = 0, sign = 0;
-    const char *p = NULL;
-
-    if (!s || !epoch_ms)
-        return false;
-    /* Each check reads only up to the first mismatch, so s may be short. */
-    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
-        s[7] != '-' || !digits(s + 8, 2, &d) ||
-        (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) ||
-        s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
-        !digits(s + 17, 2, &sec))
-        return false;
-    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
-        mi > 59 || sec > 60)
-        return false;
-    p = s + 19;
-    if (*p == '.') {
-        int nd = 0;
-        p++;
-        while (p[nd] >= '0' && p[nd] <= '9') {
-            if (nd < 3)
-                ms = ms * 10 + (p[nd] - '0');
-            nd++;
-        }
-        if (nd < 1 || nd > 9)
-            return false;
-        for (int i = nd; i < 3; i++)
-            ms *= 10;
-        p += nd;
-    }
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        sign = *p == '+' ? 1 : -1;
-        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) ||
-            oh > 23 || om > 59)
-            return false;
-        p += 6;
-    } else {
-        return false;
-    }
-    if (*p != '\0')
-        return false;
-    *epoch_ms =
-        ((days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + sec) -
-         sign * (oh * 3600LL + om * 60LL)) *
-            1000LL +
-        ms;
-    {
-        /*
-         * An offset or a leap second can carry the instant outside the years
-         * the encoder can write (0000-9999 UTC): refuse it here, so that
-         * every time decode accepts is one encode can write back.
-         */
-        char back[40];
-        if (rw_codec_format_time(back, sizeof(back), *epoch_ms) != RW_OK)
-            return false;
-    }
-    return true;
+    return rw_time_parse(s, RW_TIME_RFC3339, epoch_ms, NULL, 0) == RW_OK;
 }
 
 /* ---- poll -------------------------------------------------------------- */

@@ -117,6 +117,18 @@ rw_err_t rw_codec_peek(const void *buf, size_t len, int *version, char *type,
  */
 rw_err_t rw_codec_key(char *buf, size_t len, const char *run_uuid, int chunk);
 
+/*
+ * The Lagoon-name rule, applied to project, environment and build variable
+ * names by decode and encode: 1..RW_CODEC_MAX_NAME_BYTES bytes of valid
+ * UTF-8 without C0 or C1 control characters (U+0000..U+001F, U+007F,
+ * U+0080..U+009F). The due selection mirrors it in SQL as
+ * rw_lagoon_name_ok(text) (schemas/sql/0003_scheduling.sql): change both
+ * together. RW_OK when s follows it, else RW_ERR_CODEC_FIELD with why not
+ * in errstr ("empty", "expected 1..255 bytes, got 300", "contains control
+ * characters", "not valid UTF-8", "missing" for NULL).
+ */
+rw_err_t rw_codec_check_name(const char *s, char *errstr, size_t errlen);
+
 /* True when s is a canonical lower-case uuid (8-4-4-4-12 hex digits). */
 bool rw_codec_is_uuid(const char *s);
 

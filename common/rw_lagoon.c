@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "rw_log.h"
+#include "rw_time.h"
 
 #define COMP "lagoon"
 
@@ -561,92 +562,17 @@ out:
     return err;
 }
 
-static int two_digits(const char *s, int *v)
-{
-    if (!isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1]))
-        return -1;
-    *v = (s[0] - '0') * 10 + (s[1] - '0');
-    return 0;
-}
-
 rw_err_t rw_lagoon_parse_time(const char *s, time_t *out)
 {
-    struct tm tm;
-    int year = 0, mon, day, hour, min, sec, oh = 0, om = 0, sign = 0;
-    const char *p;
-    time_t t;
+    long long ms = 0;
 
     if (!s || !out)
         return RW_ERR_INVALID_ARG;
-    for (int i = 0; i < 4; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return RW_ERR_INVALID_ARG;
-        year = year * 10 + (s[i] - '0');
-    }
-    if (s[4] != '-' || two_digits(s + 5, &mon) || s[7] != '-' ||
-        two_digits(s + 8, &day))
+    /* Lagoon writes "YYYY-MM-DD HH:MM:SS" (UTC) or ISO 8601: rw_time's
+     * default form covers both */
+    if (rw_time_parse(s, 0, &ms, NULL, 0) != RW_OK)
         return RW_ERR_INVALID_ARG;
-    if (s[10] != ' ' && s[10] != 'T' && s[10] != 't')
-        return RW_ERR_INVALID_ARG;
-    if (two_digits(s + 11, &hour) || s[13] != ':' || two_digits(s + 14, &min) ||
-        s[16] != ':' || two_digits(s + 17, &sec))
-        return RW_ERR_INVALID_ARG;
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
-        sec > 60)
-        return RW_ERR_INVALID_ARG;
-    {
-        /* timegm would quietly turn February 31st into March 3rd */
-        static const int mdays[12] = {31, 28, 31, 30, 31, 30,
-                                      31, 31, 30, 31, 30, 31};
-        bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        if (day > mdays[mon - 1] + (mon == 2 && leap))
-            return RW_ERR_INVALID_ARG;
-    }
-    p = s + 19;
-    if (*p == '.' || *p == ',') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return RW_ERR_INVALID_ARG;
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        sign = *p == '+' ? 1 : -1;
-        p++;
-        if (two_digits(p, &oh))
-            return RW_ERR_INVALID_ARG;
-        p += 2;
-        if (*p == ':')
-            p++;
-        if (isdigit((unsigned char)*p)) {
-            if (two_digits(p, &om))
-                return RW_ERR_INVALID_ARG;
-            p += 2;
-        } else if (p[-1] == ':') {
-            return RW_ERR_INVALID_ARG;
-        }
-        if (oh > 23 || om > 59)
-            return RW_ERR_INVALID_ARG;
-    }
-    if (*p != '\0')
-        return RW_ERR_INVALID_ARG;
-
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon - 1;
-    tm.tm_mday = day;
-    tm.tm_hour = hour;
-    tm.tm_min = min;
-    tm.tm_sec = sec;
-    t = timegm(&tm);
-    if (t == (time_t)-1 && !(year == 1969 && mon == 12 && day == 31))
-        return RW_ERR_INVALID_ARG;
-
-    /* "+02:00" means local time is ahead of UTC: subtract to get UTC. */
-    t -= (time_t)sign * (oh * 3600 + om * 60);
-    *out = t;
+    *out = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
     return RW_OK;
 }
 

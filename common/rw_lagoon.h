@@ -268,7 +268,9 @@ rw_err_t rw_lagoon_parse_find_bulk_response(
 /*
  * "YYYY-MM-DD HH:MM:SS" (UTC) or ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac]"
  * followed by "Z", "+HH:MM", "-HH:MM", "+HHMM", "+HH" or nothing (UTC).
- * Fractions are dropped. RW_ERR_INVALID_ARG on anything else.
+ * Fractions are dropped. RW_ERR_INVALID_ARG on anything else. The rules
+ * are rw_time_parse's default ones (month lengths checked, second 60
+ * accepted).
  */
 rw_err_t rw_lagoon_parse_time(const char *s, time_t *out);
 

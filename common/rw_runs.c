@@ -12,6 +12,7 @@
 
 #include "rw_codec.h"
 #include "rw_log.h"
+#include "rw_metrics.h"
 #include "rw_state.h"
 
 /* One instance on its way into a run. Strings point into a PGresult. */
@@ -23,7 +24,10 @@ typedef struct cand {
     const char *project;
     const char *environment;
     const char *skip_reason; /* NULL = will be triggered */
+    bool target_ok;          /* the due selection's SQL name rule */
+    bool bad_target;         /* skipped by check_targets */
     int chunk;
+    char why[160]; /* storage for a skip reason found here */
 } cand_t;
 
 bool rw_runs_status_eligible(const char *status)
@@ -102,6 +106,149 @@ static rw_err_t encode_chunk(const char *uuid, long long store_app_id,
     return err;
 }
 
+/* Order of pointers to cands by Lagoon target, then selection order. */
+static int cmp_target(const void *a, const void *b)
+{
+    const cand_t *x = *(const cand_t *const *)a;
+    const cand_t *y = *(const cand_t *const *)b;
+    int r = strcmp(x->project, y->project);
+
+    if (r == 0)
+        r = strcmp(x->environment, y->environment);
+    if (r == 0)
+        r = x->order < y->order ? -1 : (x->order > y->order);
+    return r;
+}
+
+/*
+ * Skip, with a reason, every candidate the codec would refuse in a batch
+ * message: a Lagoon name it does not accept (each candidate is encoded
+ * alone, so whatever the codec checks is caught, not only what the SQL
+ * mirror knows), or a project and environment an earlier candidate of the
+ * same run already has (the codec refuses duplicates within a chunk, and
+ * one environment twice in a run is one redeploy too many). One bad row
+ * must not fail the run, let alone the whole tick.
+ */
+static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    cand_t **idx = NULL;
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        rw_codec_target_t t = {c[i].instance_id, (char *)c[i].project,
+                               (char *)c[i].environment};
+        rw_batch_msg_t msg;
+        char *json = NULL, why[128] = "";
+        const char *what = why;
+
+        if (c[i].skip_reason)
+            continue;
+        memset(&msg, 0, sizeof(msg));
+        msg.run = (char *)"00000000-0000-0000-0000-000000000000";
+        msg.attempt = 1;
+        msg.targets = &t;
+        msg.n_targets = 1;
+        err = rw_codec_batch_encode(&msg, &json, why, sizeof(why));
+        free(json);
+        if (err == RW_ERR_NOMEM)
+            return rw_err_set(errstr, errlen, err, "%s", why);
+        if (!err && !c[i].target_ok) {
+            /* the SQL mirror and the codec disagree: trust neither */
+            snprintf(why, sizeof(why), "refused by rw_lagoon_name_ok");
+            err = RW_ERR_CODEC_FIELD;
+        }
+        if (!err)
+            continue;
+        err = RW_OK;
+        if (strncmp(what, "targets[0].", 11) == 0)
+            what += 11;
+        snprintf(c[i].why, sizeof(c[i].why), "invalid lagoon target: %s", what);
+        c[i].skip_reason = c[i].why;
+        c[i].bad_target = true;
+    }
+
+    idx = calloc(n + 1, sizeof(*idx));
+    if (!idx)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (!c[i].skip_reason)
+            idx[m++] = &c[i];
+    qsort(idx, m, sizeof(*idx), cmp_target);
+    for (size_t k = 1, first = 0; k < m; k++) {
+        cand_t *f = idx[first], *d = idx[k];
+
+        if (strcmp(f->project, d->project) != 0 ||
+            strcmp(f->environment, d->environment) != 0) {
+            first = k;
+            continue;
+        }
+        /* the earliest selected of a group stays: sorted by order */
+        snprintf(d->why, sizeof(d->why),
+                 "duplicate lagoon target: same as instance %lld",
+                 f->instance_id);
+        d->skip_reason = d->why;
+        d->bad_target = true;
+    }
+    free(idx);
+    return err;
+}
+
+static const char SQL_BACKOFF[] =
+    "UPDATE app_instances"
+    "   SET next_redeploy_at = now() + make_interval(secs => $2::int)"
+    " WHERE id = ANY($1::bigint[])";
+
+/*
+ * Tell about the candidates check_targets skipped and, when the spec asks
+ * for it (the scheduler), push their next_redeploy_at back by the failure
+ * backoff: the skipped target says why, and the instance does not take a
+ * place in every tick until someone fixes its Lagoon names.
+ */
+static rw_err_t report_bad_targets(rw_pg_t *pg, const rw_run_spec_t *spec,
+                                   const char *uuid, const cand_t *c, size_t n,
+                                   char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_pg_array_t a_ids;
+    char backoff_s[24];
+    size_t nbad = 0;
+
+    rw_pg_array_init(&a_ids);
+    for (size_t i = 0; i < n; i++) {
+        char q[200];
+        if (!c[i].bad_target)
+            continue;
+        nbad++;
+        rw_pg_array_add_ll(&a_ids, c[i].instance_id);
+        rw_warn("runs", "event=instance_skipped instance=%lld run=%s reason=%s",
+                c[i].instance_id, uuid,
+                rw_log_quote(q, sizeof(q), c[i].skip_reason));
+        rw_metrics_add(
+            rw_metrics_counter("rollwave_instances_skipped_total",
+                               "instances skipped because their Lagoon target "
+                               "cannot be redeployed as it is",
+                               strncmp(c[i].skip_reason, "duplicate", 9) == 0
+                                   ? "reason=\"duplicate_target\""
+                                   : "reason=\"invalid_target\""),
+            1);
+    }
+    if (nbad == 0 || spec->failure_backoff_s <= 0)
+        goto out;
+    snprintf(backoff_s, sizeof(backoff_s), "%lld", spec->failure_backoff_s);
+    {
+        const char *params[2] = {rw_pg_array_finish(&a_ids), backoff_s};
+        if (!params[0]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        err = rw_pg_exec(pg, SQL_BACKOFF, 2, params, NULL, errstr, errlen);
+    }
+out:
+    rw_pg_array_free(&a_ids);
+    return err;
+}
+
 /*
  * Write one run over cands (n > 0), all in the caller's transaction:
  * assigns chunks to the non-skipped candidates, inserts everything, queues
@@ -109,8 +256,8 @@ static rw_err_t encode_chunk(const char *uuid, long long store_app_id,
  */
 static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
                            long long chunk_size, const rw_run_spec_t *spec,
-                           cand_t *c, size_t n,
-                           rw_run_summary_t *out, char *errstr, size_t errlen)
+                           cand_t *c, size_t n, rw_run_summary_t *out,
+                           char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     rw_pg_array_t a_iid, a_chunk, a_state, a_proj, a_env, a_reason;
@@ -133,6 +280,9 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     rw_pg_array_init(&a_payload);
     memset(out, 0, sizeof(*out));
 
+    err = check_targets(c, n, errstr, errlen);
+    if (err)
+        goto out;
     for (size_t i = 0; i < n; i++) {
         long long size = chunk_size > 0 ? chunk_size : 50;
         if (c[i].skip_reason) {
@@ -225,8 +375,8 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
                              "out of memory building outbox arrays");
             goto out;
         }
-        err = rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, params, NULL, errstr,
-                         errlen);
+        err =
+            rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, params, NULL, errstr, errlen);
         if (err)
             goto out;
     } else {
@@ -240,11 +390,13 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
         if (err)
             goto out;
     }
+    err = report_bad_targets(pg, spec, out->uuid, c, n, errstr, errlen);
+    if (err)
+        goto out;
     rw_info("runs",
             "event=run_created run=%s source=%s store_app=%lld targets=%zu "
             "skipped=%lld chunks=%d",
-            out->uuid, spec->trigger_source, store_app_id, n, skipped,
-            nchunks);
+            out->uuid, spec->trigger_source, store_app_id, n, skipped, nchunks);
 out:
     PQclear(res);
     free(chunk_counts);
@@ -262,29 +414,53 @@ out:
 }
 
 /*
- * Due selection. The partial expression index app_instances_due_idx serves
- * the first three predicates, so the cost follows the due set, not the
- * fleet. Instances with a pending target are excluded too: their run
- * exists and will reach them, and picking them again would only produce
- * skipped targets. Instances without a Lagoon target can never be
- * redeployed and are left out rather than skipped on every tick.
+ * Due selection. It walks the enabled store apps with an interval and
+ * reads, per app, that app's due instances through the partial index
+ * app_instances_due_app_idx (store_app_id, due time), most outdated first
+ * and at most max_per_run of them; the union is then ordered and cut to
+ * max_per_run. The global first max_per_run are among the per-app first
+ * max_per_run, so this picks what one fleet-wide ORDER BY ... LIMIT would,
+ * while instances of disabled apps are never read and the cost follows the
+ * due set of enabled apps, not the fleet. Rows are locked (SKIP LOCKED)
+ * inside the per-app scan, before its LIMIT, so a row another transaction
+ * holds is replaced by the next one of its app.
+ *
+ * Instances with a pending target are excluded too: their run exists and
+ * will reach them, and picking them again would only produce skipped
+ * targets. Instances without a Lagoon target can never be redeployed and
+ * are left out rather than skipped on every tick. Instances whose Lagoon
+ * names break the codec's rule (rw_lagoon_name_ok, the SQL mirror of
+ * rw_codec_check_name) are selected with lagoon_target_ok false, so that
+ * they become skipped targets that say why (check_targets).
  */
 static const char SQL_DUE[] =
-    "SELECT i.id, i.store_app_id, i.lagoon_project, i.lagoon_environment,"
-    "       COALESCE(a.bulk_chunk_size, $2::int) AS chunk_size"
-    " FROM app_instances i JOIN store_apps a ON a.id = i.store_app_id"
-    " WHERE COALESCE(i.next_redeploy_at, '-infinity'::timestamptz) <= now()"
-    "   AND NOT i.is_trial"
-    "   AND i.status IN " RW_ELIGIBLE_STATUSES_SQL
-    "   AND a.redeploy_enabled AND a.redeploy_interval_days IS NOT NULL"
-    "   AND i.lagoon_project IS NOT NULL AND i.lagoon_environment IS NOT NULL"
-    "   AND NOT EXISTS (SELECT 1 FROM run_targets t"
-    "                    WHERE t.instance_id = i.id"
-    "                      AND t.state IN ('pending', 'claimed', 'triggered',"
-    "                                      'deploying'))"
-    " ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"
-    " LIMIT $1::bigint"
-    " FOR UPDATE OF i SKIP LOCKED";
+    "SELECT d.id, d.store_app_id, d.lagoon_project, d.lagoon_environment,"
+    "       d.chunk_size, d.lagoon_target_ok"
+    " FROM store_apps a"
+    " CROSS JOIN LATERAL ("
+    "   SELECT i.id, i.store_app_id, i.lagoon_project, i.lagoon_environment,"
+    "          i.last_deployed_at,"
+    "          COALESCE(a.bulk_chunk_size, $2::int) AS chunk_size,"
+    "          COALESCE(rw_lagoon_name_ok(i.lagoon_project)"
+    "                   AND rw_lagoon_name_ok(i.lagoon_environment), false)"
+    "            AS lagoon_target_ok"
+    "   FROM app_instances i"
+    "   WHERE i.store_app_id = a.id"
+    "     AND COALESCE(i.next_redeploy_at, '-infinity'::timestamptz) <= now()"
+    "     AND NOT i.is_trial"
+    "     AND i.status IN " RW_ELIGIBLE_STATUSES_SQL
+    "     AND i.lagoon_project IS NOT NULL"
+    "     AND i.lagoon_environment IS NOT NULL"
+    "     AND NOT EXISTS (SELECT 1 FROM run_targets t"
+    "                      WHERE t.instance_id = i.id"
+    "                        AND t.state IN ('pending', 'claimed',"
+    "                                        'triggered', 'deploying'))"
+    "   ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"
+    "   LIMIT $1::bigint"
+    "   FOR UPDATE OF i SKIP LOCKED) d"
+    " WHERE a.redeploy_enabled AND a.redeploy_interval_days IS NOT NULL"
+    " ORDER BY d.last_deployed_at ASC NULLS FIRST, d.id"
+    " LIMIT $1::bigint";
 
 static int cmp_store_app(const void *a, const void *b)
 {
@@ -333,6 +509,7 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
         c[i].chunk_size = rw_pg_ll(res, (int)i, "chunk_size", 50);
         c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
         c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
+        c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
         c[i].order = i;
     }
     /* stable within a store app: most outdated first stays first */
@@ -342,8 +519,7 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
         while (j < n && c[j].store_app_id == c[i].store_app_id)
             j++;
         err = create_run(pg, c[i].store_app_id, c[i].chunk_size, spec, c + i,
-                         j - i,
-                         &out[nout], errstr, errlen);
+                         j - i, &out[nout], errstr, errlen);
         if (err)
             goto out;
         nout++;
@@ -372,7 +548,10 @@ out:
     "          JOIN deployment_runs r ON r.id = t.run_id"                      \
     "         WHERE t.instance_id = i.id"                                      \
     "           AND t.state IN ('claimed', 'triggered', 'deploying')"          \
-    "         LIMIT 1) AS in_flight_run"                                       \
+    "         LIMIT 1) AS in_flight_run,"                                      \
+    "       COALESCE(rw_lagoon_name_ok(i.lagoon_project)"                      \
+    "                AND rw_lagoon_name_ok(i.lagoon_environment), false)"      \
+    "         AS lagoon_target_ok"                                             \
     " FROM app_instances i JOIN store_apps a ON a.id = i.store_app_id"
 
 static const char SQL_MANUAL_IDS[] =
@@ -414,8 +593,7 @@ static int cmp_ll(const void *a, const void *b)
 
 /* Fill errstr with the requested ids the selection did not find. */
 static rw_err_t report_unknown(const long long *ids, size_t n_ids,
-                               const PGresult *res, char *errstr,
-                               size_t errlen)
+                               const PGresult *res, char *errstr, size_t errlen)
 {
     size_t nfound = (size_t)PQntuples(res), off = 0, missing = 0;
     long long *found = calloc(nfound + 1, sizeof(*found));
@@ -432,8 +610,8 @@ static rw_err_t report_unknown(const long long *ids, size_t n_ids,
             continue;
         missing++;
         if (errstr && off + 24 < errlen)
-            off += (size_t)snprintf(errstr + off, errlen - off, " %lld",
-                                    ids[i]);
+            off +=
+                (size_t)snprintf(errstr + off, errlen - off, " %lld", ids[i]);
     }
     free(found);
     return missing ? RW_ERR_NOT_FOUND : RW_OK;
@@ -441,9 +619,9 @@ static rw_err_t report_unknown(const long long *ids, size_t n_ids,
 
 rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
                                long long store_app_id,
-                               const rw_run_spec_t *spec,
-                               rw_run_summary_t *run, rw_run_skip_t **skips,
-                               size_t *n_skips, char *errstr, size_t errlen)
+                               const rw_run_spec_t *spec, rw_run_summary_t *run,
+                               rw_run_skip_t **skips, size_t *n_skips,
+                               char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -478,8 +656,8 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
         goto out;
-    err = rw_pg_exec(pg, ids ? SQL_MANUAL_IDS : SQL_MANUAL_APP, 1, params,
-                     &res, errstr, errlen);
+    err = rw_pg_exec(pg, ids ? SQL_MANUAL_IDS : SQL_MANUAL_APP, 1, params, &res,
+                     errstr, errlen);
     if (err)
         goto out;
     if (ids) {
@@ -507,30 +685,35 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
         c[i].store_app_id = rw_pg_ll(res, (int)i, "store_app_id", 0);
         c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
         c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
+        c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
         c[i].order = i;
         if (c[i].store_app_id != run_app)
             run_app = -1;
-        why = manual_skip_reason(res, (int)i, reasons_buf,
-                                 sizeof(reasons_buf));
+        why = manual_skip_reason(res, (int)i, reasons_buf, sizeof(reasons_buf));
         if (why) {
             reasons[i] = strdup(why);
             if (!reasons[i]) {
-                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                                 "out of memory");
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
                 goto out;
             }
             c[i].skip_reason = reasons[i];
-            sk[nsk].instance_id = c[i].instance_id;
-            snprintf(sk[nsk].reason, sizeof(sk[nsk].reason), "%s", why);
-            nsk++;
         }
     }
     if (run_app > 0 && rw_pg_ll(res, 0, "bulk_chunk_size", 0) > 0)
         chunk_size = rw_pg_ll(res, 0, "bulk_chunk_size", 0);
-    err = create_run(pg, run_app > 0 ? run_app : 0, chunk_size, spec, c, n,
-                     run, errstr, errlen);
+    err = create_run(pg, run_app > 0 ? run_app : 0, chunk_size, spec, c, n, run,
+                     errstr, errlen);
     if (err)
         goto out;
+    /* after create_run, which skips bad Lagoon targets too */
+    for (size_t i = 0; i < n; i++) {
+        if (!c[i].skip_reason)
+            continue;
+        sk[nsk].instance_id = c[i].instance_id;
+        snprintf(sk[nsk].reason, sizeof(sk[nsk].reason), "%s",
+                 c[i].skip_reason);
+        nsk++;
+    }
     err = rw_pg_commit(pg, errstr, errlen);
     if (err)
         goto out;

@@ -26,6 +26,9 @@ typedef struct rw_run_spec {
     const char *triggered_by;   /* operator or "scheduler"; may be NULL */
     bool variables_only;        /* LAGOON_VARIABLES_ONLY=true redeploy */
     long long chunk_size;       /* used when the store app sets none */
+    /* > 0: next_redeploy_at of an instance skipped for its Lagoon target
+     * moves this far ahead (the scheduler); 0 leaves it alone */
+    long long failure_backoff_s;
 } rw_run_spec_t;
 
 typedef struct rw_run_summary {
@@ -48,8 +51,10 @@ typedef struct rw_run_skip {
  * enabled with an interval, Lagoon target known, not pending or in flight
  * in any run, next_redeploy_at null or past), most outdated first, at most
  * max_instances, FOR UPDATE SKIP LOCKED; one run per store app. One
- * transaction. *runs (malloc'd, caller frees) lists the runs created; none
- * due is *n_runs = 0.
+ * transaction. An instance whose Lagoon target the codec refuses (see
+ * rw_codec_check_name) or that repeats another's project and environment
+ * becomes a skipped target with the reason; the others are scheduled. *runs
+ * (malloc'd, caller frees) lists the runs created; none due is *n_runs = 0.
  */
 rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
                           const rw_run_spec_t *spec, rw_run_summary_t **runs,
@@ -65,8 +70,8 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
  */
 rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
                                long long store_app_id,
-                               const rw_run_spec_t *spec,
-                               rw_run_summary_t *run, rw_run_skip_t **skips,
-                               size_t *n_skips, char *errstr, size_t errlen);
+                               const rw_run_spec_t *spec, rw_run_summary_t *run,
+                               rw_run_skip_t **skips, size_t *n_skips,
+                               char *errstr, size_t errlen);
 
 #endif

@@ -85,8 +85,9 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s)
             by = val;
             i++;
         } else {
-            rw_ctl_errorf("redeploy", "unknown or incomplete argument '%s' "
-                                      "(see rollwavectl redeploy --help)",
+            rw_ctl_errorf("redeploy",
+                          "unknown or incomplete argument '%s' "
+                          "(see rollwavectl redeploy --help)",
                           argv[i]);
             rc = RW_CTL_EXIT_USAGE;
             goto out;
@@ -100,13 +101,14 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s)
     }
     snprintf(by_buf, sizeof(by_buf), "%s", by && by[0] ? by : "operator");
     {
+        /* an operator's run leaves the cadence alone: backoff 0 */
         rw_run_spec_t spec = {"manual", by_buf, variables_only,
-                              s->bulk_chunk_size};
+                              s->bulk_chunk_size, 0};
         err = rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr));
         if (!err)
-            err = rw_runs_create_manual(pg, ids, n_ids, store_app, &spec,
-                                        &run, &skips, &n_skips, errstr,
-                                        sizeof(errstr));
+            err =
+                rw_runs_create_manual(pg, ids, n_ids, store_app, &spec, &run,
+                                      &skips, &n_skips, errstr, sizeof(errstr));
         if (err) {
             rw_ctl_errorf("redeploy", "%s", errstr);
             rc = RW_CTL_EXIT_FAILED;

@@ -46,7 +46,17 @@
  * are finalized again. Replaying the poll topic is harmless too: poll
  * events older than a chunk's recorded attempt are dropped as duplicates.
  *
- * It does not stop or start the daemons, and does not touch Postgres.
+ * Recorded intent. Before it commits the new offsets, --execute writes to
+ * Postgres (rw_replay_record, table replays) the range it re-opens on each
+ * partition: [new offset, committed offset before). Workers look a batch's
+ * offset up there (rw_replay_find) to tell a replayed batch, which may
+ * re-attempt failed targets, from one merely redelivered after a crash,
+ * which changes nothing. So --execute needs ROLLWAVE_PG_DSN; a dry run
+ * does not. If the offset commit fails after the record was written, the
+ * error says so: a record of a replay that never happened only allows
+ * re-attempts in its range, which the attempt limit still bounds.
+ *
+ * It does not stop or start the daemons.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -60,6 +70,9 @@
 
 #include "ctl.h"
 #include "rw_kafka.h"
+#include "rw_pg.h"
+#include "rw_replay.h"
+#include "rw_time.h"
 
 #define CMD        "replay"
 #define TIMEOUT_MS 10000
@@ -97,87 +110,6 @@ static long long now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Exactly n decimal digits at *p into *out; advances *p. */
-static int digits(const char **p, int n, int *out)
-{
-    int v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if ((*p)[i] < '0' || (*p)[i] > '9')
-            return -1;
-        v = v * 10 + ((*p)[i] - '0');
-    }
-    *p += n;
-    *out = v;
-    return 0;
-}
-
-/*
- * YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|(+|-)HH[:MM]] into ms since the
- * epoch. No zone means UTC. Returns -1 on anything else.
- */
-static int parse_iso8601(const char *str, int64_t *ms)
-{
-    const char *p = str;
-    struct tm tm;
-    int y, mo, d, h = 0, mi = 0, sec = 0, frac_ms = 0, off_s = 0;
-    time_t t;
-
-    memset(&tm, 0, sizeof(tm));
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
-        digits(&p, 2, &d))
-        return -1;
-    if (*p == 'T' || *p == 't' || *p == ' ') {
-        p++;
-        if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi))
-            return -1;
-        if (*p == ':') {
-            p++;
-            if (digits(&p, 2, &sec))
-                return -1;
-            if (*p == '.' || *p == ',') {
-                int scale = 100, nd = 0;
-                p++;
-                for (; *p >= '0' && *p <= '9'; p++, nd++) {
-                    frac_ms += (*p - '0') * scale;
-                    scale /= 10;
-                }
-                if (nd == 0)
-                    return -1;
-            }
-        }
-    }
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
-        if (digits(&p, 2, &oh))
-            return -1;
-        if (*p == ':')
-            p++;
-        if (*p && digits(&p, 2, &om))
-            return -1;
-        if (oh > 23 || om > 59)
-            return -1;
-        off_s = sign * (oh * 3600 + om * 60);
-    }
-    if (*p)
-        return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *ms = ((int64_t)t - off_s) * 1000 + frac_ms;
-    return 0;
 }
 
 static int64_t clamp(int64_t v, int64_t low, int64_t high)
@@ -559,14 +491,64 @@ static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic, const plan_t *pl,
     return err;
 }
 
+/*
+ * Record the ranges the plan re-opens (partitions whose new offset is
+ * below their committed one) as one replay, in one transaction. topic is
+ * stored by its logical name (without the prefix), the way consumers know
+ * it. *recorded gets the number of partitions written.
+ */
+static rw_err_t record_plan(rw_pg_t *pg, const rw_settings_t *s,
+                            const char *group, const char *topic,
+                            const plan_t *pl, const char *by, size_t *recorded,
+                            char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_replay_range_t *r = NULL;
+    const char *prefix = s->kafka_topic_prefix ? s->kafka_topic_prefix : "";
+    const char *logical = topic;
+    size_t n = 0;
+
+    *recorded = 0;
+    if (*prefix && strncmp(topic, prefix, strlen(prefix)) == 0)
+        logical = topic + strlen(prefix);
+    r = calloc((size_t)pl->n + 1, sizeof(*r));
+    if (!r)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "replay ranges");
+    for (int p = 0; p < pl->n; p++) {
+        /* without a commit the group has read nothing: nothing re-opened */
+        if (pl->current[p] == RW_KAFKA_OFFSET_NONE ||
+            pl->target[p] >= pl->current[p])
+            continue;
+        r[n].partition = p;
+        r[n].from_offset = pl->target[p];
+        r[n].to_offset = pl->current[p];
+        n++;
+    }
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_replay_record(pg, group, logical, r, n, by, recorded, errstr,
+                           errlen);
+    if (err)
+        goto out;
+    err = rw_pg_commit(pg, errstr, errlen);
+out:
+    if (err && rw_pg_in_tx(pg))
+        rw_pg_rollback(pg, NULL, 0);
+    free(r);
+    return err;
+}
+
 /* ---- output ------------------------------------------------------------- */
 
 static void print_table(const char *group, const char *topic, const plan_t *pl,
-                        int executed)
+                        int executed, size_t recorded)
 {
     printf("group %s, topic %s: %s\n", group, topic,
            executed ? "committed"
                     : "dry run, nothing changed (add --execute to commit)");
+    if (executed)
+        printf("replayed ranges recorded for %zu partition(s)\n", recorded);
     printf("%9s  %12s  %12s  %12s  %12s  %12s\n", "PARTITION", "CURRENT", "NEW",
            "LOW", "HIGH", "CHANGE");
     for (int p = 0; p < pl->n; p++) {
@@ -586,7 +568,7 @@ static void print_table(const char *group, const char *topic, const plan_t *pl,
 }
 
 static int print_json(const char *group, const char *topic, replay_mode_t mode,
-                      const plan_t *pl, int executed)
+                      const plan_t *pl, int executed, size_t recorded)
 {
     json_t *root = json_object();
     json_t *parts = json_array();
@@ -596,6 +578,8 @@ static int print_json(const char *group, const char *topic, replay_mode_t mode,
     json_object_set_new(root, "topic", json_string(topic));
     json_object_set_new(root, "mode", json_string(mode_names[mode]));
     json_object_set_new(root, "executed", json_boolean(executed));
+    json_object_set_new(root, "recorded_partitions",
+                        json_integer((json_int_t)recorded));
     json_object_set_new(root, "partitions", parts);
     for (int p = 0; p < pl->n; p++) {
         json_t *o = json_object();
@@ -634,10 +618,12 @@ static int set_mode(replay_mode_t *mode, replay_mode_t m)
 
 int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
 {
-    const char *group = NULL, *topic = NULL;
+    const char *group = NULL, *topic = NULL, *by = NULL;
     replay_mode_t mode = MODE_NONE;
-    long long arg = 0;
-    int64_t ts_ms = 0;
+    long long arg = 0, ts_ms = 0;
+    size_t recorded = 0;
+    rw_pg_t *pg = NULL;
+    char by_buf[96];
     int execute = 0, json = 0, n = 0, assigned = 0, closed = 0;
     rw_kafka_consumer_t *kc = NULL;
     rd_kafka_t *rk = NULL;
@@ -664,6 +650,8 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
             group = argv[++i];
         } else if (strcmp(a, "--topic") == 0 && val && *val) {
             topic = argv[++i];
+        } else if (strcmp(a, "--by") == 0 && val && *val) {
+            by = argv[++i];
         } else if (strcmp(a, "--to-offset") == 0) {
             if (set_mode(&mode, MODE_OFFSET) ||
                 rw_ctl_parse_ll(CMD, a, val, 0, INT64_MAX, &arg))
@@ -677,11 +665,12 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
         } else if (strcmp(a, "--to-datetime") == 0) {
             if (set_mode(&mode, MODE_DATETIME))
                 return RW_CTL_EXIT_USAGE;
-            if (!val || parse_iso8601(val, &ts_ms)) {
+            if (!val || rw_time_parse(val, RW_TIME_PARTIAL, &ts_ms, errstr,
+                                      sizeof(errstr))) {
                 rw_ctl_errorf(CMD,
                               "--to-datetime: '%s' is not an ISO 8601 "
-                              "time (e.g. 2024-05-01T12:00:00Z)",
-                              val ? val : "");
+                              "time (e.g. 2024-05-01T12:00:00Z): %s",
+                              val ? val : "", val ? errstr : "missing");
                 return RW_CTL_EXIT_USAGE;
             }
             i++;
@@ -698,7 +687,23 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
                            "--to-offset, --shift-by, --to-earliest");
         return RW_CTL_EXIT_USAGE;
     }
+    if (execute && (!s->pg_dsn || !*s->pg_dsn)) {
+        rw_ctl_errorf(CMD, "--execute needs ROLLWAVE_PG_DSN: the re-opened "
+                           "offsets are recorded in Postgres, so that "
+                           "workers tell a replayed batch from a redelivered "
+                           "one (a dry run works without it)");
+        return RW_CTL_EXIT_USAGE;
+    }
+    if (!by || !*by)
+        by = getenv("USER");
+    snprintf(by_buf, sizeof(by_buf), "%s", by && *by ? by : "operator");
 
+    /* Postgres first: an unreachable database changes nothing anywhere. */
+    if (execute) {
+        err = rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr));
+        if (err)
+            goto out;
+    }
     /* Where the group is and what the topic holds, without joining. */
     err = rw_kafka_consumer_new(&kc, s, group, NULL, 0, errstr, sizeof(errstr));
     if (!err)
@@ -715,8 +720,8 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
     if (!err)
         err = member_new(&rk, s, group, &m, errstr, sizeof(errstr));
     if (!err && mode == MODE_DATETIME)
-        err =
-            offsets_for_time(rk, s, topic, ts_ms, &pl, errstr, sizeof(errstr));
+        err = offsets_for_time(rk, s, topic, (int64_t)ts_ms, &pl, errstr,
+                               sizeof(errstr));
     if (err)
         goto out;
     for (int p = 0; p < n; p++) {
@@ -748,19 +753,31 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
                              group, topic, assigned, n);
             goto out;
         }
-        err = commit_plan(rk, topic, &pl, errstr, sizeof(errstr));
+        err = record_plan(pg, s, group, topic, &pl, by_buf, &recorded, errstr,
+                          sizeof(errstr));
         if (err)
             goto out;
+        err = commit_plan(rk, topic, &pl, errstr, sizeof(errstr));
+        if (err) {
+            char detail[512];
+            snprintf(detail, sizeof(detail), "%s", errstr);
+            rw_err_set(errstr, sizeof(errstr), err,
+                       "%s; the replay of %zu partition(s) was recorded in "
+                       "Postgres but the offsets did not move (the record "
+                       "only allows re-attempts in its range)",
+                       detail, recorded);
+            goto out;
+        }
         /* Leave now, so the group is free before we report success. */
         rd_kafka_consumer_close(rk);
         closed = 1;
     }
     if (json) {
-        if (print_json(group, topic, mode, &pl, execute))
+        if (print_json(group, topic, mode, &pl, execute, recorded))
             err = rw_err_set(errstr, sizeof(errstr), RW_ERR_IO,
                              "cannot write the JSON output");
     } else {
-        print_table(group, topic, &pl, execute);
+        print_table(group, topic, &pl, execute, recorded);
     }
 out:
     if (err) {
@@ -773,6 +790,7 @@ out:
         rd_kafka_destroy(rk);
     }
     rw_kafka_consumer_destroy(kc);
+    rw_pg_destroy(pg);
     plan_free(&pl);
     return rc;
 }

@@ -20,6 +20,7 @@ enum {
     NEED_KAFKA = 1u << 2,
     NEED_LAGOON = 1u << 3,
     NEED_SCHEDULE = 1u << 4,
+    NEED_PG_OPTIONAL = 1u << 5, /* the DSN, for some of its options only */
 };
 
 /* The CLI logs warnings and errors only by default: its output is the
@@ -29,11 +30,16 @@ static const rw_cfg_key_t keys_process[] = {
            "log threshold: debug, info, warn, error or off"),
 };
 static const rw_cfg_key_t keys_pg[] = {RW_KEYS_PG};
+static const rw_cfg_key_t keys_pg_optional[] = {
+    RW_KEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, NULL, 0, 0, 0,
+           "libpq connection string or URI; required by replay --execute, "
+           "which records the re-opened offsets there"),
+};
 static const rw_cfg_key_t keys_redis[] = {RW_KEYS_REDIS};
 static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
 static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
-static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE,
-                                             RW_KEYS_TRIGGER, RW_KEYS_LOCK};
+static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE, RW_KEYS_TRIGGER,
+                                             RW_KEYS_LOCK};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -44,6 +50,7 @@ static const struct key_group {
 } groups[] = {
     {0, keys_process, NKEYS(keys_process)},
     {NEED_PG, keys_pg, NKEYS(keys_pg)},
+    {NEED_PG_OPTIONAL, keys_pg_optional, NKEYS(keys_pg_optional)},
     {NEED_REDIS, keys_redis, NKEYS(keys_redis)},
     {NEED_KAFKA, keys_kafka, NKEYS(keys_kafka)},
     {NEED_LAGOON, keys_lagoon, NKEYS(keys_lagoon)},
@@ -51,8 +58,9 @@ static const struct key_group {
 };
 
 #define MAX_KEYS                                                               \
-    (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_redis) +                \
-     NKEYS(keys_kafka) + NKEYS(keys_lagoon) + NKEYS(keys_schedule))
+    (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_pg_optional) +          \
+     NKEYS(keys_redis) + NKEYS(keys_kafka) + NKEYS(keys_lagoon) +              \
+     NKEYS(keys_schedule))
 
 typedef struct ctl_cmd {
     const char *name;
@@ -87,9 +95,9 @@ static const ctl_cmd_t cmds[] = {
     {"lag", rw_ctl_lag, NEED_KAFKA,
      "[--group G] [--topic T] [--interval S] [--json]",
      "consumer group lag per topic and partition, with a status per group"},
-    {"replay", rw_ctl_replay, NEED_KAFKA,
+    {"replay", rw_ctl_replay, NEED_KAFKA | NEED_PG_OPTIONAL,
      "--group G --topic T (--to-datetime ISO8601 | --to-offset N | "
-     "--shift-by -N | --to-earliest) [--execute] [--json]",
+     "--shift-by -N | --to-earliest) [--execute [--by NAME]] [--json]",
      "move a group's committed offsets back (dry run unless --execute)"},
     {"dlq", rw_ctl_dlq, NEED_KAFKA,
      "(list [--limit N] | show PARTITION:OFFSET | requeue PARTITION:OFFSET) "
@@ -182,7 +190,7 @@ int main(int argc, char **argv)
     n = build_keys(cmd->needs, keys);
     for (int i = 2; i < argc; i++) {
         if (is_help(argv[i])) {
-            char prog[128];
+            char prog[256];
             snprintf(prog, sizeof(prog), "rollwavectl %s %s", cmd->name,
                      cmd->args);
             rw_config_help(stdout, prog, cmd->help, keys, n);

@@ -34,6 +34,7 @@
 #include "rw_log.h"
 #include "rw_outbox.h"
 #include "rw_progress.h"
+#include "rw_replay.h"
 #include "rw_runs.h"
 #include "rw_schedule.h"
 #include "rw_state.h"
@@ -555,12 +556,9 @@ static rw_err_t reemit_poll(rw_service_t *svc, const chunk_t *c, char *errstr,
 static rw_err_t find_replay(rw_service_t *svc, const rw_kafka_msg_t *msg,
                             long long *replay_id, char *errstr, size_t errlen)
 {
-    (void)svc;
-    (void)msg;
-    (void)errstr;
-    (void)errlen;
-    *replay_id = 0;
-    return RW_OK;
+    return rw_replay_find(svc->pg, "batches", (int)rw_kafka_msg_partition(msg),
+                          (long long)rw_kafka_msg_offset(msg), replay_id,
+                          errstr, errlen);
 }
 
 /* How a failed send ends: in doubt, held for a retry, or failed. */

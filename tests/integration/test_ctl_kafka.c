@@ -27,8 +27,10 @@
 #include <jansson.h>
 
 #include "rw_itest.h"
+#include "rw_itest_pg.h"
 #include "rw_kafka.h"
 #include "rw_log.h"
+#include "rw_replay.h"
 #include "rw_settings.h"
 
 #define WAIT_MS    30000
@@ -43,6 +45,7 @@ typedef struct scenario {
     char prefix[64]; /* topic prefix, ends in '.' */
     char topic[128]; /* <prefix>work */
     char group[64];
+    char dsn[1024]; /* a fresh database, once scenario_pg made one */
     rw_settings_t s;
 } scenario_t;
 
@@ -56,6 +59,50 @@ static void scenario_init(scenario_t *sc)
     sc->s.kafka_brokers = (char *)rw_itest_env("ROLLWAVE_KAFKA_BROKERS");
     sc->s.kafka_topic_prefix = sc->prefix;
     sc->s.kafka_session_timeout_ms = atoll(SESSION_MS);
+}
+
+/*
+ * Give the scenario a fresh migrated database: replay --execute records
+ * what it re-opens there. Returns a connection the caller destroys.
+ */
+static rw_pg_t *scenario_pg(scenario_t *sc)
+{
+    rw_itest_pg_fresh_db(sc->dsn, sizeof(sc->dsn));
+    return rw_itest_pg_connect(sc->dsn);
+}
+
+static void scenario_done(scenario_t *sc, rw_pg_t *pg)
+{
+    rw_pg_destroy(pg);
+    if (sc->dsn[0])
+        rw_itest_pg_drop_db(sc->dsn);
+    sc->dsn[0] = '\0';
+}
+
+/* rw_replay_find on the scenario's topic, by its logical name ("work"). */
+static long long find_replay(rw_pg_t *pg, int partition, long long offset)
+{
+    long long id = -1;
+    char errstr[512];
+
+    if (rw_replay_find(pg, "work", partition, offset, &id, errstr,
+                       sizeof(errstr)))
+        fail_msg("rw_replay_find: %s", errstr);
+    return id;
+}
+
+static long long replay_rows(rw_pg_t *pg)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    long long n;
+
+    if (rw_pg_exec(pg, "SELECT count(*) AS n FROM replays", 0, NULL, &res,
+                   errstr, sizeof(errstr)))
+        fail_msg("count replays: %s", errstr);
+    n = rw_pg_ll(res, 0, "n", -1);
+    PQclear(res);
+    return n;
 }
 
 static void sleep_ms(int ms)
@@ -147,6 +194,10 @@ static void run_ctl(const scenario_t *sc, ctl_result_t *r, tick_fn tick,
         setenv("ROLLWAVE_KAFKA_TOPIC_PREFIX", sc->prefix, 1);
         setenv("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", SESSION_MS, 1);
         setenv("ROLLWAVE_LOG_LEVEL", "warn", 1);
+        if (sc->dsn[0])
+            setenv("ROLLWAVE_PG_DSN", sc->dsn, 1);
+        else
+            unsetenv("ROLLWAVE_PG_DSN");
         execv(bin, argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);
@@ -549,7 +600,9 @@ static void test_replay_dry_run_then_execute(void **state)
     ctl_result_t r;
     rw_kafka_consumer_t *kc;
     json_t *root, *parts;
-    int n;
+    rw_pg_t *pg = NULL;
+    long long first = 0;
+    int n, reopened = 0;
 
     (void)state;
     scenario_init(&sc);
@@ -580,16 +633,51 @@ static void test_replay_dry_run_then_execute(void **state)
     result_free(&r);
     expect_committed(&sc, n, want);
 
-    /* execute: every partition back to the start */
+    /* execute needs Postgres to record what it re-opens: refused */
     run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
-            sc.topic, "--to-earliest", "--execute", "--json", NULL);
+            sc.topic, "--to-earliest", "--execute", NULL);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "--execute needs ROLLWAVE_PG_DSN"));
+    result_free(&r);
+    expect_committed(&sc, n, want);
+
+    /* execute: every partition back to the start, the ranges recorded */
+    pg = scenario_pg(&sc);
+    run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
+            sc.topic, "--to-earliest", "--execute", "--by", "alice", "--json",
+            NULL);
     root = expect_json(&r, 0);
     assert_true(json_is_true(json_object_get(root, "executed")));
+    for (int p = 0; p < n; p++)
+        reopened += per_part[p] > 0;
+    assert_int_equal(jint(root, "recorded_partitions"), reopened);
     json_decref(root);
     result_free(&r);
     for (int p = 0; p < n; p++)
         want[p] = 0;
     expect_committed(&sc, n, want);
+    for (int p = 0; p < n; p++) {
+        if (!per_part[p]) {
+            /* nothing was read there, so nothing was re-opened */
+            assert_int_equal(find_replay(pg, p, 0), 0);
+            continue;
+        }
+        first = find_replay(pg, p, 0);
+        assert_true(first > 0);
+        assert_int_equal(find_replay(pg, p, per_part[p] - 1), first);
+        /* the range ends where the group had got to */
+        assert_int_equal(find_replay(pg, p, per_part[p]), 0);
+        assert_int_equal(find_replay(pg, p, -1), 0);
+    }
+    assert_int_equal(find_replay(pg, n, 0), 0);
+    {
+        long long id = -1;
+        char errstr[512];
+        assert_int_equal(
+            rw_replay_find(pg, "batches", 0, 0, &id, errstr, sizeof(errstr)),
+            RW_OK);
+        assert_int_equal(id, 0);
+    }
 
     /* an absolute offset, clamped to what each partition holds */
     run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
@@ -600,14 +688,29 @@ static void test_replay_dry_run_then_execute(void **state)
         want[p] = per_part[p] < 3 ? per_part[p] : 3;
     expect_committed(&sc, n, want);
 
-    /* relative, back by one */
+    /* moving forward re-opens nothing: no new record */
+    assert_int_equal(replay_rows(pg), reopened);
+
+    /* relative, back by one: the newest replay covering an offset wins */
     run_ctl(&sc, &r, NULL, NULL, "replay", "--group", sc.group, "--topic",
             sc.topic, "--shift-by", "-1", "--execute", NULL);
     assert_int_equal(r.status, 0);
     result_free(&r);
+    for (int p = 0; p < n; p++) {
+        long long older, newer;
+        if (want[p] == 0)
+            continue;
+        older = find_replay(pg, p, 0);
+        newer = find_replay(pg, p, want[p] - 1);
+        assert_true(newer > older);
+        assert_true(older > 0);
+        assert_int_equal(find_replay(pg, p, want[p]),
+                         want[p] < per_part[p] ? older : 0);
+    }
     for (int p = 0; p < n; p++)
         want[p] = want[p] > 0 ? want[p] - 1 : 0;
     expect_committed(&sc, n, want);
+    scenario_done(&sc, pg);
 }
 
 static void iso_utc(char *buf, size_t len, int64_t ms)
@@ -631,10 +734,12 @@ static void test_replay_to_datetime(void **state)
     json_t *root, *parts;
     char when[64];
     int64_t t;
+    rw_pg_t *pg;
     int n;
 
     (void)state;
     scenario_init(&sc);
+    pg = scenario_pg(&sc);
     produce(&sc, sc.topic, "a", N, 0, a);
     sleep_ms(100);
     t = wall_ms();
@@ -672,6 +777,7 @@ static void test_replay_to_datetime(void **state)
         assert_int_equal(jint(json_array_get(parts, (size_t)p), "new"), all[p]);
     json_decref(root);
     result_free(&r);
+    scenario_done(&sc, pg);
 }
 
 typedef struct live {
@@ -698,10 +804,12 @@ static void test_replay_refused_while_group_live(void **state)
     scenario_t sc;
     ctl_result_t r;
     live_t l;
+    rw_pg_t *pg;
     int n;
 
     (void)state;
     scenario_init(&sc);
+    pg = scenario_pg(&sc);
     produce(&sc, sc.topic, "k", N, 0, per_part);
     n = partitions(&sc, sc.topic);
     l.kc = subscribe(&sc, sc.topic);
@@ -716,6 +824,8 @@ static void test_replay_refused_while_group_live(void **state)
                  r.err);
     result_free(&r);
     expect_committed(&sc, n, want);
+    /* refused before anything was recorded */
+    assert_int_equal(replay_rows(pg), 0);
 
     /* Our member's leaving rebalances the group again; closing in the
      * middle of that trips an assertion in librdkafka 2.0, so let the
@@ -738,6 +848,8 @@ static void test_replay_refused_while_group_live(void **state)
     for (int p = 0; p < n; p++)
         want[p] = 0;
     expect_committed(&sc, n, want);
+    assert_true(replay_rows(pg) > 0);
+    scenario_done(&sc, pg);
 }
 
 /* ---- dlq ----------------------------------------------------------------- */
@@ -893,6 +1005,9 @@ static void test_usage_errors(void **state)
                  "--to-offset", "1", NULL);
     expect_usage(&sc, "replay", "--group", "g", "--topic", "t", "--to-datetime",
                  "yesterday", NULL);
+    /* no such day: refused, not read as March 3rd */
+    expect_usage(&sc, "replay", "--group", "g", "--topic", "t", "--to-datetime",
+                 "2026-02-31", NULL);
     expect_usage(&sc, "dlq", NULL);
     expect_usage(&sc, "dlq", "show", "abc", NULL);
     expect_usage(&sc, "dlq", "requeue", NULL);

@@ -18,7 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "rw_codec.h"
 #include "rw_pg.h"
+#include "rw_runs.h"
 
 #define R1      "aaaaaaaa-0000-4000-8000-000000000001" /* partial_failed */
 #define R2      "aaaaaaaa-0000-4000-8000-000000000002" /* completed */
@@ -929,14 +931,202 @@ static void test_group(void **state)
     free(r);
 }
 
+/* ---- malformed Lagoon targets ----------------------------------------- */
+
+/*
+ * Instances of the enabled shop app whose Lagoon names the codec refuses,
+ * and one repeating echo's project and environment. A 300-byte project
+ * name is built by repeat() in SQL.
+ */
+static const char BAD_TARGETS_SQL[] =
+    "INSERT INTO app_instances (id, name, store_app_id, user_group_id,"
+    "  status, lagoon_project, lagoon_environment) VALUES"
+    " (10, 'empty-env', 1, 1, 'running-healthy-claimed', 'p-ten', ''),"
+    " (11, 'newline-env', 1, 1, 'running-healthy-claimed', 'p-eleven',"
+    "  E'ma\\nin'),"
+    " (12, 'long-project', 1, 1, 'running-healthy-claimed',"
+    "  repeat('p', 300), 'main'),"
+    " (13, 'c1-env', 1, 1, 'running-healthy-claimed', 'p-thirteen',"
+    "  E'ma\\u0085in'),"
+    " (14, 'echo-twin', 1, 1, 'running-healthy-unclaimed', 'p-echo',"
+    "  'prod')";
+
+/* skip_reason of instance iid's target in the newest run, "" if none. */
+static const char *skip_reason_of(rw_pg_t *pg, long long iid, char *buf,
+                                  size_t len)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT state || ': ' || COALESCE(skip_reason, '') AS s"
+             " FROM run_targets WHERE instance_id = %lld"
+             " ORDER BY run_id DESC LIMIT 1",
+             iid);
+    return q_str(pg, sql, "s", buf, len);
+}
+
+static void test_tick_skips_bad_targets(void **state)
+{
+    fixture_t *f = *state;
+    rw_run_spec_t spec = {"scheduled", "scheduler", false, 50, 3600};
+    rw_run_summary_t *runs = NULL;
+    size_t n_runs = 0;
+    char errstr[512], buf[512];
+
+    exec_sql(f->pg, BAD_TARGETS_SQL);
+    /* the fixture's runs carry explicit ids */
+    exec_sql(f->pg, "SELECT setval('deployment_runs_id_seq', 100)");
+    if (rw_runs_schedule(f->pg, 50, &spec, &runs, &n_runs, errstr,
+                         sizeof(errstr)))
+        fail_msg("schedule: %s", errstr);
+    /* one run for shop: bravo and echo scheduled, five skipped */
+    assert_int_equal(n_runs, 1);
+    assert_int_equal(runs[0].store_app_id, 1);
+    assert_int_equal(runs[0].targets, 7);
+    assert_int_equal(runs[0].skipped, 5);
+    assert_int_equal(runs[0].chunks, 1);
+    assert_string_equal(skip_reason_of(f->pg, 2, buf, sizeof(buf)),
+                        "pending: ");
+    assert_string_equal(skip_reason_of(f->pg, 5, buf, sizeof(buf)),
+                        "pending: ");
+    assert_string_equal(skip_reason_of(f->pg, 10, buf, sizeof(buf)),
+                        "skipped: invalid lagoon target: environment: empty");
+    assert_string_equal(skip_reason_of(f->pg, 11, buf, sizeof(buf)),
+                        "skipped: invalid lagoon target: environment: "
+                        "contains control characters");
+    assert_string_equal(skip_reason_of(f->pg, 12, buf, sizeof(buf)),
+                        "skipped: invalid lagoon target: project: expected "
+                        "1..255 bytes, got 300");
+    assert_string_equal(skip_reason_of(f->pg, 13, buf, sizeof(buf)),
+                        "skipped: invalid lagoon target: environment: "
+                        "contains control characters");
+    assert_string_equal(skip_reason_of(f->pg, 14, buf, sizeof(buf)),
+                        "skipped: duplicate lagoon target: same as "
+                        "instance 5");
+    /* one batch message, for the two good instances only */
+    assert_string_equal(q_str(f->pg,
+                              "SELECT count(*) AS s FROM outbox"
+                              " WHERE topic = 'batches'",
+                              "s", buf, sizeof(buf)),
+                        "1");
+    assert_string_equal(
+        q_str(f->pg,
+              "SELECT string_agg(t->>'instance_id', ','"
+              "                  ORDER BY (t->>'instance_id')::int) AS s"
+              " FROM outbox o,"
+              "      json_array_elements(o.payload::json->'targets') t"
+              " WHERE o.topic = 'batches'",
+              "s", buf, sizeof(buf)),
+        "2,5");
+    /* the skipped ones wait for the failure backoff, the others do not */
+    assert_string_equal(
+        q_str(f->pg,
+              "SELECT string_agg(id::text, ',' ORDER BY id) AS s"
+              " FROM app_instances"
+              " WHERE next_redeploy_at > now() + interval '3590 seconds'",
+              "s", buf, sizeof(buf)),
+        "10,11,12,13,14");
+    assert_string_equal(q_str(f->pg,
+                              "SELECT count(*) AS s FROM app_instances"
+                              " WHERE id IN (2, 5)"
+                              "   AND next_redeploy_at IS NULL",
+                              "s", buf, sizeof(buf)),
+                        "2");
+    free(runs);
+    runs = NULL;
+
+    /* the next tick finds nothing: pending targets and pushed-back ones */
+    if (rw_runs_schedule(f->pg, 50, &spec, &runs, &n_runs, errstr,
+                         sizeof(errstr)))
+        fail_msg("schedule: %s", errstr);
+    assert_int_equal(n_runs, 0);
+    free(runs);
+}
+
+static void test_manual_run_skips_bad_targets(void **state)
+{
+    fixture_t *f = *state;
+    rw_run_spec_t spec = {"manual", "alice", false, 50, 0};
+    const long long ids[] = {2, 10, 12, 5, 14};
+    rw_run_summary_t run;
+    rw_run_skip_t *skips = NULL;
+    size_t n_skips = 0;
+    char errstr[512], buf[512];
+
+    exec_sql(f->pg, BAD_TARGETS_SQL);
+    /* the fixture's runs carry explicit ids */
+    exec_sql(f->pg, "SELECT setval('deployment_runs_id_seq', 100)");
+    if (rw_runs_create_manual(f->pg, ids, 5, 0, &spec, &run, &skips, &n_skips,
+                              errstr, sizeof(errstr)))
+        fail_msg("manual run: %s", errstr);
+    assert_int_equal(run.targets, 5);
+    assert_int_equal(run.skipped, 3);
+    assert_int_equal(n_skips, 3);
+    for (size_t i = 0; i < n_skips; i++) {
+        if (skips[i].instance_id == 14)
+            assert_non_null(strstr(skips[i].reason, "duplicate lagoon"));
+        else
+            assert_non_null(strstr(skips[i].reason, "invalid lagoon target"));
+        assert_true(skips[i].instance_id == 10 || skips[i].instance_id == 12 ||
+                    skips[i].instance_id == 14);
+    }
+    /* an operator's run leaves the cadence alone */
+    assert_string_equal(q_str(f->pg,
+                              "SELECT count(*) AS s FROM app_instances"
+                              " WHERE next_redeploy_at IS NOT NULL",
+                              "s", buf, sizeof(buf)),
+                        "0");
+    free(skips);
+}
+
+/* The SQL mirror of the Lagoon-name rule agrees with the codec's. */
+static void test_name_rule_mirror(void **state)
+{
+    fixture_t *f = *state;
+    static char s255[256], s256[257], e256[257];
+    const char *samples[] = {
+        "",        "a",     "main",       "ma\nin",       "tab\there",
+        "del\x7f", "\x01",  "c1\xc2\x85", "nbsp\xc2\xa0", "\xc3\xa9t\xc3\xa9",
+        "a b",     "x\x1f", s255,         s256,           e256,
+    };
+    char errstr[256], buf[16];
+
+    memset(s255, 'a', 255);
+    memset(s256, 'a', 256);
+    for (int i = 0; i < 128; i++)
+        memcpy(e256 + 2 * i, "\xc3\xa9", 2);
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        const char *p[1] = {samples[i]};
+        PGresult *res = NULL;
+        bool codec =
+            rw_codec_check_name(samples[i], errstr, sizeof(errstr)) == RW_OK;
+
+        assert_int_equal(rw_pg_exec(f->pg,
+                                    "SELECT rw_lagoon_name_ok($1)::text AS ok",
+                                    1, p, &res, errstr, sizeof(errstr)),
+                         RW_OK);
+        snprintf(buf, sizeof(buf), "%s", rw_pg_str(res, 0, "ok"));
+        PQclear(res);
+        if (strcmp(buf, codec ? "true" : "false") != 0)
+            fail_msg("sample %zu: codec %d, SQL %s", i, codec, buf);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_runs_list),     T(test_run_show_text),
-        T(test_run_show_json), T(test_run_show_refusals),
-        T(test_run_wait),      T(test_instance_history),
-        T(test_schedule),      T(test_group),
+        T(test_runs_list),
+        T(test_run_show_text),
+        T(test_run_show_json),
+        T(test_run_show_refusals),
+        T(test_run_wait),
+        T(test_instance_history),
+        T(test_schedule),
+        T(test_group),
+        T(test_tick_skips_bad_targets),
+        T(test_manual_run_skips_bad_targets),
+        T(test_name_rule_mirror),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
