@@ -1337,7 +1337,7 @@ static void test_poll_events_lost(void **state)
     if (!wait_progress(&s, TRIGGERED, 1000))
         fail_msg("runs ended with the pollers stopped");
     rw_itest_fleet_wait_count(f,
-                              "SELECT count(*) = 0 FROM run_chunks"
+                              "SELECT (count(*) = 0)::int FROM run_chunks"
                               " WHERE state IN ('pending', 'triggering')",
                               1, size.final_timeout_ms, "chunks all triggered");
     snprintf(group, sizeof(group), "%spoller", rw_itest_fleet_prefix(f));
@@ -1412,7 +1412,19 @@ static void test_malformed_instances(void **state)
     s.faults = 3;
     start_daemons(f, 2, 2);
     s.t0 = rw_itest_now_ms();
-    rw_itest_fleet_tick(f);
+    {
+        /* stderr kept: a tick that refuses the whole fleet says why there */
+        const char *argv[] = {"rollwave-producer", "--once", NULL};
+        static char err[8192];
+        int rc = rw_itest_fleet_run_err(f, argv, NULL, 0, err, sizeof(err));
+        long long runs = rw_itest_fleet_ll(
+            f, "SELECT count(*) FROM deployment_runs", 0, NULL);
+        if (rc != 0 || runs < APPS)
+            fail_msg("the tick exited %d and created %lld runs (want %d): "
+                     "three malformed instances must not hold up the rest"
+                     "\n%s",
+                     rc, runs, APPS, err);
+    }
     rw_itest_fleet_wait_final(f, APPS, size.final_timeout_ms);
     bad = rw_itest_fleet_ll(
         f,
