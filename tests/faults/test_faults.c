@@ -15,7 +15,16 @@
  *   lost_targets=L leaked_locks=X seconds=T baseline_seconds=B
  * where B is a fault-free rollout of the same size measured first.
  *
- * RW_FAULTS_SOAK=1: 10,000 instances and more faults. Sanitized builds
+ * Later scenarios need a recovery sweep and one retriability table in the
+ * daemons (DESIGN.md section 11): aborts while chunks are in doubt, Redis
+ * answering LOADING and READONLY, Postgres read-only, poll events lost,
+ * malformed instances, kills during failing builds, Lagoon answers lost
+ * after the bulk was created. Two tests check the harness's own fault
+ * tools (the Redis proxy, the read-only switch) without a rollout.
+ *
+ * RW_FAULTS_SOAK=1: 10,000 instances and more faults, and the 120 s broker
+ * outage, which only this mode runs. RW_FAULTS_TIMEOUT_S shortens the wait
+ * for final runs while chasing a scenario that hangs. Sanitized builds
  * (RW_SANITIZED=1, or ASan detected at compile time) keep 2,000 instances
  * and inject fewer faults. It does not test single modules (their own
  * tests do) and never edits the daemons' behaviour beyond their

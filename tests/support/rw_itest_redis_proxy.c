@@ -67,6 +67,8 @@ struct rw_itest_redis_proxy {
 
 static bool buf_add(buf_t *b, const char *d, size_t n)
 {
+    if (n == 0)
+        return true;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         char *nd;
@@ -85,6 +87,9 @@ static bool buf_add(buf_t *b, const char *d, size_t n)
 
 static void buf_drop(buf_t *b, size_t n)
 {
+    /* nothing read yet: the buffer may not exist */
+    if (n == 0)
+        return;
     memmove(b->d, b->d + n, b->len - n);
     b->len -= n;
 }
