@@ -371,7 +371,8 @@ static int fresh(void **state)
                "\"build_max_ms\":600,\"fail_rate\":0,\"cancel_rate\":0,"
                "\"max_concurrent_builds\":0,\"reject\":[],"
                "\"fault_http500\":0,\"fault_graphql_error\":0,"
-               "\"fault_slow\":0,\"fault_drop\":0,\"slow_ms\":30000}");
+               "\"fault_slow\":0,\"fault_drop\":0,\"slow_ms\":30000,"
+               "\"fault_http500_executed\":0,\"fault_garbled_executed\":0}");
     r = http("/sim/reset", NULL, "");
     assert_int_equal(r.status, 200);
     free(r.body);
@@ -480,6 +481,8 @@ static void test_command_line(void **state)
                                         "--fault-slow",
                                         "--slow-ms",
                                         "--fault-drop",
+                                        "--fault-http500-executed",
+                                        "--fault-garbled-executed",
                                         "ROLLWAVE_SIM_ROWS_DELAY_MS",
                                         NULL};
     const char *help[] = {"--help", NULL};
@@ -1081,6 +1084,122 @@ static void test_faults(void **state)
     free(r.body);
 }
 
+#define BULK_QUERY                                                             \
+    "query ($p: String!) { projectByName(name: $p) { environments { name "     \
+    "deployments { bulkId bulkName } } } }"
+
+/*
+ * The deployments of project's only environment that carry bulk name
+ * name, once rows_delay has passed (rows appear after it): how a client
+ * reconciling by bulk name would find a bulk whose answer it lost.
+ */
+static size_t deployments_named(const char *project, const char *name)
+{
+    long status = 0;
+    json_t *j = gql(BULK_QUERY, json_pack("{s:s}", "p", project), &status);
+    json_t *envs = json_object_get(
+        json_object_get(json_object_get(j, "data"), "projectByName"),
+        "environments");
+    json_t *deps = json_object_get(json_array_get(envs, 0), "deployments");
+    size_t n = 0;
+
+    assert_int_equal(status, 200);
+    if (json_array_size(envs) != 1 || !json_is_array(deps))
+        fail_msg("%s: want one environment with deployments: %s", project,
+                 json_dumps(j, JSON_COMPACT));
+    for (size_t i = 0; i < json_array_size(deps); i++) {
+        json_t *d = json_array_get(deps, i);
+        const char *bn = json_string_value(json_object_get(d, "bulkName"));
+        const char *bid = json_string_value(json_object_get(d, "bulkId"));
+        if (bn && strcmp(bn, name) == 0 && bid && *bid)
+            n++;
+    }
+    json_decref(j);
+    return n;
+}
+
+/*
+ * A mutation under one of the "executed" faults: the bulk is created but
+ * the answer is bad. Returns the answer; the bulk must show up by name.
+ */
+static resp_t executed_fault(const char *project, const char *name)
+{
+    const char *const pairs[] = {project, "main", NULL};
+    json_t *req =
+        json_pack("{s:s,s:{s:{s:s,s:o}}}", "query", MUTATION, "variables",
+                  "input", "name", name, "environments", envs_of(pairs));
+    char *body = json_dumps(req, JSON_COMPACT);
+    long long deadline;
+    resp_t r;
+
+    r = http("/graphql", TOKEN, body);
+    free(body);
+    json_decref(req);
+    assert_int_equal(r.cc, CURLE_OK);
+    /* the rows appear rows_delay_ms (600) after the mutation */
+    deadline = rw_itest_now_ms() + 10000;
+    while (deployments_named(project, name) == 0) {
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("bulk %s of %s never showed up by name", name, project);
+        sleep_ms(100);
+    }
+    assert_int_equal(deployments_named(project, name), 1);
+    return r;
+}
+
+/*
+ * fault_http500_executed and fault_garbled_executed: the bulk deploy is
+ * executed (its deployments appear, findable by bulk name) and answered
+ * with HTTP 500, or with HTTP 200 and half a JSON document. Queries are
+ * never hit by these faults.
+ */
+static void test_faults_after_execute(void **state)
+{
+    json_error_t jerr;
+    json_t *s, *faults, *j;
+    resp_t r;
+
+    (void)state;
+    set_config("{\"fault_http500_executed\":1}");
+    r = executed_fault("ex-500", "rollwave ex c0 a1");
+    assert_int_equal(r.status, 500);
+    assert_null(json_loads(r.body ? r.body : "", 0, &jerr));
+    free(r.body);
+    /* a query under the same setting is answered normally */
+    r = http("/graphql", TOKEN, "{\"query\":\"{ __typename }\"}");
+    assert_int_equal(r.status, 200);
+    j = parse(&r);
+    assert_null(json_object_get(j, "errors"));
+    json_decref(j);
+    free(r.body);
+
+    set_config("{\"fault_http500_executed\":0,"
+               "\"fault_garbled_executed\":1}");
+    r = executed_fault("ex-garbled", "rollwave ex c1 a1");
+    assert_int_equal(r.status, 200);
+    assert_true(r.len > 0);
+    j = json_loads(r.body ? r.body : "", 0, &jerr);
+    if (j)
+        fail_msg("the garbled answer parsed as JSON: %s", r.body);
+    /* what is left is the head of the real answer */
+    assert_true(strncmp(r.body, "{\"data\":", r.len < 8 ? r.len : 8) == 0);
+    free(r.body);
+
+    set_config("{\"fault_garbled_executed\":0}");
+    s = stats();
+    faults = json_object_get(s, "faults_injected");
+    assert_int_equal(
+        json_integer_value(json_object_get(faults, "http500_executed")), 1);
+    assert_int_equal(
+        json_integer_value(json_object_get(faults, "garbled_executed")), 1);
+    assert_int_equal(json_integer_value(json_object_get(faults, "http500")), 0);
+    /* both bulks were created, each environment triggered once */
+    assert_int_equal(stat_int(s, "bulk_calls"), 2);
+    assert_int_equal(stat_int(s, "environments_triggered"), 2);
+    assert_int_equal(stat_int(s, "duplicate_triggers"), 0);
+    json_decref(s);
+}
+
 static void test_reject(void **state)
 {
     const char *const pairs[] = {"rj-proj", "rej-1", "rj-proj", "ok",
@@ -1273,6 +1392,7 @@ int main(void)
         cmocka_unit_test_setup(test_project_by_name, fresh),
         cmocka_unit_test_setup(test_project_by_name_errors_reject_reset, fresh),
         cmocka_unit_test_setup(test_faults, fresh),
+        cmocka_unit_test_setup(test_faults_after_execute, fresh),
         cmocka_unit_test_setup(test_reject, fresh),
         cmocka_unit_test_setup(test_concurrency_cap, fresh),
         cmocka_unit_test_setup(test_outcome_rates, fresh),

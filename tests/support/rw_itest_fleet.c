@@ -29,6 +29,7 @@
 #include <hiredis/hiredis.h>
 
 #include "rw_itest_pg.h"
+#include "rw_itest_redis_proxy.h"
 #include "rw_kafka.h"
 #include "rw_redis.h"
 #include "rw_settings.h"
@@ -45,6 +46,7 @@ typedef enum kid_mode {
     KID_DAEMON,  /* must run until told to stop */
     KID_RESPAWN, /* may die with the fault hook's status: started again */
     KID_ONESHOT, /* runs to completion on its own */
+    KID_MORTAL,  /* may die with the fault hook's status: stays down */
 } kid_mode_t;
 
 /* The status the worker's fault hook exits with. */
@@ -76,6 +78,9 @@ struct rw_itest_fleet {
     long long expect_dead;
     long long respawns;
     long long extra_triggers; /* re-triggers the scenario caused on purpose */
+    long long fault_exits;    /* mortal children gone by the fault hook */
+    rw_itest_redis_proxy_t *redis_proxy;
+    bool pg_read_only; /* the stack's Postgres is read-only: undo it */
     /* simulator */
     pid_t sim_pid;
     char sim_log[320];
@@ -96,6 +101,9 @@ struct rw_itest_fleet {
     size_t n_kids;
     int n_runs; /* names the capture files of rw_itest_fleet_run */
 };
+
+static bool pg_read_only_set(rw_itest_fleet_t *f, bool on, char *why,
+                             size_t whylen);
 
 static const char FINAL_SQL[] =
     "('completed', 'partial_failed', 'failed', 'cancelled')";
@@ -551,8 +559,7 @@ pid_t rw_itest_fleet_start_with(rw_itest_fleet_t *f, const char *bin,
 {
     kid_t t;
 
-    kid_template(&t, bin, role, key, value,
-                 respawn ? KID_RESPAWN : KID_DAEMON);
+    kid_template(&t, bin, role, key, value, respawn ? KID_RESPAWN : KID_DAEMON);
     return launch(f, &t);
 }
 
@@ -624,6 +631,22 @@ pid_t rw_itest_fleet_running(rw_itest_fleet_t *f, const char *bin, size_t i)
     return 0;
 }
 
+pid_t rw_itest_fleet_start_mortal(rw_itest_fleet_t *f, const char *bin,
+                                  const char *role, const char *key,
+                                  const char *value)
+{
+    kid_t t;
+
+    kid_template(&t, bin, role, key, value, KID_MORTAL);
+    return launch(f, &t);
+}
+
+long long rw_itest_fleet_fault_exits(rw_itest_fleet_t *f)
+{
+    rw_itest_fleet_poll_kids(f);
+    return f->fault_exits;
+}
+
 long long rw_itest_fleet_respawns(const rw_itest_fleet_t *f)
 {
     return f->respawns;
@@ -635,8 +658,8 @@ static bool stopped_cleanly(const kid_t *k, int status)
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return true;
     /* the fault hook may fire on the message it finishes while draining */
-    return k->mode == KID_RESPAWN && WIFEXITED(status) &&
-           WEXITSTATUS(status) == FAULT_EXIT_STATUS;
+    return (k->mode == KID_RESPAWN || k->mode == KID_MORTAL) &&
+           WIFEXITED(status) && WEXITSTATUS(status) == FAULT_EXIT_STATUS;
 }
 
 /* SIGTERM the running daemons among kids[from..], wait, report failures. */
@@ -716,8 +739,7 @@ static void slurp(const char *path, char *buf, size_t len)
 }
 
 int rw_itest_fleet_run_err(rw_itest_fleet_t *f, const char *const *argv,
-                           char *out, size_t outlen, char *err,
-                           size_t errlen)
+                           char *out, size_t outlen, char *err, size_t errlen)
 {
     char path[512], out_path[320], err_path[320], **envp;
     const char *args[32];
@@ -862,6 +884,15 @@ void rw_itest_fleet_destroy(rw_itest_fleet_t *f)
             waitpid(f->broker_pid, NULL, 0);
         }
     }
+    rw_itest_redis_proxy_destroy(f->redis_proxy);
+    f->redis_proxy = NULL;
+    /* never leave the shared server read-only for the tests that follow */
+    if (f->pg_read_only) {
+        char why[512];
+        if (!pg_read_only_set(f, false, why, sizeof(why)))
+            fprintf(stderr, "could not make Postgres writable again: %s\n",
+                    why);
+    }
     if (getenv("ROLLWAVE_REDIS_URL"))
         lock_keys(f, true, NULL, 0);
     rw_pg_destroy(f->pg);
@@ -977,6 +1008,11 @@ static void check_kids_alive(rw_itest_fleet_t *f)
             kid_t t = *k;
             f->respawns++;
             launch(f, &t);
+            continue;
+        }
+        if (k->mode == KID_MORTAL && WIFEXITED(status) &&
+            WEXITSTATUS(status) == FAULT_EXIT_STATUS) {
+            f->fault_exits++;
             continue;
         }
         rw_itest_fleet_dump_logs(f);
@@ -1356,9 +1392,15 @@ void rw_itest_fleet_private_broker(rw_itest_fleet_t *f, int brokers)
 {
     char bin[512], n[16], **envp;
     long long deadline;
-    const char *argv[] = {bin,         "--bootstrap-file", f->broker_file,
-                          "--topic-prefix", f->prefix,     "--brokers",
-                          n,           "--partitions",     "6",
+    const char *argv[] = {bin,
+                          "--bootstrap-file",
+                          f->broker_file,
+                          "--topic-prefix",
+                          f->prefix,
+                          "--brokers",
+                          n,
+                          "--partitions",
+                          "6",
                           NULL};
 
     if (f->broker_pid > 0)
@@ -1544,8 +1586,8 @@ void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
     stack_file(port_s, sizeof(port_s), "pg.port");
     pg_ctl_path(pg_ctl, sizeof(pg_ctl));
     /* as root, the stack's server runs as the postgres user */
-    snprintf(as, sizeof(as), "%s", geteuid() == 0 ? "runuser -u postgres --"
-                                                  : "");
+    snprintf(as, sizeof(as), "%s",
+             geteuid() == 0 ? "runuser -u postgres --" : "");
     snprintf(cmd, sizeof(cmd),
              "cd / && %s '%s' -D '%s/data' -m fast -w -t 30 stop "
              ">/dev/null 2>&1",
@@ -1567,10 +1609,186 @@ void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
         if (PQping(dsn) == PQPING_OK)
             break;
         if (rw_itest_now_ms() > deadline)
-            fail_msg("postgres did not accept connections on port %s",
-                     port_s);
+            fail_msg("postgres did not accept connections on port %s", port_s);
         sleep_ms(100);
     }
+}
+
+/* ---- a Redis that answers with errors ---- */
+
+/* s percent-encoded into out (userinfo of a redis:// URL). */
+static void url_encode(char *out, size_t len, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    for (; *s && o + 4 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+            (ch >= '0' && ch <= '9') || strchr("-._~", ch)) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+void rw_itest_fleet_redis_proxy(rw_itest_fleet_t *f)
+{
+    rw_redis_url_t u;
+    char errstr[256], user[400], pass[800], url[1400];
+
+    if (f->redis_proxy)
+        fail_msg("the fleet already has a Redis proxy");
+    if (rw_redis_url_parse(&u, rw_itest_env("ROLLWAVE_REDIS_URL"), errstr,
+                           sizeof(errstr)))
+        fail_msg("ROLLWAVE_REDIS_URL: %s", errstr);
+    if (u.is_unix)
+        fail_msg("the Redis proxy speaks TCP: ROLLWAVE_REDIS_URL is a unix "
+                 "socket");
+    f->redis_proxy = rw_itest_redis_proxy_new(u.host, u.port);
+    url_encode(user, sizeof(user), u.username);
+    url_encode(pass, sizeof(pass), u.password);
+    snprintf(url, sizeof(url), "redis://%s%s%s%s127.0.0.1:%d/%d", user,
+             u.password[0] ? ":" : "", pass,
+             u.username[0] || u.password[0] ? "@" : "",
+             rw_itest_redis_proxy_port(f->redis_proxy), u.db);
+    rw_itest_fleet_set(f, "ROLLWAVE_REDIS_URL", url);
+}
+
+void rw_itest_fleet_redis_fault(rw_itest_fleet_t *f, const char *error)
+{
+    if (!f->redis_proxy)
+        fail_msg("the fleet has no Redis proxy: call "
+                 "rw_itest_fleet_redis_proxy first");
+    rw_itest_redis_proxy_fail(f->redis_proxy, error);
+}
+
+long long rw_itest_fleet_redis_faulted(rw_itest_fleet_t *f)
+{
+    if (!f->redis_proxy)
+        fail_msg("the fleet has no Redis proxy");
+    return rw_itest_redis_proxy_faulted(f->redis_proxy);
+}
+
+/* ---- a read-only Postgres ---- */
+
+/* One statement on conn; false with why filled in when it fails. */
+static bool admin_exec(PGconn *conn, const char *sql, int n,
+                       const char *const *params, char *value, size_t vlen,
+                       char *why, size_t whylen)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+    if (!ok)
+        snprintf(why, whylen, "%s: %s", sql, PQresultErrorMessage(res));
+    else if (value && vlen)
+        snprintf(value, vlen, "%s",
+                 PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return ok;
+}
+
+/* Whether a new session on the fleet's database defaults to read-only. */
+static int new_session_read_only(rw_itest_fleet_t *f, char *why, size_t len)
+{
+    PGconn *conn = PQconnectdb(f->dsn);
+    char v[16] = "";
+    int ro = -1;
+
+    if (PQstatus(conn) != CONNECTION_OK)
+        snprintf(why, len, "connect: %s", PQerrorMessage(conn));
+    else if (admin_exec(conn, "SHOW default_transaction_read_only", 0, NULL, v,
+                        sizeof(v), why, len))
+        ro = strcmp(v, "on") == 0;
+    PQfinish(conn);
+    return ro;
+}
+
+/*
+ * The work of rw_itest_fleet_pg_read_only, reporting instead of failing
+ * (the fleet's teardown calls it). *terminated (may be NULL) gets the
+ * number of sessions cut.
+ */
+static bool pg_read_only_apply(rw_itest_fleet_t *f, bool on,
+                               long long *terminated, char *why, size_t whylen)
+{
+    PGconn *conn = PQconnectdb(f->dsn);
+    char own[24], count[24] = "0";
+    const char *p[1] = {own};
+    long long deadline;
+    bool ok = PQstatus(conn) == CONNECTION_OK;
+
+    if (!ok)
+        snprintf(why, whylen, "connect: %s", PQerrorMessage(conn));
+    /* this session must write even while the server defaults to not */
+    ok = ok && admin_exec(conn, "SET default_transaction_read_only = off", 0,
+                          NULL, NULL, 0, why, whylen);
+    ok = ok && admin_exec(conn,
+                          on ? "ALTER SYSTEM SET default_transaction_read_only"
+                               " = on"
+                             : "ALTER SYSTEM RESET "
+                               "default_transaction_read_only",
+                          0, NULL, NULL, 0, why, whylen);
+    ok = ok && admin_exec(conn, "SELECT pg_reload_conf()", 0, NULL, NULL, 0,
+                          why, whylen);
+    if (f->pg_read_only != on && ok)
+        f->pg_read_only = on;
+    /* the reload is asynchronous: wait until new sessions see it */
+    deadline = rw_itest_now_ms() + 10000;
+    while (ok) {
+        int ro = new_session_read_only(f, why, whylen);
+        if (ro < 0)
+            ok = false;
+        else if (ro == (on ? 1 : 0))
+            break;
+        else if (rw_itest_now_ms() > deadline) {
+            snprintf(why, whylen,
+                     "new sessions still default to read_only=%s 10 s after "
+                     "pg_reload_conf()",
+                     on ? "off" : "on");
+            ok = false;
+        } else {
+            sleep_ms(50);
+        }
+    }
+    /* sessions that are open keep their transaction until the next one:
+     * cut them so every daemon reconnects into the new default */
+    snprintf(own, sizeof(own), "%d",
+             f->pg ? PQbackendPID(rw_pg_conn(f->pg)) : 0);
+    ok = ok && (!on || admin_exec(conn,
+                                  "SELECT count(pg_terminate_backend(pid))"
+                                  " FROM pg_stat_activity"
+                                  " WHERE datname = current_database()"
+                                  "   AND backend_type = 'client backend'"
+                                  "   AND pid <> pg_backend_pid()"
+                                  "   AND pid <> $1::int",
+                                  1, p, count, sizeof(count), why, whylen));
+    if (terminated)
+        *terminated = atoll(count);
+    PQfinish(conn);
+    return ok;
+}
+
+static bool pg_read_only_set(rw_itest_fleet_t *f, bool on, char *why,
+                             size_t whylen)
+{
+    return pg_read_only_apply(f, on, NULL, why, whylen);
+}
+
+long long rw_itest_fleet_pg_read_only(rw_itest_fleet_t *f, bool on)
+{
+    char why[512];
+    long long terminated = 0;
+
+    if (!pg_read_only_apply(f, on, &terminated, why, sizeof(why)))
+        fail_msg("Postgres read-only %s: %s", on ? "on" : "off", why);
+    return terminated;
 }
 
 /* ---- sanitizers ---- */
@@ -1578,8 +1796,8 @@ void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
 void rw_itest_fleet_scan_logs(rw_itest_fleet_t *f)
 {
     static const char *const bad[] = {
-        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-        "ERROR: ThreadSanitizer"};
+        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+        "runtime error:", "ERROR: ThreadSanitizer"};
     char line[4096];
 
     for (size_t i = 0; i < f->n_kids; i++) {

@@ -10,8 +10,10 @@
  * hooks of the fault suite: kill -9 and restart of a child, a daemon that
  * is expected to die (the worker's fault hook) and is started again, a
  * devbroker of the fleet's own whose broker 1 can be taken down, restarts
- * of the stack's Redis and Postgres (found through ROLLWAVE_STACK_DIR),
- * and a scan of the children's logs for sanitizer reports.
+ * of the stack's Redis and Postgres (found through ROLLWAVE_STACK_DIR), a
+ * Redis proxy that answers with error replies on demand, Postgres made
+ * read-only for a while, and a scan of the children's logs for sanitizer
+ * reports.
  *
  * It does not seed instances (scenarios do that with SQL) and does not
  * decide what a scenario asserts beyond the invariants. Every helper fails
@@ -82,6 +84,18 @@ pid_t rw_itest_fleet_start_with(rw_itest_fleet_t *f, const char *bin,
                                 const char *role, const char *key,
                                 const char *value, bool respawn);
 
+/*
+ * Like rw_itest_fleet_start_with for a child that is expected to die by
+ * the worker's fault hook (status 137) and stay down: the wait helpers
+ * accept that exit, count it, and do not start it again.
+ */
+pid_t rw_itest_fleet_start_mortal(rw_itest_fleet_t *f, const char *bin,
+                                  const char *role, const char *key,
+                                  const char *value);
+
+/* How many mortal children have exited by the fault hook so far. */
+long long rw_itest_fleet_fault_exits(rw_itest_fleet_t *f);
+
 /* How many times respawned children were started again. */
 long long rw_itest_fleet_respawns(const rw_itest_fleet_t *f);
 
@@ -135,8 +149,7 @@ int rw_itest_fleet_run(rw_itest_fleet_t *f, const char *const *argv, char *out,
 /* rw_itest_fleet_run that also keeps the child's stderr in err (may be
  * NULL), for commands whose refusals say why on stderr. */
 int rw_itest_fleet_run_err(rw_itest_fleet_t *f, const char *const *argv,
-                           char *out, size_t outlen, char *err,
-                           size_t errlen);
+                           char *out, size_t outlen, char *err, size_t errlen);
 
 /* rollwave-producer --once; asserts exit status 0. */
 void rw_itest_fleet_tick(rw_itest_fleet_t *f);
@@ -271,6 +284,37 @@ void rw_itest_fleet_restart_redis(rw_itest_fleet_t *f, long long down_ms);
  */
 void rw_itest_fleet_stop_redis(rw_itest_fleet_t *f);
 void rw_itest_fleet_start_redis(rw_itest_fleet_t *f);
+
+/*
+ * Put a Redis fault proxy (rw_itest_redis_proxy) between the fleet's
+ * children and the stack's Redis: children started later get its address
+ * as ROLLWAVE_REDIS_URL (same database and credentials). The harness's own
+ * look-ups (lock keys, cleanup) still go to Redis directly. Call before
+ * starting daemons; the fleet stops the proxy when destroyed.
+ */
+void rw_itest_fleet_redis_proxy(rw_itest_fleet_t *f);
+
+/*
+ * Through the proxy, answer every command of the children with the error
+ * reply error ("LOADING Redis is loading the dataset in memory", without
+ * the '-'); NULL forwards again.
+ */
+void rw_itest_fleet_redis_fault(rw_itest_fleet_t *f, const char *error);
+
+/* Commands the proxy answered with an error so far. */
+long long rw_itest_fleet_redis_faulted(rw_itest_fleet_t *f);
+
+/*
+ * on: make the stack's Postgres read-only for every new transaction
+ * (ALTER SYSTEM SET default_transaction_read_only = on, pg_reload_conf()),
+ * wait until a new session sees it, then terminate every other session on
+ * the fleet's database but the fleet's own connection, so the daemons
+ * reconnect into read-only sessions, as after a failover to a standby.
+ * off: undo it (ALTER SYSTEM RESET) and wait until a new session writes.
+ * The fleet undoes it when destroyed, after a failure too. Returns the
+ * number of sessions terminated (0 for off).
+ */
+long long rw_itest_fleet_pg_read_only(rw_itest_fleet_t *f, bool on);
 
 /*
  * Stop the stack's Postgres (fast: sessions are cut), keep it down for

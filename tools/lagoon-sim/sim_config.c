@@ -81,6 +81,14 @@ static const opt_t opts[] = {
     OPT("fault-drop", OPT_RATE, fault_drop, "0", 0, 0, true,
         "share of /graphql requests whose connection is closed unanswered "
         "(not executed)"),
+    OPT("fault-http500-executed", OPT_RATE, fault_http500_executed, "0", 0, 0,
+        true,
+        "share of bulk deploy mutations executed (the bulk is created), "
+        "then answered with HTTP 500"),
+    OPT("fault-garbled-executed", OPT_RATE, fault_garbled_executed, "0", 0, 0,
+        true,
+        "share of bulk deploy mutations executed (the bulk is created), "
+        "then answered with HTTP 200 and a body cut in half (not JSON)"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

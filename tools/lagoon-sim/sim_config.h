@@ -45,6 +45,8 @@ typedef struct rw_sim_config {
     double fault_slow;
     long long slow_ms;
     double fault_drop;
+    double fault_http500_executed;
+    double fault_garbled_executed;
 } rw_sim_config_t;
 
 /*

@@ -208,6 +208,25 @@ static enum MHD_Result handle_graphql(rw_sim_http_t *http,
         rw_debug(COMP, "event=fault kind=slow ms=%lld", slow_ms);
         slow_wait(http, slow_ms);
     }
+    if (fault == RW_SIM_FAULT_HTTP500_EXECUTED) {
+        /* The bulk exists now; a proxy or a crash between Lagoon's commit
+         * and its answer turns the answer into a 500. */
+        static const char text[] = "Internal Server Error\n";
+        rw_debug(COMP, "event=fault kind=http500_executed");
+        rw_sim_buf_free(&out);
+        return send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                         "text/plain; charset=utf-8", strdup(text),
+                         sizeof(text) - 1);
+    }
+    if (fault == RW_SIM_FAULT_GARBLED_EXECUTED) {
+        /* Executed, and the answer is cut short: status 200, JSON content
+         * type, half a JSON document. */
+        rw_debug(COMP, "event=fault kind=garbled_executed");
+        out.len /= 2;
+        if (out.data)
+            out.data[out.len] = '\0';
+        return send_buf(c, MHD_HTTP_OK, &out);
+    }
     return send_buf(c, (unsigned)status, &out);
 }
 

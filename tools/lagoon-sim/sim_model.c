@@ -114,7 +114,7 @@ struct rw_sim {
     /* counters of /sim/stats */
     long long bulk_calls, deploy_requests, envs_triggered, max_envs;
     long long duplicate_triggers, graphql_requests;
-    long long faults[5]; /* by rw_sim_fault_t */
+    long long faults[RW_SIM_FAULT_KINDS]; /* by rw_sim_fault_t */
     long long *envs_per_call;
     size_t envs_per_call_len;
 };
@@ -1001,6 +1001,14 @@ rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
         f = RW_SIM_FAULT_GRAPHQL;
     else if (rng_unit(sim) < sim->cfg.fault_slow)
         f = RW_SIM_FAULT_SLOW;
+    /* Answers that may hide a created bulk concern mutations only: a lost
+     * answer to a query changes nothing in Lagoon. */
+    else if (deploy_fields > 0 &&
+             rng_unit(sim) < sim->cfg.fault_http500_executed)
+        f = RW_SIM_FAULT_HTTP500_EXECUTED;
+    else if (deploy_fields > 0 &&
+             rng_unit(sim) < sim->cfg.fault_garbled_executed)
+        f = RW_SIM_FAULT_GARBLED_EXECUTED;
     sim->faults[f]++;
     *slow_ms = sim->cfg.slow_ms;
     pthread_mutex_unlock(&sim->mu);
@@ -1043,11 +1051,14 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b)
         "\"deployments\":%zu,\"peak_concurrent_builds\":%lld,"
         "\"running_builds\":%lld,\"queued_builds\":%zu,"
         "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
-        "\"slow\":%lld,\"drop\":%lld},\"graphql_requests\":%lld}",
+        "\"slow\":%lld,\"drop\":%lld,\"http500_executed\":%lld,"
+        "\"garbled_executed\":%lld},\"graphql_requests\":%lld}",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
         sim->running_builds, sim->queue_len, sim->faults[RW_SIM_FAULT_HTTP500],
         sim->faults[RW_SIM_FAULT_GRAPHQL], sim->faults[RW_SIM_FAULT_SLOW],
-        sim->faults[RW_SIM_FAULT_DROP], sim->graphql_requests);
+        sim->faults[RW_SIM_FAULT_DROP],
+        sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
+        sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests);
     pthread_mutex_unlock(&sim->mu);
 }
 

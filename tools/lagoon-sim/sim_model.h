@@ -83,6 +83,11 @@ typedef enum rw_sim_fault {
     RW_SIM_FAULT_HTTP500, /* answer 500, do not execute */
     RW_SIM_FAULT_GRAPHQL, /* answer a GraphQL error, do not execute */
     RW_SIM_FAULT_SLOW,    /* execute, then answer after slow_ms */
+    /* bulk deploy mutations only: execute, then answer HTTP 500 */
+    RW_SIM_FAULT_HTTP500_EXECUTED,
+    /* bulk deploy mutations only: execute, then answer 200, cut in half */
+    RW_SIM_FAULT_GARBLED_EXECUTED,
+    RW_SIM_FAULT_KINDS /* count, not a fault */
 } rw_sim_fault_t;
 
 /* Copies cfg. */
