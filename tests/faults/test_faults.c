@@ -192,8 +192,7 @@ static void begin(scen_t *s, void **state, const char *name,
     s->t0 = rw_itest_now_ms();
     rw_itest_fleet_tick(f);
     /* the leader's recovery sweep, as in production */
-    if (start)
-        rw_itest_fleet_start(f, "rollwave-producer", "producer");
+    rw_itest_fleet_start(f, "rollwave-producer", "producer");
 }
 
 /* Share of chunks (per mille) past pending or done; 1000 when final. */
@@ -376,7 +375,6 @@ static void test_worker_exit_in_trigger_window(void **state)
     rw_itest_fleet_start(f, "rollwave-worker", "worker");
     start_daemons(f, 0, 2);
     begin(&s, state, "worker_exit_after_trigger", f, false);
-    rw_itest_fleet_start(f, "rollwave-producer", "producer");
     rw_itest_fleet_wait_final(f, APPS, size.final_timeout_ms);
     s.faults = rw_itest_fleet_respawns(f);
     assert_true(s.faults >= 1);
