@@ -95,28 +95,32 @@ void rw_chunk_lock_key(char *buf, size_t len, const rw_settings_t *s,
              instance_id);
 }
 
-void rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
-                            const char *run_uuid, const long long *instance_ids,
-                            size_t n)
+rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
+                                const char *run_uuid,
+                                const long long *instance_ids, size_t n)
 {
     char(*keys)[96] = NULL;
     const char **kp = NULL;
     int *released = NULL;
     char errstr[256];
+    rw_err_t err = RW_OK;
 
     if (!rc || n == 0)
-        return;
+        return RW_OK;
     keys = calloc(n, sizeof(*keys));
     kp = calloc(n, sizeof(*kp));
     released = calloc(n, sizeof(*released));
-    if (!keys || !kp || !released)
+    if (!keys || !kp || !released) {
+        err = RW_ERR_NOMEM;
         goto out;
+    }
     for (size_t i = 0; i < n; i++) {
         rw_chunk_lock_key(keys[i], sizeof(keys[i]), s, instance_ids[i]);
         kp[i] = keys[i];
     }
-    if (rw_redis_lock_release(rc, kp, n, run_uuid, released, errstr,
-                              sizeof(errstr)))
+    err = rw_redis_lock_release(rc, kp, n, run_uuid, released, errstr,
+                                sizeof(errstr));
+    if (err)
         rw_warn(COMP, "event=lock_release_failed run=%s detail=\"%s\"",
                 run_uuid, errstr);
     else
@@ -127,6 +131,7 @@ out:
     free(keys);
     free(kp);
     free(released);
+    return err;
 }
 
 static long long *target_ids(const rw_chunk_claim_t *t, size_t n)

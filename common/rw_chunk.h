@@ -61,11 +61,12 @@ rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,
 void rw_chunk_lock_key(char *buf, size_t len, const rw_settings_t *s,
                        long long instance_id);
 
-/* Release the locks of these instances held by run_uuid (best effort:
- * they expire with their TTL and Postgres stays the truth). */
-void rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
-                            const char *run_uuid, const long long *instance_ids,
-                            size_t n);
+/* Release the locks of these instances held by run_uuid (one pipeline).
+ * A failure is logged and returned; the recovery sweep releases the locks
+ * of recently finished chunks again, so callers may go on. */
+rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
+                                const char *run_uuid,
+                                const long long *instance_ids, size_t n);
 
 /*
  * Triggered with bulk_id (Lagoon's). Then the first poll event is

@@ -25,6 +25,7 @@ typedef struct producer {
     int leader;
     unsigned reconnects; /* an advisory lock does not survive a reconnect */
     rw_metric_t *m_runs, *m_targets, *m_ticks;
+    rw_sweep_stats_t sweep; /* the last sweep's, with its lock cursor */
 } producer_t;
 
 /* Become (or stay) the leader; false when another replica leads. */
@@ -132,13 +133,12 @@ static void tick(producer_t *pr)
 /* The recovery sweep, leader only (see sweep.h). */
 static void sweep(producer_t *pr)
 {
-    rw_sweep_stats_t st;
     char errstr[512];
     rw_err_t err;
 
     if (!lead(pr))
         return;
-    err = rw_sweep_run(&pr->svc, &st, errstr, sizeof(errstr));
+    err = rw_sweep_run(&pr->svc, &pr->sweep, errstr, sizeof(errstr));
     if (err) {
         rw_service_note(&pr->svc, err);
         rw_warn("producer", "event=sweep_failed err=%s detail=\"%s\"",

@@ -48,6 +48,24 @@ static const char SQL_PENDING_STALE[] =
     "   AND r.status IN ('pending', 'running')"
     " ORDER BY c.updated_at LIMIT $2::int";
 
+/*
+ * Chunks finished since the cursor (and a few seconds ago at least, so
+ * their writer had its chance), with the instances of their terminal
+ * targets: locks whose release failed or never happened (a process died
+ * between its commit and its release) are released again, by owner.
+ */
+static const char SQL_FINISHED[] =
+    "SELECT c.finished_at::text AS finished_at, r.uuid::text AS run_uuid,"
+    "       array_agg(t.instance_id) FILTER (WHERE t.state IN ('succeeded',"
+    "         'failed', 'skipped', 'timed_out', 'cancelled'))::text AS ids"
+    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    " JOIN run_targets t ON t.run_id = c.run_id AND t.chunk = c.chunk"
+    " WHERE c.finished_at > COALESCE($1::timestamptz,"
+    "                                 now() - interval '10 minutes')"
+    "   AND c.finished_at <= now() - interval '5 seconds'"
+    " GROUP BY c.id, c.finished_at, r.uuid"
+    " ORDER BY c.finished_at LIMIT $2::int";
+
 static void count(const char *action, long long n)
 {
     char labels[64];
@@ -248,6 +266,66 @@ static rw_err_t requeue_batch(rw_service_t *svc, PGresult *res, int row,
     return err;
 }
 
+/* Parse a Postgres int8 array literal "{1,2,3}" into ids (malloc'd). */
+static size_t parse_ids(const char *lit, long long **ids)
+{
+    size_t n = 0, cap = 0;
+    const char *p = lit ? strchr(lit, '{') : NULL;
+
+    *ids = NULL;
+    if (!p)
+        return 0;
+    for (p++; *p && *p != '}';) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p)
+            break;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            long long *grown = realloc(*ids, ncap * sizeof(*grown));
+            if (!grown)
+                break;
+            *ids = grown;
+            cap = ncap;
+        }
+        (*ids)[n++] = v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+/* Release the locks of chunks finished since svc's cursor; the cursor
+ * moves only past chunks whose release succeeded. */
+static rw_err_t release_finished(rw_service_t *svc, char *cursor,
+                                 size_t cursor_len, long long *released,
+                                 char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    PGresult *res = NULL;
+    char lim[24];
+    const char *p[2] = {cursor[0] ? cursor : NULL, lim};
+
+    *released = 0;
+    snprintf(lim, sizeof(lim), "%lld", svc->s->sweep_batch);
+    err = rw_pg_exec(svc->pg, SQL_FINISHED, 2, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long *ids = NULL;
+        size_t n = parse_ids(rw_pg_str(res, i, "ids"), &ids);
+        rw_err_t rerr = rw_chunk_release_locks(
+            svc->rc, svc->s, rw_pg_str(res, i, "run_uuid"), ids, n);
+        free(ids);
+        if (rerr)
+            break; /* Redis away: the cursor stays, the next sweep resumes */
+        *released += (long long)n;
+        snprintf(cursor, cursor_len, "%s", rw_pg_str(res, i, "finished_at"));
+    }
+out:
+    PQclear(res);
+    return err;
+}
+
 rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
                       size_t errlen)
 {
@@ -257,7 +335,13 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
     long long published = 0;
     char why[512];
 
-    memset(st, 0, sizeof(*st));
+    {
+        /* the cursor is the only thing kept from one sweep to the next */
+        char cursor[sizeof(st->locks_cursor)];
+        memcpy(cursor, st->locks_cursor, sizeof(cursor));
+        memset(st, 0, sizeof(*st));
+        memcpy(st->locks_cursor, cursor, sizeof(cursor));
+    }
     if (svc->lc) {
         err =
             select_chunks(svc, SQL_IN_DOUBT,
@@ -305,6 +389,10 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
         rw_outbox_relay(svc->pg, svc->kp, s, 1000, 0, &published, why,
                         sizeof(why)))
         rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
+    if (svc->rc &&
+        release_finished(svc, st->locks_cursor, sizeof(st->locks_cursor),
+                         &st->locks, why, sizeof(why)))
+        rw_warn(COMP, "event=lock_sweep_failed detail=\"%s\"", why);
     err = rw_progress_sweep(svc->pg, &st->finalized, errstr, errlen);
 out:
     PQclear(res);
@@ -315,6 +403,7 @@ out:
     count("poll_reemitted", st->polls);
     count("batch_requeued", st->batches);
     count("finalized", st->finalized);
+    count("locks_released", st->locks);
     if (st->adopted + st->unsent + st->inconclusive + st->failed + st->polls +
             st->batches + st->finalized >
         0)

@@ -15,6 +15,10 @@
  *               gets its current poll event again;
  *   batch lost  a `pending` chunk of a pending or running run untouched for
  *               ROLLWAVE_SWEEP_PENDING_STALE_S gets its batch again;
+ *   locks       the locks of targets of chunks finished since the last
+ *               sweep are released again (by owner), in case their
+ *               writer died or Redis refused between its commit and its
+ *               release;
  *   finalize    a run whose chunks are all closed is finalized.
  *
  * Every query goes through an index of open chunks (run_chunks_open_age_
@@ -37,12 +41,17 @@ typedef struct rw_sweep_stats {
     long long polls;        /* poll events re-emitted */
     long long batches;      /* batches re-queued */
     long long finalized;    /* runs finalized */
+    long long locks;        /* locks of finished targets released again */
+    /* kept across sweeps: finished_at of the last chunk whose locks were
+     * released ("" = start ten minutes back) */
+    char locks_cursor[64];
 } rw_sweep_stats_t;
 
 /*
- * One sweep with svc's Postgres, Redis (locks of given-back claims),
- * Lagoon (bulk lookups) and producer (the outbox relay). Redis and Lagoon
- * may be NULL: then in-doubt chunks are left alone. Errors of one chunk
+ * One sweep (st carries the lock cursor from the previous one: zero it
+ * once before the first) with svc's Postgres, Redis (locks of given-back
+ * claims), Lagoon (bulk lookups) and producer (the outbox relay). Redis and
+ * Lagoon may be NULL: then in-doubt chunks are left alone. Errors of one chunk
  * are logged and skipped; the return value is the first error of a query
  * that stopped the sweep.
  */
