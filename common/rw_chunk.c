@@ -41,6 +41,9 @@ static const char SQL_INSTANCES_TRIGGERED[] =
     " FROM unnest($2::bigint[], $3::bigint[]) AS u(id, next)"
     " WHERE i.id = u.id";
 
+static const char SQL_RUN_STATUS[] =
+    "SELECT status FROM deployment_runs WHERE id = $1::bigint FOR SHARE";
+
 /* Instances of a failed trigger: not due again before the backoff. */
 static const char SQL_INSTANCES_BACKOFF[] =
     "UPDATE app_instances SET"
@@ -200,6 +203,7 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
     if (err)
         goto out;
     ch.bulk_id = bulk_id;
+    ch.attempt = c->attempt;
     err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
                                   RW_CHUNK_TRIGGERED, false, &ch, reason,
                                   errstr, errlen);
@@ -280,6 +284,7 @@ rw_err_t rw_chunk_record_failed(rw_pg_t *pg, rw_redis_t *rc,
     if (err)
         goto out;
     ch.error = why;
+    ch.attempt = c->attempt;
     err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
                                   RW_CHUNK_FAILED, false, &ch, why, errstr,
                                   errlen);
@@ -325,16 +330,29 @@ rw_err_t rw_chunk_record_unsent(rw_pg_t *pg, rw_redis_t *rc,
     rw_err_t err = RW_OK;
     long long *ids = target_ids(t, n), *iids = instance_ids(t, n);
     rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
-    bool cancelled = c->run_status == RW_RUN_CANCELLED, finalized = false;
+    bool cancelled = false, finalized = false;
+    PGresult *run = NULL;
+    char run_s[24];
+    const char *p[1] = {run_s};
 
     if (!ids || !iids) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
+    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
         goto out;
+    /* FOR SHARE waits for an abort in progress (FOR NO KEY UPDATE) */
+    err = rw_pg_exec(pg, SQL_RUN_STATUS, 1, p, &run, errstr, errlen);
+    if (err)
+        goto out;
+    cancelled =
+        PQntuples(run) == 1 &&
+        rw_run_state_parse(rw_pg_str(run, 0, "status")) == RW_RUN_CANCELLED;
+    PQclear(run);
     ch.error = why;
+    ch.attempt = c->attempt;
     err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
                                   RW_CHUNK_PENDING, false, &ch, why, errstr,
                                   errlen);

@@ -34,6 +34,8 @@ typedef struct rw_chunk_ref {
     long long run_id;
     const char *run_uuid;
     int chunk;
+    int attempt; /* the chunk attempt being ended: a chunk that moved on to
+                    another attempt meanwhile is not touched (CONFLICT) */
     rw_run_state_t run_status; /* as loaded: pending moves to running */
 } rw_chunk_ref_t;
 
@@ -86,7 +88,10 @@ rw_err_t rw_chunk_record_failed(rw_pg_t *pg, rw_redis_t *rc,
                                 const rw_chunk_claim_t *t, size_t n,
                                 const char *why, char *errstr, size_t errlen);
 
-/* Not sent (why says how we know); then the locks. */
+/* Not sent (why says how we know); then the locks. The run's status is
+ * read again under a share lock in the same transaction: when an abort got
+ * there first, the claims are cancelled and the chunk closed instead of
+ * left pending for a run nobody will trigger again. */
 rw_err_t rw_chunk_record_unsent(rw_pg_t *pg, rw_redis_t *rc,
                                 const rw_settings_t *s, const rw_chunk_ref_t *c,
                                 const rw_chunk_claim_t *t, size_t n,

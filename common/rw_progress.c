@@ -219,9 +219,15 @@ out:
     return err;
 }
 
+/*
+ * Open runs whose chunks are all closed, and cancelled runs whose counts
+ * were taken while builds still ran (their last finalize was lost).
+ */
 static const char SQL_STRANDED[] =
     "SELECT r.id FROM deployment_runs r"
-    " WHERE r.status IN ('pending', 'running', 'paused')"
+    " WHERE (r.status IN ('pending', 'running', 'paused')"
+    "        OR (r.status = 'cancelled' AND r.succeeded_count"
+    "            + r.failed_count + r.skipped_count < r.total_count))"
     "   AND r.created_at < now() - interval '5 seconds'"
     "   AND NOT EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
     "                     AND c.state NOT IN ('done', 'failed'))"

@@ -632,7 +632,9 @@ static const char chunk_sql[] =
     " WHERE c.run_id = $1::bigint"
     "   AND ($2::int[] IS NULL OR c.chunk = ANY ($2::int[]))"
     "   AND c.state = $3::text"
-    "   AND ($4::text <> 'triggering' OR c.attempt = $6::int - 1)"
+    "   AND ($6::int IS NULL"
+    "        OR c.attempt = CASE WHEN $4::text = 'triggering'"
+    "                            THEN $6::int - 1 ELSE $6::int END)"
     "   AND ($9::int IS NULL OR c.poll_attempts = $9::int)"
     " RETURNING c.run_id, c.chunk)"
     " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"
@@ -768,19 +770,18 @@ rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
 }
 
 rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
-                            const char *prev_sent_at, char *errstr,
-                            size_t errlen)
+                            int attempt, char *errstr, size_t errlen)
 {
     static const char sql[] =
-        "UPDATE run_chunks SET sent_at = now()"
+        "UPDATE run_chunks SET sent_at = clock_timestamp()"
         " WHERE run_id = $1::bigint AND chunk = $2::int"
-        "   AND state = 'triggering'"
-        "   AND sent_at IS NOT DISTINCT FROM $3::timestamptz";
-    char run_s[24], chunk_s[16];
-    const char *p[3] = {run_s, chunk_s, prev_sent_at};
+        "   AND state = 'triggering' AND attempt = $3::int";
+    char run_s[24], chunk_s[16], att_s[16];
+    const char *p[3] = {run_s, chunk_s, att_s};
 
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
     return exec_one(pg, sql, 3, p, "mark sent", errstr, errlen);
 }
 
@@ -795,4 +796,21 @@ rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
     return exec_one(pg, sql, 2, p, "touch", errstr, errlen);
+}
+
+rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
+                             int attempt, const char *error, char *errstr,
+                             size_t errlen)
+{
+    static const char sql[] =
+        "UPDATE run_chunks SET last_error = $4::text"
+        " WHERE run_id = $1::bigint AND chunk = $2::int"
+        "   AND state = 'triggering' AND attempt = $3::int";
+    char run_s[24], chunk_s[16], att_s[16];
+    const char *p[4] = {run_s, chunk_s, att_s, error};
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    return exec_one(pg, sql, 4, p, "note error", errstr, errlen);
 }

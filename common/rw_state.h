@@ -192,7 +192,9 @@ rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
 /* What a chunk transition writes besides the state. Unset = NULL / -1. */
 typedef struct rw_chunk_change {
     /* entering triggering: the new attempt (the row must be at attempt-1)
-     * and the bulk name of that attempt; sent_at is stamped */
+     * and the bulk name of that attempt; sent_at is stamped. Any other
+     * edge: the row must still be at this attempt (-1 = any), so the end
+     * of an old attempt never lands on a newer one */
     int attempt;
     const char *bulk_name;
     /* entering triggered: Lagoon's bulk id (required); poll_attempts = 1 */
@@ -240,18 +242,23 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
  * UPDATE returning RW_ERR_CONFLICT when the row is not as expected:
  * - poll_step: a triggered chunk at poll attempt `attempt` moves to
  *   attempt + 1 (the poll was recorded; its next event is queued);
- * - mark_sent: a triggering chunk whose sent_at is still `prev_sent_at`
- *   (its text as read from Postgres; NULL = never sent) is stamped sent
- *   now; two workers racing to send the same attempt cannot both win;
+ * - mark_sent: a triggering chunk still at `attempt` is stamped sent now,
+ *   right before its mutation leaves; a chunk the sweep gave back or that
+ *   moved to another attempt meanwhile is not sent (CONFLICT);
  * - touch: updated_at = now(), so the sweep does not act on it again
  *   before its period.
  */
 rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
                             int attempt, char *errstr, size_t errlen);
 rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
-                            const char *prev_sent_at, char *errstr,
-                            size_t errlen);
+                            int attempt, char *errstr, size_t errlen);
 rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
                         size_t errlen);
+
+/* last_error of a triggering chunk still at attempt (why it is in doubt),
+ * so whoever resolves it can say what happened. */
+rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
+                             int attempt, const char *error, char *errstr,
+                             size_t errlen);
 
 #endif

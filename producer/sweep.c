@@ -20,9 +20,14 @@
 
 #define COMP "sweep"
 
-/* Triggering chunks whose last send is older than timeout + settle. */
+/*
+ * Triggering chunks whose last send is older than the settle window. The
+ * window counts two Lagoon timeouts (a 401 answered with a re-read token
+ * file sends once more) plus ROLLWAVE_TRIGGER_SETTLE_S.
+ */
 static const char SQL_IN_DOUBT[] =
-    "SELECT c.run_id, c.chunk, c.bulk_name, c.send_failures,"
+    "SELECT c.run_id, c.chunk, c.attempt, c.bulk_name, c.send_failures,"
+    "       c.last_error,"
     "       r.uuid::text AS run_uuid, r.status AS run_status"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
     " WHERE c.state = 'triggering'"
@@ -55,16 +60,19 @@ static const char SQL_PENDING_STALE[] =
  * between its commit and its release) are released again, by owner.
  */
 static const char SQL_FINISHED[] =
-    "SELECT c.finished_at::text AS finished_at, r.uuid::text AS run_uuid,"
+    "SELECT c.id, c.finished_at::text AS finished_at,"
+    "       r.uuid::text AS run_uuid,"
     "       array_agg(t.instance_id) FILTER (WHERE t.state IN ('succeeded',"
     "         'failed', 'skipped', 'timed_out', 'cancelled'))::text AS ids"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
     " JOIN run_targets t ON t.run_id = c.run_id AND t.chunk = c.chunk"
-    " WHERE c.finished_at > COALESCE($1::timestamptz,"
-    "                                 now() - interval '10 minutes')"
-    "   AND c.finished_at <= now() - interval '5 seconds'"
+    " WHERE c.finished_at >= COALESCE($1::timestamptz,"
+    "                                  now() - interval '1 hour')"
+    "   AND (c.finished_at, c.id) > (COALESCE($1::timestamptz,"
+    "                                         '-infinity'), $3::bigint)"
+    "   AND c.finished_at <= now() - interval '30 seconds'"
     " GROUP BY c.id, c.finished_at, r.uuid"
-    " ORDER BY c.finished_at LIMIT $2::int";
+    " ORDER BY c.finished_at, c.id LIMIT $2::int";
 
 static void count(const char *action, long long n)
 {
@@ -112,6 +120,7 @@ static const char *resolve(rw_service_t *svc, PGresult *res, int row)
     ref.run_id = rw_pg_ll(res, row, "run_id", 0);
     ref.run_uuid = rw_pg_str(res, row, "run_uuid");
     ref.chunk = (int)rw_pg_ll(res, row, "chunk", 0);
+    ref.attempt = (int)rw_pg_ll(res, row, "attempt", 0);
     ref.run_status =
         (rw_run_state_t)rw_run_state_parse(rw_pg_str(res, row, "run_status"));
     err = rw_chunk_load_claims(svc->pg, ref.run_id, ref.chunk, &t, &n, &claims,
@@ -163,9 +172,15 @@ static const char *resolve(rw_service_t *svc, PGresult *res, int row)
     if (rw_pg_ll(res, row, "send_failures", 0) >= svc->s->trigger_retries &&
         ref.run_status != RW_RUN_CANCELLED) {
         /* Lagoon never took it, send after send: stop cycling */
-        err = rw_chunk_record_failed(svc->pg, svc->rc, svc->s, &ref, t, n,
-                                     "trigger failed: bulk not found in "
-                                     "Lagoon after every send",
+        char why[640];
+        snprintf(why, sizeof(why),
+                 "trigger failed: bulk not found in Lagoon after %lld sends"
+                 " (last: %s)",
+                 rw_pg_ll(res, row, "send_failures", 0) + 1,
+                 rw_pg_str(res, row, "last_error")
+                     ? rw_pg_str(res, row, "last_error")
+                     : "no answer");
+        err = rw_chunk_record_failed(svc->pg, svc->rc, svc->s, &ref, t, n, why,
                                      errstr, sizeof(errstr));
         if (!err) {
             rw_warn(COMP, "event=in_doubt_failed_for_good run=%s chunk=%d",
@@ -297,17 +312,19 @@ static size_t parse_ids(const char *lit, long long **ids)
 /* Release the locks of chunks finished since svc's cursor; the cursor
  * moves only past chunks whose release succeeded. */
 static rw_err_t release_finished(rw_service_t *svc, char *cursor,
-                                 size_t cursor_len, long long *released,
-                                 char *errstr, size_t errlen)
+                                 size_t cursor_len, long long *cursor_id,
+                                 long long *released, char *errstr,
+                                 size_t errlen)
 {
     rw_err_t err;
     PGresult *res = NULL;
-    char lim[24];
-    const char *p[2] = {cursor[0] ? cursor : NULL, lim};
+    char lim[24], id_s[24];
+    const char *p[3] = {cursor[0] ? cursor : NULL, lim, id_s};
 
     *released = 0;
     snprintf(lim, sizeof(lim), "%lld", svc->s->sweep_batch);
-    err = rw_pg_exec(svc->pg, SQL_FINISHED, 2, p, &res, errstr, errlen);
+    snprintf(id_s, sizeof(id_s), "%lld", *cursor_id);
+    err = rw_pg_exec(svc->pg, SQL_FINISHED, 3, p, &res, errstr, errlen);
     if (err)
         goto out;
     for (int i = 0; i < PQntuples(res); i++) {
@@ -320,6 +337,7 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
             break; /* Redis away: the cursor stays, the next sweep resumes */
         *released += (long long)n;
         snprintf(cursor, cursor_len, "%s", rw_pg_str(res, i, "finished_at"));
+        *cursor_id = rw_pg_ll(res, i, "id", 0);
     }
 out:
     PQclear(res);
@@ -338,15 +356,17 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
     {
         /* the cursor is the only thing kept from one sweep to the next */
         char cursor[sizeof(st->locks_cursor)];
+        long long cursor_id = st->locks_cursor_id;
         memcpy(cursor, st->locks_cursor, sizeof(cursor));
         memset(st, 0, sizeof(*st));
         memcpy(st->locks_cursor, cursor, sizeof(cursor));
+        st->locks_cursor_id = cursor_id;
     }
     if (svc->lc) {
-        err =
-            select_chunks(svc, SQL_IN_DOUBT,
-                          s->lagoon_timeout_ms / 1000 + 1 + s->trigger_settle_s,
-                          &res, errstr, errlen);
+        err = select_chunks(svc, SQL_IN_DOUBT,
+                            2 * (s->lagoon_timeout_ms / 1000 + 1) +
+                                s->trigger_settle_s,
+                            &res, errstr, errlen);
         if (err)
             goto out;
         for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
@@ -391,7 +411,7 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
         rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
     if (svc->rc &&
         release_finished(svc, st->locks_cursor, sizeof(st->locks_cursor),
-                         &st->locks, why, sizeof(why)))
+                         &st->locks_cursor_id, &st->locks, why, sizeof(why)))
         rw_warn(COMP, "event=lock_sweep_failed detail=\"%s\"", why);
     err = rw_progress_sweep(svc->pg, &st->finalized, errstr, errlen);
 out:

@@ -42,9 +42,10 @@ typedef struct rw_sweep_stats {
     long long batches;      /* batches re-queued */
     long long finalized;    /* runs finalized */
     long long locks;        /* locks of finished targets released again */
-    /* kept across sweeps: finished_at of the last chunk whose locks were
-     * released ("" = start ten minutes back) */
+    /* kept across sweeps: (finished_at, id) of the last chunk whose locks
+     * were released ("" = start an hour back) */
     char locks_cursor[64];
+    long long locks_cursor_id;
 } rw_sweep_stats_t;
 
 /*

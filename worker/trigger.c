@@ -568,7 +568,8 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
                                          size_t len)
 {
     rw_err_t err;
-    rw_chunk_ref_t ref = {c->run_id, c->run_uuid, c->chunk, c->run_status};
+    rw_chunk_ref_t ref = {c->run_id, c->run_uuid, c->chunk, c->attempt,
+                          c->run_status};
     rw_chunk_claim_t *t;
     size_t n = 0;
     char why[640], errstr[512] = "";
@@ -586,6 +587,11 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
                 "detail=\"%s\"",
                 c->run_uuid, c->chunk, c->attempt, rw_err_name(send_err),
                 send_errstr);
+        snprintf(why, sizeof(why), "in doubt after %s: %s",
+                 rw_err_name(send_err), send_errstr);
+        /* best effort: only what the sweep says when it resolves it */
+        rw_chunk_note_error(svc->pg, c->run_id, c->chunk, c->attempt, why, NULL,
+                            0);
         rw_metrics_add(rw_metrics_counter("rollwave_triggers_in_doubt_total",
                                           "bulk mutations whose outcome is "
                                           "unknown, left to the recovery "
@@ -761,6 +767,20 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         goto out;
     }
 
+    /* stamped right before it leaves: the sweep's settle window counts from
+     * here, and a chunk the sweep gave back meanwhile is not sent */
+    err = rw_chunk_mark_sent(svc->pg, c.run_id, c.chunk, c.attempt, errstr,
+                             sizeof(errstr));
+    if (err == RW_ERR_CONFLICT) {
+        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=given_back",
+                c.run_uuid, c.chunk);
+        goto out;
+    }
+    if (err) {
+        /* not sent: the claim stands and the sweep gives it back */
+        outcome = fail(svc, err, errstr, reason, len);
+        goto out;
+    }
     err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
                sizeof(errstr));
     if (err) {
@@ -776,7 +796,8 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         _exit(137);
     }
     {
-        rw_chunk_ref_t ref = {c.run_id, c.run_uuid, c.chunk, c.run_status};
+        rw_chunk_ref_t ref = {c.run_id, c.run_uuid, c.chunk, c.attempt,
+                              c.run_status};
         rw_chunk_claim_t *t = claims_of(&c, &n);
         if (!t)
             err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM,

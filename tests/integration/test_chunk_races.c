@@ -190,7 +190,7 @@ static int teardown(void **state)
  * Invariant 3: the cancelled run must end with every target terminal and
  * no open chunk.
  */
-static void test_abort_during_unsent_trigger_strands_run(void **state)
+static void test_abort_during_unsent_trigger_closes_chunk(void **state)
 {
     fixture_t *f = *state;
     char uuid[40], errstr[512] = "";
@@ -205,6 +205,7 @@ static void test_abort_during_unsent_trigger_strands_run(void **state)
     ref.run_id = run_id;
     ref.run_uuid = uuid;
     ref.chunk = 0;
+    ref.attempt = 1; /* the attempt the worker claimed */
     ref.run_status = RW_RUN_RUNNING;
     claim = claim_of(target, instance);
 
@@ -257,6 +258,7 @@ static void test_stale_attempt_cannot_record_its_bulk(void **state)
     ref.run_id = run_id;
     ref.run_uuid = uuid;
     ref.chunk = 0;
+    ref.attempt = 1; /* worker A ends its own attempt */
     ref.run_status = RW_RUN_RUNNING;
     claim = claim_of(target, instance);
 
@@ -288,7 +290,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_abort_during_unsent_trigger_strands_run, setup, teardown),
+            test_abort_during_unsent_trigger_closes_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_stale_attempt_cannot_record_its_bulk, setup, teardown),
     };

@@ -100,16 +100,16 @@ static void expect_refused(rw_itest_fleet_t *f, const char *verb,
     int rc = run_verb(f, verb, uuid, out, err);
 
     if (rc != want_rc || !strstr(err, want_err))
-        fail_msg("run %s %s: exit %d, stderr '%s'; want exit %d and '%s'",
-                 verb, uuid, rc, err, want_rc, want_err);
+        fail_msg("run %s %s: exit %d, stderr '%s'; want exit %d and '%s'", verb,
+                 uuid, rc, err, want_rc, want_err);
 }
 
 /* A manual run of every instance of app; returns the new run's id. */
 static long long redeploy_app(rw_itest_fleet_t *f, long long app)
 {
     char app_s[24], out[OUT_LEN], err[OUT_LEN];
-    const char *args[] = {"redeploy", "--store-app", app_s, "--by", "itest",
-                          NULL};
+    const char *args[] = {"redeploy", "--store-app", app_s,
+                          "--by",     "itest",       NULL};
     int rc;
 
     snprintf(app_s, sizeof(app_s), "%lld", app);
@@ -117,8 +117,7 @@ static long long redeploy_app(rw_itest_fleet_t *f, long long app)
     if (rc != 0)
         fail_msg("rollwavectl redeploy --store-app %s exited %d: %s%s", app_s,
                  rc, out, err);
-    return rw_itest_fleet_ll(f, "SELECT max(id) FROM deployment_runs", 0,
-                             NULL);
+    return rw_itest_fleet_ll(f, "SELECT max(id) FROM deployment_runs", 0, NULL);
 }
 
 static void run_uuid(rw_itest_fleet_t *f, long long id, char *buf, size_t len)
@@ -163,8 +162,7 @@ static void run_text(rw_itest_fleet_t *f, long long id, const char *sql,
     PQclear(res);
 }
 
-static void run_status(rw_itest_fleet_t *f, long long id, char *buf,
-                       size_t len)
+static void run_status(rw_itest_fleet_t *f, long long id, char *buf, size_t len)
 {
     run_text(f, id, "SELECT status FROM deployment_runs WHERE id = $1::bigint",
              buf, len);
@@ -271,8 +269,8 @@ static void check_retriggered(rw_itest_fleet_t *f, long long id,
 }
 
 /* ",p1,p2,...," of run id's failed and timed-out targets; their count. */
-static long long failed_projects(rw_itest_fleet_t *f, long long id,
-                                 char *buf, size_t len)
+static long long failed_projects(rw_itest_fleet_t *f, long long id, char *buf,
+                                 size_t len)
 {
     run_text(f, id,
              "SELECT ',' || coalesce(string_agg(lagoon_project, ','), '')"
@@ -371,6 +369,11 @@ static void test_pause_holds_run_resume_finishes(void **state)
                             " $1::bigint AND state = 'pending'"
                             " AND bulk_id IS NULL AND attempt = 0"),
                      targets);
+    /* a retry would not resume it: refused, naming what to do instead */
+    expect_refused(f, "retry", uuid, 1,
+                   "cannot retry a paused run: resume it instead");
+    run_status(f, a, st, sizeof(st));
+    assert_string_equal(st, "paused");
 
     rc = run_verb(f, "resume", uuid, out, err);
     if (rc != 0)
@@ -657,9 +660,8 @@ static void test_replay_retriggers_only_failed(void **state)
 
     /* refused while a worker is a live member of the group */
     {
-        const char *args[] = {"replay",        "--group", group, "--topic",
-                              topic,           "--to-earliest",
-                              "--execute",     NULL};
+        const char *args[] = {"replay", "--group",       group,       "--topic",
+                              topic,    "--to-earliest", "--execute", NULL};
         rc = ctl(f, args, out, err);
         if (rc != 1 || !strstr(err, "live members"))
             fail_msg("replay --execute with a live worker: exit %d, "
@@ -682,9 +684,8 @@ static void test_replay_retriggers_only_failed(void **state)
         fail_msg("a dry run moved the committed offsets: %s -> %s", before,
                  after);
     {
-        const char *args[] = {"replay",        "--group", group, "--topic",
-                              topic,           "--to-earliest",
-                              "--execute",     NULL};
+        const char *args[] = {"replay", "--group",       group,       "--topic",
+                              topic,    "--to-earliest", "--execute", NULL};
         rc = ctl(f, args, out, err);
         if (rc != 0 || !strstr(out, "committed"))
             fail_msg("replay --execute: exit %d: %s%s", rc, out, err);
@@ -714,8 +715,8 @@ static void test_replay_retriggers_only_failed(void **state)
 static long long worker_lag(rw_itest_fleet_t *f)
 {
     char group[160], topic[200], out[OUT_LEN], err[OUT_LEN];
-    const char *args[] = {"lag",      "--group",    group, "--topic", topic,
-                          "--interval", "0",        "--json", NULL};
+    const char *args[] = {"lag",        "--group", group,    "--topic", topic,
+                          "--interval", "0",       "--json", NULL};
     json_error_t jerr;
     json_t *root, *g;
     long long lag;
@@ -851,8 +852,8 @@ static void wait_health(rw_itest_fleet_t *f, int port, long want,
         if (got == want)
             return;
         if (rw_itest_now_ms() > deadline)
-            fail_msg("%s /healthz on port %d answers %ld (%s), want %ld",
-                     what, port, got, buf, want);
+            fail_msg("%s /healthz on port %d answers %ld (%s), want %ld", what,
+                     port, got, buf, want);
         rw_itest_fleet_poll_kids(f);
         sleep_ms(100);
     }
@@ -905,8 +906,8 @@ static double metric_sum(const char *body, const char *name)
     return sum;
 }
 
-static void expect_moved(const char *what, const char *body,
-                         const char *name, double at_least)
+static void expect_moved(const char *what, const char *body, const char *name,
+                         double at_least)
 {
     double v = metric_sum(body, name);
 
@@ -984,14 +985,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_pause_holds_run_resume_finishes,
                                   teardown),
-        cmocka_unit_test_teardown(test_abort_cancels_pending_targets,
-                                  teardown),
-        cmocka_unit_test_teardown(test_retry_retriggers_only_failed,
-                                  teardown),
-        cmocka_unit_test_teardown(test_replay_retriggers_only_failed,
-                                  teardown),
-        cmocka_unit_test_teardown(test_lag_shows_unconsumed_batches,
-                                  teardown),
+        cmocka_unit_test_teardown(test_abort_cancels_pending_targets, teardown),
+        cmocka_unit_test_teardown(test_retry_retriggers_only_failed, teardown),
+        cmocka_unit_test_teardown(test_replay_retriggers_only_failed, teardown),
+        cmocka_unit_test_teardown(test_lag_shows_unconsumed_batches, teardown),
         cmocka_unit_test_teardown(test_metrics_and_health, teardown),
     };
 

@@ -3,7 +3,9 @@
  * a real Postgres with the rollwave schema. A legal run transition moves
  * the run and records it in run_transitions; an illegal one writes nothing;
  * a stale `from` is a conflict with no audit row; a batched target
- * transition moves exactly the rows still in `from`.
+ * transition moves exactly the rows still in `from`. The chunk writer
+ * moves chunks with their audit rows, guards the attempt and the poll
+ * attempt, and a claim given back (never sent) takes its attempt back.
  *
  * Needs ROLLWAVE_PG_DSN (scripts/stack.sh env).
  */
@@ -464,6 +466,216 @@ static void test_target_in_flight_elsewhere_is_unique_violation(void **state)
     expect_str(f->pg, TARGET_STATE, tb, "skipped");
 }
 
+/* ---- chunk transitions -------------------------------------------------- */
+
+static void make_chunk(fixture_t *f, long long run_id, int chunk)
+{
+    char r[24], c[16];
+    const char *params[2] = {r, c};
+
+    snprintf(r, sizeof(r), "%lld", run_id);
+    snprintf(c, sizeof(c), "%d", chunk);
+    PQclear(q(f->pg,
+              "INSERT INTO run_chunks (run_id, chunk) VALUES ($1::bigint,"
+              " $2::int)",
+              2, params));
+}
+
+#define CHUNK_ROW                                                              \
+    "SELECT state || ':' || attempt || ':' || COALESCE(bulk_name, '-') ||"     \
+    " ':' || COALESCE(bulk_id, '-') || ':' || poll_attempts || ':' ||"         \
+    " (sent_at IS NOT NULL)::text || ':' || (finished_at IS NOT NULL)::text"   \
+    " || ':' || send_failures FROM run_chunks WHERE run_id = $1 AND chunk = 0"
+
+static long long chunk_audit(fixture_t *f, long long run_id)
+{
+    return q_ll(f->pg,
+                "SELECT count(*) FROM chunk_transitions WHERE run_id = $1",
+                run_id);
+}
+
+static void test_chunk_lifecycle_audited_and_guarded(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+    char errstr[512] = "";
+    size_t moved = 9;
+
+    make_chunk(f, run, 0);
+    make_chunk(f, run, 1);
+
+    /* entering triggering needs the next attempt: a stale one conflicts */
+    ch.attempt = 2;
+    ch.bulk_name = "rollwave x c0 a2";
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
+                                             RW_CHUNK_TRIGGERING, false, &ch,
+                                             "claimed", errstr, sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+    assert_int_equal(chunk_audit(f, run), 0);
+    ch.attempt = 1;
+    ch.bulk_name = "rollwave x c0 a1";
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
+                                             RW_CHUNK_TRIGGERING, false, &ch,
+                                             "claimed", errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, CHUNK_ROW, run,
+               "triggering:1:rollwave x c0 a1:-:0:true:false:0");
+    /* a second worker racing for the same attempt loses */
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
+                                             RW_CHUNK_TRIGGERING, false, &ch,
+                                             "claimed", errstr, sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+
+    /* never sent: back to pending, counted, the attempt number kept */
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    ch.error = "connection refused";
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_TRIGGERING,
+                                             RW_CHUNK_PENDING, false, &ch,
+                                             "unsent", errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, CHUNK_ROW, run, "pending:1:-:-:0:false:false:1");
+
+    /* the next attempt, then triggered with its bulk id */
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    ch.attempt = 2;
+    ch.bulk_name = "rollwave x c0 a2";
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
+                                             RW_CHUNK_TRIGGERING, false, &ch,
+                                             "claimed", errstr, sizeof(errstr)),
+                     RW_OK);
+    /* triggered without a bulk id is refused before any SQL */
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    assert_int_equal(rw_chunk_transition_one(
+                         f->pg, run, 0, RW_CHUNK_TRIGGERING, RW_CHUNK_TRIGGERED,
+                         false, &ch, "accepted", errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    ch.bulk_id = "bulk-1";
+    assert_int_equal(rw_chunk_transition_one(
+                         f->pg, run, 0, RW_CHUNK_TRIGGERING, RW_CHUNK_TRIGGERED,
+                         false, &ch, "accepted", errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, CHUNK_ROW, run,
+               "triggered:2:rollwave x c0 a2:bulk-1:1:true:false:1");
+
+    /* polls: a stale poll attempt neither steps nor finishes the chunk */
+    assert_int_equal(
+        rw_chunk_poll_step(f->pg, run, 0, 1, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(
+        rw_chunk_poll_step(f->pg, run, 0, 1, errstr, sizeof(errstr)),
+        RW_ERR_CONFLICT);
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    ch.poll_attempts = 1;
+    assert_int_equal(rw_chunk_transition_one(
+                         f->pg, run, 0, RW_CHUNK_TRIGGERED, RW_CHUNK_DONE,
+                         false, &ch, "terminal", errstr, sizeof(errstr)),
+                     RW_ERR_CONFLICT);
+    ch.poll_attempts = 2;
+    assert_int_equal(rw_chunk_transition_one(
+                         f->pg, run, 0, RW_CHUNK_TRIGGERED, RW_CHUNK_DONE,
+                         false, &ch, "terminal", errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, CHUNK_ROW, run,
+               "done:2:rollwave x c0 a2:bulk-1:2:true:true:1");
+
+    /* done -> pending only on a retry; it resets the bulk and the count */
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    assert_int_equal(rw_chunk_transition(f->pg, run, NULL, 0, RW_CHUNK_DONE,
+                                         RW_CHUNK_PENDING, false, &ch, "retry",
+                                         &moved, errstr, sizeof(errstr)),
+                     RW_ERR_STATE);
+    ch.replay_id = 7;
+    assert_int_equal(rw_chunk_transition(f->pg, run, NULL, 0, RW_CHUNK_DONE,
+                                         RW_CHUNK_PENDING, true, &ch, "retry",
+                                         &moved, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(moved, 1); /* chunk 1 is pending: not moved */
+    expect_str(f->pg, CHUNK_ROW, run, "pending:2:-:-:0:false:false:0");
+    expect_str(f->pg,
+               "SELECT replay_id::text FROM run_chunks WHERE run_id = $1"
+               " AND chunk = 0",
+               run, "7");
+
+    /* every move, and only the moves, left an audit row */
+    assert_int_equal(chunk_audit(f, run), 6);
+    expect_str(f->pg,
+               "SELECT string_agg(from_state || '>' || to_state, ','"
+               " ORDER BY id) FROM chunk_transitions WHERE run_id = $1",
+               run,
+               "pending>triggering,triggering>pending,pending>triggering,"
+               "triggering>triggered,triggered>done,done>pending");
+}
+
+static void test_chunk_mark_sent_guards_the_attempt(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
+    char errstr[512] = "";
+    char *before = NULL, *after = NULL;
+
+    make_chunk(f, run, 0);
+    ch.attempt = 1;
+    ch.bulk_name = "rollwave x c0 a1";
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
+                                             RW_CHUNK_TRIGGERING, false, &ch,
+                                             "claimed", errstr, sizeof(errstr)),
+                     RW_OK);
+    before = q_str(f->pg,
+                   "SELECT sent_at::text FROM run_chunks WHERE run_id = $1"
+                   " AND chunk = 0",
+                   run);
+    /* another attempt's sender must not stamp (nor send) this one */
+    assert_int_equal(
+        rw_chunk_mark_sent(f->pg, run, 0, 2, errstr, sizeof(errstr)),
+        RW_ERR_CONFLICT);
+    assert_int_equal(
+        rw_chunk_mark_sent(f->pg, run, 0, 1, errstr, sizeof(errstr)), RW_OK);
+    after = q_str(f->pg,
+                  "SELECT sent_at::text FROM run_chunks WHERE run_id = $1"
+                  " AND chunk = 0",
+                  run);
+    /* clock_timestamp(): later than the claim's stamp in the same session */
+    assert_true(strcmp(after, before) > 0);
+    /* given back meanwhile (the sweep found nothing): not sent */
+    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
+    ch.attempt = 1;
+    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_TRIGGERING,
+                                             RW_CHUNK_PENDING, false, &ch,
+                                             "unsent", errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(
+        rw_chunk_mark_sent(f->pg, run, 0, 1, errstr, sizeof(errstr)),
+        RW_ERR_CONFLICT);
+    free(before);
+    free(after);
+}
+
+static void test_target_claim_given_back_takes_attempt_back(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    long long t = make_target(f, run, make_instance(f), "pending");
+    size_t n = 0;
+    char errstr[512] = "";
+
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_PENDING,
+                                          RW_TARGET_CLAIMED, false, NULL, NULL,
+                                          &n, errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, "SELECT attempt::text FROM run_targets WHERE id = $1", t,
+               "1");
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_CLAIMED,
+                                          RW_TARGET_PENDING, false, NULL, NULL,
+                                          &n, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(n, 1);
+    expect_str(f->pg,
+               "SELECT state || ':' || attempt || ':' ||"
+               " (claimed_at IS NULL)::text FROM run_targets WHERE id = $1",
+               t, "pending:0:true");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +685,9 @@ int main(void)
         cmocka_unit_test(test_target_batch_moves_only_rows_in_from),
         cmocka_unit_test(test_target_illegal_and_retry_edges),
         cmocka_unit_test(test_target_in_flight_elsewhere_is_unique_violation),
+        cmocka_unit_test(test_chunk_lifecycle_audited_and_guarded),
+        cmocka_unit_test(test_chunk_mark_sent_guards_the_attempt),
+        cmocka_unit_test(test_target_claim_given_back_takes_attempt_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

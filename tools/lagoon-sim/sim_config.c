@@ -81,6 +81,10 @@ static const opt_t opts[] = {
     OPT("fault-drop", OPT_RATE, fault_drop, "0", 0, 0, true,
         "share of /graphql requests whose connection is closed unanswered "
         "(not executed)"),
+    OPT("fault-http500-mutation", OPT_RATE, fault_http500_mutation, "0", 0, 0,
+        true,
+        "share of bulk deploy mutations answered with HTTP 500 without "
+        "being executed (queries are answered)"),
     OPT("fault-http500-executed", OPT_RATE, fault_http500_executed, "0", 0, 0,
         true,
         "share of bulk deploy mutations executed (the bulk is created), "

@@ -46,6 +46,7 @@ typedef struct rw_sim_config {
     long long slow_ms;
     double fault_drop;
     double fault_http500_executed;
+    double fault_http500_mutation;
     double fault_garbled_executed;
 } rw_sim_config_t;
 

@@ -1004,6 +1004,9 @@ rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
     /* Answers that may hide a created bulk concern mutations only: a lost
      * answer to a query changes nothing in Lagoon. */
     else if (deploy_fields > 0 &&
+             rng_unit(sim) < sim->cfg.fault_http500_mutation)
+        f = RW_SIM_FAULT_HTTP500;
+    else if (deploy_fields > 0 &&
              rng_unit(sim) < sim->cfg.fault_http500_executed)
         f = RW_SIM_FAULT_HTTP500_EXECUTED;
     else if (deploy_fields > 0 &&
