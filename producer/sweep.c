@@ -70,7 +70,7 @@ static const char SQL_FINISHED[] =
     "                                  now() - interval '1 hour')"
     "   AND (c.finished_at, c.id) > (COALESCE($1::timestamptz,"
     "                                         '-infinity'), $3::bigint)"
-    "   AND c.finished_at <= now() - interval '30 seconds'"
+    "   AND c.finished_at <= now() - interval '10 seconds'"
     " GROUP BY c.id, c.finished_at, r.uuid"
     " ORDER BY c.finished_at, c.id LIMIT $2::int";
 
