@@ -919,6 +919,19 @@ rw_err_t rw_kafka_consumer_store(rw_kafka_consumer_t *kc,
     return err;
 }
 
+bool rw_kafka_consumer_owns(rw_kafka_consumer_t *kc, const char *topic,
+                            int32_t partition)
+{
+    rd_kafka_topic_partition_list_t *list = NULL;
+    bool owns = false;
+
+    if (rd_kafka_assignment(kc->rk, &list) || !list)
+        return true; /* cannot tell: keep it, the store will say */
+    owns = rd_kafka_topic_partition_list_find(list, topic, partition) != NULL;
+    rd_kafka_topic_partition_list_destroy(list);
+    return owns;
+}
+
 rw_err_t rw_kafka_consumer_commit(rw_kafka_consumer_t *kc, int sync,
                                   char *errstr, size_t errlen)
 {

@@ -185,6 +185,12 @@ rw_err_t rw_kafka_consumer_store(rw_kafka_consumer_t *kc,
 rw_err_t rw_kafka_consumer_commit(rw_kafka_consumer_t *kc, int sync,
                                   char *errstr, size_t errlen);
 
+/* True while topic/partition is assigned to this consumer: a message held
+ * across a rebalance that took its partition away belongs to the new
+ * owner, who reads it again from the committed offset. */
+bool rw_kafka_consumer_owns(rw_kafka_consumer_t *kc, const char *topic,
+                            int32_t partition);
+
 /* Stop / restart fetching one assigned partition. */
 rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,
                                  int32_t partition, char *errstr,

@@ -394,6 +394,19 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
             i++;
             continue;
         }
+        if (!rw_kafka_consumer_owns(svc->kc, rw_kafka_msg_topic(msg),
+                                    rw_kafka_msg_partition(msg))) {
+            /* revoked while held: the new owner reads it again */
+            rw_info(svc->name,
+                    "event=held_dropped topic=%s partition=%d offset=%lld "
+                    "reason=revoked",
+                    rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                    (long long)rw_kafka_msg_offset(msg));
+            unhold(svc, i, false);
+            rw_kafka_msg_destroy(msg);
+            i = 0;
+            continue;
+        }
         svc->retry_after_ms = 0;
         svc->msg_retries = retries;
         outcome = handler(svc, msg, ud, reason, sizeof(reason));

@@ -165,6 +165,13 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             i++;
             continue;
         }
+        if (!rw_kafka_consumer_owns(svc->kc, rw_kafka_msg_topic(h->msg),
+                                    rw_kafka_msg_partition(h->msg))) {
+            /* revoked while held: the new owner reads it again */
+            rw_kafka_msg_destroy(h->msg);
+            p->held[i] = p->held[--p->n_held];
+            continue;
+        }
         outcome = process(svc, h->msg, &due_ms, reason, sizeof(reason));
         if (outcome == RW_MSG_RETRY) {
             h->due_ms = now + 200LL * (1LL << (h->retries < 6 ? h->retries : 6));
