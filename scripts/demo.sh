@@ -140,6 +140,14 @@ step "scheduler tick (rollwave-producer --once)"
 "$BIN/rollwave-producer" --once 2>&1 | grep -E 'event=(tick|run_created)' |
     sed 's/^[^ ]* [a-z]* /  /'
 
+step "start the producer daemon: its leader runs the recovery sweep"
+# Its own scheduler tick finds nothing due now (every instance is in a
+# run); the sweep repairs what a crash would leave (see README).
+ROLLWAVE_TICK_INTERVAL_S=86400 "$BIN/rollwave-producer" \
+    >"$WORK/logs/producer.log" 2>&1 &
+PIDS+=($!)
+echo "  rollwave-producer pid $!"
+
 step "rollout in progress (targets by state, runs by status)"
 SQL_TARGETS="SELECT COALESCE(string_agg(state || ' ' || n, '  '
                ORDER BY array_position(ARRAY['pending','claimed','triggered',
