@@ -2,8 +2,8 @@
  * rw_state: run, target and chunk state machines (DESIGN.md section 6).
  *
  * Each machine is one enum, one name table and one edge table indexed
- * [from][to]; rw_*_edge_ok reads nothing else. The run and target machines
- * has its single Postgres writer here: a conditional UPDATE that only
+ * [from][to]; rw_*_edge_ok reads nothing else. Each machine also has its
+ * single Postgres writer here: a conditional UPDATE that only
  * moves rows still in the expected state, so two workers racing on the
  * same row cannot both win, and an audit row for runs and chunks.
  *
@@ -38,7 +38,8 @@ static const char *const run_names[RW_RUN__COUNT] = {
 /* clang-format on */
 
 /*
- * Beyond the DESIGN.md edges, two kinds are allowed because without them a
+ * Beyond the brief's edges (docs/DESIGN.md section 6 marks them), two kinds
+ * are allowed because without them a
  * run could be stranded:
  * - pending -> an outcome: a run whose targets all ended without any
  *   successful trigger (all skipped, every trigger failed) never entered
@@ -95,7 +96,7 @@ static const char *const target_names[RW_TARGET__COUNT] = {
 /* clang-format on */
 
 /*
- * triggered -> succeeded | failed is allowed besides DESIGN.md's path via
+ * triggered -> succeeded | failed is allowed besides the brief's path via
  * deploying: a fast build can be complete by the first poll, so the
  * poller never sees it running. claimed -> pending gives a claim back when
  * its chunk's mutation is known not to have reached Lagoon; the attempt

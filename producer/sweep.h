@@ -51,8 +51,9 @@ typedef struct rw_sweep_stats {
 /*
  * One sweep (st carries the lock cursor from the previous one: zero it
  * once before the first) with svc's Postgres, Redis (locks of given-back
- * claims), Lagoon (bulk lookups) and producer (the outbox relay). Redis and
- * Lagoon may be NULL: then in-doubt chunks are left alone. Errors of one chunk
+ * claims), Lagoon (bulk lookups) and producer (the outbox relay); the
+ * producer always opens all four. Should Lagoon be NULL, in-doubt chunks
+ * are left alone; should Redis be, no lock is released. Errors of one chunk
  * are logged and skipped; the return value is the first error of a query
  * that stopped the sweep.
  */

@@ -110,7 +110,7 @@ static void test_run_edges(void **state)
 {
     (void)state;
     check_table("run", run_expected, RW_RUN__COUNT, run_edge, run_name);
-    /* The DESIGN.md path, spelled out. */
+    /* The brief's path (docs/DESIGN.md section 6), spelled out. */
     assert_true(rw_run_edge_ok(RW_RUN_PENDING, RW_RUN_RUNNING, false));
     assert_true(rw_run_edge_ok(RW_RUN_RUNNING, RW_RUN_PAUSED, false));
     assert_true(rw_run_edge_ok(RW_RUN_PAUSED, RW_RUN_RUNNING, false));
