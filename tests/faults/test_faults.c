@@ -1320,6 +1320,48 @@ static void test_postgres_read_only(void **state)
 }
 
 /*
+ * Move the consumer group <prefix><role> of topic <prefix><topic> to the
+ * end of every partition with `rollwavectl replay --execute` (--to-offset
+ * is clamped to the high watermark) and return how many messages that
+ * skipped: what an operator's offset reset or a topic's retention does.
+ */
+static long long skip_to_end(rw_itest_fleet_t *f, const char *role,
+                             const char *topic_name)
+{
+    char group[160], topic[200], out[16384];
+    const char *argv[] = {
+        "rollwavectl", "replay", "--group",     group,
+        "--topic",     topic,    "--to-offset", "9223372036854775807",
+        "--execute",   "--json", NULL};
+    json_t *plan, *parts, *part;
+    json_error_t jerr;
+    size_t i;
+    long long skipped = 0;
+    int rc;
+
+    snprintf(group, sizeof(group), "%s%s", rw_itest_fleet_prefix(f), role);
+    snprintf(topic, sizeof(topic), "%s%s", rw_itest_fleet_prefix(f),
+             topic_name);
+    rc = rw_itest_fleet_run(f, argv, out, sizeof(out));
+    if (rc != 0)
+        fail_msg("rollwavectl replay to the end exited %d: %s", rc, out);
+    plan = json_loads(out, 0, &jerr);
+    if (!plan)
+        fail_msg("replay --json printed no JSON: %s", out);
+    parts = json_object_get(plan, "partitions");
+    json_array_foreach(parts, i, part)
+    {
+        json_t *cur = json_object_get(part, "current");
+        long long from = json_is_integer(cur)
+                             ? json_integer_value(cur)
+                             : json_integer_value(json_object_get(part, "low"));
+        skipped += json_integer_value(json_object_get(part, "new")) - from;
+    }
+    json_decref(plan);
+    return skipped;
+}
+
+/*
  * d. Poll events lost: the pollers stop while chunks are triggered, the
  * workers trigger the rest, and the poll group is moved past every event
  * written meanwhile (as an operator's mistaken replay, or a topic whose
@@ -1331,13 +1373,8 @@ static void test_poll_events_lost(void **state)
 {
     scen_t s;
     rw_itest_fleet_t *f = new_fleet(NULL);
-    char group[160], topic[200], out[16384];
     pid_t pollers[2];
-    json_t *plan, *parts, *part;
-    json_error_t jerr;
-    size_t i;
     long long skipped = 0;
-    int rc;
 
     rw_itest_fleet_private_broker(f, 1);
     begin(&s, state, "poll_events_lost", f, true);
@@ -1357,31 +1394,7 @@ static void test_poll_events_lost(void **state)
                               "SELECT (count(*) = 0)::int FROM run_chunks"
                               " WHERE state IN ('pending', 'triggering')",
                               1, size.final_timeout_ms, "chunks all triggered");
-    snprintf(group, sizeof(group), "%spoller", rw_itest_fleet_prefix(f));
-    snprintf(topic, sizeof(topic), "%spoll", rw_itest_fleet_prefix(f));
-    {
-        /* --to-offset is clamped to the high watermark: the end */
-        const char *argv[] = {
-            "rollwavectl", "replay", "--group",     group,
-            "--topic",     topic,    "--to-offset", "9223372036854775807",
-            "--execute",   "--json", NULL};
-        rc = rw_itest_fleet_run(f, argv, out, sizeof(out));
-        if (rc != 0)
-            fail_msg("rollwavectl replay to the end exited %d: %s", rc, out);
-    }
-    plan = json_loads(out, 0, &jerr);
-    if (!plan)
-        fail_msg("replay --json printed no JSON: %s", out);
-    parts = json_object_get(plan, "partitions");
-    json_array_foreach(parts, i, part)
-    {
-        json_t *cur = json_object_get(part, "current");
-        long long from = json_is_integer(cur)
-                             ? json_integer_value(cur)
-                             : json_integer_value(json_object_get(part, "low"));
-        skipped += json_integer_value(json_object_get(part, "new")) - from;
-    }
-    json_decref(plan);
+    skipped = skip_to_end(f, "poller", "poll");
     /* the events were really lost, or the scenario proves nothing */
     assert_true(skipped > 0);
     s.faults = skipped;
@@ -1400,41 +1413,13 @@ static void test_batches_lost(void **state)
 {
     scen_t s;
     rw_itest_fleet_t *f = new_fleet(NULL);
-    char group[160], topic[200], out[16384];
-    json_t *plan, *parts, *part;
-    json_error_t jerr;
-    size_t i;
     long long skipped = 0;
-    int rc;
 
     rw_itest_fleet_private_broker(f, 1);
     rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_PENDING_STALE_S", "10");
     start_daemons(f, 0, 2);
     begin(&s, state, "batches_lost", f, false);
-    snprintf(group, sizeof(group), "%sworker", rw_itest_fleet_prefix(f));
-    snprintf(topic, sizeof(topic), "%sbatches", rw_itest_fleet_prefix(f));
-    {
-        const char *argv[] = {
-            "rollwavectl", "replay", "--group",     group,
-            "--topic",     topic,    "--to-offset", "9223372036854775807",
-            "--execute",   "--json", NULL};
-        rc = rw_itest_fleet_run(f, argv, out, sizeof(out));
-        if (rc != 0)
-            fail_msg("rollwavectl replay to the end exited %d: %s", rc, out);
-    }
-    plan = json_loads(out, 0, &jerr);
-    if (!plan)
-        fail_msg("replay --json printed no JSON: %s", out);
-    parts = json_object_get(plan, "partitions");
-    json_array_foreach(parts, i, part)
-    {
-        json_t *cur = json_object_get(part, "current");
-        long long from = json_is_integer(cur)
-                             ? json_integer_value(cur)
-                             : json_integer_value(json_object_get(part, "low"));
-        skipped += json_integer_value(json_object_get(part, "new")) - from;
-    }
-    json_decref(plan);
+    skipped = skip_to_end(f, "worker", "batches");
     /* the batches were really skipped, or the scenario proves nothing */
     assert_true(skipped > 0);
     s.faults = skipped;
