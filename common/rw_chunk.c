@@ -91,20 +91,15 @@ rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,
     return RW_OK;
 }
 
-void rw_chunk_lock_key(char *buf, size_t len, const rw_settings_t *s,
-                       long long instance_id)
-{
-    snprintf(buf, len, "%slock:instance:%lld", s->kafka_topic_prefix,
-             instance_id);
-}
-
-rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
-                                const char *run_uuid,
-                                const long long *instance_ids, size_t n)
+/* Release (renew false) or renew the locks of instance_ids held by run_uuid
+ * in one pipeline. */
+static rw_err_t locks(rw_redis_t *rc, const rw_settings_t *s,
+                      const char *run_uuid, const long long *instance_ids,
+                      size_t n, bool renew)
 {
     char(*keys)[96] = NULL;
     const char **kp = NULL;
-    int *released = NULL;
+    int *done = NULL;
     char errstr[256];
     rw_err_t err = RW_OK;
 
@@ -112,29 +107,46 @@ rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
         return RW_OK;
     keys = calloc(n, sizeof(*keys));
     kp = calloc(n, sizeof(*kp));
-    released = calloc(n, sizeof(*released));
-    if (!keys || !kp || !released) {
+    done = calloc(n, sizeof(*done));
+    if (!keys || !kp || !done) {
         err = RW_ERR_NOMEM;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        rw_chunk_lock_key(keys[i], sizeof(keys[i]), s, instance_ids[i]);
+        rw_redis_lock_key(keys[i], sizeof(keys[i]), s->kafka_topic_prefix,
+                          instance_ids[i]);
         kp[i] = keys[i];
     }
-    err = rw_redis_lock_release(rc, kp, n, run_uuid, released, errstr,
-                                sizeof(errstr));
+    err = renew ? rw_redis_lock_renew(rc, kp, n, run_uuid, s->lock_ttl_s * 1000,
+                                      done, errstr, sizeof(errstr))
+                : rw_redis_lock_release(rc, kp, n, run_uuid, done, errstr,
+                                        sizeof(errstr));
     if (err)
-        rw_warn(COMP, "event=lock_release_failed run=%s detail=\"%s\"",
-                run_uuid, errstr);
-    else
+        rw_warn(COMP, "event=lock_%s_failed run=%s detail=\"%s\"",
+                renew ? "renew" : "release", run_uuid, errstr);
+    else if (!renew)
         rw_metrics_add(rw_metrics_counter("rollwave_locks_released_total",
                                           "instance locks released", NULL),
                        (double)n);
 out:
     free(keys);
     free(kp);
-    free(released);
+    free(done);
     return err;
+}
+
+rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
+                                const char *run_uuid,
+                                const long long *instance_ids, size_t n)
+{
+    return locks(rc, s, run_uuid, instance_ids, n, false);
+}
+
+rw_err_t rw_chunk_renew_locks(rw_redis_t *rc, const rw_settings_t *s,
+                              const char *run_uuid,
+                              const long long *instance_ids, size_t n)
+{
+    return locks(rc, s, run_uuid, instance_ids, n, true);
 }
 
 static long long *target_ids(const rw_chunk_claim_t *t, size_t n)

@@ -59,16 +59,18 @@ rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,
                               rw_chunk_claim_t **claims, size_t *n,
                               PGresult **res, char *errstr, size_t errlen);
 
-/* The Redis key of an instance's lock. */
-void rw_chunk_lock_key(char *buf, size_t len, const rw_settings_t *s,
-                       long long instance_id);
-
 /* Release the locks of these instances held by run_uuid (one pipeline).
  * A failure is logged and returned; the recovery sweep releases the locks
  * of recently finished chunks again, so callers may go on. */
 rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
                                 const char *run_uuid,
                                 const long long *instance_ids, size_t n);
+
+/* Renew them for another ROLLWAVE_LOCK_TTL_S (one pipeline); a failure is
+ * logged and returned. */
+rw_err_t rw_chunk_renew_locks(rw_redis_t *rc, const rw_settings_t *s,
+                              const char *run_uuid,
+                              const long long *instance_ids, size_t n);
 
 /*
  * Triggered with bulk_id (Lagoon's). Then the first poll event is

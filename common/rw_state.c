@@ -740,13 +740,25 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
     return err;
 }
 
-/* Run a one-row conditional UPDATE; no row is RW_ERR_CONFLICT. */
-static rw_err_t exec_one(rw_pg_t *pg, const char *sql, int n,
-                         const char *const *p, const char *what, char *errstr,
-                         size_t errlen)
+/*
+ * One chunk's bookkeeping as a one-row conditional UPDATE whose parameters
+ * are run ($1), chunk ($2), attempt ($3, when >= 0) and text ($4, when
+ * ntext); no row is RW_ERR_CONFLICT.
+ */
+static rw_err_t chunk_one(rw_pg_t *pg, const char *sql, long long run_id,
+                          int chunk, int attempt, int ntext, const char *text,
+                          const char *what, char *errstr, size_t errlen)
 {
+    char run_s[24], chunk_s[16], att_s[16];
+    const char *p[4] = {run_s, chunk_s, att_s, text};
     PGresult *res = NULL;
-    rw_err_t err = rw_pg_exec(pg, sql, n, p, &res, errstr, errlen);
+    rw_err_t err;
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    err = rw_pg_exec(pg, sql, attempt >= 0 ? 3 + ntext : 2, p, &res, errstr,
+                     errlen);
     if (!err && atoll(PQcmdTuples(res)) != 1)
         err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT, "%s: chunk changed",
                          what);
@@ -761,13 +773,8 @@ rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
         "UPDATE run_chunks SET poll_attempts = $3::int + 1"
         " WHERE run_id = $1::bigint AND chunk = $2::int"
         "   AND state = 'triggered' AND poll_attempts = $3::int";
-    char run_s[24], chunk_s[16], att_s[16];
-    const char *p[3] = {run_s, chunk_s, att_s};
-
-    snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
-    snprintf(att_s, sizeof(att_s), "%d", attempt);
-    return exec_one(pg, sql, 3, p, "poll step", errstr, errlen);
+    return chunk_one(pg, sql, run_id, chunk, attempt, 0, NULL, "poll step",
+                     errstr, errlen);
 }
 
 rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
@@ -777,13 +784,8 @@ rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
         "UPDATE run_chunks SET sent_at = clock_timestamp()"
         " WHERE run_id = $1::bigint AND chunk = $2::int"
         "   AND state = 'triggering' AND attempt = $3::int";
-    char run_s[24], chunk_s[16], att_s[16];
-    const char *p[3] = {run_s, chunk_s, att_s};
-
-    snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
-    snprintf(att_s, sizeof(att_s), "%d", attempt);
-    return exec_one(pg, sql, 3, p, "mark sent", errstr, errlen);
+    return chunk_one(pg, sql, run_id, chunk, attempt, 0, NULL, "mark sent",
+                     errstr, errlen);
 }
 
 rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
@@ -791,12 +793,8 @@ rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
 {
     static const char sql[] = "UPDATE run_chunks SET updated_at = now()"
                               " WHERE run_id = $1::bigint AND chunk = $2::int";
-    char run_s[24], chunk_s[16];
-    const char *p[2] = {run_s, chunk_s};
-
-    snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
-    return exec_one(pg, sql, 2, p, "touch", errstr, errlen);
+    return chunk_one(pg, sql, run_id, chunk, -1, 0, NULL, "touch", errstr,
+                     errlen);
 }
 
 rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
@@ -807,11 +805,6 @@ rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
         "UPDATE run_chunks SET last_error = $4::text"
         " WHERE run_id = $1::bigint AND chunk = $2::int"
         "   AND state = 'triggering' AND attempt = $3::int";
-    char run_s[24], chunk_s[16], att_s[16];
-    const char *p[4] = {run_s, chunk_s, att_s, error};
-
-    snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
-    snprintf(att_s, sizeof(att_s), "%d", attempt);
-    return exec_one(pg, sql, 4, p, "note error", errstr, errlen);
+    return chunk_one(pg, sql, run_id, chunk, attempt, 1, error, "note error",
+                     errstr, errlen);
 }

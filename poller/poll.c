@@ -59,8 +59,8 @@ static void locks_after_poll(rw_service_t *svc, const char *run_uuid,
     if (!done || !open || !keys || !res)
         goto out;
     for (size_t i = 0; i < n; i++) {
-        snprintf(keys[i], sizeof(keys[i]), "%slock:instance:%lld",
-                 svc->s->kafka_topic_prefix, u[i].instance_id);
+        rw_redis_lock_key(keys[i], sizeof(keys[i]), svc->s->kafka_topic_prefix,
+                          u[i].instance_id);
         if (rw_target_terminal(u[i].to))
             done[nd++] = keys[i];
         else
@@ -105,40 +105,22 @@ static void chunk_locks(rw_service_t *svc, const rw_poll_msg_t *m,
     char run_s[24], chunk_s[16], errstr[256];
     const char *p[3] = {run_s, chunk_s, release ? "true" : "false"};
     long long *iids = NULL;
-    char(*keys)[96] = NULL;
-    const char **kp = NULL;
-    int *got = NULL;
-    int rows;
+    size_t rows;
 
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", m->chunk);
     if (rw_pg_exec(svc->pg, SQL_CHUNK_INSTANCES, 3, p, &res, errstr,
                    sizeof(errstr)))
         return;
-    rows = PQntuples(res);
-    iids = calloc((size_t)rows + 1, sizeof(*iids));
-    keys = calloc((size_t)rows + 1, sizeof(*keys));
-    kp = calloc((size_t)rows + 1, sizeof(*kp));
-    got = calloc((size_t)rows + 1, sizeof(*got));
-    if (!iids || !keys || !kp || !got || rows == 0)
-        goto out;
-    for (int i = 0; i < rows; i++) {
-        iids[i] = rw_pg_ll(res, i, "instance_id", 0);
-        rw_chunk_lock_key(keys[i], sizeof(keys[i]), svc->s, iids[i]);
-        kp[i] = keys[i];
-    }
-    if (release)
-        rw_chunk_release_locks(svc->rc, svc->s, m->run, iids, (size_t)rows);
-    else if (rw_redis_lock_renew(svc->rc, kp, (size_t)rows, m->run,
-                                 svc->s->lock_ttl_s * 1000, got, errstr,
-                                 sizeof(errstr)))
-        rw_warn(COMP, "event=lock_renew_failed run=%s detail=\"%s\"", m->run,
-                errstr);
-out:
+    rows = (size_t)PQntuples(res);
+    iids = calloc(rows + 1, sizeof(*iids));
+    for (size_t i = 0; iids && i < rows; i++)
+        iids[i] = rw_pg_ll(res, (int)i, "instance_id", 0);
+    if (iids && release)
+        rw_chunk_release_locks(svc->rc, svc->s, m->run, iids, rows);
+    else if (iids)
+        rw_chunk_renew_locks(svc->rc, svc->s, m->run, iids, rows);
     free(iids);
-    free(keys);
-    free(kp);
-    free(got);
     PQclear(res);
 }
 

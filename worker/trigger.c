@@ -198,8 +198,8 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
         t->interval_days = rw_pg_ll(c->res, row, "redeploy_interval_days", 0);
         t->beta_interval_days =
             rw_pg_ll(c->res, row, "beta_redeploy_interval_days", 0);
-        snprintf(t->key, sizeof(t->key), "%slock:instance:%lld",
-                 svc->s->kafka_topic_prefix, t->instance_id);
+        rw_redis_lock_key(t->key, sizeof(t->key), svc->s->kafka_topic_prefix,
+                          t->instance_id);
     }
 out:
     PQclear(res);
