@@ -27,6 +27,8 @@ typedef struct rw_held {
     rw_kafka_msg_t *msg;
     long long due_ms; /* monotonic */
     int retries;
+    bool waiting;      /* RW_MSG_WAIT: not a failure, not counted */
+    long long wait_ms; /* monotonic time it first waited, 0 = never */
 } rw_held_t;
 
 void rw_service_sleep(int ms)
@@ -315,10 +317,12 @@ static long held_for(const rw_service_t *svc, const rw_kafka_msg_t *msg)
 /*
  * Hold msg (ownership taken) for a retry: pause its partition and try it
  * again when due, instead of sleeping in the loop while the other
- * partitions wait. retries is how often it was retried before.
+ * partitions wait. retries is how often it was retried before. A wait
+ * (RW_MSG_WAIT) is held the same way but is not a failure: not counted,
+ * not logged as a retry, and it keeps the time it first waited.
  */
 static void hold(rw_service_t *svc, rw_kafka_msg_t *msg, int retries,
-                 const char *reason)
+                 const char *reason, bool wait, long long wait_since_ms)
 {
     long long delay =
         svc->retry_after_ms > 0
@@ -326,12 +330,21 @@ static void hold(rw_service_t *svc, rw_kafka_msg_t *msg, int retries,
             : rw_backoff_ms(retries, RETRY_BASE_MS, RETRY_MAX_MS, &svc->rng);
     rw_held_t *h;
 
-    rw_metrics_add(svc->m_retried, 1);
-    rw_warn(svc->name,
-            "event=retry topic=%s partition=%d offset=%lld retries=%d "
-            "delay_ms=%lld reason=\"%s\"",
-            rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
-            (long long)rw_kafka_msg_offset(msg), retries + 1, delay, reason);
+    if (wait) {
+        rw_debug(svc->name,
+                 "event=wait topic=%s partition=%d offset=%lld delay_ms=%lld "
+                 "reason=\"%s\"",
+                 rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                 (long long)rw_kafka_msg_offset(msg), delay, reason);
+    } else {
+        rw_metrics_add(svc->m_retried, 1);
+        rw_warn(svc->name,
+                "event=retry topic=%s partition=%d offset=%lld retries=%d "
+                "delay_ms=%lld reason=\"%s\"",
+                rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+                (long long)rw_kafka_msg_offset(msg), retries + 1, delay,
+                reason);
+    }
     if (svc->n_held == svc->cap_held) {
         size_t cap = svc->cap_held ? svc->cap_held * 2 : 16;
         rw_held_t *grown = realloc(svc->held, cap * sizeof(*grown));
@@ -351,7 +364,10 @@ static void hold(rw_service_t *svc, rw_kafka_msg_t *msg, int retries,
     h = &svc->held[svc->n_held++];
     h->msg = msg;
     h->due_ms = rw_now_mono_ms() + delay;
-    h->retries = retries + 1;
+    h->retries = wait ? retries : retries + 1;
+    h->waiting = wait;
+    h->wait_ms = wait ? (wait_since_ms ? wait_since_ms : rw_now_mono_ms()) : 0;
+    svc->n_waiting += wait;
     rw_metrics_set(svc->m_held, (double)svc->n_held);
 }
 
@@ -369,6 +385,7 @@ static void unhold(rw_service_t *svc, size_t i, bool resume)
                                  rw_kafka_msg_partition(msg), NULL, 0);
         rw_kafka_msg_destroy(msg);
     }
+    svc->n_waiting -= svc->held[i].waiting;
     svc->held[i] = svc->held[--svc->n_held];
     rw_metrics_set(svc->m_held, (double)svc->n_held);
 }
@@ -385,6 +402,7 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
         rw_kafka_msg_t *msg = h->msg;
         char reason[512] = "";
         int retries = h->retries;
+        long long wait_since = h->wait_ms;
         rw_msg_outcome_t outcome;
 
         if (h->due_ms > now) {
@@ -409,6 +427,7 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
         }
         svc->retry_after_ms = 0;
         svc->msg_retries = retries;
+        svc->msg_waited_ms = wait_since ? now - wait_since : 0;
         outcome = handler(svc, msg, ud, reason, sizeof(reason));
         switch (outcome) {
         case RW_MSG_ACK:
@@ -420,7 +439,7 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
                 /* no dead letter, no ack: try again later */
                 svc->retry_after_ms = 1000;
                 unhold(svc, i, false);
-                hold(svc, msg, retries, reason);
+                hold(svc, msg, retries, reason, false, 0);
                 break;
             }
             rw_service_ack(svc, msg);
@@ -428,7 +447,11 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
             break;
         case RW_MSG_RETRY:
             unhold(svc, i, false);
-            hold(svc, msg, retries, reason);
+            hold(svc, msg, retries, reason, false, 0);
+            break;
+        case RW_MSG_WAIT:
+            unhold(svc, i, false);
+            hold(svc, msg, retries, reason, true, wait_since);
             break;
         case RW_MSG_KEEP:
             /* the handler owns the message and its paused partition */
@@ -490,6 +513,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         rw_metrics_add(svc->m_consumed, 1);
         svc->retry_after_ms = 0;
         svc->msg_retries = 0;
+        svc->msg_waited_ms = 0;
         outcome = handler(svc, msg, ud, reason, sizeof(reason));
         switch (outcome) {
         case RW_MSG_ACK:
@@ -500,14 +524,18 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
                 /* never acked without its dead letter: hold and retry; a
                  * drain meanwhile leaves it to the next consumer */
                 svc->retry_after_ms = 1000;
-                hold(svc, msg, 0, "dead letter not written");
+                hold(svc, msg, 0, "dead letter not written", false, 0);
                 msg = NULL;
                 break;
             }
             rw_service_ack(svc, msg);
             break;
         case RW_MSG_RETRY:
-            hold(svc, msg, 0, reason);
+            hold(svc, msg, 0, reason, false, 0);
+            msg = NULL; /* held */
+            break;
+        case RW_MSG_WAIT:
+            hold(svc, msg, 0, reason, true, 0);
             msg = NULL; /* held */
             break;
         case RW_MSG_KEEP:
@@ -521,7 +549,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         rw_kafka_msg_destroy(svc->held[i].msg);
     free(svc->held);
     svc->held = NULL;
-    svc->n_held = svc->cap_held = 0;
+    svc->n_held = svc->cap_held = svc->n_waiting = 0;
     rw_kafka_consumer_commit(svc->kc, 1, NULL, 0);
     rw_info(svc->name, "event=drained");
     return RW_OK;

@@ -60,8 +60,11 @@ typedef struct rw_service {
      */
     long long retry_after_ms;
     int msg_retries;
+    /* ms the message in hand has been waiting (RW_MSG_WAIT), 0 = not */
+    long long msg_waited_ms;
     struct rw_held *held; /* messages held for a retry, partition paused */
     size_t n_held, cap_held;
+    size_t n_waiting; /* of them, held by RW_MSG_WAIT */
 } rw_service_t;
 
 /* What a handler did with a message. */
@@ -72,6 +75,9 @@ typedef enum rw_msg_outcome {
                      the other partitions keep flowing */
     RW_MSG_DEAD,  /* unprocessable: dead-letter with the reason, then ack */
     RW_MSG_KEEP,  /* handler kept the message; it calls rw_service_ack */
+    RW_MSG_WAIT,  /* not yet (e.g. no budget): held like RETRY for
+                     retry_after_ms, but not a failure: not counted as a
+                     retry, no retry limit, msg_waited_ms keeps growing */
 } rw_msg_outcome_t;
 
 /* reason (for DEAD and RETRY) is filled by the handler. */

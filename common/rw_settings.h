@@ -52,6 +52,12 @@ typedef struct rw_settings {
     long long trigger_settle_s;
     long long fault_exit_after_trigger_pct;
     long long lock_ttl_s;
+    /* fleet throttle (worker seeds and obeys; rollwavectl throttle) */
+    long long max_in_flight;
+    long long trigger_rate_per_min;
+    long long throttle_lease_s;
+    long long throttle_adjust_s;
+    long long throttle_wait_ms;
     /* poll (poller) */
     long long first_poll_delay_s;
     long long poll_interval_s;
@@ -176,6 +182,25 @@ typedef struct rw_settings {
 #define RW_KEYS_LOCK                                                           \
     RW_KEY("ROLLWAVE_LOCK_TTL_S", RW_CFG_INT, lock_ttl_s, "50400", 60,         \
            2592000, 0, "instance lock TTL; longer than the polling horizon")
+
+#define RW_KEYS_THROTTLE                                                       \
+    RW_KEY("ROLLWAVE_MAX_IN_FLIGHT", RW_CFG_INT, max_in_flight, "100", 0,      \
+           100000000, 0,                                                       \
+           "builds in flight fleet-wide (seeds the fleet row; 0 = brake)"),    \
+        RW_KEY("ROLLWAVE_TRIGGER_RATE_PER_MIN", RW_CFG_INT,                    \
+               trigger_rate_per_min, "600", 1, 1000000000, 0,                  \
+               "environments triggered per minute fleet-wide (seeds the "      \
+               "fleet row)"),                                                  \
+        RW_KEY("ROLLWAVE_THROTTLE_LEASE_S", RW_CFG_INT, throttle_lease_s,      \
+               "30", 5, 3600, 0,                                               \
+               "budget taken for a chunk is held this long at most before "    \
+               "its claim commits (a dead worker's lease expires)"),           \
+        RW_KEY("ROLLWAVE_THROTTLE_ADJUST_S", RW_CFG_INT, throttle_adjust_s,    \
+               "10", 1, 3600, 0,                                               \
+               "round of the adaptive in-flight limit, fleet-wide"),           \
+        RW_KEY("ROLLWAVE_THROTTLE_WAIT_MS", RW_CFG_INT, throttle_wait_ms,      \
+               "250", 20, 60000, 0,                                            \
+               "a batch waiting for budget is tried again after this")
 
 #define RW_KEYS_POLL                                                           \
     RW_KEY("ROLLWAVE_FIRST_POLL_DELAY_S", RW_CFG_INT, first_poll_delay_s,      \

@@ -21,6 +21,7 @@ enum {
     NEED_LAGOON = 1u << 3,
     NEED_SCHEDULE = 1u << 4,
     NEED_PG_OPTIONAL = 1u << 5, /* the DSN, for some of its options only */
+    NEED_THROTTLE = 1u << 6,
 };
 
 /* The CLI logs warnings and errors only by default: its output is the
@@ -40,6 +41,7 @@ static const rw_cfg_key_t keys_kafka[] = {RW_KEYS_KAFKA};
 static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
 static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE, RW_KEYS_TRIGGER,
                                              RW_KEYS_LOCK};
+static const rw_cfg_key_t keys_throttle[] = {RW_KEYS_THROTTLE};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -55,12 +57,13 @@ static const struct key_group {
     {NEED_KAFKA, keys_kafka, NKEYS(keys_kafka)},
     {NEED_LAGOON, keys_lagoon, NKEYS(keys_lagoon)},
     {NEED_SCHEDULE, keys_schedule, NKEYS(keys_schedule)},
+    {NEED_THROTTLE, keys_throttle, NKEYS(keys_throttle)},
 };
 
 #define MAX_KEYS                                                               \
     (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_pg_optional) +          \
      NKEYS(keys_redis) + NKEYS(keys_kafka) + NKEYS(keys_lagoon) +              \
-     NKEYS(keys_schedule))
+     NKEYS(keys_schedule) + NKEYS(keys_throttle))
 
 typedef struct ctl_cmd {
     const char *name;
@@ -109,6 +112,10 @@ static const ctl_cmd_t cmds[] = {
      "set a store app's redeploy cadence"},
     {"group", rw_ctl_group, NEED_PG, "--id ID --beta true|false",
      "mark a user group as beta or not"},
+    {"throttle", rw_ctl_throttle, NEED_PG | NEED_SCHEDULE | NEED_THROTTLE,
+     "[--max-in-flight N] [--rate N/min|N/s|N/h] [--by NAME] [--json]",
+     "show the fleet throttle; change its limits (--max-in-flight 0 = "
+     "brake)"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

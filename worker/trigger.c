@@ -5,9 +5,12 @@
  *   1. load the chunk and its targets (Postgres is the truth, not the
  *      message); a finished chunk is handled work: a redelivered batch
  *      changes nothing, only a recorded replay re-opens it;
- *   2. re-check eligibility; take the Redis locks (one pipeline);
- *   3. claim in Postgres together with chunk -> triggering, stamped sent
- *      (one transaction; the in-flight unique index is the backstop);
+ *   2. take budget for the chunk from the fleet throttle (a chunk that
+ *      does not fit is held, partition paused, and asks again later);
+ *      re-check eligibility; take the Redis locks (one pipeline);
+ *   3. claim in Postgres together with chunk -> triggering, stamped sent,
+ *      and the throttle lease turned into claimed targets (one
+ *      transaction; the in-flight unique index is the backstop);
  *   4. one bulkDeployEnvironmentLatest for the chunk;
  *   5. record the ending through rw_chunk: triggered (first poll event
  *      queued in the same transaction), failed for good, or not sent (the
@@ -38,6 +41,7 @@
 #include "rw_runs.h"
 #include "rw_schedule.h"
 #include "rw_state.h"
+#include "rw_throttle.h"
 
 #define COMP "worker"
 
@@ -393,16 +397,21 @@ static rw_err_t write_skips(rw_service_t *svc, chunk_t *c, char *errstr,
     return err;
 }
 
-/* Claim (step 3). Returns the number of targets to trigger in *n. */
-static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
-                      size_t bulk_name_len, size_t *n, char *errstr,
-                      size_t errlen)
+/*
+ * Claim (step 3). Returns the number of targets to trigger in *n. The
+ * throttle lease (0 = none) is settled in the same transaction: from the
+ * commit on, the claimed targets count themselves as in flight.
+ */
+static rw_err_t claim(rw_service_t *svc, chunk_t *c, long long lease,
+                      bool *lease_lost, char *bulk_name, size_t bulk_name_len,
+                      size_t *n, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     long long *ids = NULL, *moved = NULL;
     size_t nclaim = 0, nmoved = 0;
 
     *n = 0;
+    *lease_lost = false;
     err = rw_pg_begin(svc->pg, errstr, errlen);
     if (err)
         goto out;
@@ -457,6 +466,13 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, char *bulk_name,
         if (err)
             goto out;
         c->attempt++;
+    }
+    if (lease > 0) {
+        err = rw_throttle_settle(svc->pg, lease, errstr, errlen);
+        /* expired meanwhile: its budget may be another worker's now */
+        *lease_lost = err == RW_ERR_CONFLICT;
+        if (err)
+            goto out;
     }
     err = rw_pg_commit(svc->pg, errstr, errlen);
 out:
@@ -632,7 +648,42 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
     return outcome;
 }
 
-rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
+/*
+ * Budget for the chunk's pending targets (step 2). false: the batch is to
+ * wait (*outcome RW_MSG_WAIT, retry_after_ms set) or Postgres failed.
+ */
+static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
+                        long long *lease, rw_msg_outcome_t *outcome,
+                        char *reason, size_t len)
+{
+    long long want = 0, wait_ms = 0;
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    for (size_t i = 0; i < c->n; i++)
+        want += c->t[i].state == RW_TARGET_PENDING;
+    if (!gate || want == 0)
+        return true;
+    if (rw_gate_take(gate, svc, want, lease, &wait_ms, reason, len, &err,
+                     errstr, sizeof(errstr)))
+        return true;
+    if (err) {
+        /* the batch is fine: whatever failed, it is tried again */
+        (void)fail(svc, err, errstr, reason, len);
+        *outcome = RW_MSG_RETRY;
+        return false;
+    }
+    if (svc->msg_waited_ms == 0)
+        rw_info(COMP, "event=batch_waiting run=%s chunk=%d targets=%lld "
+                      "reason=\"%s\"",
+                c->run_uuid, c->chunk, want, reason);
+    svc->retry_after_ms = wait_ms;
+    *outcome = RW_MSG_WAIT;
+    return false;
+}
+
+rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, rw_gate_t *gate,
+                                   const rw_batch_msg_t *m,
                                    const rw_kafka_msg_t *msg, char *reason,
                                    size_t len)
 {
@@ -642,6 +693,8 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     char bulk_name[128] = "";
     char bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
     size_t n = 0;
+    long long lease = 0;
+    bool lease_lost = false;
     rw_msg_outcome_t outcome = RW_MSG_ACK;
 
     memset(&c, 0, sizeof(c));
@@ -737,13 +790,25 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
     if (rw_run_terminal(c.run_status))
         goto out; /* a finished run's leftover: nothing of it is pending */
 
+    if (!take_budget(svc, gate, &c, &lease, &outcome, reason, len))
+        goto out;
     err = plan(svc, &c, errstr, sizeof(errstr));
     if (err) {
         outcome = fail(svc, err, errstr, reason, len);
         goto out;
     }
-    err = claim(svc, &c, bulk_name, sizeof(bulk_name), &n, errstr,
-                sizeof(errstr));
+    err = claim(svc, &c, lease, &lease_lost, bulk_name, sizeof(bulk_name), &n,
+                errstr, sizeof(errstr));
+    if (lease_lost) {
+        release_locks(svc, &c, ACT_CLAIM);
+        lease = 0;
+        snprintf(reason, len, "throttle lease expired before the claim");
+        svc->retry_after_ms = svc->s->throttle_wait_ms;
+        outcome = RW_MSG_WAIT;
+        goto out;
+    }
+    if (!err)
+        lease = 0; /* settled: the claimed targets count themselves */
     if (err == RW_ERR_CONFLICT) {
         /* another worker claimed the chunk first: its locks are ours too
          * (same owner), so they stay */
@@ -818,6 +883,8 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, const rw_batch_msg_t *m,
         /* the bulk ran but is not recorded: the sweep adopts it by name */
         outcome = fail(svc, err, errstr, reason, len);
 out:
+    if (lease > 0)
+        rw_throttle_release(svc->pg, lease); /* unused: give it back */
     chunk_free(&c);
     return outcome;
 }

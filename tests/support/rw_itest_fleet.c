@@ -452,6 +452,10 @@ rw_itest_fleet_t *rw_itest_fleet_new(const char *sim_config,
     rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", "1");
     rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_S", "1");
     rw_itest_fleet_set(f, "ROLLWAVE_LOG_LEVEL", "info");
+    /* unthrottled unless a test sets limits: the fleet row is seeded by
+     * the first worker from these */
+    rw_itest_fleet_set(f, "ROLLWAVE_MAX_IN_FLIGHT", "100000000");
+    rw_itest_fleet_set(f, "ROLLWAVE_TRIGGER_RATE_PER_MIN", "1000000000");
     /* sanitized daemons: a leak at exit turns a clean stop into status 23
      * (abort_on_error would make it a signal and hide which it was) */
     rw_itest_fleet_set(f, "ASAN_OPTIONS",

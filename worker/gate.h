@@ -1,0 +1,48 @@
+/*
+ * gate: the worker's side of the fleet throttle (common/rw_throttle). A
+ * batch asks the gate for budget before it takes any lock; a batch that
+ * does not fit is held with its partition paused (RW_MSG_WAIT) and asks
+ * again later, so the backlog stays in Kafka as consumer lag.
+ *
+ * The gate keeps the last answer it had from Postgres: a batch asking
+ * while that answer is fresh and says "full" waits without a statement,
+ * so a worker holding many batches costs Postgres one read per
+ * ROLLWAVE_THROTTLE_WAIT_MS, not one per batch.
+ */
+#ifndef RW_WORKER_GATE_H
+#define RW_WORKER_GATE_H
+
+#include <stdbool.h>
+
+#include "rw_service.h"
+#include "rw_throttle.h"
+
+typedef struct rw_gate {
+    rw_throttle_state_t st; /* last read (limits), updated by takes */
+    long long st_ms;        /* monotonic time of st, 0 = never */
+    char holder[96];        /* host:pid, on the leases it takes */
+    rw_metric_t *m_in_flight, *m_limit, *m_effective, *m_tokens, *m_rate;
+    rw_metric_t *m_waiting, *m_wait_s, *m_verdict[RW_THROTTLE_UNCONFIGURED + 1];
+} rw_gate_t;
+
+/* Seed the fleet row from the settings if there is none; read it once. */
+void rw_gate_init(rw_gate_t *g, rw_service_t *svc);
+
+/*
+ * Every loop turn: read the throttle again when due (every second, every
+ * ROLLWAVE_THROTTLE_WAIT_MS while batches wait), running the adaptive
+ * limit's round when it is due fleet-wide, and export the gauges.
+ */
+void rw_gate_tick(rw_gate_t *g, rw_service_t *svc);
+
+/*
+ * Ask for budget for n targets. true: granted, *lease holds it until the
+ * claim settles it (rw_throttle_settle) or rw_throttle_release gives it
+ * back. false: hold the batch for *wait_ms (why says what it waits for);
+ * err is set only when Postgres failed.
+ */
+bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
+                  long long *lease, long long *wait_ms, char *why,
+                  size_t why_len, rw_err_t *err, char *errstr, size_t errlen);
+
+#endif
