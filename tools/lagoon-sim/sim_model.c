@@ -44,9 +44,8 @@ typedef struct dep {
     uint32_t prev1;    /* older deployment of the same env + 1; 0 = none */
     uint8_t state;
     uint8_t outcome;
-    uint8_t
-        appeared; /* its appear event ran: it may supersede, be superseded */
-    char name[7]; /* the random part of lagoon-build-xxxxxx */
+    uint8_t appeared; /* its appear event ran: it may be superseded */
+    char name[7];     /* the random part of lagoon-build-xxxxxx */
 } dep_t;
 
 typedef struct env {
