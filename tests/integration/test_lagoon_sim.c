@@ -5,8 +5,10 @@
  * deploymentsByBulkId, aliased projectByName with environments and their
  * newest deployments), delayed rows, status
  * progression, counters, GraphQL errors, fault injection, rejected
- * environments, the concurrency cap, keep-alive under concurrent clients
- * and the command line. Needs only RW_BIN_DIR (set by ctest).
+ * environments, the concurrency cap (raised and lowered at run time), one
+ * build per environment and superseded deployments, the overload delay,
+ * the capacity stats and trigger timeline, keep-alive under concurrent
+ * clients and the command line. Needs only RW_BIN_DIR (set by ctest).
  */
 #include "rw_itest.h"
 
@@ -331,15 +333,20 @@ static json_t *rows_of(const char *bulk_id)
     return rows;
 }
 
-static json_t *stats(void)
+static json_t *stats_at(const char *path)
 {
-    resp_t r = http("/sim/stats", NULL, NULL);
+    resp_t r = http(path, NULL, NULL);
     json_t *j;
 
     assert_int_equal(r.status, 200);
     j = parse(&r);
     free(r.body);
     return j;
+}
+
+static json_t *stats(void)
+{
+    return stats_at("/sim/stats");
 }
 
 static long long stat_int(json_t *s, const char *key)
@@ -372,7 +379,9 @@ static int fresh(void **state)
                "\"max_concurrent_builds\":0,\"reject\":[],"
                "\"fault_http500\":0,\"fault_graphql_error\":0,"
                "\"fault_slow\":0,\"fault_drop\":0,\"slow_ms\":30000,"
-               "\"fault_http500_executed\":0,\"fault_garbled_executed\":0}");
+               "\"fault_http500_executed\":0,\"fault_garbled_executed\":0,"
+               "\"overload_knee\":0,\"overload_ms_per_build\":10,"
+               "\"overload_max_ms\":30000}");
     r = http("/sim/reset", NULL, "");
     assert_int_equal(r.status, 200);
     free(r.body);
@@ -483,6 +492,9 @@ static void test_command_line(void **state)
                                         "--fault-drop",
                                         "--fault-http500-executed",
                                         "--fault-garbled-executed",
+                                        "--overload-knee",
+                                        "--overload-ms-per-build",
+                                        "--overload-max-ms",
                                         "ROLLWAVE_SIM_ROWS_DELAY_MS",
                                         NULL};
     const char *help[] = {"--help", NULL};
@@ -1271,6 +1283,420 @@ static void test_concurrency_cap(void **state)
     free(bulk);
 }
 
+#define ENV_QUERY                                                              \
+    "query ($p: String!) { projectByName(name: $p) { environments { name "     \
+    "deployments { id status created started completed bulkId } } } }"
+
+/*
+ * The deployments of project's first environment, newest first, as one
+ * answer shows them (a consistent view of the environment; a new
+ * reference).
+ */
+static json_t *env_deployments(const char *project)
+{
+    long status = 0;
+    json_t *j = gql(ENV_QUERY, json_pack("{s:s}", "p", project), &status);
+    json_t *envs = json_object_get(
+        json_object_get(json_object_get(j, "data"), "projectByName"),
+        "environments");
+    json_t *deps = json_object_get(json_array_get(envs, 0), "deployments");
+
+    assert_int_equal(status, 200);
+    if (!json_is_array(deps))
+        fail_msg("%s: no deployments in %s", project,
+                 json_dumps(j, JSON_COMPACT));
+    json_incref(deps);
+    json_decref(j);
+    return deps;
+}
+
+static const char *field_str(json_t *row, const char *key)
+{
+    return json_string_value(json_object_get(row, key));
+}
+
+/* The row of deps (newest first) that belongs to bulk, or NULL. */
+static json_t *row_of_bulk(json_t *deps, const char *bulk)
+{
+    size_t i;
+    json_t *row;
+
+    json_array_foreach(deps, i, row)
+    {
+        if (strcmp(field_str(row, "bulkId"), bulk) == 0)
+            return row;
+    }
+    return NULL;
+}
+
+/* Polls until bulk's only row has status want, or fails the test. */
+static void wait_status(const char *bulk, const char *want)
+{
+    long long deadline = rw_itest_now_ms() + 20000;
+
+    while (rw_itest_now_ms() < deadline) {
+        json_t *rows = rows_of(bulk);
+        bool hit = json_array_size(rows) == 1 &&
+                   strcmp(row_status(json_array_get(rows, 0)), want) == 0;
+        json_decref(rows);
+        if (hit)
+            return;
+        sleep_ms(20);
+    }
+    fail_msg("bulk %s never reached %s within 20 s", bulk, want);
+}
+
+/*
+ * A second deployment of an environment whose first one is running waits
+ * in queued (no slot of the cap taken, the cap has room) and starts when
+ * the first one ends; it is not cancelled, and a running build is not
+ * either.
+ */
+static void test_one_build_per_env(void **state)
+{
+    const char *const env[] = {"pe-proj", "main", NULL};
+    bool saw_wait = false;
+    long long deadline;
+    char *first, *second;
+    json_t *deps, *s, *a, *b;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":5,\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":1000,\"build_max_ms\":1000}");
+    first = bulk_deploy(env);
+    wait_status(first, "running");
+    second = bulk_deploy(env);
+    deadline = rw_itest_now_ms() + 20000;
+    for (;;) {
+        const char *sa, *sb;
+        deps = env_deployments("pe-proj");
+        assert_int_equal(json_array_size(deps), 2);
+        a = row_of_bulk(deps, first);
+        b = row_of_bulk(deps, second);
+        assert_non_null(a);
+        assert_non_null(b);
+        sa = row_status(a);
+        sb = row_status(b);
+        /* Never two builds of one environment at once. */
+        assert_false(strcmp(sa, "running") == 0 && strcmp(sb, "running") == 0);
+        if (strcmp(sa, "running") == 0) {
+            assert_string_equal(sb, "queued");
+            saw_wait = true;
+        }
+        if (status_rank(sa) == 4 && status_rank(sb) == 4)
+            break;
+        json_decref(deps);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the two builds of pe-proj/main did not end in 20 s");
+        sleep_ms(30);
+    }
+    assert_true(saw_wait);
+    assert_string_equal(row_status(a), "complete");
+    assert_string_equal(row_status(b), "complete");
+    /* The second started when the first ended (second resolution). */
+    assert_string_equal(field_str(b, "started"), field_str(a, "completed"));
+    json_decref(deps);
+
+    s = stats();
+    assert_int_equal(stat_int(s, "peak_concurrent_builds"), 1);
+    assert_int_equal(stat_int(s, "peak_in_progress_builds"), 2);
+    assert_int_equal(stat_int(s, "in_progress_builds"), 0);
+    assert_int_equal(stat_int(s, "superseded_cancelled"), 0);
+    json_decref(s);
+    free(first);
+    free(second);
+}
+
+/* Queued behind its environment: counted in queued and in progress, not
+ * running, while the cap has room. */
+static void test_env_wait_stats(void **state)
+{
+    const char *const env[] = {"pw-proj", "main", NULL};
+    char *first, *second;
+    json_t *s;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":0,\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":2000,\"build_max_ms\":2000}");
+    first = bulk_deploy(env);
+    second = bulk_deploy(env);
+    /* Both rows appear at once; the second is ready at once and waits. */
+    wait_status(second, "queued");
+    s = stats();
+    assert_int_equal(stat_int(s, "running_builds"), 1);
+    assert_int_equal(stat_int(s, "queued_builds"), 1);
+    assert_int_equal(stat_int(s, "in_progress_builds"), 2);
+    assert_int_equal(stat_int(s, "peak_in_progress_builds"), 2);
+    json_decref(s);
+    free(first);
+    free(second);
+}
+
+/*
+ * Three bulks on one environment while the first builds: the second is
+ * still waiting when the third appears, so it ends cancelled at that
+ * moment, never started, and is counted; the first (running) is not
+ * touched and the third builds after it.
+ */
+static void test_superseded_cancel(void **state)
+{
+    const char *const env[] = {"sc-proj", "main", NULL};
+    char *bulk[3];
+    json_t *deps, *r0, *r1, *r2, *s;
+    long long deadline;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":0,\"rows_delay_ms\":0,"
+               "\"phase_ms\":100,\"build_min_ms\":1500,"
+               "\"build_max_ms\":1500}");
+    bulk[0] = bulk_deploy(env);
+    wait_status(bulk[0], "running");
+    bulk[1] = bulk_deploy(env);
+    bulk[2] = bulk_deploy(env);
+    /* The middle one is cancelled as soon as the third one's row exists. */
+    json_decref(wait_terminal(bulk[1], 1));
+    deadline = rw_itest_now_ms() + 20000;
+    for (;;) {
+        deps = env_deployments("sc-proj");
+        assert_int_equal(json_array_size(deps), 3);
+        r0 = row_of_bulk(deps, bulk[0]);
+        r1 = row_of_bulk(deps, bulk[1]);
+        r2 = row_of_bulk(deps, bulk[2]);
+        assert_string_equal(row_status(r1), "cancelled");
+        if (status_rank(row_status(r0)) == 4 &&
+            status_rank(row_status(r2)) == 4)
+            break;
+        assert_false(strcmp(row_status(r0), "running") == 0 &&
+                     strcmp(row_status(r2), "running") == 0);
+        json_decref(deps);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("sc-proj/main builds did not end in 20 s");
+        sleep_ms(30);
+    }
+    assert_string_equal(row_status(r0), "complete");
+    assert_string_equal(row_status(r2), "complete");
+    assert_true(json_is_null(json_object_get(r1, "started")));
+    /* Cancelled when the third was created. */
+    assert_string_equal(field_str(r1, "completed"), field_str(r2, "created"));
+    assert_true(strcmp(field_str(r1, "completed"), field_str(r1, "created")) >=
+                0);
+    assert_true(strcmp(field_str(r2, "started"), field_str(r0, "completed")) >=
+                0);
+    json_decref(deps);
+    s = stats();
+    assert_int_equal(stat_int(s, "superseded_cancelled"), 1);
+    assert_int_equal(stat_int(s, "peak_concurrent_builds"), 1);
+    assert_int_equal(stat_int(s, "deployments"), 3);
+    json_decref(s);
+    for (int i = 0; i < 3; i++)
+        free(bulk[i]);
+}
+
+/* Time of one { __typename } request in ms; asserts it was answered. */
+static long long timed_request(void)
+{
+    long long t0 = rw_itest_now_ms();
+    resp_t r = http("/graphql", TOKEN, "{\"query\":\"{ __typename }\"}");
+    long long took = rw_itest_now_ms() - t0;
+
+    assert_int_equal(r.cc, CURLE_OK);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    return took;
+}
+
+/*
+ * With 3 builds in progress (1 running under a cap of 1, 2 queued) and a
+ * knee of 1, every /graphql answer waits (3 - 1) * 200 ms; at or below the
+ * knee, or with the model off, none does; overload-max-ms caps the delay.
+ */
+static void test_overload_delay(void **state)
+{
+    const char *const envs[] = {"ov-proj", "a", "ov-proj", "b",
+                                "ov-proj", "c", NULL};
+    json_t *s, *lat;
+    long long took;
+    char *bulk;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":1,\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":10000,"
+               "\"build_max_ms\":10000}");
+    bulk = bulk_deploy(envs);
+    s = stats();
+    assert_int_equal(stat_int(s, "running_builds"), 1);
+    assert_int_equal(stat_int(s, "queued_builds"), 2);
+    assert_int_equal(stat_int(s, "in_progress_builds"), 3);
+    assert_int_equal(stat_int(s, "peak_in_progress_builds"), 3);
+    assert_int_equal(stat_int(s, "peak_concurrent_builds"), 1);
+    assert_int_equal(stat_int(s, "overload_delayed"), 0);
+    json_decref(s);
+
+    /* At the knee: no delay. */
+    set_config("{\"overload_knee\":3,\"overload_ms_per_build\":200}");
+    (void)timed_request();
+    s = stats();
+    assert_int_equal(stat_int(s, "overload_delayed"), 0);
+    json_decref(s);
+
+    set_config("{\"overload_knee\":1}");
+    took = timed_request();
+    if (took < 400 - 20)
+        fail_msg("answer took %lld ms, the model says 400 ms", took);
+    set_config("{\"overload_max_ms\":250}");
+    took = timed_request();
+    if (took < 250 - 20)
+        fail_msg("answer took %lld ms, the capped model says 250 ms", took);
+    s = stats();
+    assert_int_equal(stat_int(s, "overload_delayed"), 2);
+    lat = json_object_get(s, "api_latency_ms");
+    assert_int_equal(json_integer_value(json_object_get(lat, "count")), 4);
+    assert_true(json_number_value(json_object_get(lat, "max")) >= 400 - 20);
+    assert_true(json_number_value(json_object_get(lat, "p95")) >= 400 - 20);
+    assert_true(json_number_value(json_object_get(lat, "p95")) <=
+                json_number_value(json_object_get(lat, "max")));
+    assert_true(json_number_value(json_object_get(lat, "mean")) >=
+                (400.0 + 250.0 - 40.0) / 4);
+    json_decref(s);
+
+    /* The model off: no delay whatever is in progress. */
+    set_config("{\"overload_knee\":0}");
+    (void)timed_request();
+    s = stats();
+    assert_int_equal(stat_int(s, "overload_delayed"), 2);
+    json_decref(s);
+    free(bulk);
+}
+
+static long long wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * ?timeline=true counts environments triggered (rejected ones included)
+ * per second since the first trigger; the counts add up to
+ * environments_triggered, and the second bulk, more than a second later,
+ * lands in a later second. Latency counts start again at a reset.
+ */
+static void test_trigger_timeline(void **state)
+{
+    const char *const two[] = {"tl-proj", "a", "tl-proj", "rej", NULL};
+    const char *const three[] = {"tl-proj", "a", "tl-proj", "b",
+                                 "tl-proj", "c", NULL};
+    json_t *s, *tl, *per, *v;
+    long long before, after, sum = 0;
+    size_t i;
+
+    (void)state;
+    s = stats_at("/sim/stats?timeline=true");
+    tl = json_object_get(s, "trigger_timeline");
+    assert_true(json_is_null(json_object_get(tl, "start_ms")));
+    assert_int_equal(json_array_size(json_object_get(tl, "per_second")), 0);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(s, "api_latency_ms"), "count")),
+                     0);
+    json_decref(s);
+
+    set_config("{\"reject\":[\"tl-proj/rej\"]}");
+    before = wall_ms();
+    free(bulk_deploy(two));
+    after = wall_ms();
+    sleep_ms(1100);
+    free(bulk_deploy(three));
+
+    s = stats();
+    assert_null(json_object_get(s, "trigger_timeline"));
+    json_decref(s);
+    s = stats_at("/sim/stats?timeline=true&triggers=false");
+    assert_null(json_object_get(s, "triggers"));
+    tl = json_object_get(s, "trigger_timeline");
+    assert_true(json_is_integer(json_object_get(tl, "start_ms")));
+    assert_true(json_integer_value(json_object_get(tl, "start_ms")) >= before);
+    assert_true(json_integer_value(json_object_get(tl, "start_ms")) <= after);
+    assert_true(json_is_false(json_object_get(tl, "truncated")));
+    assert_int_equal(
+        json_integer_value(json_object_get(tl, "dropped_environments")), 0);
+    per = json_object_get(tl, "per_second");
+    assert_true(json_array_size(per) >= 2);
+    json_array_foreach(per, i, v)
+    {
+        sum += json_integer_value(v);
+    }
+    assert_int_equal(sum, stat_int(s, "environments_triggered"));
+    assert_int_equal(sum, 5);
+    assert_int_equal(json_integer_value(json_array_get(per, 0)), 2);
+    assert_int_equal(
+        json_integer_value(json_array_get(per, json_array_size(per) - 1)), 3);
+    json_decref(s);
+}
+
+/*
+ * Lowering max_concurrent_builds at run time cancels nothing: the running
+ * builds finish, and a new one starts only once fewer than the new cap
+ * run, that is after all three have ended.
+ */
+static void test_cap_lowered(void **state)
+{
+    const char *const three[] = {"cl-proj", "a", "cl-proj", "b",
+                                 "cl-proj", "c", NULL};
+    const char *const one[] = {"cl-proj", "d", NULL};
+    char *first, *later;
+    const char *last_end = "";
+    json_t *rows, *row, *s;
+    size_t i;
+    long long deadline;
+
+    (void)state;
+    set_config("{\"max_concurrent_builds\":3,\"rows_delay_ms\":0,"
+               "\"phase_ms\":0,\"build_min_ms\":1000,\"build_max_ms\":1000}");
+    first = bulk_deploy(three);
+    set_config("{\"max_concurrent_builds\":1}");
+    later = bulk_deploy(one);
+    deadline = rw_itest_now_ms() + 20000;
+    for (;;) {
+        bool three_done = true;
+        rows = rows_of(first);
+        json_array_foreach(rows, i, row)
+        {
+            three_done = three_done && status_rank(row_status(row)) == 4;
+        }
+        json_decref(rows);
+        rows = rows_of(later);
+        assert_int_equal(json_array_size(rows), 1);
+        /* Not running while any of the three still runs. */
+        if (!three_done)
+            assert_string_equal(row_status(json_array_get(rows, 0)), "queued");
+        json_decref(rows);
+        if (three_done)
+            break;
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the first three builds did not end in 20 s");
+        sleep_ms(30);
+    }
+    rows = wait_terminal(first, 3);
+    json_array_foreach(rows, i, row)
+    {
+        assert_string_equal(row_status(row), "complete");
+        if (strcmp(field_str(row, "completed"), last_end) > 0)
+            last_end = field_str(row, "completed");
+    }
+    json_t *lrows = wait_terminal(later, 1);
+    assert_true(
+        strcmp(field_str(json_array_get(lrows, 0), "started"), last_end) >= 0);
+    json_decref(lrows);
+    json_decref(rows);
+    s = stats();
+    assert_int_equal(stat_int(s, "peak_concurrent_builds"), 3);
+    assert_int_equal(stat_int(s, "peak_in_progress_builds"), 4);
+    json_decref(s);
+    free(first);
+    free(later);
+}
+
 static void test_outcome_rates(void **state)
 {
     const char *const pairs[] = {"or-proj", "a", "or-proj", "b", "or-proj", "c",
@@ -1395,6 +1821,12 @@ int main(void)
         cmocka_unit_test_setup(test_faults_after_execute, fresh),
         cmocka_unit_test_setup(test_reject, fresh),
         cmocka_unit_test_setup(test_concurrency_cap, fresh),
+        cmocka_unit_test_setup(test_cap_lowered, fresh),
+        cmocka_unit_test_setup(test_one_build_per_env, fresh),
+        cmocka_unit_test_setup(test_env_wait_stats, fresh),
+        cmocka_unit_test_setup(test_superseded_cancel, fresh),
+        cmocka_unit_test_setup(test_overload_delay, fresh),
+        cmocka_unit_test_setup(test_trigger_timeline, fresh),
         cmocka_unit_test_setup(test_outcome_rates, fresh),
         cmocka_unit_test_setup(test_concurrent_keepalive, fresh),
         cmocka_unit_test(test_clean_shutdown),

@@ -93,6 +93,15 @@ static const opt_t opts[] = {
         true,
         "share of bulk deploy mutations executed (the bulk is created), "
         "then answered with HTTP 200 and a body cut in half (not JSON)"),
+    OPT("overload-knee", OPT_INT, overload_knee, "0", 0, 100000000, true,
+        "builds in progress (running + queued) above which every /graphql "
+        "answer is delayed (0 = no overload model)"),
+    OPT("overload-ms-per-build", OPT_INT, overload_ms_per_build, "10", 0,
+        3600000, true,
+        "delay added to a /graphql answer per build in progress above "
+        "overload-knee"),
+    OPT("overload-max-ms", OPT_INT, overload_max_ms, "30000", 0, 3600000, true,
+        "longest overload delay of a /graphql answer"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -48,6 +48,9 @@ typedef struct rw_sim_config {
     double fault_http500_executed;
     double fault_http500_mutation;
     double fault_garbled_executed;
+    long long overload_knee;
+    long long overload_ms_per_build;
+    long long overload_max_ms;
 } rw_sim_config_t;
 
 /*

@@ -1,9 +1,9 @@
 /*
  * sim_http: request routing, bearer-token check and fault injection of the
  * Lagoon simulator on top of libmicrohttpd. Bodies are collected whole
- * (bounded) before a request is handled. A slow fault holds only its own
- * connection's thread, and is cut short when the server stops. The token
- * is never logged.
+ * (bounded) before a request is handled. A slow fault or an overload delay
+ * holds only its own connection's thread, and is cut short when the server
+ * stops. The token is never logged.
  */
 #include "sim_http.h"
 
@@ -42,7 +42,16 @@ struct rw_sim_http {
 typedef struct req {
     rw_sim_buf_t body;
     bool too_large;
+    long long t_arrival_us; /* monotonic, when the headers were read */
 } req_t;
+
+static long long mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
                                  const char *type, char *text, size_t len)
@@ -156,12 +165,16 @@ static void slow_wait(rw_sim_http_t *http, long long ms)
 static enum MHD_Result handle_graphql(rw_sim_http_t *http,
                                       struct MHD_Connection *c, req_t *r)
 {
+    static const char text500[] = "Internal Server Error\n";
     const char *denied = check_auth(http, c);
+    const char *type = "application/json; charset=utf-8";
     rw_sim_gql_t *q;
     rw_sim_fault_t fault;
-    long long slow_ms = 0;
+    long long slow_ms = 0, delay_ms;
     rw_sim_buf_t out;
-    int status;
+    size_t len;
+    char *text;
+    int status = MHD_HTTP_OK;
 
     if (denied) {
         rw_debug(COMP, "event=unauthorized");
@@ -173,50 +186,54 @@ static enum MHD_Result handle_graphql(rw_sim_http_t *http,
                            "Internal server error: out of memory");
     fault = rw_sim_graphql_request(http->sim, rw_sim_gql_deploy_fields(q),
                                    &slow_ms);
-    switch (fault) {
-    case RW_SIM_FAULT_DROP:
+    if (fault == RW_SIM_FAULT_DROP) {
         rw_debug(COMP, "event=fault kind=drop");
         rw_sim_gql_free(q);
         /* MHD_NO makes libmicrohttpd close the socket unanswered. */
         return MHD_NO;
-    case RW_SIM_FAULT_HTTP500: {
-        static const char text[] = "Internal Server Error\n";
-        rw_debug(COMP, "event=fault kind=http500");
-        rw_sim_gql_free(q);
-        return send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                         "text/plain; charset=utf-8", strdup(text),
-                         sizeof(text) - 1);
     }
+    rw_sim_buf_init(&out);
+    switch (fault) {
+    case RW_SIM_FAULT_HTTP500:
+        rw_debug(COMP, "event=fault kind=http500");
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        type = "text/plain; charset=utf-8";
+        rw_sim_buf_puts(&out, text500);
+        break;
     case RW_SIM_FAULT_GRAPHQL:
         rw_debug(COMP, "event=fault kind=graphql_error");
-        rw_sim_gql_free(q);
-        rw_sim_buf_init(&out);
         rw_sim_buf_puts(&out, "{\"data\":null,\"errors\":[{\"message\":"
                               "\"Internal server error (injected by "
                               "lagoon-sim)\",\"extensions\":{\"code\":"
                               "\"INTERNAL_SERVER_ERROR\"}}]}");
-        return send_buf(c, MHD_HTTP_OK, &out);
+        break;
     default:
+        status = rw_sim_gql_execute(q, http->sim, &out);
         break;
     }
-    rw_sim_buf_init(&out);
-    status = rw_sim_gql_execute(q, http->sim, &out);
     rw_sim_gql_free(q);
+    /* An overloaded API is slow for every answer, errors included; the
+     * work is done, only the answer waits, and no lock is held. */
+    delay_ms = rw_sim_overload_ms(http->sim);
+    if (delay_ms > 0)
+        rw_debug(COMP, "event=overload_delay ms=%lld", delay_ms);
     if (fault == RW_SIM_FAULT_SLOW) {
         /* Executed first, answered late: the client may give up on a
          * request whose effect has already happened, as with Lagoon. */
         rw_debug(COMP, "event=fault kind=slow ms=%lld", slow_ms);
-        slow_wait(http, slow_ms);
+        delay_ms += slow_ms;
     }
+    if (delay_ms > 0)
+        slow_wait(http, delay_ms);
     if (fault == RW_SIM_FAULT_HTTP500_EXECUTED) {
         /* The bulk exists now; a proxy or a crash between Lagoon's commit
          * and its answer turns the answer into a 500. */
-        static const char text[] = "Internal Server Error\n";
         rw_debug(COMP, "event=fault kind=http500_executed");
         rw_sim_buf_free(&out);
-        return send_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                         "text/plain; charset=utf-8", strdup(text),
-                         sizeof(text) - 1);
+        rw_sim_buf_init(&out);
+        rw_sim_buf_puts(&out, text500);
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        type = "text/plain; charset=utf-8";
     }
     if (fault == RW_SIM_FAULT_GARBLED_EXECUTED) {
         /* Executed, and the answer is cut short: status 200, JSON content
@@ -225,9 +242,10 @@ static enum MHD_Result handle_graphql(rw_sim_http_t *http,
         out.len /= 2;
         if (out.data)
             out.data[out.len] = '\0';
-        return send_buf(c, MHD_HTTP_OK, &out);
     }
-    return send_buf(c, (unsigned)status, &out);
+    rw_sim_api_latency(http->sim, mono_us() - r->t_arrival_us);
+    text = rw_sim_buf_steal(&out, &len);
+    return send_text(c, (unsigned)status, type, text, len);
 }
 
 static enum MHD_Result handle_config(rw_sim_http_t *http,
@@ -280,7 +298,9 @@ static enum MHD_Result route(rw_sim_http_t *http, struct MHD_Connection *c,
     if (strcmp(url, "/sim/stats") == 0 && get) {
         const char *t =
             MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "triggers");
-        rw_sim_stats_json(http->sim, !is_false(t), &out);
+        const char *tl =
+            MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "timeline");
+        rw_sim_stats_json(http->sim, !is_false(t), tl && !is_false(tl), &out);
         return send_buf(c, MHD_HTTP_OK, &out);
     }
     if (strcmp(url, "/sim/config") == 0 && get) {
@@ -315,6 +335,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         if (!r)
             return MHD_NO;
         rw_sim_buf_init(&r->body);
+        r->t_arrival_us = mono_us();
         *con_cls = r;
         return MHD_YES;
     }

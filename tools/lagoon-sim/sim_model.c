@@ -24,7 +24,8 @@
 
 enum dep_state {
     DEP_WAITING = 0, /* before the end of pending: not yet asking to build */
-    DEP_QUEUED,      /* wants to build, concurrency cap full */
+    DEP_QUEUED,      /* wants to build, concurrency cap full (in the FIFO) */
+    DEP_ENV_WAIT,    /* wants to build, an older build of its env runs */
     DEP_RUNNING,     /* building until t_end */
     DEP_DONE,        /* terminal: outcome */
 };
@@ -43,7 +44,8 @@ typedef struct dep {
     uint32_t prev1;    /* older deployment of the same env + 1; 0 = none */
     uint8_t state;
     uint8_t outcome;
-    char name[7]; /* the random part of lagoon-build-xxxxxx */
+    uint8_t appeared; /* its appear event ran: it may be superseded */
+    char name[7];     /* the random part of lagoon-build-xxxxxx */
 } dep_t;
 
 typedef struct env {
@@ -53,6 +55,11 @@ typedef struct env {
     uint32_t triggers;
     uint32_t last_dep1; /* newest deployment + 1; 0 = none */
     uint32_t next_env1; /* next env of the same project + 1; 0 = last */
+    /* Lagoon builds one deployment of an environment at a time: the one
+     * running, and the one appeared but not yet running (new, pending or
+     * queued; a newer one cancels it). Index + 1; 0 = none. */
+    uint32_t running1;
+    uint32_t active1;
 } env_t;
 
 /* A project: its name is the prefix of its first env's key. */
@@ -89,6 +96,17 @@ typedef struct heap {
     size_t n, cap;
 } heap_t;
 
+/* Seconds of trigger timeline kept after the first trigger (two hours). */
+#define TIMELINE_S 7200
+
+/*
+ * Latency histogram over microseconds: values below 16 have a bucket
+ * each, then every power of two is cut into 16 buckets, so a bucket's
+ * width is at most 1/16 of its values and 592 buckets reach 2^40 us.
+ */
+#define LAT_SUB     16
+#define LAT_BUCKETS (LAT_SUB + 36 * LAT_SUB)
+
 struct rw_sim {
     pthread_mutex_t mu;
     rw_sim_config_t cfg;
@@ -105,11 +123,17 @@ struct rw_sim {
     size_t n_projects, cap_projects;
     imap_t env_map, bulk_map, project_map;
 
-    heap_t ready;    /* DEP_WAITING by t_ready */
-    heap_t running;  /* DEP_RUNNING by t_end */
-    uint32_t *queue; /* DEP_QUEUED, FIFO from queue_head */
+    /* DEP_WAITING by t_appear until it appeared, then by t_ready; an
+     * entry whose deployment was superseded meanwhile is skipped. */
+    heap_t ready;
+    heap_t running; /* DEP_RUNNING by t_end */
+    /* DEP_QUEUED, FIFO from queue_head; superseded entries stay until
+     * popped, so queue_live counts the ones still queued. */
+    uint32_t *queue;
     size_t queue_head, queue_len, queue_cap;
-    long long running_builds, peak_running;
+    long long queue_live, env_waiting; /* DEP_QUEUED, DEP_ENV_WAIT */
+    long long running_builds, peak_running, peak_in_progress;
+    long long superseded;
 
     /* counters of /sim/stats */
     long long bulk_calls, deploy_requests, envs_triggered, max_envs;
@@ -117,6 +141,13 @@ struct rw_sim {
     long long faults[RW_SIM_FAULT_KINDS]; /* by rw_sim_fault_t */
     long long *envs_per_call;
     size_t envs_per_call_len;
+    long long overload_delayed;
+    long long lat_count, lat_sum_us, lat_max_us;
+    long long lat_buckets[LAT_BUCKETS];
+    int64_t timeline_start;     /* wall ms of the first trigger; 0 = none */
+    size_t timeline_len;        /* seconds up to the last one with a trigger */
+    long long timeline_dropped; /* environments after TIMELINE_S */
+    long long timeline[TIMELINE_S];
 };
 
 static uint32_t hash_bytes(const void *p, size_t n, uint64_t h)
@@ -292,23 +323,37 @@ static bool cap_free(const rw_sim_t *sim)
            sim->running_builds < sim->cfg.max_concurrent_builds;
 }
 
+static void note_peaks(rw_sim_t *sim)
+{
+    long long in_progress =
+        sim->running_builds + sim->queue_live + sim->env_waiting;
+
+    if (sim->running_builds > sim->peak_running)
+        sim->peak_running = sim->running_builds;
+    if (in_progress > sim->peak_in_progress)
+        sim->peak_in_progress = in_progress;
+}
+
 static void start_build(rw_sim_t *sim, uint32_t idx, int64_t t)
 {
     dep_t *d = &sim->deps[idx];
+    env_t *e = &sim->envs[d->env];
 
     d->state = DEP_RUNNING;
     d->t_start = t;
     d->t_end = t + d->dur_ms;
-    sim->running_builds++;
-    if (sim->running_builds > sim->peak_running)
-        sim->peak_running = sim->running_builds;
+    if (e->active1 == idx + 1)
+        e->active1 = 0;
     /* The heap only grows as far as deps did; a failed push ends the build
      * at once rather than leaving it running forever. */
     if (!heap_push(&sim->running, d->t_end, idx)) {
         d->state = DEP_DONE;
         d->t_end = t;
-        sim->running_builds--;
+        return;
     }
+    e->running1 = idx + 1;
+    sim->running_builds++;
+    note_peaks(sim);
 }
 
 static void start_queued(rw_sim_t *sim, int64_t t)
@@ -316,13 +361,17 @@ static void start_queued(rw_sim_t *sim, int64_t t)
     while (sim->queue_len && cap_free(sim)) {
         uint32_t idx = sim->queue[sim->queue_head++];
         sim->queue_len--;
+        /* Superseded while queued: already cancelled and uncounted. */
+        if (sim->deps[idx].state != DEP_QUEUED)
+            continue;
+        sim->queue_live--;
         start_build(sim, idx, t);
     }
     if (!sim->queue_len)
         sim->queue_head = 0;
 }
 
-static void enqueue(rw_sim_t *sim, uint32_t idx)
+static void enqueue(rw_sim_t *sim, uint32_t idx, int64_t t)
 {
     if (sim->queue_head + sim->queue_len == sim->queue_cap) {
         if (sim->queue_head > sim->queue_cap / 2) {
@@ -334,7 +383,7 @@ static void enqueue(rw_sim_t *sim, uint32_t idx)
             uint32_t *q = realloc(sim->queue, cap * sizeof(*q));
             if (!q) {
                 /* Out of memory: build now instead of losing the row. */
-                start_build(sim, idx, sim->deps[idx].t_ready);
+                start_build(sim, idx, t);
                 return;
             }
             sim->queue = q;
@@ -343,9 +392,94 @@ static void enqueue(rw_sim_t *sim, uint32_t idx)
     }
     sim->deps[idx].state = DEP_QUEUED;
     sim->queue[sim->queue_head + sim->queue_len++] = idx;
+    sim->queue_live++;
+    note_peaks(sim);
 }
 
-/* Processes every build start and end up to now, in time order. */
+/* Deployment idx may build as far as its environment goes: it takes a
+ * slot of the cluster cap, or waits in the FIFO behind those before it. */
+static void want_slot(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    if (cap_free(sim) && !sim->queue_live)
+        start_build(sim, idx, t);
+    else
+        enqueue(sim, idx, t);
+}
+
+/* Deployment idx has spent its time in pending at t. */
+static void ready(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    dep_t *d = &sim->deps[idx];
+
+    if (sim->envs[d->env].running1) {
+        /* Queued behind its own environment, not the cluster: it takes
+         * no slot until the older build ends. */
+        d->state = DEP_ENV_WAIT;
+        sim->env_waiting++;
+        note_peaks(sim);
+        return;
+    }
+    want_slot(sim, idx, t);
+}
+
+/* A newer deployment of its environment appeared at t while idx had not
+ * started: Lagoon cancels the older one. */
+static void supersede(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    dep_t *d = &sim->deps[idx];
+
+    if (d->state == DEP_QUEUED && --sim->queue_live == 0)
+        sim->queue_head = sim->queue_len = 0; /* only stale entries left */
+    else if (d->state == DEP_ENV_WAIT)
+        sim->env_waiting--;
+    d->state = DEP_DONE;
+    d->outcome = OUT_CANCELLED;
+    d->t_start = 0;
+    /* Its row may appear later than the newer one's when rows-delay was
+     * lowered in between; it never completes before it was created. */
+    d->t_end = t > d->t_appear ? t : d->t_appear;
+    sim->superseded++;
+}
+
+/* Deployment idx was created at t: it supersedes its environment's
+ * deployment that has not started, or is superseded by a newer one that
+ * appeared first. */
+static void appear(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    dep_t *d = &sim->deps[idx];
+    env_t *e = &sim->envs[d->env];
+
+    d->appeared = 1;
+    if (e->active1 && e->active1 - 1 > idx) {
+        supersede(sim, idx, t);
+        return;
+    }
+    if (e->active1)
+        supersede(sim, e->active1 - 1, t);
+    e->active1 = idx + 1;
+    /* Cannot fail: the caller has just popped an entry of this heap. */
+    (void)heap_push(&sim->ready, d->t_ready, idx);
+}
+
+/* A build of the environment of idx ended at t: its next one may go. */
+static void build_ended(rw_sim_t *sim, uint32_t idx, int64_t t)
+{
+    env_t *e = &sim->envs[sim->deps[idx].env];
+
+    sim->deps[idx].state = DEP_DONE;
+    sim->running_builds--;
+    e->running1 = 0;
+    /* The freed slot goes to the FIFO first: builds waiting for the
+     * cluster waited longer than the one waiting for its environment. */
+    start_queued(sim, t);
+    if (e->active1 && sim->deps[e->active1 - 1].state == DEP_ENV_WAIT) {
+        sim->env_waiting--;
+        want_slot(sim, e->active1 - 1, t);
+    }
+}
+
+/* Processes every appearance, build start and end up to now, in time
+ * order. */
 static void advance(rw_sim_t *sim, int64_t now)
 {
     for (;;) {
@@ -359,18 +493,18 @@ static void advance(rw_sim_t *sim, int64_t now)
             if (t_end > now)
                 break;
             e = heap_pop(&sim->running);
-            sim->deps[e.idx].state = DEP_DONE;
-            sim->running_builds--;
-            start_queued(sim, e.key);
+            build_ended(sim, e.idx, e.key);
         } else {
             hent_t e;
             if (t_ready > now)
                 break;
             e = heap_pop(&sim->ready);
-            if (cap_free(sim) && !sim->queue_len)
-                start_build(sim, e.idx, e.key);
+            if (sim->deps[e.idx].state != DEP_WAITING)
+                continue; /* superseded before its turn */
+            if (!sim->deps[e.idx].appeared)
+                appear(sim, e.idx, e.key);
             else
-                enqueue(sim, e.idx);
+                ready(sim, e.idx, e.key);
         }
     }
 }
@@ -443,8 +577,16 @@ static void clear_data(rw_sim_t *sim)
     sim->n_envs = sim->cap_envs = 0;
     sim->n_bulks = sim->cap_bulks = 0;
     sim->queue_head = sim->queue_len = sim->queue_cap = 0;
+    sim->queue_live = sim->env_waiting = 0;
     sim->envs_per_call_len = 0;
-    sim->running_builds = sim->peak_running = 0;
+    sim->running_builds = sim->peak_running = sim->peak_in_progress = 0;
+    sim->superseded = sim->overload_delayed = 0;
+    sim->lat_count = sim->lat_sum_us = sim->lat_max_us = 0;
+    memset(sim->lat_buckets, 0, sizeof(sim->lat_buckets));
+    sim->timeline_start = 0;
+    sim->timeline_len = 0;
+    sim->timeline_dropped = 0;
+    memset(sim->timeline, 0, sizeof(sim->timeline));
     sim->bulk_calls = sim->deploy_requests = sim->envs_triggered = 0;
     sim->max_envs = sim->duplicate_triggers = sim->graphql_requests = 0;
     memset(sim->faults, 0, sizeof(sim->faults));
@@ -593,6 +735,8 @@ static long env_intern(rw_sim_t *sim, const rw_sim_target_t *t)
     e->triggers = 0;
     e->last_dep1 = 0;
     e->next_env1 = 0;
+    e->running1 = 0;
+    e->active1 = 0;
     if (!imap_insert(&sim->env_map, h, (uint32_t)sim->n_envs)) {
         free(e->key);
         return -1;
@@ -656,6 +800,22 @@ static void plan_build(const rw_sim_t *sim, const char *bulk_id, const env_t *e,
         (uint32_t)(sim->cfg.build_min_ms + (long long)(mix64(h) % span));
 }
 
+/* The timeline counter of the second of now, or NULL past TIMELINE_S. */
+static long long *timeline_second(rw_sim_t *sim, int64_t now)
+{
+    int64_t sec;
+
+    if (!sim->timeline_start)
+        sim->timeline_start = now;
+    /* A wall clock stepped back counts in the first second. */
+    sec = now > sim->timeline_start ? (now - sim->timeline_start) / 1000 : 0;
+    if (sec >= TIMELINE_S)
+        return NULL;
+    if ((size_t)sec + 1 > sim->timeline_len)
+        sim->timeline_len = (size_t)sec + 1;
+    return &sim->timeline[sec];
+}
+
 static bool count_envs_per_call(rw_sim_t *sim, size_t n)
 {
     if (n >= sim->envs_per_call_len) {
@@ -683,6 +843,7 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
     bulk_t *b;
     size_t n_rejected = 0;
     uint32_t bidx;
+    long long *second;
     char qname[160];
 
     if (n == 0)
@@ -732,6 +893,7 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
     }
     sim->n_bulks++;
     b->first = (uint32_t)sim->n_deps;
+    second = timeline_second(sim, now);
 
     for (size_t i = 0; i < n; i++) {
         long eidx = env_intern(sim, &targets[i]);
@@ -744,6 +906,10 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
         if (++e->triggers == 2)
             sim->duplicate_triggers++;
         sim->envs_triggered++;
+        if (second)
+            (*second)++;
+        else
+            sim->timeline_dropped++;
         if (rejected(sim, e->key)) {
             n_rejected++;
             continue;
@@ -761,7 +927,7 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
         for (int c = 0; c < 6; c++)
             d->name[c] =
                 "abcdefghijklmnopqrstuvwxyz0123456789"[rng_next(sim) % 36];
-        if (!heap_push(&sim->ready, d->t_ready, (uint32_t)sim->n_deps))
+        if (!heap_push(&sim->ready, d->t_appear, (uint32_t)sim->n_deps))
             goto nomem;
         sim->n_deps++;
         b->n++;
@@ -787,17 +953,19 @@ static const char *status_of(const dep_t *d, int64_t now)
 {
     static const char *const outcome[] = {"complete", "failed", "cancelled"};
 
+    /* Superseded deployments end while still new. */
+    if (d->state == DEP_DONE)
+        return outcome[d->outcome];
     if (now < d->t_pending)
         return "new";
     switch (d->state) {
     case DEP_WAITING:
         return "pending";
     case DEP_QUEUED:
+    case DEP_ENV_WAIT:
         return "queued";
-    case DEP_RUNNING:
-        return "running";
     default:
-        return outcome[d->outcome];
+        return "running";
     }
 }
 
@@ -1018,9 +1186,98 @@ rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
     return f;
 }
 
-void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b)
+long long rw_sim_overload_ms(rw_sim_t *sim)
+{
+    long long ms = 0, over;
+
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, rw_sim_now_ms());
+    over = sim->running_builds + sim->queue_live + sim->env_waiting -
+           sim->cfg.overload_knee;
+    if (sim->cfg.overload_knee > 0 && over > 0) {
+        ms = over * sim->cfg.overload_ms_per_build;
+        if (ms > sim->cfg.overload_max_ms)
+            ms = sim->cfg.overload_max_ms;
+    }
+    if (ms > 0)
+        sim->overload_delayed++;
+    pthread_mutex_unlock(&sim->mu);
+    return ms;
+}
+
+static size_t lat_bucket(long long us)
+{
+    int e;
+
+    if (us < LAT_SUB)
+        return us < 0 ? 0 : (size_t)us;
+    e = 63 - __builtin_clzll((unsigned long long)us);
+    if (e >= 40)
+        return LAT_BUCKETS - 1;
+    return LAT_SUB + (size_t)(e - 4) * LAT_SUB +
+           (size_t)((us >> (e - 4)) & (LAT_SUB - 1));
+}
+
+/* The largest value bucket i holds. */
+static long long lat_bucket_max(size_t i)
+{
+    size_t e, sub;
+
+    if (i < LAT_SUB)
+        return (long long)i;
+    e = (i - LAT_SUB) / LAT_SUB + 4;
+    sub = (i - LAT_SUB) % LAT_SUB;
+    return (long long)(((LAT_SUB + sub + 1) << (e - 4)) - 1);
+}
+
+void rw_sim_api_latency(rw_sim_t *sim, long long us)
+{
+    pthread_mutex_lock(&sim->mu);
+    sim->lat_count++;
+    sim->lat_sum_us += us;
+    if (us > sim->lat_max_us)
+        sim->lat_max_us = us;
+    sim->lat_buckets[lat_bucket(us)]++;
+    pthread_mutex_unlock(&sim->mu);
+}
+
+/* The 95th percentile: the top of its bucket, never above the maximum. */
+static long long lat_p95_us(const rw_sim_t *sim)
+{
+    long long rank = (sim->lat_count * 95 + 99) / 100, seen = 0;
+
+    for (size_t i = 0; i < LAT_BUCKETS && rank > 0; i++) {
+        seen += sim->lat_buckets[i];
+        if (seen >= rank) {
+            long long top = lat_bucket_max(i);
+            return top < sim->lat_max_us ? top : sim->lat_max_us;
+        }
+    }
+    return 0;
+}
+
+static void timeline_json(const rw_sim_t *sim, rw_sim_buf_t *b)
+{
+    rw_sim_buf_puts(b, ",\"trigger_timeline\":{\"start_ms\":");
+    if (sim->timeline_start)
+        rw_sim_buf_printf(b, "%lld", (long long)sim->timeline_start);
+    else
+        rw_sim_buf_puts(b, "null");
+    rw_sim_buf_puts(b, ",\"per_second\":[");
+    for (size_t i = 0; i < sim->timeline_len; i++)
+        rw_sim_buf_printf(b, "%s%lld", i ? "," : "", sim->timeline[i]);
+    rw_sim_buf_printf(b,
+                      "],\"max_seconds\":%d,\"truncated\":%s,"
+                      "\"dropped_environments\":%lld}",
+                      TIMELINE_S, sim->timeline_dropped ? "true" : "false",
+                      sim->timeline_dropped);
+}
+
+void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
+                       rw_sim_buf_t *b)
 {
     bool first = true;
+    long long queued;
 
     pthread_mutex_lock(&sim->mu);
     advance(sim, rw_sim_now_ms());
@@ -1048,20 +1305,36 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b)
         }
         rw_sim_buf_puts(b, "}");
     }
+    if (with_timeline)
+        timeline_json(sim, b);
+    queued = sim->queue_live + sim->env_waiting;
     rw_sim_buf_printf(
         b,
         ",\"distinct_environments\":%zu,\"duplicate_triggers\":%lld,"
         "\"deployments\":%zu,\"peak_concurrent_builds\":%lld,"
-        "\"running_builds\":%lld,\"queued_builds\":%zu,"
+        "\"running_builds\":%lld,\"queued_builds\":%lld,"
+        "\"in_progress_builds\":%lld,\"peak_in_progress_builds\":%lld,"
+        "\"superseded_cancelled\":%lld,"
         "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
         "\"slow\":%lld,\"drop\":%lld,\"http500_executed\":%lld,"
-        "\"garbled_executed\":%lld},\"graphql_requests\":%lld}",
+        "\"garbled_executed\":%lld},\"graphql_requests\":%lld,"
+        "\"overload_delayed\":%lld,",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
-        sim->running_builds, sim->queue_len, sim->faults[RW_SIM_FAULT_HTTP500],
-        sim->faults[RW_SIM_FAULT_GRAPHQL], sim->faults[RW_SIM_FAULT_SLOW],
-        sim->faults[RW_SIM_FAULT_DROP],
+        sim->running_builds, queued, sim->running_builds + queued,
+        sim->peak_in_progress, sim->superseded,
+        sim->faults[RW_SIM_FAULT_HTTP500], sim->faults[RW_SIM_FAULT_GRAPHQL],
+        sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
         sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
-        sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests);
+        sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests,
+        sim->overload_delayed);
+    rw_sim_buf_printf(
+        b,
+        "\"api_latency_ms\":{\"count\":%lld,\"mean\":%.3f,\"max\":%.3f,"
+        "\"p95\":%.3f}}",
+        sim->lat_count,
+        sim->lat_count ? (double)sim->lat_sum_us / (double)sim->lat_count / 1e3
+                       : 0.0,
+        (double)sim->lat_max_us / 1e3, (double)lat_p95_us(sim) / 1e3);
     pthread_mutex_unlock(&sim->mu);
 }
 
@@ -1083,7 +1356,8 @@ rw_err_t rw_sim_configure(rw_sim_t *sim, const json_t *obj,
     if (err)
         goto out;
     /* Builds started so far did so under the old cap; a larger cap lets
-     * queued builds start now. */
+     * queued builds start now, a smaller one lets running builds finish
+     * and starts none until fewer than it run (cap_free). */
     advance(sim, now);
     rw_sim_config_free(&sim->cfg);
     sim->cfg = next;

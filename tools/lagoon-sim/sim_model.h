@@ -1,12 +1,19 @@
 /*
  * sim_model: the state of the simulated Lagoon: bulks, their deployments,
- * build scheduling under a concurrency cap, fault draws and the counters of
- * /sim/stats. Thread-safe behind one mutex. It knows nothing about HTTP or
- * GraphQL syntax.
+ * build scheduling under a concurrency cap and one build per environment,
+ * fault draws, the overload delay and the counters of /sim/stats.
+ * Thread-safe behind one mutex. It knows nothing about HTTP or GraphQL
+ * syntax.
  *
  * Timings, outcome rates and reject patterns are applied when a bulk is
  * created, so /sim/config changes to them affect later bulks; the
- * concurrency cap and the fault rates apply at once.
+ * concurrency cap, the overload model and the fault rates apply at once.
+ *
+ * As Lagoon's remote controller does, an environment builds one deployment
+ * at a time: one that is ready while an older one of its environment runs
+ * waits in queued (taking no slot of the cap) until that one ends, and a
+ * deployment that appears (is created) while an older one of its
+ * environment has not started running cancels that older one at once.
  *
  * Projects and environments are known from the bulks that named them
  * (rejected environments included): projectByName answers from that, with
@@ -14,11 +21,12 @@
  *
  * Deployment timings are fixed when a bulk is created (rows appear after
  * rows-delay-ms, then phase-ms in new and in pending, then a build of a
- * duration hashed from bulk id + environment); the only thing decided
- * later is when a build starts, because a full concurrency cap keeps it in
- * queued. Every call first advances the schedule to "now" by processing
- * start and end events in time order (two heaps), so the cost is per event,
- * never per stored deployment.
+ * duration hashed from bulk id + environment); the only things decided
+ * later are when a build starts, because a full concurrency cap or an
+ * older build of its environment keeps it in queued, and whether a newer
+ * deployment cancels it first. Every call first advances the schedule to
+ * "now" by processing appear, start and end events in time order (two
+ * heaps), so the cost is per event, never per stored deployment.
  */
 #ifndef RW_SIM_MODEL_H
 #define RW_SIM_MODEL_H
@@ -133,16 +141,37 @@ rw_sim_fault_t rw_sim_graphql_request(rw_sim_t *sim, int deploy_fields,
                                       long long *slow_ms);
 
 /*
- * GET /sim/stats; with_triggers=false leaves out the per-env map.
+ * The extra delay of a /graphql answer under the overload model at this
+ * moment: min(overload-max-ms, (in progress - overload-knee) *
+ * overload-ms-per-build) when builds in progress (running + queued) exceed
+ * a knee > 0, else 0. Counts the request as delayed when it is > 0. The
+ * caller waits, outside the lock.
+ */
+long long rw_sim_overload_ms(rw_sim_t *sim);
+
+/* Records one /graphql request's time from arrival to queued answer. */
+void rw_sim_api_latency(rw_sim_t *sim, long long us);
+
+/*
+ * GET /sim/stats; with_triggers=false leaves out the per-env map,
+ * with_timeline adds trigger_timeline (environments triggered per second
+ * since the first trigger, for at most 7200 seconds; later ones are counted
+ * in dropped_environments and set truncated).
  * graphql_requests: authorised POST /graphql requests, faulted or not.
  * deploy_requests: bulkDeployEnvironmentLatest fields asked for, including
  * refused and faulted ones. bulk_calls: bulks created. environments_
  * triggered: environments in created bulks, rejected ones included (as are
  * triggers and duplicate_triggers, the environments triggered more than
  * once). peak_concurrent_builds / running_builds / queued_builds: builds in
- * running (or waiting in queued) at once.
+ * running (or waiting in queued) at once. in_progress_builds: running +
+ * queued now; peak_in_progress_builds: its highest value. superseded_
+ * cancelled: deployments cancelled by a newer one of their environment.
+ * overload_delayed: /graphql answers the overload model delayed.
+ * api_latency_ms: count, mean, max and p95 (to 1/16) of the times passed
+ * to rw_sim_api_latency. Every counter starts again at a reset.
  */
-void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, rw_sim_buf_t *b);
+void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
+                       rw_sim_buf_t *b);
 
 /*
  * POST /sim/config: applies the object atomically (all or nothing) and
