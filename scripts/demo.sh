@@ -11,7 +11,9 @@
 #   scripts/demo.sh [--keep]
 #     --keep   leave the stack up afterwards and print how to use it
 #
-# DEMO_INSTANCES (default 2000) sets the fleet size. It never prints the
+# DEMO_INSTANCES (default 2000) sets the fleet size, DEMO_MAX_IN_FLIGHT
+# (default 200) the fleet throttle's cap on builds in flight and
+# DEMO_TRIGGER_RATE (default 3000/min) its trigger rate. It never prints the
 # Lagoon token. It does not touch a stack started with plain
 # `scripts/stack.sh up` (that one lives in .stack/).
 set -euo pipefail
@@ -40,6 +42,8 @@ WORK=$ROOT/.demo
 T0=$(date +%s)
 POLL_LIMIT_S=${DEMO_POLL_LIMIT_S:-300}
 DEMO_INSTANCES=${DEMO_INSTANCES:-2000}
+DEMO_MAX_IN_FLIGHT=${DEMO_MAX_IN_FLIGHT:-200}
+DEMO_TRIGGER_RATE=${DEMO_TRIGGER_RATE:-3000/min}
 
 step() { printf '\n[%3ds] == %s\n' "$(($(date +%s) - T0))" "$*"; }
 die() {
@@ -50,8 +54,8 @@ die() {
 # Short simulated builds so the demo finishes in seconds; any
 # ROLLWAVE_SIM_* the caller set wins.
 export ROLLWAVE_SIM_ROWS_DELAY_MS=${ROLLWAVE_SIM_ROWS_DELAY_MS:-1000}
-export ROLLWAVE_SIM_BUILD_MIN_MS=${ROLLWAVE_SIM_BUILD_MIN_MS:-2000}
-export ROLLWAVE_SIM_BUILD_MAX_MS=${ROLLWAVE_SIM_BUILD_MAX_MS:-6000}
+export ROLLWAVE_SIM_BUILD_MIN_MS=${ROLLWAVE_SIM_BUILD_MIN_MS:-1000}
+export ROLLWAVE_SIM_BUILD_MAX_MS=${ROLLWAVE_SIM_BUILD_MAX_MS:-3000}
 # a few failed builds, so the summary shows partial failures
 export ROLLWAVE_SIM_FAIL_RATE=${ROLLWAVE_SIM_FAIL_RATE:-0.02}
 
@@ -122,11 +126,16 @@ step "seed a fleet of ${DEMO_INSTANCES} instances"
 "$BIN/rollwavectl" seed --instances "$DEMO_INSTANCES" --store-apps 5 \
     --beta-pct 10 --trial-pct 5 --ineligible-pct 5 --no-target-pct 2
 
-step "start 2 workers and a poller (logs in .demo/logs)"
-mkdir -p "$WORK/logs"
 # One tick takes every due instance; short polls for a short demo.
 export ROLLWAVE_MAX_PER_RUN=100000 ROLLWAVE_BULK_CHUNK_SIZE=50
-export ROLLWAVE_FIRST_POLL_DELAY_S=2 ROLLWAVE_POLL_INTERVAL_S=2
+export ROLLWAVE_FIRST_POLL_DELAY_S=1 ROLLWAVE_POLL_INTERVAL_S=1
+
+step "fleet throttle: at most $DEMO_MAX_IN_FLIGHT builds in flight, $DEMO_TRIGGER_RATE"
+"$BIN/rollwavectl" throttle --max-in-flight "$DEMO_MAX_IN_FLIGHT" \
+    --rate "$DEMO_TRIGGER_RATE" --by demo | sed 's/^/  /'
+
+step "start 2 workers and a poller (logs in .demo/logs)"
+mkdir -p "$WORK/logs"
 export ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS=6000 ROLLWAVE_METRICS_PORT=0
 PIDS=()
 for role in worker worker poller; do
@@ -148,7 +157,9 @@ ROLLWAVE_TICK_INTERVAL_S=86400 "$BIN/rollwave-producer" \
 PIDS+=($!)
 echo "  rollwave-producer pid $!"
 
-step "rollout in progress (targets by state, runs by status)"
+step "rollout in progress (builds in flight / throttle cap, targets by state, runs by status)"
+SQL_FLIGHT="SELECT rw_throttle_in_flight() || '/' ||
+             LEAST(max_in_flight, effective_limit) FROM fleet_throttle"
 SQL_TARGETS="SELECT COALESCE(string_agg(state || ' ' || n, '  '
                ORDER BY array_position(ARRAY['pending','claimed','triggered',
                'deploying','succeeded','failed','timed_out','skipped',
@@ -161,8 +172,11 @@ SQL_RUNS="SELECT string_agg(status || ' ' || n, '  ' ORDER BY status)
                 GROUP BY status) x"
 done_=0
 last=""
+peak=0
 for ((i = 1; i <= POLL_LIMIT_S; i++)); do
-    line="targets: $(PG "$SQL_TARGETS") | runs: $(PG "$SQL_RUNS")"
+    flight=$(PG "$SQL_FLIGHT")
+    [ "${flight%%/*}" -gt "$peak" ] && peak=${flight%%/*}
+    line="in flight $flight | targets: $(PG "$SQL_TARGETS") | runs: $(PG "$SQL_RUNS")"
     if [ -t 1 ]; then
         printf '\r\033[K  %3ds  %s' "$i" "$line"
     elif [ "$line" != "$last" ]; then
@@ -181,6 +195,9 @@ done
 step "runs"
 "$BIN/rollwavectl" runs
 
+step "fleet throttle after the rollout (peak seen in flight: $peak)"
+"$BIN/rollwavectl" throttle | sed 's/^/  /'
+
 step "Kafka consumer lag"
 "$BIN/rollwavectl" lag --interval 0 \
     --group "rollwave-worker" --topic "${prefix}batches"
@@ -189,14 +206,19 @@ step "Kafka consumer lag"
 
 step "simulator counters"
 curl -fsS --max-time 10 "$ROLLWAVE_SIM_ADMIN_URL/sim/stats?triggers=false" |
-    python3 -c '
-import json, sys
+    CAP=$DEMO_MAX_IN_FLIGHT python3 -c '
+import json, os, sys
 d = json.load(sys.stdin)
+cap = int(os.environ["CAP"])
 print("  bulk calls %d, environments triggered %d, most per call %d, "
-      "environments triggered twice %d, peak concurrent builds %d" % (
+      "environments triggered twice %d" % (
           d["bulk_calls"], d["environments_triggered"],
-          d["max_envs_per_call"], d["duplicate_triggers"],
-          d["peak_concurrent_builds"]))'
+          d["max_envs_per_call"], d["duplicate_triggers"]))
+peak = d["peak_in_progress_builds"]
+print("  peak concurrent builds %d against a cap of %d (%s); API latency "
+      "mean %.1f ms, p95 %.1f ms" % (
+          peak, cap, "within the cap" if peak <= cap else "OVER THE CAP",
+          d["api_latency_ms"]["mean"], d["api_latency_ms"]["p95"]))'
 
 step "stop the daemons (SIGTERM: drain, then exit)"
 stop_daemons
