@@ -38,7 +38,7 @@ static const char SQL_SET[] =
 
 #define SQL_READ_COLS                                                          \
     "SELECT t.max_in_flight, a.o_effective AS effective,"                      \
-    " t.trigger_rate_per_min, t.burst,"    \
+    " t.trigger_rate_per_min, t.burst,"                                        \
     " rw_throttle_in_flight() AS in_flight,"                                   \
     " LEAST(t.burst::float8, t.tokens + EXTRACT(epoch FROM"                    \
     "   clock_timestamp() - t.tokens_at) * t.trigger_rate_per_min / 60.0)"     \
@@ -50,8 +50,7 @@ static const char SQL_READ[] =
     SQL_READ_COLS " FROM rw_throttle_adjust($1::int) a, fleet_throttle t"
                   " WHERE t.id = 1";
 
-static const char SQL_READ_DETAIL[] =
-    SQL_READ_COLS
+static const char SQL_READ_DETAIL[] = SQL_READ_COLS
     ","
     " (SELECT COALESCE(sum(n), 0) FROM throttle_leases"
     "   WHERE expires_at > clock_timestamp()) AS leased,"
@@ -97,8 +96,7 @@ static double pg_double(const PGresult *res, int row, const char *col)
 
 rw_err_t rw_throttle_validate(long long max_in_flight, const char *key_max,
                               double rate_per_min, const char *key_rate,
-                              long long chunk_size, char *errstr,
-                              size_t errlen)
+                              long long chunk_size, char *errstr, size_t errlen)
 {
     if (max_in_flight < 0 || max_in_flight > 100000000)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
@@ -111,8 +109,7 @@ rw_err_t rw_throttle_validate(long long max_in_flight, const char *key_max,
                           "targets): such a chunk could never be "
                           "triggered; use 0 to stop triggering",
                           key_max, max_in_flight, chunk_size);
-    if (!(rate_per_min > 0) || !isfinite(rate_per_min) ||
-        rate_per_min > 1e9)
+    if (!(rate_per_min > 0) || !isfinite(rate_per_min) || rate_per_min > 1e9)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "%s: the rate must be above 0 and at most "
                           "1000000000/min (use --max-in-flight 0 to stop "
@@ -121,8 +118,8 @@ rw_err_t rw_throttle_validate(long long max_in_flight, const char *key_max,
     return RW_OK;
 }
 
-rw_err_t rw_throttle_parse_rate(const char *text, double *per_min,
-                                char *errstr, size_t errlen)
+rw_err_t rw_throttle_parse_rate(const char *text, double *per_min, char *errstr,
+                                size_t errlen)
 {
     static const struct {
         const char *unit;
@@ -146,13 +143,13 @@ rw_err_t rw_throttle_parse_rate(const char *text, double *per_min,
             return RW_OK;
         }
     return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                      "'%s': unknown unit '%s' (expected /min, /s or /h)",
-                      text, end);
+                      "'%s': unknown unit '%s' (expected /min, /s or /h)", text,
+                      end);
 }
 
 rw_err_t rw_throttle_seed(rw_pg_t *pg, long long max_in_flight,
-                          double rate_per_min, long long burst,
-                          const char *by, char *errstr, size_t errlen)
+                          double rate_per_min, long long burst, const char *by,
+                          char *errstr, size_t errlen)
 {
     char max_s[24], rate_s[40], burst_s[24];
     const char *p[4] = {max_s, rate_s, burst_s, by ? by : ""};
@@ -190,8 +187,7 @@ rw_err_t rw_throttle_set(rw_pg_t *pg, long long max_in_flight,
 }
 
 rw_err_t rw_throttle_read(rw_pg_t *pg, long long adjust_every_s, bool detail,
-                          rw_throttle_state_t *st, char *errstr,
-                          size_t errlen)
+                          rw_throttle_state_t *st, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;

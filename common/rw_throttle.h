@@ -78,16 +78,16 @@ rw_err_t rw_throttle_validate(long long max_in_flight, const char *key_max,
                               size_t errlen);
 
 /* "600/min", "10/s", "10/h" or "600" (per minute) -> per minute. */
-rw_err_t rw_throttle_parse_rate(const char *text, double *per_min,
-                                char *errstr, size_t errlen);
+rw_err_t rw_throttle_parse_rate(const char *text, double *per_min, char *errstr,
+                                size_t errlen);
 
 /*
  * Create the fleet row from the environment's defaults when there is none
  * (a row that exists is the operator's and is left alone).
  */
 rw_err_t rw_throttle_seed(rw_pg_t *pg, long long max_in_flight,
-                          double rate_per_min, long long burst,
-                          const char *by, char *errstr, size_t errlen);
+                          double rate_per_min, long long burst, const char *by,
+                          char *errstr, size_t errlen);
 
 /*
  * Change the limits (max_in_flight < 0 or rate <= 0: keep that one). The
@@ -105,8 +105,7 @@ rw_err_t rw_throttle_set(rw_pg_t *pg, long long max_in_flight,
  * RW_ERR_NOT_FOUND: no fleet row.
  */
 rw_err_t rw_throttle_read(rw_pg_t *pg, long long adjust_every_s, bool detail,
-                          rw_throttle_state_t *st, char *errstr,
-                          size_t errlen);
+                          rw_throttle_state_t *st, char *errstr, size_t errlen);
 
 /*
  * Take budget and tokens for n targets, outside any transaction (its own

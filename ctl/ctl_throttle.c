@@ -124,21 +124,20 @@ int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s)
         } else if (strcmp(argv[i], "--json") == 0) {
             json = true;
         } else {
-            rw_ctl_errorf(CMD, "unknown argument '%s' (see rollwavectl "
-                               "throttle --help)",
+            rw_ctl_errorf(CMD,
+                          "unknown argument '%s' (see rollwavectl "
+                          "throttle --help)",
                           argv[i]);
             return RW_CTL_EXIT_USAGE;
         }
     }
     err = rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr));
     if (!err)
-        err = rw_throttle_seed(pg, s->max_in_flight,
-                               (double)s->trigger_rate_per_min,
-                               s->bulk_chunk_size, "ROLLWAVE_* defaults",
-                               errstr, sizeof(errstr));
+        err = rw_throttle_seed(
+            pg, s->max_in_flight, (double)s->trigger_rate_per_min,
+            s->bulk_chunk_size, "ROLLWAVE_* defaults", errstr, sizeof(errstr));
     if (!err && max > 0)
-        err = max_chunk(pg, s->bulk_chunk_size, &chunk, errstr,
-                        sizeof(errstr));
+        err = max_chunk(pg, s->bulk_chunk_size, &chunk, errstr, sizeof(errstr));
     if (err) {
         rw_ctl_errorf(CMD, "%s", errstr);
         rc = RW_CTL_EXIT_FAILED;

@@ -10,7 +10,7 @@
 #include "rw_daemon.h"
 #include "rw_log.h"
 
-#define COMP "worker"
+#define COMP          "worker"
 #define READ_EVERY_MS 1000
 
 static void export_state(rw_gate_t *g, rw_service_t *svc)
@@ -25,10 +25,9 @@ static void export_state(rw_gate_t *g, rw_service_t *svc)
 
 static rw_err_t seed(rw_service_t *svc, char *errstr, size_t errlen)
 {
-    return rw_throttle_seed(svc->pg, svc->s->max_in_flight,
-                            (double)svc->s->trigger_rate_per_min,
-                            svc->s->bulk_chunk_size, "ROLLWAVE_* defaults",
-                            errstr, errlen);
+    return rw_throttle_seed(
+        svc->pg, svc->s->max_in_flight, (double)svc->s->trigger_rate_per_min,
+        svc->s->bulk_chunk_size, "ROLLWAVE_* defaults", errstr, errlen);
 }
 
 static void refresh(rw_gate_t *g, rw_service_t *svc)
@@ -75,10 +74,9 @@ void rw_gate_init(rw_gate_t *g, rw_service_t *svc)
     g->m_in_flight = rw_metrics_gauge(
         "rollwave_throttle_in_flight",
         "builds in flight fleet-wide (targets plus leases)", NULL);
-    g->m_limit =
-        rw_metrics_gauge("rollwave_throttle_limit",
-                         "configured builds-in-flight limit (0 = brake)",
-                         "kind=\"configured\"");
+    g->m_limit = rw_metrics_gauge(
+        "rollwave_throttle_limit",
+        "configured builds-in-flight limit (0 = brake)", "kind=\"configured\"");
     g->m_effective = rw_metrics_gauge(
         "rollwave_throttle_limit",
         "configured builds-in-flight limit (0 = brake)", "kind=\"effective\"");
@@ -135,9 +133,9 @@ static rw_throttle_verdict_t cached(const rw_gate_t *g, long long n,
     if (g->st.in_flight + n > lim && !(n > lim && g->st.in_flight == 0))
         return RW_THROTTLE_BUDGET;
     if ((tokens < cap ? tokens : cap) < (double)n) {
-        *wait_ms = (long long)(((double)n - tokens) * 60000.0 /
-                               g->st.rate_per_min) +
-                   1;
+        *wait_ms =
+            (long long)(((double)n - tokens) * 60000.0 / g->st.rate_per_min) +
+            1;
         return RW_THROTTLE_RATE;
     }
     return RW_THROTTLE_GRANTED;
@@ -163,8 +161,8 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
     rw_throttle_grant_t gr = {0};
     rw_throttle_verdict_t v;
     long long hint = 0;
-    bool fresh = g->st_ms > 0 &&
-                 rw_now_mono_ms() - g->st_ms < svc->s->throttle_wait_ms;
+    bool fresh =
+        g->st_ms > 0 && rw_now_mono_ms() - g->st_ms < svc->s->throttle_wait_ms;
 
     *lease = 0;
     *wait_ms = 0;

@@ -1,6 +1,7 @@
 /*
- * rollwave-worker: Worker: consumes batches, claims instances and fires bulk redeploys at Lagoon.
- * This file holds the configuration table and process start.
+ * rollwave-worker: Worker: consumes batches, claims instances and fires bulk
+ * redeploys at Lagoon. This file holds the configuration table and process
+ * start.
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 
 /* Outbox rows older than this are published by the sweep, not their writer. */
 #define SWEEP_MIN_AGE_S 15
-#define SWEEP_EVERY_MS 10000
+#define SWEEP_EVERY_MS  10000
 
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9102"),
@@ -39,8 +40,8 @@ typedef struct worker {
     rw_gate_t gate;
 } worker_t;
 
-static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg,
-                               void *ud, char *reason, size_t len)
+static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg, void *ud,
+                               char *reason, size_t len)
 {
     rw_batch_msg_t m;
     size_t plen = 0;
@@ -56,8 +57,8 @@ static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg,
         rw_codec_batch_free(&m);
         return RW_MSG_DEAD;
     }
-    outcome = rw_worker_trigger(svc, &((worker_t *)ud)->gate, &m, msg, reason,
-                                len);
+    outcome =
+        rw_worker_trigger(svc, &((worker_t *)ud)->gate, &m, msg, reason, len);
     rw_codec_batch_free(&m);
     return outcome;
 }
@@ -90,8 +91,9 @@ int main(int argc, char **argv)
 
     memset(&s, 0, sizeof(s));
     rw_config_init(argc, argv, "rollwave-worker",
-                   "Worker: consumes batches, claims instances and fires bulk redeploys at Lagoon.", NULL, keys,
-                   sizeof(keys) / sizeof(keys[0]), &s);
+                   "Worker: consumes batches, claims instances and fires bulk "
+                   "redeploys at Lagoon.",
+                   NULL, keys, sizeof(keys) / sizeof(keys[0]), &s);
     err = rw_throttle_validate(s.max_in_flight, "ROLLWAVE_MAX_IN_FLIGHT",
                                (double)s.trigger_rate_per_min,
                                "ROLLWAVE_TRIGGER_RATE_PER_MIN",

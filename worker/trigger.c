@@ -674,8 +674,9 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
         return false;
     }
     if (svc->msg_waited_ms == 0)
-        rw_info(COMP, "event=batch_waiting run=%s chunk=%d targets=%lld "
-                      "reason=\"%s\"",
+        rw_info(COMP,
+                "event=batch_waiting run=%s chunk=%d targets=%lld "
+                "reason=\"%s\"",
                 c->run_uuid, c->chunk, want, reason);
     svc->retry_after_ms = wait_ms;
     *outcome = RW_MSG_WAIT;
