@@ -71,6 +71,11 @@ static const char SQL_TAKE[] =
     " o_wait_ms AS wait_ms"
     " FROM rw_throttle_take($1::int, $2::text, $3::int)";
 
+static const char SQL_NOTE_WAITING[] =
+    "UPDATE fleet_throttle SET waiting_seen_at = now()"
+    " WHERE id = 1 AND (waiting_seen_at IS NULL"
+    "   OR waiting_seen_at < now() - interval '5 seconds')";
+
 static const char SQL_SETTLE[] =
     "DELETE FROM throttle_leases WHERE id = $1::bigint RETURNING id";
 
@@ -291,4 +296,13 @@ void rw_throttle_release(rw_pg_t *pg, long long lease_id)
         return;
     snprintf(id_s, sizeof(id_s), "%lld", lease_id);
     (void)rw_pg_exec(pg, SQL_SETTLE, 1, p, NULL, errstr, sizeof(errstr));
+}
+
+void rw_throttle_note_waiting(rw_pg_t *pg)
+{
+    char errstr[256];
+
+    if (!rw_pg_in_tx(pg))
+        (void)rw_pg_exec(pg, SQL_NOTE_WAITING, 0, NULL, NULL, errstr,
+                         sizeof(errstr));
 }

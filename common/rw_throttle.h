@@ -124,6 +124,13 @@ rw_err_t rw_throttle_take(rw_pg_t *pg, long long n, const char *holder,
 rw_err_t rw_throttle_settle(rw_pg_t *pg, long long lease_id, char *errstr,
                             size_t errlen);
 
+/*
+ * Say that this worker holds batches waiting for the throttle (best
+ * effort; a no-op when another worker said so less than 5 s ago). The
+ * recovery sweep leaves stale pending chunks alone while it is recent.
+ */
+void rw_throttle_note_waiting(rw_pg_t *pg);
+
 /* Give a lease back unused (best effort: it expires anyway). */
 void rw_throttle_release(rw_pg_t *pg, long long lease_id);
 

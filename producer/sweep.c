@@ -44,13 +44,21 @@ static const char SQL_POLL_STALE[] =
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     " ORDER BY c.updated_at LIMIT $2::int";
 
-/* Pending chunks of runs still going whose batches seem lost. */
+/*
+ * Pending chunks of runs still going whose batches seem lost. While the
+ * fleet throttle holds batches back (a worker said so within the window)
+ * a pending chunk is most likely waiting in Kafka: re-queuing it would only
+ * pile duplicates onto the backlog, so that waits until the backlog
+ * drains.
+ */
 static const char SQL_PENDING_STALE[] =
     "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
     " WHERE c.state = 'pending'"
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     "   AND r.status IN ('pending', 'running')"
+    "   AND NOT EXISTS (SELECT 1 FROM fleet_throttle f"
+    "     WHERE f.waiting_seen_at > now() - make_interval(secs => $1::int))"
     " ORDER BY c.updated_at LIMIT $2::int";
 
 /*

@@ -112,9 +112,13 @@ void rw_gate_tick(rw_gate_t *g, rw_service_t *svc)
     long long every =
         svc->n_waiting > 0 ? svc->s->throttle_wait_ms : READ_EVERY_MS;
 
-    if (rw_now_mono_ms() - g->st_ms >= every)
+    if (rw_now_mono_ms() - g->st_ms >= every) {
         refresh(g, svc);
-    else
+        if (svc->n_waiting > 0 && rw_now_mono_ms() - g->noted_ms >= 5000) {
+            rw_throttle_note_waiting(svc->pg);
+            g->noted_ms = rw_now_mono_ms();
+        }
+    } else
         rw_metrics_set(g->m_waiting, (double)svc->n_waiting);
 }
 

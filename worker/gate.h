@@ -20,6 +20,7 @@
 typedef struct rw_gate {
     rw_throttle_state_t st; /* last read (limits), updated by takes */
     long long st_ms;        /* monotonic time of st, 0 = never */
+    long long noted_ms;     /* last rw_throttle_note_waiting */
     char holder[96];        /* host:pid, on the leases it takes */
     rw_metric_t *m_in_flight, *m_limit, *m_effective, *m_tokens, *m_rate;
     rw_metric_t *m_waiting, *m_wait_s, *m_verdict[RW_THROTTLE_UNCONFIGURED + 1];

@@ -25,6 +25,10 @@ CREATE TABLE fleet_throttle (
     tokens_at timestamptz NOT NULL DEFAULT now(),
     adjusted_at timestamptz NOT NULL DEFAULT now(),
     queued_seen_at timestamptz,
+    -- a worker held a batch for budget or rate (stamped every few seconds
+    -- while it does): the recovery sweep does not take chunks pending that
+    -- long for lost batches while the fleet is backlogged
+    waiting_seen_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now(),
     updated_by text NOT NULL DEFAULT ''
 );
