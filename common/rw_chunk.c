@@ -205,7 +205,7 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
     pm.chunk = c->chunk;
     pm.bulk_id = (char *)bulk_id;
     pm.attempt = 1;
-    pm.due_at_ms = rw_now_wall_ms() + s->first_poll_delay_s * 1000;
+    pm.due_at_ms = rw_now_wall_ms() + rw_settings_first_poll_delay_ms(s);
     err = rw_codec_poll_encode(&pm, &json, errstr, errlen);
     if (err)
         goto out;

@@ -32,3 +32,15 @@ void rw_settings_free(rw_settings_t *s)
         *strs[i] = NULL;
     }
 }
+
+long long rw_settings_first_poll_delay_ms(const rw_settings_t *s)
+{
+    return s->first_poll_delay_ms > 0 ? s->first_poll_delay_ms
+                                      : s->first_poll_delay_s * 1000;
+}
+
+long long rw_settings_poll_interval_ms(const rw_settings_t *s)
+{
+    return s->poll_interval_ms > 0 ? s->poll_interval_ms
+                                   : s->poll_interval_s * 1000;
+}

@@ -61,6 +61,8 @@ typedef struct rw_settings {
     /* poll (poller) */
     long long first_poll_delay_s;
     long long poll_interval_s;
+    long long first_poll_delay_ms; /* 0 = first_poll_delay_s */
+    long long poll_interval_ms;    /* 0 = poll_interval_s */
     long long poll_max_attempts;
     /* recovery sweep (producer leader) */
     long long sweep_interval_s;
@@ -207,6 +209,13 @@ typedef struct rw_settings {
            "10", 0, 86400, 0, "delay of the first poll after a trigger"),      \
         RW_KEY("ROLLWAVE_POLL_INTERVAL_S", RW_CFG_INT, poll_interval_s, "30",  \
                0, 86400, 0, "delay between polls of one chunk"),               \
+        RW_KEY("ROLLWAVE_FIRST_POLL_DELAY_MS", RW_CFG_INT,                     \
+               first_poll_delay_ms, "0", 0, 86400000, 0,                       \
+               "the first poll's delay in ms; overrides the _S key when set "  \
+               "(builds of a few seconds)"),                                   \
+        RW_KEY("ROLLWAVE_POLL_INTERVAL_MS", RW_CFG_INT, poll_interval_ms, "0", \
+               0, 86400000, 0,                                                 \
+               "delay between polls in ms; overrides the _S key when set"),    \
         RW_KEY("ROLLWAVE_POLL_MAX_ATTEMPTS", RW_CFG_INT, poll_max_attempts,    \
                "1440", 1, 1000000, 0,                                          \
                "polls before a chunk's remaining targets time out")
@@ -227,5 +236,9 @@ typedef struct rw_settings {
 
 /* Free every string of s (all keys of every group). Accepts NULL. */
 void rw_settings_free(rw_settings_t *s);
+
+/* The poll delays in ms: the _MS key when set, else the _S key. */
+long long rw_settings_first_poll_delay_ms(const rw_settings_t *s);
+long long rw_settings_poll_interval_ms(const rw_settings_t *s);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * rollwave-poller: Poller: follows triggered bulks in Lagoon and writes terminal states back.
- * This file holds the configuration table and process start.
+ * rollwave-poller: Poller: follows triggered bulks in Lagoon and writes
+ * terminal states back. This file holds the configuration table and process
+ * start.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,8 @@
 #include "rw_settings.h"
 
 #define SWEEP_MIN_AGE_S 15
-#define SWEEP_EVERY_MS 10000
-#define MAX_HELD 1024
+#define SWEEP_EVERY_MS  10000
+#define MAX_HELD        1024
 
 /*
  * A poll event not yet due is held here and its partition paused: no busy
@@ -66,10 +67,10 @@ static held_t *held_for(poller_t *p, const rw_kafka_msg_t *msg)
  */
 static long long due_horizon_ms(const rw_settings_t *s)
 {
-    long long d = s->poll_interval_s > s->first_poll_delay_s
-                      ? s->poll_interval_s
-                      : s->first_poll_delay_s;
-    return (d + 3600) * 1000;
+    long long a = rw_settings_poll_interval_ms(s);
+    long long b = rw_settings_first_poll_delay_ms(s);
+
+    return (a > b ? a : b) + 3600 * 1000;
 }
 
 /* Decode and, when due, handle. *due_ms is set when it is not due yet. */
@@ -127,8 +128,8 @@ static void hold(rw_service_t *svc, poller_t *p, rw_kafka_msg_t *msg,
     p->n_held++;
 }
 
-static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg,
-                               void *ud, char *reason, size_t len)
+static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg, void *ud,
+                               char *reason, size_t len)
 {
     poller_t *p = ud;
     long long due_ms;
@@ -174,7 +175,8 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
         }
         outcome = process(svc, h->msg, &due_ms, reason, sizeof(reason));
         if (outcome == RW_MSG_RETRY) {
-            h->due_ms = now + 200LL * (1LL << (h->retries < 6 ? h->retries : 6));
+            h->due_ms =
+                now + 200LL * (1LL << (h->retries < 6 ? h->retries : 6));
             h->retries++;
             rw_warn("poller", "event=retry reason=\"%s\"", reason);
             i++;
@@ -186,8 +188,8 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             rw_service_ack(svc, h->msg);
         next = rw_kafka_msg_offset(h->msg) + 1;
         rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(h->msg),
-                               rw_kafka_msg_partition(h->msg), next, 5000,
-                               NULL, 0);
+                               rw_kafka_msg_partition(h->msg), next, 5000, NULL,
+                               0);
         rw_kafka_consumer_resume(svc->kc, rw_kafka_msg_topic(h->msg),
                                  rw_kafka_msg_partition(h->msg), NULL, 0);
         rw_kafka_msg_destroy(h->msg);
@@ -218,8 +220,9 @@ int main(int argc, char **argv)
 
     memset(&s, 0, sizeof(s));
     rw_config_init(argc, argv, "rollwave-poller",
-                   "Poller: follows triggered bulks in Lagoon and writes terminal states back.", NULL, keys,
-                   sizeof(keys) / sizeof(keys[0]), &s);
+                   "Poller: follows triggered bulks in Lagoon and writes "
+                   "terminal states back.",
+                   NULL, keys, sizeof(keys) / sizeof(keys[0]), &s);
     rw_daemon_signals_install("poller");
     p = calloc(1, sizeof(*p));
     if (!p) {

@@ -256,7 +256,8 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
     if (!all_terminal) {
         rw_poll_msg_t next = *m;
         next.attempt = m->attempt + 1;
-        next.due_at_ms = rw_now_wall_ms() + svc->s->poll_interval_s * 1000;
+        next.due_at_ms =
+            rw_now_wall_ms() + rw_settings_poll_interval_ms(svc->s);
         err = rw_codec_poll_encode(&next, &next_json, errstr, sizeof(errstr));
         if (err)
             goto fail;
