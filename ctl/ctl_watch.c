@@ -1,6 +1,7 @@
 /*
  * ctl_watch: live progress of one run for "redeploy --wait" (and the run
- * commands): targets by state and chunks done, refreshed in place on a
+ * commands): targets by state and chunks done, and the fleet's builds in
+ * flight against the throttle's cap, refreshed in place on a
  * terminal, one line per change otherwise (logs, CI).
  */
 #include <jansson.h>
@@ -18,12 +19,15 @@ static const char SQL_PROGRESS[] =
     "      AND c.state IN ('done', 'failed')) AS chunks_done,"
     "  (SELECT COALESCE(json_object_agg(state, n), '{}')"
     "     FROM (SELECT state, count(*) AS n FROM run_targets t"
-    "            WHERE t.run_id = r.id GROUP BY state) x) AS by_state"
+    "            WHERE t.run_id = r.id GROUP BY state) x) AS by_state,"
+    "  (SELECT rw_throttle_in_flight() || '/' ||"
+    "          LEAST(f.max_in_flight, f.effective_limit)"
+    "     FROM fleet_throttle f) AS fleet"
     " FROM deployment_runs r WHERE r.uuid = $1::uuid";
 
 static const char *const states[] = {
-    "pending",   "claimed", "triggered", "deploying", "succeeded",
-    "failed",    "skipped", "timed_out", "cancelled",
+    "pending", "claimed", "triggered", "deploying", "succeeded",
+    "failed",  "skipped", "timed_out", "cancelled",
 };
 
 static bool final_status(const char *s)
@@ -47,8 +51,7 @@ int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
         size_t off;
         bool done;
 
-        if (rw_pg_exec(pg, SQL_PROGRESS, 1, p, &res, errstr,
-                       sizeof(errstr))) {
+        if (rw_pg_exec(pg, SQL_PROGRESS, 1, p, &res, errstr, sizeof(errstr))) {
             rw_ctl_errorf("run", "%s", errstr);
             return -1;
         }
@@ -59,8 +62,8 @@ int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
         }
         snprintf(status, len, "%s", rw_pg_str(res, 0, "status"));
         by = json_loads(rw_pg_str(res, 0, "by_state"), 0, NULL);
-        off = (size_t)snprintf(line, sizeof(line), "%-14s chunks %s/%s",
-                               status, rw_pg_str(res, 0, "chunks_done"),
+        off = (size_t)snprintf(line, sizeof(line), "%-14s chunks %s/%s", status,
+                               rw_pg_str(res, 0, "chunks_done"),
                                rw_pg_str(res, 0, "chunks"));
         for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
             json_t *v = by ? json_object_get(by, states[i]) : NULL;
@@ -70,6 +73,11 @@ int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
                                         (long long)json_integer_value(v));
         }
         json_decref(by);
+        /* the whole fleet's builds against the throttle's cap */
+        if (rw_pg_str(res, 0, "fleet") && off < sizeof(line))
+            off += (size_t)snprintf(line + off, sizeof(line) - off,
+                                    "  | fleet in flight %s",
+                                    rw_pg_str(res, 0, "fleet"));
         PQclear(res);
         done = final_status(status);
         if (tty) {
