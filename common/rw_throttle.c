@@ -55,8 +55,7 @@ static const char SQL_READ_DETAIL[] = SQL_READ_COLS
     " (SELECT COALESCE(sum(n), 0) FROM throttle_leases"
     "   WHERE expires_at > clock_timestamp()) AS leased,"
     " (SELECT count(*) FROM run_targets"
-    "   WHERE state IN ('claimed', 'triggered', 'deploying')"
-    "     AND lagoon_status = 'queued') AS queued,"
+    "   WHERE state = 'deploying' AND lagoon_status = 'queued') AS queued,"
     " (SELECT count(*) FROM run_chunks c JOIN deployment_runs r"
     "   ON r.id = c.run_id WHERE c.state = 'pending'"
     "     AND r.status IN ('pending', 'running')) AS chunks_waiting,"
@@ -76,8 +75,13 @@ static const char SQL_NOTE_WAITING[] =
     " WHERE id = 1 AND (waiting_seen_at IS NULL"
     "   OR waiting_seen_at < now() - interval '5 seconds')";
 
+/* an expired lease may already be counted as free by a take: not ours */
 static const char SQL_SETTLE[] =
-    "DELETE FROM throttle_leases WHERE id = $1::bigint RETURNING id";
+    "DELETE FROM throttle_leases WHERE id = $1::bigint"
+    " AND expires_at > clock_timestamp() RETURNING id";
+
+static const char SQL_RELEASE[] =
+    "DELETE FROM throttle_leases WHERE id = $1::bigint";
 
 const char *rw_throttle_verdict_name(rw_throttle_verdict_t v)
 {
@@ -114,9 +118,10 @@ rw_err_t rw_throttle_validate(long long max_in_flight, const char *key_max,
                           "targets): such a chunk could never be "
                           "triggered; use 0 to stop triggering",
                           key_max, max_in_flight, chunk_size);
-    if (!(rate_per_min > 0) || !isfinite(rate_per_min) || rate_per_min > 1e9)
+    if (!(rate_per_min >= 1.0 / 60) || !isfinite(rate_per_min) ||
+        rate_per_min > 1e9)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                          "%s: the rate must be above 0 and at most "
+                          "%s: the rate must be at least 1/h and at most "
                           "1000000000/min (use --max-in-flight 0 to stop "
                           "triggering)",
                           key_rate);
@@ -138,7 +143,8 @@ rw_err_t rw_throttle_parse_rate(const char *text, double *per_min, char *errstr,
                           "empty rate (expected N/min, N/s or N/h)");
     errno = 0;
     v = strtod(text, &end);
-    if (errno || end == text || !isfinite(v))
+    /* decimal only: strtod would also read hex, "inf" and "nan" */
+    if (errno || end == text || !isfinite(v) || strpbrk(text, "xX"))
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "'%s' is not a rate (expected N/min, N/s or N/h)",
                           text);
@@ -295,7 +301,7 @@ void rw_throttle_release(rw_pg_t *pg, long long lease_id)
     if (lease_id <= 0 || rw_pg_in_tx(pg))
         return;
     snprintf(id_s, sizeof(id_s), "%lld", lease_id);
-    (void)rw_pg_exec(pg, SQL_SETTLE, 1, p, NULL, errstr, sizeof(errstr));
+    (void)rw_pg_exec(pg, SQL_RELEASE, 1, p, NULL, errstr, sizeof(errstr));
 }
 
 void rw_throttle_note_waiting(rw_pg_t *pg)

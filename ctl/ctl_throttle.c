@@ -131,6 +131,14 @@ int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s)
             return RW_CTL_EXIT_USAGE;
         }
     }
+    /* the environment seeds the row when there is none: check it too */
+    if (rw_throttle_validate(s->max_in_flight, "ROLLWAVE_MAX_IN_FLIGHT",
+                             (double)s->trigger_rate_per_min,
+                             "ROLLWAVE_TRIGGER_RATE_PER_MIN",
+                             s->bulk_chunk_size, errstr, sizeof(errstr))) {
+        rw_ctl_errorf(CMD, "config error: %s", errstr);
+        return RW_CTL_EXIT_USAGE;
+    }
     err = rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr));
     if (!err)
         err = rw_throttle_seed(

@@ -47,9 +47,10 @@ static const char SQL_POLL_STALE[] =
 /*
  * Pending chunks of runs still going whose batches seem lost. While the
  * fleet throttle holds batches back (a worker said so within the window)
- * a pending chunk is most likely waiting in Kafka: re-queuing it would only
- * pile duplicates onto the backlog, so that waits until the backlog
- * drains.
+ * a pending chunk is most likely waiting in Kafka: it counts as lost only
+ * after six windows, so a backlog of hours gets one duplicate per chunk
+ * every six windows instead of one every window, and a batch really lost
+ * during an endless backlog is still re-queued.
  */
 static const char SQL_PENDING_STALE[] =
     "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
@@ -57,8 +58,9 @@ static const char SQL_PENDING_STALE[] =
     " WHERE c.state = 'pending'"
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     "   AND r.status IN ('pending', 'running')"
-    "   AND NOT EXISTS (SELECT 1 FROM fleet_throttle f"
-    "     WHERE f.waiting_seen_at > now() - make_interval(secs => $1::int))"
+    "   AND (c.updated_at < now() - make_interval(secs => 6 * $1::int)"
+    "     OR NOT EXISTS (SELECT 1 FROM fleet_throttle f"
+    "       WHERE f.waiting_seen_at > now() - make_interval(secs => $1::int)))"
     " ORDER BY c.updated_at LIMIT $2::int";
 
 /*

@@ -10,8 +10,9 @@
 #include "rw_daemon.h"
 #include "rw_log.h"
 
-#define COMP          "worker"
-#define READ_EVERY_MS 1000
+#define COMP             "worker"
+#define READ_EVERY_MS    1000
+#define RATE_WAIT_MAX_MS 2000
 
 static void export_state(rw_gate_t *g, rw_service_t *svc)
 {
@@ -137,9 +138,8 @@ static rw_throttle_verdict_t cached(const rw_gate_t *g, long long n,
     if (g->st.in_flight + n > lim && !(n > lim && g->st.in_flight == 0))
         return RW_THROTTLE_BUDGET;
     if ((tokens < cap ? tokens : cap) < (double)n) {
-        *wait_ms =
-            (long long)(((double)n - tokens) * 60000.0 / g->st.rate_per_min) +
-            1;
+        double ms = ((double)n - tokens) * 60000.0 / g->st.rate_per_min;
+        *wait_ms = ms < RATE_WAIT_MAX_MS ? (long long)ms + 1 : RATE_WAIT_MAX_MS;
         return RW_THROTTLE_RATE;
     }
     return RW_THROTTLE_GRANTED;
@@ -199,7 +199,12 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
         return true;
     }
     if (v == RW_THROTTLE_RATE)
-        *wait_ms = hint > 20 ? hint : 20;
+        /* capped: a rate raised meanwhile must not find batches parked
+         * for hours (asking again costs no statement while the gate's
+         * answer is fresh) */
+        *wait_ms = hint < 20                 ? 20
+                   : hint > RATE_WAIT_MAX_MS ? RATE_WAIT_MAX_MS
+                                             : hint;
     else
         *wait_ms = budget_wait_ms(svc);
     snprintf(why, why_len,

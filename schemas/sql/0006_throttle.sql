@@ -13,14 +13,20 @@
 CREATE TABLE fleet_throttle (
     id smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     -- targets between trigger and terminal, fleet-wide; 0 = emergency brake
-    max_in_flight integer NOT NULL CHECK (max_in_flight >= 0),
+    max_in_flight integer NOT NULL
+        CHECK (max_in_flight >= 0 AND max_in_flight <= 100000000),
     -- environments triggered per minute (token bucket)
+    -- (NaN and infinity fail the upper bound)
     trigger_rate_per_min double precision NOT NULL
-        CHECK (trigger_rate_per_min > 0),
+        CHECK (trigger_rate_per_min >= 1.0 / 60
+               AND trigger_rate_per_min <= 1e9),
     -- the bucket holds at most GREATEST(burst, the chunk asking)
     burst integer NOT NULL CHECK (burst >= 1),
     -- the adaptive limit, lowered while Lagoon reports builds queued
     effective_limit integer NOT NULL CHECK (effective_limit >= 0),
+    -- a target triggered this long ago with no deployment row in Lagoon
+    -- (Lagoon dropped or rejected it) is no longer a build in flight
+    no_row_s integer NOT NULL DEFAULT 600 CHECK (no_row_s > 0),
     tokens double precision NOT NULL,
     tokens_at timestamptz NOT NULL DEFAULT now(),
     adjusted_at timestamptz NOT NULL DEFAULT now(),
@@ -42,13 +48,22 @@ CREATE TABLE throttle_leases (
     expires_at timestamptz NOT NULL
 );
 
--- In flight = targets in flight + live leases.
-CREATE FUNCTION rw_throttle_in_flight() RETURNS bigint
+-- In flight at p_at = targets in flight + leases live at p_at. A target
+-- still "triggered" (no deployment row seen) no_row_s after its trigger is
+-- not building: Lagoon dropped or rejected it, and it must not hold budget
+-- for the whole polling horizon.
+CREATE FUNCTION rw_throttle_in_flight(p_at timestamptz DEFAULT NULL)
+RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
-    SELECT (SELECT count(*) FROM run_targets
-            WHERE state IN ('claimed', 'triggered', 'deploying'))
+    SELECT (SELECT count(*) FROM run_targets t
+            WHERE t.state IN ('claimed', 'triggered', 'deploying')
+              AND (t.state <> 'triggered' OR t.triggered_at IS NULL
+                   OR t.triggered_at > COALESCE(p_at, clock_timestamp())
+                      - make_interval(secs => COALESCE(
+                          (SELECT no_row_s FROM fleet_throttle
+                           WHERE id = 1), 600))))
          + (SELECT COALESCE(sum(n), 0) FROM throttle_leases
-            WHERE expires_at > clock_timestamp())
+            WHERE expires_at > COALESCE(p_at, clock_timestamp()))
 $$;
 
 -- Take budget for p_n targets: one call, one transaction of its own.
@@ -79,7 +94,8 @@ BEGIN
     END IF;
     now_ts := clock_timestamp();
     DELETE FROM throttle_leases WHERE expires_at <= now_ts;
-    o_in_flight := rw_throttle_in_flight();
+    -- the same instant as the delete: a lease is either gone or counted
+    o_in_flight := rw_throttle_in_flight(now_ts);
     o_limit := LEAST(r.max_in_flight, r.effective_limit);
     o_tokens := LEAST(GREATEST(r.burst, p_n)::double precision,
                       r.tokens + EXTRACT(epoch FROM now_ts - r.tokens_at)
@@ -95,8 +111,8 @@ BEGIN
     END IF;
     IF o_tokens < p_n THEN
         o_reason := 'rate';
-        o_wait_ms := ceil((p_n - o_tokens) * 60000.0
-                          / r.trigger_rate_per_min);
+        o_wait_ms := LEAST(ceil((p_n - o_tokens) * 60000.0
+                                / r.trigger_rate_per_min), 86400000)::bigint;
         RETURN;
     END IF;
     o_tokens := o_tokens - p_n;
@@ -143,7 +159,11 @@ BEGIN
         SELECT effective_limit INTO o_effective FROM fleet_throttle WHERE id = 1;
         RETURN;
     END IF;
-    SELECT count(*), count(*) FILTER (WHERE lagoon_status = 'queued')
+    -- queued only as polled for this attempt: a retried target keeps the
+    -- status of its last attempt until its new deployment row is seen
+    SELECT count(*),
+           count(*) FILTER (WHERE state = 'deploying'
+                              AND lagoon_status = 'queued')
         INTO f, q
         FROM run_targets WHERE state IN ('claimed', 'triggered', 'deploying');
     floor_n := LEAST(r.burst, r.max_in_flight);

@@ -83,6 +83,13 @@ static void test_validate(void **state)
     assert_int_equal(rw_throttle_validate(100, "K", NAN, "--rate", 50, errstr,
                                           sizeof(errstr)),
                      RW_ERR_INVALID_ARG);
+    /* below one an hour: refused (its waits would be endless) */
+    assert_int_equal(rw_throttle_validate(100, "K", 1.0 / 120, "--rate", 50,
+                                          errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    assert_int_equal(rw_throttle_validate(100, "K", 1.0 / 60, "--rate", 50,
+                                          errstr, sizeof(errstr)),
+                     RW_OK);
 }
 
 static void test_limit_and_names(void **state)
