@@ -46,51 +46,15 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "bench_common.h"
 #include "rw_config.h"
 #include "rw_err.h"
 #include "rw_migrate.h"
 #include "rw_pg.h"
 #include "rw_redis.h"
 
-extern char **environ;
-
-/* Every statement of the benchmark carries this mark, so that its own
- * queries can be told apart from the pipeline's in pg_stat_statements. */
-#define MARK           "/* rollwave-bench */ "
 #define MAX_DAEMONS    64
 #define PROXY_MAX_CONN 512
-
-/* ---- configuration ---------------------------------------------------- */
-
-typedef struct bench_env {
-    char *pg_dsn;
-    char *redis_url;
-    char *kafka_brokers;
-    char *lagoon_url;
-    char *lagoon_token;
-    char *sim_admin_url;
-} bench_env_t;
-
-#define BKEY(env, type, field, req, help)                                      \
-    {                                                                          \
-        env, type, NULL, 0, 0, offsetof(bench_env_t, field), req, help         \
-    }
-
-static const rw_cfg_key_t env_keys[] = {
-    BKEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, 1,
-         "Postgres server; the benchmark creates its own database there"),
-    BKEY("ROLLWAVE_REDIS_URL", RW_CFG_SECRET, redis_url, 1,
-         "Redis of the stack (CONFIG RESETSTAT and INFO are used)"),
-    BKEY("ROLLWAVE_KAFKA_BROKERS", RW_CFG_STR, kafka_brokers, 1,
-         "Kafka bootstrap servers, passed to the daemons"),
-    BKEY("ROLLWAVE_LAGOON_URL", RW_CFG_STR, lagoon_url, 1,
-         "Lagoon GraphQL endpoint (the simulator), passed to the daemons"),
-    BKEY("ROLLWAVE_LAGOON_TOKEN", RW_CFG_SECRET, lagoon_token, 1,
-         "bearer token of the simulator, passed to the daemons"),
-    BKEY("ROLLWAVE_SIM_ADMIN_URL", RW_CFG_STR, sim_admin_url, 1,
-         "simulator base URL for /sim/reset, /sim/config and /sim/stats"),
-};
-#define N_ENV_KEYS (sizeof(env_keys) / sizeof(env_keys[0]))
 
 typedef struct opts {
     long long instances;
@@ -152,34 +116,10 @@ static void usage(FILE *out)
             "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000 unless "
             "set.\n\n");
     rw_config_help(out, "rollwave-bench-rollout",
-                   "Environment read by the benchmark itself:", env_keys,
-                   N_ENV_KEYS);
+                   "Environment read by the benchmark itself:",
+                   rw_bench_env_keys, rw_bench_n_env_keys);
 }
 
-static int parse_ll(const char *opt, const char *val, long long min,
-                    long long max, long long *out)
-{
-    char *end = NULL;
-    long long v;
-
-    if (!val) {
-        fprintf(stderr, "rollwave-bench-rollout: %s needs a value\n", opt);
-        return -1;
-    }
-    errno = 0;
-    v = strtoll(val, &end, 10);
-    if (errno || !end || *end || end == val || v < min || v > max) {
-        fprintf(stderr,
-                "rollwave-bench-rollout: %s must be an integer in "
-                "[%lld, %lld]\n",
-                opt, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* 0 = go on, 1 = exit 0 (help), -1 = usage error. */
 static int parse_args(int argc, char **argv, opts_t *o)
 {
     for (int i = 1; i < argc; i++) {
@@ -230,152 +170,11 @@ static int parse_args(int argc, char **argv, opts_t *o)
                     a);
             return -1;
         }
-        if (parse_ll(a, v, min, max, dst))
+        if (rw_bench_parse_ll("rollwave-bench-rollout", a, v, min, max, dst))
             return -1;
         i++;
     }
     return 0;
-}
-
-/* ---- small helpers ---------------------------------------------------- */
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !interrupted)
-        ;
-}
-
-static double per(double x, double n)
-{
-    return n > 0 ? x / n : 0.0;
-}
-
-/* A free loopback TCP port (closed again: a small race we accept). */
-static int free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd < 0)
-        return -1;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-/* ---- HTTP (libcurl) ----------------------------------------------------- */
-
-typedef struct body {
-    char *p;
-    size_t n;
-} body_t;
-
-static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    body_t *b = ud;
-    size_t add = size * nmemb;
-    char *np = realloc(b->p, b->n + add + 1);
-
-    if (!np)
-        return 0;
-    memcpy(np + b->n, ptr, add);
-    b->n += add;
-    np[b->n] = '\0';
-    b->p = np;
-    return add;
-}
-
-/*
- * GET (post_json NULL) or POST url. *out (may be NULL) receives the body,
- * which the caller frees. Returns the HTTP status, or -1 when no answer.
- */
-static long http_call(const char *url, const char *post_json, char **out)
-{
-    CURL *h = curl_easy_init();
-    struct curl_slist *hdr = NULL;
-    body_t b = {NULL, 0};
-    long code = -1;
-
-    if (out)
-        *out = NULL;
-    if (!h)
-        return -1;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    if (post_json) {
-        hdr = curl_slist_append(hdr, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_json);
-    }
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    if (out)
-        *out = b.p;
-    else
-        free(b.p);
-    return code;
-}
-
-/* Sum of every sample of metric `name` (any labels) whose label text
- * contains `label_has` (NULL = any), from Prometheus text. */
-static double metric_sum(const char *text, const char *name,
-                         const char *label_has)
-{
-    double sum = 0;
-    size_t nl = strlen(name);
-
-    for (const char *l = text; l && *l;) {
-        const char *eol = strchr(l, '\n');
-        size_t len = eol ? (size_t)(eol - l) : strlen(l);
-        if (len > nl && strncmp(l, name, nl) == 0 &&
-            (l[nl] == '{' || l[nl] == ' ')) {
-            const char *sp = memchr(l, ' ', len);
-            const char *lbl_end = memchr(l, '}', len);
-            int match = 1;
-            if (label_has) {
-                char lbl[512];
-                size_t ll = lbl_end ? (size_t)(lbl_end - l) : 0;
-                if (ll >= sizeof(lbl))
-                    ll = sizeof(lbl) - 1;
-                memcpy(lbl, l, ll);
-                lbl[ll] = '\0';
-                match = strstr(lbl, label_has) != NULL;
-            }
-            if (lbl_end)
-                sp = memchr(lbl_end, ' ', len - (size_t)(lbl_end - l));
-            if (sp && match)
-                sum += strtod(sp + 1, NULL);
-        }
-        l = eol ? eol + 1 : NULL;
-    }
-    return sum;
 }
 
 /* ---- Redis round-trip proxy ------------------------------------------- */
@@ -612,255 +411,14 @@ static void proxy_stop(proxy_t *px)
     px->lfd = -1;
 }
 
-/* ---- daemons ---------------------------------------------------------- */
+static const char SQL_STATUS_COUNTS[] = RW_BENCH_MARK
+    "SELECT count(*) FILTER (WHERE status = 'running-healthy-claimed')"
+    "   AS claimed,"
+    " count(*) FILTER (WHERE status = 'running-healthy-unclaimed')"
+    "   AS unclaimed"
+    " FROM app_instances";
 
-typedef struct daemon_proc {
-    char name[32]; /* "worker-1", "poller-2", "producer" */
-    pid_t pid;
-    int metrics_port;
-    int exited;
-    int status;
-    long long hwm_kb; /* VmHWM just before stopping, or ru_maxrss */
-    char *metrics;    /* /metrics text scraped before stopping */
-} daemon_t;
-
-typedef struct envset {
-    char **v;
-    size_t n, cap;
-} envset_t;
-
-static int env_put(envset_t *e, const char *key, const char *val)
-{
-    size_t kl = strlen(key);
-    char *kv;
-
-    for (size_t i = 0; i < e->n; i++)
-        if (strncmp(e->v[i], key, kl) == 0 && e->v[i][kl] == '=') {
-            free(e->v[i]);
-            e->v[i] = e->v[--e->n];
-            break;
-        }
-    if (e->n + 2 > e->cap) {
-        size_t nc = e->cap ? e->cap * 2 : 64;
-        char **nv = realloc(e->v, nc * sizeof(*nv));
-        if (!nv)
-            return -1;
-        e->v = nv;
-        e->cap = nc;
-    }
-    kv = malloc(kl + strlen(val) + 2);
-    if (!kv)
-        return -1;
-    sprintf(kv, "%s=%s", key, val);
-    e->v[e->n++] = kv;
-    e->v[e->n] = NULL;
-    return 0;
-}
-
-static void env_free(envset_t *e)
-{
-    for (size_t i = 0; i < e->n; i++)
-        free(e->v[i]);
-    free(e->v);
-    memset(e, 0, sizeof(*e));
-}
-
-/* A copy of this process's environment, to be amended per daemon. */
-static int env_copy(envset_t *e)
-{
-    memset(e, 0, sizeof(*e));
-    for (char **p = environ; *p; p++) {
-        const char *eq = strchr(*p, '=');
-        char key[256];
-        if (!eq || (size_t)(eq - *p) >= sizeof(key))
-            continue;
-        memcpy(key, *p, (size_t)(eq - *p));
-        key[eq - *p] = '\0';
-        if (env_put(e, key, eq + 1))
-            return -1;
-    }
-    return 0;
-}
-
-/*
- * fork + execve bin with envp; stdout and stderr go to log_path. Only
- * async-signal-safe calls happen between fork and exec (the proxy thread
- * runs in the parent).
- */
-static pid_t spawn(const char *bin, char *const argv[], char *const envp[],
-                   const char *log_path)
-{
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    pid_t pid;
-
-    if (fd < 0)
-        return -1;
-    pid = fork();
-    if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        execve(bin, argv, envp);
-        _exit(127);
-    }
-    close(fd);
-    return pid;
-}
-
-static long long vm_hwm_kb(pid_t pid)
-{
-    char path[64], line[256];
-    long long kb = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            kb = atoll(line + 6);
-    fclose(f);
-    return kb;
-}
-
-/* "exited with status 1" / "killed by signal 11" for a wait status. */
-static const char *exit_text(int status, char *buf, size_t len)
-{
-    if (WIFSIGNALED(status))
-        snprintf(buf, len, "killed by signal %d", WTERMSIG(status));
-    else
-        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-    return buf;
-}
-
-/* Reap d if it exited; returns 1 when it is gone. */
-static int reap(daemon_t *d)
-{
-    int st;
-
-    if (d->exited || d->pid <= 0)
-        return 1;
-    if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-        d->exited = 1;
-        d->status = st;
-        return 1;
-    }
-    return 0;
-}
-
-/* SIGTERM (drain), then SIGKILL after 15 s. */
-static void stop_daemon(daemon_t *d)
-{
-    if (reap(d))
-        return;
-    kill(d->pid, SIGTERM);
-    for (int i = 0; i < 150; i++) {
-        if (reap(d))
-            return;
-        sleep_ms(100);
-    }
-    fprintf(stderr, "bench: %s did not drain within 15 s, killing it\n",
-            d->name);
-    kill(d->pid, SIGKILL);
-    waitpid(d->pid, &d->status, 0);
-    d->exited = 1;
-}
-
-/* ---- Postgres --------------------------------------------------------- */
-
-/* dsn with its dbname replaced by dbname, as a key=value string. */
-static rw_err_t dsn_with_db(const char *dsn, const char *dbname, char *out,
-                            size_t len, char *errstr, size_t errlen)
-{
-    PQconninfoOption *opts;
-    char *perr = NULL;
-    size_t n = 0;
-
-    opts = PQconninfoParse(dsn, &perr);
-    if (!opts) {
-        PQfreemem(perr);
-        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                          "ROLLWAVE_PG_DSN is not a valid connection string");
-    }
-    out[0] = '\0';
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        const char *v = strcmp(o->keyword, "dbname") == 0 ? NULL : o->val;
-        if (!v)
-            continue;
-        n += (size_t)snprintf(out + n, n < len ? len - n : 0, "%s='",
-                              o->keyword);
-        for (const char *s = v; *s && n + 3 < len; s++) {
-            if (*s == '\'' || *s == '\\')
-                out[n++] = '\\';
-            out[n++] = *s;
-        }
-        if (n + 2 < len) {
-            out[n++] = '\'';
-            out[n++] = ' ';
-            out[n] = '\0';
-        }
-    }
-    PQconninfoFree(opts);
-    n +=
-        (size_t)snprintf(out + n, n < len ? len - n : 0, "dbname='%s'", dbname);
-    if (n >= len)
-        return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
-                          "connection string too long");
-    return RW_OK;
-}
-
-/* CREATE or DROP DATABASE: identifiers cannot be parameters, so the
- * generated name is quoted with PQescapeIdentifier. */
-static rw_err_t admin_db(rw_pg_t *admin, const char *verb, const char *db,
-                         const char *suffix, char *errstr, size_t errlen)
-{
-    char sql[512];
-    char *ident = PQescapeIdentifier(rw_pg_conn(admin), db, strlen(db));
-    rw_err_t err;
-
-    if (!ident)
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot quote %s", db);
-    snprintf(sql, sizeof(sql), MARK "%s %s%s", verb, ident, suffix);
-    PQfreemem(ident);
-    err = rw_pg_exec(admin, sql, 0, NULL, NULL, errstr, errlen);
-    return err;
-}
-
-/*
- * The fleet: store_apps enabled with a 7-day cadence (2 days for beta),
- * every instance redeploy-eligible with a Lagoon target, none due-dated,
- * 10% in the beta group, half of them claimed. One statement.
- */
-static const char SQL_SEED[] = MARK
-    "WITH apps AS ("
-    "  INSERT INTO store_apps (name, redeploy_enabled, redeploy_interval_days,"
-    "                          beta_redeploy_interval_days)"
-    "  SELECT 'bench-app-' || g, true, 7, 2 FROM generate_series(1, $1::int) g"
-    "  RETURNING id),"
-    " app_arr AS (SELECT array_agg(id ORDER BY id) AS ids FROM apps),"
-    " grp AS ("
-    "  INSERT INTO user_groups (name, is_beta)"
-    "  VALUES ('bench-regular', false), ('bench-beta', true)"
-    "  RETURNING id, is_beta),"
-    " gids AS (SELECT max(id) FILTER (WHERE is_beta) AS beta_id,"
-    "                 max(id) FILTER (WHERE NOT is_beta) AS reg_id FROM grp)"
-    " INSERT INTO app_instances (name, store_app_id, user_group_id, status,"
-    "     is_trial, lagoon_project, lagoon_environment)"
-    " SELECT 'bench-i' || g, a.ids[1 + (g % array_length(a.ids, 1))],"
-    "        CASE WHEN g % 10 = 0 THEN gi.beta_id ELSE gi.reg_id END,"
-    "        CASE WHEN g % 2 = 0 THEN 'running-healthy-claimed'"
-    "             ELSE 'running-healthy-unclaimed' END,"
-    "        false, 'bench-p' || g, 'main'"
-    " FROM generate_series(1, $2::bigint) g, app_arr a, gids gi";
-
-static const char SQL_STATUS_COUNTS[] =
-    MARK "SELECT count(*) FILTER (WHERE status = 'running-healthy-claimed')"
-         "   AS claimed,"
-         " count(*) FILTER (WHERE status = 'running-healthy-unclaimed')"
-         "   AS unclaimed"
-         " FROM app_instances";
-
-static const char SQL_PROGRESS[] = MARK
+static const char SQL_PROGRESS[] = RW_BENCH_MARK
     "SELECT (SELECT count(*) FROM deployment_runs) AS runs,"
     " (SELECT count(*) FROM deployment_runs WHERE status IN"
     "   ('completed', 'partial_failed', 'failed', 'cancelled')) AS runs_final,"
@@ -874,7 +432,7 @@ static const char SQL_PROGRESS[] = MARK
     " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped"
     " FROM run_targets";
 
-static const char SQL_STAGES[] = MARK
+static const char SQL_STAGES[] = RW_BENCH_MARK
     "SELECT count(*) AS targets,"
     " extract(epoch FROM min(claimed_at)) AS first_claimed,"
     " extract(epoch FROM max(triggered_at)) AS last_triggered,"
@@ -890,7 +448,7 @@ static const char SQL_STAGES[] = MARK
     " count(DISTINCT instance_id) AS distinct_instances"
     " FROM run_targets";
 
-static const char SQL_RUNS[] = MARK
+static const char SQL_RUNS[] = RW_BENCH_MARK
     "SELECT count(*) AS runs,"
     " count(*) FILTER (WHERE status IN ('completed', 'partial_failed',"
     "                  'failed', 'cancelled')) AS final,"
@@ -910,44 +468,38 @@ static const char SQL_RUNS[] = MARK
     " (SELECT count(*) FROM outbox) AS outbox_rows"
     " FROM deployment_runs r";
 
-static const char SQL_PGSS_TOTAL[] =
-    MARK "SELECT COALESCE(sum(calls), 0)::bigint AS calls,"
-         " COALESCE(sum(calls) FILTER"
-         "   (WHERE query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)'), 0)::bigint"
-         "   AS tx_calls,"
-         " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
-         " COALESCE(sum(rows), 0)::bigint AS rows,"
-         " count(*) AS statements"
-         " FROM pg_stat_statements s"
-         " WHERE s.dbid = (SELECT oid FROM pg_database"
-         "                 WHERE datname = current_database())"
-         "   AND s.query NOT LIKE '%rollwave-bench%'";
+static const char SQL_PGSS_TOTAL[] = RW_BENCH_MARK
+    "SELECT COALESCE(sum(calls), 0)::bigint AS calls,"
+    " COALESCE(sum(calls) FILTER"
+    "   (WHERE query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)'), 0)::bigint"
+    "   AS tx_calls,"
+    " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
+    " COALESCE(sum(rows), 0)::bigint AS rows,"
+    " count(*) AS statements"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'";
 
 static const char SQL_PGSS_TOP[] =
-    MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
-         " mean_exec_time::float8 AS mean_ms, rows,"
-         " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
-         " FROM pg_stat_statements s"
-         " WHERE s.dbid = (SELECT oid FROM pg_database"
-         "                 WHERE datname = current_database())"
-         "   AND s.query NOT LIKE '%rollwave-bench%'"
-         " ORDER BY calls DESC, total_exec_time DESC LIMIT $2::int";
+    RW_BENCH_MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
+                  " mean_exec_time::float8 AS mean_ms, rows,"
+                  " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+                  " FROM pg_stat_statements s"
+                  " WHERE s.dbid = (SELECT oid FROM pg_database"
+                  "                 WHERE datname = current_database())"
+                  "   AND s.query NOT LIKE '%rollwave-bench%'"
+                  " ORDER BY calls DESC, total_exec_time DESC LIMIT $2::int";
 
 static const char SQL_PGSS_SLOW[] =
-    MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
-         " mean_exec_time::float8 AS mean_ms, rows,"
-         " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
-         " FROM pg_stat_statements s"
-         " WHERE s.dbid = (SELECT oid FROM pg_database"
-         "                 WHERE datname = current_database())"
-         "   AND s.query NOT LIKE '%rollwave-bench%'"
-         " ORDER BY total_exec_time DESC LIMIT $2::int";
-
-static double num(const PGresult *res, const char *col)
-{
-    const char *v = rw_pg_str(res, 0, col);
-    return v ? strtod(v, NULL) : 0.0;
-}
+    RW_BENCH_MARK "SELECT calls, total_exec_time::float8 AS exec_ms,"
+                  " mean_exec_time::float8 AS mean_ms, rows,"
+                  " left(regexp_replace(query, '\\s+', ' ', 'g'), $1::int) AS q"
+                  " FROM pg_stat_statements s"
+                  " WHERE s.dbid = (SELECT oid FROM pg_database"
+                  "                 WHERE datname = current_database())"
+                  "   AND s.query NOT LIKE '%rollwave-bench%'"
+                  " ORDER BY total_exec_time DESC LIMIT $2::int";
 
 /* ---- Redis (the benchmark's own connection) ----------------------------- */
 
@@ -1022,7 +574,7 @@ static long long redis_count_keys(redisContext *c, const char *pattern)
 
 typedef struct bench {
     opts_t o;
-    bench_env_t env;
+    rw_bench_env_t env;
     char db[64];
     char dsn[2048];
     char prefix[64];
@@ -1035,9 +587,9 @@ typedef struct bench {
     proxy_t px;
     int px_on;
     int pgss;
-    daemon_t d[MAX_DAEMONS + 1];
+    rw_bench_daemon_t d[MAX_DAEMONS + 1];
     size_t nd;
-    daemon_t producer;
+    rw_bench_daemon_t producer;
     long long claimed0, unclaimed0;
     double t_start;    /* database clock when the producer started */
     double producer_s; /* producer --once wall time */
@@ -1053,57 +605,58 @@ static const char *bin_path(const bench_t *b, const char *name, char *buf,
 }
 
 /* The daemon environment: inherited, plus the benchmark's settings. */
-static int daemon_env(const bench_t *b, envset_t *e, const char *group,
+static int daemon_env(const bench_t *b, rw_bench_envset_t *e, const char *group,
                       int metrics_port)
 {
     char v[64], url[300];
     int rc = 0;
 
-    if (env_copy(e))
+    if (rw_bench_env_copy(e))
         return -1;
-    rc |= env_put(e, "ROLLWAVE_PG_DSN", b->dsn);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_PG_DSN", b->dsn);
     if (b->px_on) {
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d/%d", b->px.port,
                  b->rurl.db);
-        rc |= env_put(e, "ROLLWAVE_REDIS_URL", url);
+        rc |= rw_bench_env_put(e, "ROLLWAVE_REDIS_URL", url);
     }
-    rc |= env_put(e, "ROLLWAVE_KAFKA_TOPIC_PREFIX", b->prefix);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_TOPIC_PREFIX", b->prefix);
     if (group) {
         snprintf(v, sizeof(v), "%s%s", b->prefix, group);
-        rc |= env_put(e, "ROLLWAVE_KAFKA_GROUP", v);
+        rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_GROUP", v);
     }
     snprintf(v, sizeof(v), "%lld", b->o.instances);
-    rc |= env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
     snprintf(v, sizeof(v), "%lld", b->o.chunk_size);
-    rc |= env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
     snprintf(v, sizeof(v), "%lld", b->o.first_poll_delay_s);
-    rc |= env_put(e, "ROLLWAVE_FIRST_POLL_DELAY_S", v);
-    rc |= env_put(e, "ROLLWAVE_POLL_INTERVAL_S", "1");
+    rc |= rw_bench_env_put(e, "ROLLWAVE_FIRST_POLL_DELAY_S", v);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_POLL_INTERVAL_S", "1");
     if (!getenv("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS"))
-        rc |= env_put(e, "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", "6000");
+        rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", "6000");
     snprintf(v, sizeof(v), "%d", metrics_port);
-    rc |= env_put(e, "ROLLWAVE_METRICS_PORT", v);
-    rc |= env_put(e, "ROLLWAVE_LOG_LEVEL", b->o.child_log_level);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_METRICS_PORT", v);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_LOG_LEVEL", b->o.child_log_level);
     return rc ? -1 : 0;
 }
 
-static rw_err_t start_daemon(bench_t *b, daemon_t *d, const char *bin_name,
-                             const char *group, char *const extra_arg,
-                             char *errstr, size_t errlen)
+static rw_err_t start_daemon(bench_t *b, rw_bench_daemon_t *d,
+                             const char *bin_name, const char *group,
+                             char *const extra_arg, char *errstr, size_t errlen)
 {
-    envset_t e;
+    rw_bench_envset_t e;
     char bin[PATH_MAX + 64], log[PATH_MAX + 64];
     char *argv[3] = {(char *)bin_name, extra_arg, NULL};
 
-    d->metrics_port = free_port();
+    d->metrics_port = rw_bench_free_port();
     if (d->metrics_port <= 0 || daemon_env(b, &e, group, d->metrics_port)) {
-        env_free(&e);
+        rw_bench_env_free(&e);
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "cannot prepare %s",
                           d->name);
     }
     snprintf(log, sizeof(log), "%s/%s.log", b->log_dir, d->name);
-    d->pid = spawn(bin_path(b, bin_name, bin, sizeof(bin)), argv, e.v, log);
-    env_free(&e);
+    d->pid =
+        rw_bench_spawn(bin_path(b, bin_name, bin, sizeof(bin)), argv, e.v, log);
+    rw_bench_env_free(&e);
     if (d->pid < 0)
         return rw_err_set(errstr, errlen, RW_ERR_IO, "cannot start %s: %s",
                           d->name, strerror(errno));
@@ -1113,24 +666,25 @@ static rw_err_t start_daemon(bench_t *b, daemon_t *d, const char *bin_name,
 /* Wait until every daemon answers /healthz with 200. */
 static rw_err_t wait_healthy(bench_t *b, char *errstr, size_t errlen)
 {
-    long long deadline = mono_ms() + 60000;
+    long long deadline = rw_bench_mono_ms() + 60000;
 
     for (size_t i = 0; i < b->nd; i++) {
         char url[128];
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz",
                  b->d[i].metrics_port);
-        while (http_call(url, NULL, NULL) != 200) {
-            if (reap(&b->d[i])) {
+        while (rw_bench_http(url, NULL, NULL) != 200) {
+            if (rw_bench_reap(&b->d[i])) {
                 char how[48];
                 return rw_err_set(
                     errstr, errlen, RW_ERR_IO, "%s %s at start (see %s/%s.log)",
-                    b->d[i].name, exit_text(b->d[i].status, how, sizeof(how)),
+                    b->d[i].name,
+                    rw_bench_exit_text(b->d[i].status, how, sizeof(how)),
                     b->log_dir, b->d[i].name);
             }
-            if (mono_ms() > deadline || interrupted)
+            if (rw_bench_mono_ms() > deadline || rw_bench_interrupted)
                 return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
                                   "%s not healthy within 60 s", b->d[i].name);
-            sleep_ms(100);
+            rw_bench_sleep_ms(100);
         }
     }
     return RW_OK;
@@ -1149,11 +703,12 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
         return err;
     snprintf(b->db, sizeof(b->db), "rwbench_%d_%lld", (int)getpid(),
              (long long)time(NULL));
-    err = admin_db(b->admin, "CREATE DATABASE", b->db, "", errstr, errlen);
+    err = rw_bench_admin_db(b->admin, "CREATE DATABASE", b->db, "", errstr,
+                            errlen);
     if (err)
         return err;
-    err = dsn_with_db(b->env.pg_dsn, b->db, b->dsn, sizeof(b->dsn), errstr,
-                      errlen);
+    err = rw_bench_dsn_with_db(b->env.pg_dsn, b->db, b->dsn, sizeof(b->dsn),
+                               errstr, errlen);
     if (!err)
         err = rw_pg_new(&b->pg, b->dsn, errstr, errlen);
     if (!err)
@@ -1163,22 +718,23 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
 
     b->pgss = 0;
     err = rw_pg_exec(b->pg,
-                     MARK "SELECT current_setting("
-                          "'shared_preload_libraries') AS l",
+                     RW_BENCH_MARK "SELECT current_setting("
+                                   "'shared_preload_libraries') AS l",
                      0, NULL, &res, errstr, errlen);
     if (err)
         return err;
     if (strstr(rw_pg_str(res, 0, "l") ? rw_pg_str(res, 0, "l") : "",
                "pg_stat_statements")) {
         err = rw_pg_exec(b->pg,
-                         MARK "CREATE EXTENSION IF NOT EXISTS "
-                              "pg_stat_statements",
+                         RW_BENCH_MARK "CREATE EXTENSION IF NOT EXISTS "
+                                       "pg_stat_statements",
                          0, NULL, NULL, errstr, errlen);
         if (err)
             goto out;
         b->pgss = 1;
         /* the benchmark's own statements stay out of the figures */
-        if (rw_pg_exec(b->pg, MARK "SET pg_stat_statements.track = 'none'", 0,
+        if (rw_pg_exec(b->pg,
+                       RW_BENCH_MARK "SET pg_stat_statements.track = 'none'", 0,
                        NULL, NULL, errstr, errlen))
             fprintf(stderr,
                     "bench: cannot untrack own statements (%s); they are "
@@ -1195,13 +751,14 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
             "bench: seeding %lld instances over %lld store apps in "
             "database %s\n",
             b->o.instances, b->o.store_apps, b->db);
-    t0 = mono_ms();
-    err = rw_pg_exec(b->pg, SQL_SEED, 2, p, NULL, errstr, errlen);
+    t0 = rw_bench_mono_ms();
+    err = rw_pg_exec(b->pg, rw_bench_sql_seed, 2, p, NULL, errstr, errlen);
     if (!err)
-        err = rw_pg_exec(b->pg, MARK "ANALYZE", 0, NULL, NULL, errstr, errlen);
+        err = rw_pg_exec(b->pg, RW_BENCH_MARK "ANALYZE", 0, NULL, NULL, errstr,
+                         errlen);
     if (err)
         goto out;
-    b->seed_s = (double)(mono_ms() - t0) / 1000.0;
+    b->seed_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
     PQclear(res);
     res = NULL;
     err = rw_pg_exec(b->pg, SQL_STATUS_COUNTS, 0, NULL, &res, errstr, errlen);
@@ -1222,8 +779,9 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     char url[600], *body = NULL;
 
     if (b->pgss) {
-        err = rw_pg_exec(b->pg, MARK "SELECT pg_stat_statements_reset()", 0,
-                         NULL, NULL, errstr, errlen);
+        err =
+            rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_statements_reset()",
+                       0, NULL, NULL, errstr, errlen);
         if (err)
             return err;
     }
@@ -1236,10 +794,10 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     if (err)
         return err;
     snprintf(url, sizeof(url), "%s/sim/reset", b->env.sim_admin_url);
-    if (http_call(url, "{}", NULL) != 200)
+    if (rw_bench_http(url, "{}", NULL) != 200)
         return rw_err_set(errstr, errlen, RW_ERR_IO, "POST /sim/reset failed");
     snprintf(url, sizeof(url), "%s/sim/config", b->env.sim_admin_url);
-    if (http_call(url, NULL, &body) == 200 && body) {
+    if (rw_bench_http(url, NULL, &body) == 200 && body) {
         json_t *j = json_loads(body, 0, NULL);
         if (j) {
             snprintf(
@@ -1264,20 +822,6 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     return RW_OK;
 }
 
-static double db_now(bench_t *b)
-{
-    PGresult *res = NULL;
-    double t = 0;
-
-    if (!rw_pg_exec(b->pg,
-                    MARK "SELECT extract(epoch FROM clock_timestamp()) AS t", 0,
-                    NULL, &res, NULL, 0))
-        t = num(res, "t");
-    PQclear(res);
-    return t;
-}
-
-/* One progress line; *done is set once every run is final. */
 static void progress(bench_t *b, long long t0, int tty, int *done)
 {
     PGresult *res = NULL;
@@ -1296,12 +840,12 @@ static void progress(bench_t *b, long long t0, int tty, int *done)
             "%s%6.1fs runs %lld/%lld final | targets %lld: pending %lld "
             "claimed %lld triggered %lld deploying %lld succeeded %lld "
             "failed %lld skipped %lld%s",
-            tty ? "\r" : "", (double)(mono_ms() - t0) / 1000.0, final, runs,
-            rw_pg_ll(res, 0, "targets", 0), rw_pg_ll(res, 0, "pending", 0),
-            rw_pg_ll(res, 0, "claimed", 0), rw_pg_ll(res, 0, "triggered", 0),
-            rw_pg_ll(res, 0, "deploying", 0), rw_pg_ll(res, 0, "succeeded", 0),
-            rw_pg_ll(res, 0, "failed", 0), rw_pg_ll(res, 0, "skipped", 0),
-            tty ? "\033[K" : "\n");
+            tty ? "\r" : "", (double)(rw_bench_mono_ms() - t0) / 1000.0, final,
+            runs, rw_pg_ll(res, 0, "targets", 0),
+            rw_pg_ll(res, 0, "pending", 0), rw_pg_ll(res, 0, "claimed", 0),
+            rw_pg_ll(res, 0, "triggered", 0), rw_pg_ll(res, 0, "deploying", 0),
+            rw_pg_ll(res, 0, "succeeded", 0), rw_pg_ll(res, 0, "failed", 0),
+            rw_pg_ll(res, 0, "skipped", 0), tty ? "\033[K" : "\n");
     *done = runs > 0 && final == runs && b->producer.exited;
     PQclear(res);
 }
@@ -1315,52 +859,52 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
     int tty = isatty(STDERR_FILENO), done = 0, st;
 
     snprintf(b->producer.name, sizeof(b->producer.name), "producer");
-    b->t_start = db_now(b);
-    t0 = mono_ms();
+    b->t_start = rw_bench_db_now(b->pg);
+    t0 = rw_bench_mono_ms();
     err = start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
                        errstr, errlen);
     if (err)
         return err;
     deadline = t0 + b->o.timeout_s * 1000;
-    while (!interrupted) {
+    while (!rw_bench_interrupted) {
         if (!b->producer.exited &&
             wait4(b->producer.pid, &st, WNOHANG, &ru) == b->producer.pid) {
             b->producer.exited = 1;
             b->producer.status = st;
             b->producer.hwm_kb = ru.ru_maxrss;
-            b->producer_s = (double)(mono_ms() - t0) / 1000.0;
+            b->producer_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
                 char how[48];
                 return rw_err_set(errstr, errlen, RW_ERR_IO,
                                   "producer --once %s (see %s/%s.log)",
-                                  exit_text(st, how, sizeof(how)), b->log_dir,
-                                  b->producer.name);
+                                  rw_bench_exit_text(st, how, sizeof(how)),
+                                  b->log_dir, b->producer.name);
             }
         }
         for (size_t i = 0; i < b->nd; i++)
-            if (reap(&b->d[i])) {
+            if (rw_bench_reap(&b->d[i])) {
                 char how[48];
-                return rw_err_set(errstr, errlen, RW_ERR_IO,
-                                  "%s %s during the rollout (see %s/%s.log)",
-                                  b->d[i].name,
-                                  exit_text(b->d[i].status, how, sizeof(how)),
-                                  b->log_dir, b->d[i].name);
+                return rw_err_set(
+                    errstr, errlen, RW_ERR_IO,
+                    "%s %s during the rollout (see %s/%s.log)", b->d[i].name,
+                    rw_bench_exit_text(b->d[i].status, how, sizeof(how)),
+                    b->log_dir, b->d[i].name);
             }
-        if (mono_ms() >= next_progress) {
-            next_progress = mono_ms() + b->o.progress_ms;
+        if (rw_bench_mono_ms() >= next_progress) {
+            next_progress = rw_bench_mono_ms() + b->o.progress_ms;
             progress(b, t0, tty, &done);
             if (done)
                 break;
         }
-        if (mono_ms() > deadline)
+        if (rw_bench_mono_ms() > deadline)
             return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
                               "rollout not finished after %lld s",
                               b->o.timeout_s);
-        sleep_ms(50);
+        rw_bench_sleep_ms(50);
     }
     if (tty)
         fputc('\n', stderr);
-    if (interrupted)
+    if (rw_bench_interrupted)
         return rw_err_set(errstr, errlen, RW_ERR_SHUTDOWN, "interrupted");
     return RW_OK;
 }
@@ -1369,26 +913,26 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
 static void stop_daemons(bench_t *b)
 {
     for (size_t i = 0; i < b->nd; i++) {
-        daemon_t *d = &b->d[i];
+        rw_bench_daemon_t *d = &b->d[i];
         char url[128];
-        if (d->pid <= 0 || reap(d))
+        if (d->pid <= 0 || rw_bench_reap(d))
             continue;
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics",
                  d->metrics_port);
-        if (http_call(url, NULL, &d->metrics) != 200) {
+        if (rw_bench_http(url, NULL, &d->metrics) != 200) {
             free(d->metrics);
             d->metrics = NULL;
         }
-        d->hwm_kb = vm_hwm_kb(d->pid);
+        d->hwm_kb = rw_bench_vm_hwm_kb(d->pid);
     }
     for (size_t i = 0; i < b->nd; i++)
-        if (b->d[i].pid > 0 && !reap(&b->d[i]))
+        if (b->d[i].pid > 0 && !rw_bench_reap(&b->d[i]))
             kill(b->d[i].pid, SIGTERM);
     for (size_t i = 0; i < b->nd; i++)
         if (b->d[i].pid > 0)
-            stop_daemon(&b->d[i]);
+            rw_bench_stop_daemon(&b->d[i]);
     if (b->producer.pid > 0 && !b->producer.exited)
-        stop_daemon(&b->producer);
+        rw_bench_stop_daemon(&b->producer);
 }
 
 /* ---- the report ------------------------------------------------------- */
@@ -1407,7 +951,7 @@ static void report_pg_rows(const PGresult *res, double n)
     for (int i = 0; i < PQntuples(res); i++)
         printf("    %10lld %9.3f %9.3f %10.2f  %s\n",
                rw_pg_ll(res, i, "calls", 0),
-               per((double)rw_pg_ll(res, i, "calls", 0), n),
+               rw_bench_per((double)rw_pg_ll(res, i, "calls", 0), n),
                strtod(rw_pg_str(res, i, "mean_ms"), NULL),
                strtod(rw_pg_str(res, i, "exec_ms"), NULL) / 1000.0,
                rw_pg_str(res, i, "q"));
@@ -1432,13 +976,14 @@ static void report_postgres(bench_t *b, double n)
     printf("  statements         %lld calls  %.2f per instance "
            "(%.2f per instance without BEGIN/COMMIT/ROLLBACK)\n",
            rw_pg_ll(res, 0, "calls", 0),
-           per((double)rw_pg_ll(res, 0, "calls", 0), n),
-           per((double)(rw_pg_ll(res, 0, "calls", 0) -
-                        rw_pg_ll(res, 0, "tx_calls", 0)),
-               n));
+           rw_bench_per((double)rw_pg_ll(res, 0, "calls", 0), n),
+           rw_bench_per((double)(rw_pg_ll(res, 0, "calls", 0) -
+                                 rw_pg_ll(res, 0, "tx_calls", 0)),
+                        n));
     printf("  execution time     %.2f s total  %.1f us per instance  "
            "(%lld distinct statements, %lld rows)\n",
-           num(res, "exec_ms") / 1000.0, per(num(res, "exec_ms") * 1000.0, n),
+           rw_bench_num(res, "exec_ms") / 1000.0,
+           rw_bench_per(rw_bench_num(res, "exec_ms") * 1000.0, n),
            rw_pg_ll(res, 0, "statements", 0), rw_pg_ll(res, 0, "rows", 0));
     PQclear(res);
     res = NULL;
@@ -1488,10 +1033,10 @@ static void report_redis(bench_t *b, double n, long long chunks)
         if (f)
             failed += atoll(f + 13);
         printf("  %-18s %10lld calls  %.3f per instance\n", name, calls,
-               per((double)calls, n));
+               rw_bench_per((double)calls, n));
     }
     printf("  %-18s %10lld calls  %.3f per instance  (%lld failed)\n",
-           "all commands", total, per((double)total, n), failed);
+           "all commands", total, rw_bench_per((double)total, n), failed);
     if (stats) {
         const char *t = strstr(stats, "total_commands_processed:");
         if (t)
@@ -1504,10 +1049,12 @@ static void report_redis(bench_t *b, double n, long long chunks)
         unsigned long long cmds = atomic_load(&b->px.commands);
         printf("  round trips        %10llu  %.3f per instance  %.2f per "
                "chunk  (proxy count, pipeline-aware)\n",
-               rt, per((double)rt, n), per((double)rt, (double)chunks));
+               rt, rw_bench_per((double)rt, n),
+               rw_bench_per((double)rt, (double)chunks));
         printf("  commands sent      %10llu  %.3f per instance  %.2f per "
                "round trip  (%llu connections)\n",
-               cmds, per((double)cmds, n), per((double)cmds, (double)rt),
+               cmds, rw_bench_per((double)cmds, n),
+               rw_bench_per((double)cmds, (double)rt),
                atomic_load(&b->px.connections));
     } else {
         printf("  round trips        not measured (--no-redis-proxy)\n");
@@ -1525,7 +1072,7 @@ static void report_daemons(bench_t *b)
     printf("  %-18s %8.1f MiB\n", b->producer.name,
            (double)b->producer.hwm_kb / 1024.0);
     for (size_t i = 0; i < b->nd; i++) {
-        daemon_t *d = &b->d[i];
+        rw_bench_daemon_t *d = &b->d[i];
         int k = strncmp(d->name, "worker", 6) == 0 ? 0 : 1;
         if (d->hwm_kb >= 0)
             printf("  %-18s %8.1f MiB\n", d->name, (double)d->hwm_kb / 1024.0);
@@ -1533,16 +1080,16 @@ static void report_daemons(bench_t *b)
             printf("  %-18s %8s\n", d->name, "gone");
         if (!d->metrics)
             continue;
-        handled[k] +=
-            metric_sum(d->metrics, "rollwave_messages_handled_total", NULL);
-        dead[k] += metric_sum(d->metrics,
-                              "rollwave_messages_dead_lettered_total", NULL);
-        retried[k] +=
-            metric_sum(d->metrics, "rollwave_messages_retried_total", NULL);
-        calls_ok[k] += metric_sum(d->metrics, "rollwave_lagoon_calls_total",
-                                  "outcome=\"ok\"");
-        calls_err[k] +=
-            metric_sum(d->metrics, "rollwave_lagoon_calls_total", NULL);
+        handled[k] += rw_bench_metric_sum(
+            d->metrics, "rollwave_messages_handled_total", NULL);
+        dead[k] += rw_bench_metric_sum(
+            d->metrics, "rollwave_messages_dead_lettered_total", NULL);
+        retried[k] += rw_bench_metric_sum(
+            d->metrics, "rollwave_messages_retried_total", NULL);
+        calls_ok[k] += rw_bench_metric_sum(
+            d->metrics, "rollwave_lagoon_calls_total", "outcome=\"ok\"");
+        calls_err[k] += rw_bench_metric_sum(
+            d->metrics, "rollwave_lagoon_calls_total", NULL);
     }
     printf("\ndaemon counters (/metrics before SIGTERM)\n");
     for (int k = 0; k < 2; k++)
@@ -1561,7 +1108,7 @@ static void report_sim(bench_t *b, long long *dups)
     printf("\nlagoon-sim (%s)\n", b->sim_config);
     snprintf(url, sizeof(url), "%s/sim/stats?triggers=false",
              b->env.sim_admin_url);
-    if (http_call(url, NULL, &body) != 200 || !body ||
+    if (rw_bench_http(url, NULL, &body) != 200 || !body ||
         !(j = json_loads(body, 0, NULL))) {
         printf("  /sim/stats not available\n");
         free(body);
@@ -1596,9 +1143,11 @@ static void report(bench_t *b)
         goto out;
     }
     n = (double)rw_pg_ll(st, 0, "targets", 0);
-    t_e2e = num(runs, "last_completed") - b->t_start;
-    t_trig = num(st, "last_triggered") - num(st, "first_claimed");
-    t_poll = num(st, "last_finished") - num(st, "first_triggered");
+    t_e2e = rw_bench_num(runs, "last_completed") - b->t_start;
+    t_trig =
+        rw_bench_num(st, "last_triggered") - rw_bench_num(st, "first_claimed");
+    t_poll =
+        rw_bench_num(st, "last_finished") - rw_bench_num(st, "first_triggered");
 
     printf("\nrollwave rollout benchmark\n");
     printf("  fleet              %lld instances, %lld store apps, chunk size "
@@ -1629,7 +1178,7 @@ static void report(bench_t *b)
     locks = redis_count_keys(b->rc, pattern);
     for (size_t i = 0; i < b->nd; i++)
         if (b->d[i].metrics)
-            dead += (long long)metric_sum(
+            dead += (long long)rw_bench_metric_sum(
                 b->d[i].metrics, "rollwave_messages_dead_lettered_total", NULL);
 
     printf("\ncorrectness\n");
@@ -1676,8 +1225,8 @@ static void cleanup(bench_t *b)
     if (b->admin && b->db[0]) {
         if (b->o.keep_db)
             fprintf(stderr, "bench: kept database %s\n", b->db);
-        else if (admin_db(b->admin, "DROP DATABASE IF EXISTS", b->db,
-                          " WITH (FORCE)", errstr, sizeof(errstr)))
+        else if (rw_bench_admin_db(b->admin, "DROP DATABASE IF EXISTS", b->db,
+                                   " WITH (FORCE)", errstr, sizeof(errstr)))
             fprintf(stderr, "bench: drop database %s: %s\n", b->db, errstr);
     }
     rw_pg_destroy(b->admin);
@@ -1746,13 +1295,13 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
     rw_err_t err = RW_OK;
 
     for (long long i = 0; i < b->o.workers && !err; i++) {
-        daemon_t *w = &b->d[b->nd++];
+        rw_bench_daemon_t *w = &b->d[b->nd++];
         snprintf(w->name, sizeof(w->name), "worker-%lld", i + 1);
         err = start_daemon(b, w, "rollwave-worker", "worker", NULL, errstr,
                            errlen);
     }
     for (long long i = 0; i < b->o.workers && !err; i++) {
-        daemon_t *p = &b->d[b->nd++];
+        rw_bench_daemon_t *p = &b->d[b->nd++];
         snprintf(p->name, sizeof(p->name), "poller-%lld", i + 1);
         err = start_daemon(b, p, "rollwave-poller", "poller", NULL, errstr,
                            errlen);
@@ -1764,7 +1313,7 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
                 "bench: %zu daemons healthy; %lld s for the consumer "
                 "groups to form\n",
                 b->nd, b->o.warmup_s);
-        sleep_ms(b->o.warmup_s * 1000);
+        rw_bench_sleep_ms(b->o.warmup_s * 1000);
     }
     return err;
 }
@@ -1773,7 +1322,6 @@ int main(int argc, char **argv)
 {
     bench_t *b = calloc(1, sizeof(*b));
     char errstr[1024] = "";
-    struct sigaction sa;
     rw_err_t err = RW_OK;
     int rc = 0;
 
@@ -1795,19 +1343,15 @@ int main(int argc, char **argv)
         free(b);
         return rc > 0 ? 0 : 2;
     }
-    err = rw_config_load(env_keys, N_ENV_KEYS, &b->env, NULL, NULL, errstr,
-                         sizeof(errstr));
+    err = rw_config_load(rw_bench_env_keys, rw_bench_n_env_keys, &b->env, NULL,
+                         NULL, errstr, sizeof(errstr));
     if (err) {
         fprintf(stderr, "rollwave-bench-rollout: config error: %s\n", errstr);
-        rw_config_free(env_keys, N_ENV_KEYS, &b->env);
+        rw_config_free(rw_bench_env_keys, rw_bench_n_env_keys, &b->env);
         free(b);
         return 2;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    rw_bench_signals();
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     err = prepare(b, errstr, sizeof(errstr));
@@ -1832,7 +1376,7 @@ int main(int argc, char **argv)
     }
     cleanup(b);
     curl_global_cleanup();
-    rw_config_free(env_keys, N_ENV_KEYS, &b->env);
+    rw_config_free(rw_bench_env_keys, rw_bench_n_env_keys, &b->env);
     free(b);
     return rc;
 }

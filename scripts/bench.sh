@@ -4,10 +4,15 @@
 # a directory of its own (the simulator at zero build time, so the figures
 # are rollwave's own cost, not Lagoon's), runs rollwave-bench-rollout with
 # the given arguments and takes the stack down again, also on failure or
-# Ctrl-C. It prints figures; it does not judge them.
+# Ctrl-C. It prints figures; it does not judge them. With --throttle it
+# runs rollwave-bench-throttle instead (the fleet throttle against fixed
+# build times; it sets the simulator's timings itself).
 #
 #   scripts/bench.sh [rollwave-bench-rollout options]
 #   scripts/bench.sh --instances 10000 --workers 2
+#   scripts/bench.sh --throttle [rollwave-bench-throttle options]
+#   scripts/bench.sh --throttle --instances 5000 --build-ms 2000 \
+#       --max-in-flight 100 --workers 2 --pollers 2
 #
 # Environment:
 #   BUILD_DIR            build tree with bin/ (default: build, relative to
@@ -28,18 +33,29 @@ esac
 export BUILD_DIR
 BIN=$BUILD_DIR/bin
 
+# --throttle picks the program; every other argument is the program's
+PROGRAM=rollwave-bench-rollout
+args=()
+for arg in "$@"; do
+    if [ "$arg" = --throttle ]; then
+        PROGRAM=rollwave-bench-throttle
+    else
+        args+=("$arg")
+    fi
+done
+set -- "${args[@]+"${args[@]}"}"
+
 for arg in "$@"; do
     if [ "$arg" = --help ]; then
-        sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         echo
-        [ -x "$BIN/rollwave-bench-rollout" ] &&
-            exec "$BIN/rollwave-bench-rollout" --help
+        [ -x "$BIN/$PROGRAM" ] && exec "$BIN/$PROGRAM" --help
         exit 0
     fi
 done
 
 missing=()
-for b in rollwave-bench-rollout rollwave-producer rollwave-worker \
+for b in "$PROGRAM" rollwave-producer rollwave-worker \
     rollwave-poller rollwave-devbroker rollwave-lagoon-sim; do
     [ -x "$BIN/$b" ] || missing+=("$b")
 done
@@ -83,5 +99,5 @@ trap 'exit 130' INT TERM
 eval "$("$ROOT/scripts/stack.sh" env)"
 
 rc=0
-"$BIN/rollwave-bench-rollout" "$@" || rc=$?
+"$BIN/$PROGRAM" "$@" || rc=$?
 exit "$rc"
