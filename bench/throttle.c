@@ -60,8 +60,8 @@ typedef struct opts {
     long long chunk_size;
     long long store_apps;
     long long rows_delay_ms;
-    long long first_poll_delay_s;
-    long long poll_interval_s;
+    long long first_poll_delay_ms;
+    long long poll_interval_ms;
     long long overload_ms;     /* per build in progress above the knee */
     long long overload_max_ms; /* cap of one answer's overload delay */
     long long timeout_s;
@@ -96,9 +96,11 @@ static void usage(FILE *out)
         "  --chunk-size S            ROLLWAVE_BULK_CHUNK_SIZE (default 50)\n"
         "  --store-apps A            store apps, one run each (default 10)\n"
         "  --rows-delay-ms MS        simulator rows delay (default 100)\n"
-        "  --first-poll-delay S      ROLLWAVE_FIRST_POLL_DELAY_S (default "
-        "1)\n"
-        "  --poll-interval S         ROLLWAVE_POLL_INTERVAL_S (default 1)\n"
+        "  --first-poll-delay-ms MS  ROLLWAVE_FIRST_POLL_DELAY_MS (default: "
+        "T plus\n"
+        "                            the rows delay, when a build ends)\n"
+        "  --poll-interval-ms MS     ROLLWAVE_POLL_INTERVAL_MS (default "
+        "250)\n"
         "  --overload-ms-per-build M simulator overload delay per build in\n"
         "                            progress above C (default 5)\n"
         "  --overload-max-ms MS      longest overload delay (default 10000, "
@@ -149,8 +151,8 @@ static const opt_int_t int_opts[] = {
     OI("--chunk-size", chunk_size, 1, 1000),
     OI("--store-apps", store_apps, 1, 100000),
     OI("--rows-delay-ms", rows_delay_ms, 0, 600000),
-    OI("--first-poll-delay", first_poll_delay_s, 0, 3600),
-    OI("--poll-interval", poll_interval_s, 0, 3600),
+    OI("--first-poll-delay-ms", first_poll_delay_ms, 0, 3600000),
+    OI("--poll-interval-ms", poll_interval_ms, 1, 3600000),
     OI("--overload-ms-per-build", overload_ms, 0, 3600000),
     OI("--overload-max-ms", overload_max_ms, 0, 3600000),
     OI("--timeout", timeout_s, 1, 86400),
@@ -332,10 +334,10 @@ static int daemon_env(const bench_t *b, const phase_t *ph, rw_bench_envset_t *e,
     rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
     snprintf(v, sizeof(v), "%lld", b->o.chunk_size);
     rc |= rw_bench_env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
-    snprintf(v, sizeof(v), "%lld", b->o.first_poll_delay_s);
-    rc |= rw_bench_env_put(e, "ROLLWAVE_FIRST_POLL_DELAY_S", v);
-    snprintf(v, sizeof(v), "%lld", b->o.poll_interval_s);
-    rc |= rw_bench_env_put(e, "ROLLWAVE_POLL_INTERVAL_S", v);
+    snprintf(v, sizeof(v), "%lld", b->o.first_poll_delay_ms);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_FIRST_POLL_DELAY_MS", v);
+    snprintf(v, sizeof(v), "%lld", b->o.poll_interval_ms);
+    rc |= rw_bench_env_put(e, "ROLLWAVE_POLL_INTERVAL_MS", v);
     snprintf(v, sizeof(v), "%lld", b->o.max_in_flight);
     rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_IN_FLIGHT",
                            ph->throttled ? v : NO_LIMIT);
@@ -798,7 +800,7 @@ static void print_slot(const bench_t *b, const result_t *r, double ideal)
            rounds * cycle);
     printf("  The poll interval: a build is seen finished at the first poll "
            "after it ends.\n"
-           "  Polls come %lld s after the trigger, then %lld s after each "
+           "  Polls come %lld ms after the trigger, then %lld ms after each "
            "poll is handled, so a\n"
            "  build of %.1f s (plus the rows delay) is seen up to one "
            "interval late; its\n"
@@ -806,7 +808,7 @@ static void print_slot(const bench_t *b, const result_t *r, double ideal)
            "%.0f%% of the\n"
            "  cycle: about %.0f s added to the completion time (ideal %.0f "
            "s).\n",
-           b->o.first_poll_delay_s, b->o.poll_interval_s,
+           b->o.first_poll_delay_ms, b->o.poll_interval_ms,
            (double)b->o.build_ms / 1e3, r->poll_lag_s,
            cycle > 0 ? 100.0 * r->poll_lag_s / cycle : 0.0,
            rounds * r->poll_lag_s, ideal);
@@ -824,11 +826,11 @@ static void report(const bench_t *b, const phase_t *on, const phase_t *off)
            "size %lld\n",
            b->o.instances, b->o.store_apps, b->o.chunk_size);
     printf("  daemons              %lld workers, %lld pollers; first poll "
-           "after %lld s, then every %lld s;\n"
+           "after %lld ms, then every %lld ms;\n"
            "                       ROLLWAVE_THROTTLE_WAIT_MS %s; trigger "
            "rate %s/min (never binding)\n",
-           b->o.workers, b->o.pollers, b->o.first_poll_delay_s,
-           b->o.poll_interval_s,
+           b->o.workers, b->o.pollers, b->o.first_poll_delay_ms,
+           b->o.poll_interval_ms,
            wait_ms && *wait_ms ? wait_ms : "250 (default)", NO_RATE);
     printf("  ideal                %8.1f s  N * T / C = %lld * %.1f s / "
            "%lld (Lagoon's rows delay of\n"
@@ -939,8 +941,8 @@ int main(int argc, char **argv)
                     .chunk_size = 50,
                     .store_apps = 10,
                     .rows_delay_ms = 100,
-                    .first_poll_delay_s = 1,
-                    .poll_interval_s = 1,
+                    .first_poll_delay_ms = -1, /* T + rows delay */
+                    .poll_interval_ms = 250,
                     .overload_ms = 5,
                     .overload_max_ms = 10000,
                     .timeout_s = 300,
@@ -956,6 +958,9 @@ int main(int argc, char **argv)
         rc = rc > 0 ? 0 : 2;
         goto done;
     }
+    if (b->o.first_poll_delay_ms < 0)
+        /* the first poll when a build ends: nothing earlier can be seen */
+        b->o.first_poll_delay_ms = b->o.build_ms + b->o.rows_delay_ms;
     err = rw_config_load(rw_bench_env_keys, rw_bench_n_env_keys, &b->env, NULL,
                          NULL, errstr, sizeof(errstr));
     if (err) {
