@@ -646,6 +646,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
             error = rd_kafka_incremental_assign(rk, parts);
         else
             aerr = rd_kafka_assign(rk, parts);
+        /*
+         * A partition keeps its paused flag across a revoke and a new
+         * assignment: one paused for a message held before the revoke
+         * would never be read again. Assigned partitions start resumed;
+         * a consumer still holding one of their messages pauses it again
+         * when the next message of it arrives.
+         */
+        if (!error && !aerr)
+            rd_kafka_resume_partitions(rk, parts);
     } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_partitions("partitions_revoked", rk, parts);
         commit_before_revoke(rk);
@@ -714,8 +723,8 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
             if (strcmp(pname, "-1") == 0 || !json_is_integer(lag) ||
                 json_integer_value(lag) < 0)
                 continue;
-            snprintf(labels, sizeof(labels),
-                     "topic=\"%s\",partition=\"%s\"", tname, pname);
+            snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%s\"",
+                     tname, pname);
             rw_metrics_set(rw_metrics_gauge("rollwave_consumer_lag",
                                             "messages behind the high "
                                             "watermark, per partition",

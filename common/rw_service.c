@@ -506,7 +506,11 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
             continue;
         svc->kafka_broken = 0;
         if (held_for(svc, msg) >= 0) {
-            /* fetched before the pause took hold: read again on resume */
+            /* fetched before the pause took hold, or the partition was
+             * assigned again (which resumes it): pause it again; it is
+             * read from the held message on after the resume */
+            rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
+                                    rw_kafka_msg_partition(msg), NULL, 0);
             rw_kafka_msg_destroy(msg);
             continue;
         }

@@ -136,7 +136,11 @@ static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg, void *ud,
     rw_msg_outcome_t outcome;
 
     if (held_for(p, msg)) {
-        /* fetched before the pause took hold: read again after resume */
+        /* fetched before the pause took hold, or the partition was
+         * assigned again (which resumes it): pause it again; it is read
+         * from the held event on after the resume */
+        rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
+                                rw_kafka_msg_partition(msg), NULL, 0);
         rw_kafka_msg_destroy(msg);
         return RW_MSG_KEEP;
     }

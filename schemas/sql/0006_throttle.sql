@@ -129,10 +129,10 @@ $$;
 -- The adaptive limit, at most once per p_every_s fleet-wide (the caller
 -- asks often; the row says when it was last done). Lagoon reporting our
 -- builds queued while we are within our own limit means the limit is above
--- what Lagoon runs: the limit drops by a tenth, and at once to what is
--- running now if that is lower (never below one chunk). With no build queued for two rounds
--- while the limit is in use, it grows by one chunk, never above
--- max_in_flight.
+-- what Lagoon runs: the limit drops by a tenth, and at once to the builds
+-- Lagoon reports running if that is lower (never below one chunk). With no
+-- build queued for two rounds while the limit is in use, it grows by one
+-- chunk, never above max_in_flight.
 CREATE FUNCTION rw_throttle_adjust(p_every_s integer,
                                    OUT o_adjusted boolean,
                                    OUT o_effective integer)
@@ -142,6 +142,7 @@ DECLARE
     now_ts timestamptz := clock_timestamp();
     f bigint;
     q bigint;
+    running bigint;
     floor_n integer;
 BEGIN
     o_adjusted := false;
@@ -163,16 +164,18 @@ BEGIN
     -- status of its last attempt until its new deployment row is seen
     SELECT count(*),
            count(*) FILTER (WHERE state = 'deploying'
-                              AND lagoon_status = 'queued')
-        INTO f, q
+                              AND lagoon_status = 'queued'),
+           count(*) FILTER (WHERE state = 'deploying'
+                              AND lagoon_status = 'running')
+        INTO f, q, running
         FROM run_targets WHERE state IN ('claimed', 'triggered', 'deploying');
     floor_n := LEAST(r.burst, r.max_in_flight);
     o_effective := LEAST(r.effective_limit, r.max_in_flight);
     IF q > 0 THEN
         r.queued_seen_at := now_ts;
         IF f <= o_effective THEN
-            o_effective := GREATEST(floor_n,
-                                  LEAST(f - q, floor(o_effective * 0.9)::int));
+            o_effective := GREATEST(floor_n, LEAST(running,
+                                    floor(o_effective * 0.9)::int));
         END IF;
     ELSIF (r.queued_seen_at IS NULL
            OR r.queued_seen_at < now_ts - make_interval(secs => 2 * p_every_s))
