@@ -32,7 +32,9 @@
 
 #include "rw_itest_fleet.h"
 #include "rw_itest_pg.h"
+#include "rw_kafka.h"
 #include "rw_pg.h"
+#include "rw_settings.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define BUILT_WITH_ASAN 1
@@ -48,6 +50,7 @@
 /* Resources a failed assertion would otherwise leave behind. */
 static rw_pg_t *blocker; /* second session holding row locks */
 static rd_kafka_t *kafka;
+static rw_kafka_consumer_t *member; /* joins the worker group */
 static int delivery_failures;
 
 static void sleep_ms(long ms)
@@ -131,12 +134,36 @@ static void add_instances(rw_itest_fleet_t *f, long long app,
         3, p));
 }
 
+/*
+ * Start the daemons and wait until each has its partitions. A rollout
+ * started before the groups settle has batches held for budget while the
+ * joins rebalance, and a held batch whose partition comes back to its
+ * worker stalls (test_held_batch_survives_rebalance shows that on its
+ * own); the other scenarios are about the throttle, so they begin on
+ * settled groups.
+ */
 static void start_daemons(rw_itest_fleet_t *f, int workers, int pollers)
 {
+    pid_t pids[16];
+    int n = 0;
+    long long deadline = rw_itest_now_ms() + deadline_ms(30000);
+
+    assert_true(workers + pollers <= 16);
     for (int i = 0; i < workers; i++)
-        rw_itest_fleet_start(f, "rollwave-worker", "worker");
+        pids[n++] = rw_itest_fleet_start(f, "rollwave-worker", "worker");
     for (int i = 0; i < pollers; i++)
-        rw_itest_fleet_start(f, "rollwave-poller", "poller");
+        pids[n++] = rw_itest_fleet_start(f, "rollwave-poller", "poller");
+    for (int i = 0; i < n; i++)
+        while (
+            !rw_itest_fleet_log_has(f, pids[i], "event=partitions_assigned")) {
+            rw_itest_fleet_poll_kids(f);
+            if (rw_itest_now_ms() > deadline) {
+                rw_itest_fleet_dump_logs(f);
+                fail_msg("daemon %d of %d got no partitions within 30 s", i + 1,
+                         n);
+            }
+            sleep_ms(100);
+        }
 }
 
 /* rollwavectl redeploy --store-app app (a manual run, relayed at once). */
@@ -372,6 +399,8 @@ static int teardown(void **state)
         rd_kafka_destroy(kafka);
         kafka = NULL;
     }
+    rw_kafka_consumer_destroy(member);
+    member = NULL;
     rw_itest_fleet_destroy(*state);
     *state = NULL;
     return 0;
@@ -922,6 +951,104 @@ static void test_held_batch_does_not_stall(void **state)
     finish(f);
 }
 
+/* ---- 5b. a held batch across a rebalance ---- */
+
+/* Poll the extra group member (rebalance callbacks) for about ms. */
+static void member_poll(long long ms)
+{
+    long long end = rw_itest_now_ms() + ms;
+    char errstr[256];
+
+    while (rw_itest_now_ms() < end) {
+        rw_kafka_msg_t *m = NULL;
+        if (rw_kafka_consumer_poll(member, 100, &m, errstr, sizeof(errstr)))
+            fail_msg("extra group member: %s", errstr);
+        rw_kafka_msg_destroy(m);
+    }
+}
+
+/*
+ * A batch held by the brake when the worker group rebalances and its
+ * partition comes back to the same worker (a member joins for another
+ * topic): once the brake is released, the batch must be triggered.
+ */
+static void test_held_batch_survives_rebalance(void **state)
+{
+    rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 10, "10", NULL);
+    long long app, deadline;
+    char uuid[64], waiting[128], st[32], group[160], topic[160], errstr[512];
+    const char *topics[1] = {topic};
+    rw_settings_t s;
+    pid_t worker;
+
+    app = add_app(f, NULL);
+    add_instances(f, app, "rb", 10);
+    rw_itest_fleet_snapshot(f);
+    start_daemons(f, 1, 1);
+    worker = rw_itest_fleet_running(f, "rollwave-worker", 0);
+    json_decref(throttle(f, "--max-in-flight", "0"));
+    redeploy_app(f, app);
+    run_uuid(f, app, uuid, sizeof(uuid));
+    snprintf(waiting, sizeof(waiting), "event=batch_waiting run=%s", uuid);
+    rw_itest_fleet_wait_count(f, "SELECT count(*) FROM run_chunks", 1,
+                              deadline_ms(10000), "chunk created");
+    deadline = rw_itest_now_ms() + deadline_ms(15000);
+    while (!rw_itest_fleet_log_has(f, worker, waiting)) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the braked batch was never held");
+        sleep_ms(100);
+    }
+
+    /* a second member of the worker group, for a topic of its own: the
+     * rebalance revokes the worker's partitions and gives them back */
+    memset(&s, 0, sizeof(s));
+    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
+    s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
+    s.kafka_security_protocol = "plaintext";
+    s.kafka_properties = "";
+    s.kafka_session_timeout_ms = 6000;
+    s.kafka_group = "unused";
+    snprintf(group, sizeof(group), "%sworker", rw_itest_fleet_prefix(f));
+    snprintf(topic, sizeof(topic), "%srebalance", rw_itest_fleet_prefix(f));
+    if (rw_kafka_consumer_new(&member, &s, group, topics, 1, errstr,
+                              sizeof(errstr)))
+        fail_msg("extra group member: %s", errstr);
+    deadline = rw_itest_now_ms() + deadline_ms(20000);
+    while (!rw_itest_fleet_log_has(f, worker, "event=partitions_revoked")) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the worker group did not rebalance");
+        member_poll(100);
+    }
+    /* the rebalance ends within a few session timeouts */
+    member_poll(deadline_ms(8000));
+
+    json_decref(throttle(f, "--max-in-flight", "10"));
+    deadline = rw_itest_now_ms() + deadline_ms(20000);
+    for (;;) {
+        chunk_state(f, app, st, sizeof(st));
+        if (strcmp(st, "pending") != 0)
+            break;
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline) {
+            rw_itest_fleet_dump_logs(f);
+            fail_msg("brake released, yet the batch held across the "
+                     "rebalance is still waiting (chunk %s, held message "
+                     "dropped: %s)",
+                     st,
+                     rw_itest_fleet_log_has(f, worker, "event=held_dropped")
+                         ? "yes"
+                         : "no");
+        }
+        member_poll(200);
+    }
+    rw_kafka_consumer_destroy(member);
+    member = NULL;
+    rw_itest_fleet_wait_final(f, 1, deadline_ms(60000));
+    finish(f);
+}
+
 /* ---- 6. the adaptive limit ---- */
 
 /*
@@ -1088,6 +1215,7 @@ int main(void)
         cmocka_unit_test_teardown(test_budget_survives_redis_flush, teardown),
         cmocka_unit_test_teardown(test_emergency_brake, teardown),
         cmocka_unit_test_teardown(test_held_batch_does_not_stall, teardown),
+        cmocka_unit_test_teardown(test_held_batch_survives_rebalance, teardown),
         cmocka_unit_test_teardown(test_adaptive_limit, teardown),
         cmocka_unit_test_teardown(test_bad_limits_refused, teardown),
     };
