@@ -104,6 +104,7 @@ struct rw_itest_fleet {
 
 static bool pg_read_only_set(rw_itest_fleet_t *f, bool on, char *why,
                              size_t whylen);
+static kid_t *find_kid(rw_itest_fleet_t *f, pid_t pid);
 
 static const char FINAL_SQL[] =
     "('completed', 'partial_failed', 'failed', 'cancelled')";
@@ -238,6 +239,31 @@ static void tail_file(const char *label, const char *path, size_t max)
         free(buf);
     }
     fclose(fp);
+}
+
+bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle)
+{
+    const kid_t *k = find_kid(f, pid);
+    FILE *fp = fopen(k->log, "r");
+    char *buf = NULL;
+    long size;
+    size_t n = 0;
+    bool found = false;
+
+    if (!fp)
+        return false;
+    /* a daemon's log of one scenario is a few MB at most: read it whole */
+    if (fseek(fp, 0, SEEK_END) == 0 && (size = ftell(fp)) > 0 &&
+        fseek(fp, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)size + 1);
+        assert_non_null(buf);
+        n = fread(buf, 1, (size_t)size, fp);
+        buf[n] = '\0';
+        found = strstr(buf, needle) != NULL;
+    }
+    free(buf);
+    fclose(fp);
+    return found;
 }
 
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f)
@@ -859,6 +885,24 @@ static long long lock_keys(rw_itest_fleet_t *f, bool del, char *first,
 long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f)
 {
     return lock_keys(f, false, NULL, 0);
+}
+
+void rw_itest_fleet_redis_cmd(rw_itest_fleet_t *f, const char *const *argv)
+{
+    redisContext *c = redis_connect();
+    redisReply *r;
+    int argc = 0;
+
+    (void)f;
+    while (argv[argc])
+        argc++;
+    assert_true(argc > 0);
+    r = redisCommandArgv(c, argc, (const char **)argv, NULL);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("redis %s: %s", argv[0],
+                 r ? r->str : (c->errstr[0] ? c->errstr : "no reply"));
+    freeReplyObject(r);
+    redisFree(c);
 }
 
 /* ---- teardown ---- */

@@ -206,6 +206,14 @@ long long rw_itest_fleet_sim_stat(rw_itest_fleet_t *f, const char *key);
 /* Number of "<prefix>lock:*" keys in Redis right now. */
 long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f);
 
+/*
+ * Send one command (argv, NULL-terminated) to the stack's Redis directly,
+ * not through a fault proxy; fails the test on an error reply. For faults
+ * the helpers above do not cover, such as FLUSHALL in the middle of a
+ * rollout.
+ */
+void rw_itest_fleet_redis_cmd(rw_itest_fleet_t *f, const char *const *argv);
+
 /* ---- invariants ---- */
 
 /*
@@ -243,6 +251,12 @@ void rw_itest_fleet_expect_extra_triggers(rw_itest_fleet_t *f, long long n);
  * target attempt (or a trigger went unrecorded).
  */
 long long rw_itest_fleet_duplicates(rw_itest_fleet_t *f);
+
+/*
+ * Whether the log of the child started as pid (running or not) holds
+ * needle, e.g. an event= line that shows the child reached a state.
+ */
+bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle);
 
 /* Print the tail of the latest children's logs (on the way to a failure). */
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f);
