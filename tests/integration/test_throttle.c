@@ -1063,7 +1063,7 @@ static void test_adaptive_limit(void **state)
     long long app, eff = -1, lowest = 1000, deadline;
 
     app = add_app(f, NULL);
-    add_instances(f, app, "adapt", 500);
+    add_instances(f, app, "adapt", 700);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 2);
     rw_itest_fleet_tick(f);
@@ -1116,7 +1116,7 @@ static void test_adaptive_limit(void **state)
     assert_int_equal(rw_itest_fleet_ll(f,
                                        "SELECT count(*) FROM deployment_runs"
                                        " WHERE status = 'completed' AND"
-                                       " succeeded_count = 500",
+                                       " succeeded_count = 700",
                                        0, NULL),
                      1);
     assert_peaks_within(f, 100);
