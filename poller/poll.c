@@ -91,7 +91,7 @@ out:
 static const char SQL_CHUNK_INSTANCES[] =
     "SELECT instance_id FROM run_targets"
     " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND ($3::boolean OR state IN ('claimed', 'triggered', 'deploying'))";
+    "   AND ($3::boolean OR state IN " RW_TARGET_IN_FLIGHT_SQL ")";
 
 /*
  * The locks of a chunk's targets, best effort: released (every target of

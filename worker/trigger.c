@@ -105,7 +105,7 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     "SELECT t.instance_id, r.uuid::text AS run_uuid"
     " FROM run_targets t JOIN deployment_runs r ON r.id = t.run_id"
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
-    "   AND t.state IN ('claimed', 'triggered', 'deploying')";
+    "   AND t.state IN " RW_TARGET_IN_FLIGHT_SQL;
 
 /* xorshift64: only for fault injection draws. */
 static uint64_t next_rand(uint64_t *state)
