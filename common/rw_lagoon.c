@@ -908,45 +908,56 @@ rw_lagoon_deployments_find(const rw_lagoon_deployments_t *d,
 
 /* ------------------------------------------------------------ statuses */
 
-static const char *const status_names[] = {
-    [RW_LAGOON_STATUS_UNKNOWN] = "unknown",
-    [RW_LAGOON_STATUS_NEW] = "new",
-    [RW_LAGOON_STATUS_PENDING] = "pending",
-    [RW_LAGOON_STATUS_QUEUED] = "queued",
-    [RW_LAGOON_STATUS_RUNNING] = "running",
-    [RW_LAGOON_STATUS_COMPLETE] = "complete",
-    [RW_LAGOON_STATUS_FAILED] = "failed",
-    [RW_LAGOON_STATUS_ERROR] = "error",
-    [RW_LAGOON_STATUS_CANCELLED] = "cancelled",
+/*
+ * The one table of Lagoon deployment statuses: each name with whether it
+ * is final and whether it is a success. rw_target_from_lagoon classifies
+ * poll results through it. Anything not listed is UNKNOWN, which is not
+ * final: see rw_target_from_lagoon for why.
+ */
+static const struct {
+    const char *name;
+    bool terminal;
+    bool success;
+} statuses[] = {
+    [RW_LAGOON_STATUS_UNKNOWN] = {"unknown", false, false},
+    [RW_LAGOON_STATUS_NEW] = {"new", false, false},
+    [RW_LAGOON_STATUS_PENDING] = {"pending", false, false},
+    [RW_LAGOON_STATUS_QUEUED] = {"queued", false, false},
+    [RW_LAGOON_STATUS_RUNNING] = {"running", false, false},
+    [RW_LAGOON_STATUS_COMPLETE] = {"complete", true, true},
+    [RW_LAGOON_STATUS_FAILED] = {"failed", true, false},
+    [RW_LAGOON_STATUS_ERROR] = {"error", true, false},
+    [RW_LAGOON_STATUS_CANCELLED] = {"cancelled", true, false},
 };
+
+#define N_STATUSES (sizeof(statuses) / sizeof(statuses[0]))
 
 rw_lagoon_status_t rw_lagoon_status_parse(const char *status)
 {
     if (!status)
         return RW_LAGOON_STATUS_UNKNOWN;
-    for (size_t i = 1; i < sizeof(status_names) / sizeof(status_names[0]); i++)
-        if (strcasecmp(status, status_names[i]) == 0)
+    /* from 1: the name "unknown" is ours, not Lagoon's */
+    for (size_t i = 1; i < N_STATUSES; i++)
+        if (strcasecmp(status, statuses[i].name) == 0)
             return (rw_lagoon_status_t)i;
     return RW_LAGOON_STATUS_UNKNOWN;
 }
 
 const char *rw_lagoon_status_name(rw_lagoon_status_t st)
 {
-    if ((int)st < 0 ||
-        (size_t)st >= sizeof(status_names) / sizeof(status_names[0]))
+    if ((int)st < 0 || (size_t)st >= N_STATUSES)
         return "unknown";
-    return status_names[st];
+    return statuses[st].name;
 }
 
 bool rw_lagoon_status_is_terminal(rw_lagoon_status_t st)
 {
-    return st == RW_LAGOON_STATUS_COMPLETE || st == RW_LAGOON_STATUS_FAILED ||
-           st == RW_LAGOON_STATUS_ERROR || st == RW_LAGOON_STATUS_CANCELLED;
+    return (int)st >= 0 && (size_t)st < N_STATUSES && statuses[st].terminal;
 }
 
 bool rw_lagoon_status_is_success(rw_lagoon_status_t st)
 {
-    return st == RW_LAGOON_STATUS_COMPLETE;
+    return (int)st >= 0 && (size_t)st < N_STATUSES && statuses[st].success;
 }
 
 /* ------------------------------------------------------------ the handle */

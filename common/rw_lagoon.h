@@ -189,7 +189,11 @@ const rw_lagoon_deployment_t *
 rw_lagoon_deployments_find(const rw_lagoon_deployments_t *d,
                            const char *project, const char *environment);
 
-/* Case-insensitive; NULL or unrecognised gives RW_LAGOON_STATUS_UNKNOWN. */
+/*
+ * Lagoon statuses, from one table: the basis of rw_target_from_lagoon
+ * (rw_state), which is what turns a poll result into a target state.
+ * Case-insensitive; NULL or unrecognised gives RW_LAGOON_STATUS_UNKNOWN.
+ */
 rw_lagoon_status_t rw_lagoon_status_parse(const char *status);
 /* Lower-case Lagoon name, "unknown" for UNKNOWN. */
 const char *rw_lagoon_status_name(rw_lagoon_status_t st);

@@ -88,15 +88,11 @@ static const char SQL_LOCK_RUN[] =
     "   AS open_chunks"
     " FROM deployment_runs r WHERE r.id = $1::bigint FOR NO KEY UPDATE OF r";
 
-/* Cancelled targets of an aborted run count with the skipped ones, so
- * that total = succeeded + failed + skipped always holds. */
+/* The counts follow the run-count rule (RW_TARGET_COUNTS_SQL). */
 static const char SQL_COUNT[] =
-    "SELECT count(*) AS total,"
-    "  count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"
-    "  count(*) FILTER (WHERE state IN ('failed', 'timed_out')) AS failed,"
-    "  count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped,"
-    "  count(*) FILTER (WHERE state IN ('pending', 'claimed', 'triggered',"
-    "                                   'deploying')) AS open"
+    "SELECT count(*) AS total, " RW_TARGET_COUNTS_SQL ","
+    "  count(*) FILTER (WHERE state = 'pending'"
+    "                      OR state IN " RW_TARGET_IN_FLIGHT_SQL ") AS open"
     " FROM run_targets WHERE run_id = $1::bigint";
 
 static const char SQL_STORE_COUNTS[] =

@@ -547,7 +547,7 @@ out:
     "       (SELECT r.uuid::text FROM run_targets t"                           \
     "          JOIN deployment_runs r ON r.id = t.run_id"                      \
     "         WHERE t.instance_id = i.id"                                      \
-    "           AND t.state IN ('claimed', 'triggered', 'deploying')"          \
+    "           AND t.state IN " RW_TARGET_IN_FLIGHT_SQL                       \
     "         LIMIT 1) AS in_flight_run,"                                      \
     "       COALESCE(rw_lagoon_name_ok(i.lagoon_project)"                      \
     "                AND rw_lagoon_name_ok(i.lagoon_environment), false)"      \

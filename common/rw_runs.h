@@ -4,8 +4,8 @@
  * scheduler and rollwavectl both go through here, so a manual run is built
  * exactly like a scheduled one.
  *
- * It does not trigger, poll or finalize runs (worker/, poller/, rw_finalize)
- * nor relay the outbox (rw_outbox).
+ * It does not trigger, poll or finalize runs (worker/, poller/,
+ * rw_progress_finalize) nor publish the outbox rows it writes (rw_outbox).
  */
 #ifndef RW_RUNS_H
 #define RW_RUNS_H

@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "rw_lagoon.h"
 #include "rw_log.h"
 
 #define COMP "state"
@@ -281,18 +281,15 @@ rw_run_state_t rw_run_outcome(long long succeeded, long long failed)
 
 rw_target_state_t rw_target_from_lagoon(const char *lagoon_status, bool has_row)
 {
-    static const char *const failed[] = {"failed", "error", "cancelled"};
+    rw_lagoon_status_t st = rw_lagoon_status_parse(lagoon_status);
 
     if (!has_row)
         return RW_TARGET_TRIGGERED;
-    if (!lagoon_status)
-        return RW_TARGET_DEPLOYING;
-    if (strcasecmp(lagoon_status, "complete") == 0)
+    if (rw_lagoon_status_is_success(st))
         return RW_TARGET_SUCCEEDED;
-    for (size_t i = 0; i < sizeof(failed) / sizeof(failed[0]); i++) {
-        if (strcasecmp(lagoon_status, failed[i]) == 0)
-            return RW_TARGET_FAILED;
-    }
+    /* failed, error and cancelled: a build that will not complete */
+    if (rw_lagoon_status_is_terminal(st))
+        return RW_TARGET_FAILED;
     /*
      * new, pending, queued and running are in progress. So is any status
      * this code does not know (Lagoon has added some over time): calling it

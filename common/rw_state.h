@@ -56,6 +56,30 @@ typedef enum rw_target_state {
     RW_TARGET__COUNT
 } rw_target_state_t;
 
+/*
+ * The in-flight states (rw_target_in_flight) as an SQL list, for the SQL
+ * embedded in C: the states the unique index guards, so one instance is in
+ * at most one of them. test_state holds the list and the predicate
+ * together. Counting the fleet's builds in flight is rw_throttle_in_flight()
+ * in SQL.
+ */
+#define RW_TARGET_IN_FLIGHT_SQL "('claimed', 'triggered', 'deploying')"
+/* The terminal states (rw_target_terminal) as an SQL list, likewise. */
+#define RW_TARGET_TERMINAL_SQL                                                 \
+    "('succeeded', 'failed', 'skipped', 'timed_out', 'cancelled')"
+
+/*
+ * The run-count rule, as the select list of every count of a run's targets
+ * (rows with a `state` column): timed-out targets count as failed, and
+ * cancelled ones as skipped, so that total = succeeded + failed + skipped
+ * holds for an aborted run too. Gives the columns succeeded, failed and
+ * skipped.
+ */
+#define RW_TARGET_COUNTS_SQL                                                   \
+    "count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"                \
+    " count(*) FILTER (WHERE state IN ('failed', 'timed_out')) AS failed,"     \
+    " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped"
+
 /* ---- chunk: run_chunks.state ------------------------------------------- */
 
 typedef enum rw_chunk_state {
@@ -107,8 +131,10 @@ bool rw_chunk_terminal(rw_chunk_state_t s);
 rw_run_state_t rw_run_outcome(long long succeeded, long long failed);
 
 /*
- * Target state for a raw Lagoon deployment status. has_row false (Lagoon
- * shows no deployment for the environment yet) -> triggered.
+ * Target state for a raw Lagoon deployment status, classified by
+ * rw_lagoon's status table: complete -> succeeded; failed, error,
+ * cancelled -> failed; anything else, NULL included -> deploying. has_row
+ * false (Lagoon shows no deployment for the environment yet) -> triggered.
  */
 rw_target_state_t rw_target_from_lagoon(const char *lagoon_status,
                                         bool has_row);

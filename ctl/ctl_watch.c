@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "rw_state.h"
 
 static const char SQL_PROGRESS[] =
     "SELECT r.status,"
@@ -25,15 +26,11 @@ static const char SQL_PROGRESS[] =
     "     FROM fleet_throttle f) AS fleet"
     " FROM deployment_runs r WHERE r.uuid = $1::uuid";
 
-static const char *const states[] = {
-    "pending", "claimed", "triggered", "deploying", "succeeded",
-    "failed",  "skipped", "timed_out", "cancelled",
-};
-
 static bool final_status(const char *s)
 {
-    return strcmp(s, "completed") == 0 || strcmp(s, "partial_failed") == 0 ||
-           strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0;
+    int st = rw_run_state_parse(s);
+
+    return st >= 0 && rw_run_terminal((rw_run_state_t)st);
 }
 
 int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
@@ -65,11 +62,13 @@ int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
         off = (size_t)snprintf(line, sizeof(line), "%-14s chunks %s/%s", status,
                                rw_pg_str(res, 0, "chunks_done"),
                                rw_pg_str(res, 0, "chunks"));
-        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
-            json_t *v = by ? json_object_get(by, states[i]) : NULL;
+        /* in the state machine's order, pending first */
+        for (int i = 0; i < RW_TARGET__COUNT; i++) {
+            const char *st = rw_target_state_name((rw_target_state_t)i);
+            json_t *v = by ? json_object_get(by, st) : NULL;
             if (v && off < sizeof(line))
                 off += (size_t)snprintf(line + off, sizeof(line) - off,
-                                        "  %s %lld", states[i],
+                                        "  %s %lld", st,
                                         (long long)json_integer_value(v));
         }
         json_decref(by);

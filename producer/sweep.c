@@ -72,8 +72,8 @@ static const char SQL_PENDING_STALE[] =
 static const char SQL_FINISHED[] =
     "SELECT c.id, c.finished_at::text AS finished_at,"
     "       r.uuid::text AS run_uuid,"
-    "       array_agg(t.instance_id) FILTER (WHERE t.state IN ('succeeded',"
-    "         'failed', 'skipped', 'timed_out', 'cancelled'))::text AS ids"
+    "       array_agg(t.instance_id)"
+    "         FILTER (WHERE t.state IN " RW_TARGET_TERMINAL_SQL ")::text AS ids"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
     " JOIN run_targets t ON t.run_id = c.run_id AND t.chunk = c.chunk"
     " WHERE c.finished_at >= COALESCE($1::timestamptz,"

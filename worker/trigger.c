@@ -105,7 +105,7 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     "SELECT t.instance_id, r.uuid::text AS run_uuid"
     " FROM run_targets t JOIN deployment_runs r ON r.id = t.run_id"
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
-    "   AND t.state IN ('claimed', 'triggered', 'deploying')";
+    "   AND t.state IN " RW_TARGET_IN_FLIGHT_SQL;
 
 /* xorshift64: only for fault injection draws. */
 static uint64_t next_rand(uint64_t *state)
@@ -683,206 +683,289 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
     return false;
 }
 
-rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, rw_gate_t *gate,
-                                   const rw_batch_msg_t *m,
-                                   const rw_kafka_msg_t *msg, char *reason,
-                                   size_t len)
+/*
+ * A finished chunk (step 1) is handled work: a batch redelivered after a
+ * crash or a rebalance changes nothing. Only a recorded replay of this
+ * offset re-attempts its failed and timed-out targets, once per replay;
+ * then the chunk is loaded again. false: nothing more to do (*outcome set).
+ */
+static bool reopen_if_replayed(rw_service_t *svc, const rw_batch_msg_t *m,
+                               const rw_kafka_msg_t *msg, chunk_t *c,
+                               rw_msg_outcome_t *outcome, char *reason,
+                               size_t len)
 {
     rw_err_t err = RW_OK;
-    chunk_t c;
     char errstr[512] = "";
-    char bulk_name[128] = "";
-    char bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
-    size_t n = 0;
-    long long lease = 0;
-    bool lease_lost = false;
-    rw_msg_outcome_t outcome = RW_MSG_ACK;
+    long long replay_id = 0, reopened = 0, chunks = 0;
 
-    memset(&c, 0, sizeof(c));
-    err = load(svc, m, &c, errstr, sizeof(errstr));
-    if (err) {
-        outcome = fail(svc, err, errstr, reason, len);
+    if (msg && c->run_status != RW_RUN_CANCELLED) {
+        err = find_replay(svc, msg, &replay_id, errstr, sizeof(errstr));
+        if (err)
+            goto out;
+    }
+    if (replay_id <= c->replay_id) {
+        rw_info(COMP,
+                "event=batch_ignored run=%s chunk=%d reason=chunk_finished",
+                c->run_uuid, c->chunk);
+        return false;
+    }
+    err = rw_pg_begin(svc->pg, errstr, sizeof(errstr));
+    if (!err)
+        err = rw_control_reopen(svc->pg, c->run_id, c->chunk,
+                                svc->s->max_attempts, "batch replayed",
+                                replay_id, false, &reopened, &chunks, errstr,
+                                sizeof(errstr));
+    if (!err)
+        err = rw_pg_commit(svc->pg, errstr, sizeof(errstr));
+    if (err)
         goto out;
+    if (reopened == 0) {
+        rw_info(COMP,
+                "event=batch_ignored run=%s chunk=%d reason=nothing_to_retry",
+                c->run_uuid, c->chunk);
+        return false;
+    }
+    rw_info(COMP,
+            "event=chunk_reopened run=%s chunk=%d targets=%lld replay=%lld",
+            c->run_uuid, c->chunk, reopened, replay_id);
+    chunk_free(c);
+    memset(c, 0, sizeof(*c));
+    err = load(svc, m, c, errstr, sizeof(errstr));
+out:
+    if (err)
+        *outcome = fail(svc, err, errstr, reason, len);
+    return !err;
+}
+
+/*
+ * Step 1: the chunk as Postgres has it, a finished one re-opened if a
+ * replay asks for it. false: nothing more to do (*outcome set).
+ */
+static bool load_current(rw_service_t *svc, const rw_batch_msg_t *m,
+                         const rw_kafka_msg_t *msg, chunk_t *c,
+                         rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    err = load(svc, m, c, errstr, sizeof(errstr));
+    if (err) {
+        *outcome = fail(svc, err, errstr, reason, len);
+        return false;
     }
     svc->pg_broken = 0;
-    if (c.state == RW_CHUNK_DONE || c.state == RW_CHUNK_FAILED) {
-        /*
-         * A finished chunk is handled work: a batch redelivered after a
-         * crash or a rebalance changes nothing. Only a recorded replay of
-         * this offset re-attempts its failed and timed-out targets, once
-         * per replay.
-         */
-        long long replay_id = 0, reopened = 0, chunks = 0;
-        if (msg && c.run_status != RW_RUN_CANCELLED) {
-            err = find_replay(svc, msg, &replay_id, errstr, sizeof(errstr));
-            if (err) {
-                outcome = fail(svc, err, errstr, reason, len);
-                goto out;
-            }
-        }
-        if (replay_id <= c.replay_id) {
-            rw_info(COMP,
-                    "event=batch_ignored run=%s chunk=%d reason=chunk_finished",
-                    c.run_uuid, c.chunk);
-            goto out;
-        }
-        err = rw_pg_begin(svc->pg, errstr, sizeof(errstr));
-        if (!err)
-            err = rw_control_reopen(svc->pg, c.run_id, c.chunk,
-                                    svc->s->max_attempts, "batch replayed",
-                                    replay_id, false, &reopened, &chunks,
-                                    errstr, sizeof(errstr));
-        if (!err)
-            err = rw_pg_commit(svc->pg, errstr, sizeof(errstr));
-        if (err) {
-            outcome = fail(svc, err, errstr, reason, len);
-            goto out;
-        }
-        if (reopened == 0) {
-            rw_info(
-                COMP,
-                "event=batch_ignored run=%s chunk=%d reason=nothing_to_retry",
-                c.run_uuid, c.chunk);
-            goto out;
-        }
-        rw_info(COMP,
-                "event=chunk_reopened run=%s chunk=%d targets=%lld replay=%lld",
-                c.run_uuid, c.chunk, reopened, replay_id);
-        chunk_free(&c);
-        memset(&c, 0, sizeof(c));
-        err = load(svc, m, &c, errstr, sizeof(errstr));
-        if (err) {
-            outcome = fail(svc, err, errstr, reason, len);
-            goto out;
-        }
-    }
-    if (c.state == RW_CHUNK_TRIGGERED) {
+    if (rw_chunk_terminal(c->state))
+        return reopen_if_replayed(svc, m, msg, c, outcome, reason, len);
+    return true;
+}
+
+/*
+ * Step 1, continued: true only for a pending chunk of a run that may
+ * trigger. A triggered chunk gets its poll event again; everything else
+ * is acknowledged as it is.
+ */
+static bool is_to_trigger(rw_service_t *svc, const chunk_t *c,
+                          rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    if (c->state == RW_CHUNK_TRIGGERED) {
         /* the worker that triggered it may have died before its poll event
          * left: emit it again (the poller drops duplicates) */
-        err = reemit_poll(svc, &c, errstr, sizeof(errstr));
+        err = reemit_poll(svc, c, errstr, sizeof(errstr));
         if (err)
-            outcome = fail(svc, err, errstr, reason, len);
+            *outcome = fail(svc, err, errstr, reason, len);
         else
             rw_info(COMP, "event=poll_reemitted run=%s chunk=%d attempt=%d",
-                    c.run_uuid, c.chunk, c.poll_attempts);
-        goto out;
+                    c->run_uuid, c->chunk, c->poll_attempts);
+        return false;
     }
-    if (c.state == RW_CHUNK_TRIGGERING) {
+    if (c->state == RW_CHUNK_TRIGGERING) {
         /* a trigger in doubt, or one in progress elsewhere: the recovery
          * sweep resolves it by name after the settle window */
         rw_info(COMP,
                 "event=batch_ignored run=%s chunk=%d reason=trigger_in_doubt",
-                c.run_uuid, c.chunk);
-        goto out;
+                c->run_uuid, c->chunk);
+        return false;
     }
-    if (c.state != RW_CHUNK_PENDING)
-        goto out;
-    if (c.run_status == RW_RUN_CANCELLED) {
+    if (c->state != RW_CHUNK_PENDING)
+        return false;
+    if (c->run_status == RW_RUN_CANCELLED) {
         rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=cancelled",
-                c.run_uuid, c.chunk);
-        goto out;
+                c->run_uuid, c->chunk);
+        return false;
     }
-    if (c.run_status == RW_RUN_PAUSED) {
+    if (c->run_status == RW_RUN_PAUSED) {
         /* resume queues the pending chunks again: nothing is lost */
         rw_info(COMP, "event=batch_parked run=%s chunk=%d reason=run_paused",
-                c.run_uuid, c.chunk);
-        goto out;
+                c->run_uuid, c->chunk);
+        return false;
     }
-    if (rw_run_terminal(c.run_status))
-        goto out; /* a finished run's leftover: nothing of it is pending */
+    /* a finished run's leftover: nothing of it is pending */
+    return !rw_run_terminal(c->run_status);
+}
 
-    if (!take_budget(svc, gate, &c, &lease, &outcome, reason, len))
-        goto out;
-    err = plan(svc, &c, errstr, sizeof(errstr));
-    if (err) {
-        outcome = fail(svc, err, errstr, reason, len);
-        goto out;
-    }
-    err = claim(svc, &c, lease, &lease_lost, bulk_name, sizeof(bulk_name), &n,
+/* Step 2, after the budget: eligibility and the Redis locks (plan). */
+static bool check_and_lock(rw_service_t *svc, chunk_t *c,
+                           rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    err = plan(svc, c, errstr, sizeof(errstr));
+    if (err)
+        *outcome = fail(svc, err, errstr, reason, len);
+    return !err;
+}
+
+/*
+ * Step 3: the claim, and the locks it did not use given back. *lease is
+ * 0 once the lease is settled or gone. A chunk with nothing left to
+ * trigger may finish its run here. false: nothing to send (*outcome set).
+ */
+static bool claim_chunk(rw_service_t *svc, chunk_t *c, long long *lease,
+                        char *bulk_name, size_t bulk_name_len,
+                        rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+    size_t n = 0;
+    bool lease_lost = false, finalized = false;
+
+    err = claim(svc, c, *lease, &lease_lost, bulk_name, bulk_name_len, &n,
                 errstr, sizeof(errstr));
     if (lease_lost) {
-        release_locks(svc, &c, ACT_CLAIM);
-        lease = 0;
+        release_locks(svc, c, ACT_CLAIM);
+        *lease = 0;
         snprintf(reason, len, "throttle lease expired before the claim");
         svc->retry_after_ms = svc->s->throttle_wait_ms;
-        outcome = RW_MSG_WAIT;
-        goto out;
+        *outcome = RW_MSG_WAIT;
+        return false;
     }
     if (!err)
-        lease = 0; /* settled: the claimed targets count themselves */
+        *lease = 0; /* settled: the claimed targets count themselves */
     if (err == RW_ERR_CONFLICT) {
         /* another worker claimed the chunk first: its locks are ours too
          * (same owner), so they stay */
         rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=claimed",
-                c.run_uuid, c.chunk);
-        goto out;
+                c->run_uuid, c->chunk);
+        return false;
     }
     if (err) {
-        release_locks(svc, &c, ACT_CLAIM);
-        outcome = fail(svc, err, errstr, reason, len);
-        goto out;
+        release_locks(svc, c, ACT_CLAIM);
+        *outcome = fail(svc, err, errstr, reason, len);
+        return false;
     }
-    release_locks(svc, &c, ACT_SKIP);
-    release_locks(svc, &c, ACT_LOST);
-    if (n == 0) {
-        bool finalized = false;
-        err = rw_progress_finalize(svc->pg, c.run_id, &finalized, NULL, errstr,
-                                   sizeof(errstr));
-        if (err)
-            outcome = fail(svc, err, errstr, reason, len);
-        goto out;
-    }
+    release_locks(svc, c, ACT_SKIP);
+    release_locks(svc, c, ACT_LOST);
+    if (n > 0)
+        return true;
+    err = rw_progress_finalize(svc->pg, c->run_id, &finalized, NULL, errstr,
+                               sizeof(errstr));
+    if (err)
+        *outcome = fail(svc, err, errstr, reason, len);
+    return false;
+}
 
-    /* stamped right before it leaves: the sweep's settle window counts from
-     * here, and a chunk the sweep gave back meanwhile is not sent */
-    err = rw_chunk_mark_sent(svc->pg, c.run_id, c.chunk, c.attempt, errstr,
+/*
+ * Step 4: the bulk mutation, stamped sent right before it leaves. false:
+ * not accepted, the ending already recorded (*outcome set).
+ */
+static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
+                       char *bulk_id, size_t bulk_id_len,
+                       rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    /* the sweep's settle window counts from the stamp, and a chunk the
+     * sweep gave back meanwhile is not sent */
+    err = rw_chunk_mark_sent(svc->pg, c->run_id, c->chunk, c->attempt, errstr,
                              sizeof(errstr));
     if (err == RW_ERR_CONFLICT) {
         rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=given_back",
-                c.run_uuid, c.chunk);
-        goto out;
+                c->run_uuid, c->chunk);
+        return false;
     }
     if (err) {
         /* not sent: the claim stands and the sweep gives it back */
-        outcome = fail(svc, err, errstr, reason, len);
-        goto out;
+        *outcome = fail(svc, err, errstr, reason, len);
+        return false;
     }
-    err = fire(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), errstr,
-               sizeof(errstr));
+    err = fire(svc, c, bulk_name, bulk_id, bulk_id_len, errstr, sizeof(errstr));
     if (err) {
-        outcome = after_send_error(svc, &c, err, errstr, reason, len);
-        goto out;
+        *outcome = after_send_error(svc, c, err, errstr, reason, len);
+        return false;
     }
     if (svc->s->fault_exit_after_trigger_pct > 0 &&
         (long long)(next_rand(&svc->rng) % 100) <
             svc->s->fault_exit_after_trigger_pct) {
         /* fault injection: die inside the trigger-in-doubt window */
         rw_warn(COMP, "event=fault_exit_after_trigger run=%s chunk=%d",
-                c.run_uuid, c.chunk);
+                c->run_uuid, c->chunk);
         _exit(137);
     }
-    {
-        rw_chunk_ref_t ref = {c.run_id, c.run_uuid, c.chunk, c.attempt,
-                              c.run_status};
-        rw_chunk_claim_t *t = claims_of(&c, &n);
-        if (!t)
-            err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM,
-                             "out of memory");
-        else
-            err = rw_chunk_record_triggered(svc->pg, svc->kp, svc->s, &ref, t,
-                                            n, bulk_id, "bulk accepted", errstr,
-                                            sizeof(errstr));
-        free(t);
-    }
+    return true;
+}
+
+/* Step 5: an accepted bulk recorded; the first poll event goes with it. */
+static rw_msg_outcome_t record_accepted(rw_service_t *svc, const chunk_t *c,
+                                        const char *bulk_id, char *reason,
+                                        size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+    rw_chunk_ref_t ref = {c->run_id, c->run_uuid, c->chunk, c->attempt,
+                          c->run_status};
+    size_t n = 0;
+    rw_chunk_claim_t *t = claims_of(c, &n);
+
+    if (!t)
+        err = rw_err_set(errstr, sizeof(errstr), RW_ERR_NOMEM, "out of memory");
+    else
+        err = rw_chunk_record_triggered(svc->pg, svc->kp, svc->s, &ref, t, n,
+                                        bulk_id, "bulk accepted", errstr,
+                                        sizeof(errstr));
+    free(t);
     if (err == RW_ERR_CONFLICT) {
         /* the sweep adopted the bulk first: same bulk, nothing to do */
         rw_info(COMP, "event=trigger_recorded_elsewhere run=%s chunk=%d",
-                c.run_uuid, c.chunk);
+                c->run_uuid, c->chunk);
         err = RW_OK;
     }
     if (err)
         /* the bulk ran but is not recorded: the sweep adopts it by name */
-        outcome = fail(svc, err, errstr, reason, len);
+        return fail(svc, err, errstr, reason, len);
+    return RW_MSG_ACK;
+}
+
+/* The steps of the file's head comment, in order. */
+rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, rw_gate_t *gate,
+                                   const rw_batch_msg_t *m,
+                                   const rw_kafka_msg_t *msg, char *reason,
+                                   size_t len)
+{
+    chunk_t c;
+    char bulk_name[128] = "";
+    char bulk_id[RW_LAGOON_BULK_ID_MAX] = "";
+    long long lease = 0;
+    rw_msg_outcome_t outcome = RW_MSG_ACK;
+
+    memset(&c, 0, sizeof(c));
+    if (!load_current(svc, m, msg, &c, &outcome, reason, len) ||
+        !is_to_trigger(svc, &c, &outcome, reason, len))
+        goto out;
+    if (!take_budget(svc, gate, &c, &lease, &outcome, reason, len) ||
+        !check_and_lock(svc, &c, &outcome, reason, len))
+        goto out;
+    if (!claim_chunk(svc, &c, &lease, bulk_name, sizeof(bulk_name), &outcome,
+                     reason, len))
+        goto out;
+    if (!send_chunk(svc, &c, bulk_name, bulk_id, sizeof(bulk_id), &outcome,
+                    reason, len))
+        goto out;
+    outcome = record_accepted(svc, &c, bulk_id, reason, len);
 out:
     if (lease > 0)
         rw_throttle_release(svc->pg, lease); /* unused: give it back */

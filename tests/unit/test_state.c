@@ -1,7 +1,8 @@
 /*
  * test_state: the run, target and chunk machines accept exactly the edges
  * written out below (retry-only edges only with retry), names round-trip,
- * and the outcome and Lagoon-status rules hold. The Postgres writers are
+ * the outcome and Lagoon-status rules hold, and the SQL state lists name
+ * the states their C predicates accept. The Postgres writers are
  * covered by tests/integration/test_state.c.
  */
 #include <setjmp.h>
@@ -272,6 +273,51 @@ static void test_lagoon_mapping(void **state)
     assert_int_equal(rw_target_from_lagoon(NULL, true), RW_TARGET_DEPLOYING);
 }
 
+/*
+ * The states named in an SQL list "('a', 'b')" are exactly those pred
+ * accepts, each once, and the list has nothing else in it.
+ */
+static void check_sql_list(const char *what, const char *sql,
+                           bool (*pred)(rw_target_state_t))
+{
+    bool seen[RW_TARGET__COUNT] = {false};
+    char buf[256];
+    const char *p = sql;
+
+    assert_int_equal(*p++, '(');
+    for (;;) {
+        const char *end;
+        int st;
+        assert_int_equal(*p++, '\'');
+        end = strchr(p, '\'');
+        assert_non_null(end);
+        assert_true((size_t)(end - p) < sizeof(buf));
+        memcpy(buf, p, (size_t)(end - p));
+        buf[end - p] = '\0';
+        st = rw_target_state_parse(buf);
+        if (st < 0 || !pred((rw_target_state_t)st) || seen[st])
+            fail_msg("%s: \"%s\" does not belong in %s", what, buf, sql);
+        seen[st] = true;
+        p = end + 1;
+        if (*p == ')')
+            break;
+        assert_int_equal(*p++, ',');
+        assert_int_equal(*p++, ' ');
+    }
+    assert_int_equal(p[1], '\0');
+    for (int s = 0; s < RW_TARGET__COUNT; s++)
+        if (pred((rw_target_state_t)s) && !seen[s])
+            fail_msg("%s: %s is missing from %s", what,
+                     rw_target_state_name((rw_target_state_t)s), sql);
+}
+
+static void test_sql_lists(void **state)
+{
+    (void)state;
+    check_sql_list("in flight", RW_TARGET_IN_FLIGHT_SQL, rw_target_in_flight);
+    check_sql_list("terminal", RW_TARGET_TERMINAL_SQL, rw_target_terminal);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_predicates),
         cmocka_unit_test(test_outcome),
         cmocka_unit_test(test_lagoon_mapping),
+        cmocka_unit_test(test_sql_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
