@@ -54,14 +54,9 @@ static const char SQL_ABORT_TARGETS[] =
 
 static const char SQL_COUNTS[] =
     "UPDATE deployment_runs r SET total_count = x.total,"
-    "   succeeded_count = x.ok, failed_count = x.failed,"
+    "   succeeded_count = x.succeeded, failed_count = x.failed,"
     "   skipped_count = x.skipped"
-    " FROM (SELECT count(*) AS total,"
-    "         count(*) FILTER (WHERE state = 'succeeded') AS ok,"
-    "         count(*) FILTER (WHERE state IN ('failed', 'timed_out'))"
-    "           AS failed,"
-    "         count(*) FILTER (WHERE state IN ('skipped', 'cancelled'))"
-    "           AS skipped"
+    " FROM (SELECT count(*) AS total, " RW_TARGET_COUNTS_SQL
     "       FROM run_targets WHERE run_id = $1::bigint) x"
     " WHERE r.id = $1::bigint";
 
