@@ -329,8 +329,9 @@ rw_err_t rw_kafka_committed(rw_kafka_consumer_t *kc, const char *topic,
  * For partitions 0..n-1 of topic, the offset of the first message whose
  * timestamp is at or after ts_ms (milliseconds since the epoch) into
  * offsets[], RW_KAFKA_OFFSET_NONE where there is no message that recent.
- * The development mock cluster cannot look up by time and answers NONE
- * for every partition: check against message timestamps where it matters.
+ * The development mock cluster cannot look up by time and answers as if
+ * no message were that recent (NONE, or the high watermark): check
+ * against message timestamps where it matters.
  */
 rw_err_t rw_kafka_offsets_for_time(rw_kafka_consumer_t *kc, const char *topic,
                                    int64_t ts_ms, int64_t *offsets, int n,
