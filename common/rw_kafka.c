@@ -15,8 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
 #include <jansson.h>
 
+#include "rw_daemon.h"
 #include "rw_log.h"
 #include "rw_metrics.h"
 
@@ -26,6 +29,11 @@
 #define DESTROY_FLUSH_MS   10000
 /* Serving the reports of purged messages needs no broker: short. */
 #define DESTROY_PURGE_MS 2000
+/* After the last rebalance event, how long a probe's assignment must stay
+ * put before it is judged: cooperative rebalancing hands partitions over
+ * in a second round right after the first. */
+#define PROBE_SETTLE_MS 2000
+#define PROBE_POLL_MS   100
 
 struct rw_kafka_producer {
     rd_kafka_t *rk;
@@ -38,6 +46,10 @@ struct rw_kafka_consumer {
     rd_kafka_t *rk;
     int subscribed;
     int closed;
+    int hold;                    /* group probe: assigned partitions paused */
+    int rebalances;              /* assign and revoke events seen */
+    long long last_rebalance_ms; /* rw_now_mono_ms of the last one */
+    char rebalance_err[256];     /* first rebalance failure, "" if none */
 };
 
 struct rw_kafka_msg {
@@ -523,13 +535,38 @@ void rw_kafka_producer_destroy(rw_kafka_producer_t *kp)
     free(kp);
 }
 
-static int is_dlq_header(const char *name)
+bool rw_kafka_is_dead_letter_header(const char *name)
 {
-    return strcmp(name, RW_KAFKA_HDR_REASON) == 0 ||
-           strcmp(name, RW_KAFKA_HDR_SOURCE_TOPIC) == 0 ||
-           strcmp(name, RW_KAFKA_HDR_SOURCE_PARTITION) == 0 ||
-           strcmp(name, RW_KAFKA_HDR_SOURCE_OFFSET) == 0 ||
-           strcmp(name, RW_KAFKA_HDR_TRUNCATED) == 0;
+    return name &&
+           strncmp(name, RW_KAFKA_HDR_PREFIX, strlen(RW_KAFKA_HDR_PREFIX)) == 0;
+}
+
+/*
+ * msg's headers without the dead-letter ones into a calloc'ed array with
+ * room for extra more (caller frees); the entries point into msg.
+ */
+static rw_err_t kept_headers(const rw_kafka_msg_t *msg, size_t extra,
+                             rw_kafka_header_t **hdrsp, size_t *np,
+                             char *errstr, size_t errlen)
+{
+    size_t n_orig = rw_kafka_msg_header_count(msg);
+    rw_kafka_header_t *hdrs = NULL;
+    size_t nh = 0;
+
+    *hdrsp = NULL;
+    *np = 0;
+    hdrs = calloc(n_orig + extra + 1, sizeof(*hdrs));
+    if (!hdrs)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "message headers");
+    for (size_t i = 0; i < n_orig; i++) {
+        rw_kafka_header_t h;
+        if (rw_kafka_msg_header_at(msg, i, &h) &&
+            !rw_kafka_is_dead_letter_header(h.name))
+            hdrs[nh++] = h;
+    }
+    *hdrsp = hdrs;
+    *np = nh;
+    return RW_OK;
 }
 
 rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
@@ -537,7 +574,6 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
                               void *msg_opaque, char *errstr, size_t errlen)
 {
     rw_kafka_header_t *hdrs = NULL;
-    size_t n_orig = rw_kafka_msg_header_count(orig);
     size_t nh = 0;
     char part[16], off[24], truncated[24];
     const void *key, *payload;
@@ -547,14 +583,9 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
 
     if (!reason)
         reason = "";
-    hdrs = calloc(n_orig + 5, sizeof(*hdrs));
-    if (!hdrs)
-        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "dead letter");
-    for (size_t i = 0; i < n_orig; i++) {
-        rw_kafka_header_t h;
-        if (rw_kafka_msg_header_at(orig, i, &h) && !is_dlq_header(h.name))
-            hdrs[nh++] = h;
-    }
+    err = kept_headers(orig, 5, &hdrs, &nh, errstr, errlen);
+    if (err)
+        return err;
     snprintf(part, sizeof(part), "%" PRId32, rw_kafka_msg_partition(orig));
     snprintf(off, sizeof(off), "%" PRId64, rw_kafka_msg_offset(orig));
     hdrs[nh++] =
@@ -589,6 +620,37 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
                 src, part, off, dlq_topic,
                 rw_log_quote(qbuf, sizeof(qbuf), reason));
     }
+    free(hdrs);
+    return err;
+}
+
+rw_err_t rw_kafka_requeue(rw_kafka_producer_t *kp, const rw_kafka_msg_t *dead,
+                          void *msg_opaque, char *errstr, size_t errlen)
+{
+    rw_kafka_header_t *hdrs = NULL;
+    size_t nh = 0, keylen, len;
+    const void *key, *payload;
+    char src[256];
+    rw_err_t err = RW_OK;
+
+    if (!rw_kafka_msg_header_str(dead, RW_KAFKA_HDR_SOURCE_TOPIC, src,
+                                 sizeof(src)) ||
+        !src[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "%" PRId32 ":%" PRId64 " has no %s header: "
+                         "nowhere to send it back to",
+                         rw_kafka_msg_partition(dead),
+                         rw_kafka_msg_offset(dead), RW_KAFKA_HDR_SOURCE_TOPIC);
+        goto out;
+    }
+    err = kept_headers(dead, 0, &hdrs, &nh, errstr, errlen);
+    if (err)
+        goto out;
+    key = rw_kafka_msg_key(dead, &keylen);
+    payload = rw_kafka_msg_payload(dead, &len);
+    err = rw_kafka_produce(kp, src, key, keylen, payload, len, hdrs, nh,
+                           msg_opaque, errstr, errlen);
+out:
     free(hdrs);
     return err;
 }
@@ -638,8 +700,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
     int cooperative = proto && strcmp(proto, "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    rw_kafka_consumer_t *kc = opaque;
 
-    (void)opaque;
+    kc->rebalances++;
+    kc->last_rebalance_ms = rw_now_mono_ms();
     if (kerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_partitions("partitions_assigned", rk, parts);
         if (cooperative)
@@ -651,9 +715,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
          * assignment: one paused for a message held before the revoke
          * would never be read again. Assigned partitions start resumed;
          * a consumer still holding one of their messages pauses it again
-         * when the next message of it arrives.
+         * when the next message of it arrives. A probe only holds its
+         * partitions and never reads them.
          */
-        if (!error && !aerr)
+        if (!error && !aerr && kc->hold)
+            rd_kafka_pause_partitions(rk, parts);
+        else if (!error && !aerr)
             rd_kafka_resume_partitions(rk, parts);
     } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_partitions("partitions_revoked", rk, parts);
@@ -665,15 +732,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
     } else {
         rw_error(COMP, "event=rebalance_error client=%s error=%s",
                  rd_kafka_name(rk), rd_kafka_err2name(kerr));
+        if (!kc->rebalance_err[0])
+            snprintf(kc->rebalance_err, sizeof(kc->rebalance_err),
+                     "rebalance failed: %s", rd_kafka_err2str(kerr));
         aerr = rd_kafka_assign(rk, NULL);
     }
     if (error) {
         rw_error(COMP, "event=assign_failed client=%s error=%s",
                  rd_kafka_name(rk), rd_kafka_error_name(error));
+        if (!kc->rebalance_err[0])
+            snprintf(kc->rebalance_err, sizeof(kc->rebalance_err),
+                     "assign failed: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     } else if (aerr) {
         rw_error(COMP, "event=assign_failed client=%s error=%s",
                  rd_kafka_name(rk), rd_kafka_err2name(aerr));
+        if (!kc->rebalance_err[0])
+            snprintf(kc->rebalance_err, sizeof(kc->rebalance_err),
+                     "assign failed: %s", rd_kafka_err2str(aerr));
     }
 }
 
@@ -736,15 +812,17 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
     return 0;
 }
 
-rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
-                               const rw_settings_t *s, const char *group,
-                               const char *const *topics, size_t n_topics,
-                               char *errstr, size_t errlen)
+/*
+ * A consumer handle of group (NULL = s->kafka_group) that has not
+ * subscribed to anything yet. A reader also reports partition ends; a
+ * probe keeps its assigned partitions paused.
+ */
+static rw_err_t consumer_open(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
+                              const char *group, int reader, int hold,
+                              char *errstr, size_t errlen)
 {
     rw_kafka_consumer_t *kc = NULL;
     rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_partition_list_t *subs = NULL;
-    rd_kafka_resp_err_t kerr;
     char session[24], heartbeat[24], kerrstr[512];
     long long sess =
         s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms : 10000;
@@ -773,6 +851,8 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
             session,
             "heartbeat.interval.ms",
             heartbeat,
+            "enable.partition.eof",
+            reader ? "true" : "false",
             NULL,
             NULL,
         };
@@ -803,6 +883,7 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "kafka consumer");
         goto out;
     }
+    kc->hold = hold;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
@@ -816,43 +897,159 @@ rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
     conf = NULL; /* rd_kafka_new took it */
     /* Serve rebalance, commit and error callbacks from consumer_poll. */
     rd_kafka_poll_set_consumer(kc->rk);
-    if (n_topics) {
-        subs = rd_kafka_topic_partition_list_new((int)n_topics);
-        for (size_t i = 0; i < n_topics; i++)
-            rd_kafka_topic_partition_list_add(subs, topics[i],
-                                              RD_KAFKA_PARTITION_UA);
-        kerr = rd_kafka_subscribe(kc->rk, subs);
-        if (kerr) {
-            err = kerr_set(errstr, errlen, kerr, "subscribe");
-            goto out;
-        }
-        kc->subscribed = 1;
-    }
-    rw_info(COMP, "event=consumer_started client=%s group=%s topics=%zu",
-            rd_kafka_name(kc->rk), group, n_topics);
     *kcp = kc;
     kc = NULL;
 out:
-    if (subs)
-        rd_kafka_topic_partition_list_destroy(subs);
     if (conf)
         rd_kafka_conf_destroy(conf);
+    free(kc);
+    return err;
+}
+
+static rw_err_t subscribe(rw_kafka_consumer_t *kc, const char *const *topics,
+                          size_t n_topics, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *subs = NULL;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    subs = rd_kafka_topic_partition_list_new((int)n_topics);
+    for (size_t i = 0; i < n_topics; i++)
+        rd_kafka_topic_partition_list_add(subs, topics[i],
+                                          RD_KAFKA_PARTITION_UA);
+    kerr = rd_kafka_subscribe(kc->rk, subs);
+    if (kerr)
+        err = kerr_set(errstr, errlen, kerr, "subscribe");
+    else
+        kc->subscribed = 1;
+    rd_kafka_topic_partition_list_destroy(subs);
+    return err;
+}
+
+rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
+                               const rw_settings_t *s, const char *group,
+                               const char *const *topics, size_t n_topics,
+                               char *errstr, size_t errlen)
+{
+    rw_kafka_consumer_t *kc = NULL;
+    rw_err_t err = RW_OK;
+
+    *kcp = NULL;
+    err = consumer_open(&kc, s, group, 0, 0, errstr, errlen);
+    if (err)
+        goto out;
+    if (n_topics) {
+        err = subscribe(kc, topics, n_topics, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    rw_info(COMP, "event=consumer_started client=%s group=%s topics=%zu",
+            rd_kafka_name(kc->rk), group ? group : s->kafka_group, n_topics);
+    *kcp = kc;
+    kc = NULL;
+out:
     if (kc) {
-        if (kc->rk)
-            rd_kafka_destroy(kc->rk);
+        rd_kafka_destroy(kc->rk);
         free(kc);
     }
     return err;
 }
 
-rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
-                                rw_kafka_msg_t **msg, char *errstr,
-                                size_t errlen)
+rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
+                              const char *group, const char *topic,
+                              int n_partitions, int *assigned, char *errstr,
+                              size_t errlen)
+{
+    rw_kafka_consumer_t *kc = NULL;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    rd_kafka_resp_err_t kerr;
+    long long sess =
+        s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms : 10000;
+    /* The coordinator waits up to a session timeout for members that went
+     * silent before it completes our join. */
+    long long join_ms = 2 * sess + 15000;
+    long long deadline = rw_now_mono_ms() + join_ms;
+    rw_err_t err = RW_OK;
+
+    *kcp = NULL;
+    *assigned = 0;
+    err = consumer_open(&kc, s, group, 0, 1, errstr, errlen);
+    if (err)
+        goto out;
+    err = subscribe(kc, &topic, 1, errstr, errlen);
+    if (err)
+        goto out;
+    for (;;) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, PROBE_POLL_MS);
+        long long now = rw_now_mono_ms();
+
+        if (rkm)
+            rd_kafka_message_destroy(rkm);
+        if (kc->rebalance_err[0]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "%s",
+                             kc->rebalance_err);
+            goto out;
+        }
+        if (kc->rebalances > 0) {
+            if (a)
+                rd_kafka_topic_partition_list_destroy(a);
+            a = NULL;
+            kerr = rd_kafka_assignment(kc->rk, &a);
+            if (kerr) {
+                err = kerr_set(errstr, errlen, kerr, "assignment");
+                goto out;
+            }
+            *assigned = 0;
+            for (int i = 0; i < a->cnt; i++)
+                if (strcmp(a->elems[i].topic, topic) == 0)
+                    (*assigned)++;
+            /* Everything is ours: nobody else can hold any of it. */
+            if (*assigned >= n_partitions ||
+                now - kc->last_rebalance_ms >= PROBE_SETTLE_MS)
+                break;
+        }
+        if (now >= deadline) {
+            err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
+                             "could not join the group within %lld s",
+                             join_ms / 1000);
+            goto out;
+        }
+    }
+    rw_info(COMP,
+            "event=group_probed client=%s group=%s topic=%s assigned=%d "
+            "partitions=%d",
+            rd_kafka_name(kc->rk), group, topic, *assigned, n_partitions);
+    *kcp = kc;
+    kc = NULL;
+out:
+    if (a)
+        rd_kafka_topic_partition_list_destroy(a);
+    rw_kafka_consumer_destroy(kc);
+    return err;
+}
+
+rw_err_t rw_kafka_reader_new(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
+                             char *errstr, size_t errlen)
+{
+    char group[64];
+
+    /* librdkafka wants a group id; a reader never joins or commits, and a
+     * unique one makes sure nothing is ever shared. */
+    snprintf(group, sizeof(group), "rollwave-reader-%ld-%lld", (long)getpid(),
+             rw_now_mono_ms());
+    return consumer_open(kcp, s, group, 1, 0, errstr, errlen);
+}
+
+/* Next message or NULL; *eof when the NULL is a partition end. */
+static rw_err_t poll_one(rw_kafka_consumer_t *kc, int timeout_ms,
+                         rw_kafka_msg_t **msg, bool *eof, char *errstr,
+                         size_t errlen)
 {
     rd_kafka_message_t *rkm;
     rw_kafka_msg_t *m;
 
     *msg = NULL;
+    *eof = false;
     rkm = rd_kafka_consumer_poll(kc->rk, timeout_ms);
     if (!rkm)
         return RW_OK;
@@ -862,6 +1059,7 @@ rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
 
         if (kerr == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             rd_kafka_message_destroy(rkm);
+            *eof = true;
             return RW_OK;
         }
         if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
@@ -893,6 +1091,22 @@ rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
     return RW_OK;
 }
 
+rw_err_t rw_kafka_consumer_poll(rw_kafka_consumer_t *kc, int timeout_ms,
+                                rw_kafka_msg_t **msg, char *errstr,
+                                size_t errlen)
+{
+    bool eof;
+
+    return poll_one(kc, timeout_ms, msg, &eof, errstr, errlen);
+}
+
+rw_err_t rw_kafka_reader_poll(rw_kafka_consumer_t *kc, int timeout_ms,
+                              rw_kafka_msg_t **msg, bool *eof, char *errstr,
+                              size_t errlen)
+{
+    return poll_one(kc, timeout_ms, msg, eof, errstr, errlen);
+}
+
 /* One-entry partition list; the caller destroys it. */
 static rd_kafka_topic_partition_list_t *
 one_partition(const char *topic, int32_t partition, int64_t offset)
@@ -902,6 +1116,29 @@ one_partition(const char *topic, int32_t partition, int64_t offset)
     list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
     return list;
+}
+
+rw_err_t rw_kafka_reader_assign(rw_kafka_consumer_t *kc, const char *topic,
+                                int32_t partition, int64_t offset, char *errstr,
+                                size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    list = one_partition(topic, partition, offset);
+    kerr = rd_kafka_assign(kc->rk, list);
+    if (kerr)
+        err = rw_err_set(errstr, errlen, map_kerr(kerr),
+                         "assign %s[%" PRId32 "]: %s", topic, partition,
+                         rd_kafka_err2str(kerr));
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+void rw_kafka_reader_unassign(rw_kafka_consumer_t *kc)
+{
+    rd_kafka_assign(kc->rk, NULL);
 }
 
 rw_err_t rw_kafka_consumer_store(rw_kafka_consumer_t *kc,
@@ -1175,6 +1412,46 @@ out:
     return err;
 }
 
+rw_err_t rw_kafka_offsets_for_time(rw_kafka_consumer_t *kc, const char *topic,
+                                   int64_t ts_ms, int64_t *offsets, int n,
+                                   int timeout_ms, char *errstr, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t kerr;
+    rw_err_t err = RW_OK;
+
+    if (n <= 0)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "offsets for time: no partitions");
+    list = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++) {
+        offsets[i] = RW_KAFKA_OFFSET_NONE;
+        rd_kafka_topic_partition_list_add(list, topic, i)->offset = ts_ms;
+    }
+    kerr = rd_kafka_offsets_for_times(kc->rk, list, timeout_ms);
+    if (kerr) {
+        err = rw_err_set(errstr, errlen, map_kerr(kerr), "offsets for time: %s",
+                         rd_kafka_err2str(kerr));
+        goto out;
+    }
+    for (int i = 0; i < list->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &list->elems[i];
+
+        if (tp->err) {
+            err = rw_err_set(errstr, errlen, map_kerr(tp->err),
+                             "offset for time %s[%" PRId32 "]: %s", topic,
+                             tp->partition, rd_kafka_err2str(tp->err));
+            goto out;
+        }
+        if (tp->partition >= 0 && tp->partition < n)
+            offsets[tp->partition] =
+                tp->offset >= 0 ? tp->offset : RW_KAFKA_OFFSET_NONE;
+    }
+out:
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
 /* ---- messages ---------------------------------------------------------- */
 
 const char *rw_kafka_msg_topic(const rw_kafka_msg_t *msg)
@@ -1244,6 +1521,22 @@ int rw_kafka_msg_header(const rw_kafka_msg_t *msg, const char *name,
     hdr->name = name;
     hdr->value = value;
     hdr->len = value ? size : 0;
+    return 1;
+}
+
+int rw_kafka_msg_header_str(const rw_kafka_msg_t *msg, const char *name,
+                            char *buf, size_t len)
+{
+    rw_kafka_header_t h;
+    size_t n;
+
+    buf[0] = '\0';
+    if (!rw_kafka_msg_header(msg, name, &h))
+        return 0;
+    n = h.len < len ? h.len : len - 1;
+    if (n)
+        memcpy(buf, h.value, n);
+    buf[n] = '\0';
     return 1;
 }
 

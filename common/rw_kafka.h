@@ -2,7 +2,9 @@
  * rw_kafka: the one Kafka module every rollwave binary uses: an idempotent
  * producer with delivery reports, a group consumer that commits only offsets
  * the caller stored (at-least-once), dead-lettering, and the offset queries
- * the CLI needs (watermarks, committed offsets, partition counts).
+ * the CLI needs (watermarks, committed offsets, partition counts, offsets
+ * by time, a reader outside any group, a group-membership probe, requeueing
+ * dead letters), so that nothing else touches librdkafka.
  *
  * It does not decode messages (rw_codec), decide what to retry (rw_err), or
  * use the Admin API, transactions or DescribeConsumerGroups: everything here
@@ -14,6 +16,7 @@
 #ifndef RW_KAFKA_H
 #define RW_KAFKA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,14 +36,25 @@ typedef struct rw_kafka_header {
     size_t len;
 } rw_kafka_header_t;
 
-/* Dead-letter header names. */
+/*
+ * Dead-letter headers. Every header whose name starts with
+ * RW_KAFKA_HDR_PREFIX describes a dead-lettering, never the message: no
+ * rollwave producer puts one on an ordinary message. The rule, one function
+ * (rw_kafka_is_dead_letter_header) used by both directions:
+ *   - rw_kafka_dead_letter keeps the original's other headers verbatim,
+ *     drops its rw-* ones (left by an earlier dead-lettering of a requeued
+ *     message) and adds fresh ones below;
+ *   - rw_kafka_requeue sends the dead letter back with every header except
+ *     the rw-* ones, i.e. with the headers it had when first produced.
+ */
+#define RW_KAFKA_HDR_PREFIX           "rw-"
 #define RW_KAFKA_HDR_REASON           "rw-reason"
 #define RW_KAFKA_HDR_SOURCE_TOPIC     "rw-source-topic"
 #define RW_KAFKA_HDR_SOURCE_PARTITION "rw-source-partition"
 #define RW_KAFKA_HDR_SOURCE_OFFSET    "rw-source-offset"
 /* Set when the payload was cut to RW_KAFKA_DLQ_MAX_PAYLOAD: original size. */
-#define RW_KAFKA_HDR_TRUNCATED        "rw-truncated-from"
-#define RW_KAFKA_DLQ_MAX_PAYLOAD      (256 * 1024)
+#define RW_KAFKA_HDR_TRUNCATED   "rw-truncated-from"
+#define RW_KAFKA_DLQ_MAX_PAYLOAD (256 * 1024)
 
 /* "No offset" in committed-offset answers. */
 #define RW_KAFKA_OFFSET_NONE (-1)
@@ -150,6 +164,18 @@ rw_err_t rw_kafka_dead_letter(rw_kafka_producer_t *kp, const char *dlq_topic,
                               const rw_kafka_msg_t *orig, const char *reason,
                               void *msg_opaque, char *errstr, size_t errlen);
 
+/* True when name is a dead-letter header (starts with RW_KAFKA_HDR_PREFIX). */
+bool rw_kafka_is_dead_letter_header(const char *name);
+
+/*
+ * Send dead letter dead back to the topic named by its rw-source-topic
+ * header: same key and payload (a payload cut by dead-lettering stays cut),
+ * its headers except the dead-letter ones. RW_ERR_INVALID_ARG when it has
+ * no rw-source-topic header. Asynchronous like rw_kafka_produce.
+ */
+rw_err_t rw_kafka_requeue(rw_kafka_producer_t *kp, const rw_kafka_msg_t *dead,
+                          void *msg_opaque, char *errstr, size_t errlen);
+
 /* ---- consumer ---------------------------------------------------------- */
 
 /*
@@ -210,8 +236,12 @@ rw_err_t rw_kafka_consumer_seek(rw_kafka_consumer_t *kc, const char *topic,
 
 /*
  * Commit an explicit offset per partition (offsets[i] for partition i,
- * RW_KAFKA_OFFSET_NONE = leave that partition alone), for a handle made
- * with no topics. A real Kafka refuses this while the group has members.
+ * RW_KAFKA_OFFSET_NONE = leave that partition alone) for kc's group,
+ * synchronously. On a handle made with no topics this commits without
+ * joining the group (a real Kafka refuses it while the group has members);
+ * on a handle from rw_kafka_group_probe the commit carries the probe's
+ * group generation, so a member that joined since makes it fail instead
+ * of racing it.
  */
 rw_err_t rw_kafka_consumer_commit_offsets(rw_kafka_consumer_t *kc,
                                           const char *topic,
@@ -223,6 +253,56 @@ void rw_kafka_consumer_close(rw_kafka_consumer_t *kc);
 
 /* Close if needed and free. NULL ok. */
 void rw_kafka_consumer_destroy(rw_kafka_consumer_t *kc);
+
+/*
+ * Group-membership probe: does group have live members consuming topic
+ * (n_partitions partitions)? Joins group as a member subscribed to topic
+ * that never reads (assigned partitions stay paused) and waits until it
+ * holds all n_partitions or its assignment has not changed for 2 s
+ * (cooperative rebalancing hands partitions over in a second round). The
+ * coordinator waits up to a session timeout for members that went silent,
+ * so the join may take twice the session timeout plus 15 s before it is
+ * RW_ERR_TIMEOUT. *assigned = partitions of topic held: fewer than
+ * n_partitions means another live member holds the rest. Members of group
+ * consuming only other topics are not seen.
+ *
+ * On success *kcp is a member holding its partitions (commit with
+ * rw_kafka_consumer_commit_offsets, leave with rw_kafka_consumer_close or
+ * _destroy; it stores no offsets, so leaving commits nothing). On error
+ * *kcp is NULL. Joining makes the group's members rebalance (twice,
+ * counting the leave).
+ */
+rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
+                              const char *group, const char *topic,
+                              int n_partitions, int *assigned, char *errstr,
+                              size_t errlen);
+
+/* ---- reader ------------------------------------------------------------ */
+
+/*
+ * Reader: a consumer that never joins a group and never commits, so
+ * reading leaves no trace and any number can read at once. It reads the
+ * one partition given to rw_kafka_reader_assign; the offset and metadata
+ * queries below work on it too. Free with rw_kafka_consumer_destroy.
+ */
+rw_err_t rw_kafka_reader_new(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
+                             char *errstr, size_t errlen);
+
+/* Read topic/partition from offset on, replacing the earlier assignment. */
+rw_err_t rw_kafka_reader_assign(rw_kafka_consumer_t *kc, const char *topic,
+                                int32_t partition, int64_t offset, char *errstr,
+                                size_t errlen);
+
+/* Stop reading (drop the assignment). */
+void rw_kafka_reader_unassign(rw_kafka_consumer_t *kc);
+
+/*
+ * Like rw_kafka_consumer_poll, and *eof is true (with *msg NULL) when the
+ * reader has read up to the end of its partition.
+ */
+rw_err_t rw_kafka_reader_poll(rw_kafka_consumer_t *kc, int timeout_ms,
+                              rw_kafka_msg_t **msg, bool *eof, char *errstr,
+                              size_t errlen);
 
 /* ---- offsets and metadata (CLI: lag, replay) --------------------------- */
 
@@ -245,6 +325,18 @@ rw_err_t rw_kafka_committed(rw_kafka_consumer_t *kc, const char *topic,
                             int64_t *offsets, int n, int timeout_ms,
                             char *errstr, size_t errlen);
 
+/*
+ * For partitions 0..n-1 of topic, the offset of the first message whose
+ * timestamp is at or after ts_ms (milliseconds since the epoch) into
+ * offsets[], RW_KAFKA_OFFSET_NONE where there is no message that recent.
+ * The development mock cluster cannot look up by time and answers as if
+ * no message were that recent (NONE, or the high watermark): check
+ * against message timestamps where it matters.
+ */
+rw_err_t rw_kafka_offsets_for_time(rw_kafka_consumer_t *kc, const char *topic,
+                                   int64_t ts_ms, int64_t *offsets, int n,
+                                   int timeout_ms, char *errstr, size_t errlen);
+
 /* ---- messages ---------------------------------------------------------- */
 
 const char *rw_kafka_msg_topic(const rw_kafka_msg_t *msg);
@@ -262,6 +354,12 @@ int rw_kafka_msg_header_at(const rw_kafka_msg_t *msg, size_t i,
 /* Last header called name into *hdr; returns 1 if found, 0 if not. */
 int rw_kafka_msg_header(const rw_kafka_msg_t *msg, const char *name,
                         rw_kafka_header_t *hdr);
+/*
+ * Last header called name as a NUL-terminated string in buf (cut to len - 1
+ * bytes); returns 1 if found, 0 if not (buf is then "").
+ */
+int rw_kafka_msg_header_str(const rw_kafka_msg_t *msg, const char *name,
+                            char *buf, size_t len);
 /* NULL ok. */
 void rw_kafka_msg_destroy(rw_kafka_msg_t *msg);
 

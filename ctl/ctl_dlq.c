@@ -4,14 +4,16 @@
  * (<prefix>dlq) and sends single dead letters back to the topic they came
  * from.
  *
- * Reading never joins a consumer group and never commits: a throwaway
- * consumer assigns one partition at a time from its low watermark (list)
- * or at the requested offset (show, requeue), so looking leaves no trace
- * and any number of operators can look at once. list goes partition by
- * partition in offset order and stops after --limit messages (default 50).
+ * Reading never joins a consumer group and never commits: a reader
+ * (rw_kafka_reader_new) assigns one partition at a time from its low
+ * watermark (list) or at the requested offset (show, requeue), so looking
+ * leaves no trace and any number of operators can look at once. list goes
+ * partition by partition in offset order and stops after --limit messages
+ * (default 50).
  *
  * requeue produces the dead letter's key and payload to its rw-source-topic
- * header's topic with its headers except the rw-* ones, waits for the
+ * header's topic with its headers except the dead-letter (rw-*) ones
+ * (rw_kafka_requeue, the rule rw_kafka.h writes down), waits for the
  * delivery report and prints where it landed. It does not remove the dead
  * letter (Kafka cannot delete one record), so requeueing twice sends it
  * twice; the consumers are idempotent against Postgres (DESIGN.md section
@@ -23,35 +25,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
-#include <librdkafka/rdkafka.h>
 
 #include "ctl.h"
+#include "rw_daemon.h"
 #include "rw_kafka.h"
 
-#define CMD              "dlq"
-#define TIMEOUT_MS       10000
-#define DELIVERY_MS      30000
-#define DEFAULT_LIMIT    50
-#define PREVIEW_TEXT     48  /* payload bytes in a table row */
-#define PREVIEW_JSON     256 /* payload bytes in list --json */
-#define REASON_TEXT      40
-#define KEY_TEXT         32
-#define RW_HEADER_PREFIX "rw-"
+#define CMD           "dlq"
+#define TIMEOUT_MS    10000
+#define DEFAULT_LIMIT 50
+#define PREVIEW_TEXT  48  /* payload bytes in a table row */
+#define PREVIEW_JSON  256 /* payload bytes in list --json */
+#define REASON_TEXT   40
+#define KEY_TEXT      32
 
 typedef struct dlq {
     const rw_settings_t *s;
     char topic[256];
-    char group[64];
-    rw_kafka_consumer_t *kc; /* watermarks and partition count */
-    rd_kafka_t *rk;          /* the reader */
+    rw_kafka_consumer_t *kc; /* the reader; also watermarks and counts */
     char errstr[512];
 } dlq_t;
 
 typedef struct msg_list {
-    rd_kafka_message_t **v;
+    rw_kafka_msg_t **v;
     size_t n, cap;
 } msg_list_t;
 
@@ -64,94 +61,39 @@ typedef struct delivery {
     char errmsg[256];
 } delivery_t;
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- reading ------------------------------------------------------------ */
 
 static rw_err_t dlq_open(dlq_t *d, const rw_settings_t *s)
 {
-    rd_kafka_conf_t *conf = NULL;
-    char kerrstr[512];
-    const char *const props[] = {
-        "group.id",
-        d->group,
-        "enable.auto.commit",
-        "false",
-        "enable.partition.eof",
-        "true",
-        "enable.auto.offset.store",
-        "false",
-        NULL,
-    };
-    rw_err_t err = RW_OK;
-
     d->s = s;
     rw_kafka_topic(d->topic, sizeof(d->topic), s, "dlq");
-    /* Never used for commits; unique so that nothing is ever shared. */
-    snprintf(d->group, sizeof(d->group), "rollwavectl-dlq-%ld-%lld",
-             (long)getpid(), now_ms());
-    err = rw_kafka_consumer_new(&d->kc, s, d->group, NULL, 0, d->errstr,
-                                sizeof(d->errstr));
-    if (err)
-        goto out;
-    err = rw_kafka_conf_new(&conf, s, d->errstr, sizeof(d->errstr));
-    if (err)
-        goto out;
-    for (int i = 0; props[i]; i += 2)
-        if (rd_kafka_conf_set(conf, props[i], props[i + 1], kerrstr,
-                              sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
-            err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_CONFIG,
-                             "%s: %s", props[i], kerrstr);
-            goto out;
-        }
-    d->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
-    if (!d->rk) {
-        err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_CONFIG,
-                         "kafka consumer: %s", kerrstr);
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
-    rd_kafka_poll_set_consumer(d->rk);
-out:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return err;
+    return rw_kafka_reader_new(&d->kc, s, d->errstr, sizeof(d->errstr));
 }
 
 static void dlq_close(dlq_t *d)
 {
-    if (d->rk) {
-        rd_kafka_consumer_close(d->rk);
-        rd_kafka_destroy(d->rk);
-    }
     rw_kafka_consumer_destroy(d->kc);
 }
 
-static rw_err_t list_add(msg_list_t *l, rd_kafka_message_t *rkm, char *errstr,
+static rw_err_t list_add(msg_list_t *l, rw_kafka_msg_t *msg, char *errstr,
                          size_t errlen)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
-        rd_kafka_message_t **v = realloc(l->v, cap * sizeof(*v));
+        rw_kafka_msg_t **v = realloc(l->v, cap * sizeof(*v));
         if (!v)
             return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "dlq messages");
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->n++] = rkm;
+    l->v[l->n++] = msg;
     return RW_OK;
 }
 
 static void list_free(msg_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        rd_kafka_message_destroy(l->v[i]);
+        rw_kafka_msg_destroy(l->v[i]);
     free(l->v);
 }
 
@@ -162,72 +104,66 @@ static void list_free(msg_list_t *l)
 static rw_err_t read_range(dlq_t *d, int32_t partition, int64_t from,
                            int64_t end, size_t max, msg_list_t *l)
 {
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_resp_err_t kerr;
-    long long deadline = now_ms() + TIMEOUT_MS;
+    long long deadline = rw_now_mono_ms() + TIMEOUT_MS;
     size_t got = 0;
     rw_err_t err = RW_OK;
 
     if (from >= end || max == 0)
         return RW_OK;
-    list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, d->topic, partition)->offset = from;
-    kerr = rd_kafka_assign(d->rk, list);
-    if (kerr) {
-        err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_KAFKA,
-                         "assign %s[%" PRId32 "]: %s", d->topic, partition,
-                         rd_kafka_err2str(kerr));
-        goto out;
-    }
+    err = rw_kafka_reader_assign(d->kc, d->topic, partition, from, d->errstr,
+                                 sizeof(d->errstr));
+    if (err)
+        return err;
     while (got < max) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->rk, 100);
+        rw_kafka_msg_t *msg = NULL;
+        bool eof = false;
+        int64_t offset;
 
-        if (!rkm) {
-            if (now_ms() < deadline)
+        err = rw_kafka_reader_poll(d->kc, 100, &msg, &eof, d->errstr,
+                                   sizeof(d->errstr));
+        if (err || eof)
+            break;
+        if (!msg) {
+            if (rw_now_mono_ms() < deadline)
                 continue;
             err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_TIMEOUT,
                              "reading %s[%" PRId32 "]: nothing for %d ms",
                              d->topic, partition, TIMEOUT_MS);
             break;
         }
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(rkm);
-            break;
-        }
-        if (rkm->err || rkm->partition != partition || rkm->offset < from) {
-            rd_kafka_message_destroy(rkm);
+        offset = rw_kafka_msg_offset(msg);
+        if (rw_kafka_msg_partition(msg) != partition || offset < from) {
+            rw_kafka_msg_destroy(msg);
             continue;
         }
-        if (rkm->offset >= end) {
-            rd_kafka_message_destroy(rkm);
+        if (offset >= end) {
+            rw_kafka_msg_destroy(msg);
             break;
         }
-        err = list_add(l, rkm, d->errstr, sizeof(d->errstr));
+        err = list_add(l, msg, d->errstr, sizeof(d->errstr));
         if (err) {
-            rd_kafka_message_destroy(rkm);
+            rw_kafka_msg_destroy(msg);
             break;
         }
         got++;
-        deadline = now_ms() + TIMEOUT_MS;
-        if (rkm->offset >= end - 1)
+        deadline = rw_now_mono_ms() + TIMEOUT_MS;
+        if (offset >= end - 1)
             break;
     }
-    rd_kafka_assign(d->rk, NULL);
-out:
-    rd_kafka_topic_partition_list_destroy(list);
+    rw_kafka_reader_unassign(d->kc);
     return err;
 }
 
-/* The dead letter at partition:offset into *rkmp (caller destroys). */
+/* The dead letter at partition:offset into *msgp (caller destroys). */
 static rw_err_t fetch_one(dlq_t *d, int32_t partition, int64_t offset,
-                          rd_kafka_message_t **rkmp)
+                          rw_kafka_msg_t **msgp)
 {
     msg_list_t l = {NULL, 0, 0};
     int64_t low, high;
     int n = 0;
     rw_err_t err = RW_OK;
 
-    *rkmp = NULL;
+    *msgp = NULL;
     err = rw_kafka_partition_count(d->kc, d->topic, &n, TIMEOUT_MS, d->errstr,
                                    sizeof(d->errstr));
     if (err)
@@ -253,14 +189,14 @@ static rw_err_t fetch_one(dlq_t *d, int32_t partition, int64_t offset,
     err = read_range(d, partition, offset, offset + 1, 1, &l);
     if (err)
         goto out;
-    if (l.n != 1 || l.v[0]->offset != offset) {
+    if (l.n != 1 || rw_kafka_msg_offset(l.v[0]) != offset) {
         err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_NOT_FOUND,
                          "no message at %" PRId32 ":%" PRId64
                          " (compacted away?)",
                          partition, offset);
         goto out;
     }
-    *rkmp = l.v[0];
+    *msgp = l.v[0];
     l.n = 0;
 out:
     list_free(&l);
@@ -336,42 +272,20 @@ static json_t *json_text(const void *data, size_t len, size_t max)
     return j;
 }
 
-/* Value of header name as a NUL-terminated string in buf; 0 if absent. */
-static int header_str(rd_kafka_message_t *rkm, const char *name, char *buf,
-                      size_t len)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    const void *val;
-    size_t size;
-
-    buf[0] = '\0';
-    if (rd_kafka_message_headers(rkm, &hdrs) ||
-        rd_kafka_header_get_last(hdrs, name, &val, &size))
-        return 0;
-    if (size >= len)
-        size = len - 1;
-    if (val)
-        memcpy(buf, val, size);
-    else
-        size = 0;
-    buf[size] = '\0';
-    return 1;
-}
-
-static json_t *header_int_json(rd_kafka_message_t *rkm, const char *name)
+static json_t *header_int_json(const rw_kafka_msg_t *msg, const char *name)
 {
     char buf[32], *end = NULL;
     long long v;
 
-    if (!header_str(rkm, name, buf, sizeof(buf)) || !buf[0])
+    if (!rw_kafka_msg_header_str(msg, name, buf, sizeof(buf)) || !buf[0])
         return json_null();
     v = strtoll(buf, &end, 10);
     return *end ? json_string(buf) : json_integer(v);
 }
 
-static void fmt_time(char *buf, size_t len, rd_kafka_message_t *rkm)
+static void fmt_time(char *buf, size_t len, const rw_kafka_msg_t *msg)
 {
-    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    int64_t ts = rw_kafka_msg_timestamp(msg);
     time_t t;
     struct tm tm;
 
@@ -386,47 +300,49 @@ static void fmt_time(char *buf, size_t len, rd_kafka_message_t *rkm)
              (int)(ts % 1000));
 }
 
+/* Header name of msg as JSON text, null when absent. */
+static json_t *header_json(const rw_kafka_msg_t *msg, const char *name)
+{
+    char buf[1024];
+
+    if (!rw_kafka_msg_header_str(msg, name, buf, sizeof(buf)))
+        return json_null();
+    return json_text(buf, strlen(buf), 0);
+}
+
 /* A dead letter as JSON; payload whole (full) or as a preview. */
-static json_t *msg_json(rd_kafka_message_t *rkm, int full)
+static json_t *msg_json(const rw_kafka_msg_t *msg, int full)
 {
     json_t *o = json_object();
-    rd_kafka_headers_t *hdrs = NULL;
-    char buf[1024];
-    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    int64_t ts = rw_kafka_msg_timestamp(msg);
+    size_t keylen, len;
+    const void *key = rw_kafka_msg_key(msg, &keylen);
+    const void *payload = rw_kafka_msg_payload(msg, &len);
 
-    json_object_set_new(o, "partition", json_integer(rkm->partition));
-    json_object_set_new(o, "offset", json_integer(rkm->offset));
+    json_object_set_new(o, "partition",
+                        json_integer(rw_kafka_msg_partition(msg)));
+    json_object_set_new(o, "offset", json_integer(rw_kafka_msg_offset(msg)));
     json_object_set_new(o, "timestamp_ms",
                         ts >= 0 ? json_integer(ts) : json_null());
-    json_object_set_new(o, "reason",
-                        header_str(rkm, RW_KAFKA_HDR_REASON, buf, sizeof(buf))
-                            ? json_text(buf, strlen(buf), 0)
-                            : json_null());
-    json_object_set_new(
-        o, "source_topic",
-        header_str(rkm, RW_KAFKA_HDR_SOURCE_TOPIC, buf, sizeof(buf))
-            ? json_text(buf, strlen(buf), 0)
-            : json_null());
+    json_object_set_new(o, "reason", header_json(msg, RW_KAFKA_HDR_REASON));
+    json_object_set_new(o, "source_topic",
+                        header_json(msg, RW_KAFKA_HDR_SOURCE_TOPIC));
     json_object_set_new(o, "source_partition",
-                        header_int_json(rkm, RW_KAFKA_HDR_SOURCE_PARTITION));
+                        header_int_json(msg, RW_KAFKA_HDR_SOURCE_PARTITION));
     json_object_set_new(o, "source_offset",
-                        header_int_json(rkm, RW_KAFKA_HDR_SOURCE_OFFSET));
-    json_object_set_new(o, "key", json_text(rkm->key, rkm->key_len, 0));
-    json_object_set_new(o, "payload_bytes", json_integer((json_int_t)rkm->len));
-    json_object_set_new(
-        o, full ? "payload" : "payload_preview",
-        json_text(rkm->payload, rkm->len, full ? 0 : PREVIEW_JSON));
-    if (full && !rd_kafka_message_headers(rkm, &hdrs)) {
+                        header_int_json(msg, RW_KAFKA_HDR_SOURCE_OFFSET));
+    json_object_set_new(o, "key", json_text(key, keylen, 0));
+    json_object_set_new(o, "payload_bytes", json_integer((json_int_t)len));
+    json_object_set_new(o, full ? "payload" : "payload_preview",
+                        json_text(payload, len, full ? 0 : PREVIEW_JSON));
+    if (full && rw_kafka_msg_header_count(msg) > 0) {
         json_t *h = json_array();
-        const char *name;
-        const void *val;
-        size_t size;
+        rw_kafka_header_t hdr;
 
-        for (size_t i = 0;
-             !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++) {
+        for (size_t i = 0; rw_kafka_msg_header_at(msg, i, &hdr); i++) {
             json_t *e = json_object();
-            json_object_set_new(e, "name", json_string(name));
-            json_object_set_new(e, "value", json_text(val, size, 0));
+            json_object_set_new(e, "name", json_string(hdr.name));
+            json_object_set_new(e, "value", json_text(hdr.value, hdr.len, 0));
             json_array_append_new(h, e);
         }
         json_object_set_new(o, "headers", h);
@@ -451,28 +367,31 @@ static const char *const col_names[N_COLS] = {
     "POSITION", "TIME", "REASON", "SOURCE", "KEY", "PAYLOAD",
 };
 
-static void row_cells(rd_kafka_message_t *rkm, char **cell)
+static void row_cells(const rw_kafka_msg_t *msg, char **cell)
 {
     char buf[1024], t[64], p[32], o[32];
+    size_t keylen, len;
+    const void *key = rw_kafka_msg_key(msg, &keylen);
+    const void *payload = rw_kafka_msg_payload(msg, &len);
 
-    snprintf(buf, sizeof(buf), "%" PRId32 ":%" PRId64, rkm->partition,
-             rkm->offset);
+    snprintf(buf, sizeof(buf), "%" PRId32 ":%" PRId64,
+             rw_kafka_msg_partition(msg), rw_kafka_msg_offset(msg));
     cell[C_POS] = strdup(buf);
-    fmt_time(buf, sizeof(buf), rkm);
+    fmt_time(buf, sizeof(buf), msg);
     cell[C_TIME] = strdup(buf);
-    header_str(rkm, RW_KAFKA_HDR_REASON, buf, sizeof(buf));
+    rw_kafka_msg_header_str(msg, RW_KAFKA_HDR_REASON, buf, sizeof(buf));
     cell[C_REASON] = printable(buf, strlen(buf), REASON_TEXT, 0);
-    if (header_str(rkm, RW_KAFKA_HDR_SOURCE_TOPIC, t, sizeof(t))) {
-        header_str(rkm, RW_KAFKA_HDR_SOURCE_PARTITION, p, sizeof(p));
-        header_str(rkm, RW_KAFKA_HDR_SOURCE_OFFSET, o, sizeof(o));
+    if (rw_kafka_msg_header_str(msg, RW_KAFKA_HDR_SOURCE_TOPIC, t, sizeof(t))) {
+        rw_kafka_msg_header_str(msg, RW_KAFKA_HDR_SOURCE_PARTITION, p,
+                                sizeof(p));
+        rw_kafka_msg_header_str(msg, RW_KAFKA_HDR_SOURCE_OFFSET, o, sizeof(o));
         snprintf(buf, sizeof(buf), "%s[%s]@%s", t, p, o);
     } else {
         snprintf(buf, sizeof(buf), "-");
     }
     cell[C_SOURCE] = printable(buf, strlen(buf), 0, 0);
-    cell[C_KEY] =
-        rkm->key ? printable(rkm->key, rkm->key_len, KEY_TEXT, 0) : strdup("-");
-    cell[C_PAYLOAD] = printable(rkm->payload, rkm->len, PREVIEW_TEXT, 0);
+    cell[C_KEY] = key ? printable(key, keylen, KEY_TEXT, 0) : strdup("-");
+    cell[C_PAYLOAD] = printable(payload, len, PREVIEW_TEXT, 0);
 }
 
 static void print_rows(const msg_list_t *l)
@@ -581,52 +500,50 @@ out:
 
 static rw_err_t do_show(dlq_t *d, int32_t partition, int64_t offset, int json)
 {
-    rd_kafka_message_t *rkm = NULL;
-    rd_kafka_headers_t *hdrs = NULL;
+    rw_kafka_msg_t *msg = NULL;
+    rw_kafka_header_t hdr;
     char buf[1024];
     char *txt;
+    size_t keylen, len;
+    const void *key, *payload;
     rw_err_t err = RW_OK;
 
-    err = fetch_one(d, partition, offset, &rkm);
+    err = fetch_one(d, partition, offset, &msg);
     if (err)
         goto out;
     if (json) {
-        if (dump_json(msg_json(rkm, 1)))
+        if (dump_json(msg_json(msg, 1)))
             err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_IO,
                              "cannot write the JSON output");
         goto out;
     }
     printf("position  %s %" PRId32 ":%" PRId64 "\n", d->topic, partition,
            offset);
-    fmt_time(buf, sizeof(buf), rkm);
+    fmt_time(buf, sizeof(buf), msg);
     printf("time      %s\n", buf);
-    if (!rd_kafka_message_headers(rkm, &hdrs)) {
-        const char *name;
-        const void *val;
-        size_t size;
-
-        for (size_t i = 0;
-             !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++) {
-            txt = printable(val, val ? size : 0, 0, 0);
-            printf("header    %s: %s\n", name, txt ? txt : "");
-            free(txt);
-        }
+    for (size_t i = 0; rw_kafka_msg_header_at(msg, i, &hdr); i++) {
+        txt = printable(hdr.value, hdr.len, 0, 0);
+        printf("header    %s: %s\n", hdr.name, txt ? txt : "");
+        free(txt);
     }
-    txt = rkm->key ? printable(rkm->key, rkm->key_len, 0, 0) : NULL;
+    key = rw_kafka_msg_key(msg, &keylen);
+    payload = rw_kafka_msg_payload(msg, &len);
+    txt = key ? printable(key, keylen, 0, 0) : NULL;
     printf("key       %s\n", txt ? txt : "(none)");
     free(txt);
-    printf("payload   %zu byte(s)\n", rkm->len);
-    txt = printable(rkm->payload, rkm->len, 0, 1);
+    printf("payload   %zu byte(s)\n", len);
+    txt = printable(payload, len, 0, 1);
     printf("%s\n", txt ? txt : "");
     free(txt);
 out:
-    if (rkm)
-        rd_kafka_message_destroy(rkm);
+    rw_kafka_msg_destroy(msg);
     return err;
 }
 
-static void on_delivery(void *dr_opaque, void *msg_opaque, rw_err_t result,
-                        int32_t partition, int64_t offset, const char *errmsg)
+/* Delivery report of the one requeued message, into *(delivery_t *). */
+static void requeue_report(void *dr_opaque, void *msg_opaque, rw_err_t result,
+                           int32_t partition, int64_t offset,
+                           const char *errmsg)
 {
     delivery_t *dv = dr_opaque;
 
@@ -641,53 +558,25 @@ static void on_delivery(void *dr_opaque, void *msg_opaque, rw_err_t result,
 static rw_err_t do_requeue(dlq_t *d, int32_t partition, int64_t offset,
                            int json)
 {
-    rd_kafka_message_t *rkm = NULL;
-    rd_kafka_headers_t *hdrs = NULL;
+    rw_kafka_msg_t *msg = NULL;
     rw_kafka_producer_t *kp = NULL;
-    rw_kafka_header_t *keep = NULL;
     delivery_t dv;
     char src[256];
-    size_t nk = 0;
     rw_err_t err = RW_OK;
 
     memset(&dv, 0, sizeof(dv));
-    err = fetch_one(d, partition, offset, &rkm);
+    err = fetch_one(d, partition, offset, &msg);
     if (err)
         goto out;
-    if (!header_str(rkm, RW_KAFKA_HDR_SOURCE_TOPIC, src, sizeof(src)) ||
-        !src[0]) {
-        err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_INVALID_ARG,
-                         "%" PRId32 ":%" PRId64 " has no %s header: "
-                         "nowhere to send it back to",
-                         partition, offset, RW_KAFKA_HDR_SOURCE_TOPIC);
-        goto out;
-    }
-    if (!rd_kafka_message_headers(rkm, &hdrs)) {
-        const char *name;
-        const void *val;
-        size_t size;
-
-        keep = calloc(rd_kafka_header_cnt(hdrs) + 1, sizeof(*keep));
-        if (!keep) {
-            err = rw_err_set(d->errstr, sizeof(d->errstr), RW_ERR_NOMEM,
-                             "headers");
-            goto out;
-        }
-        /* The rw-* headers describe the dead-lettering, not the message. */
-        for (size_t i = 0;
-             !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++)
-            if (strncmp(name, RW_HEADER_PREFIX, strlen(RW_HEADER_PREFIX)))
-                keep[nk++] = (rw_kafka_header_t){name, val, val ? size : 0};
-    }
-    err = rw_kafka_producer_new(&kp, d->s, on_delivery, &dv, d->errstr,
+    rw_kafka_msg_header_str(msg, RW_KAFKA_HDR_SOURCE_TOPIC, src, sizeof(src));
+    err = rw_kafka_producer_new(&kp, d->s, requeue_report, &dv, d->errstr,
                                 sizeof(d->errstr));
     if (!err)
-        err = rw_kafka_produce(kp, src, rkm->key, rkm->key ? rkm->key_len : 0,
-                               rkm->payload, rkm->len, keep, nk, NULL,
-                               d->errstr, sizeof(d->errstr));
+        err = rw_kafka_requeue(kp, msg, NULL, d->errstr, sizeof(d->errstr));
     if (!err)
-        err = rw_kafka_producer_flush(kp, DELIVERY_MS, d->errstr,
-                                      sizeof(d->errstr));
+        err =
+            rw_kafka_producer_flush(kp, rw_kafka_producer_delivery_wait_ms(kp),
+                                    d->errstr, sizeof(d->errstr));
     if (err)
         goto out;
     if (!dv.done || dv.result) {
@@ -719,9 +608,7 @@ static rw_err_t do_requeue(dlq_t *d, int32_t partition, int64_t offset,
 out:
     /* Destroying the producer flushes; dv must outlive it. */
     rw_kafka_producer_destroy(kp);
-    free(keep);
-    if (rkm)
-        rd_kafka_message_destroy(rkm);
+    rw_kafka_msg_destroy(msg);
     return err;
 }
 

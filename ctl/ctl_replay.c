@@ -10,9 +10,10 @@
  * every partition; --shift-by N moves the current committed offset by N
  * (negative = back; a partition without a commit shifts from the low
  * watermark, where the group would start); --to-datetime is the first
- * message at or after that moment (rd_kafka_offsets_for_times; the high
+ * message at or after that moment (rw_kafka_offsets_for_time; the high
  * watermark when nothing is that recent; where the broker cannot look up
- * by time, a binary search over message timestamps). ISO 8601 without a
+ * by time, a binary search over message timestamps read by a
+ * rw_kafka_reader). ISO 8601 without a
  * zone means UTC. Every result is clamped into [low watermark, high
  * watermark].
  *
@@ -20,13 +21,13 @@
  * members, and so must we: a member would go on from its own position and
  * overwrite ours with its next commit. Without DescribeConsumerGroups
  * (missing on the development broker, where it can hang the client) the
- * check is done by joining: --execute subscribes to T as a member of G,
- * waits for the assignment to settle and compares it with T's partition
- * count. A lone member gets every partition; any other live member of the
- * group subscribed to T takes some, and the replay is refused (exit 1).
- * The new offsets are then committed while we hold the assignment, so the
- * commit carries our group generation: a member that joins in between
- * forces a rebalance and the commit is rejected instead of silently
+ * check is done by joining (rw_kafka_group_probe): --execute subscribes
+ * to T as a member of G, waits for the assignment to settle and compares
+ * it with T's partition count. A lone member gets every partition; any other
+ * live member of the group subscribed to T takes some, and the replay is
+ * refused (exit 1). The new offsets are then committed while we hold the
+ * assignment, so the commit carries our group generation: a member that joins
+ * in between forces a rebalance and the commit is rejected instead of silently
  * racing it. Then we leave the group (close) without committing anything
  * else. Limits of the method: joining makes live members rebalance once
  * (twice, counting our leaving); a member that has crashed but whose
@@ -62,13 +63,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
-#include <librdkafka/rdkafka.h>
 
 #include "ctl.h"
+#include "rw_daemon.h"
 #include "rw_kafka.h"
 #include "rw_pg.h"
 #include "rw_replay.h"
@@ -76,10 +75,6 @@
 
 #define CMD        "replay"
 #define TIMEOUT_MS 10000
-/* After the last rebalance event, how long the assignment must stay put
- * before we judge it: cooperative rebalancing hands partitions over in a
- * second round right after the first. */
-#define SETTLE_MS 2000
 
 typedef enum mode {
     MODE_NONE,
@@ -96,21 +91,6 @@ typedef struct plan {
     int n;
     int64_t *low, *high, *current, *target;
 } plan_t;
-
-/* Rebalance events of our membership, seen from the callback. */
-typedef struct member {
-    int events;
-    long long last_event_ms;
-    char errstr[256];
-} member_t;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t clamp(int64_t v, int64_t low, int64_t high)
 {
@@ -137,168 +117,38 @@ static rw_err_t plan_alloc(plan_t *pl, int n, char *errstr, size_t errlen)
     return RW_OK;
 }
 
-/* ---- the raw member handle ----------------------------------------------
- * rw_kafka's consumer hides its assignment; the membership check needs to
- * see it, so this one handle is plain librdkafka on rw_kafka's base
- * configuration. */
-
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
-{
-    member_t *m = opaque;
-    const char *proto = rd_kafka_rebalance_protocol(rk);
-    int coop = proto && strcmp(proto, "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
-    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-
-    m->events++;
-    m->last_event_ms = now_ms();
-    if (kerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        if (coop)
-            error = rd_kafka_incremental_assign(rk, parts);
-        else
-            aerr = rd_kafka_assign(rk, parts);
-        /* We only hold partitions, we never read them. */
-        if (!error && !aerr)
-            rd_kafka_pause_partitions(rk, parts);
-    } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        if (coop)
-            error = rd_kafka_incremental_unassign(rk, parts);
-        else
-            aerr = rd_kafka_assign(rk, NULL);
-    } else {
-        snprintf(m->errstr, sizeof(m->errstr), "rebalance failed: %s",
-                 rd_kafka_err2str(kerr));
-        aerr = rd_kafka_assign(rk, NULL);
-    }
-    if (error) {
-        snprintf(m->errstr, sizeof(m->errstr), "assign failed: %s",
-                 rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    } else if (aerr) {
-        snprintf(m->errstr, sizeof(m->errstr), "assign failed: %s",
-                 rd_kafka_err2str(aerr));
-    }
-}
-
-static rw_err_t member_new(rd_kafka_t **rkp, const rw_settings_t *s,
-                           const char *group, member_t *m, char *errstr,
-                           size_t errlen)
-{
-    rd_kafka_conf_t *conf = NULL;
-    char session[24], kerrstr[512];
-    rw_err_t err = RW_OK;
-    const char *const props[] = {
-        "group.id",
-        group,
-        "enable.auto.commit",
-        "false",
-        "session.timeout.ms",
-        session,
-        "enable.auto.offset.store",
-        "false",
-        NULL,
-    };
-
-    *rkp = NULL;
-    snprintf(session, sizeof(session), "%lld",
-             s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms
-                                             : 10000);
-    err = rw_kafka_conf_new(&conf, s, errstr, errlen);
-    if (err)
-        goto out;
-    for (int i = 0; props[i]; i += 2)
-        if (rd_kafka_conf_set(conf, props[i], props[i + 1], kerrstr,
-                              sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
-            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "%s: %s", props[i],
-                             kerrstr);
-            goto out;
-        }
-    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_opaque(conf, m);
-    *rkp = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
-    if (!*rkp) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "kafka consumer: %s",
-                         kerrstr);
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
-    rd_kafka_poll_set_consumer(*rkp);
-out:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return err;
-}
-
 /* ---- offsets by time ----------------------------------------------------
- * A throwaway reader (assign, never a group member, never commits) to read
- * single messages' timestamps where the broker's answer needs checking. */
-
-static rw_err_t reader_new(rd_kafka_t **rkp, const rw_settings_t *s,
-                           char *errstr, size_t errlen)
-{
-    rd_kafka_conf_t *conf = NULL;
-    char group[64], kerrstr[512];
-    rw_err_t err = RW_OK;
-
-    *rkp = NULL;
-    snprintf(group, sizeof(group), "rollwavectl-replay-reader-%ld",
-             (long)getpid());
-    err = rw_kafka_conf_new(&conf, s, errstr, errlen);
-    if (err)
-        goto out;
-    if (rd_kafka_conf_set(conf, "group.id", group, kerrstr, sizeof(kerrstr)) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", kerrstr,
-                          sizeof(kerrstr)) != RD_KAFKA_CONF_OK) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s", kerrstr);
-        goto out;
-    }
-    *rkp = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerrstr, sizeof(kerrstr));
-    if (!*rkp) {
-        err = rw_err_set(errstr, errlen, RW_ERR_CONFIG, "reader: %s", kerrstr);
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
-    rd_kafka_poll_set_consumer(*rkp);
-out:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return err;
-}
+ * A reader (never a group member, never commits) reads single messages'
+ * timestamps where the broker's answer needs checking. */
 
 /* Timestamp of the first message at or after offset in partition, and the
  * offset it was found at. */
-static rw_err_t read_ts(rd_kafka_t *rk, const char *topic, int32_t partition,
-                        int64_t offset, int64_t *ts, int64_t *at, char *errstr,
-                        size_t errlen)
+static rw_err_t read_ts(rw_kafka_consumer_t *rd, const char *topic,
+                        int32_t partition, int64_t offset, int64_t *ts,
+                        int64_t *at, char *errstr, size_t errlen)
 {
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_resp_err_t kerr;
-    long long deadline = now_ms() + TIMEOUT_MS;
+    long long deadline = rw_now_mono_ms() + TIMEOUT_MS;
     rw_err_t err = RW_OK;
 
-    list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
-    kerr = rd_kafka_assign(rk, list);
-    if (kerr) {
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "assign: %s",
-                         rd_kafka_err2str(kerr));
-        goto out;
-    }
+    err = rw_kafka_reader_assign(rd, topic, partition, offset, errstr, errlen);
+    if (err)
+        return err;
     for (;;) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
+        rw_kafka_msg_t *msg = NULL;
+        bool eof = false;
 
-        if (rkm && !rkm->err && rkm->partition == partition &&
-            rkm->offset >= offset) {
-            *ts = rd_kafka_message_timestamp(rkm, NULL);
-            *at = rkm->offset;
-            rd_kafka_message_destroy(rkm);
+        err = rw_kafka_reader_poll(rd, 100, &msg, &eof, errstr, errlen);
+        if (err)
+            break;
+        if (msg && rw_kafka_msg_partition(msg) == partition &&
+            rw_kafka_msg_offset(msg) >= offset) {
+            *ts = rw_kafka_msg_timestamp(msg);
+            *at = rw_kafka_msg_offset(msg);
+            rw_kafka_msg_destroy(msg);
             break;
         }
-        if (rkm)
-            rd_kafka_message_destroy(rkm);
-        if (now_ms() >= deadline) {
+        rw_kafka_msg_destroy(msg);
+        if (rw_now_mono_ms() >= deadline) {
             err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
                              "no message at %s[%" PRId32 "] offset %" PRId64
                              " within %d ms",
@@ -306,9 +156,7 @@ static rw_err_t read_ts(rd_kafka_t *rk, const char *topic, int32_t partition,
             break;
         }
     }
-    rd_kafka_assign(rk, NULL);
-out:
-    rd_kafka_topic_partition_list_destroy(list);
+    rw_kafka_reader_unassign(rd);
     return err;
 }
 
@@ -317,8 +165,8 @@ out:
  * binary search over message timestamps (assumed non-decreasing, as the
  * broker's own time index assumes); high when there is none.
  */
-static rw_err_t search_time(rd_kafka_t *rd, const char *topic, int32_t p,
-                            int64_t low, int64_t high, int64_t ts_ms,
+static rw_err_t search_time(rw_kafka_consumer_t *rd, const char *topic,
+                            int32_t p, int64_t low, int64_t high, int64_t ts_ms,
                             int64_t *offset, char *errstr, size_t errlen)
 {
     int64_t lo = low, hi = high, ts, at;
@@ -346,41 +194,28 @@ static rw_err_t search_time(rd_kafka_t *rd, const char *topic, int32_t p,
  * partition's last message and, if that message is newer than ts_ms,
  * replaced by a search over message timestamps.
  */
-static rw_err_t offsets_for_time(rd_kafka_t *rk, const rw_settings_t *s,
-                                 const char *topic, int64_t ts_ms, plan_t *pl,
-                                 char *errstr, size_t errlen)
+static rw_err_t offsets_for_time(rw_kafka_consumer_t *kc,
+                                 const rw_settings_t *s, const char *topic,
+                                 int64_t ts_ms, plan_t *pl, char *errstr,
+                                 size_t errlen)
 {
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_t *rd = NULL;
-    rd_kafka_resp_err_t kerr;
+    rw_kafka_consumer_t *rd = NULL;
     rw_err_t err = RW_OK;
 
-    list = rd_kafka_topic_partition_list_new(pl->n);
-    for (int p = 0; p < pl->n; p++)
-        rd_kafka_topic_partition_list_add(list, topic, p)->offset = ts_ms;
-    kerr = rd_kafka_offsets_for_times(rk, list, TIMEOUT_MS);
-    if (kerr) {
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "offsets for time: %s",
-                         rd_kafka_err2str(kerr));
+    err = rw_kafka_offsets_for_time(kc, topic, ts_ms, pl->target, pl->n,
+                                    TIMEOUT_MS, errstr, errlen);
+    if (err)
         goto out;
-    }
-    for (int i = 0; i < list->cnt; i++) {
-        const rd_kafka_topic_partition_t *tp = &list->elems[i];
-        int32_t p = tp->partition;
+    for (int p = 0; p < pl->n; p++) {
         int64_t last_ts, at;
 
-        if (tp->err) {
-            err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                             "offset for time %s[%" PRId32 "]: %s", topic, p,
-                             rd_kafka_err2str(tp->err));
-            goto out;
-        }
-        /* -1: no message that recent, so start after all there is. */
-        pl->target[p] = tp->offset >= 0 ? tp->offset : pl->high[p];
+        /* none: no message that recent, so start after all there is. */
+        if (pl->target[p] == RW_KAFKA_OFFSET_NONE)
+            pl->target[p] = pl->high[p];
         if (pl->target[p] < pl->high[p] || pl->high[p] <= pl->low[p])
             continue;
         if (!rd) {
-            err = reader_new(&rd, s, errstr, errlen);
+            err = rw_kafka_reader_new(&rd, s, errstr, errlen);
             if (err)
                 goto out;
         }
@@ -396,98 +231,7 @@ static rw_err_t offsets_for_time(rd_kafka_t *rk, const rw_settings_t *s,
             goto out;
     }
 out:
-    if (rd) {
-        rd_kafka_consumer_close(rd);
-        rd_kafka_destroy(rd);
-    }
-    rd_kafka_topic_partition_list_destroy(list);
-    return err;
-}
-
-/*
- * Join group as a member of topic and wait until the assignment settles.
- * Returns RW_OK with *assigned = partitions of topic we hold, or an error
- * when the join did not complete in time.
- */
-static rw_err_t join_and_count(rd_kafka_t *rk, member_t *m, const char *topic,
-                               int n, long long join_ms, int *assigned,
-                               char *errstr, size_t errlen)
-{
-    rd_kafka_topic_partition_list_t *subs = NULL, *a = NULL;
-    rd_kafka_resp_err_t kerr;
-    long long deadline = now_ms() + join_ms;
-    rw_err_t err = RW_OK;
-
-    *assigned = 0;
-    subs = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
-    kerr = rd_kafka_subscribe(rk, subs);
-    if (kerr) {
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "subscribe: %s",
-                         rd_kafka_err2str(kerr));
-        goto out;
-    }
-    for (;;) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
-        long long now = now_ms();
-
-        if (rkm)
-            rd_kafka_message_destroy(rkm);
-        if (m->errstr[0]) {
-            err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "%s", m->errstr);
-            goto out;
-        }
-        if (m->events > 0) {
-            if (a)
-                rd_kafka_topic_partition_list_destroy(a);
-            a = NULL;
-            kerr = rd_kafka_assignment(rk, &a);
-            if (kerr) {
-                err = rw_err_set(errstr, errlen, RW_ERR_KAFKA, "assignment: %s",
-                                 rd_kafka_err2str(kerr));
-                goto out;
-            }
-            *assigned = 0;
-            for (int i = 0; i < a->cnt; i++)
-                if (strcmp(a->elems[i].topic, topic) == 0)
-                    (*assigned)++;
-            /* Everything is ours: nobody else can hold any of it. */
-            if (*assigned >= n || now - m->last_event_ms >= SETTLE_MS)
-                goto out;
-        }
-        if (now >= deadline) {
-            err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
-                             "could not join the group within %lld s",
-                             join_ms / 1000);
-            goto out;
-        }
-    }
-out:
-    if (a)
-        rd_kafka_topic_partition_list_destroy(a);
-    rd_kafka_topic_partition_list_destroy(subs);
-    return err;
-}
-
-static rw_err_t commit_plan(rd_kafka_t *rk, const char *topic, const plan_t *pl,
-                            char *errstr, size_t errlen)
-{
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_resp_err_t kerr;
-    rw_err_t err = RW_OK;
-
-    list = rd_kafka_topic_partition_list_new(pl->n);
-    for (int p = 0; p < pl->n; p++)
-        rd_kafka_topic_partition_list_add(list, topic, p)->offset =
-            pl->target[p];
-    kerr = rd_kafka_commit(rk, list, 0);
-    for (int i = 0; !kerr && i < list->cnt; i++)
-        kerr = list->elems[i].err;
-    if (kerr)
-        err = rw_err_set(errstr, errlen, RW_ERR_KAFKA,
-                         "commit: %s (a member may have joined meanwhile)",
-                         rd_kafka_err2str(kerr));
-    rd_kafka_topic_partition_list_destroy(list);
+    rw_kafka_consumer_destroy(rd);
     return err;
 }
 
@@ -624,16 +368,13 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
     size_t recorded = 0;
     rw_pg_t *pg = NULL;
     char by_buf[96];
-    int execute = 0, json = 0, n = 0, assigned = 0, closed = 0;
-    rw_kafka_consumer_t *kc = NULL;
-    rd_kafka_t *rk = NULL;
-    member_t m;
+    int execute = 0, json = 0, n = 0, assigned = 0;
+    rw_kafka_consumer_t *kc = NULL, *member = NULL;
     plan_t pl;
     char errstr[512] = "";
     rw_err_t err = RW_OK;
     int rc = RW_CTL_EXIT_OK;
 
-    memset(&m, 0, sizeof(m));
     memset(&pl, 0, sizeof(pl));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -717,10 +458,8 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
     if (!err)
         err = rw_kafka_committed(kc, topic, pl.current, n, TIMEOUT_MS, errstr,
                                  sizeof(errstr));
-    if (!err)
-        err = member_new(&rk, s, group, &m, errstr, sizeof(errstr));
     if (!err && mode == MODE_DATETIME)
-        err = offsets_for_time(rk, s, topic, (int64_t)ts_ms, &pl, errstr,
+        err = offsets_for_time(kc, s, topic, (int64_t)ts_ms, &pl, errstr,
                                sizeof(errstr));
     if (err)
         goto out;
@@ -735,14 +474,8 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
     }
 
     if (execute) {
-        long long sess = s->kafka_session_timeout_ms > 0
-                             ? s->kafka_session_timeout_ms
-                             : 10000;
-
-        /* The coordinator waits up to a session timeout for members that
-         * went silent before it completes our join. */
-        err = join_and_count(rk, &m, topic, n, 2 * sess + 15000, &assigned,
-                             errstr, sizeof(errstr));
+        err = rw_kafka_group_probe(&member, s, group, topic, n, &assigned,
+                                   errstr, sizeof(errstr));
         if (err)
             goto out;
         if (assigned < n) {
@@ -757,20 +490,23 @@ int rw_ctl_replay(int argc, char **argv, const rw_settings_t *s)
                           sizeof(errstr));
         if (err)
             goto out;
-        err = commit_plan(rk, topic, &pl, errstr, sizeof(errstr));
+        /* Committed while we hold the assignment: the commit carries our
+         * group generation, so a member that joined since makes it fail. */
+        err = rw_kafka_consumer_commit_offsets(member, topic, pl.target, n,
+                                               errstr, sizeof(errstr));
         if (err) {
             char detail[512];
             snprintf(detail, sizeof(detail), "%s", errstr);
             rw_err_set(errstr, sizeof(errstr), err,
-                       "%s; the replay of %zu partition(s) was recorded in "
-                       "Postgres but the offsets did not move (the record "
-                       "only allows re-attempts in its range)",
+                       "%s (a member may have joined meanwhile); the replay "
+                       "of %zu partition(s) was recorded in Postgres but the "
+                       "offsets did not move (the record only allows "
+                       "re-attempts in its range)",
                        detail, recorded);
             goto out;
         }
         /* Leave now, so the group is free before we report success. */
-        rd_kafka_consumer_close(rk);
-        closed = 1;
+        rw_kafka_consumer_close(member);
     }
     if (json) {
         if (print_json(group, topic, mode, &pl, execute, recorded))
@@ -784,11 +520,7 @@ out:
         rw_ctl_errorf(CMD, "%s", errstr);
         rc = RW_CTL_EXIT_FAILED;
     }
-    if (rk) {
-        if (!closed)
-            rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
+    rw_kafka_consumer_destroy(member);
     rw_kafka_consumer_destroy(kc);
     rw_pg_destroy(pg);
     plan_free(&pl);

@@ -865,7 +865,7 @@ static void test_dlq_list_show_requeue(void **state)
     rw_kafka_msg_t *orig = NULL, *back = NULL;
     rw_kafka_header_t hdr = {"x-trace", "abc", 3}, h;
     delivery_t d = {0, 0, 0, 0}, dl = {0, 0, 0, 0};
-    char src[128], dlq[128], pos[64], errstr[512] = "";
+    char src[128], dlq[128], pos[64], line[320], errstr[512] = "";
     long long deadline;
     int32_t src_part;
     int64_t src_off;
@@ -967,6 +967,28 @@ static void test_dlq_list_show_requeue(void **state)
              dl.offset + 5);
     run_ctl(&sc, &r, NULL, NULL, "dlq", "show", pos, NULL);
     assert_int_equal(r.status, 1);
+    result_free(&r);
+    run_ctl(&sc, &r, NULL, NULL, "dlq", "requeue", pos, NULL);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "no message at"));
+    result_free(&r);
+
+    /* the operator's text views of the same dead letter */
+    snprintf(pos, sizeof(pos), "%" PRId32 ":%" PRId64, dl.partition, dl.offset);
+    run_ctl(&sc, &r, NULL, NULL, "dlq", "list", NULL);
+    assert_int_equal(r.status, 0);
+    snprintf(line, sizeof(line), "1 of 1 dead letter(s) in %s shown", dlq);
+    if (!strstr(r.out, "POSITION") || !strstr(r.out, pos) ||
+        !strstr(r.out, reason) || !strstr(r.out, line))
+        fail_msg("dlq list:\n%s", r.out);
+    result_free(&r);
+    run_ctl(&sc, &r, NULL, NULL, "dlq", "show", pos, NULL);
+    assert_int_equal(r.status, 0);
+    snprintf(line, sizeof(line), "header    %s: %s", RW_KAFKA_HDR_SOURCE_TOPIC,
+             src);
+    if (!strstr(r.out, "header    x-trace: abc") || !strstr(r.out, line) ||
+        !strstr(r.out, "key       run:1"))
+        fail_msg("dlq show:\n%s", r.out);
     result_free(&r);
 }
 

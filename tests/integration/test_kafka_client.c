@@ -3,8 +3,10 @@
  * rollwave-devbroker this test starts itself (own topics, own lifetime), so
  * it needs no shared stack beyond RW_BIN_DIR. Covers delivery reports,
  * group consumption, resuming exactly after committed offsets, dead letters
- * with their headers, pause/seek/resume, watermarks, committed offsets and
- * partition counts. It does not test broker failures.
+ * with their headers, pause/seek/resume, watermarks, committed offsets,
+ * partition counts, and what rollwavectl uses: a reader outside any group,
+ * requeueing dead letters, offsets by time and the group probe. It does
+ * not test broker failures.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -702,6 +704,183 @@ static void test_pause_seek_resume(void **state)
     rw_kafka_consumer_destroy(kc);
 }
 
+/* ---- the CLI's part: reader, requeue, offsets by time, probe ------------ */
+
+/* A reader's next message of topic[partition] from offset, or NULL. */
+static rw_kafka_msg_t *read_at(rw_kafka_consumer_t *rd, const char *topic,
+                               int32_t partition, int64_t offset)
+{
+    long long deadline = rw_itest_now_ms() + WAIT_MS;
+    rw_kafka_msg_t *msg = NULL;
+    char errstr[512] = "";
+    bool eof = false;
+
+    if (rw_kafka_reader_assign(rd, topic, partition, offset, errstr,
+                               sizeof(errstr)))
+        fail_msg("reader assign: %s", errstr);
+    while (!msg && rw_itest_now_ms() < deadline)
+        if (rw_kafka_reader_poll(rd, 200, &msg, &eof, errstr, sizeof(errstr)))
+            fail_msg("reader poll: %s", errstr);
+    return msg;
+}
+
+/*
+ * The dead-letter header rule in both directions: a dead letter keeps the
+ * original's own headers, drops a stale rw-* one and gets fresh ones; the
+ * requeued message is the original again (key, payload, own headers, no
+ * rw-* header). A reader reads both without joining a group and reports
+ * the partition's end.
+ */
+static void test_requeue_keeps_own_headers(void **state)
+{
+    static const char payload[] = "{\"run\": 7}";
+    rw_kafka_header_t hdrs[2] = {{"x-trace", "t1", 2},
+                                 {RW_KAFKA_HDR_REASON, "stale", 5}};
+    dr_state_t st = {0, 0};
+    delivery_t orig_d, dl_d, rq_d;
+    rw_kafka_producer_t *kp;
+    rw_kafka_consumer_t *rd = NULL;
+    rw_kafka_msg_t *orig, *dead, *back, *extra = NULL;
+    rw_kafka_header_t h;
+    long long deadline;
+    const void *v;
+    size_t len;
+    char buf[64], errstr[512] = "";
+    bool eof = false;
+
+    (void)state;
+    memset(&orig_d, 0, sizeof(orig_d));
+    memset(&dl_d, 0, sizeof(dl_d));
+    memset(&rq_d, 0, sizeof(rq_d));
+    assert_true(rw_kafka_is_dead_letter_header(RW_KAFKA_HDR_TRUNCATED));
+    assert_true(rw_kafka_is_dead_letter_header("rw-anything"));
+    assert_false(rw_kafka_is_dead_letter_header("x-trace"));
+    assert_false(rw_kafka_is_dead_letter_header("rw"));
+
+    kp = new_producer(&st);
+    if (rw_kafka_produce(kp, fx.pause_topic, "run:7", 5, payload,
+                         strlen(payload), hdrs, 2, &orig_d, errstr,
+                         sizeof(errstr)) ||
+        rw_kafka_producer_flush(kp, WAIT_MS, errstr, sizeof(errstr)))
+        fail_msg("produce: %s", errstr);
+    assert_int_equal(orig_d.result, RW_OK);
+    if (rw_kafka_reader_new(&rd, &fx.s, errstr, sizeof(errstr)))
+        fail_msg("reader: %s", errstr);
+    orig = read_at(rd, fx.pause_topic, 0, orig_d.offset);
+    assert_non_null(orig);
+    assert_int_equal(rw_kafka_msg_offset(orig), orig_d.offset);
+    if (rw_kafka_dead_letter(kp, fx.dlq_topic, orig, "bad run", &dl_d, errstr,
+                             sizeof(errstr)) ||
+        rw_kafka_producer_flush(kp, WAIT_MS, errstr, sizeof(errstr)))
+        fail_msg("dead letter: %s", errstr);
+    assert_int_equal(dl_d.result, RW_OK);
+    rw_kafka_msg_destroy(orig);
+
+    dead = read_at(rd, fx.dlq_topic, dl_d.partition, dl_d.offset);
+    assert_non_null(dead);
+    assert_int_equal(rw_kafka_msg_offset(dead), dl_d.offset);
+    /* x-trace and four fresh rw-* headers; the stale reason is gone */
+    assert_int_equal(rw_kafka_msg_header_count(dead), 5);
+    assert_int_equal(
+        rw_kafka_msg_header_str(dead, RW_KAFKA_HDR_REASON, buf, sizeof(buf)),
+        1);
+    assert_string_equal(buf, "bad run");
+    assert_int_equal(rw_kafka_msg_header_str(dead, RW_KAFKA_HDR_REASON, buf, 4),
+                     1);
+    assert_string_equal(buf, "bad");
+    assert_int_equal(rw_kafka_msg_header_str(dead, "missing", buf, sizeof(buf)),
+                     0);
+    assert_string_equal(buf, "");
+    /* the dead letter is the last message of the dead-letter topic */
+    deadline = rw_itest_now_ms() + WAIT_MS;
+    while (!eof && !extra && rw_itest_now_ms() < deadline)
+        if (rw_kafka_reader_poll(rd, 200, &extra, &eof, errstr, sizeof(errstr)))
+            fail_msg("reader poll: %s", errstr);
+    assert_null(extra);
+    assert_true(eof);
+
+    if (rw_kafka_requeue(kp, dead, &rq_d, errstr, sizeof(errstr)) ||
+        rw_kafka_producer_flush(kp, WAIT_MS, errstr, sizeof(errstr)))
+        fail_msg("requeue: %s", errstr);
+    assert_int_equal(rq_d.result, RW_OK);
+    back = read_at(rd, fx.pause_topic, rq_d.partition, rq_d.offset);
+    assert_non_null(back);
+    assert_int_equal(rw_kafka_msg_offset(back), rq_d.offset);
+    v = rw_kafka_msg_key(back, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(v, "run:7", 5);
+    v = rw_kafka_msg_payload(back, &len);
+    assert_int_equal(len, strlen(payload));
+    assert_memory_equal(v, payload, len);
+    assert_int_equal(rw_kafka_msg_header_count(back), 1);
+    assert_true(rw_kafka_msg_header_at(back, 0, &h));
+    assert_string_equal(h.name, "x-trace");
+    assert_int_equal(h.len, 2);
+    assert_memory_equal(h.value, "t1", 2);
+
+    /* a message that is not a dead letter has nowhere to go back to */
+    assert_int_equal(rw_kafka_requeue(kp, back, NULL, errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    assert_non_null(strstr(errstr, RW_KAFKA_HDR_SOURCE_TOPIC));
+    rw_kafka_msg_destroy(back);
+    rw_kafka_msg_destroy(dead);
+    rw_kafka_reader_unassign(rd);
+    rw_kafka_consumer_destroy(rd);
+    rw_kafka_producer_destroy(kp);
+}
+
+/*
+ * Offsets by time: nothing in the topic is from the future, so every
+ * partition answers "none" or its end, never an offset inside it; and the
+ * probe of a group without members gets every partition, and its commit
+ * lands.
+ */
+static void test_offsets_for_time_and_probe(void **state)
+{
+    int64_t offs[MAIN_PARTITIONS], want[MAIN_PARTITIONS];
+    int64_t got[MAIN_PARTITIONS];
+    rw_kafka_consumer_t *kc, *member = NULL;
+    long long future = (long long)time(NULL) * 1000 + 3600 * 1000;
+    char group[64], errstr[512] = "";
+    int assigned = -1;
+
+    (void)state;
+    rw_itest_unique(group, sizeof(group), "group");
+    kc = new_consumer(group, NULL);
+    if (rw_kafka_offsets_for_time(kc, fx.main_topic, future, offs,
+                                  MAIN_PARTITIONS, 10000, errstr,
+                                  sizeof(errstr)))
+        fail_msg("offsets for time: %s", errstr);
+    for (int p = 0; p < MAIN_PARTITIONS; p++) {
+        int64_t low, high;
+        if (rw_kafka_watermarks(kc, fx.main_topic, p, &low, &high, 10000,
+                                errstr, sizeof(errstr)))
+            fail_msg("watermarks: %s", errstr);
+        if (offs[p] != RW_KAFKA_OFFSET_NONE)
+            assert_int_equal(offs[p], high);
+        want[p] = low;
+    }
+
+    if (rw_kafka_group_probe(&member, &fx.s, group, fx.main_topic,
+                             MAIN_PARTITIONS, &assigned, errstr,
+                             sizeof(errstr)))
+        fail_msg("probe: %s", errstr);
+    assert_non_null(member);
+    assert_int_equal(assigned, MAIN_PARTITIONS);
+    if (rw_kafka_consumer_commit_offsets(member, fx.main_topic, want,
+                                         MAIN_PARTITIONS, errstr,
+                                         sizeof(errstr)))
+        fail_msg("commit on the probe: %s", errstr);
+    rw_kafka_consumer_destroy(member);
+    if (rw_kafka_committed(kc, fx.main_topic, got, MAIN_PARTITIONS, 10000,
+                           errstr, sizeof(errstr)))
+        fail_msg("committed: %s", errstr);
+    /* leaving the group committed nothing over ours */
+    for (int p = 0; p < MAIN_PARTITIONS; p++)
+        assert_int_equal(got[p], want[p]);
+    rw_kafka_consumer_destroy(kc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -711,6 +890,8 @@ int main(void)
         cmocka_unit_test(test_rebalance_cooperative_commits_stored),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_pause_seek_resume),
+        cmocka_unit_test(test_requeue_keeps_own_headers),
+        cmocka_unit_test(test_offsets_for_time_and_probe),
     };
     const char *lvl = getenv("ROLLWAVE_LOG_LEVEL");
 
