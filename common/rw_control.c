@@ -60,7 +60,7 @@ static const char SQL_COUNTS[] =
     "       FROM run_targets WHERE run_id = $1::bigint) x"
     " WHERE r.id = $1::bigint";
 
-rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int chunk,
+rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
                           long long *n_chunks, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
@@ -74,7 +74,7 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int chunk,
     rw_pg_array_init(&a_payload);
     *n_chunks = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", only_chunk);
     err = rw_pg_exec(pg, SQL_PENDING_FOR_QUEUE, 2, p, &res, errstr, errlen);
     if (err)
         goto out;

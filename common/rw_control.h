@@ -70,11 +70,11 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
                            char *errstr, size_t errlen);
 
 /*
- * Write one batch message per pending chunk of the run (chunk >= 0: that
- * chunk only) to the outbox, in the caller's transaction; the caller
+ * Write one batch message per pending chunk of the run (only_chunk >= 0:
+ * that chunk only) to the outbox, in the caller's transaction; the caller
  * relays them. *n_chunks counts the messages.
  */
-rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int chunk,
+rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
                           long long *n_chunks, char *errstr, size_t errlen);
 
 #endif

@@ -41,24 +41,45 @@ void rw_service_sleep(int ms)
     }
 }
 
+/* The health flags are shared with the HTTP thread (see rw_service_t). */
+static void flag_set(atomic_int *flag, int v)
+{
+    atomic_store_explicit(flag, v, memory_order_relaxed);
+}
+
+static int flag_get(atomic_int *flag)
+{
+    return atomic_load_explicit(flag, memory_order_relaxed);
+}
+
 void rw_service_note(rw_service_t *svc, rw_err_t err)
 {
     switch (err) {
     case RW_OK:
         break;
     case RW_ERR_PG_CONN:
-        svc->pg_broken = 1;
+        flag_set(&svc->pg_broken, 1);
         break;
     case RW_ERR_REDIS_CONN:
-        svc->redis_broken = 1;
+        flag_set(&svc->redis_broken, 1);
         break;
     case RW_ERR_KAFKA:
     case RW_ERR_KAFKA_TRANSIENT:
-        svc->kafka_broken = 1;
+        flag_set(&svc->kafka_broken, 1);
         break;
     default:
         break;
     }
+}
+
+void rw_service_note_ok(rw_service_t *svc, unsigned what)
+{
+    if (what & RW_SVC_PG)
+        flag_set(&svc->pg_broken, 0);
+    if (what & RW_SVC_REDIS)
+        flag_set(&svc->redis_broken, 0);
+    if (what & (RW_SVC_CONSUMER | RW_SVC_PRODUCER))
+        flag_set(&svc->kafka_broken, 0);
 }
 
 /*
@@ -74,7 +95,7 @@ static rw_err_t health(void *ud, char *detail, size_t len)
     if (svc->pg && PQping(svc->s->pg_dsn) != PQPING_OK)
         return rw_err_set(detail, len, RW_ERR_PG_CONN,
                           "postgres: not reachable");
-    if (svc->pg_broken)
+    if (flag_get(&svc->pg_broken))
         return rw_err_set(detail, len, RW_ERR_PG_CONN,
                           "postgres: last statement lost the connection");
     if (svc->rc) {
@@ -89,12 +110,12 @@ static rw_err_t health(void *ud, char *detail, size_t len)
         if (err)
             return rw_err_set(detail, len, RW_ERR_REDIS_CONN,
                               "redis: not reachable (%s)", rw_err_name(err));
-        svc->redis_broken = 0;
+        flag_set(&svc->redis_broken, 0);
     }
-    if (svc->redis_broken)
+    if (flag_get(&svc->redis_broken))
         return rw_err_set(detail, len, RW_ERR_REDIS_CONN,
                           "redis: not reachable");
-    if (svc->kafka_broken)
+    if (flag_get(&svc->kafka_broken))
         return rw_err_set(detail, len, RW_ERR_KAFKA, "kafka: errors");
     return RW_OK;
 }
@@ -504,7 +525,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         }
         if (!msg)
             continue;
-        svc->kafka_broken = 0;
+        rw_service_note_ok(svc, RW_SVC_CONSUMER);
         if (held_for(svc, msg) >= 0) {
             /* fetched before the pause took hold, or the partition was
              * assigned again (which resumes it): pause it again; it is

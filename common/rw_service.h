@@ -11,6 +11,7 @@
 #ifndef RW_SERVICE_H
 #define RW_SERVICE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,8 +48,13 @@ typedef struct rw_service {
     char topic_dlq[256];
     char consume_topic[256];
     uint64_t rng;
-    /* health, written by the main thread, read by the HTTP thread */
-    volatile int pg_broken, redis_broken, kafka_broken;
+    /*
+     * Health, written by the main thread (rw_service_note and
+     * rw_service_note_ok) and read, and for Redis cleared, by the HTTP
+     * thread: atomics, since volatile does not order or tear-proof
+     * anything between threads. Relaxed is enough: each flag stands alone.
+     */
+    atomic_int pg_broken, redis_broken, kafka_broken;
     rw_metric_t *m_consumed, *m_dead, *m_retried, *m_handled, *m_redis_rt;
     rw_metric_t *m_held;
     /*
@@ -134,6 +140,13 @@ rw_err_t rw_service_dead_letter_ack(rw_service_t *svc,
 
 /* Record a dependency failure for /healthz from an error code. */
 void rw_service_note(rw_service_t *svc, rw_err_t err);
+
+/*
+ * Record that the dependencies in `what` (RW_SVC_PG, RW_SVC_REDIS, and
+ * RW_SVC_CONSUMER or RW_SVC_PRODUCER for Kafka) just worked again, so
+ * /healthz stops reporting them.
+ */
+void rw_service_note_ok(rw_service_t *svc, unsigned what);
 
 /* Sleep up to ms, waking early on a drain request. */
 void rw_service_sleep(int ms);

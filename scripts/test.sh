@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # test.sh: the whole test run, from any directory: installs missing
-# packages, builds build/ (RelWithDebInfo) and build-asan/ (ASan + UBSan),
-# brings a private local stack up with build/'s binaries, runs ctest in
-# build/ and then in build-asan/, tears the stack down (also on failure or
-# interrupt) and ends with one line "N passed, N failed" over both runs.
-# Exits non-zero if a build or any test failed.
+# packages, builds build/ (RelWithDebInfo), build-asan/ (ASan + UBSan) and
+# build-tsan/ (ThreadSanitizer), brings a private local stack up with
+# build/'s binaries, runs ctest in build/ and then in build-asan/, then in
+# build-tsan/ the unit tests and two scenarios whose daemons run their
+# threads (the HTTP server, librdkafka's), tears the stack down (also on
+# failure or interrupt) and ends with one line "N passed, N failed" over
+# all runs. Exits non-zero if a build or any test failed.
 #
-#   scripts/test.sh [--no-asan] [--unit]
-#     --no-asan   skip the sanitizer build and pass
+#   scripts/test.sh [--no-asan] [--no-tsan] [--unit]
+#     --no-asan   skip the ASan + UBSan build and pass
+#     --no-tsan   skip the ThreadSanitizer build and pass
 #     --unit      unit tests only (ctest -L unit); no stack needed
 #
+# RW_FORMAT_CHECK=1 first runs scripts/format.sh --check (default 0).
 # It does not run the benchmarks.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ASAN=1
+TSAN=1
 UNIT_ONLY=0
+# Off until the tree is formatted in one commit; then the default flips.
+RW_FORMAT_CHECK=${RW_FORMAT_CHECK:-0}
 for arg in "$@"; do
     case $arg in
     --no-asan) ASAN=0 ;;
+    --no-tsan) TSAN=0 ;;
     --unit) UNIT_ONLY=1 ;;
     -h | --help)
-        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -32,7 +40,8 @@ for arg in "$@"; do
 done
 
 step() { printf '\n== %s\n' "$*"; }
-JOBS=2
+# Build jobs; a machine shared with other work may ask for fewer.
+JOBS=${JOBS:-2}
 PASSED=0
 FAILED=0
 STATUS=0
@@ -48,6 +57,12 @@ stop_if_interrupted() {
         exit 130
     fi
 }
+
+if [ "$RW_FORMAT_CHECK" = 1 ]; then
+    # Cheapest check first: a formatting slip fails in seconds.
+    step "format"
+    "$ROOT/scripts/format.sh" --check
+fi
 
 step "dependencies"
 "$ROOT/scripts/deps.sh"
@@ -69,6 +84,9 @@ build "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "$ASAN" -eq 1 ]; then
     build "$ROOT/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DRW_SANITIZE=ON
+fi
+if [ "$TSAN" -eq 1 ]; then
+    build "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRW_TSAN=ON
 fi
 
 if [ "$UNIT_ONLY" -eq 0 ]; then
@@ -92,15 +110,17 @@ if [ "$UNIT_ONLY" -eq 1 ]; then
     CTEST_ARGS+=(-L unit)
 fi
 
-# Runs ctest in one build dir and adds its counts to the totals.
+# Runs ctest in one build dir (further arguments go to ctest after
+# CTEST_ARGS) and adds its counts to the totals.
 run_ctest() {
     local dir=$1 log rc ctest_pid tail_pid total failed
+    shift
     log=$(mktemp)
-    step "ctest $(basename "$dir")"
+    step "ctest $(basename "$dir")${*:+ $*}"
     # ctest runs in the background so a Ctrl-C (which ctest survives, only
     # the test in hand dies) can stop it: wait returns early on a trapped
     # signal, and ctest is then terminated. tail shows its output live.
-    (cd "$dir" && exec ctest "${CTEST_ARGS[@]}") >"$log" 2>&1 &
+    (cd "$dir" && exec ctest "${CTEST_ARGS[@]}" "$@") >"$log" 2>&1 &
     ctest_pid=$!
     tail -n +1 -f --pid="$ctest_pid" "$log" &
     tail_pid=$!
@@ -144,6 +164,25 @@ if [ "$ASAN" -eq 1 ]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         run_ctest "$ROOT/build-asan"
+fi
+if [ "$TSAN" -eq 1 ]; then
+    # Races in system libraries that are not built with TSan are listed,
+    # each with its reason, in the suppressions file; rollwave's never.
+    TSAN_OPTIONS="halt_on_error=1"
+    TSAN_OPTIONS+=":suppressions=$ROOT/tests/tsan/suppressions.txt"
+    export TSAN_OPTIONS
+    run_ctest "$ROOT/build-tsan" -L unit
+    if [ "$UNIT_ONLY" -eq 0 ]; then
+        # /healthz on the HTTP thread against the main loop (health flags),
+        # and a whole rollout through worker and poller with librdkafka's
+        # threads. The daemons inherit TSAN_OPTIONS; a report makes one
+        # exit 66, which the fleet check fails on.
+        RW_ITEST_FILTER=test_metrics_and_health \
+            run_ctest "$ROOT/build-tsan" -R '^integration\.test_operations$'
+        RW_ITEST_FILTER=test_poll_sequence_to_success \
+            run_ctest "$ROOT/build-tsan" -R '^integration\.test_pipeline$'
+    fi
+    unset TSAN_OPTIONS
 fi
 
 printf '\n%d passed, %d failed\n' "$PASSED" "$FAILED"

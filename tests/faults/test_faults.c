@@ -842,15 +842,15 @@ static void read_dead_letters(rw_itest_fleet_t *f, poison_t *p, size_t n)
                          p[i].topic, p[i].what, want, p[i].reason);
             if (strlen(p[i].payload) > RW_KAFKA_DLQ_MAX_PAYLOAD) {
                 /* too large to dead-letter whole: its head, and its size */
-                char size[24];
-                snprintf(size, sizeof(size), "%zu", strlen(p[i].payload));
+                char size_s[24];
+                snprintf(size_s, sizeof(size_s), "%zu", strlen(p[i].payload));
                 if (plen != RW_KAFKA_DLQ_MAX_PAYLOAD ||
                     memcmp(payload, p[i].payload, plen) != 0 ||
-                    !header_is(m, RW_KAFKA_HDR_TRUNCATED, size))
+                    !header_is(m, RW_KAFKA_HDR_TRUNCATED, size_s))
                     fail_msg("poison %s/%s: dead letter is not the message's "
                              "first %d bytes with %s: %s",
                              p[i].topic, p[i].what, RW_KAFKA_DLQ_MAX_PAYLOAD,
-                             RW_KAFKA_HDR_TRUNCATED, size);
+                             RW_KAFKA_HDR_TRUNCATED, size_s);
             } else if (plen != strlen(p[i].payload) ||
                        memcmp(payload, p[i].payload, plen) != 0) {
                 fail_msg("poison %s/%s: dead letter is not the message "
