@@ -311,7 +311,7 @@ char *rw_lagoon_find_bulk_request_json(const char *const *projects,
         goto out;
     fputs("query ($limit: Int!", q);
     for (size_t i = 0; i < n_projects; i++) {
-        char var[16];
+        char var[24]; /* "p" and any size_t */
 
         if (!projects[i] || !*projects[i])
             goto out;

@@ -171,7 +171,7 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
     err = rw_pg_exec(svc->pg, SQL_LOAD_CHUNK, 2, par, &chunk, errstr, errlen);
     if (err)
         goto out;
-    svc->pg_broken = 0;
+    rw_service_note_ok(svc, RW_SVC_PG);
     if (PQntuples(chunk) != 1) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
                          "no chunk %d of run %s", m->chunk, m->run);

@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
     # toolchain
-    build-essential cmake pkg-config clang
+    build-essential cmake pkg-config clang clang-format
     # libFuzzer runtime for the fuzz targets (clang only recommends it)
     libclang-rt-14-dev
     # libraries the code links

@@ -13,7 +13,8 @@
 #     --no-tsan   skip the ThreadSanitizer build and pass
 #     --unit      unit tests only (ctest -L unit); no stack needed
 #
-# RW_FORMAT_CHECK=1 first runs scripts/format.sh --check (default 0).
+# RW_FORMAT_CHECK=1 (the default) first runs scripts/format.sh --check;
+# 0 skips it.
 # It does not run the benchmarks.
 set -euo pipefail
 
@@ -21,8 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ASAN=1
 TSAN=1
 UNIT_ONLY=0
-# Off until the tree is formatted in one commit; then the default flips.
-RW_FORMAT_CHECK=${RW_FORMAT_CHECK:-0}
+RW_FORMAT_CHECK=${RW_FORMAT_CHECK:-1}
 for arg in "$@"; do
     case $arg in
     --no-asan) ASAN=0 ;;
@@ -58,14 +58,15 @@ stop_if_interrupted() {
     fi
 }
 
+step "dependencies"
+"$ROOT/scripts/deps.sh"
+
 if [ "$RW_FORMAT_CHECK" = 1 ]; then
-    # Cheapest check first: a formatting slip fails in seconds.
+    # Cheapest check first: a formatting slip fails in seconds (clang-format
+    # comes with the dependencies).
     step "format"
     "$ROOT/scripts/format.sh" --check
 fi
-
-step "dependencies"
-"$ROOT/scripts/deps.sh"
 
 build() {
     local dir=$1

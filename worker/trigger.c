@@ -304,7 +304,7 @@ static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr, size_t errlen)
                                 svc->s->lock_ttl_s * 1000, got, errstr, errlen);
     if (err)
         goto out;
-    svc->redis_broken = 0;
+    rw_service_note_ok(svc, RW_SVC_REDIS);
     for (size_t j = 0; j < k; j++) {
         tgt_t *t = &c->t[idx[j]];
         if (got[j]) {
@@ -753,7 +753,7 @@ static bool load_current(rw_service_t *svc, const rw_batch_msg_t *m,
         *outcome = fail(svc, err, errstr, reason, len);
         return false;
     }
-    svc->pg_broken = 0;
+    rw_service_note_ok(svc, RW_SVC_PG);
     if (rw_chunk_terminal(c->state))
         return reopen_if_replayed(svc, m, msg, c, outcome, reason, len);
     return true;
