@@ -167,9 +167,9 @@ void rw_config_help(FILE *out, const char *prog, const char *about,
     }
 }
 
-void rw_config_init(int argc, char **argv, const char *prog,
-                    const char *about, const char *const *allowed_flags,
-                    const rw_cfg_key_t *keys, size_t n, void *base)
+void rw_config_init(int argc, char **argv, const char *prog, const char *about,
+                    const char *const *allowed_flags, const rw_cfg_key_t *keys,
+                    size_t n, void *base)
 {
     char errstr[512];
 
@@ -195,6 +195,6 @@ void rw_config_init(int argc, char **argv, const char *prog,
     }
     for (size_t i = 0; i < n; i++)
         if (keys[i].type == RW_CFG_LEVEL)
-            rw_log_set_level(
-                (rw_log_level_t) * (int *)((char *)base + keys[i].offset));
+            rw_log_set_level((rw_log_level_t) *
+                             (int *)((char *)base + keys[i].offset));
 }

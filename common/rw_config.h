@@ -58,8 +58,8 @@ void rw_config_help(FILE *out, const char *prog, const char *about,
  * level from a RW_CFG_LEVEL key if the table has one. Returns only on
  * success.
  */
-void rw_config_init(int argc, char **argv, const char *prog,
-                    const char *about, const char *const *allowed_flags,
-                    const rw_cfg_key_t *keys, size_t n, void *base);
+void rw_config_init(int argc, char **argv, const char *prog, const char *about,
+                    const char *const *allowed_flags, const rw_cfg_key_t *keys,
+                    size_t n, void *base);
 
 #endif

@@ -43,8 +43,8 @@ const char *rw_log_quote(char *buf, size_t buflen, const char *s);
     } while (0)
 
 #define rw_debug(comp, ...) RW_LOG(RW_LOG_DEBUG, comp, __VA_ARGS__)
-#define rw_info(comp, ...) RW_LOG(RW_LOG_INFO, comp, __VA_ARGS__)
-#define rw_warn(comp, ...) RW_LOG(RW_LOG_WARN, comp, __VA_ARGS__)
+#define rw_info(comp, ...)  RW_LOG(RW_LOG_INFO, comp, __VA_ARGS__)
+#define rw_warn(comp, ...)  RW_LOG(RW_LOG_WARN, comp, __VA_ARGS__)
 #define rw_error(comp, ...) RW_LOG(RW_LOG_ERROR, comp, __VA_ARGS__)
 
 #endif

@@ -72,7 +72,9 @@ typedef struct rw_settings {
 } rw_settings_t;
 
 #define RW_KEY(env, type, field, def, min, max, req, help)                     \
-    {env, type, def, min, max, offsetof(rw_settings_t, field), req, help}
+    {                                                                          \
+        env, type, def, min, max, offsetof(rw_settings_t, field), req, help    \
+    }
 
 #define RW_KEYS_PROCESS(default_port)                                          \
     RW_KEY("ROLLWAVE_LOG_LEVEL", RW_CFG_LEVEL, log_level, "info", 0, 0, 0,     \
@@ -163,10 +165,10 @@ typedef struct rw_settings {
                "3600", 0, 2592000, 0,                                          \
                "next_redeploy_at push-back after a failed trigger"),           \
         RW_KEY("ROLLWAVE_MAX_ATTEMPTS", RW_CFG_INT, max_attempts, "3", 1, 100, \
-               0, "attempts per target across retries and replays"),          \
+               0, "attempts per target across retries and replays"),           \
         RW_KEY("ROLLWAVE_TRIGGER_SETTLE_S", RW_CFG_INT, trigger_settle_s,      \
                "60", 0, 86400, 0,                                              \
-               "trigger in doubt: wait this long after the interrupted "      \
+               "trigger in doubt: wait this long after the interrupted "       \
                "trigger before trusting that Lagoon shows no such bulk")
 
 #define RW_KEYS_OUTBOX                                                         \
@@ -178,7 +180,7 @@ typedef struct rw_settings {
 #define RW_KEYS_FAULTS                                                         \
     RW_KEY("ROLLWAVE_FAULT_EXIT_AFTER_TRIGGER_PCT", RW_CFG_INT,                \
            fault_exit_after_trigger_pct, "0", 0, 100, 0,                       \
-           "test hook: share of successful triggers after which the worker "  \
+           "test hook: share of successful triggers after which the worker "   \
            "exits at once, before recording them (trigger in doubt)")
 
 #define RW_KEYS_LOCK                                                           \

@@ -23,8 +23,8 @@ int rw_ctl_parse_ll(const char *cmd, const char *opt, const char *val,
         return -1;
     }
     if (v < min || v > max) {
-        rw_ctl_errorf(cmd, "%s: %lld is out of range [%lld, %lld]", opt, v,
-                      min, max);
+        rw_ctl_errorf(cmd, "%s: %lld is out of range [%lld, %lld]", opt, v, min,
+                      max);
         return -1;
     }
     *out = v;

@@ -23,8 +23,9 @@ int rw_ctl_run(int argc, char **argv, const rw_settings_t *s)
     for (int i = 0; control[i]; i++)
         if (strcmp(argv[1], control[i]) == 0)
             return rw_ctl_run_control(argc - 1, argv + 1, s);
-    rw_ctl_errorf("run", "unknown verb '%s' (show, wait, pause, resume, abort, "
-                         "retry)",
+    rw_ctl_errorf("run",
+                  "unknown verb '%s' (show, wait, pause, resume, abort, "
+                  "retry)",
                   argv[1]);
     return RW_CTL_EXIT_USAGE;
 }

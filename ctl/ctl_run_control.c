@@ -39,8 +39,7 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
         } else if (!uuid && argv[i][0] != '-') {
             uuid = argv[i];
         } else {
-            rw_ctl_errorf("run", "%s: unexpected argument '%s'", verb,
-                          argv[i]);
+            rw_ctl_errorf("run", "%s: unexpected argument '%s'", verb, argv[i]);
             return RW_CTL_EXIT_USAGE;
         }
     }
@@ -54,8 +53,7 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
                              sizeof(errstr));
     if (err) {
         rw_ctl_errorf("run", "%s %s: %s", verb, uuid, errstr);
-        rc = err == RW_ERR_INVALID_ARG ? RW_CTL_EXIT_USAGE
-                                       : RW_CTL_EXIT_FAILED;
+        rc = err == RW_ERR_INVALID_ARG ? RW_CTL_EXIT_USAGE : RW_CTL_EXIT_FAILED;
         goto out;
     }
     printf("run %s: %s -> %s", uuid, r.status_before, r.status_after);
@@ -74,9 +72,10 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
             err = rw_outbox_relay(pg, kp, s, 1000, 0, &published, errstr,
                                   sizeof(errstr));
         if (err) {
-            rw_ctl_errorf("run", "%s recorded, but its batches are not "
-                                 "published yet (the producer will relay "
-                                 "them): %s",
+            rw_ctl_errorf("run",
+                          "%s recorded, but its batches are not "
+                          "published yet (the producer will relay "
+                          "them): %s",
                           verb, errstr);
             rc = RW_CTL_EXIT_FAILED;
             goto out;

@@ -288,18 +288,18 @@ static void show_text(const run_view_t *v)
 
     printf("\nchunks (%d)\n", PQntuples(v->chunks));
     rw_ctl_print_table(v->chunks, chunk_cols,
-                sizeof(chunk_cols) / sizeof(chunk_cols[0]));
+                       sizeof(chunk_cols) / sizeof(chunk_cols[0]));
     printf("\ntransitions (%d)\n", PQntuples(v->transitions));
     rw_ctl_print_table(v->transitions, transition_cols,
-                sizeof(transition_cols) / sizeof(transition_cols[0]));
+                       sizeof(transition_cols) / sizeof(transition_cols[0]));
     printf("\nfailed and timed-out targets (%d)\n", PQntuples(v->failed));
     if (PQntuples(v->failed))
         rw_ctl_print_table(v->failed, failed_cols,
-                    sizeof(failed_cols) / sizeof(failed_cols[0]));
+                           sizeof(failed_cols) / sizeof(failed_cols[0]));
     printf("\nskipped targets (%d)\n", PQntuples(v->skipped));
     if (PQntuples(v->skipped))
         rw_ctl_print_table(v->skipped, skipped_cols,
-                    sizeof(skipped_cols) / sizeof(skipped_cols[0]));
+                           sizeof(skipped_cols) / sizeof(skipped_cols[0]));
 }
 
 int rw_ctl_run_inspect(int argc, char **argv, const rw_settings_t *s)

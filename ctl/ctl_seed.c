@@ -95,8 +95,9 @@ int rw_ctl_seed(int argc, char **argv, const rw_settings_t *s)
             i++;
             continue;
         } else {
-            rw_ctl_errorf("seed", "unknown argument '%s' (see rollwavectl "
-                                  "seed --help)",
+            rw_ctl_errorf("seed",
+                          "unknown argument '%s' (see rollwavectl "
+                          "seed --help)",
                           opt);
             return RW_CTL_EXIT_USAGE;
         }

@@ -57,7 +57,6 @@ void rw_ctl_fmt_duration(long long secs, char *buf, size_t len)
         snprintf(buf, len, "%llds", secs);
 }
 
-
 /* The cell text: "-" for NULL, control characters blanked. */
 static void cell(const PGresult *res, int row, const rw_ctl_col_t *c, char *buf,
                  size_t len)
@@ -103,5 +102,6 @@ void rw_ctl_print_table(const PGresult *res, const rw_ctl_col_t *cols, size_t n)
     for (int r = 0; r < PQntuples(res); r++)
         for (size_t c = 0; c < n && c < 16; c++) {
             cell(res, r, &cols[c], buf, sizeof(buf));
-            put_cell(buf, w[c], c + 1 == n);        }
+            put_cell(buf, w[c], c + 1 == n);
+        }
 }

@@ -1,8 +1,9 @@
 /*
  * trigger: the worker's handling of one batch message (DESIGN.md section 7,
  * "Trigger"): skip what is done or in flight, re-check eligibility, take
- * budget from the fleet throttle, the Redis locks, claim in Postgres, fire one bulkDeployEnvironmentLatest
- * for the chunk, record the outcome, queue the first poll event.
+ * budget from the fleet throttle, the Redis locks, claim in Postgres, fire one
+ * bulkDeployEnvironmentLatest for the chunk, record the outcome, queue the
+ * first poll event.
  */
 #ifndef RW_WORKER_TRIGGER_H
 #define RW_WORKER_TRIGGER_H

@@ -176,4 +176,3 @@ int rw_prom_check_exposition(const char *text, char *why, size_t whylen)
     }
     return 0;
 }
-

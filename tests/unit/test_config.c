@@ -13,11 +13,8 @@
 #include "rw_settings.h"
 
 static const rw_cfg_key_t keys[] = {
-    RW_KEYS_PROCESS("9100"),
-    RW_KEYS_PG,
-    RW_KEYS_KAFKA,
-    RW_KEYS_KAFKA_GROUP("test-group"),
-    RW_KEYS_SCHEDULE,
+    RW_KEYS_PROCESS("9100"),           RW_KEYS_PG,       RW_KEYS_KAFKA,
+    RW_KEYS_KAFKA_GROUP("test-group"), RW_KEYS_SCHEDULE,
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 

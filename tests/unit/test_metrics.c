@@ -63,12 +63,14 @@ static void test_validator_rejects_bad_lines(void **state)
     assert_false(rw_prom_valid_line("# HELP abc bad \\q escape"));
     assert_int_not_equal(rw_prom_check_exposition("a 1", why, sizeof(why)), 0);
     assert_int_not_equal(
-        rw_prom_check_exposition("# HELP a h\n# TYPE a gauge\nb 1\n", why, sizeof(why)),
+        rw_prom_check_exposition("# HELP a h\n# TYPE a gauge\nb 1\n", why,
+                                 sizeof(why)),
         0);
-    assert_int_not_equal(rw_prom_check_exposition("# HELP a h\n# TYPE a gauge\n"
-                                          "# HELP a h\n# TYPE a gauge\n",
-                                          why, sizeof(why)),
-                         0);
+    assert_int_not_equal(
+        rw_prom_check_exposition("# HELP a h\n# TYPE a gauge\n"
+                                 "# HELP a h\n# TYPE a gauge\n",
+                                 why, sizeof(why)),
+        0);
 }
 
 static void test_counter_without_labels(void **state)
