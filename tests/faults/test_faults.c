@@ -50,17 +50,6 @@
 #include "rw_redis.h"
 #include "rw_settings.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define BUILT_WITH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define BUILT_WITH_ASAN 1
-#endif
-#endif
-#ifndef BUILT_WITH_ASAN
-#define BUILT_WITH_ASAN 0
-#endif
-
 #define APPS       4
 #define CHUNK_SIZE 25
 /* builds long enough that a fault lands while chunks are in flight */
@@ -87,13 +76,6 @@ typedef struct scen {
     long long faults;
 } scen_t;
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 static bool env_on(const char *name)
 {
     const char *v = getenv(name);
@@ -104,7 +86,7 @@ static bool env_on(const char *name)
 static void choose_size(void)
 {
     bool soak = env_on("RW_FAULTS_SOAK");
-    bool sanitized = env_on("RW_SANITIZED") || BUILT_WITH_ASAN;
+    bool sanitized = env_on("RW_SANITIZED") || RW_ITEST_ASAN;
 
     size.instances = soak && !sanitized ? 10000 : 2000;
     size.scale = soak ? 3 : 1;
@@ -227,7 +209,7 @@ static bool wait_progress(scen_t *s, enum progress what, long long permille)
             fail_msg("%s: progress stuck below %lld per mille", s->name,
                      permille);
         }
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
 }
 
@@ -238,7 +220,7 @@ static void hold(rw_itest_fleet_t *f, long long ms)
 
     while (rw_itest_now_ms() < end) {
         rw_itest_fleet_poll_kids(f);
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
 }
 
@@ -260,7 +242,7 @@ static long long leaked_locks(rw_itest_fleet_t *f)
     /* the lock release follows the commit that ends a target */
     while ((n = rw_itest_fleet_lock_keys(f)) > 0 &&
            rw_itest_now_ms() < deadline)
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     return n;
 }
 
@@ -446,7 +428,7 @@ static void test_producer_kill9(void **state)
         pid_t pid = rw_itest_fleet_spawn(f, argv);
         long long delay = tick_ms / 10 + rand() % (tick_ms * 8 / 10 + 1);
 
-        sleep_ms((long)delay);
+        rw_itest_sleep_ms((long)delay);
         if (rw_itest_fleet_alive(f, pid)) {
             rw_itest_fleet_kill9(f, pid, false);
             s.faults++;
@@ -993,7 +975,7 @@ static void wait_forwarded(rw_itest_redis_proxy_t *p, long long want)
         if (rw_itest_now_ms() > deadline)
             fail_msg("the proxy forwarded %lld commands, want %lld",
                      rw_itest_redis_proxy_forwarded(p), want);
-        sleep_ms(10);
+        rw_itest_sleep_ms(10);
     }
 }
 
@@ -1068,7 +1050,7 @@ static void test_harness_redis_proxy(void **state)
             if (rw_itest_now_ms() > deadline)
                 fail_msg("the proxy answered %lld commands with the error",
                          rw_itest_redis_proxy_faulted(p));
-            sleep_ms(10);
+            rw_itest_sleep_ms(10);
         }
     }
     r = redisCommand(direct, "RPUSH %s x", list);
@@ -1228,7 +1210,7 @@ static void test_abort_in_doubt(void **state)
             fail_msg("%lld of 2 workers died by the fault hook in 60 s",
                      rw_itest_fleet_fault_exits(f));
         }
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
     s.faults = rw_itest_fleet_fault_exits(f);
     in_doubt = chunks_in(f, "triggering");
@@ -1593,7 +1575,7 @@ static void wait_sim_stat(rw_itest_fleet_t *f, const char *key)
     while (rw_itest_fleet_sim_stat(f, key) < 1) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("the simulator counted no %s in 60 s", key);
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
 }
 

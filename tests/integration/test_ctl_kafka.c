@@ -105,12 +105,6 @@ static long long replay_rows(rw_pg_t *pg)
     return n;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -741,10 +735,10 @@ static void test_replay_to_datetime(void **state)
     scenario_init(&sc);
     pg = scenario_pg(&sc);
     produce(&sc, sc.topic, "a", N, 0, a);
-    sleep_ms(100);
+    rw_itest_sleep_ms(100);
     t = wall_ms();
     iso_utc(when, sizeof(when), t);
-    sleep_ms(100);
+    rw_itest_sleep_ms(100);
     memcpy(all, a, sizeof(all));
     produce(&sc, sc.topic, "b", N, 0, all);
     n = partitions(&sc, sc.topic);
@@ -835,7 +829,7 @@ static void test_replay_refused_while_group_live(void **state)
         long long until = rw_itest_now_ms() + atoll(SESSION_MS) + 3000;
         while (rw_itest_now_ms() < until) {
             keep_alive(&l);
-            sleep_ms(50);
+            rw_itest_sleep_ms(50);
         }
     }
     rw_kafka_consumer_destroy(l.kc);

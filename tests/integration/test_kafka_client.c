@@ -47,12 +47,6 @@ typedef struct fixture {
 
 static fixture_t fx;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int read_bootstrap(void)
 {
     FILE *f = fopen(fx.bootstrap_file, "r");
@@ -130,7 +124,7 @@ static int start_broker(void **state)
             fprintf(stderr, "no bootstrap file from rollwave-devbroker\n");
             return -1;
         }
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
     fx.s.kafka_brokers = fx.bootstrap;
     fx.s.kafka_topic_prefix = fx.prefix;

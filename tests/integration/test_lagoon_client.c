@@ -41,13 +41,6 @@ typedef struct sim {
     char admin_url[128]; /* http://127.0.0.1:port */
 } sim_t;
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -129,7 +122,7 @@ static int start_sim(void **state)
             dump_sim_log(sim);
             fail_msg("lagoon-sim exited before listening (status %d)", status);
         }
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     if (port <= 0) {
         kill(sim->pid, SIGKILL);
@@ -161,7 +154,7 @@ static int stop_sim(void **state)
                 waitpid(sim->pid, &status, 0);
                 break;
             }
-            sleep_ms(20);
+            rw_itest_sleep_ms(20);
         }
     }
     unlink(sim->port_file);
@@ -323,7 +316,7 @@ static void test_bulk_rows_appear_and_finish(void **state)
                      d->n);
         rw_lagoon_deployments_free(d);
         d = NULL;
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
     for (size_t i = 0; i < 3; i++) {
         const rw_lagoon_deployment_t *r =
@@ -603,7 +596,7 @@ static void test_find_bulk_after_trigger(void **state)
             found_at = rw_itest_now_ms();
             break;
         }
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     if (!found_at)
         fail_msg("bulk %s not found by name within 10 s", bulk_id);

@@ -46,12 +46,6 @@ static char work_dir[256];
 
 /* ---- process helpers ---------------------------------------------------- */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /*
  * Runs the sim binary with args (NULL-terminated) to completion; returns
  * its exit status and what it wrote to stdout and stderr (caller frees).
@@ -140,7 +134,7 @@ static int start_sim(void **state)
             fail_msg("rollwave-lagoon-sim (%s) exited at start; see %s", bin,
                      log_file);
         }
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     if (port <= 0)
         fail_msg("rollwave-lagoon-sim wrote no port file within 15 s");
@@ -164,7 +158,7 @@ static int stop_sim(void **state)
                 waitpid(sim_pid, &status, 0);
                 break;
             }
-            sleep_ms(20);
+            rw_itest_sleep_ms(20);
         }
         sim_pid = -1;
     }
@@ -461,7 +455,7 @@ static json_t *wait_terminal(const char *bulk_id, size_t want_rows)
         if (json_array_size(rows) == want_rows && done == want_rows)
             return rows;
         json_decref(rows);
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
     fail_msg("bulk %s did not reach terminal states within 20 s", bulk_id);
     return NULL;
@@ -611,7 +605,7 @@ static void test_bulk_lifecycle(void **state)
         json_decref(rows);
         if (all_done)
             break;
-        sleep_ms(30);
+        rw_itest_sleep_ms(30);
     }
     assert_true(first_seen > 0);
     if (first_seen - t0 < ROWS_DELAY_MS - 5)
@@ -1153,7 +1147,7 @@ static resp_t executed_fault(const char *project, const char *name)
     while (deployments_named(project, name) == 0) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("bulk %s of %s never showed up by name", name, project);
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     assert_int_equal(deployments_named(project, name), 1);
     return r;
@@ -1227,7 +1221,7 @@ static void test_reject(void **state)
     assert_string_equal(row_env(json_array_get(rows, 0)), "ok");
     json_decref(rows);
     /* Well past every delay, the rejected ones still have no row. */
-    sleep_ms(300);
+    rw_itest_sleep_ms(300);
     rows = rows_of(bulk);
     assert_int_equal(json_array_size(rows), 1);
     json_decref(rows);
@@ -1271,7 +1265,7 @@ static void test_concurrency_cap(void **state)
             saw_queued = true;
         if (done == 3)
             break;
-        sleep_ms(30);
+        rw_itest_sleep_ms(30);
     }
     assert_true(saw_queued);
     rows = wait_terminal(bulk, 3);
@@ -1341,7 +1335,7 @@ static void wait_status(const char *bulk, const char *want)
         json_decref(rows);
         if (hit)
             return;
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     fail_msg("bulk %s never reached %s within 20 s", bulk, want);
 }
@@ -1388,7 +1382,7 @@ static void test_one_build_per_env(void **state)
         json_decref(deps);
         if (rw_itest_now_ms() > deadline)
             fail_msg("the two builds of pe-proj/main did not end in 20 s");
-        sleep_ms(30);
+        rw_itest_sleep_ms(30);
     }
     assert_true(saw_wait);
     assert_string_equal(row_status(a), "complete");
@@ -1471,7 +1465,7 @@ static void test_superseded_cancel(void **state)
         json_decref(deps);
         if (rw_itest_now_ms() > deadline)
             fail_msg("sc-proj/main builds did not end in 20 s");
-        sleep_ms(30);
+        rw_itest_sleep_ms(30);
     }
     assert_string_equal(row_status(r0), "complete");
     assert_string_equal(row_status(r2), "complete");
@@ -1605,7 +1599,7 @@ static void test_trigger_timeline(void **state)
     before = wall_ms();
     free(bulk_deploy(two));
     after = wall_ms();
-    sleep_ms(1100);
+    rw_itest_sleep_ms(1100);
     free(bulk_deploy(three));
 
     s = stats();
@@ -1675,7 +1669,7 @@ static void test_cap_lowered(void **state)
             break;
         if (rw_itest_now_ms() > deadline)
             fail_msg("the first three builds did not end in 20 s");
-        sleep_ms(30);
+        rw_itest_sleep_ms(30);
     }
     rows = wait_terminal(first, 3);
     json_array_foreach(rows, i, row)
@@ -1790,7 +1784,7 @@ static void test_clean_shutdown(void **state)
         got = waitpid(sim_pid, &status, WNOHANG);
         if (got == sim_pid)
             break;
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     if (got != sim_pid)
         fail_msg("rollwave-lagoon-sim ignored SIGTERM for 10 s");

@@ -32,40 +32,6 @@
 
 /* ---- helpers ---- */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static long long add_app(rw_itest_fleet_t *f)
-{
-    return rw_itest_fleet_ll(f,
-                             "INSERT INTO store_apps (name, redeploy_enabled,"
-                             "   redeploy_interval_days)"
-                             " VALUES ('app', true, 7) RETURNING id",
-                             0, NULL);
-}
-
-/* n eligible instances "<prefix><k>" of app, due now. */
-static void add_instances(rw_itest_fleet_t *f, long long app,
-                          const char *prefix, int n)
-{
-    char app_s[24], n_s[16];
-    const char *p[3] = {app_s, prefix, n_s};
-
-    snprintf(app_s, sizeof(app_s), "%lld", app);
-    snprintf(n_s, sizeof(n_s), "%d", n);
-    PQclear(rw_itest_fleet_q(
-        f,
-        "INSERT INTO app_instances (name, store_app_id, status,"
-        "   lagoon_project, lagoon_environment)"
-        " SELECT $2 || g, $1::bigint, 'running-healthy-unclaimed', $2 || g,"
-        "   'main' FROM generate_series(1, $3::int) g",
-        3, p));
-}
-
 /*
  * rollwavectl with argv (NULL-terminated, without the binary name); stdout
  * and stderr into out and err (OUT_LEN each). Returns the exit status.
@@ -185,7 +151,7 @@ static void wait_status(rw_itest_fleet_t *f, long long id, const char *want,
                      timeout_ms, want);
         }
         rw_itest_fleet_poll_kids(f);
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
 }
 
@@ -219,7 +185,7 @@ static void wait_no_flight(rw_itest_fleet_t *f, long long timeout_ms)
                      timeout_ms);
         }
         rw_itest_fleet_poll_kids(f);
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 }
 
@@ -321,10 +287,10 @@ static void test_pause_holds_run_resume_finishes(void **state)
 
     *state = f;
     rw_itest_fleet_set(f, "ROLLWAVE_LAGOON_TIMEOUT_MS", "10000");
-    app_a = add_app(f);
-    app_b = add_app(f);
-    add_instances(f, app_a, "pa", 20);
-    add_instances(f, app_b, "pb", 4);
+    app_a = rw_itest_fleet_add_app(f, 0);
+    app_b = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app_a, "pa", 20);
+    rw_itest_fleet_add_instances(f, app_b, "pb", 4);
     rw_itest_fleet_snapshot(f);
     rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
@@ -338,7 +304,7 @@ static void test_pause_holds_run_resume_finishes(void **state)
     paused_at = rw_itest_now_ms();
     assert_non_null(strstr(out, "running -> paused"));
     /* a trigger already under way when the pause landed may still end */
-    sleep_ms(1500);
+    rw_itest_sleep_ms(1500);
     chunks = run_ll(f, a,
                     "SELECT count(*) FROM run_chunks WHERE run_id ="
                     " $1::bigint AND state = 'pending'");
@@ -355,7 +321,7 @@ static void test_pause_holds_run_resume_finishes(void **state)
     b = redeploy_app(f, app_b);
     wait_status(f, b, "completed", FINAL_TIMEOUT_MS);
     while (rw_itest_now_ms() - paused_at < 5000)
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     run_status(f, a, st, sizeof(st));
     assert_string_equal(st, "paused");
     n = run_ll(f, a,
@@ -420,8 +386,8 @@ static void test_abort_cancels_pending_targets(void **state)
 
     *state = f;
     rw_itest_fleet_set(f, "ROLLWAVE_LAGOON_TIMEOUT_MS", "10000");
-    app = add_app(f);
-    add_instances(f, app, "ab", 20);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "ab", 20);
     rw_itest_fleet_snapshot(f);
     rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
@@ -499,8 +465,8 @@ static void test_retry_retriggers_only_failed(void **state)
     int rc;
 
     *state = f;
-    app = add_app(f);
-    add_instances(f, app, "rt", 20);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "rt", 20);
     rw_itest_fleet_snapshot(f);
     worker = rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
@@ -622,7 +588,7 @@ static void wait_worker_caught_up(rw_itest_fleet_t *f, long long timeout_ms)
             fail_msg("worker group has not consumed every batch: %s", offs);
         }
         rw_itest_fleet_poll_kids(f);
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
 }
 
@@ -644,8 +610,8 @@ static void test_replay_retriggers_only_failed(void **state)
     rw_itest_fleet_private_broker(f, 1);
     snprintf(group, sizeof(group), "%sworker", rw_itest_fleet_prefix(f));
     snprintf(topic, sizeof(topic), "%sbatches", rw_itest_fleet_prefix(f));
-    app = add_app(f);
-    add_instances(f, app, "rp", 20);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "rp", 20);
     rw_itest_fleet_snapshot(f);
     worker = rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
@@ -748,8 +714,8 @@ static void test_lag_shows_unconsumed_batches(void **state)
     long long app, a, chunks, lag = -1, deadline;
 
     *state = f;
-    app = add_app(f);
-    add_instances(f, app, "lg", 6);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "lg", 6);
     rw_itest_fleet_snapshot(f);
 
     a = redeploy_app(f, app);
@@ -767,7 +733,7 @@ static void test_lag_shows_unconsumed_batches(void **state)
         lag = worker_lag(f);
         if (lag == 0)
             break;
-        sleep_ms(300);
+        rw_itest_sleep_ms(300);
     }
     if (lag != 0)
         fail_msg("worker group lag is %lld after the run ended", lag);
@@ -855,7 +821,7 @@ static void wait_health(rw_itest_fleet_t *f, int port, long want,
             fail_msg("%s /healthz on port %d answers %ld (%s), want %ld", what,
                      port, got, buf, want);
         rw_itest_fleet_poll_kids(f);
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 }
 
@@ -933,8 +899,8 @@ static void test_metrics_and_health(void **state)
         pport = free_port();
     snprintf(port_s[0], sizeof(port_s[0]), "%d", wport);
     snprintf(port_s[1], sizeof(port_s[1]), "%d", pport);
-    app = add_app(f);
-    add_instances(f, app, "mt", 10);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "mt", 10);
     rw_itest_fleet_snapshot(f);
     rw_itest_fleet_start_with(f, "rollwave-worker", "worker",
                               "ROLLWAVE_METRICS_PORT", port_s[0], false);

@@ -50,12 +50,6 @@ typedef struct fixture {
 
 static fixture_t fx;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int read_bootstrap(void)
 {
     FILE *f = fopen(fx.bootstrap_file, "r");
@@ -98,7 +92,7 @@ static void broker_signal(int sig, const char *event)
     while (log_count(event) == before) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("devbroker did not log %s within 10 s", event);
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
 }
 
@@ -165,7 +159,7 @@ static int setup(void **state)
             fprintf(stderr, "no bootstrap file from rollwave-devbroker\n");
             return -1;
         }
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
     fx.s.kafka_brokers = fx.bootstrap;
     fx.s.kafka_topic_prefix = fx.prefix;

@@ -26,13 +26,6 @@
 
 /* ---- seeding ---- */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 /* Store app; interval and beta_interval in days, NULL = none. */
 static long long add_app(rw_itest_fleet_t *f, bool enabled,
                          const char *interval, const char *beta_interval,
@@ -742,7 +735,7 @@ static void test_poll_sequence_to_success(void **state)
             break;
         if (rw_itest_now_ms() > deadline)
             rw_itest_fleet_wait_final(f, 1, 0); /* fails with the details */
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     if (!strstr(seen, "new ") || !strstr(seen, "running ") ||
         strstr(seen, "new ") > strstr(seen, "running ") ||
@@ -992,7 +985,7 @@ static void wait_batches_consumed(rw_itest_fleet_t *f, long long timeout_ms)
                      "(committed/end):%s",
                      detail);
         }
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
     rw_kafka_consumer_destroy(kc);
 }

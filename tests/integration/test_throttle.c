@@ -36,35 +36,17 @@
 #include "rw_pg.h"
 #include "rw_settings.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define BUILT_WITH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define BUILT_WITH_ASAN 1
-#endif
-#endif
-#ifndef BUILT_WITH_ASAN
-#define BUILT_WITH_ASAN 0
-#endif
-
 /* Resources a failed assertion would otherwise leave behind. */
 static rw_pg_t *blocker; /* second session holding row locks */
 static rd_kafka_t *kafka;
 static rw_kafka_consumer_t *member; /* joins the worker group */
 static int delivery_failures;
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 /* A deadline for this build: sanitized daemons are several times slower. */
 static long long deadline_ms(long long ms)
 {
     const char *v = getenv("RW_SANITIZED");
-    bool sanitized = BUILT_WITH_ASAN || (v && *v && strcmp(v, "0") != 0);
+    bool sanitized = RW_ITEST_ASAN || (v && *v && strcmp(v, "0") != 0);
 
     return sanitized ? 2 * ms : ms;
 }
@@ -102,38 +84,6 @@ static rw_itest_fleet_t *new_fleet(void **state, int build_min, int build_max,
     return f;
 }
 
-/* An enabled store app with a cadence; chunk NULL = the fleet's size. */
-static long long add_app(rw_itest_fleet_t *f, const char *chunk)
-{
-    const char *p[1] = {chunk};
-
-    return rw_itest_fleet_ll(f,
-                             "INSERT INTO store_apps (name, redeploy_enabled,"
-                             "   redeploy_interval_days, bulk_chunk_size)"
-                             " VALUES ('app', true, 7, $1::int) RETURNING id",
-                             1, p);
-}
-
-/* n eligible instances "<prefix><k>" of app, all due. */
-static void add_instances(rw_itest_fleet_t *f, long long app,
-                          const char *prefix, int n)
-{
-    char app_s[24], n_s[16];
-    const char *p[3] = {app_s, prefix, n_s};
-
-    snprintf(app_s, sizeof(app_s), "%lld", app);
-    snprintf(n_s, sizeof(n_s), "%d", n);
-    PQclear(rw_itest_fleet_q(
-        f,
-        "INSERT INTO app_instances (name, store_app_id, status,"
-        "   lagoon_project, lagoon_environment)"
-        " SELECT $2 || g, $1::bigint,"
-        "   CASE WHEN g % 2 = 0 THEN 'running-healthy-claimed'"
-        "        ELSE 'running-healthy-unclaimed' END, $2 || g, 'main'"
-        " FROM generate_series(1, $3::int) g",
-        3, p));
-}
-
 /*
  * Start the daemons and wait until each has its partitions. A rollout
  * started before the groups settle has batches held for budget while the
@@ -162,7 +112,7 @@ static void start_daemons(rw_itest_fleet_t *f, int workers, int pollers)
                 fail_msg("daemon %d of %d got no partitions within 30 s", i + 1,
                          n);
             }
-            sleep_ms(100);
+            rw_itest_sleep_ms(100);
         }
 }
 
@@ -260,7 +210,7 @@ static void wait_progress(rw_itest_fleet_t *f, bool done, long long permille,
                      done ? "finished" : "past pending", progress(f, done),
                      timeout_ms, permille);
         }
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
 }
 
@@ -353,7 +303,7 @@ static void wait_lag_drained(rw_itest_fleet_t *f, long long timeout_ms)
             rw_itest_fleet_dump_logs(f);
             fail_msg("batches lag still %lld after %lld ms", lag, timeout_ms);
         }
-        sleep_ms(250);
+        rw_itest_sleep_ms(250);
     }
 }
 
@@ -418,8 +368,8 @@ static void test_in_flight_cap(void **state)
     rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 50, "100", NULL);
     long long app;
 
-    app = add_app(f, NULL);
-    add_instances(f, app, "cap", 2000);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "cap", 2000);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 2);
     rw_itest_fleet_tick(f);
@@ -451,8 +401,8 @@ static void test_trigger_rate(void **state)
     json_t *stats, *per;
     size_t len;
 
-    app = add_app(f, NULL);
-    add_instances(f, app, "rate", 300);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "rate", 300);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 1);
     rw_itest_fleet_tick(f);
@@ -511,8 +461,8 @@ static rw_itest_fleet_t *leak_fleet(void **state)
     rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_INTERVAL_S", "1");
     rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_POLL_STALE_S", "15");
     rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_PENDING_STALE_S", "30");
-    app = add_app(f, NULL);
-    add_instances(f, app, "leak", 1000);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "leak", 1000);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 2);
     rw_itest_fleet_tick(f);
@@ -564,7 +514,7 @@ static pid_t wait_lease_holder(rw_itest_fleet_t *f, long long *lease_id,
             rw_itest_fleet_dump_logs(f);
             fail_msg("no worker took budget within %lld ms", timeout_ms);
         }
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
 }
 
@@ -613,7 +563,7 @@ static void test_budget_survives_kill9(void **state)
                              1, p) > 0) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("the killed worker's lease %lld is still live", lease);
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 
     wait_progress(f, true, 600, deadline_ms(90000));
@@ -669,8 +619,8 @@ static void test_emergency_brake(void **state)
     long long app, braked_at, deadline, triggered, lag;
     json_t *o;
 
-    app = add_app(f, NULL);
-    add_instances(f, app, "brake", 600);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "brake", 600);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 2);
     rw_itest_fleet_tick(f);
@@ -693,7 +643,7 @@ static void test_emergency_brake(void **state)
             fail_msg("leases (%lld) or triggering chunks (%lld) outlive the "
                      "brake",
                      live_leases(f), chunks_in(f, "triggering"));
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     triggered = rw_itest_fleet_sim_stat(f, "environments_triggered");
     for (int i = 0; i < 12; i++) {
@@ -702,7 +652,7 @@ static void test_emergency_brake(void **state)
             fail_msg("braked, yet Lagoon saw %lld environments triggered, "
                      "then %lld",
                      triggered, now);
-        sleep_ms(250);
+        rw_itest_sleep_ms(250);
     }
 
     /* polling goes on: every build in flight ends, nothing new starts */
@@ -712,7 +662,7 @@ static void test_emergency_brake(void **state)
         if (rw_itest_now_ms() > deadline)
             fail_msg("braked: %lld builds still in flight after 30 s",
                      in_flight(f));
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
     assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"),
                      triggered);
@@ -833,12 +783,12 @@ static void test_held_batch_does_not_stall(void **state)
     pid_t worker;
     PGresult *res;
 
-    a = add_app(f, NULL);
-    b = add_app(f, NULL);
-    c = add_app(f, "5");
-    add_instances(f, a, "a", 5);
-    add_instances(f, b, "b", 10);
-    add_instances(f, c, "c", 5);
+    a = rw_itest_fleet_add_app(f, 0);
+    b = rw_itest_fleet_add_app(f, 0);
+    c = rw_itest_fleet_add_app(f, 5);
+    rw_itest_fleet_add_instances(f, a, "a", 5);
+    rw_itest_fleet_add_instances(f, b, "b", 10);
+    rw_itest_fleet_add_instances(f, c, "c", 5);
     rw_itest_fleet_snapshot(f);
     worker = rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
@@ -880,7 +830,7 @@ static void test_held_batch_does_not_stall(void **state)
             rw_itest_fleet_dump_logs(f);
             fail_msg("run B's batch was never held for budget");
         }
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 
     /* poison on the other partitions goes to the dead letters */
@@ -905,7 +855,7 @@ static void test_held_batch_does_not_stall(void **state)
                      "waits on another partition",
                      dead);
         }
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     chunk_state(f, b, st, sizeof(st));
     assert_string_equal(st, "pending");
@@ -933,7 +883,7 @@ static void test_held_batch_does_not_stall(void **state)
             rw_itest_fleet_dump_logs(f);
             fail_msg("run C's chunk, which fits, is %s while B waits", st);
         }
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     /* B waited all along: A's builds still hold the budget */
     chunk_state(f, b, st, sizeof(st));
@@ -981,8 +931,8 @@ static void test_held_batch_survives_rebalance(void **state)
     rw_settings_t s;
     pid_t worker;
 
-    app = add_app(f, NULL);
-    add_instances(f, app, "rb", 10);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "rb", 10);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 1, 1);
     worker = rw_itest_fleet_running(f, "rollwave-worker", 0);
@@ -997,7 +947,7 @@ static void test_held_batch_survives_rebalance(void **state)
         rw_itest_fleet_poll_kids(f);
         if (rw_itest_now_ms() > deadline)
             fail_msg("the braked batch was never held");
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 
     /* a second member of the worker group, for a topic of its own: the
@@ -1062,8 +1012,8 @@ static void test_adaptive_limit(void **state)
         state, 1000, 2000, "\"max_concurrent_builds\":30", 10, "100", NULL);
     long long app, eff = -1, lowest = 1000, deadline;
 
-    app = add_app(f, NULL);
-    add_instances(f, app, "adapt", 700);
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "adapt", 700);
     rw_itest_fleet_snapshot(f);
     start_daemons(f, 2, 2);
     rw_itest_fleet_tick(f);
@@ -1086,7 +1036,7 @@ static void test_adaptive_limit(void **state)
             fail_msg("effective limit %lld after 40 s of Lagoon queueing "
                      "beyond 30 builds",
                      eff);
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
     assert_true(progress(f, true) < 1000);
 
@@ -1106,7 +1056,7 @@ static void test_adaptive_limit(void **state)
             fail_msg("effective limit still %lld 40 s after Lagoon's cap "
                      "went to 100",
                      eff);
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
     if (lowest < 10)
         fail_msg("the effective limit went down to %lld, below one chunk",

@@ -29,4 +29,19 @@ void rw_itest_bin(char *buf, size_t len, const char *name);
 /* Milliseconds on a monotonic clock. */
 long long rw_itest_now_ms(void);
 
+/* Sleep ms milliseconds (tests poll conditions with it, never race them). */
+void rw_itest_sleep_ms(long ms);
+
+/* 1 in a build with AddressSanitizer: deadlines there are longer. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RW_ITEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RW_ITEST_ASAN 1
+#endif
+#endif
+#ifndef RW_ITEST_ASAN
+#define RW_ITEST_ASAN 0
+#endif
+
 #endif

@@ -109,13 +109,6 @@ static kid_t *find_kid(rw_itest_fleet_t *f, pid_t pid);
 static const char FINAL_SQL[] =
     "('completed', 'partial_failed', 'failed', 'cancelled')";
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
 /* ---- processes ---- */
 
 /* environ without the overridden keys, then the overrides, then extra
@@ -212,7 +205,7 @@ static int wait_pid(pid_t pid, long long timeout_ms)
             return -1;
         if (rw_itest_now_ms() > deadline)
             return -1;
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
 }
 
@@ -404,7 +397,7 @@ static void start_sim(rw_itest_fleet_t *f, const char *config)
             tail_file("lagoon-sim", f->sim_log, 2000);
             fail_msg("lagoon-sim exited before listening (status %d)", status);
         }
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     if (port <= 0)
         fail_msg("lagoon-sim wrote no port to %s within 10 s",
@@ -1116,7 +1109,7 @@ void rw_itest_fleet_wait_final(rw_itest_fleet_t *f, long long min_runs,
                      "want at least %lld runs):\n%s",
                      timeout_ms, final, total, min_runs, desc);
         }
-        sleep_ms(200);
+        rw_itest_sleep_ms(200);
     }
 }
 
@@ -1134,7 +1127,7 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
         check_kids_alive(f);
         if (rw_itest_now_ms() > deadline)
             break;
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     describe_runs(f, desc, sizeof(desc));
     rw_itest_fleet_dump_logs(f);
@@ -1275,7 +1268,7 @@ static void check_outbox_and_locks(rw_itest_fleet_t *f)
             return;
         if (rw_itest_now_ms() > deadline)
             break;
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
     if (unpublished)
         fail_msg("%lld outbox rows stay unpublished", unpublished);
@@ -1484,7 +1477,7 @@ void rw_itest_fleet_private_broker(rw_itest_fleet_t *f, int brokers)
         }
         if (rw_itest_now_ms() > deadline)
             fail_msg("devbroker wrote no bootstrap file within 15 s");
-        sleep_ms(20);
+        rw_itest_sleep_ms(20);
     }
     rw_itest_fleet_set(f, "ROLLWAVE_KAFKA_BROKERS", f->brokers);
 }
@@ -1574,7 +1567,7 @@ void rw_itest_fleet_stop_redis(rw_itest_fleet_t *f)
     while (redis_pings(port)) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("redis on port %d did not shut down", port);
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
 }
 
@@ -1599,14 +1592,14 @@ void rw_itest_fleet_start_redis(rw_itest_fleet_t *f)
     while (!redis_pings(port)) {
         if (rw_itest_now_ms() > deadline)
             fail_msg("redis did not come back on port %d", port);
-        sleep_ms(50);
+        rw_itest_sleep_ms(50);
     }
 }
 
 void rw_itest_fleet_restart_redis(rw_itest_fleet_t *f, long long down_ms)
 {
     rw_itest_fleet_stop_redis(f);
-    sleep_ms(down_ms);
+    rw_itest_sleep_ms(down_ms);
     rw_itest_fleet_start_redis(f);
 }
 
@@ -1641,7 +1634,7 @@ void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
              ">/dev/null 2>&1",
              as, pg_ctl, base);
     shell(cmd, "postgres stop");
-    sleep_ms(down_ms);
+    rw_itest_sleep_ms(down_ms);
     snprintf(cmd, sizeof(cmd),
              "cd / && %s '%s' -D '%s/data' -l '%s/pg.log' -w -t 30 "
              "-o '-p %d' start >/dev/null 2>&1",
@@ -1658,7 +1651,7 @@ void rw_itest_fleet_restart_pg(rw_itest_fleet_t *f, long long down_ms)
             break;
         if (rw_itest_now_ms() > deadline)
             fail_msg("postgres did not accept connections on port %s", port_s);
-        sleep_ms(100);
+        rw_itest_sleep_ms(100);
     }
 }
 
@@ -1802,7 +1795,7 @@ static bool pg_read_only_apply(rw_itest_fleet_t *f, bool on,
                      on ? "off" : "on");
             ok = false;
         } else {
-            sleep_ms(50);
+            rw_itest_sleep_ms(50);
         }
     }
     /* sessions that are open keep their transaction until the next one:
@@ -1862,4 +1855,36 @@ void rw_itest_fleet_scan_logs(rw_itest_fleet_t *f)
                 }
         fclose(fp);
     }
+}
+
+long long rw_itest_fleet_add_app(rw_itest_fleet_t *f, long long chunk_size)
+{
+    char chunk_s[24];
+    const char *p[1] = {chunk_size > 0 ? chunk_s : NULL};
+
+    snprintf(chunk_s, sizeof(chunk_s), "%lld", chunk_size);
+    return rw_itest_fleet_ll(f,
+                             "INSERT INTO store_apps (name, redeploy_enabled,"
+                             "   redeploy_interval_days, bulk_chunk_size)"
+                             " VALUES ('app', true, 7, $1::int) RETURNING id",
+                             1, p);
+}
+
+void rw_itest_fleet_add_instances(rw_itest_fleet_t *f, long long app,
+                                  const char *prefix, int n)
+{
+    char app_s[24], n_s[16];
+    const char *p[3] = {app_s, prefix, n_s};
+
+    snprintf(app_s, sizeof(app_s), "%lld", app);
+    snprintf(n_s, sizeof(n_s), "%d", n);
+    PQclear(rw_itest_fleet_q(
+        f,
+        "INSERT INTO app_instances (name, store_app_id, status,"
+        "   lagoon_project, lagoon_environment)"
+        " SELECT $2 || g, $1::bigint,"
+        "   CASE WHEN g % 2 = 0 THEN 'running-healthy-claimed'"
+        "        ELSE 'running-healthy-unclaimed' END, $2 || g, 'main'"
+        " FROM generate_series(1, $3::int) g",
+        3, p));
 }

@@ -192,6 +192,17 @@ void rw_itest_fleet_wait_count(rw_itest_fleet_t *f, const char *sql,
                                long long want, long long timeout_ms,
                                const char *what);
 
+/* An enabled store app on a 7-day cadence; chunk_size 0 = the fleet's. */
+long long rw_itest_fleet_add_app(rw_itest_fleet_t *f, long long chunk_size);
+
+/*
+ * n instances "<prefix><k>" of app (k from 1), all due now and eligible:
+ * even k running-healthy-claimed, odd k running-healthy-unclaimed, Lagoon
+ * target project "<prefix><k>", environment "main".
+ */
+void rw_itest_fleet_add_instances(rw_itest_fleet_t *f, long long app,
+                                  const char *prefix, int n);
+
 /* ---- the simulator ---- */
 
 /* GET (body NULL) or POST JSON to the simulator's admin API. */
