@@ -11,12 +11,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -467,4 +469,37 @@ double rw_bench_db_now(rw_pg_t *pg)
         t = rw_bench_num(res, "t");
     PQclear(res);
     return t;
+}
+
+rw_err_t rw_bench_dirs(const char *bin_opt, const char *log_opt,
+                       const char *name, char *bin_dir, char *log_dir,
+                       char *errstr, size_t errlen)
+{
+    if (bin_opt) {
+        snprintf(bin_dir, PATH_MAX, "%s", bin_opt);
+    } else {
+        ssize_t r = readlink("/proc/self/exe", bin_dir, PATH_MAX - 1);
+        char *slash;
+        if (r <= 0)
+            return rw_err_set(errstr, errlen, RW_ERR_IO,
+                              "cannot find my own directory: use --bin-dir");
+        bin_dir[r] = '\0';
+        slash = strrchr(bin_dir, '/');
+        if (slash)
+            *slash = '\0';
+    }
+    if (log_opt) {
+        snprintf(log_dir, PATH_MAX, "%s", log_opt);
+        if (mkdir(log_dir, 0755) != 0 && errno != EEXIST)
+            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdir %s: %s",
+                              log_dir, strerror(errno));
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(log_dir, PATH_MAX, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+                 name);
+        if (!mkdtemp(log_dir))
+            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdtemp: %s",
+                              strerror(errno));
+    }
+    return RW_OK;
 }

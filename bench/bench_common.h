@@ -121,4 +121,13 @@ double rw_bench_num(const PGresult *res, const char *col);
 /* The database clock, seconds since the epoch (0 on error). */
 double rw_bench_db_now(rw_pg_t *pg);
 
+/*
+ * The daemons' directory (given, or this program's own) and a log
+ * directory (given and created if missing, or a new "<tmp>/<name>-XXXXXX"
+ * under $TMPDIR). Both buffers are PATH_MAX long.
+ */
+rw_err_t rw_bench_dirs(const char *bin_opt, const char *log_opt,
+                       const char *name, char *bin_dir, char *log_dir,
+                       char *errstr, size_t errlen);
+
 #endif

@@ -1241,33 +1241,10 @@ static rw_err_t prepare(bench_t *b, char *errstr, size_t errlen)
 {
     rw_err_t err;
 
-    if (b->o.bin_dir) {
-        snprintf(b->bin_dir, sizeof(b->bin_dir), "%s", b->o.bin_dir);
-    } else {
-        ssize_t r =
-            readlink("/proc/self/exe", b->bin_dir, sizeof(b->bin_dir) - 1);
-        char *slash;
-        if (r <= 0)
-            return rw_err_set(errstr, errlen, RW_ERR_IO,
-                              "cannot find my own directory: use --bin-dir");
-        b->bin_dir[r] = '\0';
-        slash = strrchr(b->bin_dir, '/');
-        if (slash)
-            *slash = '\0';
-    }
-    if (b->o.log_dir) {
-        snprintf(b->log_dir, sizeof(b->log_dir), "%s", b->o.log_dir);
-        if (mkdir(b->log_dir, 0755) != 0 && errno != EEXIST)
-            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdir %s: %s",
-                              b->log_dir, strerror(errno));
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(b->log_dir, sizeof(b->log_dir), "%s/rollwave-bench-XXXXXX",
-                 tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(b->log_dir))
-            return rw_err_set(errstr, errlen, RW_ERR_IO, "mkdtemp: %s",
-                              strerror(errno));
-    }
+    err = rw_bench_dirs(b->o.bin_dir, b->o.log_dir, "rollwave-bench",
+                        b->bin_dir, b->log_dir, errstr, errlen);
+    if (err)
+        return err;
     snprintf(b->prefix, sizeof(b->prefix), "rwbench-%d-%lld.", (int)getpid(),
              (long long)time(NULL));
 
