@@ -61,8 +61,7 @@ long long rw_schedule_next_s(long long now_s, bool is_beta,
                    rw_schedule_jitter_s(instance_id, jitter_window_s));
 }
 
-/* xorshift64 (Marsaglia): cheap, good enough to decorrelate retries. */
-static uint64_t xorshift64(uint64_t *state)
+uint64_t rw_rand_next(uint64_t *state)
 {
     uint64_t x = *state;
 
@@ -93,5 +92,5 @@ long long rw_backoff_ms(int retry, long long base_ms, long long max_ms,
         ceiling = max_ms;
     if (!rng_state)
         return ceiling;
-    return (long long)(xorshift64(rng_state) % ((uint64_t)ceiling + 1));
+    return (long long)(rw_rand_next(rng_state) % ((uint64_t)ceiling + 1));
 }

@@ -49,4 +49,12 @@ long long rw_schedule_next_s(long long now_s, bool is_beta,
 long long rw_backoff_ms(int retry, long long base_ms, long long max_ms,
                         uint64_t *rng_state);
 
+/*
+ * The next draw of a xorshift64 (Marsaglia) generator whose state is
+ * advanced; a zero state is replaced by a fixed non-zero seed. Cheap and
+ * good enough to decorrelate retries, waits and fault-injection draws; not
+ * for anything secret.
+ */
+uint64_t rw_rand_next(uint64_t *state);
+
 #endif

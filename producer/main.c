@@ -116,6 +116,7 @@ static void tick(producer_t *pr)
                  rw_err_name(err), errstr);
         return;
     }
+    rw_service_note_ok(&pr->svc, RW_SVC_PG);
     for (size_t i = 0; i < n_runs; i++)
         targets += runs[i].targets;
     free(runs);
@@ -143,7 +144,9 @@ static void sweep(producer_t *pr)
         rw_service_note(&pr->svc, err);
         rw_warn("producer", "event=sweep_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
+        return;
     }
+    rw_service_note_ok(&pr->svc, RW_SVC_PG);
 }
 
 static const rw_cfg_key_t keys[] = {

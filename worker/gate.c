@@ -9,6 +9,7 @@
 
 #include "rw_daemon.h"
 #include "rw_log.h"
+#include "rw_schedule.h"
 
 #define COMP             "worker"
 #define READ_EVERY_MS    1000
@@ -148,14 +149,10 @@ static rw_throttle_verdict_t cached(const rw_gate_t *g, long long n,
 static long long budget_wait_ms(rw_service_t *svc)
 {
     long long base = svc->s->throttle_wait_ms;
-    uint64_t x = svc->rng ? svc->rng : 0x9e3779b97f4a7c15ULL;
 
     /* a little jitter so a fleet's waiting batches do not ask in step */
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    svc->rng = x;
-    return base + (long long)(x % (uint64_t)(base / 4 + 1));
+    return base +
+           (long long)(rw_rand_next(&svc->rng) % (uint64_t)(base / 4 + 1));
 }
 
 bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,

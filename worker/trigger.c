@@ -107,17 +107,6 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
     "   AND t.state IN " RW_TARGET_IN_FLIGHT_SQL;
 
-/* xorshift64: only for fault injection draws. */
-static uint64_t next_rand(uint64_t *state)
-{
-    uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ULL;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    return x;
-}
-
 static void chunk_free(chunk_t *c)
 {
     PQclear(c->res);
@@ -899,7 +888,7 @@ static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
         return false;
     }
     if (svc->s->fault_exit_after_trigger_pct > 0 &&
-        (long long)(next_rand(&svc->rng) % 100) <
+        (long long)(rw_rand_next(&svc->rng) % 100) <
             svc->s->fault_exit_after_trigger_pct) {
         /* fault injection: die inside the trigger-in-doubt window */
         rw_warn(COMP, "event=fault_exit_after_trigger run=%s chunk=%d",
