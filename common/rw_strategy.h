@@ -55,7 +55,8 @@ typedef enum rw_on_failure {
 
 typedef struct rw_health {
     bool set;
-    char url[RW_STRATEGY_URL_MAX]; /* template: {route} {project} {environment} */
+    char url[RW_STRATEGY_URL_MAX]; /* template: {route} {project} {environment}
+                                    */
     int attempts;                  /* 1..100 */
     int interval_s;                /* 1..3600 between attempts */
 } rw_health_t;
@@ -91,13 +92,16 @@ char *rw_strategy_to_json(const rw_strategy_t *st);
 
 /* Text forms shared by the CLI and the JSON parser. */
 rw_err_t rw_strategy_parse_waves(const char *text, rw_strategy_t *st,
-                                 char *errstr, size_t errlen); /* "1,10%,100%" */
+                                 char *errstr,
+                                 size_t errlen); /* "1,10%,100%" */
 rw_err_t rw_strategy_parse_bake(const char *text, long long *bake_s,
-                                char *errstr, size_t errlen); /* 0 30s 10m 2h manual */
+                                char *errstr,
+                                size_t errlen); /* 0 30s 10m 2h manual */
 rw_err_t rw_amount_parse(const char *text, const char *field, bool allow_zero,
                          rw_amount_t *out, char *errstr, size_t errlen);
-rw_err_t rw_window_parse(const char *text, rw_window_t *w, char *errstr,
-                         size_t errlen); /* "Europe/Zurich Mon-Fri 02:00-05:00" */
+rw_err_t
+rw_window_parse(const char *text, rw_window_t *w, char *errstr,
+                size_t errlen); /* "Europe/Zurich Mon-Fri 02:00-05:00" */
 
 /* Text form of an amount ("20", "12.5%") into buf. */
 void rw_amount_format(const rw_amount_t *a, char *buf, size_t len);
