@@ -60,6 +60,11 @@ static void runs_by_status(producer_t *pr)
         "s(status)"
         " LEFT JOIN deployment_runs r ON r.status = s.status"
         " GROUP BY s.status";
+    static const char oldest_sql[] =
+        "SELECT COALESCE(EXTRACT(epoch FROM now() - min(created_at)), "
+        "0)::bigint"
+        "  AS age_s"
+        " FROM deployment_runs WHERE status IN ('pending', 'running')";
     PGresult *res = NULL;
     char errstr[256];
 
@@ -75,6 +80,19 @@ static void runs_by_status(producer_t *pr)
             rw_metrics_gauge("rollwave_runs", "runs by status", labels),
             (double)rw_pg_ll(res, i, "n", 0));
     }
+    PQclear(res);
+    res = NULL;
+    /* the alert "a run open far longer than its polling horizon" */
+    if (rw_pg_exec(pr->svc.pg, oldest_sql, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        rw_warn("producer", "event=run_gauges_failed detail=\"%s\"", errstr);
+        return;
+    }
+    rw_metrics_set(rw_metrics_gauge("rollwave_run_oldest_open_seconds",
+                                    "age of the oldest pending or running "
+                                    "run (0 = none)",
+                                    NULL),
+                   (double)rw_pg_ll(res, 0, "age_s", 0));
     PQclear(res);
 }
 
