@@ -11,7 +11,7 @@
 #   scripts/fuzz.sh [--seconds N] [--only TARGET] [--update-corpus]
 #   scripts/fuzz.sh --replay
 #     --seconds N       fuzz each target for N seconds (default 30)
-#     --only TARGET     one target: codec or lagoon
+#     --only TARGET     one target: codec, lagoon or redact
 #     --update-corpus   merge the new inputs that add coverage into
 #                       tests/fuzz/corpus/<target>/
 #     --replay          run each input of tests/fuzz/crashes/ once against
@@ -24,7 +24,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$ROOT/tests/fuzz
 BUILD=$ROOT/build-fuzz
-TARGETS=(codec lagoon)
+TARGETS=(codec lagoon redact)
 SECONDS_PER_TARGET=30
 UPDATE=0
 REPLAY=0
@@ -66,7 +66,7 @@ case $SECONDS_PER_TARGET in
 esac
 for t in "${TARGETS[@]}"; do
     if [ ! -f "$SRC/fuzz_$t.c" ]; then
-        echo "fuzz.sh: no target '$t' (have: codec lagoon)" >&2
+        echo "fuzz.sh: no target '$t' (have: codec lagoon redact)" >&2
         exit 2
     fi
 done
