@@ -156,8 +156,8 @@ static char *url_encode(const unsigned char *in, size_t len, bool lower,
     return out;
 }
 
-rw_err_t rw_redactor_add_secret(rw_redactor_t *r, const char *value,
-                                size_t len, bool *added)
+rw_err_t rw_redactor_add_secret(rw_redactor_t *r, const char *value, size_t len,
+                                bool *added)
 {
     const unsigned char *v = (const unsigned char *)value;
     rw_err_t err = RW_OK;
@@ -347,8 +347,8 @@ static size_t cred_end(const char *t, size_t len, size_t i)
 /* "Authorization: <scheme> <credential>" and "Bearer <token>". */
 static void find_auth(const char *t, size_t len, ranges_t *rs)
 {
-    static const char *const schemes[] = {"bearer", "basic", "token",
-                                          "digest", "negotiate"};
+    static const char *const schemes[] = {"bearer", "basic", "token", "digest",
+                                          "negotiate"};
 
     for (size_t i = 0; i < len; i++) {
         size_t j, end;
@@ -363,8 +363,7 @@ static void find_auth(const char *t, size_t len, ranges_t *rs)
             j = skip_blanks(t, len, j + 1);
             if (j < len && (t[j] == '"' || t[j] == '\''))
                 j++;
-            for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]);
-                 s++) {
+            for (size_t s = 0; s < sizeof(schemes) / sizeof(schemes[0]); s++) {
                 size_t n = strlen(schemes[s]);
                 if (at_ci(t, len, j, schemes[s]) && j + n < len &&
                     (t[j + n] == ' ' || t[j + n] == '\t')) {
@@ -390,8 +389,8 @@ static void find_auth(const char *t, size_t len, ranges_t *rs)
 
 /* Key names whose value is a secret: the name ends with one of these. */
 static const char *const secret_keys[] = {
-    "password",   "passwd",     "passphrase",  "token",
-    "secret",     "api_key",    "apikey",      "access_key",
+    "password",   "passwd",      "passphrase",  "token",
+    "secret",     "api_key",     "apikey",      "access_key",
     "secret_key", "private_key", "credentials", "auth_key",
 };
 
@@ -407,8 +406,7 @@ static bool secret_key(const char *t, size_t from, size_t to)
         name[i] = c == '-' ? '_' : c;
     }
     name[n] = '\0';
-    for (size_t k = 0; k < sizeof(secret_keys) / sizeof(secret_keys[0]);
-         k++) {
+    for (size_t k = 0; k < sizeof(secret_keys) / sizeof(secret_keys[0]); k++) {
         size_t kl = strlen(secret_keys[k]);
         if (n >= kl && strcmp(name + n - kl, secret_keys[k]) == 0)
             return true;
@@ -467,8 +465,8 @@ static void find_pairs(const char *t, size_t len, ranges_t *rs)
                 j++;
         } else {
             while (j < len && !isspace((unsigned char)t[j]) && t[j] != '"' &&
-                   t[j] != '\'' && t[j] != ',' && t[j] != ';' &&
-                   t[j] != '&' && t[j] != ')' && t[j] != '}' && t[j] != ']')
+                   t[j] != '\'' && t[j] != ',' && t[j] != ';' && t[j] != '&' &&
+                   t[j] != ')' && t[j] != '}' && t[j] != ']')
                 j++;
         }
         v1 = j;
@@ -529,10 +527,10 @@ typedef struct prefix {
 } prefix_t;
 
 static const prefix_t prefixes[] = {
-    {"ghp_", 20},     {"gho_", 20},    {"ghu_", 20},    {"ghs_", 20},
+    {"ghp_", 20},     {"gho_", 20},        {"ghu_", 20},   {"ghs_", 20},
     {"ghr_", 20},     {"github_pat_", 20}, {"glpat-", 20}, {"xoxb-", 10},
-    {"xoxa-", 10},    {"xoxp-", 10},   {"xoxr-", 10},   {"xoxs-", 10},
-    {"sk_live_", 16}, {"rk_live_", 16}, {"AIza", 35},   {"npm_", 30},
+    {"xoxa-", 10},    {"xoxp-", 10},       {"xoxr-", 10},  {"xoxs-", 10},
+    {"sk_live_", 16}, {"rk_live_", 16},    {"AIza", 35},   {"npm_", 30},
 };
 
 static size_t tok_end(const char *t, size_t len, size_t i)
@@ -570,7 +568,8 @@ static void find_tokens(const char *t, size_t len, ranges_t *rs)
             i + 20 <= len) {
             bool ok = i + 20 == len || !isalnum((unsigned char)t[i + 20]);
             for (size_t k = i + 4; ok && k < i + 20; k++)
-                ok = isupper((unsigned char)t[k]) || isdigit((unsigned char)t[k]);
+                ok = isupper((unsigned char)t[k]) ||
+                     isdigit((unsigned char)t[k]);
             if (ok) {
                 add_range(rs, i, i + 20);
                 continue;
@@ -604,7 +603,8 @@ static void find_patterns(const rw_redactor_t *r, const char *t, size_t len,
             regmatch_t m[1];
             m[0].rm_so = (regoff_t)pos;
             m[0].rm_eo = (regoff_t)len;
-            if (regexec(&r->res[k], t, 1, m, REG_STARTEND | (pos ? REG_NOTBOL : 0)) != 0)
+            if (regexec(&r->res[k], t, 1, m,
+                        REG_STARTEND | (pos ? REG_NOTBOL : 0)) != 0)
                 break;
             if (m[0].rm_eo > m[0].rm_so)
                 add_range(rs, (size_t)m[0].rm_so, (size_t)m[0].rm_eo);

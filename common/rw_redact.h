@@ -50,8 +50,8 @@ void rw_redactor_free(rw_redactor_t *r);
  * Add a secret value and its encoded forms. Shorter than
  * RW_REDACT_MIN_LEN: ignored (*added false). ENOMEM: RW_ERR_NOMEM.
  */
-rw_err_t rw_redactor_add_secret(rw_redactor_t *r, const char *value,
-                                size_t len, bool *added);
+rw_err_t rw_redactor_add_secret(rw_redactor_t *r, const char *value, size_t len,
+                                bool *added);
 
 /* Add an extra pattern (POSIX ERE); a bad one is refused naming it. */
 rw_err_t rw_redactor_add_pattern(rw_redactor_t *r, const char *ere,

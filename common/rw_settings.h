@@ -43,6 +43,11 @@ typedef struct rw_settings {
     long long bulk_chunk_size;
     long long jitter_window_min;
     long long outbox_retention_s;
+    /* retention of old runs (producer leader) */
+    long long retention_days;
+    long long retention_batch;
+    long long retention_interval_s;
+    long long retention_pass_batches;
     /* trigger (worker) */
     long long trigger_retries;
     long long trigger_backoff_base_ms;
@@ -173,8 +178,22 @@ typedef struct rw_settings {
 
 #define RW_KEYS_OUTBOX                                                         \
     RW_KEY("ROLLWAVE_OUTBOX_RETENTION_S", RW_CFG_INT, outbox_retention_s,      \
-           "604800", 60, 315360000, 0,                                         \
+           "86400", 60, 315360000, 0,                                          \
            "published outbox rows older than this are deleted")
+
+#define RW_KEYS_RETENTION                                                      \
+    RW_KEY("ROLLWAVE_RETENTION_DAYS", RW_CFG_INT, retention_days, "90", 0,     \
+           36500, 0,                                                           \
+           "final runs that ended longer ago than this are deleted with "      \
+           "their targets, chunks and transitions (0 = keep everything)"),     \
+        RW_KEY("ROLLWAVE_RETENTION_BATCH", RW_CFG_INT, retention_batch, "500", \
+               1, 100000, 0, "rows one retention statement deletes at most"),  \
+        RW_KEY("ROLLWAVE_RETENTION_INTERVAL_S", RW_CFG_INT,                    \
+               retention_interval_s, "60", 1, 86400, 0,                        \
+               "seconds between retention passes (leader only)"),              \
+        RW_KEY("ROLLWAVE_RETENTION_PASS_BATCHES", RW_CFG_INT,                  \
+               retention_pass_batches, "100", 1, 1000000, 0,                   \
+               "batches one retention pass runs at most")
 
 /* Fault injection for the fault suite; 0 in production. */
 #define RW_KEYS_FAULTS                                                         \

@@ -69,6 +69,9 @@ int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
 /* throttle [--max-in-flight N] [--rate R]: show or change the fleet limits. */
 int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s);
 
+/* retention [--dry-run] [--days N]: delete old runs in batches. */
+int rw_ctl_retention(int argc, char **argv, const rw_settings_t *s);
+
 /* One printed column: the result column and its heading. */
 typedef struct rw_ctl_col {
     const char *name;

@@ -22,6 +22,7 @@ enum {
     NEED_SCHEDULE = 1u << 4,
     NEED_PG_OPTIONAL = 1u << 5, /* the DSN, for some of its options only */
     NEED_THROTTLE = 1u << 6,
+    NEED_RETENTION = 1u << 7,
 };
 
 /* The CLI logs warnings and errors only by default: its output is the
@@ -42,6 +43,8 @@ static const rw_cfg_key_t keys_lagoon[] = {RW_KEYS_LAGOON};
 static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE, RW_KEYS_TRIGGER,
                                              RW_KEYS_LOCK};
 static const rw_cfg_key_t keys_throttle[] = {RW_KEYS_THROTTLE};
+static const rw_cfg_key_t keys_retention[] = {RW_KEYS_RETENTION,
+                                              RW_KEYS_OUTBOX};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -58,12 +61,13 @@ static const struct key_group {
     {NEED_LAGOON, keys_lagoon, NKEYS(keys_lagoon)},
     {NEED_SCHEDULE, keys_schedule, NKEYS(keys_schedule)},
     {NEED_THROTTLE, keys_throttle, NKEYS(keys_throttle)},
+    {NEED_RETENTION, keys_retention, NKEYS(keys_retention)},
 };
 
 #define MAX_KEYS                                                               \
     (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_pg_optional) +          \
      NKEYS(keys_redis) + NKEYS(keys_kafka) + NKEYS(keys_lagoon) +              \
-     NKEYS(keys_schedule) + NKEYS(keys_throttle))
+     NKEYS(keys_schedule) + NKEYS(keys_throttle) + NKEYS(keys_retention))
 
 typedef struct ctl_cmd {
     const char *name;
@@ -116,6 +120,10 @@ static const ctl_cmd_t cmds[] = {
      "[--max-in-flight N] [--rate N/min|N/s|N/h] [--by NAME] [--json]",
      "show the fleet throttle; change its limits (--max-in-flight 0 = "
      "brake)"},
+    {"retention", rw_ctl_retention, NEED_PG | NEED_RETENTION,
+     "[--dry-run] [--days N] [--batch N] [--json]",
+     "delete runs that ended more than ROLLWAVE_RETENTION_DAYS ago, in "
+     "batches (--dry-run counts)"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

@@ -11,6 +11,7 @@
 #include "rw_daemon.h"
 #include "rw_log.h"
 #include "rw_outbox.h"
+#include "rw_retention.h"
 #include "rw_runs.h"
 #include "rw_service.h"
 #include "rw_settings.h"
@@ -167,6 +168,29 @@ static void sweep(producer_t *pr)
     rw_service_note_ok(&pr->svc, RW_SVC_PG);
 }
 
+/*
+ * Retention of old runs, leader only: one bounded pass of small batches
+ * (rw_retention.h); what is left waits for the next pass.
+ */
+static void retention(producer_t *pr)
+{
+    const rw_settings_t *s = pr->svc.s;
+    char errstr[512];
+    bool done = false;
+    rw_err_t err;
+
+    if (s->retention_days == 0 || !lead(pr))
+        return;
+    err = rw_retention_run(pr->svc.pg, s->retention_days, s->retention_batch,
+                           s->retention_pass_batches, NULL, &done, errstr,
+                           sizeof(errstr));
+    if (err) {
+        rw_service_note(&pr->svc, err);
+        rw_warn("producer", "event=retention_failed err=%s detail=\"%s\"",
+                rw_err_name(err), errstr);
+    }
+}
+
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9101"),
     RW_KEYS_PG,
@@ -175,6 +199,7 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_LAGOON,
     RW_KEYS_SCHEDULE,
     RW_KEYS_OUTBOX,
+    RW_KEYS_RETENTION,
     RW_KEYS_TRIGGER,
     RW_KEYS_LOCK,
     RW_KEYS_POLL,
@@ -223,8 +248,9 @@ int main(int argc, char **argv)
             rw_service_sleep(100);
         tick(&pr);
         sweep(&pr);
+        retention(&pr);
     } else {
-        long long next = 0, next_sweep = 0;
+        long long next = 0, next_sweep = 0, next_retention = 0;
         while (!rw_daemon_draining()) {
             if (rw_now_mono_ms() >= next) {
                 tick(&pr);
@@ -233,6 +259,11 @@ int main(int argc, char **argv)
             if (rw_now_mono_ms() >= next_sweep) {
                 sweep(&pr);
                 next_sweep = rw_now_mono_ms() + s.sweep_interval_s * 1000;
+            }
+            if (rw_now_mono_ms() >= next_retention) {
+                retention(&pr);
+                next_retention =
+                    rw_now_mono_ms() + s.retention_interval_s * 1000;
             }
             rw_service_sleep(200);
         }

@@ -34,8 +34,7 @@ static void expect(const rw_redactor_t *r, const char *in, const char *want)
     char *out = red(r, in, NULL);
 
     if (strcmp(out, want) != 0)
-        fail_msg("redact(\"%s\")\n  got  \"%s\"\n  want \"%s\"", in, out,
-                 want);
+        fail_msg("redact(\"%s\")\n  got  \"%s\"\n  want \"%s\"", in, out, want);
     free(out);
 }
 
@@ -75,8 +74,7 @@ static void test_base64_forms(void **state)
     rw_redactor_t *r = with_secret("correct horse battery?>");
 
     (void)state;
-    expect(r, "b64 Y29ycmVjdCBob3JzZSBiYXR0ZXJ5Pz4= end",
-           "b64 [REDACTED] end");
+    expect(r, "b64 Y29ycmVjdCBob3JzZSBiYXR0ZXJ5Pz4= end", "b64 [REDACTED] end");
     expect(r, "url Y29ycmVjdCBob3JzZSBiYXR0ZXJ5Pz4 end", "url [REDACTED] end");
     rw_redactor_free(r);
     r = with_secret("\xfb\xff\xbe-binary-ish");
@@ -164,7 +162,8 @@ static void test_key_value_pairs(void **state)
     expect(NULL, "DB_PASSWORD: 'x y z'", "DB_PASSWORD: '[REDACTED]'");
     expect(NULL, "{\"client_secret\": \"abc\", \"id\": 1}",
            "{\"client_secret\": \"[REDACTED]\", \"id\": 1}");
-    expect(NULL, "GITHUB_TOKEN=ghx123&next=1", "GITHUB_TOKEN=[REDACTED]&next=1");
+    expect(NULL, "GITHUB_TOKEN=ghx123&next=1",
+           "GITHUB_TOKEN=[REDACTED]&next=1");
     expect(NULL, "api-key: k1;", "api-key: [REDACTED];");
     expect(NULL, "SECRET=s ", "SECRET=[REDACTED] ");
     /* harmless values and names that merely contain a keyword */
@@ -198,7 +197,8 @@ static void test_aws_access_key(void **state)
     expect(NULL, "key AKIAIOSFODNN7EXAMPLE used", "key [REDACTED] used");
     expect(NULL, "ASIAABCDEFGHIJKLMNOP", "[REDACTED]");
     /* too short, lower case, or inside a longer word */
-    expect(NULL, "AKIAIOSFODNN7EXAMPL AKIAiosfodnn7example XAKIAIOSFODNN7EXAMPLE",
+    expect(NULL,
+           "AKIAIOSFODNN7EXAMPL AKIAiosfodnn7example XAKIAIOSFODNN7EXAMPLE",
            "AKIAIOSFODNN7EXAMPL AKIAiosfodnn7example XAKIAIOSFODNN7EXAMPLE");
 }
 
@@ -226,9 +226,9 @@ static void test_extra_patterns(void **state)
                                               errstr, sizeof(errstr)),
                      RW_OK);
     expect(r, "id sess-123456 and APPKEY", "id [REDACTED] and [REDACTED]");
-    assert_int_equal(rw_redactor_add_pattern(r, "([a-z", errstr,
-                                             sizeof(errstr)),
-                     RW_ERR_INVALID_ARG);
+    assert_int_equal(
+        rw_redactor_add_pattern(r, "([a-z", errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
     assert_non_null(strstr(errstr, "([a-z"));
     rw_redactor_free(r);
 }
