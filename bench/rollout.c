@@ -65,6 +65,7 @@ typedef struct opts {
     long long timeout_s;
     long long warmup_s;
     long long progress_ms;
+    long long retention_rows;
     const char *bin_dir;
     const char *log_dir;
     const char *child_log_level;
@@ -96,6 +97,11 @@ static void usage(FILE *out)
             "for the\n"
             "                         consumer groups to form (default 5)\n"
             "  --progress-ms MS       progress line interval (default 1000)\n"
+            "  --retention-rows N     seed N targets of finished runs 200 "
+            "days old\n"
+            "                         (runs of 1000) and run `rollwavectl "
+            "retention`\n"
+            "                         during the rollout (default 0: none)\n"
             "  --bin-dir DIR          daemon binaries (default: this "
             "program's directory)\n"
             "  --log-dir DIR          daemon logs (default: a new "
@@ -113,8 +119,9 @@ static void usage(FILE *out)
             "run),\nROLLWAVE_MAX_PER_RUN=N, ROLLWAVE_BULK_CHUNK_SIZE, "
             "ROLLWAVE_FIRST_POLL_DELAY_S,\nROLLWAVE_POLL_INTERVAL_S=1, "
             "ROLLWAVE_METRICS_PORT and ROLLWAVE_LOG_LEVEL;\n"
-            "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000 unless "
-            "set.\n\n");
+            "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000, and the "
+            "fleet\nthrottle to no limit (ROLLWAVE_MAX_IN_FLIGHT=100000000,\n"
+            "ROLLWAVE_TRIGGER_RATE_PER_MIN=1000000000), unless set.\n\n");
     rw_config_help(out, "rollwave-bench-rollout",
                    "Environment read by the benchmark itself:",
                    rw_bench_env_keys, rw_bench_n_env_keys);
@@ -163,6 +170,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
             dst = &o->warmup_s, min = 0, max = 600;
         } else if (strcmp(a, "--progress-ms") == 0) {
             dst = &o->progress_ms, min = 100, max = 600000;
+        } else if (strcmp(a, "--retention-rows") == 0) {
+            dst = &o->retention_rows, min = 0, max = 100000000;
         } else {
             fprintf(stderr,
                     "rollwave-bench-rollout: unknown argument '%s' "
@@ -418,10 +427,20 @@ static const char SQL_STATUS_COUNTS[] = RW_BENCH_MARK
     "   AS unclaimed"
     " FROM app_instances";
 
+/*
+ * The runs of this rollout: above the newest synthetic history run that
+ * is left (--retention-rows seeds history first, so it has lower ids).
+ */
+#define AFTER_HISTORY                                                          \
+    "(SELECT COALESCE(max(id), 0) FROM deployment_runs"                        \
+    "  WHERE triggered_by = 'bench-history')"
+
 static const char SQL_PROGRESS[] = RW_BENCH_MARK
-    "SELECT (SELECT count(*) FROM deployment_runs) AS runs,"
+    "SELECT (SELECT count(*) FROM deployment_runs WHERE id > " AFTER_HISTORY
+    ") AS runs,"
     " (SELECT count(*) FROM deployment_runs WHERE status IN"
-    "   ('completed', 'partial_failed', 'failed', 'cancelled')) AS runs_final,"
+    "   ('completed', 'partial_failed', 'failed', 'cancelled')"
+    "   AND id > " AFTER_HISTORY ") AS runs_final,"
     " count(*) AS targets,"
     " count(*) FILTER (WHERE state = 'pending') AS pending,"
     " count(*) FILTER (WHERE state = 'claimed') AS claimed,"
@@ -430,7 +449,7 @@ static const char SQL_PROGRESS[] = RW_BENCH_MARK
     " count(*) FILTER (WHERE state = 'succeeded') AS succeeded,"
     " count(*) FILTER (WHERE state IN ('failed', 'timed_out')) AS failed,"
     " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped"
-    " FROM run_targets";
+    " FROM run_targets WHERE run_id > " AFTER_HISTORY;
 
 static const char SQL_STAGES[] = RW_BENCH_MARK
     "SELECT count(*) AS targets,"
@@ -446,7 +465,7 @@ static const char SQL_STAGES[] = RW_BENCH_MARK
     " count(*) FILTER (WHERE state IN ('skipped', 'cancelled')) AS skipped,"
     " count(*) FILTER (WHERE attempt > 1) AS retried,"
     " count(DISTINCT instance_id) AS distinct_instances"
-    " FROM run_targets";
+    " FROM run_targets WHERE run_id > " AFTER_HISTORY;
 
 static const char SQL_RUNS[] = RW_BENCH_MARK
     "SELECT count(*) AS runs,"
@@ -455,7 +474,8 @@ static const char SQL_RUNS[] = RW_BENCH_MARK
     " count(*) FILTER (WHERE status = 'completed') AS completed,"
     " extract(epoch FROM min(created_at)) AS first_created,"
     " extract(epoch FROM max(completed_at)) AS last_completed,"
-    " (SELECT count(*) FROM run_chunks) AS chunks,"
+    " (SELECT count(*) FROM run_chunks WHERE run_id > " AFTER_HISTORY
+    ") AS chunks,"
     " count(*) FILTER (WHERE total_count <> (SELECT count(*) FROM run_targets t"
     "                   WHERE t.run_id = r.id)"
     "   OR succeeded_count + failed_count + skipped_count <> total_count)"
@@ -466,7 +486,35 @@ static const char SQL_RUNS[] = RW_BENCH_MARK
     "   AS not_finalized_once,"
     " (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished,"
     " (SELECT count(*) FROM outbox) AS outbox_rows"
-    " FROM deployment_runs r";
+    " FROM deployment_runs r WHERE r.id > " AFTER_HISTORY;
+
+/*
+ * --retention-rows: finished runs ended 200 days ago, 1000 targets each
+ * over the seeded instances, with their chunks (50 targets each) and one
+ * transition, for the retention to delete during the rollout.
+ */
+static const char SQL_HISTORY[] = RW_BENCH_MARK
+    "WITH runs AS ("
+    "  INSERT INTO deployment_runs (trigger_source, triggered_by, status,"
+    "      total_count, succeeded_count, created_at, started_at,"
+    "      completed_at)"
+    "  SELECT 'manual', 'bench-history', 'completed', 1000, 1000,"
+    "         now() - interval '200 days', now() - interval '200 days',"
+    "         now() - interval '200 days'"
+    "    FROM generate_series(1, $1::int)"
+    "  RETURNING id),"
+    " tr AS ("
+    "  INSERT INTO run_transitions (run_id, from_status, to_status, reason)"
+    "  SELECT id, 'running', 'completed', 'bench history' FROM runs),"
+    " ch AS ("
+    "  INSERT INTO run_chunks (run_id, chunk, state, target_count)"
+    "  SELECT r.id, c, 'done', 50 FROM runs r, generate_series(0, 19) c)"
+    " INSERT INTO run_targets (run_id, chunk, instance_id, state, attempt,"
+    "     lagoon_project, lagoon_environment)"
+    " SELECT r.id, g / 50, i.id, 'succeeded', 1, i.lagoon_project,"
+    "        i.lagoon_environment"
+    "   FROM runs r, generate_series(0, 999) g"
+    "   JOIN app_instances i ON i.id = (SELECT min(id) FROM app_instances) + g";
 
 static const char SQL_PGSS_TOTAL[] = RW_BENCH_MARK
     "SELECT COALESCE(sum(calls), 0)::bigint AS calls,"
@@ -590,6 +638,9 @@ typedef struct bench {
     rw_bench_daemon_t d[MAX_DAEMONS + 1];
     size_t nd;
     rw_bench_daemon_t producer;
+    rw_bench_daemon_t retention; /* rollwavectl retention, when asked */
+    long long history_rows;      /* targets seeded as old history */
+    double retention_s;          /* its wall time, 0 = still running */
     long long claimed0, unclaimed0;
     double t_start;    /* database clock when the producer started */
     double producer_s; /* producer --once wall time */
@@ -633,6 +684,13 @@ static int daemon_env(const bench_t *b, rw_bench_envset_t *e, const char *group,
     rc |= rw_bench_env_put(e, "ROLLWAVE_POLL_INTERVAL_S", "1");
     if (!getenv("ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS"))
         rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS", "6000");
+    /* rollwave's own cost is measured, not the fleet throttle's limits
+     * (scripts/bench.sh --throttle measures those) */
+    if (!getenv("ROLLWAVE_MAX_IN_FLIGHT"))
+        rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_IN_FLIGHT", "100000000");
+    if (!getenv("ROLLWAVE_TRIGGER_RATE_PER_MIN"))
+        rc |=
+            rw_bench_env_put(e, "ROLLWAVE_TRIGGER_RATE_PER_MIN", "1000000000");
     snprintf(v, sizeof(v), "%d", metrics_port);
     rc |= rw_bench_env_put(e, "ROLLWAVE_METRICS_PORT", v);
     rc |= rw_bench_env_put(e, "ROLLWAVE_LOG_LEVEL", b->o.child_log_level);
@@ -758,6 +816,28 @@ static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
                          errlen);
     if (err)
         goto out;
+    if (b->o.retention_rows > 0) {
+        char runs_s[24];
+        const char *hp[1] = {runs_s};
+        snprintf(runs_s, sizeof(runs_s), "%lld",
+                 (b->o.retention_rows + 999) / 1000);
+        fprintf(stderr,
+                "bench: seeding %s old runs of 1000 targets for the "
+                "retention\n",
+                runs_s);
+        err = rw_pg_exec(b->pg, SQL_HISTORY, 1, hp, NULL, errstr, errlen);
+        if (!err)
+            err = rw_pg_exec(b->pg, RW_BENCH_MARK "ANALYZE", 0, NULL, NULL,
+                             errstr, errlen);
+        if (!err)
+            err = rw_pg_exec(b->pg,
+                             RW_BENCH_MARK "SELECT count(*) AS n FROM"
+                                           " run_targets",
+                             0, NULL, &res, errstr, errlen);
+        if (err)
+            goto out;
+        b->history_rows = rw_pg_ll(res, 0, "n", 0);
+    }
     b->seed_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
     PQclear(res);
     res = NULL;
@@ -865,8 +945,19 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                        errstr, errlen);
     if (err)
         return err;
+    if (b->o.retention_rows > 0) {
+        /* the leader's retention, as fast as one client deletes */
+        snprintf(b->retention.name, sizeof(b->retention.name), "retention");
+        err = start_daemon(b, &b->retention, "rollwavectl", NULL, "retention",
+                           errstr, errlen);
+        if (err)
+            return err;
+    }
     deadline = t0 + b->o.timeout_s * 1000;
     while (!rw_bench_interrupted) {
+        if (b->retention.pid > 0 && !b->retention.exited &&
+            rw_bench_reap(&b->retention))
+            b->retention_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
         if (!b->producer.exited &&
             wait4(b->producer.pid, &st, WNOHANG, &ru) == b->producer.pid) {
             b->producer.exited = 1;
@@ -933,6 +1024,44 @@ static void stop_daemons(bench_t *b)
             rw_bench_stop_daemon(&b->d[i]);
     if (b->producer.pid > 0 && !b->producer.exited)
         rw_bench_stop_daemon(&b->producer);
+    if (b->retention.pid > 0 && !rw_bench_reap(&b->retention)) {
+        kill(b->retention.pid, SIGTERM);
+        rw_bench_stop_daemon(&b->retention);
+    }
+}
+
+/* What the retention deleted while the rollout ran. */
+static void report_retention(bench_t *b, double rollout_s)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    long long left;
+
+    if (b->o.retention_rows <= 0)
+        return;
+    if (rw_pg_exec(b->pg,
+                   RW_BENCH_MARK "SELECT count(*) AS n FROM run_targets t"
+                                 " JOIN deployment_runs r ON r.id = t.run_id"
+                                 " WHERE r.triggered_by = 'bench-history'",
+                   0, NULL, &res, errstr, sizeof(errstr))) {
+        printf("  retention          query failed: %s\n", errstr);
+        return;
+    }
+    left = rw_pg_ll(res, 0, "n", 0);
+    PQclear(res);
+    if (b->retention_s > 0)
+        printf("  retention          deleted %lld old targets (and their "
+               "runs, chunks, transitions) in %.1f s: %.0f targets/s, "
+               "alongside the rollout\n",
+               b->history_rows - left, b->retention_s,
+               (double)(b->history_rows - left) / b->retention_s);
+    else
+        printf("  retention          deleted %lld of %lld old targets during "
+               "the %.1f s rollout (%.0f targets/s; still running at its "
+               "end)\n",
+               b->history_rows - left, b->history_rows, rollout_s,
+               rollout_s > 0 ? (double)(b->history_rows - left) / rollout_s
+                             : 0.0);
 }
 
 /* ---- the report ------------------------------------------------------- */
@@ -1158,6 +1287,7 @@ static void report(bench_t *b)
            b->o.workers, b->o.workers, b->o.first_poll_delay_s);
     printf("  scheduled          %lld runs, %lld chunks, %.0f targets\n",
            rw_pg_ll(runs, 0, "runs", 0), rw_pg_ll(runs, 0, "chunks", 0), n);
+    report_retention(b, t_e2e);
 
     printf("\nthroughput\n");
     print_rate("end to end", "producer start -> last run final", t_e2e, n);

@@ -67,8 +67,8 @@ out:
 }
 
 rw_err_t rw_retention_run(rw_pg_t *pg, long long days, long long batch,
-                          long long max_batches, long long *deleted,
-                          bool *done, char *errstr, size_t errlen)
+                          long long max_batches, long long *deleted, bool *done,
+                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -112,8 +112,8 @@ rw_err_t rw_retention_run(rw_pg_t *pg, long long days, long long batch,
     }
     PQclear(res);
     if (total > 0)
-        rw_info("retention", "event=deleted rows=%lld days=%lld done=%s",
-                total, days, *done ? "true" : "false");
+        rw_info("retention", "event=deleted rows=%lld days=%lld done=%s", total,
+                days, *done ? "true" : "false");
     if (deleted)
         *deleted = total;
     return err;

@@ -39,7 +39,7 @@ rw_err_t rw_retention_plan(rw_pg_t *pg, long long days,
  * retention is left. Counted in rollwave_retention_deleted_total{table}.
  */
 rw_err_t rw_retention_run(rw_pg_t *pg, long long days, long long batch,
-                          long long max_batches, long long *deleted,
-                          bool *done, char *errstr, size_t errlen);
+                          long long max_batches, long long *deleted, bool *done,
+                          char *errstr, size_t errlen);
 
 #endif

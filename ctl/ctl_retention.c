@@ -104,8 +104,8 @@ static int execute(rw_pg_t *pg, const rw_settings_t *s, long long days,
     }
     if (!json && total > 0)
         fputc('\n', stderr);
-    if (rw_outbox_prune(pg, s->outbox_retention_s, (int)batch, &pruned,
-                        errstr, sizeof(errstr))) {
+    if (rw_outbox_prune(pg, s->outbox_retention_s, (int)batch, &pruned, errstr,
+                        sizeof(errstr))) {
         rw_ctl_errorf(CMD, "outbox: %s", errstr);
         return RW_CTL_EXIT_FAILED;
     }

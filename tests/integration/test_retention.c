@@ -85,8 +85,7 @@ static int ctl(rw_itest_fleet_t *f, const char *const *args, char *out,
 }
 
 /* A manual run; returns its id. */
-static long long redeploy(rw_itest_fleet_t *f, const char *opt,
-                          const char *val)
+static long long redeploy(rw_itest_fleet_t *f, const char *opt, const char *val)
 {
     char out[OUT_LEN], err[OUT_LEN];
     const char *args[] = {"redeploy", opt, val, "--by", "itest", NULL};
@@ -98,8 +97,7 @@ static long long redeploy(rw_itest_fleet_t *f, const char *opt,
     return rw_itest_fleet_ll(f, "SELECT max(id) FROM deployment_runs", 0, NULL);
 }
 
-static long long count_of(rw_itest_fleet_t *f, const char *table,
-                          long long run)
+static long long count_of(rw_itest_fleet_t *f, const char *table, long long run)
 {
     char sql[160], run_s[24];
     const char *p[1] = {run_s};
@@ -116,8 +114,9 @@ static long long run_exists(rw_itest_fleet_t *f, long long run)
     const char *p[1] = {run_s};
 
     snprintf(run_s, sizeof(run_s), "%lld", run);
-    return rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs"
-                                " WHERE id = $1",
+    return rw_itest_fleet_ll(f,
+                             "SELECT count(*) FROM deployment_runs"
+                             " WHERE id = $1",
                              1, p);
 }
 
@@ -207,9 +206,8 @@ static void test_old_runs_go_in_batches(void **state)
         o = json_loads(out, 0, NULL);
         assert_non_null(o);
         tables = json_object_get(o, "tables");
-        assert_int_equal(json_integer_value(
-                             json_object_get(tables, "deployment_runs")),
-                         1);
+        assert_int_equal(
+            json_integer_value(json_object_get(tables, "deployment_runs")), 1);
         assert_int_equal(
             json_integer_value(json_object_get(tables, "run_targets")), 12);
         assert_int_equal(
@@ -239,10 +237,9 @@ static void test_old_runs_go_in_batches(void **state)
     assert_int_equal(count_of(f, "run_chunks", b), b_chunks);
     assert_int_equal(count_of(f, "chunk_transitions", b), b_tr);
     assert_int_equal(count_of(f, "run_targets", c), c_targets);
-    assert_int_equal(rw_itest_fleet_ll(f,
-                                       "SELECT count(*) FROM deployment_runs",
-                                       0, NULL),
-                     2);
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs", 0, NULL),
+        2);
     /* the instances keep what they know about their last deployment */
     res = rw_itest_fleet_q(f, SQL_LAST_DEPLOY, 0, NULL);
     assert_string_equal(PQgetvalue(res, 0, 0), last);
@@ -253,8 +250,9 @@ static void test_old_runs_go_in_batches(void **state)
                                        0, NULL),
                      6);
     /* batches: no statement touched more than 4 rows of a table */
-    assert_true(rw_itest_fleet_ll(f, "SELECT count(*) FROM rw_test_stmt"
-                                     " WHERE tbl = 'run_targets'",
+    assert_true(rw_itest_fleet_ll(f,
+                                  "SELECT count(*) FROM rw_test_stmt"
+                                  " WHERE tbl = 'run_targets'",
                                   0, NULL) >= 3);
     {
         long long worst = rw_itest_fleet_ll(
@@ -275,10 +273,9 @@ static void test_old_runs_go_in_batches(void **state)
     rw_itest_fleet_set(f, "ROLLWAVE_RETENTION_PASS_BATCHES", "1000");
     rw_itest_fleet_tick(f);
     assert_int_equal(count_of(f, "run_targets", b), 0);
-    assert_int_equal(rw_itest_fleet_ll(f,
-                                       "SELECT count(*) FROM deployment_runs",
-                                       0, NULL),
-                     1);
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs", 0, NULL),
+        1);
     assert_int_equal(count_of(f, "run_targets", c), c_targets);
     res = rw_itest_fleet_q(f, SQL_LAST_DEPLOY, 0, NULL);
     assert_string_equal(PQgetvalue(res, 0, 0), last);
