@@ -142,8 +142,7 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->val[a->n_set++] = val;
             i++;
         } else if (strcmp(argv[i], "--store-app") == 0) {
-            if (rw_ctl_parse_ll(CMD, "--store-app", val, 1, INT64_MAX,
-                                &a->app))
+            if (rw_ctl_parse_ll(CMD, "--store-app", val, 1, INT64_MAX, &a->app))
                 return RW_CTL_EXIT_USAGE;
             i++;
         } else if (strcmp(argv[i], "--user-group") == 0) {
@@ -190,8 +189,8 @@ static int parse_args(int argc, char **argv, args_t *a)
                            "--no-window, --show)");
         return RW_CTL_EXIT_USAGE;
     }
-    if (a->show && (a->n_set > 0 || a->clear || a->window_text ||
-                    a->no_window)) {
+    if (a->show &&
+        (a->n_set > 0 || a->clear || a->window_text || a->no_window)) {
         rw_ctl_errorf(CMD, "--show changes nothing: give it alone");
         return RW_CTL_EXIT_USAGE;
     }
@@ -246,9 +245,8 @@ static void print_strategy(const rw_strategy_t *st)
             rw_amount_format(&st->waves[i], buf, sizeof(buf));
             printf("%s%s", i ? ", " : "", buf);
         }
-        printf("%s\n", st->waves[st->n_waves - 1].percent
-                           ? ""
-                           : ", then the rest");
+        printf("%s\n",
+               st->waves[st->n_waves - 1].percent ? "" : ", then the rest");
     }
     if (st->bake_s == RW_STRATEGY_BAKE_MANUAL)
         printf("  bake               manual (promote each wave)\n");
@@ -299,13 +297,13 @@ static int show(rw_pg_t *pg, const args_t *a)
         ok = rw_strategy_parse_json(raw, &st, why, sizeof(why)) == RW_OK;
     }
     if (a->json) {
-        json_t *o = json_pack("{s:s, s:I, s:s, s:s?, s:b}", "kind",
-                              a->app ? "store_app" : "user_group", "id",
-                              (json_int_t)rw_pg_ll(res, 0, "id", 0), "name",
-                              rw_pg_str(res, 0, "name"), "window",
-                              rw_pg_str(res, 0, "window_tz") ? win : NULL,
-                              "window_open_now",
-                              rw_pg_bool(res, 0, "window_open", 1));
+        json_t *o =
+            json_pack("{s:s, s:I, s:s, s:s?, s:b}", "kind",
+                      a->app ? "store_app" : "user_group", "id",
+                      (json_int_t)rw_pg_ll(res, 0, "id", 0), "name",
+                      rw_pg_str(res, 0, "name"), "window",
+                      rw_pg_str(res, 0, "window_tz") ? win : NULL,
+                      "window_open_now", rw_pg_bool(res, 0, "window_open", 1));
         if (o && a->app) {
             json_t *sj = NULL;
             char *canon = ok ? rw_strategy_to_json(&st) : NULL;
@@ -317,11 +315,11 @@ static int show(rw_pg_t *pg, const args_t *a)
                                 raw ? json_string(raw) : json_null());
             if (!ok)
                 json_object_set_new(o, "strategy_error", json_string(why));
-            json_object_set_new(o, "updated_by",
-                                rw_pg_str(res, 0, "updated_by")
-                                    ? json_string(
-                                          rw_pg_str(res, 0, "updated_by"))
-                                    : json_null());
+            json_object_set_new(
+                o, "updated_by",
+                rw_pg_str(res, 0, "updated_by")
+                    ? json_string(rw_pg_str(res, 0, "updated_by"))
+                    : json_null());
         }
         char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (text)
@@ -336,7 +334,7 @@ static int show(rw_pg_t *pg, const args_t *a)
         else if (a->app)
             printf("  strategy (raw)     %s\n", raw);
         printf("  window             %s%s\n", win,
-               !rw_pg_str(res, 0, "window_tz")    ? ""
+               !rw_pg_str(res, 0, "window_tz")        ? ""
                : rw_pg_bool(res, 0, "window_open", 1) ? " (open now)"
                                                       : " (closed now)");
         if (a->app && rw_pg_str(res, 0, "updated_by"))
