@@ -130,9 +130,9 @@ rw_err_t rw_health_url_check(const char *tmpl, char *errstr, size_t errlen)
     return expand(tmpl, NULL, NULL, errstr, errlen);
 }
 
-rw_err_t rw_health_url(const char *tmpl, const char *route,
-                       const char *project, const char *environment, char *url,
-                       size_t len, char *errstr, size_t errlen)
+rw_err_t rw_health_url(const char *tmpl, const char *route, const char *project,
+                       const char *environment, char *url, size_t len,
+                       char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     const char *values[3] = {route, project, environment};
@@ -182,8 +182,8 @@ void rw_health_url_display(const char *url, char *buf, size_t len)
         snprintf(buf + (len > 4 ? len - 4 : 0), len > 4 ? 4 : len, "...");
 }
 
-rw_health_result_t rw_health_classify(CURLcode cc, long http_status,
-                                      char *what, size_t len)
+rw_health_result_t rw_health_classify(CURLcode cc, long http_status, char *what,
+                                      size_t len)
 {
     rw_health_result_t r = RW_HEALTH_OK;
     char buf[64];

@@ -47,9 +47,9 @@ rw_err_t rw_health_url_check(const char *tmpl, char *errstr, size_t errlen);
  * route); RW_ERR_INVALID_ARG for a template rw_health_url_check refuses,
  * a result that is not an http(s) URL, or one longer than len - 1.
  */
-rw_err_t rw_health_url(const char *tmpl, const char *route,
-                       const char *project, const char *environment, char *url,
-                       size_t len, char *errstr, size_t errlen);
+rw_err_t rw_health_url(const char *tmpl, const char *route, const char *project,
+                       const char *environment, char *url, size_t len,
+                       char *errstr, size_t errlen);
 
 /*
  * A URL as errors and logs show it: without query string, fragment or
@@ -63,8 +63,8 @@ void rw_health_url_display(const char *url, char *buf, size_t len);
  * ERROR ("timeout", "connect error", or curl's text). what (may be NULL)
  * gets the short form used in a target's error.
  */
-rw_health_result_t rw_health_classify(CURLcode cc, long http_status,
-                                      char *what, size_t len);
+rw_health_result_t rw_health_classify(CURLcode cc, long http_status, char *what,
+                                      size_t len);
 
 /* One check of a batch. */
 typedef struct rw_health_check {

@@ -100,11 +100,11 @@ static void test_strategy_uses_rule(void **state)
         RW_ERR_INVALID_ARG);
     assert_non_null(strstr(errstr, "strategy.health.url: unknown placeholder "
                                    "{nope}"));
-    assert_int_equal(rw_strategy_parse_json(
-                         "{\"health\":{\"url\":\"{route}/healthz\","
-                         "\"attempts\":2,\"interval_s\":1}}",
-                         &st, errstr, sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_strategy_parse_json("{\"health\":{\"url\":\"{route}/healthz\","
+                               "\"attempts\":2,\"interval_s\":1}}",
+                               &st, errstr, sizeof(errstr)),
+        RW_OK);
     assert_true(st.health.set);
     assert_string_equal(st.health.url, "{route}/healthz");
 }
@@ -184,8 +184,8 @@ static void test_batch_connect_error(void **state)
         assert_int_equal(ck[i].http_status, 0);
         assert_string_equal(ck[i].what, "connect error");
     }
-    assert_int_equal(rw_health_check_many(NULL, 0, 2000, errstr, sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_health_check_many(NULL, 0, 2000, errstr, sizeof(errstr)), RW_OK);
 }
 
 int main(void)
