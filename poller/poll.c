@@ -44,7 +44,9 @@
 
 static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.strategy, c.state AS chunk_state, c.bulk_id,"
-    "       c.poll_attempts"
+    "       c.poll_attempts,"
+    "       (extract(epoch FROM now() - c.triggered_at) * 1000)::bigint"
+    "         AS polled_ms"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
@@ -163,6 +165,7 @@ typedef struct poll {
     rw_strategy_t st;        /* the run's; st.health.set = a health gate */
     bool need_lagoon;        /* some target's build is not known complete */
     long long wait_ms;       /* the next event is due in this long */
+    long long polled_ms;     /* since the chunk was triggered */
     char (*health_msg)[512]; /* per target: its error */
     char (*health_what)[64]; /* per target: what its last check saw */
     char timeout_msg[96];
@@ -201,6 +204,7 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
         goto out;
     }
     p->run_id = rw_pg_ll(chunk, 0, "run_id", 0);
+    p->polled_ms = rw_pg_ll(chunk, 0, "polled_ms", 0);
     snprintf(p->run_s, sizeof(p->run_s), "%lld", p->run_id);
     if (rw_strategy_parse_json(rw_pg_str(chunk, 0, "strategy"), &p->st, errstr,
                                errlen)) {
@@ -299,6 +303,15 @@ static rw_err_t load_targets(rw_service_t *svc, poll_t *p, char *errstr,
     return RW_OK;
 }
 
+/* A health check is due in ms: the next event comes then, if sooner. */
+static void health_due_in(poll_t *p, long long ms)
+{
+    if (ms < HEALTH_MIN_WAIT_MS)
+        ms = HEALTH_MIN_WAIT_MS;
+    if (ms < p->wait_ms)
+        p->wait_ms = ms;
+}
+
 /* Step 3, one target: its new state from its Lagoon row d (may be NULL).
  * Returns true when its environment is to be checked now. */
 static bool new_state(poll_t *p, int row, const rw_lagoon_deployment_t *d,
@@ -312,8 +325,7 @@ static bool new_state(poll_t *p, int row, const rw_lagoon_deployment_t *d,
         u->to = u->from;
         p->all_terminal = false;
         if (wait > 0) {
-            if (wait < p->wait_ms)
-                p->wait_ms = wait;
+            health_due_in(p, wait);
             return false;
         }
         u->route = rw_pg_str(p->tg, row, "route");
@@ -382,8 +394,7 @@ static void health_outcome(poll_t *p, size_t i, const char *what,
     if (u->health_attempts < h->attempts) {
         u->to = RW_TARGET_DEPLOYING;
         u->health_next_ms = (long long)h->interval_s * 1000;
-        if (u->health_next_ms < p->wait_ms)
-            p->wait_ms = u->health_next_ms;
+        health_due_in(p, u->health_next_ms);
         p->all_terminal = false;
         return;
     }
@@ -470,7 +481,12 @@ static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
 {
     rw_err_t err = RW_OK;
     const rw_poll_msg_t *m = p->m;
-    bool exhausted = m->attempt >= svc->s->poll_max_attempts;
+    /* health checks make polls more frequent: a gated run's builds get
+     * the polling horizon in time too, not only in polls */
+    bool exhausted = m->attempt >= svc->s->poll_max_attempts &&
+                     (!p->st.health.set ||
+                      p->polled_ms >= (long long)svc->s->poll_max_attempts *
+                                          rw_settings_poll_interval_ms(svc->s));
     size_t *due = calloc(p->n + 1, sizeof(*due));
     size_t n_due = 0;
 
@@ -501,8 +517,6 @@ static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
         return err;
     if (!p->all_terminal) {
         rw_poll_msg_t next = *m;
-        if (p->wait_ms < HEALTH_MIN_WAIT_MS)
-            p->wait_ms = HEALTH_MIN_WAIT_MS;
         next.attempt = m->attempt + 1;
         next.due_at_ms = rw_now_wall_ms() + p->wait_ms;
         err = rw_codec_poll_encode(&next, &p->next_json, errstr, errlen);
