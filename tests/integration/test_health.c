@@ -12,17 +12,27 @@
  *
  * The strategy is set on the store app and copied onto the run when the
  * run did not copy it itself at creation, so the test holds whether or not
- * run creation copies strategies. It does not test the template rules or
- * the answer classes (tests/unit/test_health.c) nor timeouts of real
- * networks.
+ * run creation copies strategies.
+ *
+ * A second scenario runs rw_health_check_many against a small HTTP server
+ * of its own: 2xx and 503, a redirect followed on the same host and not
+ * to another, a redirect loop cut short, a timeout, a batch larger than
+ * the parallel window, and no credentials or cookies sent. The template
+ * rules and the answer classes are the unit test's (tests/unit/
+ * test_health.c).
  */
 #include "rw_itest.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <microhttpd.h>
+
+#include "rw_health.h"
 #include "rw_itest_fleet.h"
 
 #define GATED     30
@@ -220,10 +230,145 @@ static void test_gate(void **state)
     rw_itest_fleet_scan_logs(f);
 }
 
+/* ---- a small HTTP server for the checks themselves ---- */
+
+typedef struct srv {
+    struct MHD_Daemon *d;
+    int port;
+    pthread_mutex_t mu;
+    int hits_ok, hits_loop, with_credentials;
+} srv_t;
+
+static srv_t srv;
+
+static enum MHD_Result answer(struct MHD_Connection *c, unsigned status,
+                              const char *location)
+{
+    static char body[] = "{}";
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        strlen(body), body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    if (location)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
+                              const char *url, const char *method,
+                              const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls)
+{
+    char loc[128];
+
+    (void)cls;
+    (void)method;
+    (void)version;
+    (void)upload;
+    (void)upload_size;
+    (void)con_cls;
+    pthread_mutex_lock(&srv.mu);
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION) ||
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE))
+        srv.with_credentials++;
+    if (strcmp(url, "/ok") == 0)
+        srv.hits_ok++;
+    if (strcmp(url, "/loop") == 0)
+        srv.hits_loop++;
+    pthread_mutex_unlock(&srv.mu);
+    if (strcmp(url, "/ok") == 0)
+        return answer(c, 204, NULL);
+    if (strcmp(url, "/fail") == 0)
+        return answer(c, 503, NULL);
+    if (strcmp(url, "/same") == 0) {
+        snprintf(loc, sizeof(loc), "http://127.0.0.1:%d/ok", srv.port);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/other") == 0) {
+        /* the same server by another name: another host to a check */
+        snprintf(loc, sizeof(loc), "http://localhost:%d/ok", srv.port);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/loop") == 0)
+        return answer(c, 307, "/loop");
+    if (strcmp(url, "/slow") == 0) {
+        usleep(1500 * 1000);
+        return answer(c, 200, NULL);
+    }
+    return answer(c, 404, NULL);
+}
+
+static int srv_stop(void **state)
+{
+    (void)state;
+    if (srv.d)
+        MHD_stop_daemon(srv.d);
+    srv.d = NULL;
+    return 0;
+}
+
+static void test_checks(void **state)
+{
+    enum { N = 80 };
+    const union MHD_DaemonInfo *info;
+    rw_health_check_t ck[N];
+    char urls[N][96], errstr[256];
+    const char *paths[] = {"/ok", "/fail", "/same", "/other", "/loop", "/slow"};
+
+    (void)state;
+    pthread_mutex_init(&srv.mu, NULL);
+    srv.d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD |
+                                 MHD_USE_THREAD_PER_CONNECTION,
+                             0, NULL, NULL, on_req, NULL, MHD_OPTION_END);
+    assert_non_null(srv.d);
+    info = MHD_get_daemon_info(srv.d, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    srv.port = info->port;
+
+    memset(ck, 0, sizeof(ck));
+    for (int i = 0; i < 6; i++)
+        snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d%s", srv.port,
+                 paths[i]);
+    /* more than the parallel window of healthy ones */
+    for (int i = 6; i < N; i++)
+        snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d/ok?n=%d",
+                 srv.port, i);
+    for (int i = 0; i < N; i++)
+        ck[i].url = urls[i];
+    assert_int_equal(rw_health_check_many(ck, N, 1000, errstr, sizeof(errstr)),
+                     RW_OK);
+
+    assert_int_equal(ck[0].result, RW_HEALTH_OK);
+    assert_string_equal(ck[0].what, "HTTP 204");
+    assert_int_equal(ck[1].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[1].what, "HTTP 503");
+    /* followed on the same host */
+    assert_int_equal(ck[2].result, RW_HEALTH_OK);
+    /* not followed to another host */
+    assert_int_equal(ck[3].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[3].what, "HTTP 302");
+    /* a loop ends after the first request and RW_HEALTH_MAX_REDIRECTS */
+    assert_int_equal(ck[4].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[4].what, "HTTP 307");
+    assert_int_equal(srv.hits_loop, 1 + RW_HEALTH_MAX_REDIRECTS);
+    assert_int_equal(ck[5].result, RW_HEALTH_ERROR);
+    assert_string_equal(ck[5].what, "timeout");
+    for (int i = 6; i < N; i++)
+        assert_int_equal(ck[i].result, RW_HEALTH_OK);
+    /* /ok: its own check, the same-host redirect, the window; never the
+     * other host's */
+    assert_int_equal(srv.hits_ok, 1 + 1 + (N - 6));
+    assert_int_equal(srv.with_credentials, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_gate, teardown),
+        cmocka_unit_test_teardown(test_checks, srv_stop),
     };
 
     if (getenv("RW_ITEST_FILTER") && *getenv("RW_ITEST_FILTER"))
