@@ -44,7 +44,7 @@ const char rw_lagoon_bulk_query[] =
 const char rw_lagoon_deployments_query[] =
     "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) "
     "{ id name status created started completed "
-    "environment { name project { name } } } }";
+    "environment { name route project { name } } } }";
 
 struct rw_lagoon {
     /* What rw_lagoon_in_doubt() reported before rw_err_class() existed:
@@ -607,6 +607,7 @@ static void free_row(rw_lagoon_deployment_t *r)
     free(r->status);
     free(r->project);
     free(r->environment);
+    free(r->route);
 }
 
 void rw_lagoon_deployments_free(rw_lagoon_deployments_t *d)
@@ -659,9 +660,11 @@ static rw_err_t parse_row(json_t *row, rw_lagoon_deployment_t *r, char *errstr,
 
     r->project = strdup(json_string_value(projname));
     r->environment = strdup(json_string_value(envname));
+    /* Lagoon's route is null until the environment has one */
+    r->route = row_str(env, "route");
     r->name = row_str(row, "name");
     r->status = row_str(row, "status");
-    if (!r->project || !r->environment || !r->name || !r->status) {
+    if (!r->project || !r->environment || !r->route || !r->name || !r->status) {
         free_row(r);
         memset(r, 0, sizeof(*r));
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");

@@ -67,6 +67,7 @@ typedef struct rw_lagoon_deployment {
     char *status;      /* raw Lagoon status, never NULL; "" when null */
     char *project;     /* never NULL: rows without an environment are dropped */
     char *environment; /* never NULL */
+    char *route;       /* environment's route URL; "" when null */
     time_t created, started, completed; /* 0 = null */
 } rw_lagoon_deployment_t;
 

@@ -398,6 +398,13 @@ static const char target_sql[] =
     " WHEN $4::text = 'pending' THEN NULL ELSE t.claimed_at END,"
     " triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
     " ELSE t.triggered_at END,"
+    " health_attempts = CASE WHEN $4::text = 'claimed' THEN 0"
+    " ELSE t.health_attempts END,"
+    " health_next_at = CASE WHEN $4::text = 'claimed' THEN NULL"
+    " ELSE t.health_next_at END,"
+    " health_error = CASE WHEN $4::text = 'claimed' THEN NULL"
+    " ELSE t.health_error END,"
+    " route = CASE WHEN $4::text = 'claimed' THEN NULL ELSE t.route END,"
     " finished_at = CASE WHEN $6::boolean THEN now() ELSE NULL END"
     " FROM (SELECT DISTINCT unnest($2::bigint[]) AS id) AS ids"
     " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = $3::text"
@@ -516,7 +523,10 @@ out:
 /*
  * Lagoon results for a whole chunk in one statement; each row moves only
  * if it is still in its own from state, and a row whose state and Lagoon
- * columns are unchanged is not written at all (no dead row version).
+ * columns are unchanged is not written at all (no dead row version). Rows
+ * with u.health also write the health gate's columns: the route, the
+ * checks made, when the next one is due (NULL: none) and the last
+ * failure; the due time is the database's clock, as the poller reads it.
  */
 static const char target_apply_sql[] =
     "UPDATE run_targets t SET state = u.to_state,"
@@ -526,27 +536,41 @@ static const char target_apply_sql[] =
     "                THEN u.err ELSE t.error END,"
     "   finished_at = CASE WHEN u.to_state IN ('succeeded', 'failed',"
     "                                         'timed_out')"
-    "                      THEN now() ELSE NULL END"
+    "                      THEN now() ELSE NULL END,"
+    "   route = CASE WHEN u.health THEN COALESCE(u.route, t.route)"
+    "           ELSE t.route END,"
+    "   health_attempts = CASE WHEN u.health THEN u.h_attempts"
+    "                     ELSE t.health_attempts END,"
+    "   health_next_at = CASE WHEN NOT u.health THEN t.health_next_at"
+    "                    WHEN u.h_next_ms > 0"
+    "                    THEN now() + u.h_next_ms * interval '1 millisecond'"
+    "                    ELSE NULL END,"
+    "   health_error = CASE WHEN u.health THEN u.h_error"
+    "                  ELSE t.health_error END"
     " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],"
-    "             $6::text[], $7::text[])"
-    "      AS u(id, from_state, to_state, lstatus, dname, err)"
+    "             $6::text[], $7::text[], $8::boolean[], $9::text[],"
+    "             $10::int[], $11::bigint[], $12::text[])"
+    "      AS u(id, from_state, to_state, lstatus, dname, err, health, route,"
+    "           h_attempts, h_next_ms, h_error)"
     " WHERE t.id = u.id AND t.run_id = $1::bigint"
     "   AND t.state = u.from_state"
-    "   AND (u.from_state <> u.to_state"
-    "        OR t.lagoon_status IS DISTINCT FROM u.lstatus"
-    "        OR t.deployment_name IS DISTINCT FROM u.dname)";
+    "   AND (u.from_state <> u.to_state OR u.health"
+    "        OR (u.lstatus IS NOT NULL"
+    "            AND t.lagoon_status IS DISTINCT FROM u.lstatus)"
+    "        OR (u.dname IS NOT NULL"
+    "            AND t.deployment_name IS DISTINCT FROM u.dname))";
 
 rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
                          const rw_target_update_t *u, size_t n, size_t *n_moved,
                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    rw_pg_array_t a[6];
+    rw_pg_array_t a[11];
     PGresult *res = NULL;
     char run_s[24];
-    const char *p[7];
+    const char *p[12];
 
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 11; i++)
         rw_pg_array_init(&a[i]);
     *n_moved = 0;
     if (n == 0)
@@ -571,23 +595,28 @@ rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
         rw_pg_array_add_str(&a[3], u[i].lagoon_status);
         rw_pg_array_add_str(&a[4], u[i].deployment_name);
         rw_pg_array_add_str(&a[5], u[i].error);
+        rw_pg_array_add_str(&a[6], u[i].health ? "true" : "false");
+        rw_pg_array_add_str(&a[7], u[i].route);
+        rw_pg_array_add_ll(&a[8], u[i].health_attempts);
+        rw_pg_array_add_ll(&a[9], u[i].health_next_ms);
+        rw_pg_array_add_str(&a[10], u[i].health_error);
     }
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     p[0] = run_s;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 11; i++) {
         p[i + 1] = rw_pg_array_finish(&a[i]);
         if (!p[i + 1]) {
             err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
             goto out;
         }
     }
-    err = rw_pg_exec(pg, target_apply_sql, 7, p, &res, errstr, errlen);
+    err = rw_pg_exec(pg, target_apply_sql, 12, p, &res, errstr, errlen);
     if (err)
         goto out;
     *n_moved = (size_t)atoll(PQcmdTuples(res));
 out:
     PQclear(res);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 11; i++)
         rw_pg_array_free(&a[i]);
     return err;
 }

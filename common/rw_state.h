@@ -202,14 +202,22 @@ typedef struct rw_target_update {
     const char *deployment_name; /* NULL if no row */
     time_t completed;            /* 0 = not completed */
     const char *error;           /* for failed / timed_out, else NULL */
+    /* The health gate (health true writes these; false leaves them): */
+    bool health;
+    const char *route;        /* the environment's route; NULL = keep */
+    int health_attempts;      /* checks made in this attempt */
+    long long health_next_ms; /* next check due in ms; 0 = none due */
+    const char *health_error; /* what the last failed check saw, or NULL */
 } rw_target_update_t;
 
 /*
  * The poll-result writer of run_targets: n updates of one run, each with
- * its own from and to (from == to records only the Lagoon columns), in one
- * statement. Every from != to edge is checked first; an illegal one is
- * RW_ERR_STATE and nothing is written. A row no longer in its `from` is
- * left alone. *n_moved counts the rows written.
+ * its own from and to (from == to records only the Lagoon columns, and
+ * the health gate's), in one statement. Every from != to edge is checked
+ * first; an illegal one is RW_ERR_STATE and nothing is written. A row no
+ * longer in its `from` is left alone, and so is one the update would not
+ * change. *n_moved counts the rows written. A new attempt of a target
+ * (entering claimed) clears the gate's columns.
  */
 rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
                          const rw_target_update_t *u, size_t n, size_t *n_moved,

@@ -21,6 +21,8 @@
 
 #include <jansson.h>
 
+#include "rw_health.h"
+
 /* Bounds that keep arithmetic exact and typos visible. */
 #define COUNT_MAX         1000000000LL
 #define BAKE_MAX_S        (30LL * 86400)
@@ -411,6 +413,7 @@ static rw_err_t set_health_url(rw_strategy_t *st, const char *text,
                                char *errstr, size_t errlen)
 {
     size_t n = strlen(text);
+    char why[160];
 
     if (strcmp(text, "none") == 0) {
         st->health = (rw_health_t){0};
@@ -426,6 +429,10 @@ static rw_err_t set_health_url(rw_strategy_t *st, const char *text,
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "strategy.health.url: longer than %d characters",
                           RW_STRATEGY_URL_MAX - 1);
+    /* the poller expands the template by the same rule (rw_health) */
+    if (rw_health_url_check(text, why, sizeof(why)))
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "strategy.%s",
+                          why);
     for (size_t i = 0; i < n; i++)
         if (isspace((unsigned char)text[i]) || iscntrl((unsigned char)text[i]))
             return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,

@@ -5,9 +5,14 @@
  *      than the chunk's recorded poll attempt, or whose bulk id is not the
  *      chunk's, or whose chunk is no longer triggered, is acknowledged and
  *      dropped (a done chunk of this bulk has its locks released again);
- *   2. ask Lagoon for the bulk's deployments;
+ *   2. load the chunk's targets in flight and ask Lagoon for the bulk's
+ *      deployments (unless every target's build is known complete and
+ *      only waits for its health check);
  *   3. work out each polled target's new state (timed out once the poll
- *      attempts run out);
+ *      attempts run out); with a health gate in the run's strategy, a
+ *      completed build stays deploying and its environment is checked
+ *      over HTTP, now and then every interval, until a 2xx (succeeded) or
+ *      its attempts run out (failed);
  *   4. record the poll in one transaction: the targets, the chunk (done,
  *      or one poll further) and the next poll event queued in the outbox,
  *      so a crash in between loses nothing;
@@ -22,22 +27,35 @@
 
 #include "rw_chunk.h"
 #include "rw_daemon.h"
+#include "rw_health.h"
 #include "rw_log.h"
 #include "rw_outbox.h"
 #include "rw_progress.h"
 #include "rw_state.h"
+#include "rw_strategy.h"
 
 #define COMP "poller"
 
+/* A health check's own timeout, at most this and never above its
+ * interval, so a check never runs into the next one. */
+#define HEALTH_TIMEOUT_MAX_MS 10000
+/* The soonest a poll event is queued again for a health check. */
+#define HEALTH_MIN_WAIT_MS 200
+
 static const char SQL_LOAD_CHUNK[] =
-    "SELECT r.id AS run_id, c.state AS chunk_state, c.bulk_id,"
-    "       c.poll_attempts"
+    "SELECT r.id AS run_id, r.strategy, c.state AS chunk_state, c.bulk_id,"
+    "       c.poll_attempts,"
+    "       (extract(epoch FROM now() - c.triggered_at) * 1000)::bigint"
+    "         AS polled_ms"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
 static const char SQL_LOAD_TARGETS[] =
     "SELECT id, instance_id, state, lagoon_project, lagoon_environment,"
-    "       lagoon_status, deployment_name"
+    "       lagoon_status, deployment_name, route, health_attempts,"
+    "       health_next_at IS NOT NULL AS awaiting_health,"
+    "       GREATEST(0, ceil(extract(epoch FROM health_next_at - now())"
+    "                        * 1000))::bigint AS health_wait_ms"
     " FROM run_targets"
     " WHERE run_id = $1::bigint AND chunk = $2::int"
     "   AND state IN ('triggered', 'deploying')"
@@ -144,6 +162,12 @@ typedef struct poll {
     rw_target_update_t *u;
     size_t n, moved;
     bool all_terminal;
+    rw_strategy_t st;        /* the run's; st.health.set = a health gate */
+    bool need_lagoon;        /* some target's build is not known complete */
+    long long wait_ms;       /* the next event is due in this long */
+    long long polled_ms;     /* since the chunk was triggered */
+    char (*health_msg)[512]; /* per target: its error */
+    char (*health_what)[64]; /* per target: what its last check saw */
     char timeout_msg[96];
     char key[RW_CODEC_KEY_MAX];
     char *next_json; /* the next poll event, unless all_terminal */
@@ -155,6 +179,8 @@ static void poll_free(poll_t *p)
     PQclear(p->tg);
     rw_lagoon_deployments_free(p->rows);
     free(p->u);
+    free(p->health_msg);
+    free(p->health_what);
     free(p->next_json);
 }
 
@@ -178,7 +204,17 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
         goto out;
     }
     p->run_id = rw_pg_ll(chunk, 0, "run_id", 0);
+    p->polled_ms = rw_pg_ll(chunk, 0, "polled_ms", 0);
     snprintf(p->run_s, sizeof(p->run_s), "%lld", p->run_id);
+    if (rw_strategy_parse_json(rw_pg_str(chunk, 0, "strategy"), &p->st, errstr,
+                               errlen)) {
+        /* runs are refused such a strategy at creation: one that got
+         * here anyway is rolled out without its gate, and said so */
+        rw_warn(COMP, "event=strategy_unreadable run=%s detail=\"%s\"", m->run,
+                errstr);
+        rw_strategy_default(&p->st);
+        errstr[0] = '\0';
+    }
     state = rw_pg_str(chunk, 0, "chunk_state");
     bulk_id = rw_pg_str(chunk, 0, "bulk_id");
     if (strcmp(state, "done") == 0 && bulk_id &&
@@ -243,10 +279,59 @@ static rw_err_t ask_lagoon(rw_service_t *svc, poll_t *p, char *errstr,
     return RW_OK;
 }
 
-/* Step 3, one target: its new state from its Lagoon row d (may be NULL). */
-static void new_state(poll_t *p, rw_target_update_t *u,
-                      const rw_lagoon_deployment_t *d, bool exhausted)
+/* Step 2: the targets in flight, and whether Lagoon has news for any. */
+static rw_err_t load_targets(rw_service_t *svc, poll_t *p, char *errstr,
+                             size_t errlen)
 {
+    rw_err_t err = RW_OK;
+    const char *par[2] = {p->run_s, p->chunk_s};
+
+    err = rw_pg_exec(svc->pg, SQL_LOAD_TARGETS, 2, par, &p->tg, errstr, errlen);
+    if (err)
+        return err;
+    p->n = (size_t)PQntuples(p->tg);
+    p->u = calloc(p->n + 1, sizeof(*p->u));
+    p->health_msg = calloc(p->n + 1, sizeof(*p->health_msg));
+    p->health_what = calloc(p->n + 1, sizeof(*p->health_what));
+    if (!p->u || !p->health_msg || !p->health_what)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    /* with nothing left but health checks, Lagoon is not asked */
+    p->need_lagoon = false;
+    for (int row = 0; row < (int)p->n; row++)
+        if (!rw_pg_bool(p->tg, row, "awaiting_health", 0))
+            p->need_lagoon = true;
+    return RW_OK;
+}
+
+/* A health check is due in ms: the next event comes then, if sooner. */
+static void health_due_in(poll_t *p, long long ms)
+{
+    if (ms < HEALTH_MIN_WAIT_MS)
+        ms = HEALTH_MIN_WAIT_MS;
+    if (ms < p->wait_ms)
+        p->wait_ms = ms;
+}
+
+/* Step 3, one target: its new state from its Lagoon row d (may be NULL).
+ * Returns true when its environment is to be checked now. */
+static bool new_state(poll_t *p, int row, const rw_lagoon_deployment_t *d,
+                      bool exhausted)
+{
+    rw_target_update_t *u = &p->u[row];
+
+    if (rw_pg_bool(p->tg, row, "awaiting_health", 0)) {
+        /* the build is complete: only its check decides, when due */
+        long long wait = rw_pg_ll(p->tg, row, "health_wait_ms", 0);
+        u->to = u->from;
+        p->all_terminal = false;
+        if (wait > 0) {
+            health_due_in(p, wait);
+            return false;
+        }
+        u->route = rw_pg_str(p->tg, row, "route");
+        u->health_attempts = (int)rw_pg_ll(p->tg, row, "health_attempts", 0);
+        return true;
+    }
     u->to = d ? rw_target_from_lagoon(d->status, true) : u->from;
     if (d) {
         u->lagoon_status = d->status;
@@ -257,33 +342,160 @@ static void new_state(poll_t *p, rw_target_update_t *u,
     }
     if (u->to == RW_TARGET_TRIGGERED && u->from == RW_TARGET_DEPLOYING)
         u->to = RW_TARGET_DEPLOYING; /* a row never disappears */
+    if (d && u->to == RW_TARGET_SUCCEEDED && p->st.health.set) {
+        /* built, not yet known healthy: in flight until its gate ends,
+         * first checked right away */
+        u->to = RW_TARGET_DEPLOYING;
+        u->route = d->route;
+        u->health_attempts = 0;
+        p->all_terminal = false;
+        return true;
+    }
     if (exhausted && !rw_target_terminal(u->to)) {
         u->to = RW_TARGET_TIMED_OUT;
         u->error = p->timeout_msg;
     }
     if (!rw_target_terminal(u->to))
         p->all_terminal = false;
+    return false;
 }
 
-/* Step 3: the polled targets and their updates; the next event if any. */
+static void count_check(const char *result)
+{
+    char labels[48];
+
+    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+    rw_metrics_add(rw_metrics_counter("rollwave_health_checks_total",
+                                      "health-gate checks by result", labels),
+                   1);
+}
+
+/*
+ * One target's gate after a check (what = NULL: passed). Fails it once
+ * its attempts are used up; else the next check is an interval away.
+ */
+static void health_outcome(poll_t *p, size_t i, const char *what,
+                           const char *url)
+{
+    rw_target_update_t *u = &p->u[i];
+    const rw_health_t *h = &p->st.health;
+    char shown[256];
+
+    u->health = true;
+    u->health_attempts++;
+    u->health_next_ms = 0;
+    u->health_error = NULL;
+    if (!what) {
+        u->to = RW_TARGET_SUCCEEDED;
+        return;
+    }
+    rw_health_url_display(url, shown, sizeof(shown));
+    u->health_error = what;
+    if (u->health_attempts < h->attempts) {
+        u->to = RW_TARGET_DEPLOYING;
+        u->health_next_ms = (long long)h->interval_s * 1000;
+        health_due_in(p, u->health_next_ms);
+        p->all_terminal = false;
+        return;
+    }
+    u->to = RW_TARGET_FAILED;
+    snprintf(p->health_msg[i], sizeof(p->health_msg[i]),
+             "health check: %s after %d attempt%s (%s)", what,
+             u->health_attempts, u->health_attempts == 1 ? "" : "s", shown);
+    u->error = p->health_msg[i];
+    rw_info(COMP,
+            "event=health_failed run=%s chunk=%d target=%lld instance=%lld "
+            "detail=\"%s\"",
+            p->m->run, p->m->chunk, u->target_id, u->instance_id, u->error);
+}
+
+/*
+ * Step 3, the health gate: one GET per target in due[], all at once. A
+ * URL that cannot be built (no route) fails its target at once: asking
+ * again cannot give it a route.
+ */
+static rw_err_t check_health(poll_t *p, const size_t *due, size_t n_due,
+                             char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_health_check_t *ck = calloc(n_due + 1, sizeof(*ck));
+    char(*urls)[RW_HEALTH_URL_MAX] = calloc(n_due + 1, sizeof(*urls));
+    size_t *at = calloc(n_due + 1, sizeof(*at));
+    size_t n_ck = 0;
+    long timeout_ms = (long)p->st.health.interval_s * 1000;
+    char why[256];
+
+    if (!ck || !urls || !at) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (timeout_ms > HEALTH_TIMEOUT_MAX_MS)
+        timeout_ms = HEALTH_TIMEOUT_MAX_MS;
+    for (size_t k = 0; k < n_due; k++) {
+        size_t i = due[k];
+        int row = (int)i;
+        rw_target_update_t *u = &p->u[i];
+
+        if (rw_health_url(p->st.health.url, u->route,
+                          rw_pg_str(p->tg, row, "lagoon_project"),
+                          rw_pg_str(p->tg, row, "lagoon_environment"), urls[k],
+                          sizeof(urls[k]), why, sizeof(why))) {
+            u->health = true;
+            u->health_attempts++;
+            u->health_next_ms = 0;
+            u->to = RW_TARGET_FAILED;
+            snprintf(p->health_msg[i], sizeof(p->health_msg[i]),
+                     "health check: %s", why);
+            u->error = p->health_msg[i];
+            u->health_error = u->error;
+            count_check("error");
+            continue;
+        }
+        ck[n_ck].url = urls[k];
+        at[n_ck++] = i;
+    }
+    err = rw_health_check_many(ck, n_ck, timeout_ms, errstr, errlen);
+    if (err)
+        goto out;
+    for (size_t k = 0; k < n_ck; k++) {
+        bool ok = ck[k].result == RW_HEALTH_OK;
+        /* kept in the target's own buffer until the commit */
+        char *what = p->health_what[at[k]];
+
+        snprintf(what, sizeof(p->health_what[0]), "%s", ck[k].what);
+        count_check(ok                                 ? "ok"
+                    : ck[k].result == RW_HEALTH_FAILED ? "failed"
+                                                       : "error");
+        health_outcome(p, at[k], ok ? NULL : what, ck[k].url);
+    }
+out:
+    free(ck);
+    free(urls);
+    free(at);
+    return err;
+}
+
+/* Step 3: the polled targets' updates; the next event if any. */
 static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
                            size_t errlen)
 {
     rw_err_t err = RW_OK;
     const rw_poll_msg_t *m = p->m;
-    const char *par[2] = {p->run_s, p->chunk_s};
-    bool exhausted = m->attempt >= svc->s->poll_max_attempts;
+    /* health checks make polls more frequent: a gated run's builds get
+     * the polling horizon in time too, not only in polls */
+    bool exhausted = m->attempt >= svc->s->poll_max_attempts &&
+                     (!p->st.health.set ||
+                      p->polled_ms >= (long long)svc->s->poll_max_attempts *
+                                          rw_settings_poll_interval_ms(svc->s));
+    size_t *due = calloc(p->n + 1, sizeof(*due));
+    size_t n_due = 0;
 
-    err = rw_pg_exec(svc->pg, SQL_LOAD_TARGETS, 2, par, &p->tg, errstr, errlen);
-    if (err)
-        return err;
-    p->n = (size_t)PQntuples(p->tg);
-    p->u = calloc(p->n + 1, sizeof(*p->u));
-    if (!p->u)
+    if (!due)
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
     snprintf(p->timeout_msg, sizeof(p->timeout_msg),
              "no terminal deployment after %d polls", m->attempt);
     p->all_terminal = true;
+    p->wait_ms = rw_settings_poll_interval_ms(svc->s);
     for (size_t i = 0; i < p->n; i++) {
         int row = (int)i;
         const rw_lagoon_deployment_t *d =
@@ -295,13 +507,18 @@ static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
         p->u[i].instance_id = rw_pg_ll(p->tg, row, "instance_id", 0);
         p->u[i].from = (rw_target_state_t)rw_target_state_parse(
             rw_pg_str(p->tg, row, "state"));
-        new_state(p, &p->u[i], d, exhausted);
+        if (new_state(p, row, d, exhausted))
+            due[n_due++] = i;
     }
+    if (n_due > 0)
+        err = check_health(p, due, n_due, errstr, errlen);
+    free(due);
+    if (err)
+        return err;
     if (!p->all_terminal) {
         rw_poll_msg_t next = *m;
         next.attempt = m->attempt + 1;
-        next.due_at_ms =
-            rw_now_wall_ms() + rw_settings_poll_interval_ms(svc->s);
+        next.due_at_ms = rw_now_wall_ms() + p->wait_ms;
         err = rw_codec_poll_encode(&next, &p->next_json, errstr, errlen);
         if (err)
             return err;
@@ -409,9 +626,14 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
     err = load_chunk(svc, &p, errstr, sizeof(errstr));
     if (err || p.stop)
         goto out;
-    err = ask_lagoon(svc, &p, errstr, sizeof(errstr));
+    err = load_targets(svc, &p, errstr, sizeof(errstr));
     if (err)
         goto out;
+    if (p.need_lagoon) {
+        err = ask_lagoon(svc, &p, errstr, sizeof(errstr));
+        if (err)
+            goto out;
+    }
     err = new_states(svc, &p, errstr, sizeof(errstr));
     if (err)
         goto out;

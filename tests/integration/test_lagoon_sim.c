@@ -7,8 +7,9 @@
  * progression, counters, GraphQL errors, fault injection, rejected
  * environments, the concurrency cap (raised and lowered at run time), one
  * build per environment and superseded deployments, the overload delay,
- * the capacity stats and trigger timeline, keep-alive under concurrent
- * clients and the command line. Needs only RW_BIN_DIR (set by ctest).
+ * the capacity stats and trigger timeline, the environments' routes and
+ * their health answers, keep-alive under concurrent clients and the
+ * command line. Needs only RW_BIN_DIR (set by ctest).
  */
 #include "rw_itest.h"
 
@@ -375,7 +376,8 @@ static int fresh(void **state)
                "\"fault_slow\":0,\"fault_drop\":0,\"slow_ms\":30000,"
                "\"fault_http500_executed\":0,\"fault_garbled_executed\":0,"
                "\"overload_knee\":0,\"overload_ms_per_build\":10,"
-               "\"overload_max_ms\":30000}");
+               "\"overload_max_ms\":30000,\"health_fail\":[],"
+               "\"health_fail_percent\":0}");
     r = http("/sim/reset", NULL, "");
     assert_int_equal(r.status, 200);
     free(r.body);
@@ -1234,6 +1236,142 @@ static void test_reject(void **state)
     free(bulk);
 }
 
+#define ROUTE_QUERY                                                            \
+    "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) { id "    \
+    "environment { name route project { name } } } }"
+
+/* The route of the bulk's row for environment env (a new string). */
+static char *route_of(const char *bulk, const char *env)
+{
+    long status = 0;
+    json_t *j = gql(ROUTE_QUERY, json_pack("{s:s}", "bulkId", bulk), &status);
+    json_t *rows =
+        json_object_get(json_object_get(j, "data"), "deploymentsByBulkId");
+    char *route = NULL;
+    size_t i;
+    json_t *row;
+
+    assert_int_equal(status, 200);
+    json_array_foreach(rows, i, row)
+    {
+        json_t *e = json_object_get(row, "environment");
+        if (strcmp(json_string_value(json_object_get(e, "name")), env) == 0)
+            route = strdup(json_string_value(json_object_get(e, "route")));
+    }
+    if (!route)
+        fail_msg("no route for %s in %s", env, json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    return route;
+}
+
+/* Status of a GET of route + suffix (the route must be the sim's). */
+static long get_route(const char *route, const char *suffix)
+{
+    char path[512];
+    resp_t r;
+
+    assert_true(strncmp(route, base_url, strlen(base_url)) == 0);
+    snprintf(path, sizeof(path), "%s%s", route + strlen(base_url), suffix);
+    r = http(path, NULL, NULL);
+    assert_int_equal(r.cc, CURLE_OK);
+    free(r.body);
+    return r.status;
+}
+
+static void test_routes_and_health(void **state)
+{
+    const char *const pairs[] = {"hp",  "ok",    "hp", "bad-1",
+                                 "h p", "ma/in", NULL};
+    char want[256], *ok, *bad, *odd;
+    json_t *s, *checks;
+    char *bulk;
+
+    (void)state;
+    set_config("{\"health_fail\":[\"hp/bad-*\"],\"rows_delay_ms\":50,"
+               "\"phase_ms\":0,\"build_min_ms\":50,\"build_max_ms\":50}");
+    bulk = bulk_deploy(pairs);
+    json_decref(wait_terminal(bulk, 3));
+    ok = route_of(bulk, "ok");
+    bad = route_of(bulk, "bad-1");
+    odd = route_of(bulk, "ma/in");
+    snprintf(want, sizeof(want), "%s/sim/env/hp/ok", base_url);
+    assert_string_equal(ok, want);
+    /* both names percent-encoded */
+    snprintf(want, sizeof(want), "%s/sim/env/h%%20p/ma%%2Fin", base_url);
+    assert_string_equal(odd, want);
+
+    assert_int_equal(get_route(ok, ""), 200);
+    assert_int_equal(get_route(ok, "/healthz"), 200);
+    assert_int_equal(get_route(bad, "/healthz"), 503);
+    assert_int_equal(get_route(bad, ""), 503);
+    /* an environment no bulk named has no route */
+    assert_int_equal(get_route(base_url, "/sim/env/hp/nope"), 404);
+
+    s = stats();
+    assert_int_equal(stat_int(s, "health_requests"), 5);
+    assert_int_equal(stat_int(s, "health_failures"), 3);
+    checks = json_object_get(s, "health_checks");
+    assert_int_equal(json_integer_value(json_object_get(checks, "hp/ok")), 2);
+    assert_int_equal(json_integer_value(json_object_get(checks, "hp/bad-1")),
+                     2);
+    /* environments never checked are left out */
+    assert_null(json_object_get(checks, "h p/ma/in"));
+    json_decref(s);
+
+    /* every environment fails at 100 %, none at 0 % once the pattern goes */
+    set_config("{\"health_fail_percent\":100}");
+    assert_int_equal(get_route(ok, "/healthz"), 503);
+    set_config("{\"health_fail_percent\":0,\"health_fail\":[]}");
+    assert_int_equal(get_route(bad, "/healthz"), 200);
+
+    /* a reset forgets the counters */
+    fresh(NULL);
+    s = stats();
+    assert_int_equal(stat_int(s, "health_requests"), 0);
+    assert_int_equal(stat_int(s, "health_failures"), 0);
+    json_decref(s);
+    free(ok);
+    free(bad);
+    free(odd);
+    free(bulk);
+}
+
+/* The percentage draws the same environments every time, about that many. */
+static void test_health_fail_percent(void **state)
+{
+    enum { N = 40 };
+    const char *pairs[2 * N + 1];
+    char names[N][16], *routes[N];
+    long first[N];
+    int failing = 0;
+    char *bulk;
+
+    (void)state;
+    set_config("{\"health_fail_percent\":50,\"rows_delay_ms\":50,"
+               "\"phase_ms\":0,\"build_min_ms\":50,\"build_max_ms\":50}");
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "env-%d", i);
+        pairs[2 * i] = "pct";
+        pairs[2 * i + 1] = names[i];
+    }
+    pairs[2 * N] = NULL;
+    bulk = bulk_deploy(pairs);
+    json_decref(wait_terminal(bulk, N));
+    for (int i = 0; i < N; i++) {
+        routes[i] = route_of(bulk, names[i]);
+        first[i] = get_route(routes[i], "/healthz");
+        assert_true(first[i] == 200 || first[i] == 503);
+        failing += first[i] == 503;
+    }
+    /* 50 % of 40: a fair hash lands well inside 8..32 */
+    assert_in_range(failing, 8, 32);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(get_route(routes[i], "/healthz"), first[i]);
+        free(routes[i]);
+    }
+    free(bulk);
+}
+
 static void test_concurrency_cap(void **state)
 {
     const char *const pairs[] = {"cc-proj", "a", "cc-proj", "b",
@@ -1814,6 +1952,8 @@ int main(void)
         cmocka_unit_test_setup(test_faults, fresh),
         cmocka_unit_test_setup(test_faults_after_execute, fresh),
         cmocka_unit_test_setup(test_reject, fresh),
+        cmocka_unit_test_setup(test_routes_and_health, fresh),
+        cmocka_unit_test_setup(test_health_fail_percent, fresh),
         cmocka_unit_test_setup(test_concurrency_cap, fresh),
         cmocka_unit_test_setup(test_cap_lowered, fresh),
         cmocka_unit_test_setup(test_one_build_per_env, fresh),

@@ -676,6 +676,84 @@ static void test_target_claim_given_back_takes_attempt_back(void **state)
                t, "pending:0:true");
 }
 
+/*
+ * The health gate's columns go through rw_target_apply: written only by an
+ * update that carries them, left alone by one that does not (and an
+ * update that changes nothing writes no row), and cleared when a retry
+ * claims the target again.
+ */
+static void test_target_apply_health_columns(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    long long t = make_target(f, run, make_instance(f), "triggered");
+    rw_target_update_t u;
+    size_t n = 0;
+    char errstr[512] = "";
+    const char *cols = "SELECT state || ':' || lagoon_status || ':' ||"
+                       " health_attempts || ':' ||"
+                       " COALESCE(route, '-') || ':' ||"
+                       " COALESCE(health_error, '-') || ':' ||"
+                       " CASE WHEN health_next_at IS NULL THEN 'none'"
+                       "      WHEN health_next_at > now() + interval '50 s'"
+                       "       AND health_next_at <= now() + interval '60 s'"
+                       "      THEN 'in60s' ELSE 'other' END"
+                       " FROM run_targets WHERE id = $1";
+
+    /* a completed build awaiting its first check */
+    memset(&u, 0, sizeof(u));
+    u.target_id = t;
+    u.from = RW_TARGET_TRIGGERED;
+    u.to = RW_TARGET_DEPLOYING;
+    u.lagoon_status = "complete";
+    u.deployment_name = "lagoon-build-a";
+    u.health = true;
+    u.route = "https://r.example";
+    u.health_attempts = 1;
+    u.health_next_ms = 60000;
+    u.health_error = "HTTP 503";
+    assert_int_equal(
+        rw_target_apply(f->pg, run, &u, 1, &n, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(n, 1);
+    expect_str(f->pg, cols, t,
+               "deploying:complete:1:https://r.example:HTTP 503:in60s");
+
+    /* nothing to say about it (no row, no check due): not written */
+    memset(&u, 0, sizeof(u));
+    u.target_id = t;
+    u.from = u.to = RW_TARGET_DEPLOYING;
+    assert_int_equal(
+        rw_target_apply(f->pg, run, &u, 1, &n, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(n, 0);
+    expect_str(f->pg, cols, t,
+               "deploying:complete:1:https://r.example:HTTP 503:in60s");
+
+    /* the last attempt fails it; the route stays when none is given */
+    u.to = RW_TARGET_FAILED;
+    u.error = "health check: HTTP 503 after 2 attempts (https://r.example)";
+    u.health = true;
+    u.health_attempts = 2;
+    u.health_error = "HTTP 503";
+    assert_int_equal(
+        rw_target_apply(f->pg, run, &u, 1, &n, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(n, 1);
+    expect_str(f->pg, cols, t,
+               "failed:complete:2:https://r.example:HTTP 503:none");
+    expect_str(f->pg, "SELECT error FROM run_targets WHERE id = $1", t,
+               "health check: HTTP 503 after 2 attempts (https://r.example)");
+
+    /* a retry's claim starts the gate afresh */
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_FAILED,
+                                          RW_TARGET_PENDING, true, NULL, NULL,
+                                          &n, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_target_transition(f->pg, run, &t, 1, RW_TARGET_PENDING,
+                                          RW_TARGET_CLAIMED, false, NULL, NULL,
+                                          &n, errstr, sizeof(errstr)),
+                     RW_OK);
+    expect_str(f->pg, cols, t, "claimed:complete:0:-:-:none");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_chunk_lifecycle_audited_and_guarded),
         cmocka_unit_test(test_chunk_mark_sent_guards_the_attempt),
         cmocka_unit_test(test_target_claim_given_back_takes_attempt_back),
+        cmocka_unit_test(test_target_apply_health_columns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

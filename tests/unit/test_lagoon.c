@@ -25,7 +25,7 @@
 #define DEPLOYMENTS_QUERY                                                      \
     "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) "         \
     "{ id name status created started completed "                              \
-    "environment { name project { name } } } }"
+    "environment { name route project { name } } } }"
 
 static json_t *load(const char *text)
 {
@@ -453,7 +453,8 @@ static const char rows_body[] =
     "\"created\":\"2026-11-22T16:00:00Z\","
     "\"started\":\"2026-11-22T16:00:02.123Z\","
     "\"completed\":\"2026-11-22T18:05:00+02:00\","
-    "\"environment\":{\"name\":\"main\",\"project\":{\"name\":\"p2\"}}},"
+    "\"environment\":{\"name\":\"main\",\"route\":\"https://p2.example\","
+    "\"project\":{\"name\":\"p2\"}}},"
     /* 2: environment deleted: skipped */
     "{\"id\":12,\"name\":\"lagoon-build-ccc\",\"status\":\"failed\","
     "\"created\":\"2026-11-22 16:00:00\",\"started\":null,\"completed\":null,"
@@ -489,6 +490,8 @@ static void test_parse_deployments_rows(void **state)
     assert_string_equal(d->rows[0].status, "running");
     assert_string_equal(d->rows[0].project, "p1");
     assert_string_equal(d->rows[0].environment, "main");
+    /* no route field, or null: "" */
+    assert_string_equal(d->rows[0].route, "");
     assert_int_equal(d->rows[0].created, 1795363200);
     assert_int_equal(d->rows[0].started, 1795363201);
     assert_int_equal(d->rows[0].completed, 0);
@@ -496,6 +499,7 @@ static void test_parse_deployments_rows(void **state)
     r = rw_lagoon_deployments_find(d, "p2", "main");
     assert_non_null(r);
     assert_int_equal(r->id, 11);
+    assert_string_equal(r->route, "https://p2.example");
     assert_int_equal(r->created, 1795363200);
     assert_int_equal(r->started, 1795363202);
     /* 18:05 at +02:00 is 16:05 UTC */

@@ -109,6 +109,7 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    rw_sim_set_route_base(sim, rw_sim_http_port(http));
     if (cfg.port_file && cfg.port_file[0] &&
         write_port_file(cfg.port_file, rw_sim_http_port(http), errstr,
                         sizeof(errstr))) {

@@ -52,6 +52,9 @@ static const opt_t opts[] = {
         "log threshold: debug, info, warn, error or off"),
     OPT("seed", OPT_INT, seed, "0", 0, INT64_MAX, false,
         "salt of the hash that decides build outcomes and durations"),
+    OPT("route-base", OPT_STR, route_base, "", 0, 0, false,
+        "start of every environment's route, <route-base>/sim/env/<project>/"
+        "<environment> (empty = http://127.0.0.1:<bound port>)"),
     OPT("rows-delay-ms", OPT_INT, rows_delay_ms, "2000", 0, 86400000, true,
         "a bulk's deployment rows appear this long after the mutation"),
     OPT("build-min-ms", OPT_INT, build_min_ms, "3000", 0, 86400000, true,
@@ -102,6 +105,12 @@ static const opt_t opts[] = {
         "overload-knee"),
     OPT("overload-max-ms", OPT_INT, overload_max_ms, "30000", 0, 3600000, true,
         "longest overload delay of a /graphql answer"),
+    OPT("health-fail", OPT_LIST, health_fail, NULL, 0, 0, true,
+        "fnmatch pattern on project/environment whose route answers health "
+        "checks with HTTP 503 (repeatable; comma-separated in the variable)"),
+    OPT("health-fail-percent", OPT_INT, health_fail_percent, "0", 0, 100, true,
+        "share of environments, in percent, whose route answers 503 (a hash "
+        "of seed and project/environment, so the same ones every time)"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -314,7 +323,7 @@ rw_err_t rw_sim_config_load(rw_sim_config_t *cfg, int argc, char **argv,
             goto out;
         }
         snprintf(name, sizeof(name), "--%s", o->flag);
-        /* Repeated --reject flags add up, but replace the variable's list. */
+        /* Repeated list flags add up, but replace the variable's list. */
         if (o->type == OPT_LIST && !list_from_flags[idx]) {
             list_clear(field(cfg, o));
             list_from_flags[idx] = true;
@@ -361,7 +370,9 @@ void rw_sim_config_help(FILE *out, const char *prog)
             "Lagoon GraphQL API stand-in: bulkDeployEnvironmentLatest and "
             "deploymentsByBulkId on POST /graphql,\n"
             "plus GET /sim/stats, GET|POST /sim/config and POST /sim/reset "
-            "(no auth).\n\n"
+            "(no auth),\n"
+            "and each environment's route GET /sim/env/<project>/<environment>"
+            "[/...] (health).\n\n"
             "Options (each also settable by its environment variable; "
             "flags win;\n"
             "'runtime' ones can be changed with POST /sim/config; timings,\n"

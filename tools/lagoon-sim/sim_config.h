@@ -17,7 +17,7 @@
 #include "rw_err.h"
 #include "sim_buf.h"
 
-/* A list of owned strings (the --reject patterns). */
+/* A list of owned strings (the --reject and --health-fail patterns). */
 typedef struct rw_sim_list {
     char **items;
     size_t n;
@@ -31,6 +31,7 @@ typedef struct rw_sim_config {
     char *token;
     int log_level;
     long long seed;
+    char *route_base; /* "" = http://127.0.0.1:<bound port> */
     /* tunable at run time through POST /sim/config */
     long long rows_delay_ms;
     long long build_min_ms;
@@ -51,6 +52,8 @@ typedef struct rw_sim_config {
     long long overload_knee;
     long long overload_ms_per_build;
     long long overload_max_ms;
+    rw_sim_list_t health_fail;
+    long long health_fail_percent;
 } rw_sim_config_t;
 
 /*

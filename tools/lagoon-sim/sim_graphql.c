@@ -791,7 +791,7 @@ enum {
     DF_ENVIRONMENT,
     DF_PRIORITY
 };
-enum { EF_NAME, EF_PROJECT, EF_DEPLOYMENTS };
+enum { EF_NAME, EF_PROJECT, EF_DEPLOYMENTS, EF_ROUTE };
 enum { PF_NAME, PF_ENVIRONMENTS };
 
 /* Lagoon's arguments of the nested lists; type and factFilter of
@@ -823,6 +823,7 @@ static const field_def_t environment_fields[] = {
     {"name", "String", NULL},
     {"project", "Project", NULL},
     {"deployments", "[Deployment]", deployments_args},
+    {"route", "String", NULL},
     {NULL, NULL, NULL},
 };
 static const field_def_t project_fields[] = {
@@ -1583,6 +1584,44 @@ static void render_project_named(rw_sim_buf_t *b, const gql_field_t *sel,
     rw_sim_buf_puts(b, "}");
 }
 
+/* Percent-encodes s (n bytes): unreserved characters stay as they are. */
+static void url_part(rw_sim_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+            c == '~') {
+            rw_sim_buf_add(b, (const char *)&s[i], 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            rw_sim_buf_add(b, e, 3);
+        }
+    }
+}
+
+/* Environment.route: <base>/sim/env/<project>/<environment>, where the
+ * sim answers health checks (sim_http). */
+static void render_route(rw_sim_buf_t *b, const char *base, const char *project,
+                         size_t project_len, const char *env, size_t env_len)
+{
+    rw_sim_buf_t u;
+
+    rw_sim_buf_init(&u);
+    rw_sim_buf_puts(&u, base ? base : "");
+    rw_sim_buf_puts(&u, "/sim/env/");
+    url_part(&u, project, project_len);
+    rw_sim_buf_puts(&u, "/");
+    url_part(&u, env, env_len);
+    if (rw_sim_buf_failed(&u))
+        rw_sim_buf_puts(b, "null");
+    else
+        rw_sim_buf_json_str(b, u.data, u.len);
+    rw_sim_buf_free(&u);
+}
+
 static void render_environment(rw_sim_buf_t *b, const gql_field_t *sel,
                                const rw_sim_row_t *r)
 {
@@ -1595,6 +1634,9 @@ static void render_environment(rw_sim_buf_t *b, const gql_field_t *sel,
             rw_sim_buf_json_str(b, r->environment, r->environment_len);
         else if (f->kind == EF_PROJECT)
             render_project_named(b, f->sel, r->project, r->project_len);
+        else if (f->kind == EF_ROUTE)
+            render_route(b, r->route_base, r->project, r->project_len,
+                         r->environment, r->environment_len);
         else if (f->kind < 0)
             rw_sim_buf_puts(b, "\"Environment\"");
         else
@@ -1718,6 +1760,9 @@ static void render_snap_env(const rw_sim_gql_t *q, rw_sim_buf_t *b,
             render_project_named(b, f->sel, snap->name, snap->name_len);
         else if (f->kind == EF_DEPLOYMENTS)
             render_snap_deployments(q, b, f, env);
+        else if (f->kind == EF_ROUTE)
+            render_route(b, snap->route_base, snap->name, snap->name_len,
+                         env->name, env->name_len);
         else
             rw_sim_buf_puts(b, "\"Environment\"");
     }

@@ -272,6 +272,29 @@ static enum MHD_Result handle_config(rw_sim_http_t *http,
     return send_buf(c, MHD_HTTP_OK, &out);
 }
 
+/*
+ * GET of an environment's route, /sim/env/<project>/<environment>[/...]
+ * (libmicrohttpd has decoded the path): its health answer, so a check of
+ * "{route}/healthz" or of the route itself works.
+ */
+static enum MHD_Result handle_env(rw_sim_http_t *http, struct MHD_Connection *c,
+                                  const char *path)
+{
+    const char *slash = strchr(path, '/');
+    size_t plen = slash ? (size_t)(slash - path) : 0;
+    const char *env = slash ? slash + 1 : "";
+    size_t elen = strcspn(env, "/");
+    rw_sim_buf_t out;
+    int status;
+
+    if (plen == 0 || elen == 0)
+        return send_admin_error(c, MHD_HTTP_NOT_FOUND, "not found");
+    status = rw_sim_health(http->sim, path, plen, env, elen);
+    rw_sim_buf_init(&out);
+    rw_sim_buf_puts(&out, status == 200 ? "{\"ok\":true}" : "{\"ok\":false}");
+    return send_buf(c, (unsigned)status, &out);
+}
+
 static bool is_false(const char *v)
 {
     return v && (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 ||
@@ -314,6 +337,8 @@ static enum MHD_Result route(rw_sim_http_t *http, struct MHD_Connection *c,
         rw_sim_buf_puts(&out, "{\"ok\":true}");
         return send_buf(c, MHD_HTTP_OK, &out);
     }
+    if (strncmp(url, "/sim/env/", 9) == 0 && get)
+        return handle_env(http, c, url + 9);
     if (strcmp(url, "/healthz") == 0 && get) {
         rw_sim_buf_puts(&out, "{\"ok\":true}");
         return send_buf(c, MHD_HTTP_OK, &out);

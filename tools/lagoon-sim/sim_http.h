@@ -1,8 +1,9 @@
 /*
  * sim_http: the HTTP face of rollwave-lagoon-sim (libmicrohttpd, one thread
  * per connection, keep-alive): POST /graphql behind the bearer token and
- * with fault injection, and the unauthenticated admin endpoints GET
- * /sim/stats, GET|POST /sim/config, POST /sim/reset and GET /healthz. It
+ * with fault injection, the unauthenticated admin endpoints GET
+ * /sim/stats, GET|POST /sim/config, POST /sim/reset and GET /healthz, and
+ * the environments' routes (GET /sim/env/..., their health checks). It
  * holds no simulation state of its own.
  */
 #ifndef RW_SIM_HTTP_H

@@ -13,6 +13,7 @@
 #include <fnmatch.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -53,8 +54,9 @@ typedef struct env {
     uint32_t project_len;
     uint32_t key_len;
     uint32_t triggers;
-    uint32_t last_dep1; /* newest deployment + 1; 0 = none */
-    uint32_t next_env1; /* next env of the same project + 1; 0 = last */
+    uint32_t health_checks; /* GETs of its route */
+    uint32_t last_dep1;     /* newest deployment + 1; 0 = none */
+    uint32_t next_env1;     /* next env of the same project + 1; 0 = last */
     /* Lagoon builds one deployment of an environment at a time: the one
      * running, and the one appeared but not yet running (new, pending or
      * queued; a newer one cancels it). Index + 1; 0 = none. */
@@ -111,6 +113,7 @@ struct rw_sim {
     pthread_mutex_t mu;
     rw_sim_config_t cfg;
     uint64_t rng;
+    char route_base[512]; /* set once; rows point at it */
 
     dep_t *deps;
     size_t n_deps, cap_deps;
@@ -142,6 +145,7 @@ struct rw_sim {
     long long *envs_per_call;
     size_t envs_per_call_len;
     long long overload_delayed;
+    long long health_requests, health_failures;
     long long lat_count, lat_sum_us, lat_max_us;
     long long lat_buckets[LAT_BUCKETS];
     int64_t timeline_start;     /* wall ms of the first trigger; 0 = none */
@@ -589,6 +593,7 @@ static void clear_data(rw_sim_t *sim)
     memset(sim->timeline, 0, sizeof(sim->timeline));
     sim->bulk_calls = sim->deploy_requests = sim->envs_triggered = 0;
     sim->max_envs = sim->duplicate_triggers = sim->graphql_requests = 0;
+    sim->health_requests = sim->health_failures = 0;
     memset(sim->faults, 0, sizeof(sim->faults));
 }
 
@@ -733,6 +738,7 @@ static long env_intern(rw_sim_t *sim, const rw_sim_target_t *t)
     e->project_len = (uint32_t)k.project_len;
     e->key_len = (uint32_t)(k.project_len + 1 + k.environment_len);
     e->triggers = 0;
+    e->health_checks = 0;
     e->last_dep1 = 0;
     e->next_env1 = 0;
     e->running1 = 0;
@@ -993,6 +999,7 @@ static void fill_row(const rw_sim_t *sim, uint32_t di, int64_t now,
     row->environment_len = e->key_len - e->project_len - 1;
     row->bulk_id = b->id;
     row->bulk_name = b->name;
+    row->route_base = sim->route_base;
 }
 
 size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
@@ -1109,6 +1116,7 @@ rw_err_t rw_sim_project_snapshot(rw_sim_t *sim, const char *name, size_t len,
     snap->name_len = len;
     snap->envs = envs;
     snap->n_envs = n_envs;
+    snap->route_base = sim->route_base;
     for (uint32_t e1 = p->first_env1; e1; e1 = sim->envs[e1 - 1].next_env1) {
         const env_t *e = &sim->envs[e1 - 1];
         rw_sim_env_snap_t *es = &envs[ei++];
@@ -1147,6 +1155,69 @@ out:
 void rw_sim_project_snap_free(rw_sim_project_snap_t *snap)
 {
     free(snap);
+}
+
+/* ---- routes and health -------------------------------------------------- */
+
+void rw_sim_set_route_base(rw_sim_t *sim, int port)
+{
+    pthread_mutex_lock(&sim->mu);
+    if (sim->cfg.route_base && sim->cfg.route_base[0])
+        snprintf(sim->route_base, sizeof(sim->route_base), "%s",
+                 sim->cfg.route_base);
+    else
+        snprintf(sim->route_base, sizeof(sim->route_base),
+                 "http://127.0.0.1:%d", port);
+    pthread_mutex_unlock(&sim->mu);
+}
+
+/* Whether the environment (its "project/environment" key) fails health
+ * checks: a pattern, or the seeded hash under the percentage. */
+static bool health_fails(const rw_sim_t *sim, const char *key, size_t len)
+{
+    uint64_t salt = mix64((uint64_t)sim->cfg.seed ^ 0x6865616c7468ULL);
+
+    for (size_t i = 0; i < sim->cfg.health_fail.n; i++)
+        if (fnmatch(sim->cfg.health_fail.items[i], key, 0) == 0)
+            return true;
+    return sim->cfg.health_fail_percent > 0 &&
+           hash_bytes(key, len, salt) % 100 <
+               (uint32_t)sim->cfg.health_fail_percent;
+}
+
+int rw_sim_health(rw_sim_t *sim, const char *project, size_t project_len,
+                  const char *environment, size_t environment_len)
+{
+    env_key_t k = {project, environment, project_len, environment_len};
+    char *key = malloc(project_len + environment_len + 2);
+    long idx;
+    int status = 200;
+
+    if (!key)
+        return 500;
+    memcpy(key, project, project_len);
+    key[project_len] = '/';
+    memcpy(key + project_len + 1, environment, environment_len);
+    key[project_len + 1 + environment_len] = '\0';
+    pthread_mutex_lock(&sim->mu);
+    idx = imap_find(sim, &sim->env_map, env_hash(&k), env_eq, &k);
+    if (idx < 0)
+        status = 404;
+    else if (health_fails(sim, key, project_len + 1 + environment_len))
+        status = 503;
+    if (idx >= 0)
+        sim->envs[idx].health_checks++;
+    sim->health_requests++;
+    if (status != 200)
+        sim->health_failures++;
+    pthread_mutex_unlock(&sim->mu);
+    if (RW_LOG_DEBUG >= rw_log_threshold) {
+        char q[600];
+        rw_debug(COMP, "event=health env=%s status=%d",
+                 rw_log_quote(q, sizeof(q), key), status);
+    }
+    free(key);
+    return status;
 }
 
 /* ---- faults, stats, config ---------------------------------------------- */
@@ -1303,6 +1374,16 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
             rw_sim_buf_json_str(b, sim->envs[i].key, sim->envs[i].key_len);
             rw_sim_buf_printf(b, ":%u", sim->envs[i].triggers);
         }
+        rw_sim_buf_puts(b, "},\"health_checks\":{");
+        first = true;
+        for (size_t i = 0; i < sim->n_envs; i++) {
+            if (!sim->envs[i].health_checks)
+                continue;
+            rw_sim_buf_puts(b, first ? "" : ",");
+            first = false;
+            rw_sim_buf_json_str(b, sim->envs[i].key, sim->envs[i].key_len);
+            rw_sim_buf_printf(b, ":%u", sim->envs[i].health_checks);
+        }
         rw_sim_buf_puts(b, "}");
     }
     if (with_timeline)
@@ -1318,7 +1399,8 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
         "\"slow\":%lld,\"drop\":%lld,\"http500_executed\":%lld,"
         "\"garbled_executed\":%lld},\"graphql_requests\":%lld,"
-        "\"overload_delayed\":%lld,",
+        "\"overload_delayed\":%lld,\"health_requests\":%lld,"
+        "\"health_failures\":%lld,",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
         sim->running_builds, queued, sim->running_builds + queued,
         sim->peak_in_progress, sim->superseded,
@@ -1326,7 +1408,7 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
         sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
         sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests,
-        sim->overload_delayed);
+        sim->overload_delayed, sim->health_requests, sim->health_failures);
     rw_sim_buf_printf(
         b,
         "\"api_latency_ms\":{\"count\":%lld,\"mean\":%.3f,\"max\":%.3f,"

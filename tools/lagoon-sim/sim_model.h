@@ -61,7 +61,8 @@ typedef struct rw_sim_row {
     const char *environment;
     size_t environment_len;
     const char *bulk_id;
-    const char *bulk_name; /* may be NULL */
+    const char *bulk_name;  /* may be NULL */
+    const char *route_base; /* the environment's route: rw_sim_route_base */
 } rw_sim_row_t;
 
 typedef void (*rw_sim_row_fn)(const rw_sim_row_t *row, void *ud);
@@ -83,6 +84,7 @@ typedef struct rw_sim_project_snap {
     size_t name_len;
     const rw_sim_env_snap_t *envs; /* in the order the sim first saw them */
     size_t n_envs;
+    const char *route_base; /* as in rw_sim_row_t */
 } rw_sim_project_snap_t;
 
 typedef enum rw_sim_fault {
@@ -102,6 +104,27 @@ typedef enum rw_sim_fault {
 rw_err_t rw_sim_new(const rw_sim_config_t *cfg, rw_sim_t **out, char *errstr,
                     size_t errlen);
 void rw_sim_destroy(rw_sim_t *sim);
+
+/*
+ * The start of every environment's route (<base>/sim/env/<project>/
+ * <environment>, both names percent-encoded): the route-base option, or
+ * http://127.0.0.1:<port> when it is empty. Set once, after the server is
+ * listening and before its port is announced; rows and snapshots point at
+ * it for the sim's lifetime.
+ */
+void rw_sim_set_route_base(rw_sim_t *sim, int port);
+
+/*
+ * A GET of an environment's route (project and environment as the path
+ * names them, len bytes each): the HTTP status it answers. 200 normally;
+ * 503 when project/environment matches a health-fail pattern or is drawn
+ * by health-fail-percent (a hash of seed and project/environment, so the
+ * same environments fail every time); 404 for an environment no bulk ever
+ * named. Counted in health_requests, health_failures (every answer but
+ * 200) and, per known environment, health_checks.
+ */
+int rw_sim_health(rw_sim_t *sim, const char *project, size_t project_len,
+                  const char *environment, size_t environment_len);
 
 /* Wall-clock milliseconds, the clock of every deployment timestamp. */
 long long rw_sim_now_ms(void);
@@ -168,7 +191,10 @@ void rw_sim_api_latency(rw_sim_t *sim, long long us);
  * cancelled: deployments cancelled by a newer one of their environment.
  * overload_delayed: /graphql answers the overload model delayed.
  * api_latency_ms: count, mean, max and p95 (to 1/16) of the times passed
- * to rw_sim_api_latency. Every counter starts again at a reset.
+ * to rw_sim_api_latency. health_requests / health_failures: GETs of routes
+ * and those not answered 200; with_triggers adds health_checks, the GETs
+ * per known project/environment (those with one at least). Every counter
+ * starts again at a reset.
  */
 void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
                        rw_sim_buf_t *b);
