@@ -15,6 +15,17 @@
  *    "on_failure": "pause" | "abort",
  *    "health": {"url": "{route}/healthz", "attempts": 3, "interval_s": 10}}
  *
+ * Waves are cumulative: "1" then "10%" means 1 target, then up to 10% of
+ * the run. They must grow (a count may precede percentages, not follow
+ * one). A list ending in a percentage must end at 100% ("the last wave
+ * must be 100%"); a list ending in a count, such as "1,5", has the rest of
+ * the run as an implied last wave (1, 5, then everything), which counts
+ * towards RW_STRATEGY_MAX_WAVES. Counts are > 0, percentages in (0, 100%].
+ * max_in_flight is > 0; the failure thresholds may be 0 (the first failure
+ * trips them). A run whose chunk is larger than its max_in_flight is not
+ * refused: the throttle grants such a chunk alone when nothing of the run
+ * is in flight (0007_strategy.sql, rw_throttle_take).
+ *
  * Deployment windows are not part of the JSON: they are columns of
  * store_apps and user_groups (the scheduler filters on them in SQL), set
  * from the same "Europe/Zurich Mon-Fri 02:00-05:00" text parsed here.
@@ -55,7 +66,8 @@ typedef enum rw_on_failure {
 
 typedef struct rw_health {
     bool set;
-    char url[RW_STRATEGY_URL_MAX]; /* template: {route} {project} {environment} */
+    char url[RW_STRATEGY_URL_MAX]; /* template: {route} {project} {environment}
+                                    */
     int attempts;                  /* 1..100 */
     int interval_s;                /* 1..3600 between attempts */
 } rw_health_t;
@@ -86,18 +98,36 @@ bool rw_strategy_is_default(const rw_strategy_t *st);
 rw_err_t rw_strategy_parse_json(const char *text, rw_strategy_t *st,
                                 char *errstr, size_t errlen);
 
+/*
+ * Set one field from its text form, by its JSON path: "waves", "bake",
+ * "max_in_flight", "max_failures_wave", "max_failures_run", "on_failure",
+ * "health.url", "health.attempts", "health.interval_s". "none" clears
+ * waves, the amounts and health. Other fields are untouched, so the CLI
+ * changes only what its flags name; call rw_strategy_validate afterwards.
+ */
+rw_err_t rw_strategy_set(rw_strategy_t *st, const char *name, const char *text,
+                         char *errstr, size_t errlen);
+/* The checks across fields that rw_strategy_parse_json applies. */
+rw_err_t rw_strategy_validate(const rw_strategy_t *st, char *errstr,
+                              size_t errlen);
+/* Field i's help line and JSON path into *name; NULL past the last. */
+const char *rw_strategy_field_help(size_t i, const char **name);
+
 /* Canonical JSON of a strategy (malloc'd, caller frees); NULL on ENOMEM. */
 char *rw_strategy_to_json(const rw_strategy_t *st);
 
 /* Text forms shared by the CLI and the JSON parser. */
 rw_err_t rw_strategy_parse_waves(const char *text, rw_strategy_t *st,
-                                 char *errstr, size_t errlen); /* "1,10%,100%" */
+                                 char *errstr,
+                                 size_t errlen); /* "1,10%,100%" */
 rw_err_t rw_strategy_parse_bake(const char *text, long long *bake_s,
-                                char *errstr, size_t errlen); /* 0 30s 10m 2h manual */
+                                char *errstr,
+                                size_t errlen); /* 0 30s 10m 2h manual */
 rw_err_t rw_amount_parse(const char *text, const char *field, bool allow_zero,
                          rw_amount_t *out, char *errstr, size_t errlen);
-rw_err_t rw_window_parse(const char *text, rw_window_t *w, char *errstr,
-                         size_t errlen); /* "Europe/Zurich Mon-Fri 02:00-05:00" */
+rw_err_t
+rw_window_parse(const char *text, rw_window_t *w, char *errstr,
+                size_t errlen); /* "Europe/Zurich Mon-Fri 02:00-05:00" */
 
 /* Text form of an amount ("20", "12.5%") into buf. */
 void rw_amount_format(const rw_amount_t *a, char *buf, size_t len);
