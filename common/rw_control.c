@@ -264,9 +264,9 @@ static const char *verb_name(rw_control_verb_t verb)
     return "?";
 }
 
-rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id,
-                          rw_run_state_t status, const char *reason,
-                          long long *n_targets, char *errstr, size_t errlen)
+rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id, rw_run_state_t status,
+                          const char *reason, long long *n_targets,
+                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
@@ -376,8 +376,7 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
     }
     if (verb == RW_CONTROL_PROMOTE && to == RW_RUN__COUNT) {
         err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "cannot promote a %s run%s",
-                         rw_run_state_name(status),
+                         "cannot promote a %s run%s", rw_run_state_name(status),
                          status == RW_RUN_PAUSED ? ": resume it first" : "");
         goto out;
     }

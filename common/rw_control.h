@@ -89,8 +89,8 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
  * waves cancelled, the run cancelled with reason and its counts stored.
  * *n_targets counts the targets cancelled.
  */
-rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id,
-                          rw_run_state_t status, const char *reason,
-                          long long *n_targets, char *errstr, size_t errlen);
+rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id, rw_run_state_t status,
+                          const char *reason, long long *n_targets,
+                          char *errstr, size_t errlen);
 
 #endif

@@ -319,10 +319,9 @@ out:
     return err;
 }
 
-static const char SQL_BETA[] =
-    "SELECT i.id FROM app_instances i"
-    " JOIN user_groups g ON g.id = i.user_group_id"
-    " WHERE i.id = ANY($1::bigint[]) AND g.is_beta";
+static const char SQL_BETA[] = "SELECT i.id FROM app_instances i"
+                               " JOIN user_groups g ON g.id = i.user_group_id"
+                               " WHERE i.id = ANY($1::bigint[]) AND g.is_beta";
 
 /* Mark the candidates of beta user groups (one statement). */
 static rw_err_t mark_beta(rw_pg_t *pg, cand_t *c, size_t n, char *errstr,
@@ -358,9 +357,9 @@ static rw_err_t mark_beta(rw_pg_t *pg, cand_t *c, size_t n, char *errstr,
             ids[i] = rw_pg_ll(res, (int)i, "id", 0);
         qsort(ids, nb, sizeof(*ids), cmp_ll);
         for (size_t i = 0; i < n; i++)
-            c[i].beta = !c[i].skip_reason &&
-                        bsearch(&c[i].instance_id, ids, nb, sizeof(*ids),
-                                cmp_ll) != NULL;
+            c[i].beta =
+                !c[i].skip_reason && bsearch(&c[i].instance_id, ids, nb,
+                                             sizeof(*ids), cmp_ll) != NULL;
         free(ids);
     }
 out:
@@ -580,8 +579,8 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
         err = rw_run_transition(pg, out->id, RW_RUN_PENDING, RW_RUN_FAILED,
                                 false, bad, errstr, errlen);
         if (!err)
-            err = rw_pg_exec(pg, SQL_RUN_ERROR, 2, params, NULL, errstr,
-                             errlen);
+            err =
+                rw_pg_exec(pg, SQL_RUN_ERROR, 2, params, NULL, errstr, errlen);
         if (err)
             goto out;
         rw_error("runs",

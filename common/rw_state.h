@@ -93,12 +93,12 @@ typedef enum rw_chunk_state {
 
 /* ---- wave: run_waves.state --------------------------------------------- */
 typedef enum rw_wave_state {
-    RW_WAVE_PENDING = 0,         /* not released; an earlier wave runs */
-    RW_WAVE_BAKING,              /* previous wave done; released at not_before */
-    RW_WAVE_AWAITING_PROMOTION,  /* manual bake: released by run promote */
-    RW_WAVE_RUNNING,             /* released: its batches are in the outbox */
-    RW_WAVE_DONE,                /* every chunk of the wave closed */
-    RW_WAVE_CANCELLED,           /* its run was aborted before it ended */
+    RW_WAVE_PENDING = 0,        /* not released; an earlier wave runs */
+    RW_WAVE_BAKING,             /* previous wave done; released at not_before */
+    RW_WAVE_AWAITING_PROMOTION, /* manual bake: released by run promote */
+    RW_WAVE_RUNNING,            /* released: its batches are in the outbox */
+    RW_WAVE_DONE,               /* every chunk of the wave closed */
+    RW_WAVE_CANCELLED,          /* its run was aborted before it ended */
     RW_WAVE__COUNT
 } rw_wave_state_t;
 

@@ -61,12 +61,16 @@ static const char SQL_READ_DETAIL[] = SQL_READ_COLS
     " (SELECT count(*) FROM run_chunks c JOIN deployment_runs r"
     "   ON r.id = c.run_id WHERE c.state = 'pending'"
     "     AND r.status IN ('pending', 'running')"
-    "     AND " RW_WAVE_RELEASED_SQL("c") ") AS chunks_waiting,"
-    " (SELECT count(DISTINCT c.run_id) FROM run_chunks c"
-    "   JOIN deployment_runs r ON r.id = c.run_id WHERE c.state = 'pending'"
-    "     AND r.status IN ('pending', 'running')"
-    "     AND " RW_WAVE_RELEASED_SQL("c") ") AS runs_waiting"
-    " FROM rw_throttle_adjust($1::int) a, fleet_throttle t WHERE t.id = 1";
+    "     AND " RW_WAVE_RELEASED_SQL(
+        "c") ") AS chunks_waiting,"
+             " (SELECT count(DISTINCT c.run_id) FROM run_chunks c"
+             "   JOIN deployment_runs r ON r.id = c.run_id WHERE c.state = "
+             "'pending'"
+             "     AND r.status IN ('pending', 'running')"
+             "     AND " RW_WAVE_RELEASED_SQL(
+                 "c") ") AS runs_waiting"
+                      " FROM rw_throttle_adjust($1::int) a, fleet_throttle t "
+                      "WHERE t.id = 1";
 
 static const char SQL_TAKE[] =
     "SELECT o_lease_id AS lease_id, o_reason AS reason,"

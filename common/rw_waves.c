@@ -127,7 +127,7 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     rw_strategy_t st;
-    char run_s[24], why[200], reason[240], serr[200];
+    char run_s[24], why[200], reason[320], serr[160];
     const char *p[1] = {run_s};
     bool over = false, last;
     int wave, n_waves;
@@ -185,8 +185,9 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
         *hold = true;
         goto out;
     }
-    snprintf(reason, sizeof(reason), "wave %d over: %lld succeeded, %lld failed",
-             wave, rw_pg_ll(res, 0, "wave_ok", 0),
+    snprintf(reason, sizeof(reason),
+             "wave %d over: %lld succeeded, %lld failed", wave,
+             rw_pg_ll(res, 0, "wave_ok", 0),
              rw_pg_ll(res, 0, "wave_failed", 0));
     err = rw_wave_transition(pg, run_id, wave, RW_WAVE_RUNNING, RW_WAVE_DONE, 0,
                              rw_pg_ll(res, 0, "wave_ok", 0),
@@ -236,8 +237,8 @@ rw_err_t rw_waves_release(rw_pg_t *pg, long long run_id, int wave,
     if (err)
         return err;
     count_action("released");
-    rw_info(COMP, "event=wave_released run_id=%lld wave=%d chunks=%lld",
-            run_id, wave, *n_chunks);
+    rw_info(COMP, "event=wave_released run_id=%lld wave=%d chunks=%lld", run_id,
+            wave, *n_chunks);
     return RW_OK;
 }
 
@@ -349,8 +350,8 @@ rw_err_t rw_waves_promote(rw_pg_t *pg, long long run_id, const char *reason,
     if (err)
         goto out;
     if (PQntuples(res) != 1) {
-        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "no wave left to promote");
+        err =
+            rw_err_set(errstr, errlen, RW_ERR_STATE, "no wave left to promote");
         goto out;
     }
     from = rw_wave_state_parse(rw_pg_str(res, 0, "state"));
@@ -421,9 +422,9 @@ rw_err_t rw_waves_resume(rw_pg_t *pg, long long run_id, const char *reason,
     if (PQntuples(open) == 0 && PQntuples(res) == 1 &&
         rw_wave_state_parse(rw_pg_str(res, 0, "state")) == RW_WAVE_PENDING) {
         /* paused by a threshold at the end of a wave: go on with the next */
-        err = rw_waves_release(pg, run_id, (int)rw_pg_ll(res, 0, "wave", 0),
-                               RW_WAVE_PENDING, reason, n_chunks, errstr,
-                               errlen);
+        err =
+            rw_waves_release(pg, run_id, (int)rw_pg_ll(res, 0, "wave", 0),
+                             RW_WAVE_PENDING, reason, n_chunks, errstr, errlen);
         goto out;
     }
     err = rw_control_queue(pg, run_id, -1, n_chunks, errstr, errlen);

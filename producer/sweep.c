@@ -59,11 +59,12 @@ static const char SQL_PENDING_STALE[] =
     " WHERE c.state = 'pending'"
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     "   AND r.status IN ('pending', 'running')"
-    "   AND " RW_WAVE_RELEASED_SQL("c")
-    "   AND (c.updated_at < now() - make_interval(secs => 6 * $1::int)"
-    "     OR NOT EXISTS (SELECT 1 FROM fleet_throttle f"
-    "       WHERE f.waiting_seen_at > now() - make_interval(secs => $1::int)))"
-    " ORDER BY c.updated_at LIMIT $2::int";
+    "   AND " RW_WAVE_RELEASED_SQL(
+        "c") "   AND (c.updated_at < now() - make_interval(secs => 6 * $1::int)"
+             "     OR NOT EXISTS (SELECT 1 FROM fleet_throttle f"
+             "       WHERE f.waiting_seen_at > now() - make_interval(secs => "
+             "$1::int)))"
+             " ORDER BY c.updated_at LIMIT $2::int";
 
 /*
  * Chunks finished since the cursor (and a few seconds ago at least, so
