@@ -18,33 +18,40 @@
 #define COMP "waves"
 
 /*
- * The run's current wave with what a threshold needs: the wave's counts,
- * the run's failures, the planned total and the open chunks of the wave.
- * Skipped targets carry chunk 0 but are never failures nor successes.
+ * The run's current wave and its open chunks (through the open-chunk
+ * index): what every chunk ending reads, so it stays cheap.
  */
 static const char SQL_CURRENT[] =
     "SELECT r.strategy, r.failures_accepted AS run_accepted,"
     "       w.wave, w.state, w.target_count, w.failures_accepted"
-    "         AS wave_accepted,"
+    "         AS wave_accepted, w.first_chunk, w.last_chunk,"
     "       (SELECT max(x.wave) FROM run_waves x WHERE x.run_id = r.id)"
     "         AS n_waves,"
     "       (SELECT sum(x.target_count) FROM run_waves x"
     "         WHERE x.run_id = r.id) AS planned,"
     "       (SELECT count(*) FROM run_chunks c WHERE c.run_id = r.id"
-    "         AND c.chunk BETWEEN w.first_chunk AND w.last_chunk"
-    "         AND c.state NOT IN ('done', 'failed')) AS wave_open,"
-    "       t.wave_ok, t.wave_failed,"
-    "       (SELECT count(*) FROM run_targets y WHERE y.run_id = r.id"
-    "         AND y.state IN ('failed', 'timed_out')) AS run_failed"
+    "         AND c.state NOT IN ('done', 'failed')"
+    "         AND c.chunk BETWEEN w.first_chunk AND w.last_chunk)"
+    "         AS wave_open"
     " FROM deployment_runs r"
     " JOIN run_waves w ON w.run_id = r.id AND w.wave = r.current_wave"
-    " CROSS JOIN LATERAL ("
-    "   SELECT count(*) FILTER (WHERE y.state = 'succeeded') AS wave_ok,"
-    "          count(*) FILTER (WHERE y.state IN ('failed', 'timed_out'))"
-    "            AS wave_failed"
-    "   FROM run_targets y WHERE y.run_id = r.id"
-    "     AND y.chunk BETWEEN w.first_chunk AND w.last_chunk) t"
     " WHERE r.id = $1::bigint";
+
+/*
+ * The targets of the current wave by outcome, and the run's failures as
+ * the ended waves stored them plus the current wave's: one scan of the
+ * wave's chunk range, only when a threshold is set or the wave ends.
+ * Skipped targets carry chunk 0 but are never failures nor successes.
+ */
+static const char SQL_WAVE_COUNTS[] =
+    "SELECT count(*) FILTER (WHERE t.state = 'succeeded') AS wave_ok,"
+    "       count(*) FILTER (WHERE t.state IN ('failed', 'timed_out'))"
+    "         AS wave_failed,"
+    "       (SELECT COALESCE(sum(x.failed_count), 0) FROM run_waves x"
+    "         WHERE x.run_id = $1::bigint AND x.wave <> $2::int"
+    "           AND x.state = 'done') AS earlier_failed"
+    " FROM run_targets t WHERE t.run_id = $1::bigint"
+    "   AND t.chunk BETWEEN $3::int AND $4::int";
 
 /* The pause reason also lands in last_error so `run show` needs no join. */
 static const char SQL_NOTE_ERROR[] =
@@ -62,35 +69,37 @@ static void count_action(const char *action)
                    1);
 }
 
+/* What a threshold and a wave end look at. */
+typedef struct wave_view {
+    long long wave, n_waves, n_wave, planned, open;
+    long long ok, failed, run_failed;
+    long long wave_accepted, run_accepted;
+} wave_view_t;
+
 /*
  * Which threshold, if any, the failures cross; the reason names it, e.g.
  * "wave 2 failures 7/120 > 5%". The accepted failures (a resume) are not
  * counted again.
  */
-static bool over_threshold(const rw_strategy_t *st, const PGresult *res,
+static bool over_threshold(const rw_strategy_t *st, const wave_view_t *v,
                            char *why, size_t len)
 {
-    long long wave = rw_pg_ll(res, 0, "wave", 0);
-    long long n_wave = rw_pg_ll(res, 0, "target_count", 0);
-    long long planned = rw_pg_ll(res, 0, "planned", 0);
-    long long f_wave = rw_pg_ll(res, 0, "wave_failed", 0);
-    long long f_run = rw_pg_ll(res, 0, "run_failed", 0);
-    long long a_wave = rw_pg_ll(res, 0, "wave_accepted", 0);
-    long long a_run = rw_pg_ll(res, 0, "run_accepted", 0);
     char amount[32];
 
     if (st->max_failures_wave.set &&
-        f_wave - a_wave > rw_amount_of(&st->max_failures_wave, n_wave)) {
+        v->failed - v->wave_accepted >
+            rw_amount_of(&st->max_failures_wave, v->n_wave)) {
         rw_amount_format(&st->max_failures_wave, amount, sizeof(amount));
-        snprintf(why, len, "wave %lld failures %lld/%lld > %s", wave, f_wave,
-                 n_wave, amount);
+        snprintf(why, len, "wave %lld failures %lld/%lld > %s", v->wave,
+                 v->failed, v->n_wave, amount);
         return true;
     }
     if (st->max_failures_run.set &&
-        f_run - a_run > rw_amount_of(&st->max_failures_run, planned)) {
+        v->run_failed - v->run_accepted >
+            rw_amount_of(&st->max_failures_run, v->planned)) {
         rw_amount_format(&st->max_failures_run, amount, sizeof(amount));
-        snprintf(why, len, "run failures %lld/%lld > %s", f_run, planned,
-                 amount);
+        snprintf(why, len, "run failures %lld/%lld > %s", v->run_failed,
+                 v->planned, amount);
         return true;
     }
     return false;
@@ -125,14 +134,16 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
                         bool *hold, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    PGresult *res = NULL;
+    PGresult *res = NULL, *cnt = NULL;
     rw_strategy_t st;
+    wave_view_t v;
     char run_s[24], why[200], reason[320], serr[160];
     const char *p[1] = {run_s};
     bool over = false, last;
-    int wave, n_waves;
+    int wave;
 
     *hold = false;
+    memset(&v, 0, sizeof(v));
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     err = rw_pg_exec(pg, SQL_CURRENT, 1, p, &res, errstr, errlen);
     if (err)
@@ -140,22 +151,38 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
     if (PQntuples(res) != 1 ||
         rw_wave_state_parse(rw_pg_str(res, 0, "state")) != RW_WAVE_RUNNING)
         goto out; /* no waves, or between waves: chunk counts decide */
-    wave = (int)rw_pg_ll(res, 0, "wave", 1);
-    n_waves = (int)rw_pg_ll(res, 0, "n_waves", 1);
-    last = wave >= n_waves;
+    v.wave = rw_pg_ll(res, 0, "wave", 1);
+    v.n_waves = rw_pg_ll(res, 0, "n_waves", 1);
+    v.n_wave = rw_pg_ll(res, 0, "target_count", 0);
+    v.planned = rw_pg_ll(res, 0, "planned", 0);
+    v.open = rw_pg_ll(res, 0, "wave_open", 0);
+    v.wave_accepted = rw_pg_ll(res, 0, "wave_accepted", 0);
+    v.run_accepted = rw_pg_ll(res, 0, "run_accepted", 0);
+    wave = (int)v.wave;
+    last = v.wave >= v.n_waves;
     if (rw_strategy_parse_json(rw_pg_str(res, 0, "strategy"), &st, serr,
                                sizeof(serr))) {
         /* stored canonical at creation: only a hand edit gets here, and
          * guessing its thresholds or bake would be worse than stopping */
         snprintf(why, sizeof(why), "strategy: %s", serr);
         rw_strategy_default(&st);
-        st.on_failure = RW_ON_FAILURE_PAUSE;
         over = true;
-    } else {
-        over = over_threshold(&st, res, why, sizeof(why));
     }
+    if (v.open == 0 || st.max_failures_wave.set || st.max_failures_run.set) {
+        const char *q[4] = {run_s, rw_pg_str(res, 0, "wave"),
+                            rw_pg_str(res, 0, "first_chunk"),
+                            rw_pg_str(res, 0, "last_chunk")};
+        err = rw_pg_exec(pg, SQL_WAVE_COUNTS, 4, q, &cnt, errstr, errlen);
+        if (err)
+            goto out;
+        v.ok = rw_pg_ll(cnt, 0, "wave_ok", 0);
+        v.failed = rw_pg_ll(cnt, 0, "wave_failed", 0);
+        v.run_failed = v.failed + rw_pg_ll(cnt, 0, "earlier_failed", 0);
+    }
+    if (!over)
+        over = over_threshold(&st, &v, why, sizeof(why));
     /* the last wave's end finalizes the run: nothing left to hold back */
-    if (last && rw_pg_ll(res, 0, "wave_open", 0) == 0)
+    if (last && v.open == 0)
         over = false;
     if (over && st.on_failure == RW_ON_FAILURE_ABORT) {
         long long n = 0;
@@ -181,18 +208,14 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
         rw_warn(COMP, "event=run_paused run_id=%lld wave=%d reason=\"%s\"",
                 run_id, wave, why);
     }
-    if (rw_pg_ll(res, 0, "wave_open", 0) > 0) {
+    if (v.open > 0) {
         *hold = true;
         goto out;
     }
     snprintf(reason, sizeof(reason),
-             "wave %d over: %lld succeeded, %lld failed", wave,
-             rw_pg_ll(res, 0, "wave_ok", 0),
-             rw_pg_ll(res, 0, "wave_failed", 0));
+             "wave %d over: %lld succeeded, %lld failed", wave, v.ok, v.failed);
     err = rw_wave_transition(pg, run_id, wave, RW_WAVE_RUNNING, RW_WAVE_DONE, 0,
-                             rw_pg_ll(res, 0, "wave_ok", 0),
-                             rw_pg_ll(res, 0, "wave_failed", 0), reason, errstr,
-                             errlen);
+                             v.ok, v.failed, reason, errstr, errlen);
     if (err || last)
         goto out;
     *hold = true;
@@ -217,6 +240,7 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
         count_action("baking");
 out:
     PQclear(res);
+    PQclear(cnt);
     return err;
 }
 
