@@ -355,7 +355,9 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         break;
     case RW_CONTROL_PROMOTE:
         /* a promotion moves a wave, not the run: the run must run */
-        to = status == RW_RUN_RUNNING ? RW_RUN_RUNNING : RW_RUN__COUNT;
+        to = status == RW_RUN_RUNNING || status == RW_RUN_PENDING
+                 ? status
+                 : RW_RUN__COUNT;
         break;
     case RW_CONTROL_RETRY:
     default:

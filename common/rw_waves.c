@@ -270,7 +270,7 @@ static const char SQL_DUE[] =
     "SELECT w.run_id, w.wave FROM run_waves w"
     " JOIN deployment_runs r ON r.id = w.run_id"
     " WHERE w.state = 'baking' AND w.not_before <= now()"
-    "   AND r.status = 'running'"
+    "   AND r.status IN ('pending', 'running')"
     " ORDER BY w.not_before LIMIT $1::bigint";
 
 static const char SQL_LOCK_RUN[] =
@@ -295,9 +295,11 @@ static rw_err_t release_one(rw_pg_t *pg, long long run_id, int wave,
     err = rw_pg_exec(pg, SQL_LOCK_RUN, 1, p, &res, errstr, errlen);
     if (err)
         goto out;
-    /* paused or aborted since the selection: not now */
+    /* paused or aborted since the selection: not now. A run still
+     * pending (no trigger of its first wave reached Lagoon) goes on too */
     if (PQntuples(res) == 1 &&
-        rw_run_state_parse(rw_pg_str(res, 0, "status")) == RW_RUN_RUNNING) {
+        (rw_run_state_parse(rw_pg_str(res, 0, "status")) == RW_RUN_RUNNING ||
+         rw_run_state_parse(rw_pg_str(res, 0, "status")) == RW_RUN_PENDING)) {
         err = rw_waves_release(pg, run_id, wave, RW_WAVE_BAKING, "bake over",
                                &n, errstr, errlen);
         if (err == RW_ERR_CONFLICT) /* released or cancelled meanwhile */

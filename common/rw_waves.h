@@ -61,15 +61,16 @@ rw_err_t rw_waves_release(rw_pg_t *pg, long long run_id, int wave,
 
 /*
  * Release every wave whose bake is over (baking, not_before <= now) of a
- * running run, at most limit of them, one transaction each. *n_released
- * counts the waves released; the caller relays the outbox.
+ * pending or running run, at most limit of them, one transaction each.
+ * *n_released counts the waves released; the caller relays the outbox.
  */
 rw_err_t rw_waves_release_due(rw_pg_t *pg, long long limit,
                               long long *n_released, char *errstr,
                               size_t errlen);
 
 /*
- * Promote (inside the caller's transaction, run row locked, run running):
+ * Promote (inside the caller's transaction, run row locked, run pending
+ * or running):
  * release now the next wave waiting on its bake or on a promotion. None
  * waiting: RW_ERR_STATE with the reason. *wave is the wave released.
  */
