@@ -646,6 +646,13 @@ out:
  * names break the codec's rule (rw_lagoon_name_ok, the SQL mirror of
  * rw_codec_check_name) are selected with lagoon_target_ok false, so that
  * they become skipped targets that say why (check_targets).
+ *
+ * With windows respected ($3), an instance whose effective window
+ * (rw_instance_window_open: its group's, else its app's) is closed is
+ * filtered out after the index scan and before the LIMIT, so it neither
+ * takes a place in the run nor has its next_redeploy_at moved: it is due
+ * again on the first tick inside its window. The group is read only for
+ * instances that have one.
  */
 static const char SQL_DUE[] =
     "SELECT d.id, d.store_app_id, d.lagoon_project, d.lagoon_environment,"
@@ -669,12 +676,41 @@ static const char SQL_DUE[] =
     "                      WHERE t.instance_id = i.id"
     "                        AND t.state IN ('pending', 'claimed',"
     "                                        'triggered', 'deploying'))"
+    "     AND (NOT $3::boolean OR rw_instance_window_open(i.user_group_id,"
+    "            a.window_tz, a.window_days, a.window_from_min,"
+    "            a.window_to_min, now()))"
     "   ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"
     "   LIMIT $1::bigint"
     "   FOR UPDATE OF i SKIP LOCKED) d"
     " WHERE a.redeploy_enabled AND a.redeploy_interval_days IS NOT NULL"
     " ORDER BY d.last_deployed_at ASC NULLS FIRST, d.id"
     " LIMIT $1::bigint";
+
+static const char SQL_RESPECT_WINDOWS[] =
+    "UPDATE deployment_runs SET respect_windows = true"
+    " WHERE id = ANY($1::bigint[])";
+
+/* Inside the creating transaction, before any batch can be published. */
+static rw_err_t mark_respect_windows(rw_pg_t *pg, const rw_run_summary_t *runs,
+                                     size_t n, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_pg_array_t a;
+    const char *p[1];
+
+    if (n == 0)
+        return RW_OK;
+    rw_pg_array_init(&a);
+    for (size_t i = 0; i < n; i++)
+        rw_pg_array_add_ll(&a, runs[i].id);
+    p[0] = rw_pg_array_finish(&a);
+    if (!p[0])
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    else
+        err = rw_pg_exec(pg, SQL_RESPECT_WINDOWS, 1, p, NULL, errstr, errlen);
+    rw_pg_array_free(&a);
+    return err;
+}
 
 static int cmp_store_app(const void *a, const void *b)
 {
@@ -695,7 +731,8 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
     rw_run_summary_t *out = NULL;
     size_t n = 0, nout = 0;
     char max_s[24], chunk_s[24];
-    const char *params[2] = {max_s, chunk_s};
+    const char *params[3] = {max_s, chunk_s,
+                             spec->respect_windows ? "true" : "false"};
 
     *runs = NULL;
     *n_runs = 0;
@@ -705,7 +742,7 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
         goto out;
-    err = rw_pg_exec(pg, SQL_DUE, 2, params, &res, errstr, errlen);
+    err = rw_pg_exec(pg, SQL_DUE, 3, params, &res, errstr, errlen);
     if (err)
         goto out;
     n = (size_t)PQntuples(res);
@@ -738,6 +775,11 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
             goto out;
         nout++;
         i = j;
+    }
+    if (spec->respect_windows) {
+        err = mark_respect_windows(pg, out, nout, errstr, errlen);
+        if (err)
+            goto out;
     }
 commit:
     err = rw_pg_commit(pg, errstr, errlen);
@@ -921,6 +963,11 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
                      errstr, errlen);
     if (err)
         goto out;
+    if (spec->respect_windows) {
+        err = mark_respect_windows(pg, run, 1, errstr, errlen);
+        if (err)
+            goto out;
+    }
     /* after create_run, which skips bad Lagoon targets too */
     for (size_t i = 0; i < n; i++) {
         if (!c[i].skip_reason)

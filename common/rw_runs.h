@@ -29,6 +29,10 @@ typedef struct rw_run_spec {
     /* > 0: next_redeploy_at of an instance skipped for its Lagoon target
      * moves this far ahead (the scheduler); 0 leaves it alone */
     long long failure_backoff_s;
+    /* the run waits for its targets' deployment windows (the worker holds
+     * chunks while they are closed); the scheduler also picks only
+     * instances whose window is open. Scheduled runs always do. */
+    bool respect_windows;
     /* strategy JSON for this run (manual override, see rw_strategy.h);
      * NULL = the store app's store_apps.strategy */
     const char *strategy;
@@ -56,7 +60,9 @@ typedef struct rw_run_skip {
 /*
  * Scheduler tick: due instances (eligible status, not trial, store app
  * enabled with an interval, Lagoon target known, not pending or in flight
- * in any run, next_redeploy_at null or past), most outdated first, at most
+ * in any run, next_redeploy_at null or past, with spec->respect_windows
+ * their deployment window open now: a closed one keeps next_redeploy_at),
+ * most outdated first, at most
  * max_instances, FOR UPDATE SKIP LOCKED; one run per store app. One
  * transaction. An instance whose Lagoon target the codec refuses (see
  * rw_codec_check_name) or that repeats another's project and environment

@@ -58,6 +58,7 @@ typedef struct rw_settings {
     long long throttle_lease_s;
     long long throttle_adjust_s;
     long long throttle_wait_ms;
+    long long window_wait_ms; /* a chunk held for its window asks again */
     /* poll (poller) */
     long long first_poll_delay_s;
     long long poll_interval_s;
@@ -204,7 +205,11 @@ typedef struct rw_settings {
                "round of the adaptive in-flight limit, fleet-wide"),           \
         RW_KEY("ROLLWAVE_THROTTLE_WAIT_MS", RW_CFG_INT, throttle_wait_ms,      \
                "250", 20, 60000, 0,                                            \
-               "a batch waiting for budget is tried again after this")
+               "a batch waiting for budget is tried again after this"),        \
+        RW_KEY("ROLLWAVE_WINDOW_WAIT_MS", RW_CFG_INT, window_wait_ms, "60000", \
+               20, 3600000, 0,                                                 \
+               "a batch held for its deployment window asks again after "      \
+               "this")
 
 #define RW_KEYS_POLL                                                           \
     RW_KEY("ROLLWAVE_FIRST_POLL_DELAY_S", RW_CFG_INT, first_poll_delay_s,      \

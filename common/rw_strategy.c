@@ -96,8 +96,8 @@ rw_err_t rw_amount_parse(const char *text, const char *field, bool allow_zero,
     } else {
         if (!all_digits(digits, n) || n > 10)
             return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                              "%s: '%s' is not a count or a percentage",
-                              field, text);
+                              "%s: '%s' is not a count or a percentage", field,
+                              text);
         a.value = strtoll(digits, NULL, 10);
         if (a.value > COUNT_MAX)
             return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
@@ -119,8 +119,7 @@ void rw_amount_format(const rw_amount_t *a, char *buf, size_t len)
     else if (a->value % 100 == 0)
         snprintf(buf, len, "%lld%%", a->value / 100);
     else if (a->value % 10 == 0)
-        snprintf(buf, len, "%lld.%lld%%", a->value / 100,
-                 a->value % 100 / 10);
+        snprintf(buf, len, "%lld.%lld%%", a->value / 100, a->value % 100 / 10);
     else
         snprintf(buf, len, "%lld.%02lld%%", a->value / 100, a->value % 100);
 }
@@ -198,8 +197,8 @@ static rw_err_t add_wave(rw_strategy_t *st, const char *text, char *errstr,
                           "strategy.waves: more than %d waves",
                           RW_STRATEGY_MAX_WAVES);
     snprintf(field, sizeof(field), "strategy.waves[%d]", st->n_waves);
-    rw_err_t err = rw_amount_parse(text, field, false,
-                                   &st->waves[st->n_waves], errstr, errlen);
+    rw_err_t err = rw_amount_parse(text, field, false, &st->waves[st->n_waves],
+                                   errstr, errlen);
     if (err)
         return err;
     st->n_waves++;
@@ -331,8 +330,8 @@ static rw_err_t int_in(const char *text, const char *field, int min, int max,
 
     if (!all_digits(text ? text : "", n) || n > 6)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                          "%s: '%s' is not a whole number from %d to %d",
-                          field, text ? text : "", min, max);
+                          "%s: '%s' is not a whole number from %d to %d", field,
+                          text ? text : "", min, max);
     long long v = strtoll(text, NULL, 10);
     if (v < min || v > max)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
@@ -372,8 +371,8 @@ static rw_err_t set_amount(rw_amount_t *a, const char *field, bool allow_zero,
 static rw_err_t set_max_in_flight(rw_strategy_t *st, const char *text,
                                   char *errstr, size_t errlen)
 {
-    return set_amount(&st->max_in_flight, "strategy.max_in_flight", false,
-                      text, errstr, errlen);
+    return set_amount(&st->max_in_flight, "strategy.max_in_flight", false, text,
+                      errstr, errlen);
 }
 
 static rw_err_t set_max_failures_wave(rw_strategy_t *st, const char *text,
@@ -386,8 +385,8 @@ static rw_err_t set_max_failures_wave(rw_strategy_t *st, const char *text,
 static rw_err_t set_max_failures_run(rw_strategy_t *st, const char *text,
                                      char *errstr, size_t errlen)
 {
-    return set_amount(&st->max_failures_run, "strategy.max_failures_run",
-                      true, text, errstr, errlen);
+    return set_amount(&st->max_failures_run, "strategy.max_failures_run", true,
+                      text, errstr, errlen);
 }
 
 static rw_err_t set_on_failure(rw_strategy_t *st, const char *text,
@@ -464,8 +463,7 @@ static const struct field {
     const char *help;
     set_fn set;
 } fields[] = {
-    {"waves", "cumulative wave sizes: 1,10%,100% (none = one wave)",
-     set_waves},
+    {"waves", "cumulative wave sizes: 1,10%,100% (none = one wave)", set_waves},
     {"bake", "wait after each wave but the last: 0, 30s, 10m, 2h, manual",
      set_bake},
     {"max_in_flight", "targets of the run in flight at once: 20 or 5%",
@@ -622,8 +620,8 @@ static rw_err_t parse_json_health(const json_t *obj, rw_strategy_t *st,
                              "%s: expected a whole number", path);
             goto out;
         }
-        err = scalar_text(v, path, text, RW_STRATEGY_URL_MAX + 1, errstr,
-                          errlen);
+        err =
+            scalar_text(v, path, text, RW_STRATEGY_URL_MAX + 1, errstr, errlen);
         if (err)
             goto out;
         err = rw_strategy_set(st, path + strlen("strategy."), text, errstr,
@@ -731,9 +729,9 @@ char *rw_strategy_to_json(const rw_strategy_t *st)
     if (st->on_failure == RW_ON_FAILURE_ABORT)
         rc |= json_object_set_new(root, "on_failure", json_string("abort"));
     if (st->health.set) {
-        health = json_pack("{s:s, s:i, s:i}", "url", st->health.url,
-                           "attempts", st->health.attempts, "interval_s",
-                           st->health.interval_s);
+        health =
+            json_pack("{s:s, s:i, s:i}", "url", st->health.url, "attempts",
+                      st->health.attempts, "interval_s", st->health.interval_s);
         rc |= json_object_set_new(root, "health", health);
     }
     if (rc == 0)
@@ -876,9 +874,8 @@ rw_err_t rw_window_parse(const char *text, rw_window_t *w, char *errstr,
         goto out;
     dash = memchr(tok[2], '-', len[2]);
     tmp.from_min = dash ? parse_hhmm(tok[2], (size_t)(dash - tok[2])) : -1;
-    tmp.to_min = dash ? parse_hhmm(dash + 1, len[2] - (size_t)(dash - tok[2]) -
-                                                 1)
-                      : -1;
+    tmp.to_min =
+        dash ? parse_hhmm(dash + 1, len[2] - (size_t)(dash - tok[2]) - 1) : -1;
     if (tmp.from_min < 0 || tmp.to_min < 0) {
         err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                          "window: '%.*s' is not HH:MM-HH:MM with times "

@@ -19,6 +19,7 @@ static const char *const verdicts[] = {
     [RW_THROTTLE_BRAKE] = "brake",
     [RW_THROTTLE_RATE] = "rate",
     [RW_THROTTLE_UNCONFIGURED] = "unconfigured",
+    [RW_THROTTLE_RUN_LIMIT] = "run_limit",
 };
 
 static const char SQL_SEED[] =
@@ -75,8 +76,9 @@ static const char SQL_READ_DETAIL[] = SQL_READ_COLS
 static const char SQL_TAKE[] =
     "SELECT o_lease_id AS lease_id, o_reason AS reason,"
     " o_in_flight AS in_flight, o_limit AS lim, o_tokens AS tokens,"
-    " o_wait_ms AS wait_ms"
-    " FROM rw_throttle_take($1::int, $2::text, $3::int)";
+    " o_wait_ms AS wait_ms, o_run_in_flight AS run_in_flight"
+    " FROM rw_throttle_take($1::int, $2::text, $3::int, $4::bigint,"
+    "   $5::int)";
 
 static const char SQL_NOTE_WAITING[] =
     "UPDATE fleet_throttle SET waiting_seen_at = now()"
@@ -250,20 +252,27 @@ out:
 }
 
 rw_err_t rw_throttle_take(rw_pg_t *pg, long long n, const char *holder,
-                          long long lease_s, rw_throttle_grant_t *g,
+                          long long lease_s, long long run_id,
+                          long long run_limit, rw_throttle_grant_t *g,
                           char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
-    char n_s[24], lease_s_s[24];
-    const char *p[3] = {n_s, holder ? holder : "", lease_s_s};
+    char n_s[24], lease_s_s[24], run_s[24], lim_s[24];
+    const char *p[5] = {n_s, holder ? holder : "", lease_s_s,
+                        run_id > 0 ? run_s : NULL,
+                        run_limit > 0 ? lim_s : NULL};
     const char *reason;
 
     memset(g, 0, sizeof(*g));
     g->verdict = RW_THROTTLE_UNCONFIGURED;
     snprintf(n_s, sizeof(n_s), "%lld", n > 0 ? n : 1);
     snprintf(lease_s_s, sizeof(lease_s_s), "%lld", lease_s);
-    err = rw_pg_exec(pg, SQL_TAKE, 3, p, &res, errstr, errlen);
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    /* the SQL side takes an int: a larger limit is no limit in practice */
+    snprintf(lim_s, sizeof(lim_s), "%lld",
+             run_limit < 2000000000LL ? run_limit : 2000000000LL);
+    err = rw_pg_exec(pg, SQL_TAKE, 5, p, &res, errstr, errlen);
     if (err)
         goto out;
     reason = PQntuples(res) == 1 ? rw_pg_str(res, 0, "reason") : NULL;
@@ -276,6 +285,7 @@ rw_err_t rw_throttle_take(rw_pg_t *pg, long long n, const char *holder,
     g->limit = rw_pg_ll(res, 0, "lim", 0);
     g->tokens = pg_double(res, 0, "tokens");
     g->wait_ms = rw_pg_ll(res, 0, "wait_ms", 0);
+    g->run_in_flight = rw_pg_ll(res, 0, "run_in_flight", 0);
     if (g->verdict == RW_THROTTLE_GRANTED && g->lease_id <= 0)
         g->verdict = RW_THROTTLE_UNCONFIGURED;
 out:

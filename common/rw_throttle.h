@@ -53,7 +53,10 @@ typedef enum rw_throttle_verdict {
     RW_THROTTLE_BRAKE,        /* max_in_flight is 0 */
     RW_THROTTLE_RATE,         /* not enough tokens: wait_ms says how long */
     RW_THROTTLE_UNCONFIGURED, /* no fleet row: seed it, nothing granted */
+    RW_THROTTLE_RUN_LIMIT,    /* the run's own max_in_flight is reached */
 } rw_throttle_verdict_t;
+
+#define RW_THROTTLE_VERDICTS (RW_THROTTLE_RUN_LIMIT + 1)
 
 const char *rw_throttle_verdict_name(rw_throttle_verdict_t v);
 
@@ -63,7 +66,8 @@ typedef struct rw_throttle_grant {
     long long in_flight;
     long long limit;
     double tokens;
-    long long wait_ms; /* RATE: until the bucket holds enough */
+    long long wait_ms;       /* RATE: until the bucket holds enough */
+    long long run_in_flight; /* the run's targets and leases (with a limit) */
 } rw_throttle_grant_t;
 
 /*
@@ -108,12 +112,17 @@ rw_err_t rw_throttle_read(rw_pg_t *pg, long long adjust_every_s, bool detail,
                           rw_throttle_state_t *st, char *errstr, size_t errlen);
 
 /*
- * Take budget and tokens for n targets, outside any transaction (its own
- * statement). On GRANTED a lease of lease_s seconds holds the budget until
+ * Take budget and tokens for n targets of run run_id, outside any
+ * transaction (its own statement). run_limit > 0 is the run's own limit
+ * (strategy.max_in_flight of its total): its targets in flight and leases
+ * stay within it (RW_THROTTLE_RUN_LIMIT otherwise), except that a chunk
+ * larger than the limit goes alone. run_limit <= 0: no run limit. On
+ * GRANTED a lease of lease_s seconds holds the budget until
  * rw_throttle_settle; anything else grants nothing.
  */
 rw_err_t rw_throttle_take(rw_pg_t *pg, long long n, const char *holder,
-                          long long lease_s, rw_throttle_grant_t *g,
+                          long long lease_s, long long run_id,
+                          long long run_limit, rw_throttle_grant_t *g,
                           char *errstr, size_t errlen);
 
 /*

@@ -65,6 +65,8 @@ int rw_ctl_dlq(int argc, char **argv, const rw_settings_t *s);
 /* schedule: a store app's cadence. group: a user group's beta flag. */
 int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s);
 int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
+/* strategy: a store app's strategy and window, a user group's window. */
+int rw_ctl_strategy(int argc, char **argv, const rw_settings_t *s);
 
 /* throttle [--max-in-flight N] [--rate R]: show or change the fleet limits. */
 int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s);

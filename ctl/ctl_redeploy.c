@@ -103,7 +103,7 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s)
 {
     long long *ids = NULL, store_app = 0, published = 0;
     size_t n_ids = 0, n_skips = 0;
-    bool variables_only = false, wait = false;
+    bool variables_only = false, wait = false, respect_windows = false;
     const char *by = getenv("USER");
     rw_pg_t *pg = NULL;
     rw_kafka_producer_t *kp = NULL;
@@ -137,6 +137,8 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s)
             variables_only = true;
         } else if (strcmp(argv[i], "--wait") == 0) {
             wait = true;
+        } else if (strcmp(argv[i], "--respect-windows") == 0) {
+            respect_windows = true;
         } else if (strcmp(argv[i], "--by") == 0 && val) {
             by = val;
             i++;
@@ -181,8 +183,9 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s)
     snprintf(by_buf, sizeof(by_buf), "%s", by && by[0] ? by : "operator");
     {
         /* an operator's run leaves the cadence alone: backoff 0 */
-        rw_run_spec_t spec = {"manual",           by_buf, variables_only,
-                              s->bulk_chunk_size, 0,      strategy};
+        rw_run_spec_t spec = {
+            "manual", by_buf,          variables_only, s->bulk_chunk_size,
+            0,        respect_windows, strategy};
         err = rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr));
         if (!err)
             err =

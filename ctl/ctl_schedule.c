@@ -7,6 +7,11 @@
  * --beta-interval-days, beta groups follow the normal interval. --disable
  * stops scheduled runs and keeps the intervals for the record.
  *
+ * "schedule --show [--json]" lists every store app's cadence with its
+ * instances due now and, of them, those waiting for their deployment
+ * window (due, but the window of their group or app is closed: the
+ * scheduler leaves them until it opens).
+ *
  * "group --id ID --beta true|false" marks a user group as beta or not.
  *
  * Each is one conditional UPDATE ... RETURNING on the row's primary key;
@@ -17,9 +22,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
+#include "rw_runs.h"
+#include "rw_strategy.h"
 
 #define MAX_INTERVAL_DAYS 3650
 
@@ -40,6 +48,104 @@ static const char SQL_DISABLE[] =
 static const char SQL_GROUP[] =
     "UPDATE user_groups SET is_beta = $2::boolean"
     " WHERE id = $1::bigint RETURNING id, name, is_beta";
+
+/*
+ * Due as the scheduler sees it (rw_runs.c, SQL_DUE), per app through the
+ * due index; "waiting" are the due ones whose window is closed now.
+ */
+static const char SQL_SHOW[] =
+    "SELECT a.id, a.name, a.redeploy_enabled AS enabled,"
+    "  a.redeploy_interval_days AS interval_days,"
+    "  a.beta_redeploy_interval_days AS beta_interval_days,"
+    "  a.window_tz, a.window_days, a.window_from_min, a.window_to_min,"
+    "  d.due, d.waiting_for_window"
+    " FROM store_apps a CROSS JOIN LATERAL ("
+    "   SELECT count(*) AS due,"
+    "     count(*) FILTER (WHERE NOT rw_instance_window_open("
+    "       i.user_group_id, a.window_tz, a.window_days,"
+    "       a.window_from_min, a.window_to_min, now()))"
+    "       AS waiting_for_window"
+    "   FROM app_instances i"
+    "   WHERE i.store_app_id = a.id"
+    "     AND COALESCE(i.next_redeploy_at, '-infinity'::timestamptz) <= now()"
+    "     AND NOT i.is_trial"
+    "     AND i.status IN " RW_ELIGIBLE_STATUSES_SQL
+    "     AND i.lagoon_project IS NOT NULL"
+    "     AND i.lagoon_environment IS NOT NULL) d"
+    " ORDER BY a.id";
+
+/* The window columns of row as the text rw_window_parse reads, or "-". */
+static void window_text(const PGresult *res, int row, char *buf, size_t len)
+{
+    rw_window_t w = {0};
+
+    if (!rw_pg_str(res, row, "window_tz")) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    snprintf(w.tz, sizeof(w.tz), "%s", rw_pg_str(res, row, "window_tz"));
+    w.days = (unsigned)rw_pg_ll(res, row, "window_days", 0);
+    w.from_min = (int)rw_pg_ll(res, row, "window_from_min", 0);
+    w.to_min = (int)rw_pg_ll(res, row, "window_to_min", 0);
+    rw_window_format(&w, buf, len);
+}
+
+static int show(const char *dsn, bool as_json)
+{
+    rw_pg_t *pg = NULL;
+    PGresult *res = NULL;
+    char errstr[512], win[128];
+    json_t *arr = NULL;
+    int rc = RW_CTL_EXIT_OK;
+
+    if (rw_pg_new(&pg, dsn, errstr, sizeof(errstr)) ||
+        rw_pg_exec(pg, SQL_SHOW, 0, NULL, &res, errstr, sizeof(errstr))) {
+        rw_ctl_errorf("schedule", "%s", errstr);
+        rc = RW_CTL_EXIT_FAILED;
+        goto out;
+    }
+    if (as_json)
+        arr = json_array();
+    else
+        printf("%-6s %-8s %-8s %-6s %-8s %-38s %s\n", "APP", "ENABLED",
+               "INTERVAL", "BETA", "DUE", "WINDOW", "WAITING FOR WINDOW");
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *iv = rw_pg_str(res, r, "interval_days");
+        const char *bv = rw_pg_str(res, r, "beta_interval_days");
+
+        window_text(res, r, win, sizeof(win));
+        if (as_json) {
+            json_t *o = json_pack(
+                "{s:I, s:s, s:b, s:o, s:o, s:s?, s:I, s:I}", "store_app_id",
+                (json_int_t)rw_pg_ll(res, r, "id", 0), "name",
+                rw_pg_str(res, r, "name"), "enabled",
+                rw_pg_bool(res, r, "enabled", 0), "interval_days",
+                iv ? json_integer(atoll(iv)) : json_null(),
+                "beta_interval_days",
+                bv ? json_integer(atoll(bv)) : json_null(), "window",
+                strcmp(win, "-") ? win : NULL, "due",
+                (json_int_t)rw_pg_ll(res, r, "due", 0), "waiting_for_window",
+                (json_int_t)rw_pg_ll(res, r, "waiting_for_window", 0));
+            json_array_append_new(arr, o);
+            continue;
+        }
+        printf("%-6s %-8s %-8s %-6s %-8s %-38s %s\n", rw_pg_str(res, r, "id"),
+               rw_pg_bool(res, r, "enabled", 0) ? "yes" : "no", iv ? iv : "-",
+               bv ? bv : "-", rw_pg_str(res, r, "due"), win,
+               rw_pg_str(res, r, "waiting_for_window"));
+    }
+    if (arr) {
+        char *text = json_dumps(arr, JSON_COMPACT);
+        if (text)
+            printf("%s\n", text);
+        free(text);
+    }
+out:
+    json_decref(arr);
+    PQclear(res);
+    rw_pg_destroy(pg);
+    return rc;
+}
 
 /*
  * Run sql (one UPDATE ... RETURNING) against dsn; *res gets the result.
@@ -64,7 +170,7 @@ static int update(const char *cmd, const char *dsn, const char *sql, int n,
 int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s)
 {
     long long app = 0, interval = 0, beta = 0;
-    bool enable = false, disable = false;
+    bool enable = false, disable = false, show_all = false, as_json = false;
     char app_s[24], interval_s[24], beta_s[24];
     PGresult *res = NULL;
     const char *v;
@@ -91,6 +197,10 @@ int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s)
             enable = true;
         } else if (strcmp(argv[i], "--disable") == 0) {
             disable = true;
+        } else if (strcmp(argv[i], "--show") == 0) {
+            show_all = true;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            as_json = true;
         } else {
             rw_ctl_errorf("schedule",
                           "unknown argument '%s' (see "
@@ -98,6 +208,17 @@ int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s)
                           argv[i]);
             return RW_CTL_EXIT_USAGE;
         }
+    }
+    if (show_all) {
+        if (app || enable || disable || interval || beta) {
+            rw_ctl_errorf("schedule", "--show takes only --json");
+            return RW_CTL_EXIT_USAGE;
+        }
+        return show(s->pg_dsn, as_json);
+    }
+    if (as_json) {
+        rw_ctl_errorf("schedule", "--json goes with --show");
+        return RW_CTL_EXIT_USAGE;
     }
     if (app == 0) {
         rw_ctl_errorf("schedule", "--store-app ID is required");

@@ -84,8 +84,8 @@ static const ctl_cmd_t cmds[] = {
      "create a demo or benchmark fleet"},
     {"redeploy", rw_ctl_redeploy, NEED_PG | NEED_KAFKA | NEED_SCHEDULE,
      "(--instances ID,ID,... | --store-app ID) [--variables-only] "
-     "[--by NAME] [--wait] [--strategy JSON] [--waves 1,10%,100%] "
-     "[--bake 10m|manual] [--max-failures-wave N|P%] "
+     "[--respect-windows] [--by NAME] [--wait] [--strategy JSON] "
+     "[--waves 1,10%,100%] [--bake 10m|manual] [--max-failures-wave N|P%] "
      "[--max-failures-run N|P%] [--on-failure pause|abort]",
      "start a manual redeploy run and publish its batches"},
     {"runs", rw_ctl_runs, NEED_PG,
@@ -111,8 +111,18 @@ static const ctl_cmd_t cmds[] = {
      "inspect dead-lettered messages and send them back to their topic"},
     {"schedule", rw_ctl_schedule, NEED_PG,
      "--store-app ID (--enable --interval-days N [--beta-interval-days N] | "
-     "--disable)",
-     "set a store app's redeploy cadence"},
+     "--disable) | --show [--json]",
+     "set a store app's redeploy cadence; --show lists due instances and "
+     "those waiting for their window"},
+    {"strategy", rw_ctl_strategy, NEED_PG,
+     "(--store-app ID [--waves LIST] [--bake D] [--max-in-flight N|P%] "
+     "[--max-failures-wave N|P%] [--max-failures-run N|P%] "
+     "[--on-failure pause|abort] [--health-url URL] [--health-attempts N] "
+     "[--health-interval S] [--window \"Zone Days HH:MM-HH:MM\" | "
+     "--no-window] [--clear] [--by NAME] | --store-app ID --show [--json] | "
+     "--user-group ID (--window TEXT | --no-window | --show))",
+     "set or show a store app's rollout strategy and deployment window, or "
+     "a user group's window"},
     {"group", rw_ctl_group, NEED_PG, "--id ID --beta true|false",
      "mark a user group as beta or not"},
     {"throttle", rw_ctl_throttle, NEED_PG | NEED_SCHEDULE | NEED_THROTTLE,

@@ -93,7 +93,7 @@ void rw_gate_init(rw_gate_t *g, rw_service_t *svc)
         "rollwave_throttle_wait_seconds",
         "how long a batch waited for budget before it was granted", NULL,
         buckets, sizeof(buckets) / sizeof(buckets[0]));
-    for (int v = 0; v <= RW_THROTTLE_UNCONFIGURED; v++) {
+    for (int v = 0; v < RW_THROTTLE_VERDICTS; v++) {
         char labels[64];
         snprintf(labels, sizeof(labels), "verdict=\"%s\"",
                  rw_throttle_verdict_name((rw_throttle_verdict_t)v));
@@ -156,8 +156,9 @@ static long long budget_wait_ms(rw_service_t *svc)
 }
 
 bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
-                  long long *lease, long long *wait_ms, char *why,
-                  size_t why_len, rw_err_t *err, char *errstr, size_t errlen)
+                  long long run_id, long long run_limit, long long *lease,
+                  long long *wait_ms, char *why, size_t why_len, rw_err_t *err,
+                  char *errstr, size_t errlen)
 {
     rw_throttle_grant_t gr = {0};
     rw_throttle_verdict_t v;
@@ -171,7 +172,7 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
     v = fresh ? cached(g, n, &hint) : RW_THROTTLE_GRANTED;
     if (v == RW_THROTTLE_GRANTED) {
         *err = rw_throttle_take(svc->pg, n, g->holder, svc->s->throttle_lease_s,
-                                &gr, errstr, errlen);
+                                run_id, run_limit, &gr, errstr, errlen);
         if (*err)
             return false;
         v = gr.verdict;
@@ -204,6 +205,13 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
                                              : hint;
     else
         *wait_ms = budget_wait_ms(svc);
+    if (v == RW_THROTTLE_RUN_LIMIT) {
+        snprintf(why, why_len,
+                 "run limit: %lld of the run in flight, limit %lld, %lld "
+                 "more asked",
+                 gr.run_in_flight, run_limit, n);
+        return false;
+    }
     snprintf(why, why_len,
              "throttle: %s (in flight %lld of %lld, %lld more asked, "
              "%.0f tokens)",

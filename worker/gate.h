@@ -23,7 +23,7 @@ typedef struct rw_gate {
     long long noted_ms;     /* last rw_throttle_note_waiting */
     char holder[96];        /* host:pid, on the leases it takes */
     rw_metric_t *m_in_flight, *m_limit, *m_effective, *m_tokens, *m_rate;
-    rw_metric_t *m_waiting, *m_wait_s, *m_verdict[RW_THROTTLE_UNCONFIGURED + 1];
+    rw_metric_t *m_waiting, *m_wait_s, *m_verdict[RW_THROTTLE_VERDICTS];
 } rw_gate_t;
 
 /* Seed the fleet row from the settings if there is none; read it once. */
@@ -37,13 +37,15 @@ void rw_gate_init(rw_gate_t *g, rw_service_t *svc);
 void rw_gate_tick(rw_gate_t *g, rw_service_t *svc);
 
 /*
- * Ask for budget for n targets. true: granted, *lease holds it until the
+ * Ask for budget for n targets of run run_id, whose own limit is run_limit
+ * targets in flight (<= 0: none). true: granted, *lease holds it until the
  * claim settles it (rw_throttle_settle) or rw_throttle_release gives it
  * back. false: hold the batch for *wait_ms (why says what it waits for);
  * err is set only when Postgres failed.
  */
 bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
-                  long long *lease, long long *wait_ms, char *why,
-                  size_t why_len, rw_err_t *err, char *errstr, size_t errlen);
+                  long long run_id, long long run_limit, long long *lease,
+                  long long *wait_ms, char *why, size_t why_len, rw_err_t *err,
+                  char *errstr, size_t errlen);
 
 #endif

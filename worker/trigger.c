@@ -5,8 +5,10 @@
  *   1. load the chunk and its targets (Postgres is the truth, not the
  *      message); a finished chunk is handled work: a redelivered batch
  *      changes nothing, only a recorded replay re-opens it;
- *   2. take budget for the chunk from the fleet throttle (a chunk that
- *      does not fit is held, partition paused, and asks again later);
+ *   2. hold a chunk of a run that respects deployment windows while its
+ *      targets' windows are closed; take budget for the chunk from the
+ *      fleet throttle and the run's own limit (a chunk that does not fit
+ *      is held, partition paused, and asks again later);
  *      re-check eligibility; take the Redis locks (one pipeline);
  *   3. claim in Postgres together with chunk -> triggering, stamped sent,
  *      and the throttle lease turned into claimed targets (one
@@ -41,6 +43,7 @@
 #include "rw_runs.h"
 #include "rw_schedule.h"
 #include "rw_state.h"
+#include "rw_strategy.h"
 #include "rw_throttle.h"
 
 #define COMP "worker"
@@ -78,6 +81,8 @@ typedef struct chunk {
     long long replay_id; /* the replay that last re-opened it, 0 = none */
     int send_failures;   /* sends that never reached Lagoon, this series */
     bool variables_only;
+    bool respect_windows; /* hold the chunk while its windows are closed */
+    long long run_limit;  /* strategy.max_in_flight of the run, 0 = none */
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
     tgt_t *t;
@@ -86,6 +91,7 @@ typedef struct chunk {
 
 static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
+    "       r.respect_windows, r.strategy, r.total_count,"
     "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts,"
     "       COALESCE(c.replay_id, 0) AS replay_id, c.send_failures"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
@@ -107,6 +113,20 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
     " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
     "   AND t.state IN " RW_TARGET_IN_FLIGHT_SQL;
 
+/*
+ * Whether every pending target's effective window (its group's, else its
+ * store app's) is open now: one statement per chunk.
+ */
+static const char SQL_WINDOWS_OPEN[] =
+    "SELECT COALESCE(bool_and(rw_instance_window_open(i.user_group_id,"
+    "         a.window_tz, a.window_days, a.window_from_min,"
+    "         a.window_to_min, now())), true) AS open"
+    " FROM run_targets t"
+    " JOIN app_instances i ON i.id = t.instance_id"
+    " JOIN store_apps a ON a.id = i.store_app_id"
+    " WHERE t.run_id = $1::bigint AND t.chunk = $2::int"
+    "   AND t.state = 'pending'";
+
 static void chunk_free(chunk_t *c)
 {
     PQclear(c->res);
@@ -127,6 +147,29 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
         rw_pg_rollback(svc->pg, NULL, 0);
     return rw_err_is_retriable(err) || err == RW_ERR_PG_UNIQUE ? RW_MSG_RETRY
                                                                : RW_MSG_DEAD;
+}
+
+/*
+ * The run's own in-flight limit from its strategy snapshot: a count, or a
+ * percentage of the run's targets. One that does not parse is no limit
+ * (the run's creation refuses such a strategy; this is the safety net).
+ */
+static long long run_limit(const char *run_uuid, const char *json,
+                           long long total)
+{
+    rw_strategy_t st;
+    char errstr[256];
+
+    if (!json || !*json)
+        return 0;
+    if (rw_strategy_parse_json(json, &st, errstr, sizeof(errstr)) != RW_OK) {
+        rw_warn(COMP, "event=strategy_unreadable run=%s detail=\"%s\"",
+                run_uuid, errstr);
+        return 0;
+    }
+    if (!st.max_in_flight.set)
+        return 0;
+    return rw_amount_of(&st.max_in_flight, total > 0 ? total : 1);
 }
 
 static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
@@ -158,6 +201,9 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
     c->replay_id = rw_pg_ll(res, 0, "replay_id", 0);
     c->send_failures = (int)rw_pg_ll(res, 0, "send_failures", 0);
     c->variables_only = rw_pg_bool(res, 0, "variables_only", 0);
+    c->respect_windows = rw_pg_bool(res, 0, "respect_windows", 0);
+    c->run_limit = run_limit(c->run_uuid, rw_pg_str(res, 0, "strategy"),
+                             rw_pg_ll(res, 0, "total_count", 0));
     snprintf(c->bulk_id, sizeof(c->bulk_id), "%s",
              rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id") : "");
     PQclear(res);
@@ -653,8 +699,8 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
         want += c->t[i].state == RW_TARGET_PENDING;
     if (!gate || want == 0)
         return true;
-    if (rw_gate_take(gate, svc, want, lease, &wait_ms, reason, len, &err,
-                     errstr, sizeof(errstr)))
+    if (rw_gate_take(gate, svc, want, c->run_id, c->run_limit, lease, &wait_ms,
+                     reason, len, &err, errstr, sizeof(errstr)))
         return true;
     if (err) {
         /* the batch is fine: whatever failed, it is tried again */
@@ -668,6 +714,51 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
                 "reason=\"%s\"",
                 c->run_uuid, c->chunk, want, reason);
     svc->retry_after_ms = wait_ms;
+    *outcome = RW_MSG_WAIT;
+    return false;
+}
+
+/*
+ * Step 2, first: a run that respects deployment windows holds a chunk
+ * whose targets' windows are not all open, like a budget wait (partition
+ * paused, the sweep told that batches wait), and asks again after
+ * ROLLWAVE_WINDOW_WAIT_MS. false: the batch waits or Postgres failed.
+ */
+static bool window_open(rw_service_t *svc, const chunk_t *c,
+                        rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    char errstr[512] = "";
+    char run_s[24], chunk_s[16];
+    const char *p[2] = {run_s, chunk_s};
+    bool open = true;
+
+    if (!c->respect_windows)
+        return true;
+    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
+    err = rw_pg_exec(svc->pg, SQL_WINDOWS_OPEN, 2, p, &res, errstr,
+                     sizeof(errstr));
+    if (!err)
+        open = rw_pg_bool(res, 0, "open", 1);
+    PQclear(res);
+    if (err) {
+        (void)fail(svc, err, errstr, reason, len);
+        *outcome = RW_MSG_RETRY;
+        return false;
+    }
+    if (open)
+        return true;
+    if (svc->msg_waited_ms == 0)
+        rw_info(COMP,
+                "event=batch_waiting run=%s chunk=%d reason=\"window "
+                "closed\"",
+                c->run_uuid, c->chunk);
+    /* the recovery sweep must not take a held chunk for a lost batch */
+    rw_throttle_note_waiting(svc->pg);
+    snprintf(reason, len, "deployment window closed");
+    svc->retry_after_ms = svc->s->window_wait_ms;
     *outcome = RW_MSG_WAIT;
     return false;
 }
@@ -945,7 +1036,8 @@ rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, rw_gate_t *gate,
     if (!load_current(svc, m, msg, &c, &outcome, reason, len) ||
         !is_to_trigger(svc, &c, &outcome, reason, len))
         goto out;
-    if (!take_budget(svc, gate, &c, &lease, &outcome, reason, len) ||
+    if (!window_open(svc, &c, &outcome, reason, len) ||
+        !take_budget(svc, gate, &c, &lease, &outcome, reason, len) ||
         !check_and_lock(svc, &c, &outcome, reason, len))
         goto out;
     if (!claim_chunk(svc, &c, &lease, bulk_name, sizeof(bulk_name), &outcome,

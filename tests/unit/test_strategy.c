@@ -56,12 +56,12 @@ static void test_default(void **state)
 
 static void test_full(void **state)
 {
-    rw_strategy_t st = parsed(
-        "{\"waves\":[\"1\",\"10%\",\"100%\"],\"bake\":\"10m\","
-        "\"max_in_flight\":\"12.5%\",\"max_failures_wave\":\"5%\","
-        "\"max_failures_run\":50,\"on_failure\":\"abort\","
-        "\"health\":{\"url\":\"{route}/healthz\",\"attempts\":5,"
-        "\"interval_s\":2}}");
+    rw_strategy_t st =
+        parsed("{\"waves\":[\"1\",\"10%\",\"100%\"],\"bake\":\"10m\","
+               "\"max_in_flight\":\"12.5%\",\"max_failures_wave\":\"5%\","
+               "\"max_failures_run\":50,\"on_failure\":\"abort\","
+               "\"health\":{\"url\":\"{route}/healthz\",\"attempts\":5,"
+               "\"interval_s\":2}}");
 
     (void)state;
     assert_int_equal(st.n_waves, 3);
@@ -229,22 +229,22 @@ static void test_amounts(void **state)
     char buf[32];
 
     (void)state;
-    assert_int_equal(rw_amount_parse("12.5%", "f", false, &a, errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_amount_parse("12.5%", "f", false, &a, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(a.value, 1250);
     rw_amount_format(&a, buf, sizeof(buf));
     assert_string_equal(buf, "12.5%");
     assert_int_equal(rw_amount_of(&a, 10), 2);
-    assert_int_equal(rw_amount_parse("0", "my.field", false, &a, errstr,
-                                     sizeof(errstr)),
-                     RW_ERR_INVALID_ARG);
+    assert_int_equal(
+        rw_amount_parse("0", "my.field", false, &a, errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
     assert_non_null(strstr(errstr, "my.field"));
     assert_int_equal(
         rw_amount_parse("0", "f", true, &a, errstr, sizeof(errstr)), RW_OK);
-    assert_int_equal(rw_amount_parse("100.01%", "f", true, &a, errstr,
-                                     sizeof(errstr)),
-                     RW_ERR_INVALID_ARG);
+    assert_int_equal(
+        rw_amount_parse("100.01%", "f", true, &a, errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
     assert_int_equal(
         rw_amount_parse("7", "f", false, &a, errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(rw_amount_of(&a, 5), 5);
@@ -288,7 +288,8 @@ static void test_other_fields(void **state)
             "strategy.health.interval_s");
     refused("{\"bake\":\"1m\",\"bake\":\"2m\"}", "strategy: not JSON");
 
-    rw_strategy_t st = parsed("{\"bake\":120,\"health\":{\"url\":\"http://h\"}}");
+    rw_strategy_t st =
+        parsed("{\"bake\":120,\"health\":{\"url\":\"http://h\"}}");
     assert_int_equal(st.bake_s, 120);
     assert_int_equal(st.health.attempts, 3);
     assert_int_equal(st.health.interval_s, 10);
@@ -308,29 +309,27 @@ static void test_set(void **state)
         rw_strategy_set(&st, "bake", "manual", errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(st.bake_s, RW_STRATEGY_BAKE_MANUAL);
     assert_int_equal(st.n_waves, 2);
-    assert_int_equal(rw_strategy_set(&st, "max_in_flight", "3", errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
-    assert_int_equal(rw_strategy_set(&st, "max_in_flight", "none", errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
-    assert_false(st.max_in_flight.set);
     assert_int_equal(
-        rw_strategy_set(&st, "nope", "1", errstr, sizeof(errstr)),
-        RW_ERR_INVALID_ARG);
+        rw_strategy_set(&st, "max_in_flight", "3", errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(
+        rw_strategy_set(&st, "max_in_flight", "none", errstr, sizeof(errstr)),
+        RW_OK);
+    assert_false(st.max_in_flight.set);
+    assert_int_equal(rw_strategy_set(&st, "nope", "1", errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
     assert_non_null(strstr(errstr, "unknown key 'nope'"));
     /* attempts without a URL: set, then refused by validation */
-    assert_int_equal(rw_strategy_set(&st, "health.attempts", "4", errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_strategy_set(&st, "health.attempts", "4", errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(rw_strategy_validate(&st, errstr, sizeof(errstr)),
                      RW_ERR_INVALID_ARG);
     assert_non_null(strstr(errstr, "strategy.health.url"));
-    assert_int_equal(rw_strategy_set(&st, "health.url", "https://h", errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
-    assert_int_equal(rw_strategy_validate(&st, errstr, sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_strategy_set(&st, "health.url", "https://h", errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(rw_strategy_validate(&st, errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(st.health.attempts, 4);
 
     const char *name = NULL;
@@ -390,9 +389,9 @@ static void test_window_parse(void **state)
     assert_int_equal(w.days, 0x01 | 0x10 | 0x20 | 0x40);
     rw_window_format(&w, buf, sizeof(buf));
     assert_string_equal(buf, "America/New_York Mon,Fri-Sun 22:00-02:00");
-    assert_int_equal(
-        rw_window_parse("Etc/GMT+1 Tue 00:00-23:59", &w, errstr, sizeof(errstr)),
-        RW_OK);
+    assert_int_equal(rw_window_parse("Etc/GMT+1 Tue 00:00-23:59", &w, errstr,
+                                     sizeof(errstr)),
+                     RW_OK);
 }
 
 static void test_window_open_local(void **state)
@@ -401,9 +400,9 @@ static void test_window_open_local(void **state)
     char errstr[256];
 
     (void)state;
-    assert_int_equal(rw_window_parse("UTC Mon-Fri 02:00-05:00", &w, errstr,
-                                     sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_window_parse("UTC Mon-Fri 02:00-05:00", &w, errstr, sizeof(errstr)),
+        RW_OK);
     assert_true(rw_window_open_local(&w, 0, 120));
     assert_true(rw_window_open_local(&w, 4, 299));
     assert_false(rw_window_open_local(&w, 4, 300)); /* closes at 05:00 */
