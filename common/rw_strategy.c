@@ -305,7 +305,7 @@ rw_err_t rw_strategy_parse_bake(const char *text, long long *bake_s,
     return RW_OK;
 }
 
-static void format_bake(long long s, char *buf, size_t len)
+void rw_strategy_format_bake(long long s, char *buf, size_t len)
 {
     if (s == RW_STRATEGY_BAKE_MANUAL)
         snprintf(buf, len, "manual");
@@ -720,7 +720,7 @@ char *rw_strategy_to_json(const rw_strategy_t *st)
         rc |= json_object_set_new(root, "waves", waves);
     }
     if (st->bake_s != 0) {
-        format_bake(st->bake_s, buf, sizeof(buf));
+        rw_strategy_format_bake(st->bake_s, buf, sizeof(buf));
         rc |= json_object_set_new(root, "bake", json_string(buf));
     }
     rc |= add_amount(root, "max_in_flight", &st->max_in_flight);

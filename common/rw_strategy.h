@@ -131,6 +131,8 @@ rw_window_parse(const char *text, rw_window_t *w, char *errstr,
 
 /* Text form of an amount ("20", "12.5%") into buf. */
 void rw_amount_format(const rw_amount_t *a, char *buf, size_t len);
+/* Text form of a bake ("0", "90s", "10m", "2h", "manual"). */
+void rw_strategy_format_bake(long long bake_s, char *buf, size_t len);
 /* Text form of a window, the form rw_window_parse reads. */
 void rw_window_format(const rw_window_t *w, char *buf, size_t len);
 

@@ -50,8 +50,9 @@ static const char SQL_GROUP[] =
     " WHERE id = $1::bigint RETURNING id, name, is_beta";
 
 /*
- * Due as the scheduler sees it (rw_runs.c, SQL_DUE), per app through the
- * due index; "waiting" are the due ones whose window is closed now.
+ * Due as the scheduler sees it (rw_runs.c, SQL_DUE: not already in a run),
+ * per app through the due index; "waiting" are the due ones whose window
+ * is closed now.
  */
 static const char SQL_SHOW[] =
     "SELECT a.id, a.name, a.redeploy_enabled AS enabled,"
@@ -71,7 +72,11 @@ static const char SQL_SHOW[] =
     "     AND NOT i.is_trial"
     "     AND i.status IN " RW_ELIGIBLE_STATUSES_SQL
     "     AND i.lagoon_project IS NOT NULL"
-    "     AND i.lagoon_environment IS NOT NULL) d"
+    "     AND i.lagoon_environment IS NOT NULL"
+    "     AND NOT EXISTS (SELECT 1 FROM run_targets t"
+    "                      WHERE t.instance_id = i.id"
+    "                        AND t.state IN ('pending', 'claimed',"
+    "                                        'triggered', 'deploying'))) d"
     " ORDER BY a.id";
 
 /* The window columns of row as the text rw_window_parse reads, or "-". */

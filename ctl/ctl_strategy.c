@@ -248,10 +248,11 @@ static void print_strategy(const rw_strategy_t *st)
         printf("%s\n",
                st->waves[st->n_waves - 1].percent ? "" : ", then the rest");
     }
-    if (st->bake_s == RW_STRATEGY_BAKE_MANUAL)
-        printf("  bake               manual (promote each wave)\n");
-    else
-        printf("  bake               %llds\n", st->bake_s);
+    rw_strategy_format_bake(st->bake_s, buf, sizeof(buf));
+    printf("  bake               %s%s\n", buf,
+           st->bake_s == RW_STRATEGY_BAKE_MANUAL ? " (promote each wave)"
+           : st->bake_s == 0                     ? " (none)"
+                                                 : "");
     rw_amount_format(&st->max_in_flight, buf, sizeof(buf));
     printf("  max in flight      %s\n", buf);
     rw_amount_format(&st->max_failures_wave, buf, sizeof(buf));

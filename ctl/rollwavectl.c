@@ -210,7 +210,7 @@ int main(int argc, char **argv)
     n = build_keys(cmd->needs, keys);
     for (int i = 2; i < argc; i++) {
         if (is_help(argv[i])) {
-            char prog[256];
+            char prog[1024];
             snprintf(prog, sizeof(prog), "rollwavectl %s %s", cmd->name,
                      cmd->args);
             rw_config_help(stdout, prog, cmd->help, keys, n);

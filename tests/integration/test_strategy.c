@@ -82,8 +82,8 @@ static void ctl_ok(rw_itest_fleet_t *f, const char *const *args, char *out,
 
     if (rc != 0)
         fail_msg("rollwavectl %s %s %s ... exited %d: %s", args[0],
-                 args[1] ? args[1] : "", args[1] && args[2] ? args[2] : "",
-                 rc, err);
+                 args[1] ? args[1] : "", args[1] && args[2] ? args[2] : "", rc,
+                 err);
 }
 
 /*
@@ -110,8 +110,8 @@ static void set_app_window(rw_itest_fleet_t *f, long long app,
                            const char *window)
 {
     char app_s[24], out[4096];
-    const char *args[] = {"strategy", "--store-app", app_s, "--window",
-                          window,     NULL};
+    const char *args[] = {"strategy", "--store-app", app_s,
+                          "--window", window,        NULL};
 
     snprintf(app_s, sizeof(app_s), "%lld", app);
     ctl_ok(f, args, out, sizeof(out));
@@ -120,8 +120,10 @@ static void set_app_window(rw_itest_fleet_t *f, long long app,
 static void redeploy(rw_itest_fleet_t *f, long long app, bool respect)
 {
     char app_s[24], out[4096];
-    const char *args[] = {"redeploy", "--store-app", app_s, "--by", "itest",
-                          respect ? "--respect-windows" : NULL, NULL};
+    const char *args[] = {"redeploy", "--store-app",
+                          app_s,      "--by",
+                          "itest",    respect ? "--respect-windows" : NULL,
+                          NULL};
 
     snprintf(app_s, sizeof(app_s), "%lld", app);
     ctl_ok(f, args, out, sizeof(out));
@@ -323,8 +325,7 @@ static void test_window_sql(void **state)
                                     0, NULL, NULL, errstr, sizeof(errstr)),
                          RW_OK);
     assert_non_null(strstr(errstr, "window_values"));
-    assert_int_not_equal(rw_pg_exec(pg,
-                                    "UPDATE store_apps SET window_days = 0",
+    assert_int_not_equal(rw_pg_exec(pg, "UPDATE store_apps SET window_days = 0",
                                     0, NULL, NULL, errstr, sizeof(errstr)),
                          RW_OK);
     rw_pg_destroy(pg);
@@ -414,21 +415,25 @@ static void test_strategy_cli(void **state)
     snprintf(grp_s, sizeof(grp_s), "%lld", grp);
 
     {
-        const char *a[] = {"strategy", "--store-app", app_s, "--waves",
-                           "1,50%,100%", "--bake", "10m", "--by", "alice",
-                           NULL};
+        const char *a[] = {"strategy",   "--store-app", app_s, "--waves",
+                           "1,50%,100%", "--bake",      "10m", "--by",
+                           "alice",      NULL};
         ctl_ok(f, a, out, sizeof(out));
         assert_non_null(strstr(out, "1, 50%, 100%"));
     }
     /* a flag changes what it names and nothing else */
     {
-        const char *a[] = {"strategy", "--store-app", app_s,
-                           "--max-in-flight", "5", NULL};
+        const char *a[] = {"strategy",        "--store-app", app_s,
+                           "--max-in-flight", "5",           NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     {
-        const char *a[] = {"strategy", "--store-app", app_s, "--window",
-                           "Europe/Zurich mon-fri 02:00-05:00", NULL};
+        const char *a[] = {"strategy",
+                           "--store-app",
+                           app_s,
+                           "--window",
+                           "Europe/Zurich mon-fri 02:00-05:00",
+                           NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     o = show_json(f, "--store-app", app);
@@ -445,8 +450,8 @@ static void test_strategy_cli(void **state)
     /* every bad value: exit 2, the field named, nothing written */
     app_row(f, app, before, sizeof(before));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *a[] = {"strategy", "--store-app", app_s, bad[i].opt,
-                           bad[i].val, NULL};
+        const char *a[] = {"strategy", "--store-app", app_s,
+                           bad[i].opt, bad[i].val,    NULL};
         int rc;
 
         err[0] = '\0';
@@ -461,8 +466,12 @@ static void test_strategy_cli(void **state)
 
     /* the group override: set, shown, bad zone refused, removed */
     {
-        const char *a[] = {"strategy", "--user-group", grp_s, "--window",
-                           "America/New_York Sat-Sun 22:00-02:00", NULL};
+        const char *a[] = {"strategy",
+                           "--user-group",
+                           grp_s,
+                           "--window",
+                           "America/New_York Sat-Sun 22:00-02:00",
+                           NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     o = show_json(f, "--user-group", grp);
@@ -470,8 +479,12 @@ static void test_strategy_cli(void **state)
                         "America/New_York Sat-Sun 22:00-02:00");
     json_decref(o);
     {
-        const char *a[] = {"strategy", "--user-group", grp_s, "--window",
-                           "Nowhere/Land Mon 01:00-02:00", NULL};
+        const char *a[] = {"strategy",
+                           "--user-group",
+                           grp_s,
+                           "--window",
+                           "Nowhere/Land Mon 01:00-02:00",
+                           NULL};
         assert_int_equal(ctl(f, a, out, sizeof(out), err, sizeof(err)), 2);
         assert_non_null(strstr(err, "window: time zone 'Nowhere/Land'"));
     }
@@ -501,22 +514,22 @@ static void test_strategy_cli(void **state)
         assert_non_null(strstr(err, "strategy: unknown key 'foo'"));
     }
     {
-        const char *a[] = {"strategy", "--store-app", app_s, "--bake", "5m",
-                           NULL};
+        const char *a[] = {"strategy", "--store-app", app_s,
+                           "--bake",   "5m",          NULL};
         assert_int_equal(ctl(f, a, out, sizeof(out), err, sizeof(err)), 1);
         assert_non_null(strstr(err, "--clear"));
     }
     {
-        const char *a[] = {"strategy", "--store-app", app_s, "--clear",
-                           "--bake", "5m", "--by", "bob", NULL};
+        const char *a[] = {"strategy", "--store-app", app_s,
+                           "--clear",  "--bake",      "5m",
+                           "--by",     "bob",         NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     app_row(f, app, after, sizeof(after));
-    assert_string_equal(after,
-                        "{\"bake\":\"5m\"}|Europe/Zurich|31|120|300");
+    assert_string_equal(after, "{\"bake\":\"5m\"}|Europe/Zurich|31|120|300");
     {
-        const char *a[] = {"strategy", "--store-app", app_s, "--clear",
-                           "--no-window", NULL};
+        const char *a[] = {"strategy", "--store-app", app_s,
+                           "--clear",  "--no-window", NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     app_row(f, app, after, sizeof(after));
@@ -720,8 +733,8 @@ static void test_run_max_in_flight(void **state)
     rw_itest_fleet_add_instances(f, app, "lim", 16);
     rw_itest_fleet_snapshot(f);
     {
-        const char *a[] = {"strategy", "--store-app", app_s,
-                           "--max-in-flight", "25%", NULL};
+        const char *a[] = {"strategy",        "--store-app", app_s,
+                           "--max-in-flight", "25%",         NULL};
         ctl_ok(f, a, out, sizeof(out));
     }
     redeploy(f, app, false);

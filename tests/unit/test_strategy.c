@@ -251,6 +251,15 @@ static void test_amounts(void **state)
     assert_int_equal(rw_amount_of(&a, 0), 0);
     a.set = false;
     assert_int_equal(rw_amount_of(&a, 9), 9);
+
+    rw_strategy_format_bake(0, buf, sizeof(buf));
+    assert_string_equal(buf, "0");
+    rw_strategy_format_bake(86400, buf, sizeof(buf));
+    assert_string_equal(buf, "1d");
+    rw_strategy_format_bake(600, buf, sizeof(buf));
+    assert_string_equal(buf, "10m");
+    rw_strategy_format_bake(RW_STRATEGY_BAKE_MANUAL, buf, sizeof(buf));
+    assert_string_equal(buf, "manual");
 }
 
 static void test_other_fields(void **state)
