@@ -1,8 +1,10 @@
 /*
  * rw_runs: creates deployment runs (scheduled, manual, retry) with their
- * targets, chunks and outbox rows in one Postgres transaction each. The
- * scheduler and rollwavectl both go through here, so a manual run is built
- * exactly like a scheduled one.
+ * targets, chunks, waves (the run's strategy: canaries first, then the
+ * most outdated) and the first wave's outbox rows in one Postgres
+ * transaction each. The scheduler and rollwavectl both go through here, so
+ * a manual run is built exactly like a scheduled one. Later waves are
+ * released by rw_waves.
  *
  * It does not trigger, poll or finalize runs (worker/, poller/,
  * rw_progress_finalize) nor publish the outbox rows it writes (rw_outbox).
