@@ -17,12 +17,12 @@
 #include "rw_waves.h"
 
 static const char SQL_LOCK_RUN[] =
-    "SELECT id, status FROM deployment_runs WHERE uuid = $1::uuid"
-    " FOR NO KEY UPDATE";
+    "SELECT id, status, purging_at IS NOT NULL AS purging"
+    " FROM deployment_runs WHERE uuid = $1::uuid FOR NO KEY UPDATE";
 
 static const char SQL_LOCK_RUN_ID[] =
-    "SELECT id, status FROM deployment_runs WHERE id = $1::bigint"
-    " FOR NO KEY UPDATE";
+    "SELECT id, status, purging_at IS NOT NULL AS purging"
+    " FROM deployment_runs WHERE id = $1::bigint FOR NO KEY UPDATE";
 
 static const char SQL_PENDING_FOR_QUEUE[] =
     "SELECT r.uuid::text AS run_uuid, r.store_app_id, r.variables_only,"
@@ -173,6 +173,8 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
     status = (rw_run_state_t)rw_run_state_parse(rw_pg_str(run, 0, "status"));
     if (status == RW_RUN_CANCELLED)
         goto out; /* a cancelled run is never reopened */
+    if (rw_pg_bool(run, 0, "purging", 0))
+        goto out; /* nor one the retention is deleting */
     {
         const char *p[3] = {run_s, chunk_s, max_s};
         err =
@@ -363,6 +365,13 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
     default:
         to = RW_RUN_RUNNING;
         break;
+    }
+    if (verb == RW_CONTROL_RETRY && rw_pg_bool(res, 0, "purging", 0)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "cannot retry run %s: the retention of old runs is "
+                         "deleting it; start a new run",
+                         run_uuid);
+        goto out;
     }
     if (verb == RW_CONTROL_RETRY &&
         (!rw_run_terminal(status) || status == RW_RUN_CANCELLED)) {

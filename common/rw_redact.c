@@ -131,9 +131,10 @@ static char *base64(const unsigned char *in, size_t len, bool url, bool pad,
     return out;
 }
 
-/* RFC 3986 percent-encoding of everything but the unreserved set. */
+/* RFC 3986 percent-encoding of everything but the unreserved set; with
+ * plus, a space is '+'; with slash, '/' stays. */
 static char *url_encode(const unsigned char *in, size_t len, bool lower,
-                        size_t *out_len)
+                        bool plus, bool slash, size_t *out_len)
 {
     const char *hex = lower ? "0123456789abcdef" : "0123456789ABCDEF";
     char *out = malloc(len * 3 + 1);
@@ -143,13 +144,85 @@ static char *url_encode(const unsigned char *in, size_t len, bool lower,
         return NULL;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = in[i];
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+            (slash && c == '/')) {
             out[o++] = (char)c;
+            continue;
+        }
+        if (plus && c == ' ') {
+            out[o++] = '+';
             continue;
         }
         out[o++] = '%';
         out[o++] = hex[c >> 4];
         out[o++] = hex[c & 15];
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+/*
+ * The base64 characters that depend on the value alone when it starts k
+ * bytes (0..2) after a 3-byte boundary of the encoded data: a value inside
+ * a larger encoded blob ("user:" + password in a Basic header or a Docker
+ * auth) is found whatever its offset, and whatever follows it. The one or
+ * two characters it shares with its neighbours stay.
+ */
+static rw_err_t add_base64_core(rw_redactor_t *r, const unsigned char *v,
+                                size_t len, int k, bool url)
+{
+    unsigned char *buf = malloc(len + 2);
+    size_t n = 0, from, to;
+    char *enc, *core;
+
+    if (!buf)
+        return RW_ERR_NOMEM;
+    memset(buf, 0, (size_t)k);
+    memcpy(buf + k, v, len);
+    enc = base64(buf, len + (size_t)k, url, false, &n);
+    free(buf);
+    if (!enc)
+        return RW_ERR_NOMEM;
+    from = ((size_t)k * 8 + 5) / 6;
+    to = ((size_t)k + len) * 8 / 6;
+    if (to > n)
+        to = n;
+    if (to <= from) {
+        free(enc);
+        return RW_OK;
+    }
+    core = strndup(enc + from, to - from);
+    free(enc);
+    if (!core)
+        return RW_ERR_NOMEM;
+    return add_needle(r, core, to - from);
+}
+
+/* The value as a JSON string holds it, without the quotes. */
+static char *json_escape(const unsigned char *in, size_t len, size_t *out_len)
+{
+    char *out = malloc(len * 6 + 1);
+    size_t o = 0;
+
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = in[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c == '\t') {
+            out[o++] = '\\';
+            out[o++] = 't';
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, 7, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
     }
     out[o] = '\0';
     *out_len = o;
@@ -174,19 +247,30 @@ rw_err_t rw_redactor_add_secret(rw_redactor_t *r, const char *value, size_t len,
     s[len] = '\0';
     if ((err = add_needle(r, s, len)))
         return err;
-    for (int url = 0; url < 2; url++)
+    for (int url = 0; url < 2; url++) {
         for (int pad = 0; pad < 2; pad++) {
             if (!(s = base64(v, len, url, pad, &n)))
                 return RW_ERR_NOMEM;
             if ((err = add_needle(r, s, n)))
                 return err;
         }
-    for (int lower = 0; lower < 2; lower++) {
-        if (!(s = url_encode(v, len, lower, &n)))
-            return RW_ERR_NOMEM;
-        if ((err = add_needle(r, s, n)))
-            return err;
+        for (int k = 0; k < 3; k++)
+            if ((err = add_base64_core(r, v, len, k, url)))
+                return err;
     }
+    /* percent-encoding: either hex case, '+' for a space (forms), '/'
+     * kept (the default of many libraries' quote()) */
+    for (int form = 0; form < 4; form++)
+        for (int lower = 0; lower < 2; lower++) {
+            if (!(s = url_encode(v, len, lower, form & 1, form & 2, &n)))
+                return RW_ERR_NOMEM;
+            if ((err = add_needle(r, s, n)))
+                return err;
+        }
+    if (!(s = json_escape(v, len, &n)))
+        return RW_ERR_NOMEM;
+    if ((err = add_needle(r, s, n)))
+        return err;
     if (added)
         *added = true;
     return RW_OK;
@@ -416,11 +500,23 @@ static bool secret_key(const char *t, size_t from, size_t to)
 
 static bool harmless_value(const char *t, size_t from, size_t to)
 {
-    static const char *const words[] = {"null", "true",  "false",
-                                        "none", "empty", "[redacted]"};
+    /* what build tools print next to such names when no secret follows */
+    static const char *const words[] = {
+        "null",      "true",     "false",     "none",       "empty",
+        "found",     "missing",  "skipped",   "set",        "unset",
+        "present",   "absent",   "ok",        "yes",        "no",
+        "enabled",   "disabled", "required",  "optional",   "hidden",
+        "masked",    "provided", "generated", "configured", "not",
+        "[redacted]"};
     size_t n = to - from;
+    bool digits = n <= 3;
 
     if (n == 0)
+        return true;
+    /* a small count ("token: 3 remaining") is no secret */
+    for (size_t i = from; digits && i < to; i++)
+        digits = isdigit((unsigned char)t[i]) != 0;
+    if (digits)
         return true;
     for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
         if (n == strlen(words[k]) && at_ci(t, to, from, words[k]))

@@ -867,6 +867,18 @@ rw_err_t rw_window_parse(const char *text, rw_window_t *w, char *errstr,
                          text ? text : "");
         goto out;
     }
+    for (size_t i = 0; i + 1 < len[0]; i++)
+        if ((tok[0][i] == '+' || tok[0][i] == '-') &&
+            isdigit((unsigned char)tok[0][i + 1])) {
+            /* "UTC+2" is read as POSIX, where +2 means two hours WEST of
+             * Greenwich (and Etc/GMT+2 likewise): refused, not inverted */
+            err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                             "window: '%.*s' is an offset, which POSIX counts "
+                             "west of Greenwich; use a region name such as "
+                             "Europe/Zurich, or UTC",
+                             (int)len[0], tok[0]);
+            goto out;
+        }
     if (!zone_syntax_ok(tok[0], len[0])) {
         err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                          "window: '%.*s' is not a time zone name (such as "

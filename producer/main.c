@@ -62,10 +62,13 @@ static void runs_by_status(producer_t *pr)
         " LEFT JOIN deployment_runs r ON r.status = s.status"
         " GROUP BY s.status";
     static const char oldest_sql[] =
-        "SELECT COALESCE(EXTRACT(epoch FROM now() - min(created_at)), "
-        "0)::bigint"
+        /* open since creation, or since a retry re-opened it */
+        "SELECT COALESCE(EXTRACT(epoch FROM now() - min(COALESCE("
+        "  (SELECT max(t.at) FROM run_transitions t"
+        "    WHERE t.run_id = r.id AND t.from_status IN ('completed',"
+        "          'partial_failed', 'failed')), r.created_at))), 0)::bigint"
         "  AS age_s"
-        " FROM deployment_runs WHERE status IN ('pending', 'running')";
+        " FROM deployment_runs r WHERE r.status IN ('pending', 'running')";
     PGresult *res = NULL;
     char errstr[256];
 
@@ -143,7 +146,6 @@ static void tick(producer_t *pr)
     rw_metrics_add(pr->m_runs, (double)n_runs);
     rw_metrics_add(pr->m_targets, (double)targets);
     rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
-    runs_by_status(pr);
     err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
                           errstr, sizeof(errstr));
     if (err)
@@ -259,6 +261,9 @@ int main(int argc, char **argv)
             }
             if (rw_now_mono_ms() >= next_sweep) {
                 sweep(&pr);
+                /* every replica, so a replica that lost the lead exports
+                 * no stale figures (dashboards take the max) */
+                runs_by_status(&pr);
                 next_sweep = rw_now_mono_ms() + s.sweep_interval_s * 1000;
             }
             if (rw_now_mono_ms() >= next_retention) {

@@ -36,6 +36,14 @@ $$;
 CREATE FUNCTION rw_window_check_tz() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- "UTC+2" is POSIX, where +2 is west of Greenwich: refused, not
+    -- silently inverted (Etc/GMT+2 likewise)
+    IF NEW.window_tz ~ '[+-][0-9]' THEN
+        RAISE EXCEPTION 'window time zone ''%'' is an offset, which POSIX '
+            'counts west of Greenwich; use a region name such as '
+            'Europe/Zurich', NEW.window_tz
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.window_tz IS NOT NULL THEN
         BEGIN
             PERFORM now() AT TIME ZONE NEW.window_tz;

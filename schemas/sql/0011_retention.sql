@@ -12,22 +12,31 @@
 -- repeats it, each call its own short transaction, until it reports
 -- nothing left.
 
+-- A run the retention has started to delete: retry and replay refuse it
+-- (rw_control.c), so a run is never re-opened half deleted.
+ALTER TABLE deployment_runs ADD COLUMN purging_at timestamptz;
+
 -- Final runs, by the time they ended: the retention's scan.
 CREATE INDEX deployment_runs_ended_idx
     ON deployment_runs ((COALESCE(completed_at, created_at)), id)
     WHERE status IN ('completed', 'partial_failed', 'failed', 'cancelled');
 
 -- The runs a batch works on: the oldest p_batch final runs ended before
--- p_before.
+-- p_before with no target in flight (a cancelled run's builds already in
+-- Lagoon are still polled to their end).
 CREATE FUNCTION rw_retention_runs(p_before timestamptz, p_batch integer)
 RETURNS bigint[]
 LANGUAGE sql STABLE AS $$
     SELECT array_agg(id) FROM (
-        SELECT id FROM deployment_runs
-         WHERE status IN ('completed', 'partial_failed', 'failed',
-                          'cancelled')
-           AND COALESCE(completed_at, created_at) < p_before
-         ORDER BY COALESCE(completed_at, created_at), id
+        SELECT r.id FROM deployment_runs r
+         WHERE r.status IN ('completed', 'partial_failed', 'failed',
+                            'cancelled')
+           AND COALESCE(r.completed_at, r.created_at) < p_before
+           AND NOT EXISTS (
+               SELECT 1 FROM run_targets t
+                WHERE t.run_id = r.id
+                  AND t.state IN ('claimed', 'triggered', 'deploying'))
+         ORDER BY COALESCE(r.completed_at, r.created_at), r.id
          LIMIT p_batch) s
 $$;
 
@@ -63,6 +72,23 @@ BEGIN
     IF runs IS NULL THEN
         RETURN;
     END IF;
+    -- First mark them, in a call of its own: from its commit on, retry and
+    -- replay refuse these runs. The status is checked again under the row
+    -- lock, so a retry that committed first keeps its run.
+    UPDATE deployment_runs SET purging_at = now()
+     WHERE id = ANY (runs) AND purging_at IS NULL
+       AND status IN ('completed', 'partial_failed', 'failed', 'cancelled');
+    GET DIAGNOSTICS o_rows = ROW_COUNT;
+    IF o_rows > 0 THEN
+        o_table := 'deployment_runs (marked)';
+        RETURN;
+    END IF;
+    runs := ARRAY(SELECT id FROM deployment_runs
+                   WHERE id = ANY (runs) AND purging_at IS NOT NULL);
+    IF cardinality(runs) = 0 THEN
+        o_table := 'deployment_runs';
+        RETURN;
+    END IF;
     FOR c IN SELECT * FROM rw_retention_children() LOOP
         EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY('
                        'SELECT ctid FROM %s WHERE %I = ANY ($1) LIMIT $2))',
@@ -74,10 +100,13 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+    -- deployment_run_id checked again: a newer run may have taken the
+    -- instance since the ids were read
     UPDATE app_instances SET deployment_run_id = NULL
      WHERE id = ANY (ARRAY(SELECT id FROM app_instances
                             WHERE deployment_run_id = ANY (runs)
-                            LIMIT p_batch));
+                            LIMIT p_batch))
+       AND deployment_run_id = ANY (runs);
     GET DIAGNOSTICS o_rows = ROW_COUNT;
     IF o_rows > 0 THEN
         o_table := 'app_instances';

@@ -6,6 +6,8 @@
  * it stays open. A and C are moved 100 days back. Then:
  *
  *   - `retention --dry-run` counts A and its rows and deletes nothing;
+ *   - the first batch marks A, and `run retry` of A is refused from then
+ *     on (a run is never re-opened half deleted);
  *   - `retention --batch 4` deletes A with its targets, chunks and
  *     transitions; B is intact; C, open however old, is intact; the six
  *     instances whose last run was A keep their last_deployment_* fields
@@ -218,6 +220,29 @@ static void test_old_runs_go_in_batches(void **state)
         assert_int_equal(count_of(f, "run_targets", a), 12);
     }
 
+    /* the first batch only marks A: from then on it cannot be re-opened */
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT o_rows FROM rw_retention_batch("
+                                       " now() - interval '90 days', 4)",
+                                       0, NULL),
+                     1);
+    {
+        char uuid[64], a_s[24];
+        const char *p[1] = {a_s};
+        const char *args[] = {"run", "retry", uuid, NULL};
+        snprintf(a_s, sizeof(a_s), "%lld", a);
+        res = rw_itest_fleet_q(f,
+                               "SELECT uuid::text FROM deployment_runs"
+                               " WHERE id = $1::bigint",
+                               1, p);
+        snprintf(uuid, sizeof(uuid), "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        rc = ctl(f, args, out, err);
+        if (rc == 0 || !strstr(err, "retention"))
+            fail_msg("run retry of a run being deleted exited %d: %s%s", rc,
+                     out, err);
+        assert_int_equal(count_of(f, "run_targets", a), 12);
+    }
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         PQclear(rw_itest_fleet_q(f, counters[i], 0, NULL));
     {

@@ -738,13 +738,13 @@ static void test_run_max_in_flight(void **state)
         ctl_ok(f, a, out, sizeof(out));
     }
     redeploy(f, app, false);
-    /* the snapshot run creation takes of the app's strategy */
-    PQclear(rw_itest_fleet_q(f,
-                             "UPDATE deployment_runs r SET strategy ="
-                             " a.strategy FROM store_apps a"
-                             " WHERE a.id = r.store_app_id"
-                             " AND r.strategy IS NULL",
-                             0, NULL));
+    /* the run carries the snapshot of its app's strategy */
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM deployment_runs"
+                                       " WHERE strategy::jsonb"
+                                       "       ->> 'max_in_flight' = '25%'",
+                                       0, NULL),
+                     1);
     worker = start_daemons(f);
     rw_itest_fleet_wait_final(f, 1, deadline_ms(60000));
 

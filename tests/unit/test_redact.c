@@ -84,6 +84,39 @@ static void test_base64_forms(void **state)
     rw_redactor_free(r);
 }
 
+static void test_base64_at_any_offset(void **state)
+{
+    /* Basic/Docker auth: base64("bob:" + secret) and base64("alice:" +
+     * secret); the secret starts 1 and 0 bytes after a 3-byte boundary */
+    rw_redactor_t *r = with_secret("Tr0ub4dor&3-horse");
+    char *out;
+
+    (void)state;
+    out = red(r, "auth Ym9iOlRyMHViNGRvciYzLWhvcnNl done", NULL);
+    assert_null(strstr(out, "yMHViNGRvciYzLWhvcnNl"));
+    assert_non_null(strstr(out, "[REDACTED]"));
+    free(out);
+    out = red(r, "auth YWxpY2U6VHIwdWI0ZG9yJjMtaG9yc2U= done", NULL);
+    assert_null(strstr(out, "VHIwdWI0ZG9yJjMtaG9yc2"));
+    free(out);
+    out = red(r, "auth eDpUcjB1YjRkb3ImMy1ob3JzZXl6 done", NULL);
+    assert_null(strstr(out, "UcjB1YjRkb3ImMy1ob3Jz"));
+    assert_non_null(strstr(out, "[REDACTED]"));
+    free(out);
+    rw_redactor_free(r);
+}
+
+static void test_form_and_json_forms(void **state)
+{
+    rw_redactor_t *r = with_secret("my pass/word\"x");
+
+    (void)state;
+    expect(r, "body=my+pass%2Fword%22x&a=1", "body=[REDACTED]&a=1");
+    expect(r, "q=my%20pass/word%22x", "q=[REDACTED]");
+    expect(r, "{\"pw\":\"my pass/word\\\"x\"}", "{\"pw\":\"[REDACTED]\"}");
+    rw_redactor_free(r);
+}
+
 static void test_url_encoded_forms(void **state)
 {
     rw_redactor_t *r = with_secret("p@ss w/rd:&=long");
@@ -171,6 +204,11 @@ static void test_key_value_pairs(void **state)
            "password: null token=*** secret=true");
     expect(NULL, "tokens=5 password_file=/run/pw secretary=ann",
            "tokens=5 password_file=/run/pw secretary=ann");
+    /* what build tools print when no secret follows */
+    expect(NULL, "token: 3 remaining; Checking secret: found",
+           "token: 3 remaining; Checking secret: found");
+    expect(NULL, "generating passphrase: skipped",
+           "generating passphrase: skipped");
 }
 
 static void test_pem_private_key(void **state)
@@ -272,6 +310,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_secret),
         cmocka_unit_test(test_base64_forms),
+        cmocka_unit_test(test_base64_at_any_offset),
+        cmocka_unit_test(test_form_and_json_forms),
         cmocka_unit_test(test_url_encoded_forms),
         cmocka_unit_test(test_split_across_lines),
         cmocka_unit_test(test_short_values_left_alone),

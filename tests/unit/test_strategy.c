@@ -369,6 +369,8 @@ static void test_window_parse(void **state)
         {"UTC Mon 02:60-05:00", "is not HH:MM-HH:MM"},
         {"UTC Mon 02:00", "is not HH:MM-HH:MM"},
         {"UTC Mon 02:00-02:00", "opens and closes at the same time"},
+        {"UTC+2 Mon 02:00-05:00", "is an offset"},
+        {"Etc/GMT-1 Mon 02:00-05:00", "is an offset"},
     };
     rw_window_t w;
     char errstr[256];
@@ -398,8 +400,9 @@ static void test_window_parse(void **state)
     assert_int_equal(w.days, 0x01 | 0x10 | 0x20 | 0x40);
     rw_window_format(&w, buf, sizeof(buf));
     assert_string_equal(buf, "America/New_York Mon,Fri-Sun 22:00-02:00");
-    assert_int_equal(rw_window_parse("Etc/GMT+1 Tue 00:00-23:59", &w, errstr,
-                                     sizeof(errstr)),
+    /* names with a '-' that is not an offset */
+    assert_int_equal(rw_window_parse("America/Port-au-Prince Tue 00:00-23:59",
+                                     &w, errstr, sizeof(errstr)),
                      RW_OK);
 }
 
