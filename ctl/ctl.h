@@ -66,6 +66,9 @@ int rw_ctl_dlq(int argc, char **argv, const rw_settings_t *s);
 int rw_ctl_schedule(int argc, char **argv, const rw_settings_t *s);
 int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
 
+/* token create|revoke|list: rollwave-api bearer tokens. */
+int rw_ctl_token(int argc, char **argv, const rw_settings_t *s);
+
 /* throttle [--max-in-flight N] [--rate R]: show or change the fleet limits. */
 int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s);
 

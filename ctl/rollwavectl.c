@@ -116,6 +116,10 @@ static const ctl_cmd_t cmds[] = {
      "[--max-in-flight N] [--rate N/min|N/s|N/h] [--by NAME] [--json]",
      "show the fleet throttle; change its limits (--max-in-flight 0 = "
      "brake)"},
+    {"token", rw_ctl_token, NEED_PG,
+     "(create --name N --role viewer|operator|admin [--by NAME] | "
+     "revoke NAME | list [--json])",
+     "rollwave-api bearer tokens: create (printed once), revoke, list"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)
