@@ -27,13 +27,12 @@ static void test_path_match(void **state)
     assert_int_equal(n, 0);
     assert_false(rw_api_path_match("/api/v1/runs", "/api/v1/runs/", p, &n));
     assert_false(rw_api_path_match("/api/v1/runs", "/api/v1/run", p, &n));
-    assert_true(
-        rw_api_path_match("/api/v1/runs/{uuid}/pause",
-                          "/api/v1/runs/0b0e-x/pause", p, &n));
+    assert_true(rw_api_path_match("/api/v1/runs/{uuid}/pause",
+                                  "/api/v1/runs/0b0e-x/pause", p, &n));
     assert_int_equal(n, 1);
     assert_string_equal(p[0], "0b0e-x");
-    assert_false(rw_api_path_match("/api/v1/runs/{uuid}", "/api/v1/runs/",
-                                   p, &n));
+    assert_false(
+        rw_api_path_match("/api/v1/runs/{uuid}", "/api/v1/runs/", p, &n));
     assert_false(rw_api_path_match("/api/v1/runs/{uuid}",
                                    "/api/v1/runs/a/pause", p, &n));
     assert_true(rw_api_path_match("/api/v1/instances/{id}/deployments",
@@ -144,22 +143,21 @@ static void test_body(void **state)
     /* not an object at all: no member to blame */
     assert_string_equal(blame("[1]"), "");
     /* no body: fine unless something is required */
-    assert_int_equal(rw_api_check_body(NULL, fields, 4, &f, errstr,
-                                       sizeof(errstr)),
-                     RW_ERR_INVALID_ARG);
+    assert_int_equal(
+        rw_api_check_body(NULL, fields, 4, &f, errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
     assert_string_equal(f, "on");
-    assert_int_equal(rw_api_check_body(NULL, fields, 2, &f, errstr,
-                                       sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_api_check_body(NULL, fields, 2, &f, errstr, sizeof(errstr)), RW_OK);
     /* an empty table takes {} and nothing else */
     {
         json_t *empty = json_object(), *one = json_pack("{s:i}", "x", 1);
-        assert_int_equal(rw_api_check_body(empty, NULL, 0, &f, errstr,
-                                           sizeof(errstr)),
-                         RW_OK);
-        assert_int_equal(rw_api_check_body(one, NULL, 0, &f, errstr,
-                                           sizeof(errstr)),
-                         RW_ERR_INVALID_ARG);
+        assert_int_equal(
+            rw_api_check_body(empty, NULL, 0, &f, errstr, sizeof(errstr)),
+            RW_OK);
+        assert_int_equal(
+            rw_api_check_body(one, NULL, 0, &f, errstr, sizeof(errstr)),
+            RW_ERR_INVALID_ARG);
         assert_string_equal(f, "x");
         json_decref(empty);
         json_decref(one);

@@ -19,7 +19,8 @@ static void test_hash_vectors(void **state)
     static const struct {
         const char *in, *want;
     } vectors[] = {
-        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"",
+         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
         {"abc",
          "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
         {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
@@ -29,8 +30,8 @@ static void test_hash_vectors(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
-        assert_int_equal(rw_token_hash(vectors[i].in, hex, sizeof(hex), NULL, 0),
-                         RW_OK);
+        assert_int_equal(
+            rw_token_hash(vectors[i].in, hex, sizeof(hex), NULL, 0), RW_OK);
         assert_string_equal(hex, vectors[i].want);
     }
     /* a buffer without room for the digest and its terminator is refused */
