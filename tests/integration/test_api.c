@@ -25,30 +25,18 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "rw_itest.h"
+#include "rw_itest_api.h"
 #include "rw_itest_fleet.h"
 
-#define TOKEN_CACHE_S "1"
-
-typedef struct api_ctx {
-    rw_itest_fleet_t *f;
-    int port, metrics_port;
-    char viewer[80], operator[80], admin[80];
-} api_ctx_t;
-
-static api_ctx_t ctx;
+static rw_itest_api_t ctx;
 
 /* A deadline for this build: sanitized daemons are several times slower. */
 static long long deadline_ms(long long ms)
@@ -59,131 +47,24 @@ static long long deadline_ms(long long ms)
     return sanitized ? 2 * ms : ms;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    assert_true(fd >= 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-/* ---- HTTP ---- */
-
-typedef struct buf {
-    char *p;
-    size_t n;
-} buf_t;
-
-static size_t on_data(char *d, size_t sz, size_t nm, void *ud)
-{
-    buf_t *b = ud;
-    char *p = realloc(b->p, b->n + sz * nm + 1);
-
-    if (!p)
-        return 0;
-    memcpy(p + b->n, d, sz * nm);
-    b->n += sz * nm;
-    p[b->n] = '\0';
-    b->p = p;
-    return sz * nm;
-}
-
-/*
- * method path (relative to the API) with token (NULL = none) and body
- * (NULL = none; raw bytes of len when len > 0). Returns the status; *doc
- * gets the parsed JSON answer (NULL when it is not JSON).
- */
-static long http_raw(int port, const char *method, const char *path,
-                     const char *token, const char *body, size_t len,
-                     json_t **doc, char **text)
-{
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    char url[1024], auth[160];
-    buf_t b = {NULL, 0};
-    long status = 0;
-    CURLcode rc;
-
-    assert_non_null(c);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    if (token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, auth);
-    }
-    if (body) {
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE,
-                         (long)(len ? len : strlen(body)));
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (doc)
-        *doc = b.p ? json_loads(b.p, 0, NULL) : NULL;
-    if (text)
-        *text = b.p;
-    else
-        free(b.p);
-    return rc == CURLE_OK ? status : -1;
-}
-
 static long http(const char *method, const char *path, const char *token,
                  const char *body, json_t **doc)
 {
-    return http_raw(ctx.port, method, path, token, body, 0, doc, NULL);
+    return rw_itest_api_call(ctx.port, method, path, token, body, 0, doc, NULL);
 }
 
-/* method path must answer want; returns the document (caller decrefs). */
 static json_t *expect(const char *method, const char *path, const char *token,
                       const char *body, long want)
 {
-    json_t *doc = NULL;
-    long got = http(method, path, token, body, &doc);
-
-    if (got != want) {
-        char *dump = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-        fail_msg("%s %s answered %ld, want %ld: %s", method, path, got, want,
-                 dump ? dump : "(not JSON)");
-    }
-    assert_non_null(doc);
-    return doc;
+    return rw_itest_api_expect(&ctx, method, path, token, body, want);
 }
 
-/* An error answer: status, error.code and (when field is set) the field. */
 static void expect_error(const char *method, const char *path,
                          const char *token, const char *body, long want,
                          const char *code, const char *field)
 {
-    json_t *doc = expect(method, path, token, body, want);
-    json_t *e = json_object_get(doc, "error");
-    const char *got_field = json_string_value(json_object_get(e, "field"));
-
-    if (!json_is_object(e) ||
-        strcmp(json_string_value(json_object_get(e, "code")), code) != 0 ||
-        !json_is_string(json_object_get(e, "message")))
-        fail_msg("%s %s: want error code %s", method, path, code);
-    if (field && (!got_field || strcmp(got_field, field) != 0))
-        fail_msg("%s %s: want field %s, got %s", method, path, field,
-                 got_field ? got_field : "(none)");
-    json_decref(doc);
+    rw_itest_api_expect_error(&ctx, method, path, token, body, want, code,
+                              field);
 }
 
 static const char *str_at(json_t *doc, const char *key)
@@ -204,57 +85,13 @@ static long long int_at(json_t *doc, const char *key)
     return json_integer_value(v);
 }
 
-/* ---- fleet ---- */
-
-static void make_token(const char *name, const char *role, char *out,
-                       size_t len)
-{
-    const char *argv[] = {"rollwavectl", "token", "create", "--name",
-                          name,          "--role", role,    NULL};
-    int rc = rw_itest_fleet_run(ctx.f, argv, out, len);
-
-    if (rc != 0)
-        fail_msg("rollwavectl token create %s exited %d", name, rc);
-    out[strcspn(out, "\n")] = '\0';
-    assert_int_equal(strlen(out), 68);
-}
-
-/* A fleet with the API running and one token per role. */
+/* A fleet with fast builds and the API, the daemons when asked. */
 static void start(bool daemons)
 {
-    char port[16], mport[16];
-    long long until;
-
-    ctx.f = rw_itest_fleet_new(
-        "{\"rows_delay_ms\":100,\"phase_ms\":50,\"build_min_ms\":200,"
-        "\"build_max_ms\":500}",
-        0);
-    ctx.port = free_port();
-    ctx.metrics_port = free_port();
-    snprintf(port, sizeof(port), "%d", ctx.port);
-    snprintf(mport, sizeof(mport), "%d", ctx.metrics_port);
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "200");
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_POLL_INTERVAL_MS", "200");
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_API_BIND", "127.0.0.1");
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_API_PORT", port);
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_API_THREADS", "2");
-    rw_itest_fleet_set(ctx.f, "ROLLWAVE_API_TOKEN_CACHE_S", TOKEN_CACHE_S);
-    rw_itest_fleet_start_with(ctx.f, "rollwave-api", "api",
-                              "ROLLWAVE_METRICS_PORT", mport, false);
-    if (daemons) {
-        rw_itest_fleet_start(ctx.f, "rollwave-worker", "worker");
-        rw_itest_fleet_start(ctx.f, "rollwave-poller", "poller");
-    }
-    make_token("viewer-1", "viewer", ctx.viewer, sizeof(ctx.viewer));
-    make_token("operator-1", "operator", ctx.operator, sizeof(ctx.operator));
-    make_token("admin-1", "admin", ctx.admin, sizeof(ctx.admin));
-    /* the server is up once it answers */
-    until = rw_itest_now_ms() + deadline_ms(15000);
-    while (http("GET", "/api/v1/whoami", ctx.viewer, NULL, NULL) != 200) {
-        if (rw_itest_now_ms() > until)
-            fail_msg("rollwave-api did not answer on port %d", ctx.port);
-        rw_itest_sleep_ms(50);
-    }
+    rw_itest_api_start(&ctx,
+                       "{\"rows_delay_ms\":100,\"phase_ms\":50,"
+                       "\"build_min_ms\":200,\"build_max_ms\":500}",
+                       daemons);
 }
 
 static int teardown(void **state)
@@ -320,10 +157,10 @@ static void test_endpoints(void **state)
     doc = expect("GET", "/api/v1/whoami", ctx.operator, NULL, 200);
     assert_string_equal(str_at(doc, "name"), "operator-1");
     assert_string_equal(str_at(doc, "role"), "operator");
-    assert_true(json_is_true(
-        json_object_get(json_object_get(doc, "may"), "control")));
-    assert_true(json_is_false(
-        json_object_get(json_object_get(doc, "may"), "admin")));
+    assert_true(
+        json_is_true(json_object_get(json_object_get(doc, "may"), "control")));
+    assert_true(
+        json_is_false(json_object_get(json_object_get(doc, "may"), "admin")));
     json_decref(doc);
 
     /* a manual run of two instances; no worker runs in this fleet, so it
@@ -469,10 +306,9 @@ static void test_endpoints(void **state)
     doc = expect("GET", "/api/v1/lag?interval_s=0", ctx.viewer, NULL, 200);
     assert_int_equal(int_at(doc, "interval_s"), 0);
     assert_int_equal(json_array_size(json_object_get(doc, "groups")), 2);
-    assert_string_equal(str_at(json_array_get(json_object_get(doc, "groups"),
-                                              0),
-                               "group"),
-                        "rollwave-worker");
+    assert_string_equal(
+        str_at(json_array_get(json_object_get(doc, "groups"), 0), "group"),
+        "rollwave-worker");
     json_decref(doc);
 
     /* every accepted write is in the audit, under its token's name */
@@ -485,7 +321,8 @@ static void test_endpoints(void **state)
     /* the dashboard is served from the binary */
     {
         char *text = NULL;
-        long st = http_raw(ctx.port, "GET", "/", NULL, NULL, 0, NULL, &text);
+        long st =
+            rw_itest_api_call(ctx.port, "GET", "/", NULL, NULL, 0, NULL, &text);
         assert_int_equal(st, 200);
         assert_non_null(text);
         assert_non_null(strstr(text, "rollwave"));
@@ -500,8 +337,8 @@ static double metric(const char *line_prefix)
     char *text = NULL, *p;
     double v = -1;
 
-    assert_int_equal(http_raw(ctx.metrics_port, "GET", "/metrics", NULL, NULL,
-                              0, NULL, &text),
+    assert_int_equal(rw_itest_api_call(ctx.metrics_port, "GET", "/metrics",
+                                       NULL, NULL, 0, NULL, &text),
                      200);
     p = text ? strstr(text, line_prefix) : NULL;
     if (p)
@@ -529,29 +366,26 @@ static void test_auth(void **state)
     seed(1, ids);
     runs_before = q_ll("SELECT count(*) FROM deployment_runs");
 
-    expect_error("GET", "/api/v1/runs", NULL, NULL, 401, "unauthorized",
-                 NULL);
-    assert_true(metric("rollwave_api_auth_failures_total{reason=\"missing\"} ") >=
-                1);
+    expect_error("GET", "/api/v1/runs", NULL, NULL, 401, "unauthorized", NULL);
+    assert_true(
+        metric("rollwave_api_auth_failures_total{reason=\"missing\"} ") >= 1);
     expect_error("GET", "/api/v1/runs", "not-a-token", NULL, 401,
                  "unauthorized", NULL);
     /* well formed, never issued */
     snprintf(bogus, sizeof(bogus), "rwt_%064d", 0);
-    expect_error("GET", "/api/v1/runs", bogus, NULL, 401, "unauthorized",
-                 NULL);
-    assert_true(metric("rollwave_api_auth_failures_total{reason=\"invalid\"} ") >=
-                2);
+    expect_error("GET", "/api/v1/runs", bogus, NULL, 401, "unauthorized", NULL);
+    assert_true(
+        metric("rollwave_api_auth_failures_total{reason=\"invalid\"} ") >= 2);
 
     /* a viewer reads and writes nothing; an operator no admin route */
     for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++) {
         expect_error(writes[i][0], writes[i][1], ctx.viewer, writes[i][2], 403,
                      "forbidden", NULL);
         if (strcmp(writes[i][0], "PUT") == 0)
-            expect_error(writes[i][0], writes[i][1], ctx.operator,
-                         writes[i][2], 403, "forbidden", NULL);
+            expect_error(writes[i][0], writes[i][1], ctx.operator, writes[i][2],
+                         403, "forbidden", NULL);
     }
-    assert_int_equal(q_ll("SELECT count(*) FROM deployment_runs"),
-                     runs_before);
+    assert_int_equal(q_ll("SELECT count(*) FROM deployment_runs"), runs_before);
     assert_int_equal(q_ll("SELECT count(*) FROM api_audit"), 0);
 
     /* tokens are stored as hashes only */
@@ -560,18 +394,19 @@ static void test_auth(void **state)
                      0);
 
     /* a revoked token stops working within the cache bound */
-    make_token("short-lived", "operator", revoked, sizeof(revoked));
+    rw_itest_api_token(&ctx, "short-lived", "operator", revoked,
+                       sizeof(revoked));
     json_decref(expect("GET", "/api/v1/whoami", revoked, NULL, 200));
     {
         const char *argv[] = {"rollwavectl", "token", "revoke", "short-lived",
                               NULL};
         assert_int_equal(rw_itest_fleet_run(ctx.f, argv, NULL, 0), 0);
     }
-    until = rw_itest_now_ms() + atoi(TOKEN_CACHE_S) * 1000 + 500;
+    until = rw_itest_now_ms() + RW_ITEST_API_TOKEN_CACHE_S * 1000 + 500;
     while (http("GET", "/api/v1/whoami", revoked, NULL, NULL) != 401) {
         if (rw_itest_now_ms() > until)
-            fail_msg("a revoked token was still accepted after %s s",
-                     TOKEN_CACHE_S);
+            fail_msg("a revoked token was still accepted after %d s",
+                     RW_ITEST_API_TOKEN_CACHE_S);
         rw_itest_sleep_ms(50);
     }
 }
@@ -610,10 +445,10 @@ static void test_bad_input(void **state)
         {"GET", "/api/v1/instances/99999999", NULL, "not_found", "id", 404},
         {"GET", "/api/v1/instances/1x/deployments", NULL, "bad_request", "id",
          400},
-        {"GET", "/api/v1/instances/1/deployments?take=101", NULL,
-         "bad_request", "take", 400},
-        {"GET", "/api/v1/instances/1/deployments?skip=-1", NULL,
-         "bad_request", "skip", 400},
+        {"GET", "/api/v1/instances/1/deployments?take=101", NULL, "bad_request",
+         "take", 400},
+        {"GET", "/api/v1/instances/1/deployments?skip=-1", NULL, "bad_request",
+         "skip", 400},
         {"GET", "/api/v1/runs/not-a-uuid", NULL, "bad_request", "uuid", 400},
         {"GET", "/api/v1/runs/6f1c2a52-0000-4000-8000-000000000000", NULL,
          "not_found", "uuid", 404},
@@ -621,8 +456,7 @@ static void test_bad_input(void **state)
         {"GET", "/api/v1/runs?limit=201", NULL, "bad_request", "limit", 400},
         {"GET", "/api/v1/runs?status=bogus", NULL, "bad_request", "status",
          400},
-        {"GET", "/api/v1/runs?source=cron", NULL, "bad_request", "source",
-         400},
+        {"GET", "/api/v1/runs?source=cron", NULL, "bad_request", "source", 400},
         {"GET", "/api/v1/runs?cursor=abc", NULL, "bad_request", "cursor", 400},
         {"GET", "/api/v1/runs?created_before=yesterday", NULL, "bad_request",
          "created_before", 400},
@@ -684,9 +518,8 @@ static void test_bad_input(void **state)
     (void)state;
     start(false);
     seed(2, ids);
-    json_decref(
-        expect("POST", "/api/v1/runs", ctx.operator, "{\"store_app_id\":1}",
-               201));
+    json_decref(expect("POST", "/api/v1/runs", ctx.operator,
+                       "{\"store_app_id\":1}", 201));
     q_ll("INSERT INTO user_groups (name) VALUES ('g') RETURNING id");
     fingerprint(before, sizeof(before));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -699,14 +532,13 @@ static void test_bad_input(void **state)
     memset(big, ' ', big_len);
     big[0] = '{';
     big[big_len - 1] = '}';
-    st = http_raw(ctx.port, "POST", "/api/v1/runs", ctx.admin, big, big_len,
-                  &doc, NULL);
+    st = rw_itest_api_call(ctx.port, "POST", "/api/v1/runs", ctx.admin, big,
+                           big_len, &doc, NULL);
     free(big);
     assert_int_equal(st, 413);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(doc, "error"),
-                                          "code")),
-        "payload_too_large");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(doc, "error"), "code")),
+                        "payload_too_large");
     json_decref(doc);
 
     fingerprint(after, sizeof(after));
@@ -839,8 +671,7 @@ static void test_rollout(void **state)
                         "operator-1");
     json_decref(doc);
 
-    snprintf(path, sizeof(path), "/api/v1/instances/%lld/deployments",
-             ids[1]);
+    snprintf(path, sizeof(path), "/api/v1/instances/%lld/deployments", ids[1]);
     doc = expect("GET", path, ctx.viewer, NULL, 200);
     dep = json_array_get(json_object_get(doc, "deployments"), 0);
     assert_string_equal(str_at(dep, "run"), uuid);
@@ -852,7 +683,8 @@ static void test_rollout(void **state)
     snprintf(path, sizeof(path), "/api/v1/instances/%lld", ids[1]);
     doc = expect("GET", path, ctx.viewer, NULL, 200);
     assert_string_equal(str_at(doc, "last_deployment_status"), "complete");
-    assert_non_null(json_string_value(json_object_get(doc, "last_deployed_at")));
+    assert_non_null(
+        json_string_value(json_object_get(doc, "last_deployed_at")));
     json_decref(doc);
 
     doc = expect("GET", "/api/v1/runs?status=completed&source=manual",
@@ -877,7 +709,6 @@ int main(void)
         cmocka_unit_test_teardown(test_rollout, teardown),
     };
 
-    curl_global_init(CURL_GLOBAL_ALL);
     /* a developer chasing one scenario may name it (cmocka pattern) */
     if (getenv("RW_ITEST_FILTER") && *getenv("RW_ITEST_FILTER"))
         cmocka_set_test_filter(getenv("RW_ITEST_FILTER"));
