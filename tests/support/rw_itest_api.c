@@ -137,8 +137,8 @@ void rw_itest_api_expect_error(rw_itest_api_t *a, const char *method,
 void rw_itest_api_token(rw_itest_api_t *a, const char *name, const char *role,
                         char *out, size_t len)
 {
-    const char *argv[] = {"rollwavectl", "token", "create", "--name",
-                          name,          "--role", role,    NULL};
+    const char *argv[] = {"rollwavectl", "token",  "create", "--name",
+                          name,          "--role", role,     NULL};
     int rc = rw_itest_fleet_run(a->f, argv, out, len);
 
     if (rc != 0)
@@ -147,8 +147,7 @@ void rw_itest_api_token(rw_itest_api_t *a, const char *name, const char *role,
     assert_int_equal(strlen(out), 68);
 }
 
-void rw_itest_api_start(rw_itest_api_t *a, const char *sim_config,
-                        bool daemons)
+void rw_itest_api_start(rw_itest_api_t *a, const char *sim_config, bool daemons)
 {
     char port[16], mport[16], cache[16];
     long long until;
