@@ -395,15 +395,14 @@ static const char *bearer(struct MHD_Connection *conn)
 }
 
 /*
- * Who is asking: RW_OK with rq->token_name and rq->role set, or the 401
- * already answered (RW_ERR_NOT_FOUND), or a database failure (503).
+ * The token's hash, or the 401 answered (RW_ERR_NOT_FOUND): a missing or
+ * malformed token never costs a database round trip.
  */
-static rw_err_t authenticate(rw_api_t *a, rw_api_req_t *rq,
-                             struct MHD_Connection *conn)
+static rw_err_t token_hash(rw_api_t *a, rw_api_req_t *rq,
+                           struct MHD_Connection *conn, char *hash, size_t len)
 {
     const char *token = bearer(conn);
-    char hash[RW_TOKEN_HASH_LEN + 1], errstr[256];
-    rw_err_t err = RW_OK;
+    char errstr[128];
 
     if (!token) {
         rw_metrics_add(a->m_auth_missing, 1);
@@ -411,13 +410,24 @@ static rw_err_t authenticate(rw_api_t *a, rw_api_req_t *rq,
                     "a bearer token is required (Authorization: Bearer ...)");
         return RW_ERR_NOT_FOUND;
     }
-    /* a malformed token is never looked up, but costs the same answer */
     if (!rw_token_well_formed(token) ||
-        rw_token_hash(token, hash, sizeof(hash), errstr, sizeof(errstr))) {
+        rw_token_hash(token, hash, len, errstr, sizeof(errstr))) {
         rw_metrics_add(a->m_auth_invalid, 1);
         rw_api_fail(rq, 401, NULL, "invalid or revoked token");
         return RW_ERR_NOT_FOUND;
     }
+    return RW_OK;
+}
+
+/*
+ * Who holds the token of hash: RW_OK with rq->token_name and rq->role
+ * set, or the answer given (401 unknown or revoked, 503 no database).
+ */
+static rw_err_t authenticate(rw_api_t *a, rw_api_req_t *rq, const char *hash)
+{
+    char errstr[256];
+    rw_err_t err = RW_OK;
+
     if (cache_find(a, hash, rq->token_name, sizeof(rq->token_name), &rq->role))
         return RW_OK;
     err = rw_token_lookup(rq->pg, hash, rq->token_name, sizeof(rq->token_name),
@@ -498,7 +508,7 @@ static enum MHD_Result serve_api(rw_api_t *a, struct MHD_Connection *conn,
     const rw_api_route_t *route = NULL;
     rw_api_req_t rq;
     query_check_t qc = {NULL, NULL};
-    char allow[64], errstr[256];
+    char allow[64], errstr[256], hash[RW_TOKEN_HASH_LEN + 1];
     enum MHD_Result ret;
     json_error_t jerr;
 
@@ -529,12 +539,14 @@ static enum MHD_Result serve_api(rw_api_t *a, struct MHD_Connection *conn,
                     RW_API_MAX_BODY);
         goto answer;
     }
+    if (token_hash(a, &rq, conn, hash, sizeof(hash)))
+        goto answer;
     if (pool_get(a, &rq.pg, errstr, sizeof(errstr))) {
         rw_warn("api", "event=pg_unavailable detail=\"%s\"", errstr);
         rw_api_fail(&rq, 503, NULL, "the database is not reachable");
         goto answer;
     }
-    if (authenticate(a, &rq, conn))
+    if (authenticate(a, &rq, hash))
         goto answer;
     if (!rw_role_allows(rq.role, route->min_role)) {
         rw_api_fail(&rq, 403, NULL, "this needs the %s role; token %s is %s",

@@ -38,7 +38,7 @@
 #include "rw_itest_fleet.h"
 
 static rw_itest_api_t ctx;
-static pid_t driver;     /* chromedriver */
+static pid_t driver; /* chromedriver */
 static int driver_port;
 static char session[128]; /* WebDriver session id, "" = none */
 
@@ -64,15 +64,14 @@ static json_t *wd(const char *method, const char *path, json_t *body)
     else
         snprintf(full, sizeof(full), "/session/%s/%s", session, path);
     st = rw_itest_api_call(driver_port, method, full, NULL,
-                           text ? text : (strcmp(method, "POST") == 0 ? "{}"
-                                                                      : NULL),
+                           text ? text
+                                : (strcmp(method, "POST") == 0 ? "{}" : NULL),
                            0, &doc, NULL);
     free(text);
     json_decref(body);
     if (st != 200 || !doc) {
         char *dump = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-        fail_msg("webdriver %s %s: %ld %s", method, full, st,
-                 dump ? dump : "");
+        fail_msg("webdriver %s %s: %ld %s", method, full, st, dump ? dump : "");
     }
     value = json_incref(json_object_get(doc, "value"));
     json_decref(doc);
@@ -111,9 +110,9 @@ static const char *element_key = "element-6066-11e4-a52e-4f735466cecf";
 
 static char *find(const char *css)
 {
-    json_t *v = wd("POST", "element",
-                   json_pack("{s:s, s:s}", "using", "css selector", "value",
-                             css));
+    json_t *v =
+        wd("POST", "element",
+           json_pack("{s:s, s:s}", "using", "css selector", "value", css));
     const char *key = json_string_value(json_object_get(v, element_key));
     char *id;
 
@@ -218,8 +217,8 @@ static void browser_start(void)
         _exit(127);
     }
     until = rw_itest_now_ms() + 15000;
-    while (rw_itest_api_call(driver_port, "GET", "/status", NULL, NULL, 0,
-                             NULL, NULL) != 200) {
+    while (rw_itest_api_call(driver_port, "GET", "/status", NULL, NULL, 0, NULL,
+                             NULL) != 200) {
         if (rw_itest_now_ms() > until)
             fail_msg("chromedriver did not start");
         rw_itest_sleep_ms(50);
@@ -283,8 +282,8 @@ static void wait_status(const char *uuid, const char *status)
 
 static void sign_in(const char *token)
 {
-    wait_js("the token form",
-            "return !document.getElementById('login').hidden", NULL);
+    wait_js("the token form", "return !document.getElementById('login').hidden",
+            NULL);
     type("#token", token);
     click("#login button[type=submit]");
     wait_js("signing in",
@@ -359,14 +358,14 @@ static void test_dashboard(void **state)
             "return document.querySelectorAll('tr.run-row').length === 2",
             NULL);
     facts = row_facts(uuid_a);
-    assert_string_equal(
-        json_string_value(json_object_get(facts, "status")), "failed");
+    assert_string_equal(json_string_value(json_object_get(facts, "status")),
+                        "failed");
     assert_int_equal(seg(facts, "seg-failed"), 4);
     assert_int_equal(seg(facts, "seg-succeeded"), 0);
     json_decref(facts);
     facts = row_facts(uuid_b);
-    assert_string_equal(
-        json_string_value(json_object_get(facts, "status")), "running");
+    assert_string_equal(json_string_value(json_object_get(facts, "status")),
+                        "running");
     assert_int_equal(seg(facts, "seg-in_flight") + seg(facts, "seg-pending"),
                      6);
     assert_int_equal(seg(facts, "seg-failed"), 0);
