@@ -93,6 +93,7 @@ typedef enum rw_api_ftype {
     RW_API_F_INT_NULL,  /* integer in [min, max] or null */
     RW_API_F_BOOL,      /* true or false */
     RW_API_F_INT_ARRAY, /* 1..max integers, each in [min, INT64_MAX] */
+    RW_API_F_STRING,    /* a string of min..max bytes */
 } rw_api_ftype_t;
 
 /* One field of a request body; a body is one table of these. */

@@ -3,9 +3,9 @@
  * are one read-only statement each (the run page several in one snapshot);
  * writes go through the same functions as rollwavectl (rw_runs for manual
  * runs, rw_control for pause / resume / abort / retry, the same UPDATEs as
- * "rollwavectl schedule" and "group"), so the API refuses what the CLI
- * refuses. Every list is bounded: runs page by id (keyset, indexed),
- * an instance's history by skip / take on its own index.
+ * "rollwavectl schedule" and "group", rw_token for tokens), so the API
+ * refuses what the CLI refuses. Every list is bounded: runs page by id (keyset,
+ * indexed), an instance's history by skip / take on its own index.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include "rw_runs.h"
 #include "rw_state.h"
 #include "rw_time.h"
+#include "rw_token.h"
 
 #define RUNS_DEFAULT_LIMIT 50
 #define RUNS_MAX_LIMIT     200
@@ -748,6 +749,92 @@ static void h_lag(rw_api_req_t *rq)
     rw_lag_groups_free(gs, n);
 }
 
+/* ---- tokens (admin) --------------------------------------------------- */
+
+static void h_tokens_list(rw_api_req_t *rq)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    rw_err_t err;
+
+    err = rw_token_list(rq->pg, &res, errstr, sizeof(errstr));
+    if (err)
+        fail_pg(rq, err, errstr);
+    else
+        rw_api_reply(rq, 200,
+                     json_pack("{s:o}", "tokens", rw_api_rows_json(res)));
+    PQclear(res);
+}
+
+static const rw_api_field_t token_fields[] = {
+    {"name", RW_API_F_STRING, true, 1, 64},
+    {"role", RW_API_F_STRING, true, 1, 16},
+};
+
+static void h_tokens_create(rw_api_req_t *rq)
+{
+    const char *name, *role_s;
+    char token[RW_TOKEN_LEN + 1], errstr[512];
+    rw_err_t err;
+    int role;
+
+    if (!body_ok(rq, token_fields, NFIELDS(token_fields)))
+        return;
+    name = json_string_value(json_object_get(rq->body, "name"));
+    role_s = json_string_value(json_object_get(rq->body, "role"));
+    role = rw_role_parse(role_s);
+    if (!rw_token_name_ok(name)) {
+        rw_api_fail(rq, 400, "name",
+                    "name must be 1-64 of A-Z a-z 0-9 . _ @ -, starting "
+                    "with a letter or digit");
+        return;
+    }
+    if (role < 0) {
+        rw_api_fail(rq, 400, "role", "role must be viewer, operator or admin");
+        return;
+    }
+    err = rw_token_create(rq->pg, name, (rw_role_t)role, rq->token_name, token,
+                          sizeof(token), errstr, sizeof(errstr));
+    if (err == RW_ERR_CONFLICT) {
+        rw_api_fail(rq, 409, "name", "%s", errstr);
+        return;
+    }
+    if (err) {
+        fail_pg(rq, err, errstr);
+        return;
+    }
+    snprintf(rq->audit, sizeof(rq->audit), "token %s (%s) created", name,
+             role_s);
+    /* the only time the token is shown; it is not logged or audited */
+    rw_api_reply(rq, 201,
+                 json_pack("{s:s, s:s, s:s}", "name", name, "role", role_s,
+                           "token", token));
+    explicit_bzero(token, sizeof(token));
+}
+
+static void h_tokens_revoke(rw_api_req_t *rq)
+{
+    const char *name = rq->params[0];
+    char errstr[512];
+    rw_err_t err;
+
+    if (!rw_token_name_ok(name)) {
+        rw_api_fail(rq, 400, "name", "not a token name");
+        return;
+    }
+    err = rw_token_revoke(rq->pg, name, errstr, sizeof(errstr));
+    if (err == RW_ERR_NOT_FOUND) {
+        rw_api_fail(rq, 404, "name", "%s", errstr);
+        return;
+    }
+    if (err) {
+        fail_pg(rq, err, errstr);
+        return;
+    }
+    snprintf(rq->audit, sizeof(rq->audit), "token %s revoked", name);
+    rw_api_reply(rq, 200, json_pack("{s:s, s:b}", "name", name, "revoked", 1));
+}
+
 /* ---- the table ------------------------------------------------------- */
 
 static const char *const q_runs[] = {
@@ -785,6 +872,12 @@ const rw_api_route_t rw_api_routes[] = {
      "mark a user group as beta or not"},
     {"GET", "/api/v1/lag", RW_ROLE_VIEWER, h_lag, q_lag,
      "consumer group lag, as rollwavectl lag"},
+    {"GET", "/api/v1/tokens", RW_ROLE_ADMIN, h_tokens_list, NULL,
+     "API tokens, without anything secret"},
+    {"POST", "/api/v1/tokens", RW_ROLE_ADMIN, h_tokens_create, NULL,
+     "create a token (shown once)"},
+    {"DELETE", "/api/v1/tokens/{name}", RW_ROLE_ADMIN, h_tokens_revoke, NULL,
+     "revoke a token"},
 };
 
 const size_t rw_api_routes_count =

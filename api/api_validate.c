@@ -122,6 +122,13 @@ static rw_err_t check_value(const rw_api_field_t *f, const json_t *v,
             return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                               "%s must be true or false", f->name);
         return RW_OK;
+    case RW_API_F_STRING:
+        if (!json_is_string(v) || (long long)json_string_length(v) < f->min ||
+            (long long)json_string_length(v) > f->max)
+            return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                              "%s must be a string of %lld to %lld bytes",
+                              f->name, f->min, f->max);
+        return RW_OK;
     case RW_API_F_INT_ARRAY:
         if (!json_is_array(v) || json_array_size(v) == 0 ||
             (long long)json_array_size(v) > f->max)

@@ -311,13 +311,60 @@ static void test_endpoints(void **state)
         "rollwave-worker");
     json_decref(doc);
 
+    /* tokens, by an admin: created (shown once), listed, revoked */
+    doc = expect("POST", "/api/v1/tokens", ctx.admin,
+                 "{\"name\":\"bot-1\",\"role\":\"viewer\"}", 201);
+    {
+        char bot[80], body_t[160];
+        snprintf(bot, sizeof(bot), "%s", str_at(doc, "token"));
+        json_decref(doc);
+        doc = expect("GET", "/api/v1/whoami", bot, NULL, 200);
+        assert_string_equal(str_at(doc, "name"), "bot-1");
+        assert_string_equal(str_at(doc, "role"), "viewer");
+        json_decref(doc);
+        expect_error("POST", "/api/v1/tokens", ctx.admin,
+                     "{\"name\":\"bot-1\",\"role\":\"viewer\"}", 409,
+                     "conflict", "name");
+        expect_error("POST", "/api/v1/tokens", ctx.admin,
+                     "{\"name\":\"bad name\",\"role\":\"viewer\"}", 400,
+                     "bad_request", "name");
+        expect_error("POST", "/api/v1/tokens", ctx.admin,
+                     "{\"name\":\"bot-2\",\"role\":\"root\"}", 400,
+                     "bad_request", "role");
+        expect_error("GET", "/api/v1/tokens", ctx.operator, NULL, 403,
+                     "forbidden", NULL);
+        doc = expect("GET", "/api/v1/tokens", ctx.admin, NULL, 200);
+        /* four tokens; nothing secret in the list */
+        assert_int_equal(json_array_size(json_object_get(doc, "tokens")), 4);
+        {
+            char *dump = json_dumps(doc, JSON_COMPACT);
+            assert_null(strstr(dump, "rwt_"));
+            assert_null(strstr(dump, "hash"));
+            free(dump);
+        }
+        json_decref(doc);
+        json_decref(
+            expect("DELETE", "/api/v1/tokens/bot-1", ctx.admin, NULL, 200));
+        expect_error("DELETE", "/api/v1/tokens/bot-1", ctx.admin, NULL, 404,
+                     "not_found", "name");
+        snprintf(body_t, sizeof(body_t),
+                 "SELECT count(*) FROM api_tokens"
+                 " WHERE name = 'bot-1' AND"
+                 " revoked_at IS NOT NULL");
+        assert_int_equal(q_ll(body_t), 1);
+    }
+
     /* every accepted write is in the audit, under its token's name */
     assert_int_equal(q_ll("SELECT count(*) FROM api_audit"
                           " WHERE status BETWEEN 200 AND 299"),
-                     7);
+                     9);
     assert_int_equal(q_ll("SELECT count(*) FROM api_audit"
                           " WHERE token_name = 'admin-1'"),
-                     3);
+                     5);
+    /* the token's text is never in the audit */
+    assert_int_equal(q_ll("SELECT count(*) FROM api_audit"
+                          " WHERE detail LIKE '%rwt_%'"),
+                     0);
     /* the dashboard is served from the binary */
     {
         char *text = NULL;

@@ -164,6 +164,35 @@ static void test_body(void **state)
     }
 }
 
+static void test_string_field(void **state)
+{
+    static const rw_api_field_t f[] = {
+        {"name", RW_API_F_STRING, true, 1, 4},
+    };
+    const char *bad = NULL;
+    char errstr[128];
+    json_t *ok = json_pack("{s:s}", "name", "abcd");
+    json_t *empty = json_pack("{s:s}", "name", "");
+    json_t *lng = json_pack("{s:s}", "name", "abcde");
+    json_t *num = json_pack("{s:i}", "name", 1);
+
+    (void)state;
+    assert_int_equal(rw_api_check_body(ok, f, 1, &bad, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(
+        rw_api_check_body(empty, f, 1, &bad, errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
+    assert_string_equal(bad, "name");
+    assert_int_equal(rw_api_check_body(lng, f, 1, &bad, errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    assert_int_equal(rw_api_check_body(num, f, 1, &bad, errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    json_decref(ok);
+    json_decref(empty);
+    json_decref(lng);
+    json_decref(num);
+}
+
 static void test_route_table(void **state)
 {
     (void)state;
@@ -187,9 +216,10 @@ static void test_route_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path_match), cmocka_unit_test(test_parse_ll),
-        cmocka_unit_test(test_uuid),       cmocka_unit_test(test_query_names),
-        cmocka_unit_test(test_body),       cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_path_match),  cmocka_unit_test(test_parse_ll),
+        cmocka_unit_test(test_uuid),        cmocka_unit_test(test_query_names),
+        cmocka_unit_test(test_body),        cmocka_unit_test(test_string_field),
+        cmocka_unit_test(test_route_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
