@@ -615,6 +615,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
         /* refused before a byte of it is read */
         if (cl && strtoull(cl, NULL, 10) > RW_API_MAX_BODY) {
             ctx->too_large = true;
+            rw_info("api",
+                    "event=request method=%s path=%.200s status=413 token=- "
+                    "ms=0",
+                    method, url);
             count_status(a, 413, ctx->start_ms);
             return send_error(conn, 413, NULL,
                               "the request body exceeds 65536 bytes", NULL);
