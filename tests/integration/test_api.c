@@ -244,6 +244,27 @@ static void test_endpoints(void **state)
     json_decref(doc);
     json_decref(expect("POST", path, ctx.operator, NULL, 200));
 
+    /* filters: both runs are of the app (the first names two of its
+     * instances), another app has none; created_* around now */
+    snprintf(path, sizeof(path), "/api/v1/runs?store_app=%lld", app);
+    doc = expect("GET", path, ctx.viewer, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(doc, "runs")), 2);
+    assert_int_equal(
+        int_at(json_array_get(json_object_get(doc, "runs"), 0), "total"), 4);
+    json_decref(doc);
+    snprintf(path, sizeof(path), "/api/v1/runs?store_app=%lld", app + 1000);
+    doc = expect("GET", path, ctx.viewer, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(doc, "runs")), 0);
+    json_decref(doc);
+    doc = expect("GET", "/api/v1/runs?created_after=2000-01-01", ctx.viewer,
+                 NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(doc, "runs")), 2);
+    json_decref(doc);
+    doc = expect("GET", "/api/v1/runs?created_before=2000-01-01T00:00:00Z",
+                 ctx.viewer, NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(doc, "runs")), 0);
+    json_decref(doc);
+
     snprintf(path, sizeof(path), "/api/v1/instances/%lld", ids[0]);
     doc = expect("GET", path, ctx.viewer, NULL, 200);
     assert_int_equal(int_at(doc, "id"), ids[0]);
