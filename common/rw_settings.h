@@ -75,6 +75,11 @@ typedef struct rw_settings {
     long long sweep_poll_stale_s;
     long long sweep_pending_stale_s;
     long long sweep_batch;
+    /* rollwave-api */
+    char *api_bind;
+    long long api_port;
+    long long api_threads;
+    long long api_token_cache_s;
 } rw_settings_t;
 
 #define RW_KEY(env, type, field, def, min, max, req, help)                     \
@@ -259,6 +264,19 @@ typedef struct rw_settings {
                "untouched for this long"),                                     \
         RW_KEY("ROLLWAVE_SWEEP_BATCH", RW_CFG_INT, sweep_batch, "200", 1,      \
                100000, 0, "most chunks one sweep acts on per kind")
+
+#define RW_KEYS_API                                                            \
+    RW_KEY("ROLLWAVE_API_BIND", RW_CFG_STR, api_bind, "0.0.0.0", 0, 0, 0,      \
+           "address the API and dashboard listen on"),                         \
+        RW_KEY("ROLLWAVE_API_PORT", RW_CFG_INT, api_port, "8080", 0, 65535, 0, \
+               "port of the API and dashboard (0 = any free port)"),           \
+        RW_KEY("ROLLWAVE_API_THREADS", RW_CFG_INT, api_threads, "4", 1, 64, 0, \
+               "request threads, each with its own Postgres connection"),      \
+        RW_KEY("ROLLWAVE_API_TOKEN_CACHE_S", RW_CFG_INT, api_token_cache_s,    \
+               "5", 0, 60, 0,                                                  \
+               "a verified token is trusted this long without asking "         \
+               "Postgres: a revoke takes effect within it (0 = ask every "     \
+               "time)")
 
 /* Free every string of s (all keys of every group). Accepts NULL. */
 void rw_settings_free(rw_settings_t *s);

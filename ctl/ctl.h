@@ -68,6 +68,9 @@ int rw_ctl_group(int argc, char **argv, const rw_settings_t *s);
 /* strategy: a store app's strategy and window, a user group's window. */
 int rw_ctl_strategy(int argc, char **argv, const rw_settings_t *s);
 
+/* token create|revoke|list: rollwave-api bearer tokens. */
+int rw_ctl_token(int argc, char **argv, const rw_settings_t *s);
+
 /* throttle [--max-in-flight N] [--rate R]: show or change the fleet limits. */
 int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s);
 

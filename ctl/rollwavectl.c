@@ -137,6 +137,10 @@ static const ctl_cmd_t cmds[] = {
      "[--dry-run] [--days N] [--batch N] [--json]",
      "delete runs that ended more than ROLLWAVE_RETENTION_DAYS ago, in "
      "batches (--dry-run counts)"},
+    {"token", rw_ctl_token, NEED_PG,
+     "(create --name N --role viewer|operator|admin [--by NAME] | "
+     "revoke NAME | list [--json])",
+     "rollwave-api bearer tokens: create (printed once), revoke, list"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

@@ -8,15 +8,19 @@
 # shows the rollout's progress live (waves included) until every run is
 # final, then prints the run summary, the canary run's waves, the topic lag
 # and the simulator's counters, and takes everything down again.
+# rollwave-api runs alongside: the dashboard's URL and a viewer token are
+# printed before the rollout, so it can be watched in a browser.
 #
 #   scripts/demo.sh [--keep]
-#     --keep   leave the stack up afterwards and print how to use it
+#     --keep   leave the stack and the API up afterwards (the dashboard
+#              stays browsable) and print how to use and stop them
 #
 # DEMO_INSTANCES (default 2000) sets the fleet size, DEMO_MAX_IN_FLIGHT
 # (default 200) the fleet throttle's cap on builds in flight and
 # DEMO_TRIGGER_RATE (default 3000/min) its trigger rate. It never prints the
 # Lagoon token. It does not touch a stack started with plain
-# `scripts/stack.sh up` (that one lives in .stack/).
+# `scripts/stack.sh up` (that one lives in .stack/). DEMO_API_PORT (default
+# 8080) is the dashboard's port.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +29,7 @@ for arg in "$@"; do
     case $arg in
     --keep) KEEP=1 ;;
     -h | --help)
-        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -45,6 +49,8 @@ POLL_LIMIT_S=${DEMO_POLL_LIMIT_S:-300}
 DEMO_INSTANCES=${DEMO_INSTANCES:-2000}
 DEMO_MAX_IN_FLIGHT=${DEMO_MAX_IN_FLIGHT:-200}
 DEMO_TRIGGER_RATE=${DEMO_TRIGGER_RATE:-3000/min}
+DEMO_API_PORT=${DEMO_API_PORT:-8080}
+API_PID=
 
 step() { printf '\n[%3ds] == %s\n' "$(($(date +%s) - T0))" "$*"; }
 die() {
@@ -76,7 +82,7 @@ cmake --build "$BUILD_DIR" -j2 >"$WORK/build.log" 2>&1 || {
     die "build failed"
 }
 for b in rollwavectl rollwave-devbroker rollwave-lagoon-sim rollwave-producer \
-    rollwave-worker rollwave-poller; do
+    rollwave-worker rollwave-poller rollwave-api; do
     [ -x "$BIN/$b" ] || die "$b did not build"
 done
 
@@ -94,6 +100,10 @@ stop_daemons() {
 cleanup() {
     stop_daemons
     if [ "$KEEP" -eq 0 ]; then
+        if [ -n "$API_PID" ]; then
+            kill -TERM "$API_PID" 2>/dev/null || true
+            wait "$API_PID" 2>/dev/null || true
+        fi
         step "stack down" 2>/dev/null || true
         "$STACK" down || true
         rm -f "$WORK/configure.log" "$WORK/build.log"
@@ -168,6 +178,24 @@ ROLLWAVE_TICK_INTERVAL_S=86400 ROLLWAVE_SWEEP_INTERVAL_S=1 \
     >"$WORK/logs/producer.log" 2>&1 &
 PIDS+=($!)
 echo "  rollwave-producer pid $!"
+
+step "rollwave-api: the dashboard (log in .demo/logs/api.log)"
+ROLLWAVE_API_PORT=$DEMO_API_PORT ROLLWAVE_API_BIND=127.0.0.1 \
+    ROLLWAVE_METRICS_PORT=0 "$BIN/rollwave-api" >"$WORK/logs/api.log" 2>&1 &
+API_PID=$!
+# a token from an earlier --keep run is replaced, not duplicated
+"$BIN/rollwavectl" token revoke demo-viewer >/dev/null 2>&1 || true
+VIEWER_TOKEN=$("$BIN/rollwavectl" token create --name demo-viewer \
+    --role viewer --by demo 2>/dev/null) || die "cannot create a token"
+for ((i = 0; i < 50; i++)); do
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$DEMO_API_PORT/" &&
+        break
+    kill -0 "$API_PID" 2>/dev/null ||
+        die "rollwave-api exited (port $DEMO_API_PORT busy? set DEMO_API_PORT)"
+    sleep 0.1
+done
+echo "  dashboard     http://127.0.0.1:$DEMO_API_PORT/  (rollwave-api pid $API_PID)"
+echo "  viewer token  $VIEWER_TOKEN"
 
 step "rollout in progress (builds in flight / throttle cap, targets by state, runs by status)"
 SQL_FLIGHT="SELECT rw_throttle_in_flight() || '/' ||
@@ -254,7 +282,11 @@ if [ "$KEEP" -eq 1 ]; then
     export ROLLWAVE_STACK_DIR=$ROLLWAVE_STACK_DIR
     eval "\$(scripts/stack.sh env)"
     build/bin/rollwavectl --help
+  The dashboard stays at http://127.0.0.1:$DEMO_API_PORT/ (viewer token
+  above; an operator's: build/bin/rollwavectl token create --name NAME
+  --role operator).
   Take it down:
+    kill $API_PID
     ROLLWAVE_STACK_DIR=$ROLLWAVE_STACK_DIR scripts/stack.sh down
 EOF
 fi

@@ -12,12 +12,14 @@ PACKAGES=(
     libclang-rt-14-dev
     # libraries the code links
     librdkafka-dev libhiredis-dev libcurl4-openssl-dev libpq-dev
-    libcmocka-dev libjansson-dev libmicrohttpd-dev
+    libcmocka-dev libjansson-dev libmicrohttpd-dev libssl-dev
     # servers of the local stack (scripts/stack.sh)
     postgresql postgresql-contrib redis-server
     # tools the scripts and tests use (kcat is bookworm's kafkacat)
     curl ca-certificates python3 python3-yaml kcat iproute2 util-linux
     procps coreutils
+    # the dashboard's browser test (headless, driven over WebDriver)
+    chromium chromium-driver
 )
 
 missing=()
