@@ -401,9 +401,13 @@ static void h_runs_create(rw_api_req_t *rq)
     {
         /* an operator's run leaves the cadence alone: backoff 0 */
         rw_run_spec_t spec = {
-            "manual", rq->token_name,
+            "manual",
+            rq->token_name,
             json_is_true(json_object_get(rq->body, "variables_only")),
-            rq->s->bulk_chunk_size, 0, false, NULL};
+            rq->s->bulk_chunk_size,
+            0,
+            false,
+            NULL};
         err = rw_runs_create_manual(rq->pg, ids, n_ids, app, &spec, &run,
                                     &skips, &n_skips, errstr, sizeof(errstr));
     }

@@ -37,6 +37,14 @@ static const char SQL_PENDING_FOR_QUEUE[] =
     "   AND t.lagoon_project IS NOT NULL AND t.lagoon_environment IS NOT NULL"
     "   AND " RW_WAVE_RELEASED_SQL("c") " ORDER BY t.chunk, t.id";
 
+/* A queued chunk counts as fresh for the sweep's lost-batch rule, which
+ * measures from updated_at: a wave released after a long bake must not be
+ * taken for lost at once. */
+static const char SQL_TOUCH_QUEUED[] =
+    "UPDATE run_chunks SET updated_at = now()"
+    " WHERE run_id = $1::bigint AND chunk = ANY ($2::int[])"
+    "   AND state = 'pending'";
+
 static const char SQL_INSERT_OUTBOX[] =
     "INSERT INTO outbox (topic, msg_key, payload)"
     " SELECT 'batches', k, p FROM unnest($1::text[], $2::text[]) AS u(k, p)";
@@ -68,11 +76,12 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
     PGresult *res = NULL;
     char run_s[24], chunk_s[16];
     const char *p[2] = {run_s, chunk_s};
-    rw_pg_array_t a_key, a_payload;
+    rw_pg_array_t a_key, a_payload, a_chunk;
     int rows, start = 0;
 
     rw_pg_array_init(&a_key);
     rw_pg_array_init(&a_payload);
+    rw_pg_array_init(&a_chunk);
     *n_chunks = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", only_chunk);
@@ -118,6 +127,7 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
         rw_codec_key(key, sizeof(key), m.run, chunk);
         rw_pg_array_add_str(&a_key, key);
         rw_pg_array_add_str(&a_payload, json);
+        rw_pg_array_add_ll(&a_chunk, chunk);
         free(json);
         (*n_chunks)++;
         start = end;
@@ -130,11 +140,20 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
             goto out;
         }
         err = rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, q, NULL, errstr, errlen);
+        if (!err) {
+            const char *t[2] = {run_s, rw_pg_array_finish(&a_chunk)};
+            if (!t[1]) {
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            err = rw_pg_exec(pg, SQL_TOUCH_QUEUED, 2, t, NULL, errstr, errlen);
+        }
     }
 out:
     PQclear(res);
     rw_pg_array_free(&a_key);
     rw_pg_array_free(&a_payload);
+    rw_pg_array_free(&a_chunk);
     return err;
 }
 

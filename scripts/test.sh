@@ -106,7 +106,10 @@ if [ "$UNIT_ONLY" -eq 0 ]; then
     eval "$(BUILD_DIR="$ROOT/build" "$ROOT/scripts/stack.sh" env)"
 fi
 
-CTEST_ARGS=(--output-on-failure)
+# Two tests at a time: scenarios share the stack (each fleet has its own
+# database, simulator and prefixes); the ones that restart or wipe shared
+# servers, or time things, are RUN_SERIAL (tests/integration/CMakeLists.txt).
+CTEST_ARGS=(--output-on-failure -j "$JOBS")
 if [ "$UNIT_ONLY" -eq 1 ]; then
     CTEST_ARGS+=(-L unit)
 fi
