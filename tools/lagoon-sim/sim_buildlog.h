@@ -32,7 +32,7 @@ typedef struct rw_sim_log_in {
     const char *status;     /* running, complete, failed, cancelled */
     const rw_sim_var_t *vars;
     size_t n_vars;
-    const char *bearer; /* the token of the Authorization line */
+    const char *bearer;  /* the token of the Authorization line */
     long long pad_bytes; /* a finished log is padded to this size */
 } rw_sim_log_in_t;
 
