@@ -112,7 +112,8 @@ rw_err_t rw_buildlog_redactor_new(const rw_settings_t *s, rw_redactor_t **out,
     *out = NULL;
     if (!r)
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-    err = add(r, s->lagoon_token, s->lagoon_token ? strlen(s->lagoon_token) : 0);
+    err =
+        add(r, s->lagoon_token, s->lagoon_token ? strlen(s->lagoon_token) : 0);
     if (!err)
         err = add_token_file(r, s->lagoon_token_file);
     if (!err)
@@ -127,8 +128,8 @@ rw_err_t rw_buildlog_redactor_new(const rw_settings_t *s, rw_redactor_t **out,
         goto out;
     }
     if (s->log_redact_patterns && *s->log_redact_patterns) {
-        err = rw_redactor_add_patterns(r, s->log_redact_patterns, errstr,
-                                       errlen);
+        err =
+            rw_redactor_add_patterns(r, s->log_redact_patterns, errstr, errlen);
         if (err)
             goto out;
     }
@@ -270,11 +271,11 @@ rw_err_t rw_buildlog_store(rw_pg_t *pg, long long run_id,
         if (!err)
             err = rw_pg_array_add_ll(&a[3], rows[i].bytes);
         if (!err)
-            err = rw_pg_array_add_str(&a[4], rows[i].stored ? rows[i].text
-                                                            : NULL);
+            err = rw_pg_array_add_str(&a[4],
+                                      rows[i].stored ? rows[i].text : NULL);
         if (!err)
-            err = rw_pg_array_add_str(&a[5], rows[i].stored ? NULL
-                                                            : rows[i].error);
+            err = rw_pg_array_add_str(&a[5],
+                                      rows[i].stored ? NULL : rows[i].error);
     }
     if (err) {
         err = rw_err_set(errstr, errlen, err, "out of memory");

@@ -62,10 +62,10 @@ char *rw_buildlog_shape(const rw_redactor_t *const *rs, size_t n_rs,
 typedef struct rw_buildlog_row {
     long long target_id;
     const char *deployment_name;
-    bool stored;           /* false: unavailable */
-    long long bytes;       /* as Lagoon sent it */
-    const char *text;      /* stored: the shaped text */
-    const char *error;     /* unavailable: why (Lagoon's reason, shaped) */
+    bool stored;       /* false: unavailable */
+    long long bytes;   /* as Lagoon sent it */
+    const char *text;  /* stored: the shaped text */
+    const char *error; /* unavailable: why (Lagoon's reason, shaped) */
 } rw_buildlog_row_t;
 
 /*

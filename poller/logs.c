@@ -90,8 +90,7 @@ static void count(const char *outcome, size_t n)
         return;
     snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
     rw_metrics_add(rw_metrics_counter("rollwave_build_logs_total",
-                                      "build logs fetched, by outcome",
-                                      labels),
+                                      "build logs fetched, by outcome", labels),
                    (long long)n);
 }
 
@@ -230,8 +229,8 @@ void rw_poller_logs_retry(rw_poller_logs_t *lg, rw_service_t *svc)
     if (lg->last_retry_ms && now - lg->last_retry_ms < lg->retry_s * 100)
         return;
     lg->last_retry_ms = now;
-    if (rw_buildlog_due(svc->pg, lg->retry_s, RW_BUILDLOG_RETRY_BATCH, &due,
-                        &n, errstr, sizeof(errstr))) {
+    if (rw_buildlog_due(svc->pg, lg->retry_s, RW_BUILDLOG_RETRY_BATCH, &due, &n,
+                        errstr, sizeof(errstr))) {
         rw_warn(COMP, "event=build_logs_retry_failed detail=\"%s\"", errstr);
         return;
     }
