@@ -14,6 +14,7 @@
 #include "rw_codec.h"
 #include "rw_log.h"
 #include "rw_state.h"
+#include "rw_waves.h"
 
 static const char SQL_LOCK_RUN[] =
     "SELECT id, status FROM deployment_runs WHERE uuid = $1::uuid"
@@ -34,7 +35,7 @@ static const char SQL_PENDING_FOR_QUEUE[] =
     "   AND ($2::int < 0 OR t.chunk = $2::int)"
     "   AND t.state = 'pending'"
     "   AND t.lagoon_project IS NOT NULL AND t.lagoon_environment IS NOT NULL"
-    " ORDER BY t.chunk, t.id";
+    "   AND " RW_WAVE_RELEASED_SQL("c") " ORDER BY t.chunk, t.id";
 
 static const char SQL_INSERT_OUTBOX[] =
     "INSERT INTO outbox (topic, msg_key, payload)"
@@ -257,12 +258,14 @@ static const char *verb_name(rw_control_verb_t verb)
         return "abort";
     case RW_CONTROL_RETRY:
         return "retry";
+    case RW_CONTROL_PROMOTE:
+        return "promote";
     }
     return "?";
 }
 
-static rw_err_t abort_run(rw_pg_t *pg, long long run_id, rw_run_state_t status,
-                          const char *reason, rw_control_result_t *out,
+rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id, rw_run_state_t status,
+                          const char *reason, long long *n_targets,
                           char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
@@ -272,6 +275,7 @@ static rw_err_t abort_run(rw_pg_t *pg, long long run_id, rw_run_state_t status,
     long long *ids = NULL;
     size_t n = 0, moved = 0;
 
+    *n_targets = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     err = rw_pg_exec(pg, SQL_ABORT_TARGETS, 1, p, &res, errstr, errlen);
     if (err)
@@ -292,11 +296,13 @@ static rw_err_t abort_run(rw_pg_t *pg, long long run_id, rw_run_state_t status,
                                   RW_CHUNK_DONE, false, NULL, reason, NULL,
                                   errstr, errlen);
     if (!err)
+        err = rw_waves_cancel(pg, run_id, reason, errstr, errlen);
+    if (!err)
         err = rw_run_transition(pg, run_id, status, RW_RUN_CANCELLED, false,
                                 reason, errstr, errlen);
     if (!err)
         err = rw_pg_exec(pg, SQL_COUNTS, 1, p, NULL, errstr, errlen);
-    out->targets = (long long)moved;
+    *n_targets = (long long)moved;
 out:
     PQclear(res);
     free(ids);
@@ -319,7 +325,8 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
     if (!rw_codec_is_uuid(run_uuid))
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "'%s' is not a run uuid", run_uuid);
-    snprintf(reason, sizeof(reason), "%s by %s", verb_name(verb),
+    snprintf(reason, sizeof(reason), "%s by %s",
+             verb == RW_CONTROL_PROMOTE ? "promoted" : verb_name(verb),
              by && by[0] ? by : "operator");
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
@@ -346,6 +353,12 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
     case RW_CONTROL_ABORT:
         to = RW_RUN_CANCELLED;
         break;
+    case RW_CONTROL_PROMOTE:
+        /* a promotion moves a wave, not the run: the run must run */
+        to = status == RW_RUN_RUNNING || status == RW_RUN_PENDING
+                 ? status
+                 : RW_RUN__COUNT;
+        break;
     case RW_CONTROL_RETRY:
     default:
         to = RW_RUN_RUNNING;
@@ -363,8 +376,15 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
                              : "it has not finished yet");
         goto out;
     }
-    if (to == RW_RUN__COUNT ||
-        !rw_run_edge_ok(status, to, verb == RW_CONTROL_RETRY)) {
+    if (verb == RW_CONTROL_PROMOTE && to == RW_RUN__COUNT) {
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "cannot promote a %s run%s", rw_run_state_name(status),
+                         status == RW_RUN_PAUSED ? ": resume it first" : "");
+        goto out;
+    }
+    if (verb != RW_CONTROL_PROMOTE &&
+        (to == RW_RUN__COUNT ||
+         !rw_run_edge_ok(status, to, verb == RW_CONTROL_RETRY))) {
         err = rw_err_set(errstr, errlen, RW_ERR_STATE, "cannot %s a %s run",
                          verb_name(verb), rw_run_state_name(status));
         goto out;
@@ -378,11 +398,16 @@ rw_err_t rw_control_run(rw_pg_t *pg, const char *run_uuid,
         err = rw_run_transition(pg, run_id, status, to, false, reason, errstr,
                                 errlen);
         if (!err)
-            err =
-                rw_control_queue(pg, run_id, -1, &out->chunks, errstr, errlen);
+            err = rw_waves_resume(pg, run_id, reason, &out->chunks, errstr,
+                                  errlen);
         break;
     case RW_CONTROL_ABORT:
-        err = abort_run(pg, run_id, status, reason, out, errstr, errlen);
+        err = rw_control_abort(pg, run_id, status, reason, &out->targets,
+                               errstr, errlen);
+        break;
+    case RW_CONTROL_PROMOTE:
+        err = rw_waves_promote(pg, run_id, reason, &out->wave, &out->chunks,
+                               errstr, errlen);
         break;
     case RW_CONTROL_RETRY:
         err = rw_control_reopen(pg, run_id, -1, max_attempts, reason, 0, true,

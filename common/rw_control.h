@@ -16,7 +16,10 @@
  *           and are recorded, but never change the run's status;
  *   retry   failed and timed-out targets below the attempt limit go back to
  *           pending, their chunks are reopened and re-queued, the run runs
- *           again and is finalized again.
+ *           again and is finalized again (only released waves have such
+ *           targets; later waves keep their state);
+ *   promote the next wave waiting on its bake or on a manual promotion is
+ *           released now (rw_waves).
  */
 #ifndef RW_CONTROL_H
 #define RW_CONTROL_H
@@ -26,19 +29,22 @@
 
 #include "rw_err.h"
 #include "rw_pg.h"
+#include "rw_state.h"
 
 typedef enum rw_control_verb {
     RW_CONTROL_PAUSE,
     RW_CONTROL_RESUME,
     RW_CONTROL_ABORT,
     RW_CONTROL_RETRY,
+    RW_CONTROL_PROMOTE,
 } rw_control_verb_t;
 
 typedef struct rw_control_result {
     char status_before[24];
     char status_after[24];
     long long targets; /* cancelled (abort) or reopened (retry) */
-    long long chunks;  /* chunks queued anew (resume, retry) */
+    long long chunks;  /* chunks queued anew (resume, retry, promote) */
+    int wave;          /* the wave promoted */
 } rw_control_result_t;
 
 /*
@@ -76,5 +82,15 @@ rw_err_t rw_control_reopen(rw_pg_t *pg, long long run_id, int chunk,
  */
 rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
                           long long *n_chunks, char *errstr, size_t errlen);
+
+/*
+ * Abort inside the caller's transaction, the run row locked and in
+ * status: pending targets cancelled, pending chunks closed, unfinished
+ * waves cancelled, the run cancelled with reason and its counts stored.
+ * *n_targets counts the targets cancelled.
+ */
+rw_err_t rw_control_abort(rw_pg_t *pg, long long run_id, rw_run_state_t status,
+                          const char *reason, long long *n_targets,
+                          char *errstr, size_t errlen);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "rw_log.h"
+#include "rw_waves.h"
 
 static const char SQL_INSTANCES[] =
     "UPDATE app_instances i SET last_deployment_name = u.dname,"
@@ -141,6 +142,18 @@ rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
         goto out;
     }
     status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
+    if (status == RW_RUN_PENDING || status == RW_RUN_RUNNING ||
+        status == RW_RUN_PAUSED) {
+        /* thresholds and the end of a wave, under this same lock */
+        rw_run_state_t st = (rw_run_state_t)status;
+        bool hold = false;
+        err = rw_waves_check(pg, run_id, &st, &hold, errstr, errlen);
+        if (err)
+            goto out;
+        status = (int)st;
+        if (hold)
+            goto commit;
+    }
     if (rw_pg_ll(res, 0, "open_chunks", 1) > 0)
         goto commit;
     if (status == RW_RUN_CANCELLED) {
@@ -216,7 +229,9 @@ out:
 }
 
 /*
- * Open runs whose chunks are all closed, and cancelled runs whose counts
+ * Open runs whose chunks are all closed, open runs whose running wave has
+ * no open chunk (its end was not recorded: the process that closed the
+ * last chunk died before finalizing), and cancelled runs whose counts
  * were taken while builds still ran (their last finalize was lost).
  */
 static const char SQL_STRANDED[] =
@@ -225,8 +240,16 @@ static const char SQL_STRANDED[] =
     "        OR (r.status = 'cancelled' AND r.succeeded_count"
     "            + r.failed_count + r.skipped_count < r.total_count))"
     "   AND r.created_at < now() - interval '5 seconds'"
-    "   AND NOT EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
+    "   AND (NOT EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
     "                     AND c.state NOT IN ('done', 'failed'))"
+    "        OR (r.status IN ('pending', 'running', 'paused')"
+    "            AND EXISTS (SELECT 1 FROM run_waves w"
+    "              WHERE w.run_id = r.id AND w.wave = r.current_wave"
+    "                AND w.state = 'running'"
+    "                AND NOT EXISTS (SELECT 1 FROM run_chunks c"
+    "                  WHERE c.run_id = r.id"
+    "                    AND c.chunk BETWEEN w.first_chunk AND w.last_chunk"
+    "                    AND c.state NOT IN ('done', 'failed')))))"
     " LIMIT 100";
 
 rw_err_t rw_progress_sweep(rw_pg_t *pg, long long *n_finalized, char *errstr,

@@ -36,7 +36,9 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
  * move it to its outcome (rw_run_outcome). A run already final, cancelled,
  * or with chunks still open is left alone. *finalized is true only for the
  * call that finalized it, so each run is finalized exactly once however
- * many workers and pollers race here.
+ * many workers and pollers race here. Under the same lock, before that,
+ * the run's failure thresholds are applied and its current wave ended when
+ * its chunks are (rw_waves_check): every chunk ending offers the run here.
  */
 rw_err_t rw_progress_finalize(rw_pg_t *pg, long long run_id, bool *finalized,
                               rw_run_state_t *outcome, char *errstr,

@@ -1,8 +1,9 @@
 /*
  * rw_runs: run creation. Every run is written by create_run(): one
- * statement inserts the run, its targets, its chunks and its first
- * transition; a second inserts one outbox row per chunk. Both run inside
- * the caller's transaction so a crash leaves either all or nothing.
+ * statement inserts the run, its targets, its chunks, its waves and its
+ * first transition; a second inserts one outbox row per chunk of the first
+ * wave (later waves are released by rw_waves). Both run inside the
+ * caller's transaction so a crash leaves either all or nothing.
  */
 #include "rw_runs.h"
 
@@ -14,6 +15,7 @@
 #include "rw_log.h"
 #include "rw_metrics.h"
 #include "rw_state.h"
+#include "rw_strategy.h"
 
 /* One instance on its way into a run. Strings point into a PGresult. */
 typedef struct cand {
@@ -26,6 +28,8 @@ typedef struct cand {
     const char *skip_reason; /* NULL = will be triggered */
     bool target_ok;          /* the due selection's SQL name rule */
     bool bad_target;         /* skipped by check_targets */
+    bool bad_strategy;       /* skipped: the run's strategy is invalid */
+    bool beta;               /* of a beta user group: a canary */
     int chunk;
     char why[160]; /* storage for a skip reason found here */
 } cand_t;
@@ -40,9 +44,19 @@ static const char SQL_INSERT_RUN[] =
     "WITH run AS ("
     "  INSERT INTO deployment_runs (store_app_id, trigger_source,"
     "      triggered_by, variables_only, total_count, skipped_count,"
-    "      chunk_count)"
-    "  VALUES ($1::bigint, $2, $3, $4::boolean, $5::int, $6::int, $7::int)"
+    "      chunk_count, strategy, current_wave)"
+    "  VALUES ($1::bigint, $2, $3, $4::boolean, $5::int, $6::int, $7::int,"
+    "          $17, $18::int)"
     "  RETURNING id, uuid),"
+    " w AS ("
+    "  INSERT INTO run_waves (run_id, wave, first_chunk, last_chunk,"
+    "      target_count, state, started_at)"
+    "  SELECT run.id, x.wave, x.f, x.l, x.n,"
+    "         CASE WHEN x.wave = 1 THEN 'running' ELSE 'pending' END,"
+    "         CASE WHEN x.wave = 1 THEN now() END"
+    "  FROM run, unnest($19::int[], $20::int[], $21::int[], $22::int[])"
+    "       AS x(wave, f, l, n)"
+    "  RETURNING 1),"
     " t AS ("
     "  INSERT INTO run_targets (run_id, instance_id, chunk, state,"
     "      lagoon_project, lagoon_environment, skip_reason, finished_at)"
@@ -104,6 +118,12 @@ static rw_err_t encode_chunk(const char *uuid, long long store_app_id,
     err = rw_codec_batch_encode(&m, json, errstr, errlen);
     free(m.targets);
     return err;
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : (x > y);
 }
 
 /* Order of pointers to cands by Lagoon target, then selection order. */
@@ -217,6 +237,18 @@ static rw_err_t report_bad_targets(rw_pg_t *pg, const rw_run_spec_t *spec,
     rw_pg_array_init(&a_ids);
     for (size_t i = 0; i < n; i++) {
         char q[200];
+        if (c[i].bad_strategy) {
+            /* the run logs the strategy once; each instance backs off */
+            nbad++;
+            rw_pg_array_add_ll(&a_ids, c[i].instance_id);
+            rw_metrics_add(
+                rw_metrics_counter("rollwave_instances_skipped_total",
+                                   "instances skipped because their Lagoon "
+                                   "target cannot be redeployed as it is",
+                                   "reason=\"invalid_strategy\""),
+                1);
+            continue;
+        }
         if (!c[i].bad_target)
             continue;
         nbad++;
@@ -249,6 +281,97 @@ out:
     return err;
 }
 
+static const char SQL_APP_STRATEGY[] =
+    "SELECT strategy FROM store_apps WHERE id = $1::bigint";
+
+/*
+ * The run's strategy: the spec's override, else its store app's (none for
+ * a run mixing store apps: the default). *why is set, and st left at the
+ * default, when the text does not validate; errors are Postgres'.
+ */
+static rw_err_t load_strategy(rw_pg_t *pg, long long store_app_id,
+                              const rw_run_spec_t *spec, rw_strategy_t *st,
+                              char *why, size_t whylen, char *errstr,
+                              size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    char app_s[24], perr[160];
+    const char *p[1] = {app_s};
+    const char *text = spec->strategy;
+
+    why[0] = '\0';
+    rw_strategy_default(st);
+    if (!text && store_app_id > 0) {
+        snprintf(app_s, sizeof(app_s), "%lld", store_app_id);
+        err = rw_pg_exec(pg, SQL_APP_STRATEGY, 1, p, &res, errstr, errlen);
+        if (err)
+            goto out;
+        if (PQntuples(res) == 1)
+            text = rw_pg_str(res, 0, "strategy");
+    }
+    if (rw_strategy_parse_json(text, st, perr, sizeof(perr))) {
+        snprintf(why, whylen, "strategy: %s", perr);
+        rw_strategy_default(st);
+    }
+out:
+    PQclear(res);
+    return err;
+}
+
+static const char SQL_BETA[] = "SELECT i.id FROM app_instances i"
+                               " JOIN user_groups g ON g.id = i.user_group_id"
+                               " WHERE i.id = ANY($1::bigint[]) AND g.is_beta";
+
+/* Mark the candidates of beta user groups (one statement). */
+static rw_err_t mark_beta(rw_pg_t *pg, cand_t *c, size_t n, char *errstr,
+                          size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    rw_pg_array_t a;
+    const char *p[1];
+
+    rw_pg_array_init(&a);
+    for (size_t i = 0; i < n; i++)
+        if (!c[i].skip_reason)
+            rw_pg_array_add_ll(&a, c[i].instance_id);
+    p[0] = rw_pg_array_finish(&a);
+    if (!p[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    err = rw_pg_exec(pg, SQL_BETA, 1, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    /* a run is at most max_per_run or one store app: n x rows is small,
+     * but a sorted lookup keeps it linear-logarithmic all the same */
+    {
+        size_t nb = (size_t)PQntuples(res);
+        long long *ids = calloc(nb + 1, sizeof(*ids));
+        if (!ids) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < nb; i++)
+            ids[i] = rw_pg_ll(res, (int)i, "id", 0);
+        qsort(ids, nb, sizeof(*ids), cmp_ll);
+        for (size_t i = 0; i < n; i++)
+            c[i].beta =
+                !c[i].skip_reason && bsearch(&c[i].instance_id, ids, nb,
+                                             sizeof(*ids), cmp_ll) != NULL;
+        free(ids);
+    }
+out:
+    PQclear(res);
+    rw_pg_array_free(&a);
+    return err;
+}
+
+/* The failed run of an invalid strategy says why, in last_error too. */
+static const char SQL_RUN_ERROR[] =
+    "UPDATE deployment_runs SET last_error = $2 WHERE id = $1::bigint";
+
 /*
  * Write one run over cands (n > 0), all in the caller's transaction:
  * assigns chunks to the non-skipped candidates, inserts everything, queues
@@ -262,11 +385,18 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     rw_err_t err = RW_OK;
     rw_pg_array_t a_iid, a_chunk, a_state, a_proj, a_env, a_reason;
     rw_pg_array_t a_cnum, a_ccount, a_key, a_payload;
+    rw_pg_array_t a_wave, a_wfirst, a_wlast, a_wcount;
     PGresult *res = NULL;
     int *chunk_counts = NULL;
-    int nchunks = 0;
+    size_t *plan = NULL;
+    int nchunks = 0, nwaves = 0, wave1_last = -1;
     long long skipped = 0, live = 0;
-    char buf[4][32];
+    long long size = chunk_size > 0 ? chunk_size : 50;
+    long long cum[RW_STRATEGY_MAX_WAVES];
+    rw_strategy_t st;
+    char *canon = NULL;
+    char bad[200];
+    char buf[5][32];
 
     rw_pg_array_init(&a_iid);
     rw_pg_array_init(&a_chunk);
@@ -278,22 +408,75 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     rw_pg_array_init(&a_ccount);
     rw_pg_array_init(&a_key);
     rw_pg_array_init(&a_payload);
+    rw_pg_array_init(&a_wave);
+    rw_pg_array_init(&a_wfirst);
+    rw_pg_array_init(&a_wlast);
+    rw_pg_array_init(&a_wcount);
     memset(out, 0, sizeof(*out));
 
     err = check_targets(c, n, errstr, errlen);
+    if (!err)
+        err = load_strategy(pg, store_app_id, spec, &st, bad, sizeof(bad),
+                            errstr, errlen);
     if (err)
         goto out;
+    if (bad[0]) {
+        /* nothing of a run whose strategy does not validate is triggered:
+         * guessing its waves or thresholds could roll out everything */
+        for (size_t i = 0; i < n; i++) {
+            if (c[i].skip_reason)
+                continue;
+            snprintf(c[i].why, sizeof(c[i].why), "%s", bad);
+            c[i].skip_reason = c[i].why;
+            c[i].bad_strategy = true;
+        }
+    } else {
+        canon = rw_strategy_to_json(&st);
+        if (!canon) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    plan = calloc(n + 1, sizeof(*plan));
+    if (!plan) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
-        long long size = chunk_size > 0 ? chunk_size : 50;
         if (c[i].skip_reason) {
             c[i].chunk = 0;
             skipped++;
         } else {
-            c[i].chunk = (int)(live / size);
             live++;
-            if (c[i].chunk + 1 > nchunks)
-                nchunks = c[i].chunk + 1;
         }
+    }
+    nwaves = rw_strategy_wave_sizes(&st, live, cum, RW_STRATEGY_MAX_WAVES);
+    if (nwaves > 1) {
+        err = mark_beta(pg, c, n, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    /* canaries first, then the selection order (most outdated first) */
+    {
+        size_t k = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 0; i < n; i++)
+                if (!c[i].skip_reason && c[i].beta == (pass == 0))
+                    plan[k++] = i;
+    }
+    /* each wave is its own chunks: a chunk never spans two waves */
+    for (int w = 0; w < nwaves; w++) {
+        long long from = w == 0 ? 0 : cum[w - 1], to = cum[w];
+        int first = nchunks;
+        for (long long k = from; k < to; k++)
+            c[plan[k]].chunk = first + (int)((k - from) / size);
+        nchunks = first + (int)((to - from + size - 1) / size);
+        if (w == 0)
+            wave1_last = nchunks - 1;
+        rw_pg_array_add_ll(&a_wave, w + 1);
+        rw_pg_array_add_ll(&a_wfirst, first);
+        rw_pg_array_add_ll(&a_wlast, nchunks - 1);
+        rw_pg_array_add_ll(&a_wcount, to - from);
     }
     chunk_counts = calloc((size_t)nchunks + 1, sizeof(int));
     if (!chunk_counts) {
@@ -319,8 +502,9 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     snprintf(buf[1], sizeof(buf[1]), "%zu", n);
     snprintf(buf[2], sizeof(buf[2]), "%lld", skipped);
     snprintf(buf[3], sizeof(buf[3]), "%d", nchunks);
+    snprintf(buf[4], sizeof(buf[4]), "%d", 1);
     {
-        const char *params[16] = {
+        const char *params[22] = {
             store_app_id > 0 ? buf[0] : NULL,
             spec->trigger_source,
             spec->triggered_by,
@@ -337,14 +521,20 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
             rw_pg_array_finish(&a_cnum),
             rw_pg_array_finish(&a_ccount),
             spec->trigger_source,
+            canon,
+            nwaves > 0 ? buf[4] : NULL,
+            rw_pg_array_finish(&a_wave),
+            rw_pg_array_finish(&a_wfirst),
+            rw_pg_array_finish(&a_wlast),
+            rw_pg_array_finish(&a_wcount),
         };
-        for (int i = 7; i < 15; i++)
-            if (!params[i]) {
+        for (int i = 7; i < 22; i++)
+            if (!params[i] && i != 15 && i != 16 && i != 17) {
                 err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
                                  "out of memory building run arrays");
                 goto out;
             }
-        err = rw_pg_exec(pg, SQL_INSERT_RUN, 16, params, &res, errstr, errlen);
+        err = rw_pg_exec(pg, SQL_INSERT_RUN, 22, params, &res, errstr, errlen);
         if (err)
             goto out;
     }
@@ -354,8 +544,10 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     out->targets = (long long)n;
     out->skipped = skipped;
     out->chunks = nchunks;
+    out->waves = nwaves;
 
-    for (int k = 0; k < nchunks; k++) {
+    /* only the first wave's batches: rw_waves releases the others */
+    for (int k = 0; k <= wave1_last; k++) {
         char key[RW_CODEC_KEY_MAX];
         char *json = NULL;
         err = encode_chunk(out->uuid, store_app_id, spec, c, n, k, &json,
@@ -379,6 +571,21 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
             rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, params, NULL, errstr, errlen);
         if (err)
             goto out;
+    } else if (bad[0]) {
+        char id_s[24];
+        const char *params[2] = {id_s, bad};
+        snprintf(id_s, sizeof(id_s), "%lld", out->id);
+        snprintf(out->error, sizeof(out->error), "%s", bad);
+        err = rw_run_transition(pg, out->id, RW_RUN_PENDING, RW_RUN_FAILED,
+                                false, bad, errstr, errlen);
+        if (!err)
+            err =
+                rw_pg_exec(pg, SQL_RUN_ERROR, 2, params, NULL, errstr, errlen);
+        if (err)
+            goto out;
+        rw_error("runs",
+                 "event=strategy_invalid run=%s store_app=%lld detail=\"%s\"",
+                 out->uuid, store_app_id, bad);
     } else {
         /* nothing to trigger: the run is over as soon as it exists */
         err = rw_run_transition(pg, out->id, RW_RUN_PENDING, RW_RUN_RUNNING,
@@ -395,11 +602,14 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
         goto out;
     rw_info("runs",
             "event=run_created run=%s source=%s store_app=%lld targets=%zu "
-            "skipped=%lld chunks=%d",
-            out->uuid, spec->trigger_source, store_app_id, n, skipped, nchunks);
+            "skipped=%lld chunks=%d waves=%d",
+            out->uuid, spec->trigger_source, store_app_id, n, skipped, nchunks,
+            nwaves);
 out:
     PQclear(res);
     free(chunk_counts);
+    free(plan);
+    free(canon);
     rw_pg_array_free(&a_iid);
     rw_pg_array_free(&a_chunk);
     rw_pg_array_free(&a_state);
@@ -410,6 +620,10 @@ out:
     rw_pg_array_free(&a_ccount);
     rw_pg_array_free(&a_key);
     rw_pg_array_free(&a_payload);
+    rw_pg_array_free(&a_wave);
+    rw_pg_array_free(&a_wfirst);
+    rw_pg_array_free(&a_wlast);
+    rw_pg_array_free(&a_wcount);
     return err;
 }
 
@@ -627,12 +841,6 @@ static const char *manual_skip_reason(const PGresult *res, int row, char *buf,
     return NULL;
 }
 
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : (x > y);
-}
-
 /* Fill errstr with the requested ids the selection did not find. */
 static rw_err_t report_unknown(const long long *ids, size_t n_ids,
                                const PGresult *res, char *errstr, size_t errlen)
@@ -682,6 +890,14 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
         *skips = NULL;
     if (n_skips)
         *n_skips = 0;
+    if (spec->strategy) {
+        /* an operator's override is refused, not turned into a failed run */
+        rw_strategy_t st;
+        char why[160];
+        if (rw_strategy_parse_json(spec->strategy, &st, why, sizeof(why)))
+            return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                              "strategy: %s", why);
+    }
     if (ids) {
         for (size_t i = 0; i < n_ids; i++)
             rw_pg_array_add_ll(&a_ids, ids[i]);

@@ -1,8 +1,10 @@
 /*
  * rw_runs: creates deployment runs (scheduled, manual, retry) with their
- * targets, chunks and outbox rows in one Postgres transaction each. The
- * scheduler and rollwavectl both go through here, so a manual run is built
- * exactly like a scheduled one.
+ * targets, chunks, waves (the run's strategy: canaries first, then the
+ * most outdated) and the first wave's outbox rows in one Postgres
+ * transaction each. The scheduler and rollwavectl both go through here, so
+ * a manual run is built exactly like a scheduled one. Later waves are
+ * released by rw_waves.
  *
  * It does not trigger, poll or finalize runs (worker/, poller/,
  * rw_progress_finalize) nor publish the outbox rows it writes (rw_outbox).
@@ -33,6 +35,9 @@ typedef struct rw_run_spec {
      * chunks while they are closed); the scheduler also picks only
      * instances whose window is open. Scheduled runs always do. */
     bool respect_windows;
+    /* strategy JSON for this run (manual override, see rw_strategy.h);
+     * NULL = the store app's store_apps.strategy */
+    const char *strategy;
 } rw_run_spec_t;
 
 typedef struct rw_run_summary {
@@ -42,6 +47,10 @@ typedef struct rw_run_summary {
     long long targets;      /* every target, skipped ones included */
     long long skipped;
     int chunks;
+    int waves; /* 0 when nothing is to be triggered */
+    /* set when the run failed at creation because its store app's
+     * strategy does not validate: "strategy: <why>" */
+    char error[200];
 } rw_run_summary_t;
 
 /* One instance a manual run could not take, and why. */
@@ -72,7 +81,8 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
  * become skipped targets and are listed in *skips (malloc'd, caller frees;
  * may be NULL when the caller does not want them). Unknown instance ids:
  * RW_ERR_NOT_FOUND naming them, nothing written. No instance at all:
- * RW_ERR_NOT_FOUND.
+ * RW_ERR_NOT_FOUND. An override strategy (spec->strategy) that does not
+ * validate: RW_ERR_INVALID_ARG with "strategy: <why>", nothing written.
  */
 rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
                                long long store_app_id,

@@ -170,6 +170,50 @@ static const unsigned char chunk_edges[RW_CHUNK__COUNT][RW_CHUNK__COUNT] = {
     [RW_CHUNK_FAILED] = {[RW_CHUNK_PENDING] = RETRY_ONLY},
 };
 
+/* ---- wave --------------------------------------------------------------- */
+
+/* clang-format off */
+static const char *const wave_names[RW_WAVE__COUNT] = {
+    [RW_WAVE_PENDING] = "pending",
+    [RW_WAVE_BAKING] = "baking",
+    [RW_WAVE_AWAITING_PROMOTION] = "awaiting_promotion",
+    [RW_WAVE_RUNNING] = "running",
+    [RW_WAVE_DONE] = "done",
+    [RW_WAVE_CANCELLED] = "cancelled",
+};
+/* clang-format on */
+
+/*
+ * pending -> running directly: a run paused by a failure threshold at the
+ * end of a wave leaves the next wave pending, and its resume releases it.
+ * Every state but done can be cancelled: an abort ends the waves not yet
+ * over. done is final: a retry re-opens chunks, not waves.
+ */
+static const unsigned char wave_edges[RW_WAVE__COUNT][RW_WAVE__COUNT] = {
+    [RW_WAVE_PENDING] =
+        {
+            [RW_WAVE_BAKING] = EDGE,
+            [RW_WAVE_AWAITING_PROMOTION] = EDGE,
+            [RW_WAVE_RUNNING] = EDGE,
+            [RW_WAVE_CANCELLED] = EDGE,
+        },
+    [RW_WAVE_BAKING] =
+        {
+            [RW_WAVE_RUNNING] = EDGE,
+            [RW_WAVE_CANCELLED] = EDGE,
+        },
+    [RW_WAVE_AWAITING_PROMOTION] =
+        {
+            [RW_WAVE_RUNNING] = EDGE,
+            [RW_WAVE_CANCELLED] = EDGE,
+        },
+    [RW_WAVE_RUNNING] =
+        {
+            [RW_WAVE_DONE] = EDGE,
+            [RW_WAVE_CANCELLED] = EDGE,
+        },
+};
+
 /* ---- shared lookups ----------------------------------------------------- */
 
 static const char *name_of(const char *const *names, int count, int s)
@@ -227,6 +271,22 @@ const char *rw_chunk_state_name(rw_chunk_state_t s)
 int rw_chunk_state_parse(const char *name)
 {
     return parse_name(chunk_names, RW_CHUNK__COUNT, name);
+}
+
+const char *rw_wave_state_name(rw_wave_state_t s)
+{
+    return name_of(wave_names, RW_WAVE__COUNT, (int)s);
+}
+
+int rw_wave_state_parse(const char *name)
+{
+    return parse_name(wave_names, RW_WAVE__COUNT, name);
+}
+
+bool rw_wave_edge_ok(rw_wave_state_t from, rw_wave_state_t to, bool retry)
+{
+    return edge_ok(&wave_edges[0][0], RW_WAVE__COUNT, (int)from, (int)to,
+                   retry);
 }
 
 bool rw_run_edge_ok(rw_run_state_t from, rw_run_state_t to, bool retry)
@@ -833,4 +893,88 @@ rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
         "   AND state = 'triggering' AND attempt = $3::int";
     return chunk_one(pg, sql, run_id, chunk, attempt, 1, error, "note error",
                      errstr, errlen);
+}
+
+/*
+ * The wave, the run's current_wave (entering running) and the audit row in
+ * one statement: the audit row and the pointer move exactly when the wave
+ * did. A data-modifying CTE runs whether or not the outer query reads it.
+ */
+static const char wave_sql[] =
+    "WITH u AS ("
+    " UPDATE run_waves w SET state = $4::text, updated_at = now(),"
+    "  not_before = CASE WHEN $4::text = 'baking'"
+    "               THEN now() + make_interval(secs => $5::bigint)"
+    "               ELSE w.not_before END,"
+    "  started_at = CASE WHEN $4::text = 'running'"
+    "               THEN COALESCE(w.started_at, now()) ELSE w.started_at END,"
+    "  finished_at = CASE WHEN $4::text IN ('done', 'cancelled') THEN now()"
+    "                ELSE w.finished_at END,"
+    "  succeeded_count = CASE WHEN $4::text = 'done' THEN $6::int"
+    "                    ELSE w.succeeded_count END,"
+    "  failed_count = CASE WHEN $4::text = 'done' THEN $7::int"
+    "                 ELSE w.failed_count END"
+    " WHERE w.run_id = $1::bigint AND w.wave = $2::int AND w.state = $3::text"
+    " RETURNING w.run_id, w.wave),"
+    " cur AS ("
+    " UPDATE deployment_runs r SET current_wave = u.wave FROM u"
+    " WHERE $4::text = 'running' AND r.id = u.run_id RETURNING r.id)"
+    " INSERT INTO wave_transitions (run_id, wave, from_state, to_state,"
+    "                               reason)"
+    " SELECT run_id, wave, $3::text, $4::text, $8::text FROM u"
+    " RETURNING wave";
+
+rw_err_t rw_wave_transition(rw_pg_t *pg, long long run_id, int wave,
+                            rw_wave_state_t from, rw_wave_state_t to,
+                            long long bake_s, long long succeeded,
+                            long long failed, const char *reason, char *errstr,
+                            size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    char run_s[24], wave_s[16], bake_s_s[24], ok_s[24], failed_s[24];
+    char quoted[256];
+    const char *p[8] = {run_s,
+                        wave_s,
+                        rw_wave_state_name(from),
+                        rw_wave_state_name(to),
+                        bake_s_s,
+                        ok_s,
+                        failed_s,
+                        reason};
+
+    if (!pg)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "pg: NULL");
+    if (!rw_wave_edge_ok(from, to, false)) {
+        rw_warn(COMP,
+                "event=illegal_transition machine=wave run=%lld wave=%d "
+                "from=%s to=%s",
+                run_id, wave, rw_wave_state_name(from), rw_wave_state_name(to));
+        return rw_err_set(errstr, errlen, RW_ERR_STATE,
+                          "wave %d of run %lld: %s -> %s is not a legal "
+                          "transition",
+                          wave, run_id, rw_wave_state_name(from),
+                          rw_wave_state_name(to));
+    }
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(wave_s, sizeof(wave_s), "%d", wave);
+    snprintf(bake_s_s, sizeof(bake_s_s), "%lld", bake_s > 0 ? bake_s : 0);
+    snprintf(ok_s, sizeof(ok_s), "%lld", succeeded > 0 ? succeeded : 0);
+    snprintf(failed_s, sizeof(failed_s), "%lld", failed > 0 ? failed : 0);
+    err = rw_pg_exec(pg, wave_sql, 8, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    if (PQntuples(res) == 0) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "wave %d of run %lld is no longer %s", wave, run_id,
+                         rw_wave_state_name(from));
+        goto out;
+    }
+    rw_info(COMP,
+            "event=wave_transition run=%lld wave=%d from=%s to=%s reason=%s",
+            run_id, wave, rw_wave_state_name(from), rw_wave_state_name(to),
+            rw_log_quote(quoted, sizeof(quoted), reason ? reason : ""));
+out:
+    PQclear(res);
+    return err;
 }

@@ -1,5 +1,5 @@
 /*
- * rw_state: the three state machines of rollwave (run, target, chunk):
+ * rw_state: the four state machines of rollwave (run, target, chunk, wave):
  * states, names, the legal edges, outcome and Lagoon-status rules, and the
  * one transition function per machine that writes a state change to
  * Postgres as a conditional UPDATE.
@@ -9,8 +9,8 @@
  * only when taken by a retry or replay.
  *
  * Every state column of Postgres is written here and nowhere else
- * (tests/unit/test_state_writers.sh greps for it): deployment_runs.status,
- * run_targets.state and run_chunks.state.
+ * (tests/unit/check_state_writers.py checks it): deployment_runs.status,
+ * run_targets.state, run_chunks.state and run_waves.state.
  *
  * This module does not decide when a transition happens (the producer,
  * worker, poller and sweep do), does not open transactions (callers that
@@ -91,6 +91,17 @@ typedef enum rw_chunk_state {
     RW_CHUNK__COUNT
 } rw_chunk_state_t;
 
+/* ---- wave: run_waves.state --------------------------------------------- */
+typedef enum rw_wave_state {
+    RW_WAVE_PENDING = 0,        /* not released; an earlier wave runs */
+    RW_WAVE_BAKING,             /* previous wave done; released at not_before */
+    RW_WAVE_AWAITING_PROMOTION, /* manual bake: released by run promote */
+    RW_WAVE_RUNNING,            /* released: its batches are in the outbox */
+    RW_WAVE_DONE,               /* every chunk of the wave closed */
+    RW_WAVE_CANCELLED,          /* its run was aborted before it ended */
+    RW_WAVE__COUNT
+} rw_wave_state_t;
+
 /*
  * Names are the strings stored in Postgres ("partial_failed", "timed_out").
  * name() of an out-of-range value is "unknown"; parse() of an unknown or
@@ -102,6 +113,8 @@ const char *rw_target_state_name(rw_target_state_t s);
 int rw_target_state_parse(const char *name);
 const char *rw_chunk_state_name(rw_chunk_state_t s);
 int rw_chunk_state_parse(const char *name);
+const char *rw_wave_state_name(rw_wave_state_t s);
+int rw_wave_state_parse(const char *name);
 
 /*
  * True when from -> to is an edge of the machine. retry says the edge is
@@ -112,6 +125,7 @@ bool rw_run_edge_ok(rw_run_state_t from, rw_run_state_t to, bool retry);
 bool rw_target_edge_ok(rw_target_state_t from, rw_target_state_t to,
                        bool retry);
 bool rw_chunk_edge_ok(rw_chunk_state_t from, rw_chunk_state_t to, bool retry);
+bool rw_wave_edge_ok(rw_wave_state_t from, rw_wave_state_t to, bool retry);
 
 /* completed, partial_failed, failed, cancelled. */
 bool rw_run_terminal(rw_run_state_t s);
@@ -294,5 +308,21 @@ rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
 rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
                              int attempt, const char *error, char *errstr,
                              size_t errlen);
+
+/*
+ * The one writer of run_waves.state. Checks the edge like
+ * rw_run_transition, then in one statement moves wave `wave` of run_id from
+ * `from` to `to` and appends its wave_transitions row with reason. Entering
+ * baking sets not_before = now() + bake_s; entering running sets
+ * started_at and makes it the run's current_wave (the one place that
+ * column is written); entering done stores succeeded and failed (the
+ * wave's counts, >= 0) and finished_at, as does cancelled (counts left).
+ * Not in `from`: RW_ERR_CONFLICT, nothing written.
+ */
+rw_err_t rw_wave_transition(rw_pg_t *pg, long long run_id, int wave,
+                            rw_wave_state_t from, rw_wave_state_t to,
+                            long long bake_s, long long succeeded,
+                            long long failed, const char *reason, char *errstr,
+                            size_t errlen);
 
 #endif

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rw_waves.h"
+
 static const char *const verdicts[] = {
     [RW_THROTTLE_GRANTED] = "granted",
     [RW_THROTTLE_BUDGET] = "budget",
@@ -59,11 +61,17 @@ static const char SQL_READ_DETAIL[] = SQL_READ_COLS
     "   WHERE state = 'deploying' AND lagoon_status = 'queued') AS queued,"
     " (SELECT count(*) FROM run_chunks c JOIN deployment_runs r"
     "   ON r.id = c.run_id WHERE c.state = 'pending'"
-    "     AND r.status IN ('pending', 'running')) AS chunks_waiting,"
-    " (SELECT count(DISTINCT c.run_id) FROM run_chunks c"
-    "   JOIN deployment_runs r ON r.id = c.run_id WHERE c.state = 'pending'"
-    "     AND r.status IN ('pending', 'running')) AS runs_waiting"
-    " FROM rw_throttle_adjust($1::int) a, fleet_throttle t WHERE t.id = 1";
+    "     AND r.status IN ('pending', 'running')"
+    "     AND " RW_WAVE_RELEASED_SQL(
+        "c") ") AS chunks_waiting,"
+             " (SELECT count(DISTINCT c.run_id) FROM run_chunks c"
+             "   JOIN deployment_runs r ON r.id = c.run_id WHERE c.state = "
+             "'pending'"
+             "     AND r.status IN ('pending', 'running')"
+             "     AND " RW_WAVE_RELEASED_SQL(
+                 "c") ") AS runs_waiting"
+                      " FROM rw_throttle_adjust($1::int) a, fleet_throttle t "
+                      "WHERE t.id = 1";
 
 static const char SQL_TAKE[] =
     "SELECT o_lease_id AS lease_id, o_reason AS reason,"

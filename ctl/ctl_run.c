@@ -1,6 +1,7 @@
 /*
  * ctl_run: "rollwavectl run <verb> UUID": routes inspection verbs (show,
- * wait) and control verbs (pause, resume, abort, retry) to their files.
+ * wait) and control verbs (pause, resume, abort, retry, promote) to their
+ * files.
  */
 #include <string.h>
 
@@ -9,12 +10,12 @@
 int rw_ctl_run(int argc, char **argv, const rw_settings_t *s)
 {
     static const char *const inspect[] = {"show", "wait", NULL};
-    static const char *const control[] = {"pause", "resume", "abort", "retry",
-                                          NULL};
+    static const char *const control[] = {"pause", "resume",  "abort",
+                                          "retry", "promote", NULL};
 
     if (argc < 2) {
         rw_ctl_errorf("run", "a verb is required: show, wait, pause, resume, "
-                             "abort or retry");
+                             "abort, retry or promote");
         return RW_CTL_EXIT_USAGE;
     }
     for (int i = 0; inspect[i]; i++)
@@ -25,7 +26,7 @@ int rw_ctl_run(int argc, char **argv, const rw_settings_t *s)
             return rw_ctl_run_control(argc - 1, argv + 1, s);
     rw_ctl_errorf("run",
                   "unknown verb '%s' (show, wait, pause, resume, abort, "
-                  "retry)",
+                  "retry, promote)",
                   argv[1]);
     return RW_CTL_EXIT_USAGE;
 }

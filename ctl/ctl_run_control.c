@@ -1,8 +1,9 @@
 /*
- * ctl_run_control: "rollwavectl run pause|resume|abort|retry UUID". The
+ * ctl_run_control: "rollwavectl run pause|resume|abort|retry|promote
+ * UUID". The
  * state changes are rw_control's; this file parses, publishes the batches
- * a resume or retry queued, and reports. A refused request exits 1 with
- * the reason (e.g. "cannot resume a completed run").
+ * a resume, retry or promote queued, and reports. A refused request exits 1
+ * with the reason (e.g. "cannot resume a completed run").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,8 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
         v = RW_CONTROL_RESUME;
     else if (strcmp(verb, "abort") == 0)
         v = RW_CONTROL_ABORT;
+    else if (strcmp(verb, "promote") == 0)
+        v = RW_CONTROL_PROMOTE;
     else
         v = RW_CONTROL_RETRY;
     for (int i = 1; i < argc; i++) {
@@ -61,11 +64,15 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
         printf(", %lld pending target(s) cancelled", r.targets);
     if (v == RW_CONTROL_RETRY)
         printf(", %lld target(s) re-queued", r.targets);
-    if (v == RW_CONTROL_RESUME || v == RW_CONTROL_RETRY)
+    if (v == RW_CONTROL_PROMOTE)
+        printf(", wave %d released", r.wave);
+    if (v == RW_CONTROL_RESUME || v == RW_CONTROL_RETRY ||
+        v == RW_CONTROL_PROMOTE)
         printf(", %lld chunk(s) queued", r.chunks);
     printf("\n");
     fflush(stdout);
-    if (v == RW_CONTROL_RESUME || v == RW_CONTROL_RETRY) {
+    if (v == RW_CONTROL_RESUME || v == RW_CONTROL_RETRY ||
+        v == RW_CONTROL_PROMOTE) {
         err = rw_kafka_producer_new(&kp, s, rw_delivery_cb, NULL, errstr,
                                     sizeof(errstr));
         if (!err)

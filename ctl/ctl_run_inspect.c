@@ -1,6 +1,7 @@
 /*
  * ctl_run_inspect: "rollwavectl run show UUID" prints one run in full: its
- * header, targets counted by state, chunks, state transitions, the failed
+ * header, targets counted by state, waves, chunks, state transitions, the
+ * failed
  * and timed-out targets with their errors and the skipped targets with
  * their reasons, as text or JSON. "rollwavectl run wait UUID" follows the
  * run live (rw_ctl_watch_run) until it is final.
@@ -39,7 +40,10 @@ static const char SQL_RUN[] =
     "  to_char(r.completed_at AT TIME ZONE 'UTC', " ISO ") AS completed_at,"
     "  EXTRACT(EPOCH FROM COALESCE(r.completed_at, now()) - r.created_at)"
     "    ::bigint AS duration_s,"
-    "  r.last_error"
+    "  r.last_error, r.current_wave::bigint AS current_wave,"
+    "  (SELECT x.reason FROM run_transitions x WHERE x.run_id = r.id"
+    "     AND x.to_status = 'paused' ORDER BY x.id DESC LIMIT 1)"
+    "    AS pause_reason"
     " FROM deployment_runs r"
     " LEFT JOIN store_apps a ON a.id = r.store_app_id"
     " WHERE r.uuid = $1::uuid";
@@ -55,6 +59,25 @@ static const char SQL_CHUNKS[] =
     "  to_char(triggered_at AT TIME ZONE 'UTC', " ISO ") AS triggered_at,"
     "  to_char(finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
     " FROM run_chunks WHERE run_id = $1::bigint ORDER BY chunk";
+
+/* Counts of a wave still running are live; an ended wave's are stored. */
+static const char SQL_WAVES[] =
+    "SELECT w.wave::bigint AS wave, w.state,"
+    "  w.first_chunk::bigint AS first_chunk,"
+    "  w.last_chunk::bigint AS last_chunk,"
+    "  w.target_count::bigint AS target_count,"
+    "  COALESCE(w.succeeded_count, x.ok)::bigint AS succeeded,"
+    "  COALESCE(w.failed_count, x.failed)::bigint AS failed,"
+    "  to_char(w.not_before AT TIME ZONE 'UTC', " ISO ") AS bake_until,"
+    "  to_char(w.started_at AT TIME ZONE 'UTC', " ISO ") AS started_at,"
+    "  to_char(w.finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
+    " FROM run_waves w CROSS JOIN LATERAL ("
+    "   SELECT count(*) FILTER (WHERE t.state = 'succeeded') AS ok,"
+    "          count(*) FILTER (WHERE t.state IN ('failed', 'timed_out'))"
+    "            AS failed"
+    "   FROM run_targets t WHERE t.run_id = w.run_id"
+    "     AND t.chunk BETWEEN w.first_chunk AND w.last_chunk) x"
+    " WHERE w.run_id = $1::bigint ORDER BY w.wave";
 
 static const char SQL_TRANSITIONS[] =
     "SELECT from_status, to_status, reason,"
@@ -98,13 +121,14 @@ static bool is_uuid(const char *s)
 
 /* Everything "run show" prints, one result per section. */
 typedef struct run_view {
-    PGresult *run, *by_state, *chunks, *transitions, *failed, *skipped;
+    PGresult *run, *by_state, *waves, *chunks, *transitions, *failed, *skipped;
 } run_view_t;
 
 static void run_view_clear(run_view_t *v)
 {
     PQclear(v->run);
     PQclear(v->by_state);
+    PQclear(v->waves);
     PQclear(v->chunks);
     PQclear(v->transitions);
     PQclear(v->failed);
@@ -142,6 +166,8 @@ static rw_err_t load_run(rw_pg_t *pg, const char *uuid, bool header_only,
         goto out;
     p_id[0] = p_failed[0] = p_skipped[0] = rw_pg_str(v->run, 0, "id");
     err = rw_pg_exec(pg, SQL_BY_STATE, 1, p_id, &v->by_state, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(pg, SQL_WAVES, 1, p_id, &v->waves, errstr, errlen);
     if (!err)
         err = rw_pg_exec(pg, SQL_CHUNKS, 1, p_id, &v->chunks, errstr, errlen);
     if (!err)
@@ -197,6 +223,7 @@ static int show_json(const run_view_t *v)
     bad |= json_object_set_new(doc, "run", rw_ctl_row_json(v->run, 0));
     bad |= json_object_set_new(doc, "targets_by_state", by);
     bad |= json_object_set_new(doc, "targets_total", json_integer(total));
+    bad |= json_object_set_new(doc, "waves", rows_json(v->waves));
     bad |= json_object_set_new(doc, "chunks", rows_json(v->chunks));
     bad |= json_object_set_new(doc, "transitions", rows_json(v->transitions));
     bad |= json_object_set_new(doc, "failed_targets", rows_json(v->failed));
@@ -224,6 +251,17 @@ static void show_text(const run_view_t *v)
         {"attempt", "ATTEMPT", false},      {"poll_attempts", "POLLS", false},
         {"target_count", "TARGETS", false}, {"bulk_id", "BULK ID", false},
         {"bulk_name", "BULK NAME", false},
+    };
+    static const rw_ctl_col_t wave_cols[] = {
+        {"wave", "WAVE", false},
+        {"state", "STATE", false},
+        {"target_count", "TARGETS", false},
+        {"succeeded", "SUCCEEDED", false},
+        {"failed", "FAILED", false},
+        {"first_chunk", "FIRST CHUNK", false},
+        {"last_chunk", "LAST CHUNK", false},
+        {"bake_until", "BAKE UNTIL", false},
+        {"finished_at", "FINISHED", false},
     };
     static const rw_ctl_col_t transition_cols[] = {
         {"from_status", "FROM", false},
@@ -269,6 +307,8 @@ static void show_text(const run_view_t *v)
     rw_ctl_fmt_duration(rw_pg_ll(run, 0, "duration_s", 0), buf, sizeof(buf));
     kv("duration", buf);
     kv("last error", rw_pg_str(run, 0, "last_error"));
+    if (strcmp(rw_pg_str(run, 0, "status"), "paused") == 0)
+        kv("paused because", rw_pg_str(run, 0, "pause_reason"));
     snprintf(buf, sizeof(buf),
              "total %s, succeeded %s, failed %s, "
              "skipped %s",
@@ -286,6 +326,12 @@ static void show_text(const run_view_t *v)
     }
     printf("  %-10s %lld\n", "total", total);
 
+    if (PQntuples(v->waves) > 0) {
+        printf("\nwaves (%d, current %s)\n", PQntuples(v->waves),
+               rw_pg_str(run, 0, "current_wave"));
+        rw_ctl_print_table(v->waves, wave_cols,
+                           sizeof(wave_cols) / sizeof(wave_cols[0]));
+    }
     printf("\nchunks (%d)\n", PQntuples(v->chunks));
     rw_ctl_print_table(v->chunks, chunk_cols,
                        sizeof(chunk_cols) / sizeof(chunk_cols[0]));

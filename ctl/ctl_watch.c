@@ -1,6 +1,7 @@
 /*
  * ctl_watch: live progress of one run for "redeploy --wait" (and the run
- * commands): targets by state and chunks done, and the fleet's builds in
+ * commands): targets by state, chunks done, the current wave of a run in
+ * waves (its state, and the bake's end), and the fleet's builds in
  * flight against the throttle's cap, refreshed in place on a
  * terminal, one line per change otherwise (logs, CI).
  */
@@ -21,6 +22,15 @@ static const char SQL_PROGRESS[] =
     "  (SELECT COALESCE(json_object_agg(state, n), '{}')"
     "     FROM (SELECT state, count(*) AS n FROM run_targets t"
     "            WHERE t.run_id = r.id GROUP BY state) x) AS by_state,"
+    "  (SELECT 'wave ' || w.wave || '/' ||"
+    "          (SELECT max(x.wave) FROM run_waves x WHERE x.run_id = r.id)"
+    "          || ' ' || w.state"
+    "          || CASE WHEN w.state = 'baking' THEN ' until ' ||"
+    "               to_char(w.not_before AT TIME ZONE 'UTC',"
+    "                       'HH24:MI:SS\"Z\"') ELSE '' END"
+    "     FROM run_waves w WHERE w.run_id = r.id"
+    "      AND w.state IN ('running', 'baking', 'awaiting_promotion')"
+    "     ORDER BY w.wave DESC LIMIT 1) AS wave,"
     "  (SELECT rw_throttle_in_flight() || '/' ||"
     "          LEAST(f.max_in_flight, f.effective_limit)"
     "     FROM fleet_throttle f) AS fleet"
@@ -62,6 +72,9 @@ int rw_ctl_watch_run(rw_pg_t *pg, const char *run_uuid, char *status,
         off = (size_t)snprintf(line, sizeof(line), "%-14s chunks %s/%s", status,
                                rw_pg_str(res, 0, "chunks_done"),
                                rw_pg_str(res, 0, "chunks"));
+        if (rw_pg_str(res, 0, "wave") && off < sizeof(line))
+            off += (size_t)snprintf(line + off, sizeof(line) - off, "  %s",
+                                    rw_pg_str(res, 0, "wave"));
         /* in the state machine's order, pending first */
         for (int i = 0; i < RW_TARGET__COUNT; i++) {
             const char *st = rw_target_state_name((rw_target_state_t)i);

@@ -88,13 +88,16 @@ static const ctl_cmd_t cmds[] = {
      "create a demo or benchmark fleet"},
     {"redeploy", rw_ctl_redeploy, NEED_PG | NEED_KAFKA | NEED_SCHEDULE,
      "(--instances ID,ID,... | --store-app ID) [--variables-only] "
-     "[--respect-windows] [--by NAME] [--wait]",
+     "[--respect-windows] [--by NAME] [--wait] [--strategy JSON] "
+     "[--waves 1,10%,100%] [--bake 10m|manual] [--max-failures-wave N|P%] "
+     "[--max-failures-run N|P%] [--on-failure pause|abort]",
      "start a manual redeploy run and publish its batches"},
     {"runs", rw_ctl_runs, NEED_PG,
      "[--status S] [--store-app ID] [--limit N] [--json]",
      "list runs, newest first"},
     {"run", rw_ctl_run, NEED_PG | NEED_KAFKA | NEED_REDIS | NEED_SCHEDULE,
-     "(show UUID [--json] | wait UUID | pause|resume|abort|retry UUID)",
+     "(show UUID [--json] | wait UUID | "
+     "pause|resume|abort|retry|promote UUID)",
      "inspect or control one run"},
     {"instance", rw_ctl_instance, NEED_PG,
      "history ID [--skip N] [--take N] [--json]",

@@ -101,8 +101,9 @@ static void runs_by_status(producer_t *pr)
 static void tick(producer_t *pr)
 {
     const rw_settings_t *s = pr->svc.s;
-    rw_run_spec_t spec = {"scheduled",        "scheduler",          false,
-                          s->bulk_chunk_size, s->failure_backoff_s, true};
+    rw_run_spec_t spec = {
+        "scheduled",          "scheduler", false, s->bulk_chunk_size,
+        s->failure_backoff_s, true,        NULL};
     rw_run_summary_t *runs = NULL;
     size_t n_runs = 0;
     long long published = 0, targets = 0;

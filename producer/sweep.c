@@ -17,6 +17,7 @@
 #include "rw_progress.h"
 #include "rw_runs.h"
 #include "rw_state.h"
+#include "rw_waves.h"
 
 #define COMP "sweep"
 
@@ -58,10 +59,12 @@ static const char SQL_PENDING_STALE[] =
     " WHERE c.state = 'pending'"
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     "   AND r.status IN ('pending', 'running')"
-    "   AND (c.updated_at < now() - make_interval(secs => 6 * $1::int)"
-    "     OR NOT EXISTS (SELECT 1 FROM fleet_throttle f"
-    "       WHERE f.waiting_seen_at > now() - make_interval(secs => $1::int)))"
-    " ORDER BY c.updated_at LIMIT $2::int";
+    "   AND " RW_WAVE_RELEASED_SQL(
+        "c") "   AND (c.updated_at < now() - make_interval(secs => 6 * $1::int)"
+             "     OR NOT EXISTS (SELECT 1 FROM fleet_throttle f"
+             "       WHERE f.waiting_seen_at > now() - make_interval(secs => "
+             "$1::int)))"
+             " ORDER BY c.updated_at LIMIT $2::int";
 
 /*
  * Chunks finished since the cursor (and a few seconds ago at least, so
@@ -415,7 +418,12 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
     }
     PQclear(res);
     res = NULL;
-    if (st->polls + st->batches + st->unsent > 0 && svc->kp &&
+    /* waves whose bake is over; a release's batches go out right below */
+    err = rw_waves_release_due(svc->pg, s->sweep_batch, &st->released, errstr,
+                               errlen);
+    if (err)
+        goto out;
+    if (st->polls + st->batches + st->unsent + st->released > 0 && svc->kp &&
         rw_outbox_relay(svc->pg, svc->kp, s, 1000, 0, &published, why,
                         sizeof(why)))
         rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
@@ -433,14 +441,16 @@ out:
     count("poll_reemitted", st->polls);
     count("batch_requeued", st->batches);
     count("finalized", st->finalized);
+    count("waves_released", st->released);
     count("locks_released", st->locks);
     if (st->adopted + st->unsent + st->inconclusive + st->failed + st->polls +
-            st->batches + st->finalized >
+            st->batches + st->finalized + st->released >
         0)
         rw_info(COMP,
                 "event=swept adopted=%lld unsent=%lld inconclusive=%lld "
-                "failed=%lld polls=%lld batches=%lld finalized=%lld",
+                "failed=%lld polls=%lld batches=%lld finalized=%lld "
+                "waves=%lld",
                 st->adopted, st->unsent, st->inconclusive, st->failed,
-                st->polls, st->batches, st->finalized);
+                st->polls, st->batches, st->finalized, st->released);
     return err;
 }

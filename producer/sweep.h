@@ -13,13 +13,17 @@
  *               good; an inconclusive answer leaves it for the next sweep;
  *   poll lost   a `triggered` chunk not polled for ROLLWAVE_SWEEP_POLL_STALE_S
  *               gets its current poll event again;
- *   batch lost  a `pending` chunk of a pending or running run untouched for
- *               ROLLWAVE_SWEEP_PENDING_STALE_S gets its batch again;
+ *   batch lost  a `pending` chunk of a released wave of a pending or
+ *               running run untouched for ROLLWAVE_SWEEP_PENDING_STALE_S
+ *               gets its batch again (an unreleased wave's are not lost);
+ *   waves       a wave whose bake is over is released: its batches are
+ *               written and relayed (rw_waves_release_due);
  *   locks       the locks of targets of chunks finished since the last
  *               sweep are released again (by owner), in case their
  *               writer died or Redis refused between its commit and its
  *               release;
- *   finalize    a run whose chunks are all closed is finalized.
+ *   finalize    a run whose chunks are all closed, or whose running wave
+ *               has no open chunk, is finalized or moved to its next wave.
  *
  * Every query goes through an index of open chunks (run_chunks_open_age_
  * idx) or of open runs; each action is logged and counted in
@@ -42,6 +46,7 @@ typedef struct rw_sweep_stats {
     long long batches;      /* batches re-queued */
     long long finalized;    /* runs finalized */
     long long locks;        /* locks of finished targets released again */
+    long long released;     /* waves released after their bake */
     /* kept across sweeps: (finished_at, id) of the last chunk whose locks
      * were released ("" = start an hour back) */
     char locks_cursor[64];

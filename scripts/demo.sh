@@ -3,10 +3,11 @@
 # build/, brings a local stack up (under .demo/), applies the migrations,
 # lists the Kafka topics, seeds a fleet (about 2,000 instances over several
 # store apps, with beta groups, trials, ineligible instances and instances
-# without a Lagoon target), starts two workers and a poller, runs one
-# scheduler tick, shows the rollout's progress live until every run is
-# final, then prints the run summary, the topic lag and the simulator's
-# counters, and takes everything down again.
+# without a Lagoon target; one store app rolls out in canary waves with a
+# short bake), starts two workers and a poller, runs one scheduler tick,
+# shows the rollout's progress live (waves included) until every run is
+# final, then prints the run summary, the canary run's waves, the topic lag
+# and the simulator's counters, and takes everything down again.
 #
 #   scripts/demo.sh [--keep]
 #     --keep   leave the stack up afterwards and print how to use it
@@ -24,7 +25,7 @@ for arg in "$@"; do
     case $arg in
     --keep) KEEP=1 ;;
     -h | --help)
-        sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -126,6 +127,15 @@ step "seed a fleet of ${DEMO_INSTANCES} instances"
 "$BIN/rollwavectl" seed --instances "$DEMO_INSTANCES" --store-apps 5 \
     --beta-pct 10 --trial-pct 5 --ineligible-pct 5 --no-target-pct 2
 
+# The first store app rolls out in waves: its beta instances and the most
+# outdated first (10), then a quarter, then the rest, each after a 3 s
+# bake; more than 10% failures in a wave would pause its run.
+CANARY_APP=$(PG "SELECT min(id) FROM store_apps")
+PG "UPDATE store_apps SET strategy = '{\"waves\": [\"10\", \"25%\",
+    \"100%\"], \"bake\": \"3s\", \"max_failures_wave\": \"10%\"}'
+    WHERE id = $CANARY_APP"
+echo "  store app $CANARY_APP: waves 10, 25%, 100%, bake 3s, max failures 10% a wave"
+
 # One tick takes every due instance; short polls for a short demo.
 export ROLLWAVE_MAX_PER_RUN=100000 ROLLWAVE_BULK_CHUNK_SIZE=50
 export ROLLWAVE_FIRST_POLL_DELAY_S=1 ROLLWAVE_POLL_INTERVAL_S=1
@@ -151,8 +161,10 @@ step "scheduler tick (rollwave-producer --once)"
 
 step "start the producer daemon: its leader runs the recovery sweep"
 # Its own scheduler tick finds nothing due now (every instance is in a
-# run); the sweep repairs what a crash would leave (see README).
-ROLLWAVE_TICK_INTERVAL_S=86400 "$BIN/rollwave-producer" \
+# run); the sweep repairs what a crash would leave (see README) and
+# releases the canary app's next wave once its bake is over.
+ROLLWAVE_TICK_INTERVAL_S=86400 ROLLWAVE_SWEEP_INTERVAL_S=1 \
+    "$BIN/rollwave-producer" \
     >"$WORK/logs/producer.log" 2>&1 &
 PIDS+=($!)
 echo "  rollwave-producer pid $!"
@@ -165,6 +177,13 @@ SQL_TARGETS="SELECT COALESCE(string_agg(state || ' ' || n, '  '
                'deploying','succeeded','failed','timed_out','skipped',
                'cancelled'], state)), '-')
              FROM (SELECT state, count(*) n FROM run_targets GROUP BY state) x"
+SQL_WAVES="SELECT COALESCE(string_agg('wave ' || w.wave || '/' || n.waves
+               || ' ' || w.state, ', '), 'done')
+           FROM run_waves w JOIN deployment_runs r ON r.id = w.run_id
+           CROSS JOIN LATERAL (SELECT max(x.wave) AS waves FROM run_waves x
+                                WHERE x.run_id = w.run_id) n
+           WHERE r.store_app_id = $CANARY_APP AND n.waves > 1
+             AND w.state IN ('running', 'baking', 'awaiting_promotion')"
 SQL_OPEN="SELECT count(*) FROM deployment_runs
           WHERE status IN ('pending', 'running', 'paused')"
 SQL_RUNS="SELECT string_agg(status || ' ' || n, '  ' ORDER BY status)
@@ -176,7 +195,7 @@ peak=0
 for ((i = 1; i <= POLL_LIMIT_S; i++)); do
     flight=$(PG "$SQL_FLIGHT")
     [ "${flight%%/*}" -gt "$peak" ] && peak=${flight%%/*}
-    line="in flight $flight | targets: $(PG "$SQL_TARGETS") | runs: $(PG "$SQL_RUNS")"
+    line="in flight $flight | targets: $(PG "$SQL_TARGETS") | runs: $(PG "$SQL_RUNS") | canary: $(PG "$SQL_WAVES")"
     if [ -t 1 ]; then
         printf '\r\033[K  %3ds  %s' "$i" "$line"
     elif [ "$line" != "$last" ]; then
@@ -194,6 +213,12 @@ done
 
 step "runs"
 "$BIN/rollwavectl" runs
+
+step "the canary app's run, wave by wave"
+CANARY_RUN=$(PG "SELECT uuid FROM deployment_runs
+                 WHERE store_app_id = $CANARY_APP ORDER BY id LIMIT 1")
+"$BIN/rollwavectl" run show "$CANARY_RUN" |
+    awk '/^waves /{on=1} on&&/^$/{exit} on{print "  " $0}'
 
 step "fleet throttle after the rollout (peak seen in flight: $peak)"
 "$BIN/rollwavectl" throttle | sed 's/^/  /'

@@ -968,7 +968,8 @@ static const char *skip_reason_of(rw_pg_t *pg, long long iid, char *buf,
 static void test_tick_skips_bad_targets(void **state)
 {
     fixture_t *f = *state;
-    rw_run_spec_t spec = {"scheduled", "scheduler", false, 50, 3600, false};
+    rw_run_spec_t spec = {"scheduled", "scheduler", false, 50,
+                          3600,        false,       NULL};
     rw_run_summary_t *runs = NULL;
     size_t n_runs = 0;
     char errstr[512], buf[512];
@@ -1046,7 +1047,7 @@ static void test_tick_skips_bad_targets(void **state)
 static void test_manual_run_skips_bad_targets(void **state)
 {
     fixture_t *f = *state;
-    rw_run_spec_t spec = {"manual", "alice", false, 50, 0, false};
+    rw_run_spec_t spec = {"manual", "alice", false, 50, 0, false, NULL};
     const long long ids[] = {2, 10, 12, 5, 14};
     rw_run_summary_t run;
     rw_run_skip_t *skips = NULL;

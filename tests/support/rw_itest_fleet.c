@@ -1146,6 +1146,8 @@ static void check_runs(rw_itest_fleet_t *f)
              "SELECT r.uuid::text AS uuid, r.status,"
              "  r.total_count, r.succeeded_count, r.failed_count,"
              "  r.skipped_count,"
+             "  COALESCE(r.last_error LIKE 'strategy: %%', false)"
+             "    AS bad_strategy,"
              "  (SELECT count(*) FROM run_transitions x WHERE x.run_id = r.id"
              "     AND x.to_status IN %s) AS finals,"
              "  (SELECT count(*) FROM run_transitions x WHERE x.run_id = r.id"
@@ -1196,7 +1198,14 @@ static void check_runs(rw_itest_fleet_t *f)
         if (total != ok + failed + skipped)
             fail_msg("run %s: total %lld != %lld + %lld + %lld", uuid, total,
                      ok, failed, skipped);
-        if (st != RW_RUN_CANCELLED &&
+        /* a run whose strategy does not validate fails at creation with
+         * every target skipped */
+        if (rw_pg_bool(res, i, "bad_strategy", 0) &&
+            (st != RW_RUN_FAILED || skipped != total))
+            fail_msg("run %s has an invalid strategy but is %s with %lld of "
+                     "%lld targets skipped",
+                     uuid, status, skipped, total);
+        if (st != RW_RUN_CANCELLED && !rw_pg_bool(res, i, "bad_strategy", 0) &&
             (rw_run_state_t)st != rw_run_outcome(ok, failed))
             fail_msg("run %s is %s but %lld succeeded / %lld failed make "
                      "it %s",

@@ -49,6 +49,16 @@ static const char *const chunk_expected[RW_CHUNK__COUNT] = {
     /* failed     */ "R....",
 };
 
+/* pending baking awaiting_promotion running done cancelled */
+static const char *const wave_expected[RW_WAVE__COUNT] = {
+    /* pending            */ ".EEE.E", /* -> running: resumed */
+    /* baking             */ "...E.E",
+    /* awaiting_promotion */ "...E.E",
+    /* running            */ "....EE",
+    /* done               */ "......",
+    /* cancelled          */ "......",
+};
+
 typedef bool (*edge_fn)(int from, int to, bool retry);
 
 static bool run_edge(int f, int t, bool r)
@@ -90,6 +100,31 @@ static void check_table(const char *machine, const char *const *expected,
         assert_false(ok(-1, f, true));
     }
     assert_true(edges > 0);
+}
+
+static bool wave_edge(int f, int t, bool r)
+{
+    return rw_wave_edge_ok((rw_wave_state_t)f, (rw_wave_state_t)t, r);
+}
+
+static const char *wave_name(int s)
+{
+    return rw_wave_state_name((rw_wave_state_t)s);
+}
+
+static void test_wave_edges(void **state)
+{
+    static const char *const names[] = {
+        "pending", "baking", "awaiting_promotion",
+        "running", "done",   "cancelled"};
+    (void)state;
+    check_table("wave", wave_expected, RW_WAVE__COUNT, wave_edge, wave_name);
+    for (int s = 0; s < RW_WAVE__COUNT; s++) {
+        assert_string_equal(rw_wave_state_name((rw_wave_state_t)s), names[s]);
+        assert_int_equal(rw_wave_state_parse(names[s]), s);
+    }
+    assert_int_equal(rw_wave_state_parse("released"), -1);
+    assert_string_equal(rw_wave_state_name(RW_WAVE__COUNT), "unknown");
 }
 
 static const char *run_name(int s)
@@ -324,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_run_edges),
         cmocka_unit_test(test_target_edges),
         cmocka_unit_test(test_chunk_edges),
+        cmocka_unit_test(test_wave_edges),
         cmocka_unit_test(test_names_round_trip),
         cmocka_unit_test(test_predicates),
         cmocka_unit_test(test_outcome),

@@ -73,6 +73,9 @@ static const opt_t opts[] = {
     OPT("reject", OPT_LIST, reject, NULL, 0, 0, true,
         "fnmatch pattern on project/environment whose deployments never "
         "appear (repeatable; comma-separated in the variable)"),
+    OPT("fail", OPT_LIST, fail, NULL, 0, 0, true,
+        "fnmatch pattern on project/environment whose builds end failed "
+        "(repeatable; comma-separated in the variable)"),
     OPT("fault-http500", OPT_RATE, fault_http500, "0", 0, 0, true,
         "share of /graphql requests answered with HTTP 500"),
     OPT("fault-graphql-error", OPT_RATE, fault_graphql_error, "0", 0, 0, true,

@@ -41,6 +41,7 @@ typedef struct rw_sim_config {
     double cancel_rate;
     long long max_concurrent_builds;
     rw_sim_list_t reject;
+    rw_sim_list_t fail; /* builds of matching environments end failed */
     double fault_http500;
     double fault_graphql_error;
     double fault_slow;

@@ -793,6 +793,15 @@ static bool rejected(const rw_sim_t *sim, const char *key)
 }
 
 /* Outcome and duration: a pure function of seed, bulk id and environment. */
+/* Whether key (project/environment) matches a pattern of list. */
+static bool matches(const rw_sim_list_t *list, const char *key)
+{
+    for (size_t i = 0; i < list->n; i++)
+        if (fnmatch(list->items[i], key, 0) == 0)
+            return true;
+    return false;
+}
+
 static void plan_build(const rw_sim_t *sim, const char *bulk_id, const env_t *e,
                        dep_t *d)
 {
@@ -803,7 +812,7 @@ static void plan_build(const rw_sim_t *sim, const char *bulk_id, const env_t *e,
 
     h = mix64(h ^ ((uint64_t)hash_bytes(e->key, e->key_len, seed) << 32));
     u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
-    if (u < sim->cfg.fail_rate)
+    if (matches(&sim->cfg.fail, e->key) || u < sim->cfg.fail_rate)
         d->outcome = OUT_FAILED;
     else if (u < sim->cfg.fail_rate + sim->cfg.cancel_rate)
         d->outcome = OUT_CANCELLED;
