@@ -183,15 +183,15 @@ char *rw_buildlog_shape(const rw_redactor_t *const *rs, size_t n_rs,
                         size_t *out_len)
 {
     char *cur = NULL, *out = NULL;
-    size_t cur_len, from;
+    size_t cur_len, from, dropped = 0;
     int mlen;
 
     /* first cut: redaction of several MiB only to throw most away would
      * cost the poller for nothing */
     if (len > max_bytes + RW_BUILDLOG_SLACK) {
-        from = len - (max_bytes + RW_BUILDLOG_SLACK);
-        log += from;
-        len -= from;
+        dropped = len - (max_bytes + RW_BUILDLOG_SLACK);
+        log += dropped;
+        len -= dropped;
     }
     cur = malloc(len + 1);
     if (!cur)
@@ -219,10 +219,12 @@ char *rw_buildlog_shape(const rw_redactor_t *const *rs, size_t n_rs,
         return cur;
     }
     from = tail_start(cur, cur_len, max_bytes);
-    mlen = snprintf(NULL, 0, CUT_MARK_FMT, from);
+    /* the marker tells the reader how much of the build is missing: the
+     * first cut counts too */
+    mlen = snprintf(NULL, 0, CUT_MARK_FMT, dropped + from);
     out = malloc((size_t)mlen + cur_len - from + 1);
     if (out) {
-        snprintf(out, (size_t)mlen + 1, CUT_MARK_FMT, from);
+        snprintf(out, (size_t)mlen + 1, CUT_MARK_FMT, dropped + from);
         memcpy(out + mlen, cur + from, cur_len - from + 1);
         if (out_len)
             *out_len = (size_t)mlen + cur_len - from;

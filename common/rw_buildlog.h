@@ -48,7 +48,8 @@ rw_err_t rw_buildlog_redactor_new(const rw_settings_t *s, rw_redactor_t **out,
  * of rs (n_rs, NULL entries skipped: the process's secrets, a run's
  * variables), then cut to its last max_bytes bytes (from the start of a
  * line when one begins in them) behind a first line "[... N bytes cut
- * ...]" (N counts the bytes of the redacted text left out). The log is
+ * ...]" (N counts the bytes left out: those of the first cut below as
+ * Lagoon sent them, the rest after redaction). The log is
  * first cut to max_bytes + RW_BUILDLOG_SLACK so redaction costs no more
  * than that; a secret split by that first cut lies in the slack, which
  * the second cut drops. NUL bytes become spaces (Postgres text holds

@@ -59,6 +59,29 @@ static void test_cut_keeps_last_lines_with_marker(void **state)
     free(log);
 }
 
+/* Several MiB: the marker counts the bytes of the first cut as well. */
+static void test_cut_marker_counts_first_cut(void **state)
+{
+    size_t max = 4096, n = 4000000, len = 0;
+    char *log = malloc(n + 1);
+    char *out, mark[64];
+    const char *body;
+
+    (void)state;
+    for (size_t i = 0; i < n; i++)
+        log[i] = i % 100 == 99 ? '\n' : 'x';
+    log[n] = '\0';
+    out = rw_buildlog_shape(NULL, 0, log, n, max, &len);
+    assert_non_null(out);
+    body = strchr(out, '\n') + 1;
+    assert_true(strlen(body) <= max);
+    snprintf(mark, sizeof(mark), "[... %zu bytes cut ...]\n", n - strlen(body));
+    assert_memory_equal(out, mark, strlen(mark));
+    assert_int_equal(len, strlen(mark) + strlen(body));
+    free(out);
+    free(log);
+}
+
 static void test_cut_never_splits_utf8(void **state)
 {
     /* one long line of two-byte characters: no line start to cut at */
@@ -141,7 +164,8 @@ static void test_lagoon_error_string_recognized(void **state)
 static void test_build_logs_parse(void **state)
 {
     const char *body =
-        "{\"data\":{\"d0\":{\"name\":\"lagoon-build-a\",\"buildLog\":\"line\\n\"},"
+        "{\"data\":{\"d0\":{\"name\":\"lagoon-build-a\",\"buildLog\":"
+        "\"line\\n\"},"
         "\"d1\":{\"name\":\"lagoon-build-b\",\"buildLog\":\"There was an "
         "error loading the logs: boom\"},\"d2\":null,"
         "\"d3\":{\"name\":\"lagoon-build-c\",\"buildLog\":null}}}";
@@ -159,11 +183,11 @@ static void test_build_logs_parse(void **state)
     assert_int_equal(out[2].state, RW_LAGOON_LOG_NONE);
     assert_int_equal(out[3].state, RW_LAGOON_LOG_NONE);
     rw_lagoon_build_logs_clear(out, 4);
-    assert_int_equal(
-        rw_lagoon_parse_build_logs_response(
-            200, "{\"errors\":[{\"message\":\"no\"}],\"data\":null}", 1, out,
-            errstr, sizeof(errstr)),
-        RW_ERR_LAGOON_GRAPHQL);
+    assert_int_equal(rw_lagoon_parse_build_logs_response(
+                         200,
+                         "{\"errors\":[{\"message\":\"no\"}],\"data\":null}", 1,
+                         out, errstr, sizeof(errstr)),
+                     RW_ERR_LAGOON_GRAPHQL);
 }
 
 static void test_request_uses_variables_only(void **state)
@@ -205,6 +229,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_log_kept_whole),
         cmocka_unit_test(test_cut_keeps_last_lines_with_marker),
+        cmocka_unit_test(test_cut_marker_counts_first_cut),
         cmocka_unit_test(test_cut_never_splits_utf8),
         cmocka_unit_test(test_nul_bytes_become_spaces),
         cmocka_unit_test(test_redacts_before_cut_and_split_secret_dropped),
