@@ -58,8 +58,7 @@ static void put_text(const char *s)
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
 
-        putchar(c < 0x20 && c != '\n' && c != '\t' ? ' ' : c == 0x7f ? ' '
-                                                                    : c);
+        putchar(c < 0x20 && c != '\n' && c != '\t' ? ' ' : c == 0x7f ? ' ' : c);
     }
 }
 
@@ -88,10 +87,10 @@ static void print_text(const PGresult *run, const PGresult *res)
         const char *dep = rw_pg_str(res, r, "deployment_name");
         const char *st = rw_pg_str(res, r, "log_state");
 
-        printf("\n== instance %s %s (%s) %s, target %s:", rw_pg_str(res, r,
-                                                                    "instance_id"),
-               rw_pg_str(res, r, "name"), rw_pg_str(res, r, "target"),
-               dep ? dep : "-", rw_pg_str(res, r, "state"));
+        printf("\n== instance %s %s (%s) %s, target %s:",
+               rw_pg_str(res, r, "instance_id"), rw_pg_str(res, r, "name"),
+               rw_pg_str(res, r, "target"), dep ? dep : "-",
+               rw_pg_str(res, r, "state"));
         if (strcmp(st, "stored") == 0) {
             printf(" %s bytes stored of %s sent, fetched %s\n",
                    rw_pg_str(res, r, "bytes"),
@@ -151,8 +150,8 @@ int rw_ctl_run_logs(int argc, char **argv, const rw_settings_t *s)
             failed = true;
         } else if (strcmp(argv[i], "--instance") == 0) {
             if (rw_ctl_parse_ll(CMD, "--instance",
-                                i + 1 < argc ? argv[i + 1] : NULL, 1,
-                                INT64_MAX, &instance))
+                                i + 1 < argc ? argv[i + 1] : NULL, 1, INT64_MAX,
+                                &instance))
                 return RW_CTL_EXIT_USAGE;
             i++;
         } else if (argv[i][0] != '-' && !uuid) {

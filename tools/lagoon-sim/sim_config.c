@@ -502,6 +502,14 @@ static rw_err_t set_json(rw_sim_config_t *cfg, const opt_t *o, const char *key,
         }
         return RW_OK;
     }
+    case OPT_STR:
+        /* the whole config is swapped under the model's lock, so a string
+         * read by a request in flight is never freed under it */
+        if (!json_is_string(v))
+            return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                              "%s: expected a string", key);
+        return set_text(cfg, o, key, json_string_value(v), false, errstr,
+                        errlen);
     default:
         return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
                           "%s cannot be changed at run time", key);
