@@ -177,8 +177,8 @@ static json_t *history_log(rw_itest_fleet_t *f, long long id, char *out,
                            size_t len, json_t **doc)
 {
     char id_s[24];
-    const char *argv[] = {"rollwavectl", "instance", "history", id_s, "--json",
-                          NULL};
+    const char *argv[] = {"rollwavectl", "instance", "history",
+                          id_s,          "--json",   NULL};
     json_error_t jerr;
 
     snprintf(id_s, sizeof(id_s), "%lld", id);
@@ -186,8 +186,8 @@ static json_t *history_log(rw_itest_fleet_t *f, long long id, char *out,
     *doc = json_loads(out, 0, &jerr);
     if (!*doc)
         fail_msg("instance history --json: %s", jerr.text);
-    return json_object_get(
-        json_array_get(json_object_get(*doc, "history"), 0), "log");
+    return json_object_get(json_array_get(json_object_get(*doc, "history"), 0),
+                           "log");
 }
 
 static void test_failed_logs(void **state)
@@ -259,20 +259,21 @@ static void test_failed_logs(void **state)
         assert_null(strstr(log, "PRIVATE KEY"));
         assert_no_secret(log, "a stored log");
         /* redaction shortened it; the original size is Lagoon's */
-        assert_true(atoll(PQgetvalue(res, r, 7)) > atoll(PQgetvalue(res, r, 8)));
+        assert_true(atoll(PQgetvalue(res, r, 7)) >
+                    atoll(PQgetvalue(res, r, 8)));
     }
     PQclear(res);
     /* nothing else in the database holds them either */
     {
         const char *tp[2] = {forms[0], pem_body[0]};
-        assert_int_equal(rw_itest_fleet_ll(
-                             f,
-                             "SELECT count(*) FROM target_logs"
-                             " WHERE strpos(coalesce(log, '') ||"
-                             "  coalesce(error, ''), $1) > 0"
-                             "  OR strpos(coalesce(log, ''), $2) > 0",
-                             2, tp),
-                         0);
+        assert_int_equal(
+            rw_itest_fleet_ll(f,
+                              "SELECT count(*) FROM target_logs"
+                              " WHERE strpos(coalesce(log, '') ||"
+                              "  coalesce(error, ''), $1) > 0"
+                              "  OR strpos(coalesce(log, ''), $2) > 0",
+                              2, tp),
+            0);
     }
 
     /* run logs: every stored log, as text */
@@ -294,8 +295,8 @@ static void test_failed_logs(void **state)
     /* as JSON, one instance */
     snprintf(id_s, sizeof(id_s), "%lld", instance_id(f, "bl4"));
     {
-        const char *argv[] = {"rollwavectl", "run",  "logs",   uuid,
-                              "--instance",  id_s, "--json", NULL};
+        const char *argv[] = {"rollwavectl", "run", "logs",   uuid,
+                              "--instance",  id_s,  "--json", NULL};
         ctl(f, argv, out, 1 << 18);
         assert_no_secret(out, "run logs --json");
         doc = json_loads(out, 0, &jerr);
@@ -328,8 +329,8 @@ static void test_failed_logs(void **state)
                              "   AND t.instance_id = $1::bigint",
                              1, p));
     {
-        const char *argv[] = {"rollwavectl", "run",  "logs",   uuid,
-                              "--instance",  id_s, "--failed", NULL};
+        const char *argv[] = {"rollwavectl", "run", "logs",     uuid,
+                              "--instance",  id_s,  "--failed", NULL};
         ctl(f, argv, out, 1 << 18);
         assert_non_null(strstr(out, " bl4 (bl4/main) lagoon-build-"));
         assert_non_null(strstr(out, "target failed: no log\n"));
@@ -397,13 +398,13 @@ static void test_unavailable_then_retry(void **state)
     {
         const char *argv[] = {"rollwavectl", "run", "logs", uuid, NULL};
         ctl(f, argv, out, 1 << 19);
-        assert_non_null(strstr(out, "target failed: log unavailable (Lagoon: "));
+        assert_non_null(
+            strstr(out, "target failed: log unavailable (Lagoon: "));
         assert_non_null(strstr(out, "), 1 attempts\n"));
         assert_null(strstr(out, "There was an error loading the logs"));
     }
     {
-        json_t *v =
-            history_log(f, instance_id(f, "bc1"), out, 1 << 19, &doc);
+        json_t *v = history_log(f, instance_id(f, "bc1"), out, 1 << 19, &doc);
         assert_string_equal(json_string_value(v), "unavailable");
         json_decref(doc);
     }

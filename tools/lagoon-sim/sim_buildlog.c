@@ -119,8 +119,7 @@ void rw_sim_build_log(rw_sim_buf_t *b, const rw_sim_log_in_t *in)
         return;
     /* Padding looks like a chatty build step (npm, composer), numbered so
      * that a cut log shows where it starts. */
-    while (in->pad_bytes > 0 &&
-           (long long)(b->len - start) + 512 < in->pad_bytes &&
+    while (in->pad_bytes > 0 && (long long)(b->len - start) < in->pad_bytes &&
            !rw_sim_buf_failed(b)) {
         rw_sim_buf_printf(b,
                           "#5 %lld.%03lld npm WARN deprecated package-%06lld"

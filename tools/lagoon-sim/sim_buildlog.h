@@ -33,7 +33,7 @@ typedef struct rw_sim_log_in {
     const rw_sim_var_t *vars;
     size_t n_vars;
     const char *bearer;  /* the token of the Authorization line */
-    long long pad_bytes; /* a finished log is padded to this size */
+    long long pad_bytes; /* a finished log is padded to at least this */
 } rw_sim_log_in_t;
 
 /*
