@@ -27,3 +27,25 @@ CREATE INDEX target_logs_run_idx ON target_logs (run_id);
 -- the retry pass reads unavailable logs, oldest fetch first
 CREATE INDEX target_logs_unavailable_idx ON target_logs (fetched_at)
     WHERE state = 'unavailable';
+
+-- The retention deletes the children of deployment_runs one table per
+-- batch, in this function's order. target_logs also references
+-- run_targets: deleting a batch of targets first would cascade to their
+-- logs in the same statement, past the batch size. Tables no other child
+-- references (logs) now go first; the rest keep their order.
+CREATE OR REPLACE FUNCTION rw_retention_children(OUT o_table regclass,
+                                                 OUT o_column name)
+RETURNS SETOF record
+LANGUAGE sql STABLE AS $$
+    SELECT con.conrelid::regclass, a.attname
+      FROM pg_constraint con
+      JOIN pg_attribute a
+        ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+     WHERE con.confrelid = 'deployment_runs'::regclass
+       AND con.contype = 'f' AND con.confdeltype = 'c'
+       AND array_length(con.conkey, 1) = 1
+     ORDER BY EXISTS (SELECT 1 FROM pg_constraint r
+                       WHERE r.confrelid = con.conrelid AND r.contype = 'f'
+                         AND r.conrelid <> con.conrelid),
+              con.conrelid::regclass::text
+$$;

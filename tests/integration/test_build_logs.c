@@ -9,7 +9,8 @@
  * ROLLWAVE_LOG_FETCH=failed) that is the sim's log of its deployment; the
  * planted bearer token (plain, base64, URL-encoded) and the PEM key body
  * are in none of: the stored texts, `run logs` (text and JSON), any
- * daemon's log. A failed target whose row is gone prints "no log".
+ * daemon's log. A failed target whose row is gone prints "no log". The
+ * retention then deletes the logs with their run.
  *
  * test_unavailable_then_retry: two failing builds whose logs are 4 MB and
  * that Lagoon cannot read at first (log_error_percent 100): the rows are
@@ -341,6 +342,23 @@ static void test_failed_logs(void **state)
     assert_no_secret_in_log(f, poller, "poller");
     rw_itest_fleet_scan_logs(f);
     rw_itest_fleet_check(f);
+
+    /* the retention takes the logs with their run */
+    PQclear(
+        rw_itest_fleet_q(f,
+                         "UPDATE deployment_runs"
+                         " SET created_at = created_at - interval '100 days',"
+                         "  completed_at = completed_at - interval '100 days'",
+                         0, NULL));
+    {
+        const char *argv[] = {"rollwavectl", "retention", "--batch", "1", NULL};
+        ctl(f, argv, out, 1 << 18);
+    }
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs", 0, NULL),
+        0);
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM target_logs", 0, NULL), 0);
     free(out);
 }
 
