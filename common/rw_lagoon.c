@@ -341,6 +341,65 @@ out:
     return text;
 }
 
+/*
+ * Build logs: deploymentByName per deployment, aliased d<i> and reading
+ * input variable $d<i>. Targets keep project, environment and deployment
+ * name (not Lagoon's numeric id or remoteId), and this is the root field
+ * that takes exactly those; aliases put a chunk's logs into one round
+ * trip.
+ */
+char *rw_lagoon_build_logs_request_json(const rw_lagoon_log_req_t *reqs,
+                                        size_t n)
+{
+    json_t *variables = NULL;
+    char *query = NULL, *text = NULL;
+    size_t qlen = 0;
+    FILE *q = NULL;
+
+    if (!reqs || n == 0 || n > RW_LAGOON_BUILD_LOGS_MAX)
+        return NULL;
+    variables = json_object();
+    if (!variables)
+        goto out;
+    q = open_memstream(&query, &qlen);
+    if (!q)
+        goto out;
+    fputs("query (", q);
+    for (size_t i = 0; i < n; i++) {
+        char var[24]; /* "d" and any size_t */
+
+        if (!reqs[i].project || !reqs[i].environment || !reqs[i].name)
+            goto out;
+        snprintf(var, sizeof(var), "d%zu", i);
+        /* json_pack fails on invalid UTF-8: NULL rather than a name Lagoon
+         * would read differently. */
+        if (json_object_set_new(variables, var,
+                                json_pack("{s:s, s:s, s:s}", "project",
+                                          reqs[i].project, "environment",
+                                          reqs[i].environment, "name",
+                                          reqs[i].name)) != 0)
+            goto out;
+        fprintf(q, "%s$%s: DeploymentByNameInput!", i ? ", " : "", var);
+    }
+    fputs(") {", q);
+    for (size_t i = 0; i < n; i++)
+        fprintf(q, " d%zu: deploymentByName(input: $d%zu) { name buildLog }", i,
+                i);
+    fputs(" }", q);
+    if (fclose(q) != 0) {
+        q = NULL;
+        goto out;
+    }
+    q = NULL;
+    text = dump_request(query, variables);
+out:
+    if (q)
+        fclose(q);
+    free(query);
+    json_decref(variables);
+    return text;
+}
+
 /* ------------------------------------------------------ classification */
 
 /*
@@ -414,6 +473,30 @@ rw_err_t rw_lagoon_classify_transport(CURLcode cc, long bytes_sent)
 }
 
 /* ------------------------------------------------------------- parsing */
+
+bool rw_lagoon_log_is_error(const char *text, size_t len)
+{
+    size_t plen = sizeof(RW_LAGOON_LOG_ERROR_PREFIX) - 1;
+
+    if (!text)
+        return false;
+    /* Lagoon returns exactly this prefix and the storage's reason; a real
+     * log starts with the build's banner, never with it. */
+    while (len > 0 &&
+           (*text == ' ' || *text == '\n' || *text == '\r' || *text == '\t')) {
+        text++;
+        len--;
+    }
+    return len >= plen && memcmp(text, RW_LAGOON_LOG_ERROR_PREFIX, plen) == 0;
+}
+
+void rw_lagoon_build_logs_clear(rw_lagoon_build_log_t *logs, size_t n)
+{
+    for (size_t i = 0; logs && i < n; i++) {
+        free(logs[i].text);
+        memset(&logs[i], 0, sizeof(logs[i]));
+    }
+}
 
 /* First GraphQL error message of root, truncated, or NULL. */
 static const char *first_gql_error(json_t *root, char *buf, size_t len)
@@ -557,6 +640,57 @@ rw_err_t rw_lagoon_parse_bulk_response(long http_status, const char *body,
         goto out;
     }
     memcpy(bulk_id, id, strlen(id) + 1);
+out:
+    json_decref(root);
+    return err;
+}
+
+rw_err_t rw_lagoon_parse_build_logs_response(long http_status, const char *body,
+                                             size_t n,
+                                             rw_lagoon_build_log_t *out,
+                                             char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    json_t *root = NULL, *data;
+    char gql[MAX_GQL_MESSAGE + 1];
+    size_t usable = 0;
+
+    err = load_answer(http_status, body, "deploymentByName", &root, gql, errstr,
+                      errlen);
+    if (err)
+        goto out;
+    data = json_object_get(root, "data");
+    for (size_t i = 0; json_is_object(data) && i < n; i++) {
+        char alias[24];
+        json_t *dep, *log;
+
+        snprintf(alias, sizeof(alias), "d%zu", i);
+        dep = json_object_get(data, alias);
+        if (!json_is_object(dep))
+            continue; /* null: no such deployment, or its part failed */
+        usable++;
+        log = json_object_get(dep, "buildLog");
+        if (!json_is_string(log))
+            continue;
+        out[i].len = json_string_length(log);
+        out[i].text = malloc(out[i].len + 1);
+        if (!out[i].text) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(out[i].text, json_string_value(log), out[i].len + 1);
+        out[i].state = rw_lagoon_log_is_error(out[i].text, out[i].len)
+                           ? RW_LAGOON_LOG_UNAVAILABLE
+                           : RW_LAGOON_LOG_OK;
+    }
+    if (usable == 0 && gql[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_GRAPHQL,
+                         "deploymentByName: %s", gql);
+        goto out;
+    }
+    if (!json_is_object(data))
+        err = rw_err_set(errstr, errlen, RW_ERR_LAGOON_PROTOCOL,
+                         "deploymentByName: response has no data");
 out:
     json_decref(root);
     return err;
@@ -1426,6 +1560,43 @@ out:
     }
     free(body);
     free(projects);
+    return err;
+}
+
+rw_err_t rw_lagoon_build_logs(rw_lagoon_t *lc, const rw_lagoon_log_req_t *reqs,
+                              size_t n, rw_lagoon_build_log_t *out,
+                              char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char *body = NULL;
+    long http_status = 0;
+    int attempts = 0;
+    long long started = now_ms();
+
+    if (errstr && errlen)
+        errstr[0] = '\0';
+    if (!lc || !out) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "build logs need a client and an answer array");
+        goto out;
+    }
+    body = rw_lagoon_build_logs_request_json(reqs, n);
+    if (!body) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "cannot encode build log request (%zu deployments, "
+                         "at most %d; names must be UTF-8)",
+                         n, RW_LAGOON_BUILD_LOGS_MAX);
+        goto out;
+    }
+    err = post(lc, "build_logs", body, &http_status, &attempts, errstr, errlen);
+    if (!err)
+        err = rw_lagoon_parse_build_logs_response(http_status, lc->resp, n, out,
+                                                  errstr, errlen);
+    if (err)
+        scrub(errstr, lc->token);
+    log_call("build_logs", http_status, started, attempts, err, errstr);
+out:
+    free(body);
     return err;
 }
 

@@ -190,6 +190,51 @@ const rw_lagoon_deployment_t *
 rw_lagoon_deployments_find(const rw_lagoon_deployments_t *d,
                            const char *project, const char *environment);
 
+/* Most deployments (one alias each) asked for in one build-log request. */
+#define RW_LAGOON_BUILD_LOGS_MAX 50
+
+/* Lagoon's buildLog when its log storage failed: a string, not an error. */
+#define RW_LAGOON_LOG_ERROR_PREFIX "There was an error loading the logs:"
+
+/* One deployment whose build log is wanted (strings are the caller's). */
+typedef struct rw_lagoon_log_req {
+    const char *project;
+    const char *environment;
+    const char *name; /* lagoon-build-xxxxxx */
+} rw_lagoon_log_req_t;
+
+typedef enum rw_lagoon_log_state {
+    RW_LAGOON_LOG_NONE = 0,    /* no such deployment, or no log yet */
+    RW_LAGOON_LOG_OK,          /* text is the log */
+    RW_LAGOON_LOG_UNAVAILABLE, /* Lagoon could not read it: text says why */
+} rw_lagoon_log_state_t;
+
+typedef struct rw_lagoon_build_log {
+    rw_lagoon_log_state_t state;
+    char *text; /* malloc'd, NUL-terminated; NULL for NONE */
+    size_t len;
+} rw_lagoon_build_log_t;
+
+/*
+ * The buildLog of n (1 .. RW_LAGOON_BUILD_LOGS_MAX) deployments in one
+ * request: deploymentByName(input: {project, environment, name}) aliased
+ * d0, d1, ... with every value in variables. out[i] (n entries, zeroed by
+ * the caller) answers reqs[i]; free the texts with
+ * rw_lagoon_build_logs_clear() whatever the outcome. Errors as for the
+ * other operations; a part of the answer that is null with a GraphQL
+ * error leaves that entry NONE, and only an answer with no usable part at
+ * all is RW_ERR_LAGOON_GRAPHQL. Logs may be large: the whole answer is
+ * bounded by the client's response limit (32 MiB).
+ */
+rw_err_t rw_lagoon_build_logs(rw_lagoon_t *lc, const rw_lagoon_log_req_t *reqs,
+                              size_t n, rw_lagoon_build_log_t *out,
+                              char *errstr, size_t errlen);
+/* Frees the texts of n entries and zeroes them; accepts NULL. */
+void rw_lagoon_build_logs_clear(rw_lagoon_build_log_t *logs, size_t n);
+
+/* Is this buildLog Lagoon's "error loading the logs" string? */
+bool rw_lagoon_log_is_error(const char *text, size_t len);
+
 /*
  * Lagoon statuses, from one table: the basis of rw_target_from_lagoon
  * (rw_state), which is what turns a poll result into a target state.
@@ -222,6 +267,10 @@ char *rw_lagoon_deployments_request_json(const char *bulk_id);
  */
 char *rw_lagoon_find_bulk_request_json(const char *const *projects,
                                        size_t n_projects, int limit);
+
+/* The build-log request for n (1 .. RW_LAGOON_BUILD_LOGS_MAX) deployments. */
+char *rw_lagoon_build_logs_request_json(const rw_lagoon_log_req_t *reqs,
+                                        size_t n);
 
 /*
  * Classify the transport outcome. curl: resolve, connect or TLS handshake
@@ -269,6 +318,12 @@ rw_err_t rw_lagoon_parse_find_bulk_response(
     size_t n_projects, const rw_lagoon_env_t *envs, size_t n_envs,
     const char *bulk_name, char *bulk_id, size_t bulk_id_len, bool *found,
     char *errstr, size_t errlen);
+
+/* The answer to rw_lagoon_build_logs_request_json(.., n) into out[n]. */
+rw_err_t rw_lagoon_parse_build_logs_response(long http_status, const char *body,
+                                             size_t n,
+                                             rw_lagoon_build_log_t *out,
+                                             char *errstr, size_t errlen);
 
 /*
  * "YYYY-MM-DD HH:MM:SS" (UTC) or ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac]"

@@ -27,6 +27,8 @@ void rw_settings_free(rw_settings_t *s)
         &s->lagoon_token_file,
         &s->lagoon_ca_file,
         &s->api_bind,
+        &s->log_fetch,
+        &s->log_redact_patterns,
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         free(*strs[i]);

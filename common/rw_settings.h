@@ -70,6 +70,12 @@ typedef struct rw_settings {
     long long first_poll_delay_ms; /* 0 = first_poll_delay_s */
     long long poll_interval_ms;    /* 0 = poll_interval_s */
     long long poll_max_attempts;
+    /* build logs (poller) */
+    char *log_fetch;
+    long long log_sample_percent;
+    long long log_max_bytes;
+    char *log_redact_patterns;
+    long long log_retry_s;
     /* recovery sweep (producer leader) */
     long long sweep_interval_s;
     long long sweep_poll_stale_s;
@@ -250,6 +256,27 @@ typedef struct rw_settings {
         RW_KEY("ROLLWAVE_POLL_MAX_ATTEMPTS", RW_CFG_INT, poll_max_attempts,    \
                "1440", 1, 1000000, 0,                                          \
                "polls before a chunk's remaining targets time out")
+
+#define RW_KEYS_BUILD_LOGS                                                     \
+    RW_KEY("ROLLWAVE_LOG_FETCH", RW_CFG_STR, log_fetch, "failed", 0, 0, 0,     \
+           "build logs fetched after a poll: failed (targets that ended "      \
+           "failed), all (every terminal target) or none"),                    \
+        RW_KEY("ROLLWAVE_LOG_SAMPLE_PERCENT", RW_CFG_INT, log_sample_percent,  \
+               "100", 0, 100, 0,                                               \
+               "with ROLLWAVE_LOG_FETCH=all, the share of successful "         \
+               "targets whose log is fetched (failed ones always are)"),       \
+        RW_KEY("ROLLWAVE_LOG_MAX_BYTES", RW_CFG_INT, log_max_bytes, "262144",  \
+               1024, 67108864, 0,                                              \
+               "a stored log keeps its last this many bytes, behind a "        \
+               "marker line"),                                                 \
+        RW_KEY("ROLLWAVE_LOG_REDACT_PATTERNS", RW_CFG_SECRET,                  \
+               log_redact_patterns, NULL, 0, 0, 0,                             \
+               "extra POSIX extended regular expressions, one per line, "      \
+               "whose matches are redacted from build logs"),                  \
+        RW_KEY("ROLLWAVE_LOG_RETRY_S", RW_CFG_INT, log_retry_s, "60", 1,       \
+               86400, 0,                                                       \
+               "a log Lagoon could not read is fetched again after this "      \
+               "long (3 attempts in all)")
 
 #define RW_KEYS_SWEEP                                                          \
     RW_KEY("ROLLWAVE_SWEEP_INTERVAL_S", RW_CFG_INT, sweep_interval_s, "10", 1, \

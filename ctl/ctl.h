@@ -43,10 +43,13 @@ int rw_ctl_redeploy(int argc, char **argv, const rw_settings_t *s);
 /* runs: list runs. */
 int rw_ctl_runs(int argc, char **argv, const rw_settings_t *s);
 
-/* run show|wait|pause|resume|abort|retry UUID: dispatches to the two below. */
+/* run show|wait|logs|pause|resume|abort|retry UUID: dispatches to the
+ * three below. */
 int rw_ctl_run(int argc, char **argv, const rw_settings_t *s);
 /* run show|wait UUID (argv[0] is "show" or "wait"). */
 int rw_ctl_run_inspect(int argc, char **argv, const rw_settings_t *s);
+/* run logs UUID [--instance ID] [--failed] [--json] (argv[0] is "logs"). */
+int rw_ctl_run_logs(int argc, char **argv, const rw_settings_t *s);
 /* run pause|resume|abort|retry UUID (argv[0] is the verb). */
 int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s);
 
@@ -100,6 +103,9 @@ void rw_ctl_print_table(const PGresult *res, const rw_ctl_col_t *cols,
  */
 int rw_ctl_parse_ll(const char *cmd, const char *opt, const char *val,
                     long long min, long long max, long long *out);
+
+/* Whether s is a UUID: 8-4-4-4-12 hexadecimal digits. */
+bool rw_ctl_is_uuid(const char *s);
 
 /*
  * Show a run's progress (targets by state, chunks) in place on a terminal,

@@ -1,7 +1,9 @@
 /*
  * ctl_args: argument helpers shared by the subcommands.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "ctl.h"
@@ -29,4 +31,20 @@ int rw_ctl_parse_ll(const char *cmd, const char *opt, const char *val,
     }
     *out = v;
     return 0;
+}
+
+/* 8-4-4-4-12 hexadecimal digits. */
+bool rw_ctl_is_uuid(const char *s)
+{
+    if (strlen(s) != 36)
+        return false;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
 }

@@ -2,7 +2,9 @@
  * ctl_instance: "rollwavectl instance history ID": every run an instance
  * took part in, newest first and paged with --skip / --take: the run, its
  * status and source, the instance's target state, attempt, bulk id,
- * deployment, Lagoon status and error or skip reason, as text or JSON.
+ * deployment, Lagoon status, whether a build log is stored for that
+ * deployment (yes, unavailable, or none: "-"; `run logs` prints it) and
+ * error or skip reason, as text or JSON.
  *
  * Two queries: the instance (with its number of runs) by primary key, and
  * the page of its targets by run_targets_instance_idx. It changes nothing.
@@ -43,6 +45,9 @@ static const char SQL_HISTORY[] =
     "  t.chunk::bigint AS chunk, t.bulk_id, t.deployment_name,"
     "  t.lagoon_status, t.error, t.skip_reason,"
     "  COALESCE(t.error, t.skip_reason) AS note,"
+    "  (SELECT CASE l.state WHEN 'stored' THEN 'yes' ELSE l.state END"
+    "     FROM target_logs l WHERE l.target_id = t.id"
+    "       AND l.deployment_name = t.deployment_name) AS log,"
     "  to_char(t.created_at AT TIME ZONE 'UTC', " ISO ") AS created_at,"
     "  to_char(t.finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
     " FROM run_targets t JOIN deployment_runs r ON r.id = t.run_id"
@@ -87,6 +92,7 @@ static void print_text(const PGresult *inst, const PGresult *hist,
         {"bulk_id", "BULK ID", false},
         {"deployment_name", "DEPLOYMENT", false},
         {"lagoon_status", "LAGOON", false},
+        {"log", "LOG", false},
         {"created_at", "CREATED", false},
         {"finished_at", "FINISHED", false},
         {"note", "ERROR / SKIP REASON", false},

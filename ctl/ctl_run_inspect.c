@@ -11,7 +11,6 @@
  * repeatable-read transaction so the sections agree with each other. It
  * changes nothing: pausing, aborting and retrying are ctl_run_control.
  */
-#include <ctype.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,22 +101,6 @@ static const char SQL_TARGETS[] =
     " FROM run_targets t JOIN app_instances i ON i.id = t.instance_id"
     " WHERE t.run_id = $1::bigint AND t.state = ANY ($2::text[])"
     " ORDER BY t.chunk, t.instance_id";
-
-/* 8-4-4-4-12 hexadecimal digits. */
-static bool is_uuid(const char *s)
-{
-    if (strlen(s) != 36)
-        return false;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-')
-                return false;
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 /* Everything "run show" prints, one result per section. */
 typedef struct run_view {
@@ -377,7 +360,7 @@ int rw_ctl_run_inspect(int argc, char **argv, const rw_settings_t *s)
         rw_ctl_errorf(cmd, "a run UUID is required");
         return RW_CTL_EXIT_USAGE;
     }
-    if (!is_uuid(uuid)) {
+    if (!rw_ctl_is_uuid(uuid)) {
         rw_ctl_errorf(cmd,
                       "'%s' is not a run UUID "
                       "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",

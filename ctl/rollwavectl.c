@@ -97,6 +97,7 @@ static const ctl_cmd_t cmds[] = {
      "list runs, newest first"},
     {"run", rw_ctl_run, NEED_PG | NEED_KAFKA | NEED_REDIS | NEED_SCHEDULE,
      "(show UUID [--json] | wait UUID | "
+     "logs UUID [--instance ID] [--failed] [--json] | "
      "pause|resume|abort|retry|promote UUID)",
      "inspect or control one run"},
     {"instance", rw_ctl_instance, NEED_PG,

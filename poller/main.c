@@ -37,6 +37,7 @@ typedef struct poller {
     held_t held[MAX_HELD];
     size_t n_held;
     long long last_sweep;
+    rw_poller_logs_t *logs;
 } poller_t;
 
 static const rw_cfg_key_t keys[] = {
@@ -48,6 +49,7 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_LAGOON,
     RW_KEYS_LOCK,
     RW_KEYS_POLL,
+    RW_KEYS_BUILD_LOGS,
 };
 
 static held_t *held_for(poller_t *p, const rw_kafka_msg_t *msg)
@@ -74,8 +76,9 @@ static long long due_horizon_ms(const rw_settings_t *s)
 }
 
 /* Decode and, when due, handle. *due_ms is set when it is not due yet. */
-static rw_msg_outcome_t process(rw_service_t *svc, rw_kafka_msg_t *msg,
-                                long long *due_ms, char *reason, size_t len)
+static rw_msg_outcome_t process(rw_service_t *svc, poller_t *p,
+                                rw_kafka_msg_t *msg, long long *due_ms,
+                                char *reason, size_t len)
 {
     rw_poll_msg_t m;
     size_t plen = 0;
@@ -104,7 +107,7 @@ static rw_msg_outcome_t process(rw_service_t *svc, rw_kafka_msg_t *msg,
         rw_codec_poll_free(&m);
         return RW_MSG_KEEP;
     }
-    outcome = rw_poller_poll(svc, &m, reason, len);
+    outcome = rw_poller_poll(svc, p->logs, &m, reason, len);
     rw_codec_poll_free(&m);
     return outcome;
 }
@@ -144,7 +147,7 @@ static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg, void *ud,
         rw_kafka_msg_destroy(msg);
         return RW_MSG_KEEP;
     }
-    outcome = process(svc, msg, &due_ms, reason, len);
+    outcome = process(svc, p, msg, &due_ms, reason, len);
     if (outcome == RW_MSG_KEEP)
         hold(svc, p, msg, due_ms);
     return outcome;
@@ -177,7 +180,7 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             p->held[i] = p->held[--p->n_held];
             continue;
         }
-        outcome = process(svc, h->msg, &due_ms, reason, sizeof(reason));
+        outcome = process(svc, p, h->msg, &due_ms, reason, sizeof(reason));
         if (outcome == RW_MSG_RETRY) {
             h->due_ms =
                 now + 200LL * (1LL << (h->retries < 6 ? h->retries : 6));
@@ -212,6 +215,7 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             rw_warn("poller", "event=finalize_sweep_failed detail=\"%s\"",
                     errstr);
     }
+    rw_poller_logs_retry(p->logs, svc);
 }
 
 int main(int argc, char **argv)
@@ -234,6 +238,15 @@ int main(int argc, char **argv)
         rw_settings_free(&s);
         return 1;
     }
+    /* a bad ROLLWAVE_LOG_* setting or redaction pattern refuses to start */
+    err = rw_poller_logs_new(&s, &p->logs, errstr, sizeof(errstr));
+    if (err) {
+        rw_error("poller", "event=start_failed err=%s detail=\"%s\"",
+                 rw_err_name(err), errstr);
+        free(p);
+        rw_settings_free(&s);
+        return 1;
+    }
     err = rw_service_open(&svc, "poller", &s,
                           RW_SVC_PG | RW_SVC_REDIS | RW_SVC_LAGOON |
                               RW_SVC_PRODUCER | RW_SVC_CONSUMER,
@@ -241,6 +254,7 @@ int main(int argc, char **argv)
     if (err) {
         rw_error("poller", "event=start_failed err=%s detail=\"%s\"",
                  rw_err_name(err), errstr);
+        rw_poller_logs_destroy(p->logs);
         free(p);
         rw_settings_free(&s);
         return 1;
@@ -250,6 +264,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < p->n_held; i++)
         rw_kafka_msg_destroy(p->held[i].msg);
     rw_service_close(&svc);
+    rw_poller_logs_destroy(p->logs);
     free(p);
     rw_settings_free(&s);
     return err ? 1 : 0;

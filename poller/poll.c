@@ -17,7 +17,8 @@
  *      or one poll further) and the next poll event queued in the outbox,
  *      so a crash in between loses nothing;
  *   5. after the commit: release or renew the locks, publish the next
- *      event or, for a done chunk, finalize the run.
+ *      event or, for a done chunk, finalize the run; then, best effort,
+ *      fetch and store the build logs of targets that ended (logs.c).
  */
 #include "poll.h"
 
@@ -612,8 +613,9 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
 }
 
 /* The steps of the file's head comment, in order. */
-rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
-                                char *reason, size_t len)
+rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, rw_poller_logs_t *logs,
+                                const rw_poll_msg_t *m, char *reason,
+                                size_t len)
 {
     rw_err_t err = RW_OK;
     poll_t p;
@@ -641,6 +643,7 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
     if (err || p.stop)
         goto out;
     after_commit(svc, &p);
+    rw_poller_logs_after_poll(logs, svc, p.run_id, m->run, p.u, p.n, p.tg);
 out:
     if (err)
         outcome = fail(svc, err, errstr, reason, len);

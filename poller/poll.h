@@ -7,10 +7,13 @@
 #ifndef RW_POLLER_POLL_H
 #define RW_POLLER_POLL_H
 
+#include "logs.h"
 #include "rw_codec.h"
 #include "rw_service.h"
 
-rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, const rw_poll_msg_t *m,
-                                char *reason, size_t len);
+/* logs (may be NULL): build logs fetched after the poll's commit. */
+rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, rw_poller_logs_t *logs,
+                                const rw_poll_msg_t *m, char *reason,
+                                size_t len);
 
 #endif

@@ -377,7 +377,8 @@ static int fresh(void **state)
                "\"fault_http500_executed\":0,\"fault_garbled_executed\":0,"
                "\"overload_knee\":0,\"overload_ms_per_build\":10,"
                "\"overload_max_ms\":30000,\"health_fail\":[],"
-               "\"health_fail_percent\":0}");
+               "\"health_fail_percent\":0,\"log_bytes\":0,"
+               "\"log_error_percent\":0}");
     r = http("/sim/reset", NULL, "");
     assert_int_equal(r.status, 200);
     free(r.body);
@@ -1236,6 +1237,115 @@ static void test_reject(void **state)
     free(bulk);
 }
 
+#define LOG_QUERY                                                              \
+    "query ($d0: DeploymentByNameInput!, $d1: DeploymentByNameInput!) { "      \
+    "d0: deploymentByName(input: $d0) { name buildLog } "                      \
+    "d1: deploymentByName(input: $d1) { name buildLog } }"
+
+/* The buildLog of the deployment name of project/env, or NULL (a new
+ * string); d1 asks for a deployment that does not exist. */
+static char *build_log_of(const char *project, const char *env,
+                          const char *name)
+{
+    json_t *vars =
+        json_pack("{s:{s:s,s:s,s:s},s:{s:s,s:s,s:s}}", "d0", "project", project,
+                  "environment", env, "name", name, "d1", "project", project,
+                  "environment", env, "name", "lagoon-build-nosuch");
+    long status = 0;
+    json_t *j = gql(LOG_QUERY, vars, &status), *data, *log;
+    char *out;
+
+    assert_int_equal(status, 200);
+    data = json_object_get(j, "data");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(data, "d0"), "name")),
+        name);
+    /* no such deployment: null, as Lagoon answers */
+    assert_true(json_is_null(json_object_get(data, "d1")));
+    log = json_object_get(json_object_get(data, "d0"), "buildLog");
+    out = json_is_string(log) ? strdup(json_string_value(log)) : NULL;
+    json_decref(j);
+    return out;
+}
+
+static void test_build_log(void **state)
+{
+    const char *const pairs[] = {"lg-proj", "ok", "lg-proj", "bad", NULL};
+    const char *mutation = "mutation ($input: BulkDeploymentLatestInput!) { "
+                           "bulkDeployEnvironmentLatest(input: $input) }";
+    json_t *vars, *j, *rows, *row, *s;
+    char *bulk, *log, name_ok[32], name_bad[32];
+    size_t i;
+    long status = 0;
+
+    (void)state;
+    set_config("{\"fail\":[\"lg-proj/bad\"],\"rows_delay_ms\":50,"
+               "\"phase_ms\":0,\"build_min_ms\":50,\"build_max_ms\":50,"
+               "\"log_secret\":\"sim-test-bearer-5Rk2Wq8Zp\","
+               "\"log_bytes\":0,\"log_error_percent\":0}");
+    /* a bulk with a build variable: the log prints its value */
+    vars = json_pack("{s:{s:s,s:o,s:[{s:s,s:s}]}}", "input", "name",
+                     "rollwave log c0 a1", "environments", envs_of(pairs),
+                     "buildVariables", "name", "API_SECRET", "value",
+                     "var-value-9Hs3Lm1Qx");
+    j = gql(mutation, vars, &status);
+    assert_int_equal(status, 200);
+    bulk = strdup(json_string_value(json_object_get(
+        json_object_get(j, "data"), "bulkDeployEnvironmentLatest")));
+    json_decref(j);
+    rows = wait_terminal(bulk, 2);
+    json_array_foreach(rows, i, row)
+    {
+        const char *n = json_string_value(json_object_get(row, "name"));
+        snprintf(strcmp(row_env(row), "ok") == 0 ? name_ok : name_bad, 32, "%s",
+                 n);
+    }
+    json_decref(rows);
+
+    /* the log: its build's name, the planted secrets, how it ended */
+    log = build_log_of("lg-proj", "bad", name_bad);
+    assert_non_null(log);
+    assert_non_null(strstr(log, name_bad));
+    assert_non_null(strstr(log, "API_SECRET=var-value-9Hs3Lm1Qx\n"));
+    assert_non_null(
+        strstr(log, "Authorization: Bearer sim-test-bearer-5Rk2Wq8Zp'"));
+    assert_non_null(strstr(log, "-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+    assert_non_null(strstr(log, "-----END OPENSSH PRIVATE KEY-----\n"));
+    assert_non_null(strstr(log, "\nBuild failed\n"));
+    assert_true(strlen(log) < 16384);
+    free(log);
+    log = build_log_of("lg-proj", "ok", name_ok);
+    assert_non_null(strstr(log, "Build and Deploy complete\n"));
+    free(log);
+
+    /* --log-bytes pads before the last lines, to at least that size */
+    set_config("{\"log_bytes\":3000000}");
+    log = build_log_of("lg-proj", "bad", name_bad);
+    assert_true(strlen(log) >= 3000000);
+    assert_true(strlen(log) < 3000000 + 4096);
+    assert_non_null(strstr(log + strlen(log) - 512, "\nBuild failed\n"));
+    free(log);
+
+    /* every answer the storage error, then none */
+    set_config("{\"log_bytes\":0,\"log_error_percent\":100}");
+    for (int k = 0; k < 5; k++) {
+        log = build_log_of("lg-proj", "bad", name_bad);
+        assert_string_equal(log, "There was an error loading the logs: "
+                                 "NoSuchKey: The specified key does not "
+                                 "exist.");
+        free(log);
+    }
+    s = stats();
+    assert_int_equal(stat_int(s, "log_errors"), 5);
+    assert_int_equal(stat_int(s, "logs_served"), 2 + 1 + 5);
+    json_decref(s);
+    set_config("{\"log_error_percent\":0}");
+    log = build_log_of("lg-proj", "bad", name_bad);
+    assert_non_null(strstr(log, "\nBuild failed\n"));
+    free(log);
+    free(bulk);
+}
+
 #define ROUTE_QUERY                                                            \
     "query ($bulkId: String!) { deploymentsByBulkId(bulkId: $bulkId) { id "    \
     "environment { name route project { name } } } }"
@@ -1952,6 +2062,7 @@ int main(void)
         cmocka_unit_test_setup(test_faults, fresh),
         cmocka_unit_test_setup(test_faults_after_execute, fresh),
         cmocka_unit_test_setup(test_reject, fresh),
+        cmocka_unit_test_setup(test_build_log, fresh),
         cmocka_unit_test_setup(test_routes_and_health, fresh),
         cmocka_unit_test_setup(test_health_fail_percent, fresh),
         cmocka_unit_test_setup(test_concurrency_cap, fresh),

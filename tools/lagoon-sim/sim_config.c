@@ -114,6 +114,16 @@ static const opt_t opts[] = {
     OPT("health-fail-percent", OPT_INT, health_fail_percent, "0", 0, 100, true,
         "share of environments, in percent, whose route answers 503 (a hash "
         "of seed and project/environment, so the same ones every time)"),
+    OPT("log-error-percent", OPT_INT, log_error_percent, "0", 0, 100, true,
+        "share of buildLog answers, in percent, that are Lagoon's \"There "
+        "was an error loading the logs: ...\" string instead of the log"),
+    OPT("log-bytes", OPT_INT, log_bytes, "0", 0, 67108864, true,
+        "pad every finished build's log to at least this many bytes "
+        "(0 = a few KiB, no padding)"),
+    OPT("log-secret", OPT_STR, log_secret, "rwsim-bearer-7Qe2Lx9Vt4Nc8Kp1", 0,
+        0, true,
+        "bearer token the build logs print in an Authorization header (a "
+        "planted secret for redaction tests)"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -492,6 +502,14 @@ static rw_err_t set_json(rw_sim_config_t *cfg, const opt_t *o, const char *key,
         }
         return RW_OK;
     }
+    case OPT_STR:
+        /* the whole config is swapped under the model's lock, so a string
+         * read by a request in flight is never freed under it */
+        if (!json_is_string(v))
+            return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                              "%s: expected a string", key);
+        return set_text(cfg, o, key, json_string_value(v), false, errstr,
+                        errlen);
     default:
         return rw_err_set(errstr, errlen, RW_ERR_CONFIG,
                           "%s cannot be changed at run time", key);

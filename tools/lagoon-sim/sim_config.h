@@ -55,6 +55,9 @@ typedef struct rw_sim_config {
     long long overload_max_ms;
     rw_sim_list_t health_fail;
     long long health_fail_percent;
+    long long log_error_percent;
+    long long log_bytes;
+    char *log_secret;
 } rw_sim_config_t;
 
 /*

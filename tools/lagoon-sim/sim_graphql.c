@@ -1,7 +1,8 @@
 /*
- * sim_graphql: a small GraphQL parser, validator and executor for the three
+ * sim_graphql: a small GraphQL parser, validator and executor for the four
  * Lagoon root fields the simulator serves (bulkDeployEnvironmentLatest,
- * deploymentsByBulkId, projectByName). Error messages follow graphql-js so
+ * deploymentsByBulkId, projectByName,
+ * deploymentByName with buildLog). Error messages follow graphql-js so
  * that a client tested here reads the same texts from the real Lagoon API.
  * Everything a request allocates lives in one arena freed with it. No HTTP,
  * no authentication, no faults; fragments and directives are refused.
@@ -773,6 +774,12 @@ static const field_def_t project_input_fields[] = {
     {"name", "String", NULL},
     {NULL, NULL, NULL},
 };
+static const field_def_t by_name_input_fields[] = {
+    {"project", "String", NULL},
+    {"environment", "String", NULL},
+    {"name", "String", NULL},
+    {NULL, NULL, NULL},
+};
 static const field_def_t kv_input_fields[] = {
     {"name", "String", NULL},
     {"value", "String", NULL},
@@ -789,7 +796,8 @@ enum {
     DF_BULK_ID,
     DF_BULK_NAME,
     DF_ENVIRONMENT,
-    DF_PRIORITY
+    DF_PRIORITY,
+    DF_BUILD_LOG
 };
 enum { EF_NAME, EF_PROJECT, EF_DEPLOYMENTS, EF_ROUTE };
 enum { PF_NAME, PF_ENVIRONMENTS };
@@ -817,6 +825,7 @@ static const field_def_t deployment_fields[] = {
     {"bulkName", "String", NULL},
     {"environment", "Environment", NULL},
     {"priority", "Int", NULL},
+    {"buildLog", "String", NULL},
     {NULL, NULL, NULL},
 };
 static const field_def_t environment_fields[] = {
@@ -843,6 +852,7 @@ static const type_def_t types[] = {
     {"EnvironmentInput", true, env_input_fields},
     {"ProjectInput", true, project_input_fields},
     {"EnvKeyValueInput", true, kv_input_fields},
+    {"DeploymentByNameInput", true, by_name_input_fields},
     {"Deployment", false, deployment_fields},
     {"Environment", false, environment_fields},
     {"Project", false, project_fields},
@@ -857,6 +867,13 @@ static const type_def_t types[] = {
 #define PROJECT_FIELD "projectByName"
 #define PROJECT_ARG   "name"
 #define PROJECT_TYPE  "String!"
+#define BY_NAME_FIELD "deploymentByName"
+#define BY_NAME_ARG   "input"
+#define BY_NAME_TYPE  "DeploymentByNameInput"
+
+/* Where a selection sits: what validate_sel may allow below it. */
+#define SEL_LISTS 1 /* Project.environments, Environment.deployments */
+#define SEL_LOG   2 /* Deployment.buildLog */
 
 static const type_def_t *find_type(const char *name, size_t n)
 {
@@ -960,14 +977,16 @@ static void validate_args(rw_sim_gql_t *q, const type_def_t *type,
 }
 
 /*
- * lists: whether Project.environments and Environment.deployments may be
- * selected here. The sim serves them on the path projectByName ->
- * environments -> deployments only (what the find-bulk query reads), not
- * below deploymentsByBulkId or deeper down, which would need nested
- * snapshots for no user.
+ * where (SEL_* bits): whether Project.environments and
+ * Environment.deployments may be selected here, and Deployment.buildLog.
+ * The sim serves the lists on the path projectByName -> environments ->
+ * deployments only (what the find-bulk query reads), not below
+ * deploymentsByBulkId or deeper down, which would need nested snapshots
+ * for no user; and buildLog only on deploymentByName (what the poller
+ * reads), so that a list of rows never renders megabytes of logs.
  */
 static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
-                         const gql_field_t *sel, bool lists)
+                         const gql_field_t *sel, int where)
 {
     for (const gql_field_t *f = sel; f; f = f->next) {
         const field_def_t *fd;
@@ -995,11 +1014,16 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
         is_list =
             (type->fields == project_fields && f->kind == PF_ENVIRONMENTS) ||
             (type->fields == environment_fields && f->kind == EF_DEPLOYMENTS);
-        if (is_list && !lists)
+        if (is_list && !(where & SEL_LISTS))
             add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
                       "lagoon-sim serves \"%s.%s\" only under "
                       "projectByName { environments { deployments } }.",
                       type->name, f->name);
+        if (type->fields == deployment_fields && f->kind == DF_BUILD_LOG &&
+            !(where & SEL_LOG))
+            add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
+                      "lagoon-sim serves \"Deployment.buildLog\" only under "
+                      "deploymentByName.");
         validate_args(q, type, fd, f);
         bn = base_name(fd->type, &n);
         ft = find_type(bn, n);
@@ -1014,7 +1038,8 @@ static void validate_sel(rw_sim_gql_t *q, const type_def_t *type,
                       "\"%s\" has no subfields.",
                       f->name, fd->type);
         else if (ft && ft->fields)
-            validate_sel(q, ft, f->sel, lists && is_list);
+            validate_sel(q, ft, f->sel,
+                         (where & SEL_LISTS) && is_list ? SEL_LISTS : 0);
     }
 }
 
@@ -1054,11 +1079,7 @@ static void validate_root_arg(rw_sim_gql_t *q, const char *root,
         bn = base_name(v->type, &n);
         if (!find_type(bn, n))
             continue; /* reported once, at its definition */
-        if (strcmp(v->type, arg_type) == 0)
-            continue;
-        /* A nullable variable with a default may fill a non-null slot. */
-        if (v->has_default && strlen(v->type) + 1 == strlen(arg_type) &&
-            strncmp(v->type, arg_type, strlen(v->type)) == 0)
+        if (var_fits(v, arg_type))
             continue;
         add_error(q, v->line, v->col, "GRAPHQL_VALIDATION_FAILED",
                   "Variable \"$%s\" of type \"%s\" used in position "
@@ -1127,7 +1148,7 @@ static void validate_op(rw_sim_gql_t *q)
                           "}\"?",
                           f->name, f->name);
             else
-                validate_sel(q, &deployment_list, f->sel, false);
+                validate_sel(q, &deployment_list, f->sel, 0);
         } else if (op->kind == OP_QUERY &&
                    strcmp(f->name, PROJECT_FIELD) == 0) {
             validate_root_arg(q, root, f, PROJECT_ARG, PROJECT_TYPE);
@@ -1138,7 +1159,18 @@ static void validate_op(rw_sim_gql_t *q)
                           "}\"?",
                           f->name, f->name);
             else
-                validate_sel(q, &project_type, f->sel, true);
+                validate_sel(q, &project_type, f->sel, SEL_LISTS);
+        } else if (op->kind == OP_QUERY &&
+                   strcmp(f->name, BY_NAME_FIELD) == 0) {
+            validate_root_arg(q, root, f, BY_NAME_ARG, BY_NAME_TYPE);
+            if (!f->has_sel)
+                add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
+                          "Field \"%s\" of type \"Deployment\" must have a "
+                          "selection of subfields. Did you mean \"%s { ... "
+                          "}\"?",
+                          f->name, f->name);
+            else
+                validate_sel(q, &deployment_list, f->sel, SEL_LOG);
         } else {
             add_error(q, f->line, f->col, "GRAPHQL_VALIDATION_FAILED",
                       "Cannot query field \"%s\" on type \"%s\".", f->name,
@@ -1498,6 +1530,9 @@ static bool exec_bulk(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
     json_t **list;
     size_t n, i;
     rw_sim_target_t *targets;
+    json_t *jvars = json_object_get(input, "buildVariables");
+    rw_sim_var_t *vars = NULL;
+    size_t n_vars = json_is_array(jvars) ? json_array_size(jvars) : 0;
     char bulk_id[RW_SIM_UUID_LEN + 1], errstr[256];
 
     if (json_is_array(envs)) {
@@ -1540,8 +1575,21 @@ static bool exec_bulk(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
             return false;
         }
     }
-    if (rw_sim_bulk_deploy(sim, jstr(input, "name"), targets, n, bulk_id,
-                           errstr, sizeof(errstr)) != RW_OK) {
+    /* Kept for the build logs, which print them as real builds do. */
+    if (n_vars) {
+        vars = arena_alloc(&q->arena, n_vars * sizeof(*vars));
+        if (!vars) {
+            add_error(q, f->line, f->col, "INTERNAL_SERVER_ERROR",
+                      "Out of memory.");
+            return false;
+        }
+        for (i = 0; i < n_vars; i++) {
+            vars[i].name = jstr(json_array_get(jvars, i), "name");
+            vars[i].value = jstr(json_array_get(jvars, i), "value");
+        }
+    }
+    if (rw_sim_bulk_deploy(sim, jstr(input, "name"), targets, n, vars, n_vars,
+                           bulk_id, errstr, sizeof(errstr)) != RW_OK) {
         add_error(q, f->line, f->col, "INTERNAL_SERVER_ERROR", "%s", errstr);
         return false;
     }
@@ -1553,6 +1601,8 @@ typedef struct row_ctx {
     rw_sim_buf_t *out;
     const gql_field_t *sel;
     size_t n;
+    const char *log; /* buildLog of the row; NULL = null */
+    size_t log_len;
 } row_ctx_t;
 
 static void key(rw_sim_buf_t *b, const gql_field_t *f, bool *first)
@@ -1686,6 +1736,12 @@ static void render_row(const rw_sim_row_t *r, void *ud)
             /* Bulks from rollwave never set a priority. */
             rw_sim_buf_puts(b, "null");
             break;
+        case DF_BUILD_LOG:
+            if (rc->log)
+                rw_sim_buf_json_str(b, rc->log, rc->log_len);
+            else
+                rw_sim_buf_puts(b, "null");
+            break;
         default:
             rw_sim_buf_puts(b, "\"Deployment\"");
         }
@@ -1696,7 +1752,7 @@ static void render_row(const rw_sim_row_t *r, void *ud)
 static void exec_rows(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
                       rw_sim_buf_t *data)
 {
-    row_ctx_t rc = {data, f->sel, 0};
+    row_ctx_t rc = {data, f->sel, 0, NULL, 0};
 
     const char *bulk_id = json_string_value(root_arg(q, f));
 
@@ -1731,7 +1787,7 @@ static void render_snap_deployments(const rw_sim_gql_t *q, rw_sim_buf_t *b,
     const json_t *jlimit = arg_value(q, f, "limit");
     const char *only = json_string_value(arg_value(q, f, "name"));
     long long limit = json_is_integer(jlimit) ? json_integer_value(jlimit) : 0;
-    row_ctx_t rc = {b, f->sel, 0};
+    row_ctx_t rc = {b, f->sel, 0, NULL, 0};
 
     rw_sim_buf_puts(b, "[");
     for (size_t i = 0; i < env->n_rows; i++) {
@@ -1795,6 +1851,35 @@ static void render_snap_project(const rw_sim_gql_t *q, rw_sim_buf_t *b,
         }
     }
     rw_sim_buf_puts(b, "}");
+}
+
+static void render_named(const rw_sim_row_t *row, const char *log, size_t len,
+                         void *ud)
+{
+    row_ctx_t *rc = ud;
+
+    rc->log = log;
+    rc->log_len = len;
+    render_row(row, rc);
+}
+
+/* Resolver of deploymentByName: null for a deployment the sim does not
+ * have (Lagoon's answer too), or when the input names none. */
+static void exec_by_name(rw_sim_gql_t *q, rw_sim_t *sim, const gql_field_t *f,
+                         rw_sim_buf_t *data)
+{
+    json_t *input = root_arg(q, f);
+    json_t *project = json_object_get(input, "project");
+    json_t *env = json_object_get(input, "environment");
+    const char *name = jstr(input, "name");
+    row_ctx_t rc = {data, f->sel, 0, NULL, 0};
+
+    if (!json_is_string(project) || !json_is_string(env) || !name ||
+        !rw_sim_deployment_by_name(
+            sim, json_string_value(project), json_string_length(project),
+            json_string_value(env), json_string_length(env), name, render_named,
+            &rc))
+        rw_sim_buf_puts(data, "null");
 }
 
 /* Resolver of projectByName: null for a project no bulk ever named. */
@@ -1864,7 +1949,9 @@ int rw_sim_gql_execute(rw_sim_gql_t *q, rw_sim_t *sim, rw_sim_buf_t *out)
         } else if (strcmp(f->name, PROJECT_FIELD) == 0) {
             if (!exec_project(q, sim, f, &data))
                 break;
-        } else
+        } else if (strcmp(f->name, BY_NAME_FIELD) == 0)
+            exec_by_name(q, sim, f, &data);
+        else
             exec_rows(q, sim, f, &data);
     }
     rw_sim_buf_puts(&data, "}}");

@@ -72,6 +72,10 @@ typedef struct proj {
 typedef struct bulk {
     char id[RW_SIM_UUID_LEN + 1];
     char *name;
+    /* buildVariables of the mutation, for the build logs: names and
+     * values in one allocation (vars[i] point into it) */
+    rw_sim_var_t *vars;
+    uint32_t n_vars;
     uint32_t first; /* first index into deps */
     uint32_t n;     /* deployments (rejected environments have none) */
 } bulk_t;
@@ -146,6 +150,7 @@ struct rw_sim {
     size_t envs_per_call_len;
     long long overload_delayed;
     long long health_requests, health_failures;
+    long long logs_served, log_errors;
     long long lat_count, lat_sum_us, lat_max_us;
     long long lat_buckets[LAT_BUCKETS];
     int64_t timeline_start;     /* wall ms of the first trigger; 0 = none */
@@ -554,8 +559,10 @@ static void clear_data(rw_sim_t *sim)
 {
     for (size_t i = 0; i < sim->n_envs; i++)
         free(sim->envs[i].key);
-    for (size_t i = 0; i < sim->n_bulks; i++)
+    for (size_t i = 0; i < sim->n_bulks; i++) {
         free(sim->bulks[i].name);
+        free(sim->bulks[i].vars);
+    }
     free(sim->deps);
     free(sim->envs);
     free(sim->bulks);
@@ -594,6 +601,7 @@ static void clear_data(rw_sim_t *sim)
     sim->bulk_calls = sim->deploy_requests = sim->envs_triggered = 0;
     sim->max_envs = sim->duplicate_triggers = sim->graphql_requests = 0;
     sim->health_requests = sim->health_failures = 0;
+    sim->logs_served = sim->log_errors = 0;
     memset(sim->faults, 0, sizeof(sim->faults));
 }
 
@@ -849,8 +857,35 @@ static bool count_envs_per_call(rw_sim_t *sim, size_t n)
     return true;
 }
 
+static char *pool_copy(char **pool, const char *s, size_t n);
+
+/* One block: the array, then each name and value NUL-terminated. */
+static rw_sim_var_t *copy_vars(const rw_sim_var_t *vars, size_t n)
+{
+    size_t bytes = n * sizeof(*vars);
+    rw_sim_var_t *out;
+    char *pool;
+
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(vars[i].name ? vars[i].name : "") + 1 +
+                 strlen(vars[i].value ? vars[i].value : "") + 1;
+    out = malloc(bytes);
+    if (!out)
+        return NULL;
+    pool = (char *)(out + n);
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = vars[i].name ? vars[i].name : "";
+        const char *v = vars[i].value ? vars[i].value : "";
+
+        out[i].name = pool_copy(&pool, nm, strlen(nm));
+        out[i].value = pool_copy(&pool, v, strlen(v));
+    }
+    return out;
+}
+
 rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
                             const rw_sim_target_t *targets, size_t n,
+                            const rw_sim_var_t *vars, size_t n_vars,
                             char *bulk_id, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
@@ -902,8 +937,17 @@ rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
         if (!b->name)
             goto nomem;
     }
+    if (n_vars) {
+        b->vars = copy_vars(vars, n_vars);
+        if (!b->vars) {
+            free(b->name);
+            goto nomem;
+        }
+        b->n_vars = (uint32_t)n_vars;
+    }
     if (!imap_insert(&sim->bulk_map, bulk_hash(b->id), bidx)) {
         free(b->name);
+        free(b->vars);
         goto nomem;
     }
     sim->n_bulks++;
@@ -1037,6 +1081,74 @@ size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
 out:
     pthread_mutex_unlock(&sim->mu);
     return shown;
+}
+
+/* ---- build logs --------------------------------------------------------- */
+
+bool rw_sim_deployment_by_name(rw_sim_t *sim, const char *project,
+                               size_t project_len, const char *environment,
+                               size_t environment_len, const char *name,
+                               rw_sim_log_fn fn, void *ud)
+{
+    int64_t now = rw_sim_now_ms();
+    env_key_t k = {project, environment, project_len, environment_len};
+    bool found = false;
+    long eidx;
+    char build[24];
+
+    pthread_mutex_lock(&sim->mu);
+    advance(sim, now);
+    eidx = imap_find(sim, &sim->env_map, env_hash(&k), env_eq, &k);
+    if (eidx < 0 || strncmp(name, "lagoon-build-", 13) != 0 ||
+        strlen(name) != 19)
+        goto out;
+    for (uint32_t d1 = sim->envs[eidx].last_dep1; d1;
+         d1 = sim->deps[d1 - 1].prev1) {
+        const dep_t *d = &sim->deps[d1 - 1];
+        const bulk_t *b = &sim->bulks[d->bulk];
+        rw_sim_row_t row;
+        rw_sim_buf_t log;
+        rw_sim_log_in_t in;
+
+        if (now < d->t_appear || memcmp(d->name, name + 13, 6) != 0)
+            continue;
+        found = true;
+        fill_row(sim, d1 - 1, now, &row, build);
+        if (d->state != DEP_RUNNING && d->state != DEP_DONE) {
+            fn(&row, NULL, 0, ud);
+            break;
+        }
+        rw_sim_buf_init(&log);
+        if (sim->cfg.log_error_percent > 0 &&
+            (long long)(rng_next(sim) % 100) < sim->cfg.log_error_percent) {
+            /* What Lagoon answers when its object storage fails. */
+            rw_sim_buf_puts(&log, RW_SIM_LOG_ERROR_PREFIX
+                            "NoSuchKey: The specified key does not exist.");
+            sim->log_errors++;
+        } else {
+            in.project = row.project;
+            in.project_len = row.project_len;
+            in.environment = row.environment;
+            in.environment_len = row.environment_len;
+            in.build_name = row.name;
+            in.status = row.status;
+            in.vars = b->vars;
+            in.n_vars = b->n_vars;
+            in.bearer = sim->cfg.log_secret;
+            in.pad_bytes = sim->cfg.log_bytes;
+            rw_sim_build_log(&log, &in);
+        }
+        sim->logs_served++;
+        if (rw_sim_buf_failed(&log))
+            fn(&row, NULL, 0, ud);
+        else
+            fn(&row, log.data, log.len, ud);
+        rw_sim_buf_free(&log);
+        break;
+    }
+out:
+    pthread_mutex_unlock(&sim->mu);
+    return found;
 }
 
 /* ---- projects ----------------------------------------------------------- */
@@ -1409,7 +1521,7 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         "\"slow\":%lld,\"drop\":%lld,\"http500_executed\":%lld,"
         "\"garbled_executed\":%lld},\"graphql_requests\":%lld,"
         "\"overload_delayed\":%lld,\"health_requests\":%lld,"
-        "\"health_failures\":%lld,",
+        "\"health_failures\":%lld,\"logs_served\":%lld,\"log_errors\":%lld,",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
         sim->running_builds, queued, sim->running_builds + queued,
         sim->peak_in_progress, sim->superseded,
@@ -1417,7 +1529,8 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
         sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
         sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests,
-        sim->overload_delayed, sim->health_requests, sim->health_failures);
+        sim->overload_delayed, sim->health_requests, sim->health_failures,
+        sim->logs_served, sim->log_errors);
     rw_sim_buf_printf(
         b,
         "\"api_latency_ms\":{\"count\":%lld,\"mean\":%.3f,\"max\":%.3f,"

@@ -38,6 +38,7 @@
 
 #include "rw_err.h"
 #include "sim_buf.h"
+#include "sim_buildlog.h"
 #include "sim_config.h"
 
 typedef struct rw_sim rw_sim_t;
@@ -136,7 +137,28 @@ long long rw_sim_now_ms(void);
  */
 rw_err_t rw_sim_bulk_deploy(rw_sim_t *sim, const char *name,
                             const rw_sim_target_t *targets, size_t n,
+                            const rw_sim_var_t *vars, size_t n_vars,
                             char *bulk_id, char *errstr, size_t errlen);
+
+/* A deployment row and its build log (NULL while the build has not run;
+ * len bytes, not NUL-terminated); both valid in the callback only. */
+typedef void (*rw_sim_log_fn)(const rw_sim_row_t *row, const char *log,
+                              size_t len, void *ud);
+
+/*
+ * deploymentByName: calls fn, under the lock, with the deployment called
+ * name (lagoon-build-xxxxxx) of project/environment and its buildLog, and
+ * returns true; false (fn not called) when there is none. The log is the
+ * bulk's build variables, the log-secret bearer token and a PEM block in
+ * a Lagoon-like log of the deployment's status (sim_buildlog), padded to
+ * log-bytes; with probability log-error-percent it is Lagoon's storage
+ * error string instead (counted in log_errors; every log in
+ * logs_served). fn must not call back into sim.
+ */
+bool rw_sim_deployment_by_name(rw_sim_t *sim, const char *project,
+                               size_t project_len, const char *environment,
+                               size_t environment_len, const char *name,
+                               rw_sim_log_fn fn, void *ud);
 
 /*
  * Calls fn, under the lock and in id order, for each deployment row of the
