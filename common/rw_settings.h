@@ -63,7 +63,8 @@ typedef struct rw_settings {
     long long throttle_lease_s;
     long long throttle_adjust_s;
     long long throttle_wait_ms;
-    long long window_wait_ms; /* a chunk held for its window asks again */
+    long long window_wait_ms;    /* a deferred chunk's window re-check */
+    long long run_limit_wait_ms; /* a chunk deferred by its run's limit */
     /* poll (poller) */
     long long first_poll_delay_s;
     long long poll_interval_s;
@@ -236,10 +237,14 @@ typedef struct rw_settings {
         RW_KEY("ROLLWAVE_THROTTLE_WAIT_MS", RW_CFG_INT, throttle_wait_ms,      \
                "250", 20, 60000, 0,                                            \
                "a batch waiting for budget is tried again after this"),        \
-        RW_KEY("ROLLWAVE_WINDOW_WAIT_MS", RW_CFG_INT, window_wait_ms, "60000", \
-               20, 3600000, 0,                                                 \
-               "a batch held for its deployment window asks again after "      \
-               "this")
+        RW_KEY("ROLLWAVE_WINDOW_WAIT_MS", RW_CFG_INT, window_wait_ms,          \
+               "300000", 20, 86400000, 0,                                      \
+               "a chunk deferred for its deployment window is looked at "      \
+               "again at the opening or after this, whichever first"),         \
+        RW_KEY("ROLLWAVE_RUN_LIMIT_WAIT_MS", RW_CFG_INT, run_limit_wait_ms,    \
+               "2000", 20, 3600000, 0,                                         \
+               "a chunk deferred by its run's max_in_flight is queued "        \
+               "again after this (at the next recovery sweep)")
 
 #define RW_KEYS_POLL                                                           \
     RW_KEY("ROLLWAVE_FIRST_POLL_DELAY_S", RW_CFG_INT, first_poll_delay_s,      \

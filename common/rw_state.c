@@ -715,7 +715,8 @@ static const char chunk_sql[] =
     "  send_failures = CASE WHEN $3::text = 'triggering'"
     "                       AND $4::text = 'pending' THEN c.send_failures + 1"
     "                  WHEN $4::text = 'pending' THEN 0"
-    "                  ELSE c.send_failures END"
+    "                  ELSE c.send_failures END,"
+    "  not_before = NULL"
     " WHERE c.run_id = $1::bigint"
     "   AND ($2::int[] IS NULL OR c.chunk = ANY ($2::int[]))"
     "   AND c.state = $3::text"
@@ -893,6 +894,45 @@ rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,
         "   AND state = 'triggering' AND attempt = $3::int";
     return chunk_one(pg, sql, run_id, chunk, attempt, 1, error, "note error",
                      errstr, errlen);
+}
+
+rw_err_t rw_chunk_defer(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *not_before, long long delay_ms,
+                        const char *reason, char *errstr, size_t errlen)
+{
+    /* never in the past: the sweep would re-queue it at once, in a loop */
+    static const char sql[] =
+        "UPDATE run_chunks SET deferred_reason = $6::text,"
+        "  not_before = GREATEST(COALESCE($4::timestamptz,"
+        "      now() + make_interval(secs => $5::bigint / 1000.0)), now())"
+        " WHERE run_id = $1::bigint AND chunk = $2::int"
+        "   AND state = 'pending' AND attempt = $3::int";
+    char run_s[24], chunk_s[16], att_s[16], delay_s[24];
+    const char *p[6] = {run_s, chunk_s, att_s, not_before, delay_s, reason};
+    PGresult *res = NULL;
+    rw_err_t err = RW_OK;
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    snprintf(delay_s, sizeof(delay_s), "%lld", delay_ms > 0 ? delay_ms : 0);
+    err = rw_pg_exec(pg, sql, 6, p, &res, errstr, errlen);
+    if (!err && atoll(PQcmdTuples(res)) != 1)
+        err =
+            rw_err_set(errstr, errlen, RW_ERR_CONFLICT, "defer: chunk changed");
+    PQclear(res);
+    return err;
+}
+
+rw_err_t rw_chunk_undefer(rw_pg_t *pg, long long run_id, int chunk,
+                          char *errstr, size_t errlen)
+{
+    static const char sql[] =
+        "UPDATE run_chunks SET not_before = NULL"
+        " WHERE run_id = $1::bigint AND chunk = $2::int"
+        "   AND state = 'pending' AND not_before <= now()";
+    return chunk_one(pg, sql, run_id, chunk, -1, 0, NULL, "undefer", errstr,
+                     errlen);
 }
 
 /*

@@ -303,6 +303,24 @@ rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
 rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
                         size_t errlen);
 
+/*
+ * Deferred chunks (a reason of the chunk's own: a deployment window
+ * closed, the run's per-run limit reached) wait in Postgres, not in Kafka:
+ * - defer: a pending chunk still at attempt gets not_before (the given
+ *   instant, or now + delay_ms when not_before is NULL; never before now)
+ *   and the reason; the worker then acknowledges its batch;
+ * - undefer: a pending chunk whose not_before has passed loses it, in the
+ *   transaction that writes its batch again (the recovery sweep).
+ * Both write no state and give RW_ERR_CONFLICT when the row moved on.
+ * Every chunk transition clears not_before; deferred_reason stays as the
+ * last reason given.
+ */
+rw_err_t rw_chunk_defer(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *not_before, long long delay_ms,
+                        const char *reason, char *errstr, size_t errlen);
+rw_err_t rw_chunk_undefer(rw_pg_t *pg, long long run_id, int chunk,
+                          char *errstr, size_t errlen);
+
 /* last_error of a triggering chunk still at attempt (why it is in doubt),
  * so whoever resolves it can say what happened. */
 rw_err_t rw_chunk_note_error(rw_pg_t *pg, long long run_id, int chunk,

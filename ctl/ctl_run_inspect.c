@@ -56,7 +56,11 @@ static const char SQL_CHUNKS[] =
     "  bulk_id, bulk_name, poll_attempts::bigint AS poll_attempts,"
     "  target_count::bigint AS target_count, last_error,"
     "  to_char(triggered_at AT TIME ZONE 'UTC', " ISO ") AS triggered_at,"
-    "  to_char(finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
+    "  to_char(finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at,"
+    "  CASE WHEN state = 'pending' THEN"
+    "    to_char(not_before AT TIME ZONE 'UTC', " ISO ") END AS deferred_until,"
+    "  CASE WHEN state = 'pending' AND not_before IS NOT NULL"
+    "    THEN deferred_reason END AS deferred_reason"
     " FROM run_chunks WHERE run_id = $1::bigint ORDER BY chunk";
 
 /* Counts of a wave still running are live; an ended wave's are stored. */
@@ -230,10 +234,15 @@ static void kv(const char *label, const char *value)
 static void show_text(const run_view_t *v)
 {
     static const rw_ctl_col_t chunk_cols[] = {
-        {"chunk", "CHUNK", false},          {"state", "STATE", false},
-        {"attempt", "ATTEMPT", false},      {"poll_attempts", "POLLS", false},
-        {"target_count", "TARGETS", false}, {"bulk_id", "BULK ID", false},
+        {"chunk", "CHUNK", false},
+        {"state", "STATE", false},
+        {"attempt", "ATTEMPT", false},
+        {"poll_attempts", "POLLS", false},
+        {"target_count", "TARGETS", false},
+        {"bulk_id", "BULK ID", false},
         {"bulk_name", "BULK NAME", false},
+        {"deferred_until", "DEFERRED UNTIL", false},
+        {"deferred_reason", "DEFERRED BECAUSE", false},
     };
     static const rw_ctl_col_t wave_cols[] = {
         {"wave", "WAVE", false},

@@ -51,12 +51,13 @@ static const char SQL_POLL_STALE[] =
  * a pending chunk is most likely waiting in Kafka: it counts as lost only
  * after six windows, so a backlog of hours gets one duplicate per chunk
  * every six windows instead of one every window, and a batch really lost
- * during an endless backlog is still re-queued.
+ * during an endless backlog is still re-queued. Deferred chunks are not
+ * lost: their batch was acknowledged on purpose (SQL_DEFERRED_DUE).
  */
 static const char SQL_PENDING_STALE[] =
     "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
     " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
-    " WHERE c.state = 'pending'"
+    " WHERE c.state = 'pending' AND c.not_before IS NULL"
     "   AND c.updated_at < now() - make_interval(secs => $1::int)"
     "   AND r.status IN ('pending', 'running')"
     "   AND " RW_WAVE_RELEASED_SQL(
@@ -65,6 +66,19 @@ static const char SQL_PENDING_STALE[] =
              "       WHERE f.waiting_seen_at > now() - make_interval(secs => "
              "$1::int)))"
              " ORDER BY c.updated_at LIMIT $2::int";
+
+/*
+ * Deferred chunks whose not_before has passed, of released waves of runs
+ * still going, oldest first. A paused run's deferred chunks wait for the
+ * resume, which queues every pending chunk.
+ */
+static const char SQL_DEFERRED_DUE[] =
+    "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
+    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    " WHERE c.state = 'pending' AND c.not_before IS NOT NULL"
+    "   AND c.not_before <= now()"
+    "   AND r.status IN ('pending', 'running')"
+    "   AND " RW_WAVE_RELEASED_SQL("c") " ORDER BY c.not_before LIMIT $1::int";
 
 /*
  * Chunks finished since the cursor (and a few seconds ago at least, so
@@ -271,9 +285,13 @@ out:
     return err;
 }
 
-/* Queue the batch of a pending chunk again, touched. */
+/*
+ * Queue the batch of a pending chunk again: a lost one touched, a deferred
+ * one due (deferred) with not_before cleared in the same transaction, so
+ * it is written once however many sweeps race for it.
+ */
 static rw_err_t requeue_batch(rw_service_t *svc, PGresult *res, int row,
-                              char *errstr, size_t errlen)
+                              bool deferred, char *errstr, size_t errlen)
 {
     rw_err_t err;
     long long run_id = rw_pg_ll(res, row, "run_id", 0), queued = 0;
@@ -281,14 +299,19 @@ static rw_err_t requeue_batch(rw_service_t *svc, PGresult *res, int row,
 
     err = rw_pg_begin(svc->pg, errstr, errlen);
     if (!err)
-        err = rw_chunk_touch(svc->pg, run_id, chunk, errstr, errlen);
+        err = deferred
+                  ? rw_chunk_undefer(svc->pg, run_id, chunk, errstr, errlen)
+                  : rw_chunk_touch(svc->pg, run_id, chunk, errstr, errlen);
     if (!err)
         err = rw_control_queue(svc->pg, run_id, chunk, &queued, errstr, errlen);
     if (!err)
         err = rw_pg_commit(svc->pg, errstr, errlen);
     if (err && rw_pg_in_tx(svc->pg))
         rw_pg_rollback(svc->pg, NULL, 0);
-    if (!err)
+    if (!err && deferred)
+        rw_info(COMP, "event=deferred_requeued run=%s chunk=%d",
+                rw_pg_str(res, row, "run_uuid"), chunk);
+    else if (!err)
         rw_warn(COMP, "event=batch_requeued run=%s chunk=%d",
                 rw_pg_str(res, row, "run_uuid"), chunk);
     return err;
@@ -411,10 +434,27 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
     if (err)
         goto out;
     for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
-        if (requeue_batch(svc, res, i, why, sizeof(why)))
+        if (requeue_batch(svc, res, i, false, why, sizeof(why)))
             rw_warn(COMP, "event=batch_requeue_failed detail=\"%s\"", why);
         else
             st->batches++;
+    }
+    PQclear(res);
+    res = NULL;
+    {
+        char lim[24];
+        const char *p[1] = {lim};
+        snprintf(lim, sizeof(lim), "%lld", s->sweep_batch);
+        err = rw_pg_exec(svc->pg, SQL_DEFERRED_DUE, 1, p, &res, errstr, errlen);
+    }
+    if (err)
+        goto out;
+    for (int i = 0; i < PQntuples(res) && !rw_daemon_draining(); i++) {
+        rw_err_t derr = requeue_batch(svc, res, i, true, why, sizeof(why));
+        if (derr == RW_OK)
+            st->deferred++;
+        else if (derr != RW_ERR_CONFLICT)
+            rw_warn(COMP, "event=deferred_requeue_failed detail=\"%s\"", why);
     }
     PQclear(res);
     res = NULL;
@@ -423,7 +463,9 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
                                errlen);
     if (err)
         goto out;
-    if (st->polls + st->batches + st->unsent + st->released > 0 && svc->kp &&
+    if (st->polls + st->batches + st->deferred + st->unsent + st->released >
+            0 &&
+        svc->kp &&
         rw_outbox_relay(svc->pg, svc->kp, s, 1000, 0, &published, why,
                         sizeof(why)))
         rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
@@ -440,17 +482,19 @@ out:
     count("failed", st->failed);
     count("poll_reemitted", st->polls);
     count("batch_requeued", st->batches);
+    count("deferred_requeued", st->deferred);
     count("finalized", st->finalized);
     count("waves_released", st->released);
     count("locks_released", st->locks);
     if (st->adopted + st->unsent + st->inconclusive + st->failed + st->polls +
-            st->batches + st->finalized + st->released >
+            st->batches + st->deferred + st->finalized + st->released >
         0)
         rw_info(COMP,
                 "event=swept adopted=%lld unsent=%lld inconclusive=%lld "
-                "failed=%lld polls=%lld batches=%lld finalized=%lld "
-                "waves=%lld",
+                "failed=%lld polls=%lld batches=%lld deferred=%lld "
+                "finalized=%lld waves=%lld",
                 st->adopted, st->unsent, st->inconclusive, st->failed,
-                st->polls, st->batches, st->finalized, st->released);
+                st->polls, st->batches, st->deferred, st->finalized,
+                st->released);
     return err;
 }

@@ -15,7 +15,11 @@
  *               gets its current poll event again;
  *   batch lost  a `pending` chunk of a released wave of a pending or
  *               running run untouched for ROLLWAVE_SWEEP_PENDING_STALE_S
- *               gets its batch again (an unreleased wave's are not lost);
+ *               gets its batch again (an unreleased wave's are not lost,
+ *               nor are deferred chunks);
+ *   deferred    a `pending` chunk a worker deferred (window closed, run
+ *               limit reached) whose not_before has passed gets its batch
+ *               again, not_before cleared in the same transaction;
  *   waves       a wave whose bake is over is released: its batches are
  *               written and relayed (rw_waves_release_due);
  *   locks       the locks of targets of chunks finished since the last
@@ -44,6 +48,7 @@ typedef struct rw_sweep_stats {
     long long failed;       /* in doubt, never found after every send */
     long long polls;        /* poll events re-emitted */
     long long batches;      /* batches re-queued */
+    long long deferred;     /* deferred chunks' batches queued again */
     long long finalized;    /* runs finalized */
     long long locks;        /* locks of finished targets released again */
     long long released;     /* waves released after their bake */

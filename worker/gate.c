@@ -157,8 +157,8 @@ static long long budget_wait_ms(rw_service_t *svc)
 
 bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
                   long long run_id, long long run_limit, long long *lease,
-                  long long *wait_ms, char *why, size_t why_len, rw_err_t *err,
-                  char *errstr, size_t errlen)
+                  long long *wait_ms, rw_throttle_verdict_t *verdict, char *why,
+                  size_t why_len, rw_err_t *err, char *errstr, size_t errlen)
 {
     rw_throttle_grant_t gr = {0};
     rw_throttle_verdict_t v;
@@ -169,6 +169,7 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
     *lease = 0;
     *wait_ms = 0;
     *err = RW_OK;
+    *verdict = RW_THROTTLE_GRANTED;
     v = fresh ? cached(g, n, &hint) : RW_THROTTLE_GRANTED;
     if (v == RW_THROTTLE_GRANTED) {
         *err = rw_throttle_take(svc->pg, n, g->holder, svc->s->throttle_lease_s,
@@ -190,6 +191,7 @@ bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
         }
     }
     rw_metrics_add(g->m_verdict[v], 1);
+    *verdict = v;
     if (v == RW_THROTTLE_GRANTED) {
         *lease = gr.lease_id;
         rw_metrics_observe(g->m_wait_s, (double)svc->msg_waited_ms / 1000.0);

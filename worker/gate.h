@@ -40,12 +40,13 @@ void rw_gate_tick(rw_gate_t *g, rw_service_t *svc);
  * Ask for budget for n targets of run run_id, whose own limit is run_limit
  * targets in flight (<= 0: none). true: granted, *lease holds it until the
  * claim settles it (rw_throttle_settle) or rw_throttle_release gives it
- * back. false: hold the batch for *wait_ms (why says what it waits for);
- * err is set only when Postgres failed.
+ * back. false: not granted, *verdict says why (RW_THROTTLE_RUN_LIMIT: the
+ * run's own limit, which the caller defers rather than holds) and why in
+ * words; hold the batch for *wait_ms; err is set only when Postgres failed.
  */
 bool rw_gate_take(rw_gate_t *g, rw_service_t *svc, long long n,
                   long long run_id, long long run_limit, long long *lease,
-                  long long *wait_ms, char *why, size_t why_len, rw_err_t *err,
-                  char *errstr, size_t errlen);
+                  long long *wait_ms, rw_throttle_verdict_t *verdict, char *why,
+                  size_t why_len, rw_err_t *err, char *errstr, size_t errlen);
 
 #endif

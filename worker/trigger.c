@@ -5,10 +5,14 @@
  *   1. load the chunk and its targets (Postgres is the truth, not the
  *      message); a finished chunk is handled work: a redelivered batch
  *      changes nothing, only a recorded replay re-opens it;
- *   2. hold a chunk of a run that respects deployment windows while its
+ *   2. defer a chunk of a run that respects deployment windows while its
  *      targets' windows are closed; take budget for the chunk from the
- *      fleet throttle and the run's own limit (a chunk that does not fit
- *      is held, partition paused, and asks again later);
+ *      fleet throttle (a chunk that does not fit is held, partition
+ *      paused, and asks again later: everything waits for the fleet) and
+ *      the run's own limit (a chunk past it is deferred); a deferred chunk
+ *      gets not_before in Postgres and its batch is acknowledged, so the
+ *      partition keeps flowing for other runs, and the recovery sweep
+ *      queues it again once not_before has passed;
  *      re-check eligibility; take the Redis locks (one pipeline);
  *   3. claim in Postgres together with chunk -> triggering, stamped sent,
  *      and the throttle lease turned into claimed targets (one
@@ -115,17 +119,30 @@ static const char SQL_IN_FLIGHT_ELSEWHERE[] =
 
 /*
  * Whether every pending target's effective window (its group's, else its
- * store app's) is open now: one statement per chunk.
+ * store app's) is open now, and if not, when to look again: when the last
+ * of the closed windows opens, or after $3 ms (ROLLWAVE_WINDOW_WAIT_MS)
+ * if that comes first, so that a window edited meanwhile is seen. One
+ * statement per chunk.
  */
 static const char SQL_WINDOWS_OPEN[] =
-    "SELECT COALESCE(bool_and(rw_instance_window_open(i.user_group_id,"
-    "         a.window_tz, a.window_days, a.window_from_min,"
-    "         a.window_to_min, now())), true) AS open"
-    " FROM run_targets t"
-    " JOIN app_instances i ON i.id = t.instance_id"
-    " JOIN store_apps a ON a.id = i.store_app_id"
-    " WHERE t.run_id = $1::bigint AND t.chunk = $2::int"
-    "   AND t.state = 'pending'";
+    "SELECT COALESCE(bool_and(w.open), true) AS open,"
+    "       LEAST(max(w.next_open),"
+    "             now() + make_interval(secs => $3::bigint / 1000.0))::text"
+    "         AS not_before"
+    " FROM (SELECT o.open, CASE WHEN NOT o.open"
+    "         THEN rw_instance_window_next_open(o.user_group_id, o.window_tz,"
+    "                o.window_days, o.window_from_min, o.window_to_min,"
+    "                now()) END AS next_open"
+    "       FROM (SELECT i.user_group_id, a.window_tz, a.window_days,"
+    "                    a.window_from_min, a.window_to_min,"
+    "                    rw_instance_window_open(i.user_group_id,"
+    "                      a.window_tz, a.window_days, a.window_from_min,"
+    "                      a.window_to_min, now()) AS open"
+    "             FROM run_targets t"
+    "             JOIN app_instances i ON i.id = t.instance_id"
+    "             JOIN store_apps a ON a.id = i.store_app_id"
+    "             WHERE t.run_id = $1::bigint AND t.chunk = $2::int"
+    "               AND t.state = 'pending') o) w";
 
 static void chunk_free(chunk_t *c)
 {
@@ -684,14 +701,55 @@ static rw_msg_outcome_t after_send_error(rw_service_t *svc, chunk_t *c,
 }
 
 /*
+ * Defer the chunk (step 2): not_before (an instant, or now + delay_ms when
+ * NULL) and the reason in Postgres, then the batch is acknowledged; the
+ * recovery sweep queues it again once not_before has passed. A chunk that
+ * moved on meanwhile (aborted, triggered by a duplicate) needs nothing.
+ */
+static void defer(rw_service_t *svc, const chunk_t *c, const char *not_before,
+                  long long delay_ms, const char *why,
+                  rw_msg_outcome_t *outcome, char *reason, size_t len)
+{
+    rw_err_t err = RW_OK;
+    char errstr[512] = "";
+
+    err = rw_chunk_defer(svc->pg, c->run_id, c->chunk, c->attempt, not_before,
+                         delay_ms, why, errstr, sizeof(errstr));
+    if (err == RW_ERR_CONFLICT) {
+        snprintf(reason, len, "chunk changed while deferred: handled");
+        *outcome = RW_MSG_ACK;
+        return;
+    }
+    if (err) {
+        *outcome = fail(svc, err, errstr, reason, len);
+        return;
+    }
+    rw_info(COMP,
+            "event=chunk_deferred run=%s chunk=%d not_before=\"%s\" "
+            "reason=\"%s\"",
+            c->run_uuid, c->chunk, not_before ? not_before : "soon", why);
+    rw_metrics_add(rw_metrics_counter("rollwave_chunks_deferred_total",
+                                      "chunks deferred in Postgres (window "
+                                      "closed, run limit) with their batch "
+                                      "acknowledged",
+                                      NULL),
+                   1);
+    snprintf(reason, len, "deferred: %s", why);
+    *outcome = RW_MSG_ACK;
+}
+
+/*
  * Budget for the chunk's pending targets (step 2). false: the batch is to
- * wait (*outcome RW_MSG_WAIT, retry_after_ms set) or Postgres failed.
+ * wait for the fleet (*outcome RW_MSG_WAIT, retry_after_ms set), was
+ * deferred for its run's own limit (*outcome RW_MSG_ACK), or Postgres
+ * failed.
  */
 static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
                         long long *lease, rw_msg_outcome_t *outcome,
                         char *reason, size_t len)
 {
     long long want = 0, wait_ms = 0;
+    rw_throttle_verdict_t v = RW_THROTTLE_GRANTED;
     rw_err_t err = RW_OK;
     char errstr[512] = "";
 
@@ -700,12 +758,21 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
     if (!gate || want == 0)
         return true;
     if (rw_gate_take(gate, svc, want, c->run_id, c->run_limit, lease, &wait_ms,
-                     reason, len, &err, errstr, sizeof(errstr)))
+                     &v, reason, len, &err, errstr, sizeof(errstr)))
         return true;
     if (err) {
         /* the batch is fine: whatever failed, it is tried again */
         (void)fail(svc, err, errstr, reason, len);
         *outcome = RW_MSG_RETRY;
+        return false;
+    }
+    if (v == RW_THROTTLE_RUN_LIMIT) {
+        /* the run's own limit: holding the partition would make every run
+         * behind this one wait for it */
+        char why[256];
+        snprintf(why, sizeof(why), "%s", reason);
+        defer(svc, c, NULL, svc->s->run_limit_wait_ms, why, outcome, reason,
+              len);
         return false;
     }
     if (svc->msg_waited_ms == 0)
@@ -719,10 +786,11 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
 }
 
 /*
- * Step 2, first: a run that respects deployment windows holds a chunk
- * whose targets' windows are not all open, like a budget wait (partition
- * paused, the sweep told that batches wait), and asks again after
- * ROLLWAVE_WINDOW_WAIT_MS. false: the batch waits or Postgres failed.
+ * Step 2, first: a run that respects deployment windows defers a chunk
+ * whose targets' windows are not all open until the last of them opens
+ * (or ROLLWAVE_WINDOW_WAIT_MS, whichever first). A re-queued chunk comes
+ * through here again: one still outside a window is deferred again.
+ * false: the chunk was deferred or Postgres failed (*outcome set).
  */
 static bool window_open(rw_service_t *svc, const chunk_t *c,
                         rw_msg_outcome_t *outcome, char *reason, size_t len)
@@ -730,37 +798,28 @@ static bool window_open(rw_service_t *svc, const chunk_t *c,
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     char errstr[512] = "";
-    char run_s[24], chunk_s[16];
-    const char *p[2] = {run_s, chunk_s};
+    char run_s[24], chunk_s[16], wait_s[24];
+    const char *p[3] = {run_s, chunk_s, wait_s};
     bool open = true;
 
     if (!c->respect_windows)
         return true;
     snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
-    err = rw_pg_exec(svc->pg, SQL_WINDOWS_OPEN, 2, p, &res, errstr,
+    snprintf(wait_s, sizeof(wait_s), "%lld", svc->s->window_wait_ms);
+    err = rw_pg_exec(svc->pg, SQL_WINDOWS_OPEN, 3, p, &res, errstr,
                      sizeof(errstr));
-    if (!err)
-        open = rw_pg_bool(res, 0, "open", 1);
-    PQclear(res);
     if (err) {
-        (void)fail(svc, err, errstr, reason, len);
-        *outcome = RW_MSG_RETRY;
+        PQclear(res);
+        *outcome = fail(svc, err, errstr, reason, len);
         return false;
     }
-    if (open)
-        return true;
-    if (svc->msg_waited_ms == 0)
-        rw_info(COMP,
-                "event=batch_waiting run=%s chunk=%d reason=\"window "
-                "closed\"",
-                c->run_uuid, c->chunk);
-    /* the recovery sweep must not take a held chunk for a lost batch */
-    rw_throttle_note_waiting(svc->pg);
-    snprintf(reason, len, "deployment window closed");
-    svc->retry_after_ms = svc->s->window_wait_ms;
-    *outcome = RW_MSG_WAIT;
-    return false;
+    open = rw_pg_bool(res, 0, "open", 1);
+    if (!open)
+        defer(svc, c, rw_pg_str(res, 0, "not_before"), 0,
+              "deployment window closed", outcome, reason, len);
+    PQclear(res);
+    return open;
 }
 
 /*

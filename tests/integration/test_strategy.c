@@ -13,9 +13,13 @@
  *     next_redeploy_at kept) and scheduling them once it opens, a group's
  *     window over its app's, and schedule --show counting the waiting;
  *   - a manual run ignoring a closed window, and one with
- *     --respect-windows held by the worker (nothing reaches Lagoon) until
- *     the window opens;
- *   - a run's own max_in_flight held at Lagoon's side.
+ *     --respect-windows deferred by the worker in Postgres (nothing
+ *     reaches Lagoon; queued again by the sweep and deferred again while
+ *     closed) until the window opens;
+ *   - a deferred chunk not holding its Kafka partition: another app's
+ *     one-instance runs on the same partitions all complete meanwhile;
+ *   - a run's own max_in_flight held at Lagoon's side, and another run
+ *     without limit finishing while the limited one still runs.
  *
  * Windows are built around the current time in a zone (open: the hour
  * either side of now; closed: two hours ahead), so no clock is faked.
@@ -148,6 +152,53 @@ static pid_t start_daemons(rw_itest_fleet_t *f)
             rw_itest_sleep_ms(50);
         }
     return pids[0];
+}
+
+/*
+ * The producer, for its recovery sweep (it queues deferred chunks again),
+ * sweeping every second; its tick is left to the scenario (apps made by
+ * quiet_app are not scheduled).
+ */
+static pid_t start_producer(rw_itest_fleet_t *f)
+{
+    return rw_itest_fleet_start(f, "rollwave-producer", "producer");
+}
+
+static void sweep_settings(rw_itest_fleet_t *f)
+{
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_INTERVAL_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_TICK_INTERVAL_S", "86400");
+}
+
+/* A store app the scheduler leaves alone: runs come from redeploy. */
+static long long quiet_app(rw_itest_fleet_t *f, long long chunk_size)
+{
+    long long app = rw_itest_fleet_add_app(f, chunk_size);
+    char app_s[24];
+    const char *p[1] = {app_s};
+
+    snprintf(app_s, sizeof(app_s), "%lld", app);
+    PQclear(rw_itest_fleet_q(f,
+                             "UPDATE store_apps SET redeploy_enabled = false"
+                             " WHERE id = $1::bigint",
+                             1, p));
+    return app;
+}
+
+/*
+ * The partition librdkafka's default partitioner (consistent_random:
+ * CRC-32 of the key) gives a keyed message among parts.
+ */
+static int partition_of(const char *key, int parts)
+{
+    unsigned long crc = 0xffffffffUL;
+
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        crc ^= *p;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320UL & (0UL - (crc & 1UL)));
+    }
+    return (int)((crc ^ 0xffffffffUL) % (unsigned long)parts);
 }
 
 static void finish(rw_itest_fleet_t *f)
@@ -653,42 +704,70 @@ static void test_schedule_windows(void **state)
 
 /* ---- 4. manual runs and windows ---- */
 
+/* Pending chunks of respect_windows runs deferred for their window. */
+static const char SQL_DEFERRED_WINDOW[] =
+    "SELECT count(*) FROM run_chunks c"
+    " JOIN deployment_runs r ON r.id = c.run_id"
+    " WHERE r.respect_windows AND c.state = 'pending'"
+    "   AND c.not_before > now()"
+    "   AND c.deferred_reason = 'deployment window closed'";
+
 /*
  * A closed window: a manual run goes anyway; one with --respect-windows is
- * held by the worker (nothing reaches Lagoon, the sweep told batches
- * wait) until the window opens.
+ * deferred by the worker in Postgres (its batch acknowledged, nothing
+ * reaches Lagoon, the fleet throttle's waiting stamp untouched); the sweep
+ * queues it again after ROLLWAVE_WINDOW_WAIT_MS and the worker defers it
+ * again while the window stays closed; once the window opens it goes.
  */
 static void test_manual_respect_windows(void **state)
 {
     rw_itest_fleet_t *f = rw_itest_fleet_new(NULL, 3);
-    char win[128];
-    long long app, deadline;
-    pid_t worker;
+    char win[128], out[16384], run[40], first[64];
+    long long app;
+    pid_t producer;
+    PGresult *res;
 
     *state = f;
     rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "200");
     rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_MS", "200");
-    rw_itest_fleet_set(f, "ROLLWAVE_WINDOW_WAIT_MS", "200");
-    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_set(f, "ROLLWAVE_WINDOW_WAIT_MS", "1500");
+    sweep_settings(f);
+    app = quiet_app(f, 0);
     rw_itest_fleet_add_instances(f, app, "man", 6);
     rw_itest_fleet_snapshot(f);
     window_rel(f, "Europe/Zurich", 120, 60, win, sizeof(win));
     set_app_window(f, app, win);
-    worker = start_daemons(f);
+    producer = start_producer(f);
+    start_daemons(f);
 
     redeploy(f, app, false);
     rw_itest_fleet_wait_final(f, 1, deadline_ms(30000));
     assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"), 6);
 
     redeploy(f, app, true);
-    deadline = rw_itest_now_ms() + deadline_ms(20000);
-    while (!rw_itest_fleet_log_has(f, worker, "reason=\"window closed\"")) {
-        rw_itest_fleet_poll_kids(f);
-        if (rw_itest_now_ms() > deadline)
-            fail_msg("the worker never held the run for its window");
-        rw_itest_sleep_ms(50);
+    rw_itest_fleet_wait_count(f, SQL_DEFERRED_WINDOW, 2, deadline_ms(20000),
+                              "both chunks deferred for their window");
+    /* queued again by the sweep, deferred again by the worker: a later
+     * not_before than the first deferral's */
+    res = rw_itest_fleet_q(f,
+                           "SELECT max(not_before)::text FROM run_chunks"
+                           " WHERE not_before IS NOT NULL",
+                           0, NULL);
+    snprintf(first, sizeof(first), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    {
+        char sql[512];
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM run_chunks c"
+                 " JOIN deployment_runs r ON r.id = c.run_id"
+                 " WHERE r.respect_windows AND c.state = 'pending'"
+                 "   AND c.not_before > '%s'::timestamptz",
+                 first);
+        rw_itest_fleet_wait_count(f, sql, 2, deadline_ms(20000),
+                                  "chunks deferred a second time");
     }
-    /* held: nothing of the second run triggered, the sweep told */
+    assert_true(rw_itest_fleet_log_has(f, producer, "event=deferred_requeued"));
+    /* nothing of the second run triggered, no partition held */
     assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"), 6);
     assert_int_equal(count_of(f, "SELECT count(*) FROM run_targets t"
                                  " JOIN deployment_runs r ON r.id = t.run_id"
@@ -696,9 +775,21 @@ static void test_manual_respect_windows(void **state)
                                  " AND t.state <> 'pending'"),
                      0);
     assert_int_equal(count_of(f, "SELECT count(*) FROM fleet_throttle"
-                                 " WHERE waiting_seen_at >"
-                                 " now() - interval '10 s'"),
-                     1);
+                                 " WHERE waiting_seen_at IS NOT NULL"),
+                     0);
+    /* run show lists the deferral */
+    res = rw_itest_fleet_q(f,
+                           "SELECT uuid::text FROM deployment_runs"
+                           " WHERE respect_windows",
+                           0, NULL);
+    snprintf(run, sizeof(run), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    {
+        const char *a[] = {"run", "show", run, NULL};
+        ctl_ok(f, a, out, sizeof(out));
+        assert_non_null(strstr(out, "DEFERRED UNTIL"));
+        assert_non_null(strstr(out, "deployment window closed"));
+    }
 
     window_rel(f, "Europe/Zurich", -30, 60, win, sizeof(win));
     set_app_window(f, app, win);
@@ -707,12 +798,107 @@ static void test_manual_respect_windows(void **state)
     finish(f);
 }
 
+/*
+ * The review's case: app A's --respect-windows run of three one-instance
+ * chunks is deferred for a closed window; app B (no window) gets one-
+ * instance manual runs until at least four of them share a partition with
+ * A's chunks. Every run of B completes while A stays deferred and
+ * untriggered; the window opens, the sweep queues A again, A completes.
+ */
+static void test_deferred_frees_partition(void **state)
+{
+    rw_itest_fleet_t *f = rw_itest_fleet_new(
+        "{\"rows_delay_ms\":50,\"phase_ms\":30,\"build_min_ms\":50,"
+        "\"build_max_ms\":100}",
+        1);
+    char win[128], key[80];
+    bool a_part[6] = {false};
+    long long app_a, app_b, b_runs = 0, shared = 0;
+    PGresult *res;
+
+    *state = f;
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "200");
+    rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_MS", "200");
+    rw_itest_fleet_set(f, "ROLLWAVE_WINDOW_WAIT_MS", "2000");
+    sweep_settings(f);
+    app_a = quiet_app(f, 0);
+    app_b = quiet_app(f, 0);
+    rw_itest_fleet_add_instances(f, app_a, "wa", 3);
+    rw_itest_fleet_add_instances(f, app_b, "nb", 40);
+    rw_itest_fleet_snapshot(f);
+    window_rel(f, "UTC", 120, 60, win, sizeof(win));
+    set_app_window(f, app_a, win);
+
+    redeploy(f, app_a, true);
+    res = rw_itest_fleet_q(f,
+                           "SELECT r.uuid::text || ':' || c.chunk"
+                           " FROM run_chunks c"
+                           " JOIN deployment_runs r ON r.id = c.run_id",
+                           0, NULL);
+    for (int i = 0; i < PQntuples(res); i++)
+        a_part[partition_of(PQgetvalue(res, i, 0), 6)] = true;
+    PQclear(res);
+    /* B's runs, one instance each, until four share A's partitions */
+    for (int k = 1; k <= 40 && shared < 4; k++) {
+        char name[16], out[4096];
+        const char *p[1] = {name};
+        const char *a[] = {"redeploy", "--instances", NULL,
+                           "--by",     "itest",       NULL};
+        char id_s[24];
+
+        snprintf(name, sizeof(name), "nb%d", k);
+        snprintf(id_s, sizeof(id_s), "%lld",
+                 rw_itest_fleet_ll(f,
+                                   "SELECT id FROM app_instances"
+                                   " WHERE name = $1::text",
+                                   1, p));
+        a[2] = id_s;
+        ctl_ok(f, a, out, sizeof(out));
+        b_runs++;
+        res = rw_itest_fleet_q(f,
+                               "SELECT r.uuid::text || ':' || c.chunk"
+                               " FROM run_chunks c"
+                               " JOIN deployment_runs r ON r.id = c.run_id"
+                               " ORDER BY r.id DESC LIMIT 1",
+                               0, NULL);
+        snprintf(key, sizeof(key), "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        shared += a_part[partition_of(key, 6)];
+    }
+    assert_true(shared >= 4);
+    (void)app_b;
+
+    start_producer(f);
+    start_daemons(f);
+    rw_itest_fleet_wait_count(f,
+                              "SELECT count(*) FROM deployment_runs"
+                              " WHERE NOT respect_windows"
+                              " AND status = 'completed'",
+                              b_runs, deadline_ms(20000),
+                              "every run of B completed");
+    assert_int_equal(count_of(f, SQL_DEFERRED_WINDOW), 3);
+    assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"),
+                     b_runs);
+
+    window_rel(f, "UTC", -30, 60, win, sizeof(win));
+    set_app_window(f, app_a, win);
+    rw_itest_fleet_wait_final(f, b_runs + 1, deadline_ms(20000));
+    assert_int_equal(count_of(f, "SELECT count(*) FROM deployment_runs"
+                                 " WHERE status = 'completed'"),
+                     b_runs + 1);
+    assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"),
+                     b_runs + 3);
+    finish(f);
+}
+
 /* ---- 5. the run's own limit ---- */
 
 /*
  * 16 instances in chunks of 2, strategy.max_in_flight 25% (4), builds of
  * 0.6-0.9 s, the fleet unthrottled: Lagoon never has more than 4 of the
- * run in progress, and the worker said it held batches for the run limit.
+ * run in progress, and chunks past the limit are deferred in Postgres
+ * (queued again by the sweep), not held in Kafka: a run of another app
+ * without limit, created after it, completes while it still runs.
  */
 static void test_run_max_in_flight(void **state)
 {
@@ -721,16 +907,20 @@ static void test_run_max_in_flight(void **state)
         "\"build_max_ms\":900}",
         2);
     char app_s[24], out[4096];
-    long long app, running, in_progress;
+    long long app, other, peak;
     pid_t worker;
 
     *state = f;
     rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "200");
     rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_MS", "200");
     rw_itest_fleet_set(f, "ROLLWAVE_THROTTLE_WAIT_MS", "50");
-    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_set(f, "ROLLWAVE_RUN_LIMIT_WAIT_MS", "100");
+    sweep_settings(f);
+    app = quiet_app(f, 0);
+    other = quiet_app(f, 0);
     snprintf(app_s, sizeof(app_s), "%lld", app);
     rw_itest_fleet_add_instances(f, app, "lim", 16);
+    rw_itest_fleet_add_instances(f, other, "free", 6);
     rw_itest_fleet_snapshot(f);
     {
         const char *a[] = {"strategy",        "--store-app", app_s,
@@ -738,6 +928,8 @@ static void test_run_max_in_flight(void **state)
         ctl_ok(f, a, out, sizeof(out));
     }
     redeploy(f, app, false);
+    redeploy(f, other, false);
+    start_producer(f);
     /* the run carries the snapshot of its app's strategy */
     assert_int_equal(rw_itest_fleet_ll(f,
                                        "SELECT count(*) FROM deployment_runs"
@@ -746,16 +938,39 @@ static void test_run_max_in_flight(void **state)
                                        0, NULL),
                      1);
     worker = start_daemons(f);
-    rw_itest_fleet_wait_final(f, 1, deadline_ms(60000));
+    rw_itest_fleet_wait_count(f,
+                              "SELECT count(*) FROM deployment_runs r"
+                              " JOIN store_apps a ON a.id = r.store_app_id"
+                              " WHERE a.strategy IS NULL"
+                              " AND r.status = 'completed'",
+                              1, deadline_ms(20000),
+                              "the run without limit completed");
+    /* ... while the limited run still had work left */
+    assert_int_equal(count_of(f, "SELECT count(*) FROM deployment_runs r"
+                                 " JOIN store_apps a ON a.id = r.store_app_id"
+                                 " WHERE a.strategy IS NOT NULL"
+                                 " AND r.status IN ('pending', 'running')"),
+                     1);
+    rw_itest_fleet_wait_final(f, 2, deadline_ms(60000));
 
-    running = rw_itest_fleet_sim_stat(f, "peak_concurrent_builds");
-    in_progress = rw_itest_fleet_sim_stat(f, "peak_in_progress_builds");
-    if (running > 4 || in_progress > 4 || running <= 0)
-        fail_msg("Lagoon saw up to %lld builds running and %lld in "
-                 "progress; the run's limit is 4",
-                 running, in_progress);
-    assert_true(rw_itest_fleet_log_has(f, worker, "run limit:"));
-    assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"), 16);
+    /* the other run shares Lagoon: the limited run's peak is read from
+     * its targets' times (in flight from claim to end) */
+    peak = count_of(f, "SELECT max((SELECT count(*) FROM run_targets u"
+                       "   WHERE u.run_id = t.run_id"
+                       "   AND u.claimed_at <= t.claimed_at"
+                       "   AND u.finished_at > t.claimed_at))"
+                       " FROM run_targets t"
+                       " JOIN deployment_runs r ON r.id = t.run_id"
+                       " JOIN store_apps a ON a.id = r.store_app_id"
+                       " WHERE a.strategy IS NOT NULL");
+    if (peak > 4 || peak <= 0)
+        fail_msg("the limited run had up to %lld targets in flight; its "
+                 "limit is 4",
+                 peak);
+    assert_true(rw_itest_fleet_log_has(f, worker, "event=chunk_deferred"));
+    assert_true(count_of(f, "SELECT count(*) FROM run_chunks"
+                            " WHERE deferred_reason LIKE 'run limit:%'") > 0);
+    assert_int_equal(rw_itest_fleet_sim_stat(f, "environments_triggered"), 22);
     finish(f);
 }
 
@@ -766,6 +981,7 @@ int main(void)
         cmocka_unit_test_teardown(test_strategy_cli, teardown),
         cmocka_unit_test_teardown(test_schedule_windows, teardown),
         cmocka_unit_test_teardown(test_manual_respect_windows, teardown),
+        cmocka_unit_test_teardown(test_deferred_frees_partition, teardown),
         cmocka_unit_test_teardown(test_run_max_in_flight, teardown),
     };
 
