@@ -16,7 +16,9 @@
  *
  * A second scenario runs rw_health_check_many against a small HTTP server
  * of its own: 2xx and 503, a redirect followed on the same host and not
- * to another, a redirect loop cut short, a timeout, a batch larger than
+ * to another host, another port of the host or another scheme, a
+ * redirect loop cut short, a timeout, a timeout shared by a check's hops
+ * (three redirects of 0.4 s each end a 1 s check), a batch larger than
  * the parallel window, and no credentials or cookies sent. The template
  * rules and the answer classes are the unit test's (tests/unit/
  * test_health.c).
@@ -233,10 +235,10 @@ static void test_gate(void **state)
 /* ---- a small HTTP server for the checks themselves ---- */
 
 typedef struct srv {
-    struct MHD_Daemon *d;
-    int port;
+    struct MHD_Daemon *d, *d2; /* d2: the same answers on another port */
+    int port, port2;
     pthread_mutex_t mu;
-    int hits_ok, hits_loop, with_credentials;
+    int hits_ok, hits_loop, hits_port2, hits_hop_end, with_credentials;
 } srv_t;
 
 static srv_t srv;
@@ -263,7 +265,6 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
 {
     char loc[128];
 
-    (void)cls;
     (void)method;
     (void)version;
     (void)upload;
@@ -278,6 +279,10 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
         srv.hits_ok++;
     if (strcmp(url, "/loop") == 0)
         srv.hits_loop++;
+    if (strcmp(url, "/hop3") == 0)
+        srv.hits_hop_end++;
+    if (cls == &srv.port2)
+        srv.hits_port2++;
     pthread_mutex_unlock(&srv.mu);
     if (strcmp(url, "/ok") == 0)
         return answer(c, 204, NULL);
@@ -292,6 +297,24 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
         snprintf(loc, sizeof(loc), "http://localhost:%d/ok", srv.port);
         return answer(c, 302, loc);
     }
+    if (strcmp(url, "/otherport") == 0) {
+        /* the same host, another port: another service */
+        snprintf(loc, sizeof(loc), "http://127.0.0.1:%d/ok", srv.port2);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/https") == 0) {
+        snprintf(loc, sizeof(loc), "https://127.0.0.1:%d/ok", srv.port);
+        return answer(c, 302, loc);
+    }
+    if (strncmp(url, "/hop", 4) == 0 && url[4] >= '0' && url[4] < '3') {
+        /* three hops of 0.4 s: more than a check's 1 s in all, though
+         * each alone is well within it */
+        usleep(400 * 1000);
+        snprintf(loc, sizeof(loc), "/hop%c", url[4] + 1);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/hop3") == 0)
+        return answer(c, 200, NULL);
     if (strcmp(url, "/loop") == 0)
         return answer(c, 307, "/loop");
     if (strcmp(url, "/slow") == 0) {
@@ -306,7 +329,10 @@ static int srv_stop(void **state)
     (void)state;
     if (srv.d)
         MHD_stop_daemon(srv.d);
+    if (srv.d2)
+        MHD_stop_daemon(srv.d2);
     srv.d = NULL;
+    srv.d2 = NULL;
     return 0;
 }
 
@@ -316,7 +342,9 @@ static void test_checks(void **state)
     const union MHD_DaemonInfo *info;
     rw_health_check_t ck[N];
     char urls[N][96], errstr[256];
-    const char *paths[] = {"/ok", "/fail", "/same", "/other", "/loop", "/slow"};
+    const char *paths[] = {"/ok",   "/fail",      "/same",  "/other", "/loop",
+                           "/slow", "/otherport", "/https", "/hop0"};
+    enum { NP = sizeof(paths) / sizeof(paths[0]) };
 
     (void)state;
     pthread_mutex_init(&srv.mu, NULL);
@@ -327,13 +355,20 @@ static void test_checks(void **state)
     info = MHD_get_daemon_info(srv.d, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
     srv.port = info->port;
+    srv.d2 = MHD_start_daemon(
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+        NULL, on_req, &srv.port2, MHD_OPTION_END);
+    assert_non_null(srv.d2);
+    info = MHD_get_daemon_info(srv.d2, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    srv.port2 = info->port;
 
     memset(ck, 0, sizeof(ck));
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < NP; i++)
         snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d%s", srv.port,
                  paths[i]);
     /* more than the parallel window of healthy ones */
-    for (int i = 6; i < N; i++)
+    for (int i = NP; i < N; i++)
         snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d/ok?n=%d",
                  srv.port, i);
     for (int i = 0; i < N; i++)
@@ -356,11 +391,21 @@ static void test_checks(void **state)
     assert_int_equal(srv.hits_loop, 1 + RW_HEALTH_MAX_REDIRECTS);
     assert_int_equal(ck[5].result, RW_HEALTH_ERROR);
     assert_string_equal(ck[5].what, "timeout");
-    for (int i = 6; i < N; i++)
+    /* not followed to another port of the host, nor to another scheme */
+    assert_int_equal(ck[6].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[6].what, "HTTP 302");
+    assert_int_equal(srv.hits_port2, 0);
+    assert_int_equal(ck[7].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[7].what, "HTTP 302");
+    /* the check's time is shared by its hops: the third ends it */
+    assert_int_equal(ck[8].result, RW_HEALTH_ERROR);
+    assert_string_equal(ck[8].what, "timeout");
+    assert_int_equal(srv.hits_hop_end, 0);
+    for (int i = NP; i < N; i++)
         assert_int_equal(ck[i].result, RW_HEALTH_OK);
     /* /ok: its own check, the same-host redirect, the window; never the
-     * other host's */
-    assert_int_equal(srv.hits_ok, 1 + 1 + (N - 6));
+     * other host's, port's or scheme's */
+    assert_int_equal(srv.hits_ok, 1 + 1 + (N - NP));
     assert_int_equal(srv.with_credentials, 0);
 }
 
