@@ -14,7 +14,10 @@
  * run did not copy it itself at creation, so the test holds whether or not
  * run creation copies strategies.
  *
- * A second scenario runs rw_health_check_many against a small HTTP server
+ * A second scenario (test_cadence) shows a gated chunk asking Lagoon at
+ * most once per poll interval while its checks come more often.
+ *
+ * A third scenario runs rw_health_check_many against a small HTTP server
  * of its own: 2xx and 503, a redirect followed on the same host and not
  * to another host, another port of the host or another scheme, a
  * redirect loop cut short, a timeout, a timeout shared by a check's hops
@@ -232,6 +235,98 @@ static void test_gate(void **state)
     rw_itest_fleet_scan_logs(f);
 }
 
+/*
+ * A gated chunk whose builds end at different times: the targets built
+ * first are checked (and those that fail, checked again a second later)
+ * while the others still build, so the chunk's events come as often as
+ * its checks are due. Lagoon is still asked at most once per poll
+ * interval: the reads are at least an interval apart, all between the
+ * chunk's trigger and its last read, so there are at most (last read -
+ * trigger) / interval + 1 of them.
+ */
+static void test_cadence(void **state)
+{
+    enum { N = 8, N_FAILING_C = 4, INTERVAL_MS = 2000 };
+    const char *strategy = "{\"health\":{\"url\":\"{route}/healthz\","
+                           "\"attempts\":4,\"interval_s\":1}}";
+    const char *p[2];
+    char app_s[24], env[64];
+    long long app, reads, window_ms,
+        deadline_ms = RW_ITEST_ASAN ? 60000 : 30000;
+    rw_itest_fleet_t *f;
+    json_t *stats;
+
+    /* one build at a time: they end about every half second */
+    f = rw_itest_fleet_new("{\"rows_delay_ms\":100,\"phase_ms\":50,"
+                           "\"build_min_ms\":400,\"build_max_ms\":600,"
+                           "\"max_concurrent_builds\":1,"
+                           "\"health_fail\":[\"hc1/main\",\"hc2/main\","
+                           "\"hc3/main\",\"hc4/main\"]}",
+                           10);
+    *state = f;
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "300");
+    rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_MS", "2000");
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "hc", N);
+    snprintf(app_s, sizeof(app_s), "%lld", app);
+    p[0] = app_s;
+    p[1] = strategy;
+    PQclear(rw_itest_fleet_q(f,
+                             "UPDATE store_apps SET strategy = $2"
+                             " WHERE id = $1::bigint",
+                             2, p));
+    rw_itest_fleet_snapshot(f);
+    redeploy_app(f, app);
+    PQclear(
+        rw_itest_fleet_q(f,
+                         "UPDATE deployment_runs r SET strategy = s.strategy"
+                         " FROM store_apps s WHERE s.id = r.store_app_id"
+                         "   AND r.strategy IS NULL",
+                         0, NULL));
+    rw_itest_fleet_start(f, "rollwave-worker", "worker");
+    rw_itest_fleet_start(f, "rollwave-poller", "poller");
+    rw_itest_fleet_wait_final(f, 1, deadline_ms);
+
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM run_chunks", 0, NULL), 1);
+    window_ms = rw_itest_fleet_ll(
+        f,
+        "SELECT (extract(epoch FROM lagoon_read_at - triggered_at) * 1000)"
+        "         ::bigint FROM run_chunks",
+        0, NULL);
+    stats = rw_itest_fleet_sim(f, "/sim/stats", NULL);
+    reads = json_integer_value(json_object_get(stats, "rows_requests"));
+    if (reads < 1 || window_ms < 0 || reads > window_ms / INTERVAL_MS + 1)
+        fail_msg("%lld deploymentsByBulkId in %lld ms, want at most one "
+                 "per %d ms",
+                 reads, window_ms, INTERVAL_MS);
+    /* the checks kept their own cadence: every target checked until its
+     * gate ended, the failing ones four times */
+    for (int k = 1; k <= N; k++) {
+        long long want = k <= N_FAILING_C ? 4 : 1;
+        snprintf(env, sizeof(env), "hc%d/main", k);
+        if (health_checks_of(stats, env) != want)
+            fail_msg("%s: %lld health checks, want %lld", env,
+                     health_checks_of(stats, env), want);
+    }
+    json_decref(stats);
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'failed'"
+                                       "   AND error LIKE 'health check: HTTP"
+                                       " 503 after 4 attempts%'",
+                                       0, NULL),
+                     N_FAILING_C);
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'succeeded'",
+                                       0, NULL),
+                     N - N_FAILING_C);
+    rw_itest_fleet_check(f);
+    rw_itest_fleet_stop_all(f);
+    rw_itest_fleet_scan_logs(f);
+}
+
 /* ---- a small HTTP server for the checks themselves ---- */
 
 typedef struct srv {
@@ -413,6 +508,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_gate, teardown),
+        cmocka_unit_test_teardown(test_cadence, teardown),
         cmocka_unit_test_teardown(test_checks, srv_stop),
     };
 

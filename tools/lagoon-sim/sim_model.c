@@ -1420,7 +1420,8 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
         sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
         sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests,
-        sim->rows_requests,        sim->overload_delayed, sim->health_requests, sim->health_failures);
+        sim->rows_requests, sim->overload_delayed, sim->health_requests,
+        sim->health_failures);
     rw_sim_buf_printf(
         b,
         "\"api_latency_ms\":{\"count\":%lld,\"mean\":%.3f,\"max\":%.3f,"
