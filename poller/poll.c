@@ -506,8 +506,10 @@ static bool lagoon_due(rw_service_t *svc, poll_t *p)
          p->polled_ms >= (long long)svc->s->poll_max_attempts * interval);
     if (!p->need_lagoon)
         return false;
+    /* an ungated chunk's events come an interval after its last read,
+     * give or take a millisecond of rounding: they must not miss it */
     return p->exhausted || p->lagoon_read_ms < 0 ||
-           p->lagoon_read_ms >= interval;
+           p->lagoon_read_ms >= interval - interval / 20;
 }
 
 /* Step 3: the polled targets' updates; the next event if any. */
