@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rw_daemon.h"
 #include "rw_lagoon.h"
 
 /* The placeholders a template may use. */
@@ -109,6 +110,14 @@ static rw_err_t expand(const char *tmpl, const char *const *values, out_t *o,
                               "health.url: unknown placeholder %.*s (known: "
                               "{route}, {project}, {environment})",
                               (int)(n > 40 ? 40 : n), p);
+        /* the route is inserted as is: anywhere but at the start, or
+         * followed by more than a path or query, it could change the
+         * host ("{route}@evil.example/") */
+        if (placeholders[i].part == PART_ROUTE &&
+            (p != tmpl || (p[n] != '\0' && p[n] != '/' && p[n] != '?')))
+            return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                              "health.url: {route} only at the start, "
+                              "followed by '/', '?' or nothing");
         if (values && o) {
             const char *v = values[placeholders[i].part];
             if (placeholders[i].part == PART_ROUTE) {
@@ -214,7 +223,7 @@ rw_health_result_t rw_health_classify(CURLcode cc, long http_status, char *what,
 typedef struct xfer {
     CURL *easy;
     rw_health_check_t *check;
-    char *host; /* of the check's own URL (curl_free) */
+    long long deadline_ms; /* monotonic: the check ends "timeout" then */
     int redirects;
 } xfer_t;
 
@@ -226,15 +235,45 @@ static size_t discard(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-static char *host_of(const char *url)
+/* A URL's scheme, host and port (the scheme's default when none). */
+typedef struct origin {
+    char *scheme, *host, *port; /* curl_free */
+} origin_t;
+
+static bool origin_of(const char *url, origin_t *o)
 {
     CURLU *u = curl_url();
-    char *host = NULL;
+    bool ok = false;
 
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK)
-        curl_url_get(u, CURLUPART_HOST, &host, 0);
+    memset(o, 0, sizeof(*o));
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &o->scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &o->host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &o->port, CURLU_DEFAULT_PORT) ==
+            CURLUE_OK)
+        ok = true;
     curl_url_cleanup(u);
-    return host;
+    return ok;
+}
+
+static void origin_free(origin_t *o)
+{
+    curl_free(o->scheme);
+    curl_free(o->host);
+    curl_free(o->port);
+}
+
+bool rw_health_same_origin(const char *from, const char *to)
+{
+    origin_t a = {NULL, NULL, NULL}, b = {NULL, NULL, NULL};
+    bool same = false;
+
+    if (from && to && origin_of(from, &a) && origin_of(to, &b))
+        same = strcasecmp(a.scheme, b.scheme) == 0 &&
+               strcasecmp(a.host, b.host) == 0 && strcmp(a.port, b.port) == 0;
+    origin_free(&a);
+    origin_free(&b);
+    return same;
 }
 
 static void setup(xfer_t *x, const char *url, long timeout_ms)
@@ -259,14 +298,13 @@ static void setup(xfer_t *x, const char *url, long timeout_ms)
 
 /*
  * A finished transfer: done (result filled), or redirected to the same
- * host and set up again (false).
+ * origin and set up again with what is left of the check's time (false).
  */
-static bool finish(xfer_t *x, CURLcode cc, long timeout_ms)
+static bool finish(xfer_t *x, CURLcode cc)
 {
     rw_health_check_t *ck = x->check;
-    long status = 0;
-    char *location = NULL, *host = NULL;
-    bool same = false;
+    long status = 0, left_ms;
+    char *location = NULL;
 
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     ck->http_status = cc == CURLE_OK ? status : 0;
@@ -274,18 +312,21 @@ static bool finish(xfer_t *x, CURLcode cc, long timeout_ms)
         x->redirects < RW_HEALTH_MAX_REDIRECTS &&
         curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &location) ==
             CURLE_OK &&
-        location) {
-        host = host_of(location);
-        same = host && x->host && strcasecmp(host, x->host) == 0;
-        if (same) {
-            char next[RW_HEALTH_URL_MAX];
-            snprintf(next, sizeof(next), "%s", location);
-            x->redirects++;
-            setup(x, next, timeout_ms);
+        location && rw_health_same_origin(ck->url, location)) {
+        char next[RW_HEALTH_URL_MAX];
+
+        left_ms = (long)(x->deadline_ms - rw_now_mono_ms());
+        if (left_ms <= 0) {
+            /* the redirect came, its target cannot in the time left */
+            ck->http_status = 0;
+            ck->result = rw_health_classify(CURLE_OPERATION_TIMEDOUT, 0,
+                                            ck->what, sizeof(ck->what));
+            return true;
         }
-        curl_free(host);
-        if (same)
-            return false;
+        snprintf(next, sizeof(next), "%s", location);
+        x->redirects++;
+        setup(x, next, left_ms);
+        return false;
     }
     ck->result = rw_health_classify(cc, status, ck->what, sizeof(ck->what));
     return true;
@@ -320,13 +361,16 @@ rw_err_t rw_health_check_many(rw_health_check_t *checks, size_t n,
             err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "curl easy handle");
             goto out;
         }
-        xs[i].host = host_of(checks[i].url);
     }
     while (done < n) {
         CURLMsg *msg;
         int running = 0, left = 0;
+        bool moved;
 
         while (next < n && active < RW_HEALTH_PARALLEL) {
+            /* the check's time runs from its first request, across
+             * its redirects */
+            xs[next].deadline_ms = rw_now_mono_ms() + timeout_ms;
             setup(&xs[next], checks[next].url, timeout_ms);
             if (curl_multi_add_handle(multi, xs[next].easy) != CURLM_OK) {
                 err = rw_err_set(errstr, errlen, RW_ERR_IO,
@@ -336,11 +380,11 @@ rw_err_t rw_health_check_many(rw_health_check_t *checks, size_t n,
             next++;
             active++;
         }
-        if (curl_multi_perform(multi, &running) != CURLM_OK ||
-            curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+        if (curl_multi_perform(multi, &running) != CURLM_OK) {
             err = rw_err_set(errstr, errlen, RW_ERR_IO, "curl multi failed");
             goto out;
         }
+        moved = false;
         while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
             char *priv = NULL;
             xfer_t *x;
@@ -349,10 +393,11 @@ rw_err_t rw_health_check_many(rw_health_check_t *checks, size_t n,
 
             if (msg->msg != CURLMSG_DONE)
                 continue;
+            moved = true;
             curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
             x = (xfer_t *)priv;
             curl_multi_remove_handle(multi, e);
-            if (finish(x, cc, timeout_ms)) {
+            if (finish(x, cc)) {
                 active--;
                 done++;
             } else if (curl_multi_add_handle(multi, e) != CURLM_OK) {
@@ -363,6 +408,16 @@ rw_err_t rw_health_check_many(rw_health_check_t *checks, size_t n,
                 done++;
             }
         }
+        /*
+         * Wait only when nothing ended: curl_multi_poll waits its whole
+         * timeout when no transfer is left to wait for, which would add
+         * a second to every batch whose last answer came in perform.
+         */
+        if (!moved && done < n &&
+            curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            err = rw_err_set(errstr, errlen, RW_ERR_IO, "curl multi failed");
+            goto out;
+        }
     }
 out:
     for (size_t i = 0; xs && i < n; i++) {
@@ -370,7 +425,6 @@ out:
             curl_multi_remove_handle(multi, xs[i].easy);
             curl_easy_cleanup(xs[i].easy);
         }
-        curl_free(xs[i].host);
     }
     free(xs);
     if (multi)

@@ -5,9 +5,10 @@
  *
  * A check is one GET with no credentials: no token, no cookie, no header
  * of ours beyond the user agent. It follows a redirect only to the same
- * host (at most RW_HEALTH_MAX_REDIRECTS), so a route cannot send the
- * check elsewhere. It does not decide what a failed check does to a
- * target (the poller does) and keeps nothing between batches.
+ * scheme, host and port (at most RW_HEALTH_MAX_REDIRECTS), so a route
+ * cannot send the check elsewhere, not even to another port of its host. It
+ * does not decide what a failed check does to a target (the poller does) and
+ * keeps nothing between batches.
  */
 #ifndef RW_HEALTH_H
 #define RW_HEALTH_H
@@ -34,7 +35,9 @@ typedef enum rw_health_result {
 /*
  * A template's placeholders and shape, without values: only {route},
  * {project} and {environment}, no stray brace, and the URL starts with
- * http://, https:// or {route} (which carries its own scheme). The
+ * http://, https:// or {route} (which carries its own scheme); {route}
+ * only there, followed by '/', '?' or nothing, so what follows cannot
+ * change the route's host ("{route}@evil.example/"). The
  * strategy parser calls it, so a run never carries a template the poller
  * cannot expand. errstr names the problem ("unknown placeholder {host}").
  */
@@ -66,6 +69,14 @@ void rw_health_url_display(const char *url, char *buf, size_t len);
 rw_health_result_t rw_health_classify(CURLcode cc, long http_status, char *what,
                                       size_t len);
 
+/*
+ * Whether a redirect from one URL to another stays on the same origin:
+ * scheme, host (case-insensitive) and port (the scheme's default when
+ * none is written). https to http is another origin. False when either
+ * is NULL or not a URL.
+ */
+bool rw_health_same_origin(const char *from, const char *to);
+
 /* One check of a batch. */
 typedef struct rw_health_check {
     const char *url;           /* in: the expanded URL */
@@ -76,9 +87,10 @@ typedef struct rw_health_check {
 
 /*
  * Run the n checks, at most RW_HEALTH_PARALLEL at once, each given
- * timeout_ms in all (connect included). Fills every check's result; fails
- * as a whole only when curl cannot be set up (RW_ERR_NOMEM, RW_ERR_IO), in
- * which case no check ran.
+ * timeout_ms in all from its first request (connect and redirects
+ * included: each hop gets what is left; none left is "timeout"). Fills every
+ * check's result; fails as a whole only when curl cannot be set up
+ * (RW_ERR_NOMEM, RW_ERR_IO), in which case no check ran.
  */
 rw_err_t rw_health_check_many(rw_health_check_t *checks, size_t n,
                               long timeout_ms, char *errstr, size_t errlen);

@@ -854,13 +854,22 @@ static rw_err_t chunk_one(rw_pg_t *pg, const char *sql, long long run_id,
 }
 
 rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
-                            int attempt, char *errstr, size_t errlen)
+                            int attempt, long long lagoon_read_ago_ms,
+                            char *errstr, size_t errlen)
 {
+    /* the read's own time, not the commit's: checks run in between */
     static const char sql[] =
-        "UPDATE run_chunks SET poll_attempts = $3::int + 1"
+        "UPDATE run_chunks SET poll_attempts = $3::int + 1,"
+        "       lagoon_read_at = CASE WHEN $4::bigint >= 0"
+        "         THEN now() - $4::bigint * interval '1 millisecond'"
+        "         ELSE lagoon_read_at END"
         " WHERE run_id = $1::bigint AND chunk = $2::int"
         "   AND state = 'triggered' AND poll_attempts = $3::int";
-    return chunk_one(pg, sql, run_id, chunk, attempt, 0, NULL, "poll step",
+    char ago_s[24];
+
+    snprintf(ago_s, sizeof(ago_s), "%lld",
+             lagoon_read_ago_ms < 0 ? -1 : lagoon_read_ago_ms);
+    return chunk_one(pg, sql, run_id, chunk, attempt, 1, ago_s, "poll step",
                      errstr, errlen);
 }
 

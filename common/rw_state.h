@@ -289,7 +289,9 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
  * Bookkeeping of a chunk that stays in its state, each a conditional
  * UPDATE returning RW_ERR_CONFLICT when the row is not as expected:
  * - poll_step: a triggered chunk at poll attempt `attempt` moves to
- *   attempt + 1 (the poll was recorded; its next event is queued);
+ *   attempt + 1 (the poll was recorded; its next event is queued); when
+ *   the poll asked Lagoon, lagoon_read_ago_ms (>= 0) before now, that is
+ *   the chunk's lagoon_read_at; -1 leaves it;
  * - mark_sent: a triggering chunk still at `attempt` is stamped sent now,
  *   right before its mutation leaves; a chunk the sweep gave back or that
  *   moved to another attempt meanwhile is not sent (CONFLICT);
@@ -297,7 +299,8 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
  *   before its period.
  */
 rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
-                            int attempt, char *errstr, size_t errlen);
+                            int attempt, long long lagoon_read_ago_ms,
+                            char *errstr, size_t errlen);
 rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
                             int attempt, char *errstr, size_t errlen);
 rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,

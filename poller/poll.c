@@ -6,8 +6,10 @@
  *      chunk's, or whose chunk is no longer triggered, is acknowledged and
  *      dropped (a done chunk of this bulk has its locks released again);
  *   2. load the chunk's targets in flight and ask Lagoon for the bulk's
- *      deployments (unless every target's build is known complete and
- *      only waits for its health check);
+ *      deployments, unless every target's build is known complete and
+ *      only waits for its health check, or Lagoon was asked less than a
+ *      poll interval ago (health checks make a gated chunk's events more
+ *      frequent: Lagoon still hears from it once per interval);
  *   3. work out each polled target's new state (timed out once the poll
  *      attempts run out); with a health gate in the run's strategy, a
  *      completed build stays deploying and its environment is checked
@@ -47,7 +49,10 @@ static const char SQL_LOAD_CHUNK[] =
     "SELECT r.id AS run_id, r.strategy, c.state AS chunk_state, c.bulk_id,"
     "       c.poll_attempts,"
     "       (extract(epoch FROM now() - c.triggered_at) * 1000)::bigint"
-    "         AS polled_ms"
+    "         AS polled_ms,"
+    "       CASE WHEN c.lagoon_read_at >= c.triggered_at"
+    "         THEN (extract(epoch FROM now() - c.lagoon_read_at)"
+    "               * 1000)::bigint END AS lagoon_read_ms"
     " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
     " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
 
@@ -163,12 +168,16 @@ typedef struct poll {
     rw_target_update_t *u;
     size_t n, moved;
     bool all_terminal;
-    rw_strategy_t st;        /* the run's; st.health.set = a health gate */
-    bool need_lagoon;        /* some target's build is not known complete */
-    long long wait_ms;       /* the next event is due in this long */
-    long long polled_ms;     /* since the chunk was triggered */
-    char (*health_msg)[512]; /* per target: its error */
-    char (*health_what)[64]; /* per target: what its last check saw */
+    rw_strategy_t st;         /* the run's; st.health.set = a health gate */
+    bool need_lagoon;         /* some target's build is not known complete */
+    bool asked;               /* Lagoon was asked in this poll */
+    bool exhausted;           /* the poll attempts (and time) have run out */
+    long long asked_mono_ms;  /* when */
+    long long lagoon_read_ms; /* since the chunk's last read, -1 = none */
+    long long wait_ms;        /* the next event is due in this long */
+    long long polled_ms;      /* since the chunk was triggered */
+    char (*health_msg)[512];  /* per target: its error */
+    char (*health_what)[64];  /* per target: what its last check saw */
     char timeout_msg[96];
     char key[RW_CODEC_KEY_MAX];
     char *next_json; /* the next poll event, unless all_terminal */
@@ -206,6 +215,7 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
     }
     p->run_id = rw_pg_ll(chunk, 0, "run_id", 0);
     p->polled_ms = rw_pg_ll(chunk, 0, "polled_ms", 0);
+    p->lagoon_read_ms = rw_pg_ll(chunk, 0, "lagoon_read_ms", -1);
     snprintf(p->run_s, sizeof(p->run_s), "%lld", p->run_id);
     if (rw_strategy_parse_json(rw_pg_str(chunk, 0, "strategy"), &p->st, errstr,
                                errlen)) {
@@ -255,6 +265,8 @@ static rw_err_t ask_lagoon(rw_service_t *svc, poll_t *p, char *errstr,
     long long t0 = rw_now_mono_ms();
     char labels[96];
 
+    p->asked = true;
+    p->asked_mono_ms = t0;
     lerr = rw_lagoon_deployments_by_bulk_id(svc->lc, p->m->bulk_id, &p->rows,
                                             errstr, errlen);
     rw_metrics_observe(
@@ -476,18 +488,38 @@ out:
     return err;
 }
 
+/*
+ * Step 2: whether Lagoon is asked. Only for builds not known complete,
+ * and at most once per poll interval: a gated chunk's events come as
+ * often as its checks are due. The last poll before the horizon asks
+ * whatever the interval says, so no build times out unread.
+ */
+static bool lagoon_due(rw_service_t *svc, poll_t *p)
+{
+    long long interval = rw_settings_poll_interval_ms(svc->s);
+    const rw_poll_msg_t *m = p->m;
+
+    /* health checks make polls more frequent: a gated run's builds get
+     * the polling horizon in time too, not only in polls */
+    p->exhausted =
+        m->attempt >= svc->s->poll_max_attempts &&
+        (!p->st.health.set ||
+         p->polled_ms >= (long long)svc->s->poll_max_attempts * interval);
+    if (!p->need_lagoon)
+        return false;
+    /* an ungated chunk's events come an interval after its last read,
+     * give or take a millisecond of rounding: they must not miss it */
+    return p->exhausted || p->lagoon_read_ms < 0 ||
+           p->lagoon_read_ms >= interval - interval / 20;
+}
+
 /* Step 3: the polled targets' updates; the next event if any. */
 static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
                            size_t errlen)
 {
     rw_err_t err = RW_OK;
     const rw_poll_msg_t *m = p->m;
-    /* health checks make polls more frequent: a gated run's builds get
-     * the polling horizon in time too, not only in polls */
-    bool exhausted = m->attempt >= svc->s->poll_max_attempts &&
-                     (!p->st.health.set ||
-                      p->polled_ms >= (long long)svc->s->poll_max_attempts *
-                                          rw_settings_poll_interval_ms(svc->s));
+    long long interval = rw_settings_poll_interval_ms(svc->s);
     size_t *due = calloc(p->n + 1, sizeof(*due));
     size_t n_due = 0;
 
@@ -496,7 +528,11 @@ static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
     snprintf(p->timeout_msg, sizeof(p->timeout_msg),
              "no terminal deployment after %d polls", m->attempt);
     p->all_terminal = true;
-    p->wait_ms = rw_settings_poll_interval_ms(svc->s);
+    p->wait_ms = interval;
+    /* builds still unread wait for the next Lagoon read, no longer */
+    if (p->need_lagoon && !p->asked && p->lagoon_read_ms >= 0 &&
+        p->lagoon_read_ms < interval)
+        p->wait_ms = interval - p->lagoon_read_ms;
     for (size_t i = 0; i < p->n; i++) {
         int row = (int)i;
         const rw_lagoon_deployment_t *d =
@@ -508,7 +544,7 @@ static rw_err_t new_states(rw_service_t *svc, poll_t *p, char *errstr,
         p->u[i].instance_id = rw_pg_ll(p->tg, row, "instance_id", 0);
         p->u[i].from = (rw_target_state_t)rw_target_state_parse(
             rw_pg_str(p->tg, row, "state"));
-        if (new_state(p, row, d, exhausted))
+        if (new_state(p, row, d, p->exhausted))
             due[n_due++] = i;
     }
     if (n_due > 0)
@@ -550,6 +586,8 @@ static rw_err_t record(rw_service_t *svc, poll_t *p, char *errstr,
             false, &ch, "every target terminal", errstr, errlen);
     } else {
         err = rw_chunk_poll_step(svc->pg, p->run_id, m->chunk, m->attempt,
+                                 p->asked ? rw_now_mono_ms() - p->asked_mono_ms
+                                          : -1,
                                  errstr, errlen);
     }
     if (err == RW_ERR_CONFLICT) {
@@ -631,7 +669,7 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, rw_poller_logs_t *logs,
     err = load_targets(svc, &p, errstr, sizeof(errstr));
     if (err)
         goto out;
-    if (p.need_lagoon) {
+    if (lagoon_due(svc, &p)) {
         err = ask_lagoon(svc, &p, errstr, sizeof(errstr));
         if (err)
             goto out;

@@ -14,9 +14,14 @@
  * run did not copy it itself at creation, so the test holds whether or not
  * run creation copies strategies.
  *
- * A second scenario runs rw_health_check_many against a small HTTP server
+ * A second scenario (test_cadence) shows a gated chunk asking Lagoon at
+ * most once per poll interval while its checks come more often.
+ *
+ * A third scenario runs rw_health_check_many against a small HTTP server
  * of its own: 2xx and 503, a redirect followed on the same host and not
- * to another, a redirect loop cut short, a timeout, a batch larger than
+ * to another host, another port of the host or another scheme, a
+ * redirect loop cut short, a timeout, a timeout shared by a check's hops
+ * (three redirects of 0.4 s each end a 1 s check), a batch larger than
  * the parallel window, and no credentials or cookies sent. The template
  * rules and the answer classes are the unit test's (tests/unit/
  * test_health.c).
@@ -223,13 +228,106 @@ static void test_gate(void **state)
     rw_itest_fleet_scan_logs(f);
 }
 
+/*
+ * A gated chunk whose builds end at different times: the targets built
+ * first are checked (and those that fail, checked again a second later)
+ * while the others still build, so the chunk's events come as often as
+ * its checks are due. Lagoon is still asked at most once per poll
+ * interval: the reads are at least 95% of an interval apart (the slack
+ * of rounding), all between the chunk's trigger and its last read, so
+ * there are at most (last read - trigger) / (0.95 interval) + 1.
+ */
+static void test_cadence(void **state)
+{
+    enum { N = 8, N_FAILING_C = 4, INTERVAL_MS = 2000 };
+    const char *strategy = "{\"health\":{\"url\":\"{route}/healthz\","
+                           "\"attempts\":4,\"interval_s\":1}}";
+    const char *p[2];
+    char app_s[24], env[64];
+    long long app, reads, window_ms,
+        deadline_ms = RW_ITEST_ASAN ? 60000 : 30000;
+    rw_itest_fleet_t *f;
+    json_t *stats;
+
+    /* one build at a time: they end about every half second */
+    f = rw_itest_fleet_new("{\"rows_delay_ms\":100,\"phase_ms\":50,"
+                           "\"build_min_ms\":400,\"build_max_ms\":600,"
+                           "\"max_concurrent_builds\":1,"
+                           "\"health_fail\":[\"hc1/main\",\"hc2/main\","
+                           "\"hc3/main\",\"hc4/main\"]}",
+                           10);
+    *state = f;
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_MS", "300");
+    rw_itest_fleet_set(f, "ROLLWAVE_POLL_INTERVAL_MS", "2000");
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "hc", N);
+    snprintf(app_s, sizeof(app_s), "%lld", app);
+    p[0] = app_s;
+    p[1] = strategy;
+    PQclear(rw_itest_fleet_q(f,
+                             "UPDATE store_apps SET strategy = $2"
+                             " WHERE id = $1::bigint",
+                             2, p));
+    rw_itest_fleet_snapshot(f);
+    redeploy_app(f, app);
+    PQclear(
+        rw_itest_fleet_q(f,
+                         "UPDATE deployment_runs r SET strategy = s.strategy"
+                         " FROM store_apps s WHERE s.id = r.store_app_id"
+                         "   AND r.strategy IS NULL",
+                         0, NULL));
+    rw_itest_fleet_start(f, "rollwave-worker", "worker");
+    rw_itest_fleet_start(f, "rollwave-poller", "poller");
+    rw_itest_fleet_wait_final(f, 1, deadline_ms);
+
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM run_chunks", 0, NULL), 1);
+    window_ms = rw_itest_fleet_ll(
+        f,
+        "SELECT (extract(epoch FROM lagoon_read_at - triggered_at) * 1000)"
+        "         ::bigint FROM run_chunks",
+        0, NULL);
+    stats = rw_itest_fleet_sim(f, "/sim/stats", NULL);
+    reads = json_integer_value(json_object_get(stats, "rows_requests"));
+    if (reads < 1 || window_ms < 0 ||
+        reads > window_ms / (INTERVAL_MS - INTERVAL_MS / 20) + 1)
+        fail_msg("%lld deploymentsByBulkId in %lld ms, want at most one "
+                 "per %d ms",
+                 reads, window_ms, INTERVAL_MS);
+    /* the checks kept their own cadence: every target checked until its
+     * gate ended, the failing ones four times */
+    for (int k = 1; k <= N; k++) {
+        long long want = k <= N_FAILING_C ? 4 : 1;
+        snprintf(env, sizeof(env), "hc%d/main", k);
+        if (health_checks_of(stats, env) != want)
+            fail_msg("%s: %lld health checks, want %lld", env,
+                     health_checks_of(stats, env), want);
+    }
+    json_decref(stats);
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'failed'"
+                                       "   AND error LIKE 'health check: HTTP"
+                                       " 503 after 4 attempts%'",
+                                       0, NULL),
+                     N_FAILING_C);
+    assert_int_equal(rw_itest_fleet_ll(f,
+                                       "SELECT count(*) FROM run_targets"
+                                       " WHERE state = 'succeeded'",
+                                       0, NULL),
+                     N - N_FAILING_C);
+    rw_itest_fleet_check(f);
+    rw_itest_fleet_stop_all(f);
+    rw_itest_fleet_scan_logs(f);
+}
+
 /* ---- a small HTTP server for the checks themselves ---- */
 
 typedef struct srv {
-    struct MHD_Daemon *d;
-    int port;
+    struct MHD_Daemon *d, *d2; /* d2: the same answers on another port */
+    int port, port2;
     pthread_mutex_t mu;
-    int hits_ok, hits_loop, with_credentials;
+    int hits_ok, hits_loop, hits_port2, hits_hop_end, with_credentials;
 } srv_t;
 
 static srv_t srv;
@@ -256,7 +354,6 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
 {
     char loc[128];
 
-    (void)cls;
     (void)method;
     (void)version;
     (void)upload;
@@ -271,6 +368,10 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
         srv.hits_ok++;
     if (strcmp(url, "/loop") == 0)
         srv.hits_loop++;
+    if (strcmp(url, "/hop3") == 0)
+        srv.hits_hop_end++;
+    if (cls == &srv.port2)
+        srv.hits_port2++;
     pthread_mutex_unlock(&srv.mu);
     if (strcmp(url, "/ok") == 0)
         return answer(c, 204, NULL);
@@ -285,6 +386,24 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
         snprintf(loc, sizeof(loc), "http://localhost:%d/ok", srv.port);
         return answer(c, 302, loc);
     }
+    if (strcmp(url, "/otherport") == 0) {
+        /* the same host, another port: another service */
+        snprintf(loc, sizeof(loc), "http://127.0.0.1:%d/ok", srv.port2);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/https") == 0) {
+        snprintf(loc, sizeof(loc), "https://127.0.0.1:%d/ok", srv.port);
+        return answer(c, 302, loc);
+    }
+    if (strncmp(url, "/hop", 4) == 0 && url[4] >= '0' && url[4] < '3') {
+        /* three hops of 0.4 s: more than a check's 1 s in all, though
+         * each alone is well within it */
+        usleep(400 * 1000);
+        snprintf(loc, sizeof(loc), "/hop%c", url[4] + 1);
+        return answer(c, 302, loc);
+    }
+    if (strcmp(url, "/hop3") == 0)
+        return answer(c, 200, NULL);
     if (strcmp(url, "/loop") == 0)
         return answer(c, 307, "/loop");
     if (strcmp(url, "/slow") == 0) {
@@ -299,7 +418,10 @@ static int srv_stop(void **state)
     (void)state;
     if (srv.d)
         MHD_stop_daemon(srv.d);
+    if (srv.d2)
+        MHD_stop_daemon(srv.d2);
     srv.d = NULL;
+    srv.d2 = NULL;
     return 0;
 }
 
@@ -309,7 +431,9 @@ static void test_checks(void **state)
     const union MHD_DaemonInfo *info;
     rw_health_check_t ck[N];
     char urls[N][96], errstr[256];
-    const char *paths[] = {"/ok", "/fail", "/same", "/other", "/loop", "/slow"};
+    const char *paths[] = {"/ok",   "/fail",      "/same",  "/other", "/loop",
+                           "/slow", "/otherport", "/https", "/hop0"};
+    enum { NP = sizeof(paths) / sizeof(paths[0]) };
 
     (void)state;
     pthread_mutex_init(&srv.mu, NULL);
@@ -320,13 +444,20 @@ static void test_checks(void **state)
     info = MHD_get_daemon_info(srv.d, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
     srv.port = info->port;
+    srv.d2 = MHD_start_daemon(
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+        NULL, on_req, &srv.port2, MHD_OPTION_END);
+    assert_non_null(srv.d2);
+    info = MHD_get_daemon_info(srv.d2, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    srv.port2 = info->port;
 
     memset(ck, 0, sizeof(ck));
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < NP; i++)
         snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d%s", srv.port,
                  paths[i]);
     /* more than the parallel window of healthy ones */
-    for (int i = 6; i < N; i++)
+    for (int i = NP; i < N; i++)
         snprintf(urls[i], sizeof(urls[i]), "http://127.0.0.1:%d/ok?n=%d",
                  srv.port, i);
     for (int i = 0; i < N; i++)
@@ -349,11 +480,21 @@ static void test_checks(void **state)
     assert_int_equal(srv.hits_loop, 1 + RW_HEALTH_MAX_REDIRECTS);
     assert_int_equal(ck[5].result, RW_HEALTH_ERROR);
     assert_string_equal(ck[5].what, "timeout");
-    for (int i = 6; i < N; i++)
+    /* not followed to another port of the host, nor to another scheme */
+    assert_int_equal(ck[6].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[6].what, "HTTP 302");
+    assert_int_equal(srv.hits_port2, 0);
+    assert_int_equal(ck[7].result, RW_HEALTH_FAILED);
+    assert_string_equal(ck[7].what, "HTTP 302");
+    /* the check's time is shared by its hops: the third ends it */
+    assert_int_equal(ck[8].result, RW_HEALTH_ERROR);
+    assert_string_equal(ck[8].what, "timeout");
+    assert_int_equal(srv.hits_hop_end, 0);
+    for (int i = NP; i < N; i++)
         assert_int_equal(ck[i].result, RW_HEALTH_OK);
     /* /ok: its own check, the same-host redirect, the window; never the
-     * other host's */
-    assert_int_equal(srv.hits_ok, 1 + 1 + (N - 6));
+     * other host's, port's or scheme's */
+    assert_int_equal(srv.hits_ok, 1 + 1 + (N - NP));
     assert_int_equal(srv.with_credentials, 0);
 }
 
@@ -361,6 +502,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_gate, teardown),
+        cmocka_unit_test_teardown(test_cadence, teardown),
         cmocka_unit_test_teardown(test_checks, srv_stop),
     };
 

@@ -560,9 +560,10 @@ static void test_chunk_lifecycle_audited_and_guarded(void **state)
 
     /* polls: a stale poll attempt neither steps nor finishes the chunk */
     assert_int_equal(
-        rw_chunk_poll_step(f->pg, run, 0, 1, errstr, sizeof(errstr)), RW_OK);
+        rw_chunk_poll_step(f->pg, run, 0, 1, -1, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(
-        rw_chunk_poll_step(f->pg, run, 0, 1, errstr, sizeof(errstr)),
+        rw_chunk_poll_step(f->pg, run, 0, 1, -1, errstr, sizeof(errstr)),
         RW_ERR_CONFLICT);
     ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
     ch.poll_attempts = 1;

@@ -1,6 +1,7 @@
 /*
  * test_health: the health gate's URL template (placeholders, encoding,
- * refusals, the strategy parser applying the same rule), the URL shown in
+ * refusals, where {route} may stand, the strategy parser applying the
+ * same rule), the redirect rule (same origin), the URL shown in
  * errors, and what an answer means. One batch against a closed local port
  * shows a connect error; real HTTP answers are the integration test's
  * (test_health).
@@ -56,6 +57,11 @@ static void test_template(void **state)
             "main", "http://main.p-1.example/health");
     expands("HTTPS://Example/{project}", NULL, "a.b_c~d", "e",
             "HTTPS://Example/a.b_c~d");
+    /* after {route}: a path, a query, or nothing */
+    expands("{route}?probe=1", "http://r.example", "p", "e",
+            "http://r.example?probe=1");
+    expands("{route}/{project}/{environment}", "http://r.example", "a b", "e",
+            "http://r.example/a%20b/e");
 }
 
 static void test_template_refused(void **state)
@@ -87,6 +93,71 @@ static void test_template_refused(void **state)
                      RW_ERR_INVALID_ARG);
 }
 
+/*
+ * {route} is inserted as is: anything after it but a path or a query could
+ * make it another host, and anywhere but at the start it could be read as
+ * a path, a user name or a query of another host.
+ */
+static void test_template_route_place(void **state)
+{
+    static const char *const bad[] = {
+        "{route}@evil.example/", "{route}.evil.example/",
+        "{route}:8080/",         "{route}#x",
+        "{route}{project}",      "{route}\\x",
+        "http://x/{route}",      "http://{route}/",
+        "{route}/{route}",       "https://probe?{route}",
+    };
+    char errstr[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errstr[0] = '\0';
+        if (rw_health_url_check(bad[i], errstr, sizeof(errstr)) !=
+                RW_ERR_INVALID_ARG ||
+            !strstr(errstr, "{route} only at the start"))
+            fail_msg("%s: accepted or other error '%s'", bad[i], errstr);
+        refused(bad[i], "http://r", RW_ERR_INVALID_ARG,
+                "{route} only at the start");
+    }
+    assert_int_equal(rw_health_url_check("{route}", errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_health_url_check("{route}/a", errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_health_url_check("{route}?a", errstr, sizeof(errstr)),
+                     RW_OK);
+}
+
+/* The redirect rule: the same scheme, host and port, nothing else. */
+static void test_same_origin(void **state)
+{
+    (void)state;
+    assert_true(
+        rw_health_same_origin("http://h.example/a", "http://h.example/b"));
+    assert_true(
+        rw_health_same_origin("http://h.example/a", "http://H.Example:80/b?c"));
+    assert_true(rw_health_same_origin("https://h.example:443/a",
+                                      "https://h.example/b"));
+    assert_true(rw_health_same_origin("http://127.0.0.1:8080/a",
+                                      "http://127.0.0.1:8080/b"));
+    /* another port of the same host: another service */
+    assert_false(rw_health_same_origin("http://127.0.0.1:8080/a",
+                                       "http://127.0.0.1:8081/a"));
+    assert_false(
+        rw_health_same_origin("http://h.example/a", "http://h.example:8080/"));
+    /* never a downgrade, nor another scheme */
+    assert_false(
+        rw_health_same_origin("https://h.example/a", "http://h.example/a"));
+    assert_false(
+        rw_health_same_origin("http://h.example/a", "https://h.example/a"));
+    assert_false(
+        rw_health_same_origin("http://h.example/a", "http://g.example/"));
+    assert_false(rw_health_same_origin("http://h.example/a", "/relative"));
+    assert_false(
+        rw_health_same_origin("http://h.example/a", "ftp://h.example/"));
+    assert_false(rw_health_same_origin(NULL, "http://h.example/"));
+    assert_false(rw_health_same_origin("http://h.example/", NULL));
+}
+
 /* The strategy parser refuses what the poller could not expand. */
 static void test_strategy_uses_rule(void **state)
 {
@@ -107,6 +178,11 @@ static void test_strategy_uses_rule(void **state)
         RW_OK);
     assert_true(st.health.set);
     assert_string_equal(st.health.url, "{route}/healthz");
+    assert_int_equal(
+        rw_strategy_parse_json("{\"health\":{\"url\":\"{route}@x.example/\"}}",
+                               &st, errstr, sizeof(errstr)),
+        RW_ERR_INVALID_ARG);
+    assert_non_null(strstr(errstr, "{route} only at the start"));
 }
 
 static void test_display(void **state)
@@ -193,6 +269,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_template),
         cmocka_unit_test(test_template_refused),
+        cmocka_unit_test(test_template_route_place),
+        cmocka_unit_test(test_same_origin),
         cmocka_unit_test(test_strategy_uses_rule),
         cmocka_unit_test(test_display),
         cmocka_unit_test(test_classify),

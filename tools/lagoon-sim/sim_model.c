@@ -144,7 +144,7 @@ struct rw_sim {
 
     /* counters of /sim/stats */
     long long bulk_calls, deploy_requests, envs_triggered, max_envs;
-    long long duplicate_triggers, graphql_requests;
+    long long duplicate_triggers, graphql_requests, rows_requests;
     long long faults[RW_SIM_FAULT_KINDS]; /* by rw_sim_fault_t */
     long long *envs_per_call;
     size_t envs_per_call_len;
@@ -600,6 +600,7 @@ static void clear_data(rw_sim_t *sim)
     memset(sim->timeline, 0, sizeof(sim->timeline));
     sim->bulk_calls = sim->deploy_requests = sim->envs_triggered = 0;
     sim->max_envs = sim->duplicate_triggers = sim->graphql_requests = 0;
+    sim->rows_requests = 0;
     sim->health_requests = sim->health_failures = 0;
     sim->logs_served = sim->log_errors = 0;
     memset(sim->faults, 0, sizeof(sim->faults));
@@ -1065,6 +1066,7 @@ size_t rw_sim_bulk_rows(rw_sim_t *sim, const char *bulk_id, rw_sim_row_fn fn,
 
     pthread_mutex_lock(&sim->mu);
     advance(sim, now);
+    sim->rows_requests++;
     bidx = imap_find(sim, &sim->bulk_map, bulk_hash(bulk_id), bulk_eq, bulk_id);
     if (bidx < 0)
         goto out;
@@ -1520,6 +1522,7 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         "\"faults_injected\":{\"http500\":%lld,\"graphql_error\":%lld,"
         "\"slow\":%lld,\"drop\":%lld,\"http500_executed\":%lld,"
         "\"garbled_executed\":%lld},\"graphql_requests\":%lld,"
+        "\"rows_requests\":%lld,"
         "\"overload_delayed\":%lld,\"health_requests\":%lld,"
         "\"health_failures\":%lld,\"logs_served\":%lld,\"log_errors\":%lld,",
         sim->n_envs, sim->duplicate_triggers, sim->n_deps, sim->peak_running,
@@ -1529,8 +1532,8 @@ void rw_sim_stats_json(rw_sim_t *sim, bool with_triggers, bool with_timeline,
         sim->faults[RW_SIM_FAULT_SLOW], sim->faults[RW_SIM_FAULT_DROP],
         sim->faults[RW_SIM_FAULT_HTTP500_EXECUTED],
         sim->faults[RW_SIM_FAULT_GARBLED_EXECUTED], sim->graphql_requests,
-        sim->overload_delayed, sim->health_requests, sim->health_failures,
-        sim->logs_served, sim->log_errors);
+        sim->rows_requests, sim->overload_delayed, sim->health_requests,
+        sim->health_failures, sim->logs_served, sim->log_errors);
     rw_sim_buf_printf(
         b,
         "\"api_latency_ms\":{\"count\":%lld,\"mean\":%.3f,\"max\":%.3f,"

@@ -203,6 +203,7 @@ void rw_sim_api_latency(rw_sim_t *sim, long long us);
  * since the first trigger, for at most 7200 seconds; later ones are counted
  * in dropped_environments and set truncated).
  * graphql_requests: authorised POST /graphql requests, faulted or not.
+ * rows_requests: deploymentsByBulkId fields answered (known bulk or not).
  * deploy_requests: bulkDeployEnvironmentLatest fields asked for, including
  * refused and faulted ones. bulk_calls: bulks created. environments_
  * triggered: environments in created bulks, rejected ones included (as are
