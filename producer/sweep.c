@@ -70,15 +70,27 @@ static const char SQL_PENDING_STALE[] =
 /*
  * Deferred chunks whose not_before has passed, of released waves of runs
  * still going, oldest first. A paused run's deferred chunks wait for the
- * resume, which queues every pending chunk.
+ * resume, which queues every pending chunk. Of the chunks a run's own
+ * limit deferred, two per run and round: a run at its limit would
+ * otherwise have all its waiting chunks re-queued, and deferred again,
+ * every round for as long as it runs.
  */
 static const char SQL_DEFERRED_DUE[] =
-    "SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid"
-    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
-    " WHERE c.state = 'pending' AND c.not_before IS NOT NULL"
-    "   AND c.not_before <= now()"
-    "   AND r.status IN ('pending', 'running')"
-    "   AND " RW_WAVE_RELEASED_SQL("c") " ORDER BY c.not_before LIMIT $1::int";
+    "SELECT run_id, chunk, run_uuid FROM ("
+    "  SELECT c.run_id, c.chunk, r.uuid::text AS run_uuid, c.not_before,"
+    "         c.deferred_reason,"
+    "         row_number() OVER (PARTITION BY c.run_id,"
+    "             c.deferred_reason LIKE 'run limit%'"
+    "             ORDER BY c.not_before, c.chunk) AS k"
+    "  FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
+    "  WHERE c.state = 'pending' AND c.not_before IS NOT NULL"
+    "    AND c.not_before <= now()"
+    "    AND r.status IN ('pending', 'running')"
+    "    AND " RW_WAVE_RELEASED_SQL(
+        "c") ") d"
+             " WHERE d.k <= 2 OR d.deferred_reason IS NULL"
+             "    OR d.deferred_reason NOT LIKE 'run limit%'"
+             " ORDER BY d.not_before LIMIT $1::int";
 
 /*
  * Chunks finished since the cursor (and a few seconds ago at least, so
