@@ -95,6 +95,7 @@ struct rw_api {
     rw_metric_t *m_auth_missing, *m_auth_invalid;
     rw_metric_t *m_req[5]; /* 1xx..5xx */
     rw_metric_t *m_seconds;
+    rw_metric_t *m_in_progress, *m_lag;
 };
 
 /* One connection's request, across MHD's calls. */
@@ -339,6 +340,7 @@ json_t *rw_api_lag(rw_api_t *a, long long interval_s)
     }
     a->lag_running = true;
     pthread_mutex_unlock(&a->lag_mu);
+    rw_metrics_add(a->m_lag, 1);
 
     memset(gs, 0, sizeof(gs));
     rw_lag_default_groups(a->s, gs, &n);
@@ -716,7 +718,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         ctx->start_ms = rw_now_mono_ms();
         *con_cls = ctx;
-        atomic_fetch_add(&a->in_flight, 1);
+        rw_metrics_set(a->m_in_progress,
+                       (double)(atomic_fetch_add(&a->in_flight, 1) + 1));
         ctx->counted = true;
         /* refused before a byte of it is read */
         if (cl && strtoull(cl, NULL, 10) > RW_API_MAX_BODY) {
@@ -780,7 +783,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     if (ctx) {
         if (ctx->counted)
-            atomic_fetch_sub(&a->in_flight, 1);
+            rw_metrics_set(a->m_in_progress,
+                           (double)(atomic_fetch_sub(&a->in_flight, 1) - 1));
         free(ctx->body);
         free(ctx);
         *con_cls = NULL;
@@ -820,6 +824,14 @@ static void register_metrics(rw_api_t *a)
                                          "API and dashboard requests answered, "
                                          "by status class",
                                          classes[i]);
+    a->m_in_progress = rw_metrics_gauge(
+        "rollwave_api_requests_in_progress",
+        "API and dashboard requests received and not yet answered", NULL);
+    a->m_lag = rw_metrics_counter(
+        "rollwave_api_lag_measurements_total",
+        "lag measurements made for GET /api/v1/lag (shared by the requests "
+        "arriving while one runs or shortly after)",
+        NULL);
     a->m_seconds = rw_metrics_histogram(
         "rollwave_api_request_seconds", "time to answer a request", NULL,
         buckets, sizeof(buckets) / sizeof(buckets[0]));
