@@ -330,9 +330,9 @@ json_t *rw_api_lag(rw_api_t *a, long long interval_s)
         /* share the measurement in progress */
         while (a->lag_running)
             pthread_cond_wait(&a->lag_cv, &a->lag_mu);
-        doc = json_incref(a->lag_doc);
+        doc = json_deep_copy(a->lag_doc);
     } else if (a->lag_doc && rw_now_mono_ms() - a->lag_at_ms < LAG_FRESH_MS) {
-        doc = json_incref(a->lag_doc);
+        doc = json_deep_copy(a->lag_doc);
     }
     if (doc) {
         pthread_mutex_unlock(&a->lag_mu);
@@ -351,8 +351,9 @@ json_t *rw_api_lag(rw_api_t *a, long long interval_s)
     rw_lag_groups_free(gs, n);
 
     pthread_mutex_lock(&a->lag_mu);
+    /* each answer gets its own copy: requests serialize theirs at once */
     json_decref(a->lag_doc);
-    a->lag_doc = json_incref(doc);
+    a->lag_doc = json_deep_copy(doc);
     a->lag_at_ms = rw_now_mono_ms();
     a->lag_running = false;
     pthread_cond_broadcast(&a->lag_cv);
