@@ -94,6 +94,7 @@ typedef enum rw_api_ftype {
     RW_API_F_BOOL,      /* true or false */
     RW_API_F_INT_ARRAY, /* 1..max integers, each in [min, INT64_MAX] */
     RW_API_F_STRING,    /* a string of min..max bytes */
+    RW_API_F_OBJECT,    /* a JSON object (its members checked elsewhere) */
 } rw_api_ftype_t;
 
 /* One field of a request body; a body is one table of these. */
@@ -132,11 +133,21 @@ void rw_api_reply(rw_api_req_t *rq, unsigned status, json_t *doc);
 const char *rw_api_query(rw_api_req_t *rq, const char *name);
 
 /*
- * Publish the outbox rows a write just committed (runs created, resumed or
- * retried), as rollwavectl does; a failure only delays them to the
- * daemons' relays, so it is logged, not answered.
+ * Have the outbox rows a write just committed (runs created, resumed,
+ * retried or promoted) published: wakes the server's relay thread and
+ * returns at once. A failure there only delays them to the daemons'
+ * relays, so it is logged, not answered.
  */
 void rw_api_relay(rw_api_req_t *rq);
+
+/*
+ * The lag document of GET /api/v1/lag (rw_lag_json of the daemons'
+ * groups; a new reference): one measurement per process at a time, each
+ * Kafka call bounded to 2 s. A caller arriving while one runs waits for
+ * it and gets its result; one arriving within 3 s of the last gets that.
+ * The document's interval_s says which interval was measured.
+ */
+json_t *rw_api_lag(rw_api_t *a, long long interval_s);
 
 /* Row row of res as a JSON object, one member per column, typed by oid. */
 json_t *rw_api_row_json(const PGresult *res, int row);

@@ -18,6 +18,7 @@
 #include "rw_log.h"
 #include "rw_runs.h"
 #include "rw_state.h"
+#include "rw_strategy.h"
 #include "rw_time.h"
 #include "rw_token.h"
 
@@ -30,7 +31,11 @@
 #define CHUNKS_MAX         1000
 #define MAX_INSTANCE_IDS   10000
 #define MAX_INTERVAL_DAYS  3650
-#define LAG_MAX_INTERVAL_S 10
+/* a lag measurement holds its caller this long: kept short for a server */
+#define LAG_MAX_INTERVAL_S 2
+/* runs looked at on each side of a created_before / created_after bound,
+ * so that ids assigned out of creation order are still inside the walk */
+#define TIME_BOUND_SLACK "100"
 
 /* to_char format of the timestamps served: ISO 8601 in UTC. */
 #define ISO "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
@@ -141,6 +146,17 @@ static const char SQL_RUNS[] =
     "   AND ($4::timestamptz IS NULL OR r.created_at < $4::timestamptz)"
     "   AND ($5::timestamptz IS NULL OR r.created_at >= $5::timestamptz)"
     "   AND ($6::bigint IS NULL OR r.id < $6::bigint)"
+    /* the time range as id bounds, found through deployment_runs_created_idx:
+     * the walk by id starts and stops where the range does */
+    "   AND r.id <= CASE WHEN $4::timestamptz IS NULL"
+    "     THEN 9223372036854775807 ELSE COALESCE((SELECT max(b.id) FROM ("
+    "       SELECT id FROM deployment_runs WHERE created_at < $4::timestamptz"
+    "       ORDER BY created_at DESC LIMIT " TIME_BOUND_SLACK ") b), 0) END"
+    "   AND r.id >= CASE WHEN $5::timestamptz IS NULL"
+    "     THEN 0 ELSE COALESCE((SELECT min(b.id) FROM ("
+    "       SELECT id FROM deployment_runs WHERE created_at >= $5::timestamptz"
+    "       ORDER BY created_at LIMIT " TIME_BOUND_SLACK ") b),"
+    "       9223372036854775807) END"
     " ORDER BY r.id DESC LIMIT $7::bigint";
 
 static bool query_time(rw_api_req_t *rq, const char *name, char *buf,
@@ -238,7 +254,8 @@ static const char SQL_RUN[] =
     "  to_char(r.completed_at AT TIME ZONE 'UTC', " ISO ") AS completed_at,"
     "  EXTRACT(EPOCH FROM COALESCE(r.completed_at, now()) - r.created_at)"
     "    ::bigint AS duration_s,"
-    "  r.last_error"
+    "  r.last_error, r.current_wave::bigint AS current_wave,"
+    "  r.respect_windows"
     " FROM deployment_runs r"
     " LEFT JOIN store_apps a ON a.id = r.store_app_id"
     " WHERE r.uuid = $1::uuid";
@@ -252,9 +269,33 @@ static const char SQL_CHUNKS[] =
     "  bulk_id, bulk_name, poll_attempts::bigint AS poll_attempts,"
     "  target_count::bigint AS target_count, last_error,"
     "  to_char(triggered_at AT TIME ZONE 'UTC', " ISO ") AS triggered_at,"
-    "  to_char(finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
+    "  to_char(finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at,"
+    "  CASE WHEN state = 'pending' THEN"
+    "    to_char(not_before AT TIME ZONE 'UTC', " ISO ") END AS deferred_until,"
+    "  CASE WHEN state = 'pending' AND not_before IS NOT NULL"
+    "    THEN deferred_reason END AS deferred_reason"
     " FROM run_chunks WHERE run_id = $1::bigint ORDER BY chunk"
     " LIMIT $2::bigint";
+
+/* As "rollwavectl run show": a running wave's counts are live, an ended
+ * wave's stored; a paused wave's reason is the run's last_error. */
+static const char SQL_WAVES[] =
+    "SELECT w.wave::bigint AS wave, w.state,"
+    "  w.first_chunk::bigint AS first_chunk,"
+    "  w.last_chunk::bigint AS last_chunk,"
+    "  w.target_count::bigint AS target_count,"
+    "  COALESCE(w.succeeded_count, x.ok)::bigint AS succeeded,"
+    "  COALESCE(w.failed_count, x.failed)::bigint AS failed,"
+    "  to_char(w.not_before AT TIME ZONE 'UTC', " ISO ") AS bake_until,"
+    "  to_char(w.started_at AT TIME ZONE 'UTC', " ISO ") AS started_at,"
+    "  to_char(w.finished_at AT TIME ZONE 'UTC', " ISO ") AS finished_at"
+    " FROM run_waves w CROSS JOIN LATERAL ("
+    "   SELECT count(*) FILTER (WHERE t.state = 'succeeded') AS ok,"
+    "          count(*) FILTER (WHERE t.state IN ('failed', 'timed_out'))"
+    "            AS failed"
+    "   FROM run_targets t WHERE t.run_id = w.run_id"
+    "     AND t.chunk BETWEEN w.first_chunk AND w.last_chunk) x"
+    " WHERE w.run_id = $1::bigint ORDER BY w.wave";
 
 static const char SQL_TRANSITIONS[] =
     "SELECT from_status, to_status, reason,"
@@ -278,7 +319,7 @@ static void h_run_show(rw_api_req_t *rq)
 {
     const char *uuid = rq->params[0];
     PGresult *run = NULL, *by = NULL, *chunks = NULL, *trans = NULL,
-             *failed = NULL, *skipped = NULL;
+             *failed = NULL, *skipped = NULL, *waves = NULL;
     char chunks_max[16], list_max[16], errstr[512], ignored[128];
     json_t *states = NULL, *doc;
     long long total = 0;
@@ -316,6 +357,9 @@ static void h_run_show(rw_api_req_t *rq)
             err = rw_pg_exec(rq->pg, SQL_CHUNKS, 2, pc, &chunks, errstr,
                              sizeof(errstr));
         if (!err)
+            err = rw_pg_exec(rq->pg, SQL_WAVES, 1, p1, &waves, errstr,
+                             sizeof(errstr));
+        if (!err)
             err = rw_pg_exec(rq->pg, SQL_TRANSITIONS, 1, p1, &trans, errstr,
                              sizeof(errstr));
         if (!err)
@@ -337,13 +381,13 @@ static void h_run_show(rw_api_req_t *rq)
         total += n;
         json_object_set_new(states, st, json_integer(n));
     }
-    /* waves are not served yet: they come with the rollout strategies */
-    doc = json_pack(
-        "{s:o, s:o, s:I, s:o, s:o, s:o, s:o}", "run", rw_api_row_json(run, 0),
-        "targets_by_state", states, "targets_total", (json_int_t)total,
-        "chunks", rw_api_rows_json(chunks), "transitions",
-        rw_api_rows_json(trans), "failed_targets", rw_api_rows_json(failed),
-        "skipped_targets", rw_api_rows_json(skipped));
+    doc = json_pack("{s:o, s:o, s:I, s:o, s:o, s:o, s:o, s:o}", "run",
+                    rw_api_row_json(run, 0), "targets_by_state", states,
+                    "targets_total", (json_int_t)total, "waves",
+                    rw_api_rows_json(waves), "chunks", rw_api_rows_json(chunks),
+                    "transitions", rw_api_rows_json(trans), "failed_targets",
+                    rw_api_rows_json(failed), "skipped_targets",
+                    rw_api_rows_json(skipped));
     states = NULL;
     rw_api_reply(rq, 200, doc);
 out:
@@ -358,6 +402,7 @@ out:
     PQclear(trans);
     PQclear(failed);
     PQclear(skipped);
+    PQclear(waves);
 }
 
 /* ---- POST /runs ------------------------------------------------------ */
@@ -366,7 +411,43 @@ static const rw_api_field_t run_fields[] = {
     {"instance_ids", RW_API_F_INT_ARRAY, false, 1, MAX_INSTANCE_IDS},
     {"store_app_id", RW_API_F_INT, false, 1, INT64_MAX},
     {"variables_only", RW_API_F_BOOL, false, 0, 0},
+    {"respect_windows", RW_API_F_BOOL, false, 0, 0},
+    {"strategy", RW_API_F_OBJECT, false, 0, 0},
 };
+
+/*
+ * The body's strategy override, validated and in canonical form into *out
+ * (malloc'd; NULL when none given), or the 400 answered naming "strategy".
+ */
+static bool body_strategy(rw_api_req_t *rq, char **out)
+{
+    json_t *j = json_object_get(rq->body, "strategy");
+    rw_strategy_t st;
+    char errstr[256], *text = NULL;
+    bool ok = false;
+
+    *out = NULL;
+    if (!j)
+        return true;
+    text = json_dumps(j, JSON_COMPACT);
+    if (!text) {
+        rw_api_fail(rq, 500, NULL, "out of memory");
+        goto out;
+    }
+    if (rw_strategy_parse_json(text, &st, errstr, sizeof(errstr))) {
+        rw_api_fail(rq, 400, "strategy", "strategy: %s", errstr);
+        goto out;
+    }
+    *out = rw_strategy_to_json(&st);
+    if (!*out) {
+        rw_api_fail(rq, 500, NULL, "out of memory");
+        goto out;
+    }
+    ok = true;
+out:
+    free(text);
+    return ok;
+}
 
 static void h_runs_create(rw_api_req_t *rq)
 {
@@ -375,24 +456,25 @@ static void h_runs_create(rw_api_req_t *rq)
     size_t n_ids = 0, n_skips = 0, i;
     rw_run_summary_t run;
     rw_run_skip_t *skips = NULL;
-    char errstr[512];
+    char errstr[512], *strategy = NULL;
     rw_err_t err;
 
-    if (!body_ok(rq, run_fields, NFIELDS(run_fields)))
-        return;
+    if (!body_ok(rq, run_fields, NFIELDS(run_fields)) ||
+        !body_strategy(rq, &strategy))
+        goto out;
     ids_j = json_object_get(rq->body, "instance_ids");
     app_j = json_object_get(rq->body, "store_app_id");
     if (!ids_j == !app_j) {
         rw_api_fail(rq, 400, ids_j ? "store_app_id" : "instance_ids",
                     "give exactly one of instance_ids and store_app_id");
-        return;
+        goto out;
     }
     if (ids_j) {
         n_ids = json_array_size(ids_j);
         ids = calloc(n_ids, sizeof(*ids));
         if (!ids) {
             rw_api_fail(rq, 500, NULL, "out of memory");
-            return;
+            goto out;
         }
         json_array_foreach(ids_j, i, v) ids[i] = json_integer_value(v);
     } else {
@@ -406,8 +488,8 @@ static void h_runs_create(rw_api_req_t *rq)
             json_is_true(json_object_get(rq->body, "variables_only")),
             rq->s->bulk_chunk_size,
             0,
-            false,
-            NULL};
+            json_is_true(json_object_get(rq->body, "respect_windows")),
+            strategy};
         err = rw_runs_create_manual(rq->pg, ids, n_ids, app, &spec, &run,
                                     &skips, &n_skips, errstr, sizeof(errstr));
     }
@@ -416,11 +498,18 @@ static void h_runs_create(rw_api_req_t *rq)
                     errstr);
         goto out;
     }
+    if (err == RW_ERR_INVALID_ARG) {
+        rw_api_fail(rq, 400, "strategy", "%s", errstr);
+        goto out;
+    }
     if (err) {
         fail_pg(rq, err, errstr);
         goto out;
     }
-    rw_api_relay(rq);
+    /* a run that failed at creation (its store app's strategy does not
+     * validate) has nothing to publish */
+    if (!run.error[0])
+        rw_api_relay(rq);
     skips_j = json_array();
     for (i = 0; i < n_skips; i++)
         json_array_append_new(skips_j,
@@ -428,16 +517,22 @@ static void h_runs_create(rw_api_req_t *rq)
                                         (json_int_t)skips[i].instance_id,
                                         "reason", skips[i].reason));
     snprintf(rq->location, sizeof(rq->location), "/api/v1/runs/%s", run.uuid);
-    snprintf(rq->audit, sizeof(rq->audit), "run %s: %lld target(s)", run.uuid,
-             run.targets);
+    snprintf(rq->audit, sizeof(rq->audit), "run %s: %lld target(s)%s%.150s",
+             run.uuid, run.targets, run.error[0] ? ", failed: " : "",
+             run.error);
+    /* 201 either way: the run exists; a failed one says so and why */
     rw_api_reply(rq, 201,
-                 json_pack("{s:s, s:I, s:I, s:i, s:o}", "uuid", run.uuid,
+                 json_pack("{s:s, s:s, s:o, s:I, s:I, s:i, s:i, s:o}", "uuid",
+                           run.uuid, "status",
+                           run.error[0] ? "failed" : "pending", "error",
+                           run.error[0] ? json_string(run.error) : json_null(),
                            "targets", (json_int_t)run.targets, "skipped",
                            (json_int_t)run.skipped, "chunks", run.chunks,
-                           "skips", skips_j));
+                           "waves", run.waves, "skips", skips_j));
 out:
     free(ids);
     free(skips);
+    free(strategy);
 }
 
 /* ---- POST /runs/{uuid}/pause|resume|abort|retry ---------------------- */
@@ -476,7 +571,8 @@ static void control(rw_api_req_t *rq, rw_control_verb_t verb, const char *name)
         fail_pg(rq, err, errstr);
         return;
     }
-    if (verb == RW_CONTROL_RESUME || verb == RW_CONTROL_RETRY)
+    if (verb == RW_CONTROL_RESUME || verb == RW_CONTROL_RETRY ||
+        verb == RW_CONTROL_PROMOTE)
         rw_api_relay(rq);
     snprintf(rq->audit, sizeof(rq->audit), "%s %s: %s -> %s", name, uuid,
              r.status_before, r.status_after);
@@ -486,6 +582,8 @@ static void control(rw_api_req_t *rq, rw_control_verb_t verb, const char *name)
                            "status_after", r.status_after, "targets",
                            (json_int_t)r.targets, "chunks",
                            (json_int_t)r.chunks));
+    if (verb == RW_CONTROL_PROMOTE)
+        json_object_set_new(rq->out, "wave", json_integer(r.wave));
 }
 
 static void h_pause(rw_api_req_t *rq)
@@ -506,6 +604,11 @@ static void h_abort(rw_api_req_t *rq)
 static void h_retry(rw_api_req_t *rq)
 {
     control(rq, RW_CONTROL_RETRY, "retry");
+}
+
+static void h_promote(rw_api_req_t *rq)
+{
+    control(rq, RW_CONTROL_PROMOTE, "promote");
 }
 
 /* ---- GET /instances/{id} and its deployments -------------------------- */
@@ -738,19 +841,12 @@ static void h_group_put(rw_api_req_t *rq)
 
 static void h_lag(rw_api_req_t *rq)
 {
-    rw_lag_group_t gs[RW_LAG_MAX_GROUPS];
     long long interval;
-    int n = 0;
 
     if (!query_ll(rq, "interval_s", 0, LAG_MAX_INTERVAL_S, 2, &interval))
         return;
-    memset(gs, 0, sizeof(gs));
-    rw_lag_default_groups(rq->s, gs, &n);
-    /* a group that cannot be read is reported UNKNOWN with its error, as
-     * rollwavectl lag does; the answer is still 200 */
-    rw_lag_measure(rq->s, gs, n, interval * 1000);
-    rw_api_reply(rq, 200, rw_lag_json(gs, n, interval));
-    rw_lag_groups_free(gs, n);
+    /* shared: a burst of callers costs one measurement, not one each */
+    rw_api_reply(rq, 200, rw_api_lag(rq->api, interval));
 }
 
 /* ---- tokens (admin) --------------------------------------------------- */
@@ -855,7 +951,8 @@ const rw_api_route_t rw_api_routes[] = {
     {"POST", "/api/v1/runs", RW_ROLE_OPERATOR, h_runs_create, NULL,
      "start a manual redeploy run"},
     {"GET", "/api/v1/runs/{uuid}", RW_ROLE_VIEWER, h_run_show, NULL,
-     "one run: counts, chunks, transitions, failed and skipped targets"},
+     "one run: counts, waves, chunks, transitions, failed and skipped "
+     "targets"},
     {"POST", "/api/v1/runs/{uuid}/pause", RW_ROLE_OPERATOR, h_pause, NULL,
      "pause a running run"},
     {"POST", "/api/v1/runs/{uuid}/resume", RW_ROLE_OPERATOR, h_resume, NULL,
@@ -864,6 +961,8 @@ const rw_api_route_t rw_api_routes[] = {
      "abort a pending, running or paused run"},
     {"POST", "/api/v1/runs/{uuid}/retry", RW_ROLE_OPERATOR, h_retry, NULL,
      "retry a finished run's failed and timed-out targets"},
+    {"POST", "/api/v1/runs/{uuid}/promote", RW_ROLE_OPERATOR, h_promote, NULL,
+     "release the next wave of a run baking or awaiting promotion"},
     {"GET", "/api/v1/instances/{id}", RW_ROLE_VIEWER, h_instance, NULL,
      "one instance: last and next deploy, last status"},
     {"GET", "/api/v1/instances/{id}/deployments", RW_ROLE_VIEWER, h_deployments,

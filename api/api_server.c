@@ -13,18 +13,22 @@
  */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <netdb.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "api.h"
 #include "rw_daemon.h"
 #include "rw_kafka.h"
+#include "rw_lag.h"
 #include "rw_log.h"
 #include "rw_metrics.h"
 #include "rw_outbox.h"
@@ -36,6 +40,14 @@
 #define CT_JSON        "application/json; charset=utf-8"
 #define RELAY_LIMIT    1000
 #define MAX_URL        2048
+/* A request path as logged, quoted (longer ones are cut). */
+#define QPATH_LEN 256
+/* On stop, requests in progress get this long to finish. */
+#define DRAIN_MS 5000
+/* A lag measurement this young is served again instead of a new one. */
+#define LAG_FRESH_MS 3000
+/* Each Kafka call of a lag measurement waits at most this long. */
+#define LAG_TIMEOUT_MS 2000
 
 /*
  * The dashboard loads nothing from elsewhere and runs no inline script:
@@ -65,13 +77,25 @@ struct rw_api {
     /* verified tokens, keyed by hash */
     pthread_mutex_t cache_mu;
     cache_entry_t cache[CACHE_MAX];
-    /* one producer for the outbox relay after writes, one relay at a time
-     * so two requests do not publish the same rows at once */
+    /* the outbox relay: one thread, woken by writes, so that a slow or
+     * unreachable Kafka never holds a request thread */
     pthread_mutex_t relay_mu;
-    rw_kafka_producer_t *kp;
+    pthread_cond_t relay_cv;
+    pthread_t relay_thread;
+    bool relay_started, relay_wanted, relay_stop;
+    /* lag: one measurement at a time, shared by the requests waiting for
+     * it, served again while younger than LAG_FRESH_MS */
+    pthread_mutex_t lag_mu;
+    pthread_cond_t lag_cv;
+    bool lag_running;
+    json_t *lag_doc;
+    long long lag_at_ms; /* monotonic end of the last measurement */
+    /* requests between their first byte and their answer's end */
+    atomic_int in_flight;
     rw_metric_t *m_auth_missing, *m_auth_invalid;
     rw_metric_t *m_req[5]; /* 1xx..5xx */
     rw_metric_t *m_seconds;
+    rw_metric_t *m_in_progress, *m_lag;
 };
 
 /* One connection's request, across MHD's calls. */
@@ -79,6 +103,7 @@ typedef struct conn_ctx {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool counted; /* in rw_api's in_flight */
     long long start_ms;
 } conn_ctx_t;
 
@@ -238,23 +263,102 @@ const char *rw_api_query(rw_api_req_t *rq, const char *name)
 void rw_api_relay(rw_api_req_t *rq)
 {
     rw_api_t *a = rq->api;
-    long long published = 0;
-    char errstr[512];
-    rw_err_t err = RW_OK;
 
     pthread_mutex_lock(&a->relay_mu);
-    if (!a->kp)
-        err = rw_kafka_producer_new(&a->kp, a->s, rw_delivery_cb, NULL, errstr,
-                                    sizeof(errstr));
-    if (!err)
-        err = rw_outbox_relay(rq->pg, a->kp, a->s, RELAY_LIMIT, 0, &published,
-                              errstr, sizeof(errstr));
+    a->relay_wanted = true;
+    pthread_cond_signal(&a->relay_cv);
     pthread_mutex_unlock(&a->relay_mu);
-    if (err)
-        rw_warn("api",
-                "event=relay_failed err=%s detail=\"%s\" (the daemons' "
-                "relays publish the rows later)",
-                rw_err_name(err), errstr);
+}
+
+/*
+ * The relay thread: publishes the outbox after each wake-up, on its own
+ * connection and producer. Writes that land while it publishes wake it
+ * again, so rows committed after its read are not left to the daemons.
+ * Rows it cannot publish (Kafka away) stay in the outbox for the daemons'
+ * relays, which publish rows older than 15 s; on stop, a pending wake-up
+ * is left to them too rather than delay the exit.
+ */
+static void *relay_main(void *arg)
+{
+    rw_api_t *a = arg;
+    rw_kafka_producer_t *kp = NULL;
+    rw_pg_t *pg = NULL;
+    long long published;
+    char errstr[512];
+    rw_err_t err;
+
+    pthread_mutex_lock(&a->relay_mu);
+    for (;;) {
+        while (!a->relay_wanted && !a->relay_stop)
+            pthread_cond_wait(&a->relay_cv, &a->relay_mu);
+        if (a->relay_stop)
+            break;
+        a->relay_wanted = false;
+        pthread_mutex_unlock(&a->relay_mu);
+        err = RW_OK;
+        published = 0;
+        /* rw_pg reconnects a lost connection by itself */
+        if (!pg)
+            err = rw_pg_new(&pg, a->s->pg_dsn, errstr, sizeof(errstr));
+        if (!err && !kp)
+            err = rw_kafka_producer_new(&kp, a->s, rw_delivery_cb, NULL, errstr,
+                                        sizeof(errstr));
+        if (!err)
+            err = rw_outbox_relay(pg, kp, a->s, RELAY_LIMIT, 0, &published,
+                                  errstr, sizeof(errstr));
+        if (err)
+            rw_warn("api",
+                    "event=relay_failed err=%s detail=\"%s\" (the daemons' "
+                    "relays publish the rows later)",
+                    rw_err_name(err), errstr);
+        pthread_mutex_lock(&a->relay_mu);
+    }
+    pthread_mutex_unlock(&a->relay_mu);
+    rw_kafka_producer_destroy(kp);
+    rw_pg_destroy(pg);
+    return NULL;
+}
+
+json_t *rw_api_lag(rw_api_t *a, long long interval_s)
+{
+    rw_lag_group_t gs[RW_LAG_MAX_GROUPS];
+    json_t *doc = NULL;
+    int n = 0;
+
+    pthread_mutex_lock(&a->lag_mu);
+    if (a->lag_running) {
+        /* share the measurement in progress */
+        while (a->lag_running)
+            pthread_cond_wait(&a->lag_cv, &a->lag_mu);
+        doc = json_deep_copy(a->lag_doc);
+    } else if (a->lag_doc && rw_now_mono_ms() - a->lag_at_ms < LAG_FRESH_MS) {
+        doc = json_deep_copy(a->lag_doc);
+    }
+    if (doc) {
+        pthread_mutex_unlock(&a->lag_mu);
+        return doc;
+    }
+    a->lag_running = true;
+    pthread_mutex_unlock(&a->lag_mu);
+    rw_metrics_add(a->m_lag, 1);
+
+    memset(gs, 0, sizeof(gs));
+    rw_lag_default_groups(a->s, gs, &n);
+    /* a group that cannot be read is reported UNKNOWN with its error, as
+     * rollwavectl lag does */
+    rw_lag_measure_within(a->s, gs, n, interval_s * 1000, LAG_TIMEOUT_MS);
+    doc = rw_lag_json(gs, n, interval_s);
+    rw_lag_groups_free(gs, n);
+
+    pthread_mutex_lock(&a->lag_mu);
+    /* each answer gets its own copy: requests serialize theirs at once */
+    json_decref(a->lag_doc);
+    a->lag_doc = json_deep_copy(doc);
+    a->lag_at_ms = rw_now_mono_ms();
+    a->lag_running = false;
+    pthread_cond_broadcast(&a->lag_cv);
+    pthread_mutex_unlock(&a->lag_mu);
+    return doc;
 }
 
 json_t *rw_api_row_json(const PGresult *res, int row)
@@ -509,6 +613,7 @@ static enum MHD_Result serve_api(rw_api_t *a, struct MHD_Connection *conn,
     rw_api_req_t rq;
     query_check_t qc = {NULL, NULL};
     char allow[64], errstr[256], hash[RW_TOKEN_HASH_LEN + 1];
+    char qmethod[40], qpath[QPATH_LEN];
     enum MHD_Result ret;
     json_error_t jerr;
 
@@ -581,9 +686,11 @@ static enum MHD_Result serve_api(rw_api_t *a, struct MHD_Connection *conn,
 
 answer:
     pool_put(a, rq.pg);
-    rw_info("api",
-            "event=request method=%s path=%.200s status=%u token=%s ms=%lld",
-            method, url, rq.status, rq.token_name[0] ? rq.token_name : "-",
+    /* quoted: a decoded %0A must not start a line of its own */
+    rw_info("api", "event=request method=%s path=%s status=%u token=%s ms=%lld",
+            rw_log_quote(qmethod, sizeof(qmethod), method),
+            rw_log_quote(qpath, sizeof(qpath), url), rq.status,
+            rq.token_name[0] ? rq.token_name : "-",
             rw_now_mono_ms() - ctx->start_ms);
     count_status(a, rq.status, ctx->start_ms);
     if (rq.status == 405)
@@ -612,13 +719,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         ctx->start_ms = rw_now_mono_ms();
         *con_cls = ctx;
+        rw_metrics_set(a->m_in_progress,
+                       (double)(atomic_fetch_add(&a->in_flight, 1) + 1));
+        ctx->counted = true;
         /* refused before a byte of it is read */
         if (cl && strtoull(cl, NULL, 10) > RW_API_MAX_BODY) {
+            char qmethod[40], qpath[QPATH_LEN];
             ctx->too_large = true;
             rw_info("api",
-                    "event=request method=%s path=%.200s status=413 token=- "
+                    "event=request method=%s path=%s status=413 token=- "
                     "ms=0",
-                    method, url);
+                    rw_log_quote(qmethod, sizeof(qmethod), method),
+                    rw_log_quote(qpath, sizeof(qpath), url));
             count_status(a, 413, ctx->start_ms);
             return send_error(conn, 413, NULL,
                               "the request body exceeds 65536 bytes", NULL);
@@ -665,12 +777,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
+    rw_api_t *a = cls;
     conn_ctx_t *ctx = *con_cls;
 
-    (void)cls;
     (void)conn;
     (void)toe;
     if (ctx) {
+        if (ctx->counted)
+            rw_metrics_set(a->m_in_progress,
+                           (double)(atomic_fetch_sub(&a->in_flight, 1) - 1));
         free(ctx->body);
         free(ctx);
         *con_cls = NULL;
@@ -710,6 +825,14 @@ static void register_metrics(rw_api_t *a)
                                          "API and dashboard requests answered, "
                                          "by status class",
                                          classes[i]);
+    a->m_in_progress = rw_metrics_gauge(
+        "rollwave_api_requests_in_progress",
+        "API and dashboard requests received and not yet answered", NULL);
+    a->m_lag = rw_metrics_counter(
+        "rollwave_api_lag_measurements_total",
+        "lag measurements made for GET /api/v1/lag (shared by the requests "
+        "arriving while one runs or shortly after)",
+        NULL);
     a->m_seconds = rw_metrics_histogram(
         "rollwave_api_request_seconds", "time to answer a request", NULL,
         buckets, sizeof(buckets) / sizeof(buckets[0]));
@@ -752,9 +875,21 @@ rw_err_t rw_api_start(rw_api_t **ap, const rw_settings_t *s, char *errstr,
     pthread_cond_init(&a->pool_cv, NULL);
     pthread_mutex_init(&a->cache_mu, NULL);
     pthread_mutex_init(&a->relay_mu, NULL);
+    pthread_cond_init(&a->relay_cv, NULL);
+    pthread_mutex_init(&a->lag_mu, NULL);
+    pthread_cond_init(&a->lag_cv, NULL);
+    atomic_init(&a->in_flight, 0);
     register_metrics(a);
+    if (pthread_create(&a->relay_thread, NULL, relay_main, a) != 0) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                         "api: cannot start the relay thread");
+        goto out;
+    }
+    a->relay_started = true;
 
-    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* ITC: quiescing a thread pool on stop needs it */
+    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+            MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     a->d = MHD_start_daemon(
@@ -795,19 +930,54 @@ int rw_api_port(const rw_api_t *a)
     return a ? a->port : 0;
 }
 
+/*
+ * The drain: stop accepting (the listening socket closes, so a load
+ * balancer moves on at once), give the requests in progress up to
+ * DRAIN_MS to be answered, then stop the server, which closes the idle
+ * keep-alive connections.
+ */
+static void drain(rw_api_t *a)
+{
+    long long until = rw_now_mono_ms() + DRAIN_MS;
+    MHD_socket ls = MHD_quiesce_daemon(a->d);
+    int left;
+
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    while ((left = atomic_load(&a->in_flight)) > 0 &&
+           rw_now_mono_ms() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (left > 0)
+        rw_warn("api", "event=drain_timeout requests=%d (closed unanswered)",
+                left);
+}
+
 void rw_api_stop(rw_api_t *a)
 {
     if (!a)
         return;
-    /* waits for the requests in hand: the drain */
-    if (a->d)
+    if (a->d) {
+        drain(a);
         MHD_stop_daemon(a->d);
+    }
+    if (a->relay_started) {
+        pthread_mutex_lock(&a->relay_mu);
+        a->relay_stop = true;
+        pthread_cond_signal(&a->relay_cv);
+        pthread_mutex_unlock(&a->relay_mu);
+        pthread_join(a->relay_thread, NULL);
+    }
     for (int i = 0; i < a->n_idle; i++)
         rw_pg_destroy(a->idle[i]);
-    rw_kafka_producer_destroy(a->kp);
+    json_decref(a->lag_doc);
     pthread_mutex_destroy(&a->pool_mu);
     pthread_cond_destroy(&a->pool_cv);
     pthread_mutex_destroy(&a->cache_mu);
     pthread_mutex_destroy(&a->relay_mu);
+    pthread_cond_destroy(&a->relay_cv);
+    pthread_mutex_destroy(&a->lag_mu);
+    pthread_cond_destroy(&a->lag_cv);
     free(a);
 }

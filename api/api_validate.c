@@ -129,6 +129,11 @@ static rw_err_t check_value(const rw_api_field_t *f, const json_t *v,
                               "%s must be a string of %lld to %lld bytes",
                               f->name, f->min, f->max);
         return RW_OK;
+    case RW_API_F_OBJECT:
+        if (!json_is_object(v))
+            return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                              "%s must be an object", f->name);
+        return RW_OK;
     case RW_API_F_INT_ARRAY:
         if (!json_is_array(v) || json_array_size(v) == 0 ||
             (long long)json_array_size(v) > f->max)

@@ -12,6 +12,7 @@
 
 #include "rw_kafka.h"
 
+/* Each Kafka call waits this long unless the caller bounds it. */
 #define TIMEOUT_MS 10000
 
 static const char *const status_names[] = {"OK", "LAG", "LAGGING", "STALLED",
@@ -35,7 +36,7 @@ static int64_t lag_of(int64_t committed, int64_t low, int64_t high)
 }
 
 static rw_err_t take_sample(rw_lag_group_t *g, rw_kafka_consumer_t *kc,
-                            rw_lag_sample_t *smp)
+                            rw_lag_sample_t *smp, int timeout_ms)
 {
     int64_t *committed = NULL;
     rw_err_t err = RW_OK;
@@ -48,11 +49,11 @@ static rw_err_t take_sample(rw_lag_group_t *g, rw_kafka_consumer_t *kc,
      * understates the lag instead of making it negative. */
     for (int p = 0; p < g->n; p++) {
         err = rw_kafka_watermarks(kc, g->topic, p, &smp[p].low, &smp[p].high,
-                                  TIMEOUT_MS, g->errstr, sizeof(g->errstr));
+                                  timeout_ms, g->errstr, sizeof(g->errstr));
         if (err)
             goto out;
     }
-    err = rw_kafka_committed(kc, g->topic, committed, g->n, TIMEOUT_MS,
+    err = rw_kafka_committed(kc, g->topic, committed, g->n, timeout_ms,
                              g->errstr, sizeof(g->errstr));
     if (err)
         goto out;
@@ -99,7 +100,7 @@ static void judge(rw_lag_group_t *g)
 }
 
 static rw_err_t group_open(rw_lag_group_t *g, const rw_settings_t *s,
-                           rw_kafka_consumer_t **kc)
+                           rw_kafka_consumer_t **kc, int timeout_ms)
 {
     rw_err_t err = RW_OK;
 
@@ -107,7 +108,7 @@ static rw_err_t group_open(rw_lag_group_t *g, const rw_settings_t *s,
                                 sizeof(g->errstr));
     if (err)
         return err;
-    err = rw_kafka_partition_count(*kc, g->topic, &g->n, TIMEOUT_MS, g->errstr,
+    err = rw_kafka_partition_count(*kc, g->topic, &g->n, timeout_ms, g->errstr,
                                    sizeof(g->errstr));
     if (err)
         return err;
@@ -158,15 +159,21 @@ static void sleep_ms(long long ms)
 rw_err_t rw_lag_measure(const rw_settings_t *s, rw_lag_group_t *gs, int n,
                         long long interval_ms)
 {
+    return rw_lag_measure_within(s, gs, n, interval_ms, TIMEOUT_MS);
+}
+
+rw_err_t rw_lag_measure_within(const rw_settings_t *s, rw_lag_group_t *gs,
+                               int n, long long interval_ms, int timeout_ms)
+{
     rw_kafka_consumer_t *kcs[RW_LAG_MAX_GROUPS] = {0};
     rw_err_t err = RW_OK, first = RW_OK;
 
     if (n > RW_LAG_MAX_GROUPS)
         return RW_ERR_INVALID_ARG;
     for (int i = 0; i < n; i++) {
-        err = group_open(&gs[i], s, &kcs[i]);
+        err = group_open(&gs[i], s, &kcs[i], timeout_ms);
         if (!err)
-            err = take_sample(&gs[i], kcs[i], gs[i].samples[0]);
+            err = take_sample(&gs[i], kcs[i], gs[i].samples[0], timeout_ms);
         if (err) {
             gs[i].status = RW_LAG_UNKNOWN;
             if (!first)
@@ -180,7 +187,7 @@ rw_err_t rw_lag_measure(const rw_settings_t *s, rw_lag_group_t *gs, int n,
         for (int i = 0; i < n; i++) {
             if (gs[i].status == RW_LAG_UNKNOWN)
                 continue;
-            err = take_sample(&gs[i], kcs[i], gs[i].samples[1]);
+            err = take_sample(&gs[i], kcs[i], gs[i].samples[1], timeout_ms);
             if (err) {
                 gs[i].status = RW_LAG_UNKNOWN;
                 if (!first)

@@ -84,6 +84,14 @@ void rw_lag_default_groups(const rw_settings_t *s, rw_lag_group_t *gs, int *n);
 rw_err_t rw_lag_measure(const rw_settings_t *s, rw_lag_group_t *gs, int n,
                         long long interval_ms);
 
+/*
+ * rw_lag_measure with each Kafka call bounded by timeout_ms (rw_lag_measure
+ * allows 10 s): a server thread measures with a short bound so that an
+ * unreachable broker costs it seconds, not minutes.
+ */
+rw_err_t rw_lag_measure_within(const rw_settings_t *s, rw_lag_group_t *gs,
+                               int n, long long interval_ms, int timeout_ms);
+
 /* Status of partition p of a measured group. */
 rw_lag_status_t rw_lag_partition_status(const rw_lag_group_t *g, int p);
 

@@ -10,6 +10,8 @@
 
 const TOKEN_KEY = "rollwave.token";
 const REFRESH_MS = 2000;
+/* a lag measurement costs the server Kafka round trips: not faster */
+const LAG_REFRESH_MS = 5000;
 const ACTIVE = ["pending", "running", "paused"];
 const SEGMENTS = ["succeeded", "failed", "skipped", "in_flight", "pending"];
 
@@ -116,9 +118,9 @@ async function api(path, options) {
   return body;
 }
 
-function refreshLater(fn) {
+function refreshLater(fn, ms) {
   clearTimeout(timer);
-  timer = setTimeout(fn, REFRESH_MS);
+  timer = setTimeout(fn, ms || REFRESH_MS);
 }
 
 function failure(e) {
@@ -229,8 +231,14 @@ async function runPage(uuid) {
   };
   const note = el("span", { class: "muted", id: "action-note" });
   const actions = el("div", { class: "actions", id: "actions" });
+  const waves = data.waves || [];
+  const verbs = verbsFor(run.status);
+  /* a wave waits for its bake or an operator: promoting releases it now */
+  if (["pending", "running"].includes(run.status) &&
+      waves.some((w) => w.state === "baking" || w.state === "awaiting_promotion"))
+    verbs.unshift("promote");
   if (me && me.may && me.may.control)
-    for (const verb of verbsFor(run.status))
+    for (const verb of verbs)
       actions.append(el("button", { type: "button", "data-action": verb,
         class: verb === "abort" ? "danger" : "primary", text: verb,
         onclick: () => control(run.uuid, verb, note) }));
@@ -265,12 +273,22 @@ async function runPage(uuid) {
     el("h2", { text: "Failed and timed-out targets (" + (data.failed_targets || []).length + ")" }),
     (data.failed_targets || []).length ? table(targetCols, data.failed_targets, { id: "failed-targets", row: () => ({ class: "failed-target" }) })
       : el("p", { class: "muted", text: "None." }),
+    el("h2", { text: "Waves (" + waves.length + ")" }),
+    waves.length ? table([
+      { head: "Wave", cls: "num", key: "wave" }, { head: "State", render: (w) => badge(w.state) },
+      { head: "Chunks", render: (w) => w.first_chunk + "–" + w.last_chunk },
+      { head: "Targets", cls: "num", key: "target_count" },
+      { head: "Succeeded", cls: "num", key: "succeeded" }, { head: "Failed", cls: "num", key: "failed" },
+      { head: "Bake until", key: "bake_until" }, { head: "Started", key: "started_at" },
+      { head: "Finished", key: "finished_at" },
+    ], waves, { id: "waves" }) : el("p", { class: "muted", id: "no-waves", text: "No waves." }),
     el("h2", { text: "Chunks (" + (data.chunks || []).length + ")" }),
     table([
       { head: "Chunk", cls: "num", key: "chunk" }, { head: "State", render: (c) => badge(c.state) },
       { head: "Attempt", cls: "num", key: "attempt" }, { head: "Polls", cls: "num", key: "poll_attempts" },
       { head: "Targets", cls: "num", key: "target_count" }, { head: "Bulk", render: (c) => el("span", { class: "mono", text: text(c.bulk_id) }) },
       { head: "Triggered", key: "triggered_at" }, { head: "Finished", key: "finished_at" },
+      { head: "Deferred until", render: (c) => c.deferred_until ? c.deferred_until + " (" + text(c.deferred_reason) + ")" : "" },
       { head: "Error", key: "last_error" },
     ], data.chunks || [], { id: "chunks" }),
     el("h2", { text: "Transitions" }),
@@ -334,9 +352,9 @@ async function lagPage() {
           { head: "High", cls: "num", key: "high" }, { head: "Lag", cls: "num", key: "lag" },
           { head: "Status", render: (p) => badge(p.status) }], g.partitions || [])]));
   show(el("h1", { text: "Consumer lag" }),
-    el("p", { class: "muted", text: "Two samples " + data.interval_s + " s apart, as rollwavectl lag. Refreshes every few seconds." }),
+    el("p", { class: "muted", text: "Two samples " + data.interval_s + " s apart, as rollwavectl lag. Refreshes every " + LAG_REFRESH_MS / 1000 + " s." }),
     cards);
-  refreshLater(route);
+  refreshLater(route, LAG_REFRESH_MS);
 }
 
 /* ---- navigation ---- */

@@ -17,6 +17,14 @@
  *   rollout      a manual run created through the API is rolled out by the
  *                worker and poller; its history appears under the
  *                instance; the invariants hold
+ *   strategy     a run with a strategy and respect_windows from the body:
+ *                its waves and deferred chunks served, a manual bake
+ *                promoted (403 for a viewer, 409 once finished); an
+ *                invalid strategy refused with 400 naming it; a run whose
+ *                stored strategy fails at creation answered as failed
+ *   lag_drain    parallel lag requests share one measurement; a
+ *                decoded newline in a path stays inside its quoted log
+ *                value; SIGTERM during a request lets it finish
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <jansson.h>
 
@@ -187,10 +198,12 @@ static void test_endpoints(void **state)
         assert_string_equal(PQgetvalue(res, 0, 2), "manual");
         PQclear(res);
     }
-    /* its batch was published: nothing left in the outbox */
-    assert_int_equal(q_ll("SELECT count(*) FROM outbox"
-                          " WHERE published_at IS NULL"),
-                     0);
+    /* its batch is published by the API's relay thread (no daemon runs
+     * here to do it): nothing left in the outbox */
+    rw_itest_fleet_wait_count(ctx.f,
+                              "SELECT (count(*) = 0)::int FROM outbox"
+                              " WHERE published_at IS NULL",
+                              1, deadline_ms(10000), "the outbox relayed");
 
     doc = expect("GET", "/api/v1/runs", ctx.viewer, NULL, 200);
     run = json_array_get(json_object_get(doc, "runs"), 0);
@@ -532,6 +545,8 @@ static void test_bad_input(void **state)
          400},
         {"GET", "/api/v1/lag?interval_s=11", NULL, "bad_request", "interval_s",
          400},
+        {"GET", "/api/v1/lag?interval_s=3", NULL, "bad_request", "interval_s",
+         400},
         {"POST", "/api/v1/runs", "{\"instance_ids\":[1],\"extra\":1}",
          "bad_request", "extra", 400},
         {"POST", "/api/v1/runs", "{\"instance_ids\":[\"1\"]}", "bad_request",
@@ -684,6 +699,29 @@ static void test_pagination(void **state)
     assert_true(pages >= 3);
     free(seen);
 
+    /* a time range is an id range: before every run, none; after the
+     * newest, none; around them all, every one */
+    {
+        json_t *doc =
+            expect("GET", "/api/v1/runs?created_before=2000-01-01T00:00:00Z",
+                   ctx.viewer, NULL, 200);
+        assert_int_equal(json_array_size(json_object_get(doc, "runs")), 0);
+        assert_true(json_is_null(json_object_get(doc, "next_cursor")));
+        json_decref(doc);
+        doc = expect("GET", "/api/v1/runs?created_after=2999-01-01T00:00:00Z",
+                     ctx.viewer, NULL, 200);
+        assert_int_equal(json_array_size(json_object_get(doc, "runs")), 0);
+        json_decref(doc);
+        doc = expect("GET",
+                     "/api/v1/runs?created_after=2000-01-01T00:00:00Z"
+                     "&created_before=2999-01-01T00:00:00Z&limit=200",
+                     ctx.viewer, NULL, 200);
+        assert_int_equal(
+            (long long)json_array_size(json_object_get(doc, "runs")),
+            q_ll("SELECT count(*) FROM deployment_runs"));
+        json_decref(doc);
+    }
+
     /* a filter pages the same way, over its own index */
     q_ll("WITH u AS (UPDATE deployment_runs SET status = 'failed'"
          " WHERE id % 2 = 0 RETURNING 1) SELECT count(*) FROM u");
@@ -767,6 +805,245 @@ static void test_rollout(void **state)
     rw_itest_fleet_stop_all(ctx.f);
 }
 
+/* ---- 6. strategies, waves and promote ---- */
+
+/* Wait until wave wave of run uuid is in state. */
+static void wait_wave(const char *uuid, int wave, const char *state)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM run_waves w JOIN deployment_runs r"
+             " ON r.id = w.run_id WHERE r.uuid = '%s' AND w.wave = %d"
+             " AND w.state = '%s'",
+             uuid, wave, state);
+    rw_itest_fleet_wait_count(ctx.f, sql, 1, deadline_ms(30000), sql);
+}
+
+static void test_strategy(void **state)
+{
+    long long ids[4], runs_before, app;
+    char body[512], path[256], uuid[40], sql[512];
+    json_t *doc, *waves, *chunk;
+    size_t i;
+    int deferred = 0;
+
+    (void)state;
+    start(true);
+    seed(4, ids);
+    /* a store app whose stored strategy no longer validates */
+    app = rw_itest_fleet_add_app(ctx.f, 0);
+    rw_itest_fleet_add_instances(ctx.f, app, "bad", 2);
+    rw_itest_fleet_snapshot(ctx.f);
+
+    /* refused strategies write nothing, and say which field */
+    runs_before = q_ll("SELECT count(*) FROM deployment_runs");
+    snprintf(body, sizeof(body),
+             "{\"instance_ids\":[%lld],\"strategy\":{\"waves\":[\"50%%\"]}}",
+             ids[0]);
+    expect_error("POST", "/api/v1/runs", ctx.operator, body, 400, "bad_request",
+                 "strategy");
+    snprintf(body, sizeof(body),
+             "{\"instance_ids\":[%lld],\"strategy\":\"2,100%%\"}", ids[0]);
+    expect_error("POST", "/api/v1/runs", ctx.operator, body, 400, "bad_request",
+                 "strategy");
+    snprintf(body, sizeof(body),
+             "{\"instance_ids\":[%lld],\"respect_windows\":1}", ids[0]);
+    expect_error("POST", "/api/v1/runs", ctx.operator, body, 400, "bad_request",
+                 "respect_windows");
+    assert_int_equal(q_ll("SELECT count(*) FROM deployment_runs"), runs_before);
+
+    /* two waves with a manual bake between them */
+    snprintf(body, sizeof(body),
+             "{\"instance_ids\":[%lld,%lld,%lld,%lld],\"respect_windows\":"
+             "true,\"strategy\":{\"waves\":[\"2\",\"100%%\"],\"bake\":"
+             "\"manual\"}}",
+             ids[0], ids[1], ids[2], ids[3]);
+    doc = expect("POST", "/api/v1/runs", ctx.operator, body, 201);
+    snprintf(uuid, sizeof(uuid), "%s", str_at(doc, "uuid"));
+    assert_string_equal(str_at(doc, "status"), "pending");
+    assert_true(json_is_null(json_object_get(doc, "error")));
+    assert_int_equal(int_at(doc, "waves"), 2);
+    json_decref(doc);
+    wait_wave(uuid, 2, "awaiting_promotion");
+
+    /* a held chunk shows until when and why */
+    snprintf(sql, sizeof(sql),
+             "WITH u AS (UPDATE run_chunks c SET not_before = now() +"
+             " interval '1 hour', deferred_reason = 'window closed'"
+             " FROM deployment_runs r WHERE r.id = c.run_id AND"
+             " r.uuid = '%s' AND c.state = 'pending' RETURNING 1)"
+             " SELECT count(*) FROM u",
+             uuid);
+    assert_true(q_ll(sql) >= 1);
+    snprintf(path, sizeof(path), "/api/v1/runs/%s", uuid);
+    doc = expect("GET", path, ctx.viewer, NULL, 200);
+    assert_true(json_is_true(
+        json_object_get(json_object_get(doc, "run"), "respect_windows")));
+    waves = json_object_get(doc, "waves");
+    assert_int_equal(json_array_size(waves), 2);
+    assert_int_equal(int_at(json_array_get(waves, 0), "wave"), 1);
+    assert_int_equal(int_at(json_array_get(waves, 0), "target_count"), 2);
+    assert_int_equal(int_at(json_array_get(waves, 0), "succeeded"), 2);
+    assert_string_equal(str_at(json_array_get(waves, 1), "state"),
+                        "awaiting_promotion");
+    assert_int_equal(int_at(json_array_get(waves, 1), "succeeded"), 0);
+    json_array_foreach(json_object_get(doc, "chunks"), i, chunk)
+    {
+        if (json_is_null(json_object_get(chunk, "deferred_until"))) {
+            assert_true(
+                json_is_null(json_object_get(chunk, "deferred_reason")));
+            continue;
+        }
+        assert_string_equal(str_at(chunk, "state"), "pending");
+        assert_string_equal(str_at(chunk, "deferred_reason"), "window closed");
+        deferred++;
+    }
+    assert_true(deferred >= 1);
+    json_decref(doc);
+    snprintf(sql, sizeof(sql),
+             "WITH u AS (UPDATE run_chunks c SET not_before = NULL,"
+             " deferred_reason = NULL FROM deployment_runs r"
+             " WHERE r.id = c.run_id AND r.uuid = '%s' AND"
+             " c.not_before IS NOT NULL RETURNING 1) SELECT count(*) FROM u",
+             uuid);
+    assert_int_equal(q_ll(sql), deferred);
+
+    /* promote: an operator's, not a viewer's; then the run finishes */
+    snprintf(path, sizeof(path), "/api/v1/runs/%s/promote", uuid);
+    expect_error("POST", path, ctx.viewer, NULL, 403, "forbidden", NULL);
+    doc = expect("POST", path, ctx.operator, NULL, 200);
+    assert_string_equal(str_at(doc, "action"), "promote");
+    assert_int_equal(int_at(doc, "wave"), 2);
+    json_decref(doc);
+    wait_run(uuid, "('completed')");
+    expect_error("POST", path, ctx.operator, NULL, 409, "conflict", NULL);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM api_audit WHERE token_name = 'operator-1'"
+             " AND path = '/api/v1/runs/%s/promote' AND status = 200",
+             uuid);
+    assert_int_equal(q_ll(sql), 1);
+
+    /* the store app whose stored strategy does not validate: the run
+     * exists, failed at creation, and the answer says so */
+    snprintf(sql, sizeof(sql),
+             "WITH u AS (UPDATE store_apps SET strategy ="
+             " '{\"waves\":[\"50%%\"]}' WHERE id = %lld RETURNING 1)"
+             " SELECT count(*) FROM u",
+             app);
+    assert_int_equal(q_ll(sql), 1);
+    snprintf(body, sizeof(body), "{\"store_app_id\":%lld}", app);
+    doc = expect("POST", "/api/v1/runs", ctx.operator, body, 201);
+    assert_string_equal(str_at(doc, "status"), "failed");
+    assert_non_null(strstr(str_at(doc, "error"), "strategy"));
+    snprintf(uuid, sizeof(uuid), "%s", str_at(doc, "uuid"));
+    json_decref(doc);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM deployment_runs WHERE uuid = '%s'"
+             " AND status = 'failed'",
+             uuid);
+    assert_int_equal(q_ll(sql), 1);
+
+    rw_itest_fleet_check(ctx.f);
+    rw_itest_fleet_stop_all(ctx.f);
+}
+
+/* ---- 7. lag, log lines and the drain ---- */
+
+typedef struct call {
+    pthread_t t;
+    const char *path;
+    long status;
+    json_t *doc;
+} call_t;
+
+static void *call_main(void *arg)
+{
+    call_t *c = arg;
+
+    c->status = rw_itest_api_call(ctx.port, "GET", c->path, ctx.viewer, NULL, 0,
+                                  &c->doc, NULL);
+    return NULL;
+}
+
+static void test_lag_drain(void **state)
+{
+    call_t calls[4];
+    double before;
+    pid_t api;
+    char *text = NULL;
+
+    (void)state;
+    start(false);
+    api = rw_itest_fleet_running(ctx.f, "rollwave-api", 0);
+    assert_true(api > 0);
+
+    /* four at once (two server threads): one measurement, one answer for
+     * all */
+    before = metric("\nrollwave_api_lag_measurements_total ");
+    assert_true(before >= 0);
+    for (int i = 0; i < 4; i++) {
+        memset(&calls[i], 0, sizeof(calls[i]));
+        calls[i].path = "/api/v1/lag?interval_s=2";
+        assert_int_equal(
+            pthread_create(&calls[i].t, NULL, call_main, &calls[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(calls[i].t, NULL), 0);
+        assert_int_equal(calls[i].status, 200);
+        assert_int_equal(int_at(calls[i].doc, "interval_s"), 2);
+        assert_true(json_equal(calls[i].doc, calls[0].doc));
+    }
+    for (int i = 0; i < 4; i++)
+        json_decref(calls[i].doc);
+    assert_true(metric("\nrollwave_api_lag_measurements_total ") == before + 1);
+
+    /* a decoded newline stays inside the quoted path, as a space */
+    assert_int_equal(
+        http("GET", "/api/v1/who%0Aevent=forged", ctx.viewer, NULL, NULL), 404);
+    assert_true(rw_itest_fleet_log_has(ctx.f, api,
+                                       "path=\"/api/v1/who event=forged\""));
+    assert_false(rw_itest_fleet_log_has(ctx.f, api, "\nevent=forged"));
+
+    /* SIGTERM while a request is in progress: it is answered in full,
+     * then the server stops. A restarted API has no measurement to share,
+     * so its first lag request takes the whole interval. */
+    api = rw_itest_fleet_stop_one(ctx.f, api, true);
+    assert_true(api > 0);
+    {
+        long long until = rw_itest_now_ms() + deadline_ms(10000);
+        while (http("GET", "/api/v1/whoami", ctx.viewer, NULL, NULL) != 200) {
+            if (rw_itest_now_ms() > until)
+                fail_msg("the restarted API does not answer");
+            rw_itest_sleep_ms(50);
+        }
+    }
+    memset(&calls[0], 0, sizeof(calls[0]));
+    calls[0].path = "/api/v1/lag?interval_s=2";
+    assert_int_equal(pthread_create(&calls[0].t, NULL, call_main, &calls[0]),
+                     0);
+    {
+        long long until = rw_itest_now_ms() + deadline_ms(10000);
+        while (metric("\nrollwave_api_requests_in_progress ") < 1) {
+            if (rw_itest_now_ms() > until)
+                fail_msg("the lag request never reached the server");
+            rw_itest_sleep_ms(20);
+        }
+    }
+    assert_int_equal(kill(api, SIGTERM), 0);
+    assert_int_equal(pthread_join(calls[0].t, NULL), 0);
+    assert_int_equal(calls[0].status, 200);
+    assert_int_equal(int_at(calls[0].doc, "interval_s"), 2);
+    assert_int_equal(json_array_size(json_object_get(calls[0].doc, "groups")),
+                     2);
+    json_decref(calls[0].doc);
+    assert_int_equal(rw_itest_fleet_wait(ctx.f, api, deadline_ms(10000)), 0);
+    /* and it no longer accepts */
+    assert_true(rw_itest_api_call(ctx.port, "GET", "/api/v1/whoami", ctx.viewer,
+                                  NULL, 0, NULL, &text) < 0);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -775,6 +1052,8 @@ int main(void)
         cmocka_unit_test_teardown(test_bad_input, teardown),
         cmocka_unit_test_teardown(test_pagination, teardown),
         cmocka_unit_test_teardown(test_rollout, teardown),
+        cmocka_unit_test_teardown(test_strategy, teardown),
+        cmocka_unit_test_teardown(test_lag_drain, teardown),
     };
 
     /* a developer chasing one scenario may name it (cmocka pattern) */

@@ -11,8 +11,13 @@
  * that match their targets, run A's page listing its failed targets with
  * their reasons (an instance name holding markup shown as text, not
  * parsed), no control button for a viewer, pause / abort for an operator,
- * and a click on "pause" pausing run B in Postgres. Screenshots of the
- * runs list and of run A's page are written to <build>/artefacts/.
+ * and a click on "pause" pausing run B in Postgres; then
+ *
+ *   run C  two waves with a manual bake between them
+ *
+ * whose page shows its waves and, for the operator, a "promote" button
+ * that releases wave 2. Screenshots of the runs list and of run A's page
+ * are written to <build>/artefacts/.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -313,8 +318,8 @@ static long long seg(json_t *facts, const char *cls)
 
 static void test_dashboard(void **state)
 {
-    long long app_a, app_b;
-    char uuid_a[40], uuid_b[40], url[128], hash[128], sql[256];
+    long long app_a, app_b, app_c;
+    char uuid_a[40], uuid_b[40], uuid_c[40], url[128], hash[128], sql[256];
     json_t *facts, *v;
 
     (void)state;
@@ -431,6 +436,46 @@ static void test_dashboard(void **state)
              " t.to_status = 'paused' AND t.reason LIKE '%%operator-1%%'",
              uuid_b);
     assert_int_equal(rw_itest_fleet_ll(ctx.f, sql, 0, NULL), 1);
+
+    /* run C waits for a promotion after wave 1: its page shows the waves
+     * and a promote button, and the button releases wave 2 */
+    rw_itest_fleet_sim_config(ctx.f, "{\"fail_rate\":0,"
+                                     "\"build_min_ms\":200,"
+                                     "\"build_max_ms\":400}");
+    app_c = rw_itest_fleet_add_app(ctx.f, 0);
+    rw_itest_fleet_add_instances(ctx.f, app_c, "waves", 3);
+    {
+        char body[160];
+        json_t *doc;
+        snprintf(body, sizeof(body),
+                 "{\"store_app_id\":%lld,\"strategy\":{\"waves\":"
+                 "[\"1\",\"100%%\"],\"bake\":\"manual\"}}",
+                 app_c);
+        doc = rw_itest_api_expect(&ctx, "POST", "/api/v1/runs", ctx.operator,
+                                  body, 201);
+        snprintf(uuid_c, sizeof(uuid_c), "%s",
+                 json_string_value(json_object_get(doc, "uuid")));
+        json_decref(doc);
+    }
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM run_waves w JOIN deployment_runs r ON"
+             " r.id = w.run_id WHERE r.uuid = '%s' AND w.wave = 2 AND"
+             " w.state = 'awaiting_promotion'",
+             uuid_c);
+    rw_itest_fleet_wait_count(ctx.f, sql, 1, deadline_ms(30000), sql);
+    snprintf(hash, sizeof(hash), "#/runs/%s", uuid_c);
+    go(hash);
+    wait_js("run C's waves and promote button",
+            "return document.querySelectorAll('#waves tbody tr').length === 2"
+            " && !!document.querySelector('button[data-action=promote]')",
+            NULL);
+    click("button[data-action=promote]");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM run_waves w JOIN deployment_runs r ON"
+             " r.id = w.run_id WHERE r.uuid = '%s' AND w.wave = 2 AND"
+             " w.state IN ('running', 'done')",
+             uuid_c);
+    rw_itest_fleet_wait_count(ctx.f, sql, 1, deadline_ms(30000), sql);
 }
 
 int main(void)

@@ -193,6 +193,34 @@ static void test_string_field(void **state)
     json_decref(num);
 }
 
+static void test_object_field(void **state)
+{
+    static const rw_api_field_t f[] = {
+        {"strategy", RW_API_F_OBJECT, false, 0, 0},
+    };
+    static const char *const bad_bodies[] = {
+        "{\"strategy\": \"1,100%\"}", "{\"strategy\": [1]}",
+        "{\"strategy\": null}", "{\"strategy\": 1}"};
+    const char *bad = NULL;
+    char errstr[128];
+    json_t *body = json_loads("{\"strategy\": {\"waves\": [\"1\"]}}", 0, NULL);
+
+    (void)state;
+    assert_int_equal(
+        rw_api_check_body(body, f, 1, &bad, errstr, sizeof(errstr)), RW_OK);
+    json_decref(body);
+    for (size_t i = 0; i < sizeof(bad_bodies) / sizeof(bad_bodies[0]); i++) {
+        bad = NULL;
+        body = json_loads(bad_bodies[i], 0, NULL);
+        assert_non_null(body);
+        assert_int_equal(
+            rw_api_check_body(body, f, 1, &bad, errstr, sizeof(errstr)),
+            RW_ERR_INVALID_ARG);
+        assert_string_equal(bad, "strategy");
+        json_decref(body);
+    }
+}
+
 static void test_route_table(void **state)
 {
     (void)state;
@@ -216,9 +244,13 @@ static void test_route_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path_match),  cmocka_unit_test(test_parse_ll),
-        cmocka_unit_test(test_uuid),        cmocka_unit_test(test_query_names),
-        cmocka_unit_test(test_body),        cmocka_unit_test(test_string_field),
+        cmocka_unit_test(test_path_match),
+        cmocka_unit_test(test_parse_ll),
+        cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_query_names),
+        cmocka_unit_test(test_body),
+        cmocka_unit_test(test_string_field),
+        cmocka_unit_test(test_object_field),
         cmocka_unit_test(test_route_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
