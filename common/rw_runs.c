@@ -426,7 +426,9 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
         for (size_t i = 0; i < n; i++) {
             if (c[i].skip_reason)
                 continue;
-            snprintf(c[i].why, sizeof(c[i].why), "%s", bad);
+            /* cut to the column: the run's last_error keeps all of it */
+            snprintf(c[i].why, sizeof(c[i].why), "%.*s",
+                     (int)sizeof(c[i].why) - 1, bad);
             c[i].skip_reason = c[i].why;
             c[i].bad_strategy = true;
         }
