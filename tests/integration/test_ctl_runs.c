@@ -479,9 +479,12 @@ static void test_run_show_text(void **state)
     assert_int_equal(line_words(r->out, "  total", w, 12), 2);
     assert_string_equal(w[1], "4");
 
-    /* chunks: chunk state attempt polls targets bulk-id bulk-name(4) */
+    /* chunks: chunk state attempt polls targets bulk-id bulk-name(4)
+     * deferred-until deferred-because */
     assert_non_null(strstr(r->out, "chunks (2)"));
-    assert_int_equal(line_words(r->out, "bulk-r1-c1", w, 12), 10);
+    assert_int_equal(line_words(r->out, "bulk-r1-c1", w, 12), 12);
+    assert_string_equal(w[10], "-");
+    assert_string_equal(w[11], "-");
     assert_string_equal(w[0], "1");
     assert_string_equal(w[1], "done");
     assert_string_equal(w[3], "12");
