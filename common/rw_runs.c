@@ -649,17 +649,21 @@ out:
  * rw_codec_check_name) are selected with lagoon_target_ok false, so that
  * they become skipped targets that say why (check_targets).
  *
- * With windows respected ($3), an instance whose effective window
- * (rw_instance_window_open: its group's, else its app's) is closed is
- * filtered out after the index scan and before the LIMIT, so it neither
- * takes a place in the run nor has its next_redeploy_at moved: it is due
- * again on the first tick inside its window. The group is read only for
- * instances that have one.
+ * With windows respected ($3), an instance whose effective window (its
+ * group's, else its app's) is closed is filtered out after the index scan
+ * and before the LIMIT, so it neither takes a place in the run nor has its
+ * next_redeploy_at moved: it is due again on the first tick inside its
+ * window. The app's window is evaluated once per app (aw), a group's only
+ * for instances whose group has a window of its own: a window function per
+ * instance cost more than everything else of the selection together.
  */
 static const char SQL_DUE[] =
     "SELECT d.id, d.store_app_id, d.lagoon_project, d.lagoon_environment,"
     "       d.chunk_size, d.lagoon_target_ok"
     " FROM store_apps a"
+    " CROSS JOIN LATERAL (SELECT rw_window_open(a.window_tz, a.window_days,"
+    "                       a.window_from_min, a.window_to_min, now()) AS open"
+    "                     OFFSET 0) aw" /* not flattened: once per app */
     " CROSS JOIN LATERAL ("
     "   SELECT i.id, i.store_app_id, i.lagoon_project, i.lagoon_environment,"
     "          i.last_deployed_at,"
@@ -678,9 +682,15 @@ static const char SQL_DUE[] =
     "                      WHERE t.instance_id = i.id"
     "                        AND t.state IN ('pending', 'claimed',"
     "                                        'triggered', 'deploying'))"
-    "     AND (NOT $3::boolean OR rw_instance_window_open(i.user_group_id,"
-    "            a.window_tz, a.window_days, a.window_from_min,"
-    "            a.window_to_min, now()))"
+    "     AND (NOT $3::boolean"
+    "          OR CASE WHEN i.user_group_id IS NULL THEN aw.open"
+    "             ELSE COALESCE((SELECT rw_window_open(g.window_tz,"
+    "                                     g.window_days, g.window_from_min,"
+    "                                     g.window_to_min, now())"
+    "                            FROM user_groups g"
+    "                            WHERE g.id = i.user_group_id"
+    "                              AND g.window_tz IS NOT NULL), aw.open)"
+    "             END)"
     "   ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"
     "   LIMIT $1::bigint"
     "   FOR UPDATE OF i SKIP LOCKED) d"

@@ -589,7 +589,7 @@ out:
  * failure; the due time is the database's clock, as the poller reads it.
  */
 static const char target_apply_sql[] =
-    "UPDATE run_targets t SET state = u.to_state,"
+    "UPDATE run_targets t SET state = u.to_state, updated_at = now(),"
     "   lagoon_status = COALESCE(u.lstatus, t.lagoon_status),"
     "   deployment_name = COALESCE(u.dname, t.deployment_name),"
     "   error = CASE WHEN u.to_state IN ('failed', 'timed_out')"

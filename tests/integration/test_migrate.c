@@ -497,7 +497,7 @@ static void test_in_flight_unique_index(void **state)
     assert_int_equal(q(pg, errstr, ins, 2, "1", "claimed"), RW_OK);
     /* a second in-flight row for the instance, in any in-flight state */
     assert_int_equal(q(pg, errstr, ins, 2, "2", "claimed"), RW_ERR_PG_UNIQUE);
-    assert_non_null(strstr(errstr, "run_targets_in_flight_uidx"));
+    assert_non_null(strstr(errstr, "target_in_flight_pkey"));
     assert_int_equal(q(pg, errstr, ins, 2, "2", "triggered"), RW_ERR_PG_UNIQUE);
     assert_int_equal(q(pg, errstr, ins, 2, "2", "deploying"), RW_ERR_PG_UNIQUE);
     /* terminal and pending rows for the same instance are fine */
@@ -530,6 +530,129 @@ static void test_in_flight_unique_index(void **state)
                        0),
                      RW_ERR_PG_QUERY);
     assert_non_null(strstr(errstr, "23514"));
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+/*
+ * 0016_in_flight upgrades a database in place: a database at the migration
+ * before it, holding targets in flight and done, gets one marker per
+ * in-flight target, keeps refusing a second claim of an instance in flight,
+ * and lets the claim through once the first target is done.
+ */
+static void test_in_flight_upgrade_in_place(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    rw_pg_t *pg;
+    size_t applied = 0;
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+
+    rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    assert_int_equal(q(pg, errstr,
+                       "CREATE TABLE schema_migrations (name text PRIMARY KEY,"
+                       " applied_at timestamptz NOT NULL DEFAULT now())",
+                       0),
+                     RW_OK);
+    for (size_t i = 0; i < rw_migrations_count; i++) {
+        const rw_migration_t *m = &rw_migrations[i];
+        PGresult *r;
+
+        if (strcmp(m->name, "0016") >= 0)
+            continue;
+        r = PQexec(rw_pg_conn(pg), m->sql);
+        assert_int_equal(rw_pg_result_err(pg, r, errstr, sizeof(errstr)),
+                         RW_OK);
+        PQclear(r);
+        assert_int_equal(q(pg, errstr,
+                           "INSERT INTO schema_migrations (name) VALUES ($1)",
+                           1, m->name),
+                         RW_OK);
+        applied++;
+    }
+    assert_true(applied >= 14);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) VALUES (2, 'inst2', 1,"
+                       " 'running-healthy-claimed')",
+                       0),
+                     RW_OK);
+    /* run 1: instance 1 in flight, instance 2 done; run 3: both pending */
+    assert_int_equal(q(pg, errstr, ins, 3, "1", "1", "triggered"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "1", "2", "succeeded"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "3", "1", "pending"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "3", "2", "pending"), RW_OK);
+
+    assert_int_equal(
+        rw_migrate_apply(pg, NULL, NULL, NULL, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM schema_migrations", "n"),
+        (long long)rw_migrations_count);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM target_in_flight f"
+                          " JOIN run_targets t ON t.id = f.target_id"
+                          " WHERE f.instance_id = 1 AND f.run_id = 1"
+                          " AND t.run_id = 1 AND t.instance_id = 1",
+                          "n"),
+                     1);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 1);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_indexes"
+                          " WHERE indexname = 'run_targets_in_flight_uidx'",
+                          "n"),
+                     0);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_class"
+                          " WHERE relname = 'run_targets'"
+                          " AND 'fillfactor=70' = ANY(reloptions)",
+                          "n"),
+                     1);
+    /* instance 1 is still held by run 1; instance 2 may go */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3",
+                       0),
+                     RW_ERR_PG_UNIQUE);
+    assert_non_null(strstr(errstr, "target_in_flight_pkey"));
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3 AND instance_id = 2",
+                       0),
+                     RW_OK);
+    /* run 1's target ends: its marker goes, run 3 takes instance 1 */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'failed'"
+                       " WHERE run_id = 1 AND instance_id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3 AND instance_id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM target_in_flight"
+                          " WHERE run_id = 3",
+                          "n"),
+                     2);
+    /* the throttle counts exactly the markers' targets */
+    assert_int_equal(q_ll(pg, "SELECT rw_throttle_in_flight() AS n", "n"), 2);
+    /* a state change inside flight keeps the marker; deleting drops it */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'triggered'"
+                       " WHERE run_id = 3",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 2);
+    assert_int_equal(
+        q(pg, errstr, "DELETE FROM deployment_runs WHERE id = 3", 0), RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
     rw_pg_destroy(pg);
     rw_itest_pg_drop_db(f->dsn);
 }
@@ -698,10 +821,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-        T(test_apply_to_empty_db),        T(test_status),
-        T(test_concurrent_appliers),      T(test_rollwavectl_migrate),
-        T(test_in_flight_unique_index),   T(test_chunk_bulk_id_check),
-        T(test_due_selection_uses_index), T(test_updated_at_follows_updates),
+        T(test_apply_to_empty_db),          T(test_status),
+        T(test_concurrent_appliers),        T(test_rollwavectl_migrate),
+        T(test_in_flight_unique_index),     T(test_chunk_bulk_id_check),
+        T(test_due_selection_uses_index),   T(test_updated_at_follows_updates),
+        T(test_in_flight_upgrade_in_place),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
