@@ -32,7 +32,6 @@
 #define MAX_INSTANCE_IDS   10000
 #define MAX_INTERVAL_DAYS  3650
 /* a lag measurement holds its caller this long: kept short for a server */
-#define LAG_MAX_INTERVAL_S 2
 /* runs looked at on each side of a created_before / created_after bound,
  * so that ids assigned out of creation order are still inside the walk */
 #define TIME_BOUND_SLACK "100"
@@ -843,7 +842,7 @@ static void h_lag(rw_api_req_t *rq)
 {
     long long interval;
 
-    if (!query_ll(rq, "interval_s", 0, LAG_MAX_INTERVAL_S, 2, &interval))
+    if (!query_ll(rq, "interval_s", 0, RW_LAG_MAX_INTERVAL_S, 2, &interval))
         return;
     /* shared: a burst of callers costs one measurement, not one each */
     rw_api_reply(rq, 200, rw_api_lag(rq->api, interval));

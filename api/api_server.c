@@ -42,12 +42,19 @@
 #define MAX_URL        2048
 /* A request path as logged, quoted (longer ones are cut). */
 #define QPATH_LEN 256
-/* On stop, requests in progress get this long to finish. */
-#define DRAIN_MS 5000
 /* A lag measurement this young is served again instead of a new one. */
 #define LAG_FRESH_MS 3000
 /* Each Kafka call of a lag measurement waits at most this long. */
 #define LAG_TIMEOUT_MS 2000
+/*
+ * On stop, requests in progress get this long to finish: the longest a
+ * request can take, a lag measurement whose every Kafka call times out
+ * (per group: open, two calls per sample, two samples; then the longest
+ * interval), so no request that has started is closed unanswered. It
+ * fits the manifests' 30 s grace period after their 5 s preStop.
+ */
+#define DRAIN_MS                                                               \
+    (RW_LAG_MAX_GROUPS * 5 * LAG_TIMEOUT_MS + RW_LAG_MAX_INTERVAL_S * 1000)
 
 /*
  * The dashboard loads nothing from elsewhere and runs no inline script:

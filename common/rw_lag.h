@@ -59,6 +59,8 @@ typedef struct rw_lag_group {
 } rw_lag_group_t;
 
 #define RW_LAG_MAX_GROUPS 2
+/* The longest interval the API measures lag over, in seconds. */
+#define RW_LAG_MAX_INTERVAL_S 2
 
 /* "OK", "LAG", "LAGGING", "STALLED", "UNKNOWN". */
 const char *rw_lag_status_name(rw_lag_status_t st);
