@@ -129,13 +129,22 @@ static char *find(const char *css)
     return id;
 }
 
+/*
+ * Found and clicked in one script: a page showing a run in progress is
+ * rendered anew every 2 s, which can replace the element between a
+ * WebDriver find and its click (a stale element reference).
+ */
 static void click(const char *css)
 {
-    char path[256], *id = find(css);
+    json_t *v = js("const e = document.querySelector(arguments[0]);"
+                   "if (!e) return false;"
+                   "e.click();"
+                   "return true;",
+                   json_pack("[s]", css));
 
-    snprintf(path, sizeof(path), "element/%s/click", id);
-    json_decref(wd("POST", path, NULL));
-    free(id);
+    if (!json_is_true(v))
+        fail_msg("dashboard: no %s to click", css);
+    json_decref(v);
 }
 
 static void type(const char *css, const char *text)
