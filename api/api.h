@@ -82,6 +82,13 @@ bool rw_api_path_match(const char *pattern, const char *path,
 bool rw_api_parse_ll(const char *s, long long min, long long max,
                      long long *out);
 
+/*
+ * A keyset cursor of n (at most RW_API_MAX_KEY) non-negative integers
+ * joined by dots ("3.1042.17") into out; anything else is false.
+ */
+#define RW_API_MAX_KEY 4
+bool rw_api_parse_key(const char *s, long long *out, int n);
+
 /* 8-4-4-4-12 hexadecimal digits. */
 bool rw_api_is_uuid(const char *s);
 

@@ -5,7 +5,9 @@
  * runs, rw_control for pause / resume / abort / retry, the same UPDATEs as
  * "rollwavectl schedule" and "group", rw_token for tokens), so the API
  * refuses what the CLI refuses. Every list is bounded: runs page by id (keyset,
- * indexed), an instance's history by skip / take on its own index.
+ * indexed), a run's build logs by (chunk, instance, log) through
+ * rw_buildlog_read as "rollwavectl run logs", an instance's history by
+ * skip / take on its own index.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "rw_buildlog.h"
 #include "rw_control.h"
 #include "rw_lag.h"
 #include "rw_log.h"
@@ -31,6 +34,9 @@
 #define CHUNKS_MAX         1000
 #define MAX_INSTANCE_IDS   10000
 #define MAX_INTERVAL_DAYS  3650
+/* a log is up to 256 KiB (ROLLWAVE_LOG_MAX_BYTES): pages stay small */
+#define LOGS_DEFAULT_LIMIT 10
+#define LOGS_MAX_LIMIT     50
 /* a lag measurement holds its caller this long: kept short for a server */
 /* runs looked at on each side of a created_before / created_after bound,
  * so that ids assigned out of creation order are still inside the walk */
@@ -402,6 +408,84 @@ out:
     PQclear(failed);
     PQclear(skipped);
     PQclear(waves);
+}
+
+/* ---- GET /runs/{uuid}/logs ------------------------------------------- */
+
+static const char SQL_RUN_OF_LOGS[] =
+    "SELECT id, uuid, status FROM deployment_runs WHERE uuid = $1::uuid";
+
+static void h_run_logs(rw_api_req_t *rq)
+{
+    const char *uuid = rq->params[0];
+    const char *failed = rw_api_query(rq, "failed");
+    const char *cursor = rw_api_query(rq, "cursor");
+    const char *p[1] = {uuid};
+    long long instance, limit, k[3] = {0, 0, 0};
+    rw_buildlog_key_t key;
+    PGresult *run = NULL, *res = NULL;
+    json_t *next = json_null();
+    char next_s[72], errstr[512];
+    rw_err_t err;
+    int n;
+
+    if (!rw_api_is_uuid(uuid)) {
+        rw_api_fail(rq, 400, "uuid", "not a run uuid");
+        goto out;
+    }
+    if (failed && strcmp(failed, "true") != 0 && strcmp(failed, "false") != 0) {
+        rw_api_fail(rq, 400, "failed", "failed must be true or false");
+        goto out;
+    }
+    if (!query_ll(rq, "instance", 1, INT64_MAX, 0, &instance) ||
+        !query_ll(rq, "limit", 1, LOGS_MAX_LIMIT, LOGS_DEFAULT_LIMIT, &limit))
+        goto out;
+    if (cursor && !rw_api_parse_key(cursor, k, 3)) {
+        rw_api_fail(rq, 400, "cursor",
+                    "cursor must be the next_cursor of a previous page");
+        goto out;
+    }
+    key.chunk = k[0];
+    key.instance_id = k[1];
+    key.log_id = k[2];
+    err =
+        rw_pg_exec(rq->pg, SQL_RUN_OF_LOGS, 1, p, &run, errstr, sizeof(errstr));
+    if (err) {
+        fail_pg(rq, err, errstr);
+        goto out;
+    }
+    if (PQntuples(run) != 1) {
+        rw_api_fail(rq, 404, "uuid", "no run %s", uuid);
+        goto out;
+    }
+    err = rw_buildlog_read(rq->pg, rw_pg_ll(run, 0, "id", 0), instance,
+                           failed && strcmp(failed, "true") == 0,
+                           cursor ? &key : NULL, limit, &res, errstr,
+                           sizeof(errstr));
+    if (err) {
+        fail_pg(rq, err, errstr);
+        goto out;
+    }
+    n = PQntuples(res);
+    /* a full page may have more behind it: resume after its last row */
+    if (n == limit) {
+        snprintf(next_s, sizeof(next_s), "%lld.%lld.%lld",
+                 rw_pg_ll(res, n - 1, "chunk", 0),
+                 rw_pg_ll(res, n - 1, "instance_id", 0),
+                 rw_pg_ll(res, n - 1, "log_id", 0));
+        json_decref(next);
+        next = json_string(next_s);
+    }
+    rw_api_reply(rq, 200,
+                 json_pack("{s:{s:s, s:s}, s:o, s:o}", "run", "uuid",
+                           rw_pg_str(run, 0, "uuid"), "status",
+                           rw_pg_str(run, 0, "status"), "logs",
+                           rw_api_rows_json(res), "next_cursor", next));
+    next = NULL;
+out:
+    json_decref(next);
+    PQclear(run);
+    PQclear(res);
 }
 
 /* ---- POST /runs ------------------------------------------------------ */
@@ -940,6 +1024,8 @@ static const char *const q_runs[] = {
     "status",        "store_app", "source", "created_before",
     "created_after", "cursor",    "limit",  NULL};
 static const char *const q_deployments[] = {"skip", "take", NULL};
+static const char *const q_logs[] = {"instance", "failed", "cursor", "limit",
+                                     NULL};
 static const char *const q_lag[] = {"interval_s", NULL};
 
 const rw_api_route_t rw_api_routes[] = {
@@ -952,6 +1038,8 @@ const rw_api_route_t rw_api_routes[] = {
     {"GET", "/api/v1/runs/{uuid}", RW_ROLE_VIEWER, h_run_show, NULL,
      "one run: counts, waves, chunks, transitions, failed and skipped "
      "targets"},
+    {"GET", "/api/v1/runs/{uuid}/logs", RW_ROLE_VIEWER, h_run_logs, q_logs,
+     "a run's stored build logs (redacted), paged by cursor"},
     {"POST", "/api/v1/runs/{uuid}/pause", RW_ROLE_OPERATOR, h_pause, NULL,
      "pause a running run"},
     {"POST", "/api/v1/runs/{uuid}/resume", RW_ROLE_OPERATOR, h_resume, NULL,

@@ -61,6 +61,30 @@ bool rw_api_parse_ll(const char *s, long long min, long long max,
     return true;
 }
 
+bool rw_api_parse_key(const char *s, long long *out, int n)
+{
+    char part[20];
+    long long v[RW_API_MAX_KEY];
+
+    if (!s || n < 1 || n > RW_API_MAX_KEY)
+        return false;
+    for (int i = 0; i < n; i++) {
+        const char *dot = strchr(s, '.');
+        size_t len = dot ? (size_t)(dot - s) : strlen(s);
+
+        /* the last part ends the string, every other one at a dot */
+        if ((i < n - 1) != (dot != NULL) || len >= sizeof(part))
+            return false;
+        memcpy(part, s, len);
+        part[len] = '\0';
+        if (!rw_api_parse_ll(part, 0, INT64_MAX, &v[i]))
+            return false;
+        s += len + (dot ? 1 : 0);
+    }
+    memcpy(out, v, sizeof(v[0]) * (size_t)n);
+    return true;
+}
+
 bool rw_api_is_uuid(const char *s)
 {
     if (!s || strlen(s) != 36)

@@ -365,3 +365,64 @@ void rw_buildlog_due_free(rw_buildlog_due_t *d, size_t n)
     }
     free(d);
 }
+
+/*
+ * $1 run, $2 one instance or NULL, $3 failed targets only, $4..$6 the key
+ * to start after or NULL, $7 limit or NULL (all). The chunk bound lets
+ * a later page start its index walk at the key's chunk.
+ */
+static const char SQL_READ[] =
+    "SELECT t.instance_id, i.name,"
+    "  COALESCE(t.lagoon_project, i.lagoon_project) || '/' ||"
+    "    COALESCE(t.lagoon_environment, i.lagoon_environment) AS target,"
+    "  t.state, t.chunk::bigint AS chunk, t.attempt::bigint AS attempt,"
+    "  COALESCE(l.deployment_name, t.deployment_name) AS deployment_name,"
+    "  l.id AS log_id, COALESCE(l.state, 'none') AS log_state,"
+    "  l.attempts::bigint AS log_attempts,"
+    "  l.bytes_original, octet_length(l.log)::bigint AS bytes,"
+    "  substring(l.log from '^\\[\\.\\.\\. ([0-9]+) bytes cut "
+    "\\.\\.\\.\\]\n')::bigint AS cut_bytes,"
+    "  to_char(l.fetched_at AT TIME ZONE 'UTC',"
+    "          'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS fetched_at,"
+    "  l.error, l.log"
+    " FROM run_targets t JOIN app_instances i ON i.id = t.instance_id"
+    " LEFT JOIN target_logs l ON l.target_id = t.id"
+    " WHERE t.run_id = $1::bigint"
+    "   AND (l.id IS NOT NULL OR t.state = 'failed')"
+    "   AND ($2::bigint IS NULL OR t.instance_id = $2::bigint)"
+    "   AND (NOT $3::boolean OR t.state = 'failed')"
+    "   AND ($4::int IS NULL OR (t.chunk >= $4::int AND"
+    "     (t.chunk, t.instance_id, COALESCE(l.id, 0))"
+    "       > ($4::int, $5::bigint, $6::bigint)))"
+    " ORDER BY t.chunk, t.instance_id, COALESCE(l.id, 0)"
+    " LIMIT $7::bigint";
+
+rw_err_t rw_buildlog_read(rw_pg_t *pg, long long run_id, long long instance_id,
+                          bool failed_only, const rw_buildlog_key_t *after,
+                          long long limit, PGresult **res, char *errstr,
+                          size_t errlen)
+{
+    char run_s[24], inst_s[24], chunk_s[24], key_s[24], log_s[24], lim_s[24];
+    const char *par[7] = {
+        run_s, NULL, failed_only ? "true" : "false", NULL, NULL, NULL, NULL};
+
+    *res = NULL;
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    if (instance_id > 0) {
+        snprintf(inst_s, sizeof(inst_s), "%lld", instance_id);
+        par[1] = inst_s;
+    }
+    if (after) {
+        snprintf(chunk_s, sizeof(chunk_s), "%lld", after->chunk);
+        snprintf(key_s, sizeof(key_s), "%lld", after->instance_id);
+        snprintf(log_s, sizeof(log_s), "%lld", after->log_id);
+        par[3] = chunk_s;
+        par[4] = key_s;
+        par[5] = log_s;
+    }
+    if (limit > 0) {
+        snprintf(lim_s, sizeof(lim_s), "%lld", limit);
+        par[6] = lim_s;
+    }
+    return rw_pg_exec(pg, SQL_READ, 7, par, res, errstr, errlen);
+}

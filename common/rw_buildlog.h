@@ -2,8 +2,9 @@
  * rw_buildlog: build logs of targets, from Lagoon's answer to a stored row
  * (schemas/sql/0012_build_logs.sql): the redactor of a process's configured
  * secrets, the cut to the newest bytes, and the batched writes and reads
- * of target_logs. It does not talk to Lagoon (rw_lagoon does) nor decide
- * which targets want a log (the poller does).
+ * of target_logs (also the reads "run logs" and the API share). It does not
+ * talk to Lagoon (rw_lagoon does) nor decide which targets want a log (the
+ * poller does).
  */
 #ifndef RW_BUILDLOG_H
 #define RW_BUILDLOG_H
@@ -92,6 +93,32 @@ rw_err_t rw_buildlog_due(rw_pg_t *pg, long long retry_after_s, size_t max,
                          rw_buildlog_due_t **out, size_t *n, char *errstr,
                          size_t errlen);
 void rw_buildlog_due_free(rw_buildlog_due_t *d, size_t n);
+
+/* Where a page of rw_buildlog_read starts: after this row. */
+typedef struct rw_buildlog_key {
+    long long chunk, instance_id;
+    long long log_id; /* 0: a failed target without a log row */
+} rw_buildlog_key_t;
+
+/*
+ * The logs of run run_id's targets, as "rollwavectl run logs" and GET
+ * /api/v1/runs/{uuid}/logs show them, into *res (the caller's, PQclear):
+ * a row per target and log row (a retried target's deployments oldest
+ * first) and one per failed target without any (log_state "none"),
+ * ordered by chunk, instance_id, log_id. instance_id 0 reads every
+ * instance; failed_only only targets that ended failed; after NULL starts
+ * at the first row; limit 0 reads all. One statement, walking
+ * run_targets_run_chunk_idx from after's chunk. Columns: instance_id,
+ * name, target (project/environment), state, chunk, attempt,
+ * deployment_name, log_id, log_state (stored, unavailable, none),
+ * log_attempts, bytes_original, bytes (stored), cut_bytes (the count of
+ * the "[... N bytes cut ...]" first line, NULL when kept whole),
+ * fetched_at (ISO 8601 UTC), error, log (redacted when stored).
+ */
+rw_err_t rw_buildlog_read(rw_pg_t *pg, long long run_id, long long instance_id,
+                          bool failed_only, const rw_buildlog_key_t *after,
+                          long long limit, PGresult **res, char *errstr,
+                          size_t errlen);
 
 /*
  * A redactor of the values of a run's build variables (what its bulks

@@ -9,8 +9,9 @@
  * The texts were redacted before they were stored; this command does not
  * redact again, it only blanks control characters other than line breaks
  * and tabs so that a log cannot drive the operator's terminal. Two
- * queries: the run by its uuid, then its targets with their logs by
- * run_targets' run index. It changes nothing.
+ * queries: the run by its uuid, then its targets with their logs through
+ * rw_buildlog_read (the API's GET /runs/{uuid}/logs reads the same). It
+ * changes nothing.
  */
 #include <jansson.h>
 #include <stdbool.h>
@@ -20,37 +21,13 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "rw_buildlog.h"
 #include "rw_lagoon.h"
 
 #define CMD "run logs"
 
 static const char SQL_RUN[] =
     "SELECT id, uuid, status FROM deployment_runs WHERE uuid = $1::uuid";
-
-/*
- * Targets of run $1 with a log row, and failed ones without: $2 one
- * instance or NULL, $3 failed targets only. A target retried into a new
- * deployment has a row per deployment, oldest first.
- */
-static const char SQL_LOGS[] =
-    "SELECT t.instance_id, i.name,"
-    "  COALESCE(t.lagoon_project, i.lagoon_project) || '/' ||"
-    "    COALESCE(t.lagoon_environment, i.lagoon_environment) AS target,"
-    "  t.state, t.attempt::bigint AS attempt,"
-    "  COALESCE(l.deployment_name, t.deployment_name) AS deployment_name,"
-    "  COALESCE(l.state, 'none') AS log_state,"
-    "  l.attempts::bigint AS log_attempts,"
-    "  l.bytes_original, octet_length(l.log)::bigint AS bytes,"
-    "  to_char(l.fetched_at AT TIME ZONE 'UTC',"
-    "          'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS fetched_at,"
-    "  l.error, l.log"
-    " FROM run_targets t JOIN app_instances i ON i.id = t.instance_id"
-    " LEFT JOIN target_logs l ON l.target_id = t.id"
-    " WHERE t.run_id = $1::bigint"
-    "   AND (l.id IS NOT NULL OR t.state = 'failed')"
-    "   AND ($2::bigint IS NULL OR t.instance_id = $2::bigint)"
-    "   AND (NOT $3::boolean OR t.state = 'failed')"
-    " ORDER BY t.chunk, t.instance_id, l.id";
 
 /* s with control characters but \n and \t shown as spaces. */
 static void put_text(const char *s)
@@ -136,9 +113,8 @@ int rw_ctl_run_logs(int argc, char **argv, const rw_settings_t *s)
     const char *uuid = NULL;
     long long instance = 0;
     bool json = false, failed = false;
-    char inst_s[24], errstr[512];
+    char errstr[512];
     const char *p_run[1];
-    const char *p_logs[3] = {NULL, NULL, "false"};
     rw_pg_t *pg = NULL;
     PGresult *run = NULL, *res = NULL;
     int rc = RW_CTL_EXIT_OK;
@@ -176,12 +152,6 @@ int rw_ctl_run_logs(int argc, char **argv, const rw_settings_t *s)
         return RW_CTL_EXIT_USAGE;
     }
     p_run[0] = uuid;
-    if (instance) {
-        snprintf(inst_s, sizeof(inst_s), "%lld", instance);
-        p_logs[1] = inst_s;
-    }
-    if (failed)
-        p_logs[2] = "true";
     if (rw_pg_new(&pg, s->pg_dsn, errstr, sizeof(errstr)) ||
         rw_pg_exec(pg, SQL_RUN, 1, p_run, &run, errstr, sizeof(errstr))) {
         rw_ctl_errorf(CMD, "%s", errstr);
@@ -193,8 +163,8 @@ int rw_ctl_run_logs(int argc, char **argv, const rw_settings_t *s)
         rc = RW_CTL_EXIT_FAILED;
         goto out;
     }
-    p_logs[0] = rw_pg_str(run, 0, "id");
-    if (rw_pg_exec(pg, SQL_LOGS, 3, p_logs, &res, errstr, sizeof(errstr))) {
+    if (rw_buildlog_read(pg, rw_pg_ll(run, 0, "id", 0), instance, failed, NULL,
+                         0, &res, errstr, sizeof(errstr))) {
         rw_ctl_errorf(CMD, "%s", errstr);
         rc = RW_CTL_EXIT_FAILED;
         goto out;

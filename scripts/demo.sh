@@ -248,6 +248,29 @@ CANARY_RUN=$(PG "SELECT uuid FROM deployment_runs
 "$BIN/rollwavectl" run show "$CANARY_RUN" |
     awk '/^waves /{on=1} on&&/^$/{exit} on{print "  " $0}'
 
+# The poller fetches a failed build's log after its poll's commit and
+# redacts it before storing it (ROLLWAVE_LOG_FETCH=failed, the default);
+# the simulator plants a bearer token and a deploy key in every log.
+step "a failed build's log, redacted when stored (rollwavectl run logs --failed)"
+LOGGED=
+for ((i = 0; i < 100; i++)); do
+    LOGGED=$(PG "SELECT r.uuid || ' ' || t.instance_id FROM target_logs l
+                 JOIN run_targets t ON t.id = l.target_id
+                 JOIN deployment_runs r ON r.id = l.run_id
+                 WHERE l.state = 'stored' ORDER BY l.id LIMIT 1")
+    [ -n "$LOGGED" ] && break
+    sleep 0.1
+done
+if [ -n "$LOGGED" ]; then
+    read -r LOG_RUN LOG_INSTANCE <<<"$LOGGED"
+    echo "  rollwavectl run logs $LOG_RUN --instance $LOG_INSTANCE --failed"
+    "$BIN/rollwavectl" run logs "$LOG_RUN" --instance "$LOG_INSTANCE" \
+        --failed | awk 'NR <= 3 || /Bearer|REDACTED|ERROR:|Build failed/ {
+            print "  " $0; gap = 0; next } !gap { print "  ..."; gap = 1 }'
+else
+    echo "  no stored log yet (ROLLWAVE_LOG_FETCH=${ROLLWAVE_LOG_FETCH:-failed})"
+fi
+
 step "fleet throttle after the rollout (peak seen in flight: $peak)"
 "$BIN/rollwavectl" throttle | sed 's/^/  /'
 

@@ -263,6 +263,9 @@ async function runPage(uuid) {
     { head: "Chunk", cls: "num", key: "chunk" },
     { head: "Attempt", cls: "num", key: "attempt" },
     { head: "Reason", render: (t) => el("span", { class: "reason", text: text(t.reason) }) },
+    /* the poller keeps the build log of a target that ended failed */
+    { head: "Log", render: (t) => t.state === "failed" ? el("a", { class: "log-link",
+      href: "#/runs/" + encodeURIComponent(run.uuid) + "/logs/" + t.instance_id, text: "log" }) : "" },
   ];
   show(
     el("h1", {}, "Run ", el("span", { class: "mono", text: run.uuid })),
@@ -299,6 +302,33 @@ async function runPage(uuid) {
       : el("p", { class: "muted", text: "None." }));
   if (ACTIVE.includes(run.status) || counts.in_flight > 0)
     refreshLater(route);
+}
+
+function logSummary(l) {
+  if (l.log_state === "stored")
+    return l.bytes + " bytes stored of " + l.bytes_original + " sent" +
+      (l.cut_bytes ? ", the first " + l.cut_bytes + " bytes cut" : "") + ", fetched " + l.fetched_at;
+  if (l.log_state === "unavailable")
+    return "unavailable (Lagoon: " + text(l.error) + "), " + l.log_attempts + " attempt(s)";
+  return "no log";
+}
+
+/* One instance's build logs in a run, as stored (redacted by the poller). */
+async function logPage(uuid, id) {
+  const gen = generation;
+  const data = await api("/runs/" + encodeURIComponent(uuid) + "/logs?instance=" + encodeURIComponent(id));
+  if (gen !== generation) return;
+  const logs = data.logs || [];
+  show(
+    el("h1", {}, "Build log of instance ", el("a", { href: "#/instances/" + encodeURIComponent(id), text: id })),
+    el("p", {}, "Run ", el("a", { class: "mono", href: "#/runs/" + encodeURIComponent(data.run.uuid), text: data.run.uuid })),
+    el("div", {}, logs.length ? logs.map((l) => el("div", { class: "card target-log" },
+      el("dl", { class: "kv" }, [
+        ["Deployment", el("span", { class: "mono", text: text(l.deployment_name) })],
+        ["Target", badge(l.state)], ["Attempt", text(l.attempt)], ["Log", logSummary(l)],
+      ].map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+      l.log_state === "stored" ? el("pre", { class: "log-text", text: l.log }) : null))
+      : el("p", { class: "muted", id: "no-log", text: "No log for this instance in this run." })));
 }
 
 async function instancePage(id, params) {
@@ -369,7 +399,8 @@ async function route() {
   document.getElementById("nav-runs").classList.toggle("active", parts[0] === "runs");
   document.getElementById("nav-lag").classList.toggle("active", parts[0] === "lag");
   try {
-    if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
+    if (parts[0] === "runs" && parts[1] && parts[2] === "logs" && parts[3]) await logPage(parts[1], parts[3]);
+    else if (parts[0] === "runs" && parts[1]) await runPage(parts[1]);
     else if (parts[0] === "instances" && parts[1]) await instancePage(parts[1], params);
     else if (parts[0] === "lag") await lagPage();
     else await runsPage(params);

@@ -25,6 +25,12 @@
  *   lag_drain    parallel lag requests share one measurement; a
  *                decoded newline in a path stays inside its quoted log
  *                value; SIGTERM during a request lets it finish
+ *   logs         a run with three failing builds: GET /runs/{uuid}/logs
+ *                serves the failed targets' stored logs, redacted (no
+ *                planted secret in the answer), paged by cursor, one
+ *                instance's, a failed target without a row as "none";
+ *                404 for an unknown run, 400 naming each bad query
+ *                value, 401 without a token
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1044,6 +1050,191 @@ static void test_lag_drain(void **state)
     free(text);
 }
 
+/* ---- 8. build logs ---- */
+
+/* The sim plants this bearer token in every build log it serves. */
+#define LOG_TOKEN "itestApiLogBearer7Qe2Lx9Vt4Nc8Kp1"
+/* The first line of the sim's planted deploy key (sim_buildlog.c). */
+#define LOG_PEM                                                                \
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"
+
+/* GET path as a viewer: 200, no planted secret in the raw answer. */
+static json_t *get_logs(const char *path)
+{
+    json_t *doc = NULL;
+    char *text = NULL;
+    long got = rw_itest_api_call(ctx.port, "GET", path, ctx.viewer, NULL, 0,
+                                 &doc, &text);
+
+    if (got != 200 || !doc)
+        fail_msg("GET %s answered %ld: %.500s", path, got, text ? text : "");
+    if (strstr(text, LOG_TOKEN) || strstr(text, LOG_PEM))
+        fail_msg("GET %s answers a planted secret", path);
+    free(text);
+    return doc;
+}
+
+/* The names of a page's logs joined by ',' into buf. */
+static void log_names(json_t *doc, char *buf, size_t len)
+{
+    json_t *logs = json_object_get(doc, "logs"), *v;
+    size_t i, k = 0;
+
+    buf[0] = '\0';
+    json_array_foreach(logs, i, v) k +=
+        (size_t)snprintf(buf + k, k < len ? len - k : 0, "%s%s", i ? "," : "",
+                         str_at(v, "name"));
+}
+
+static void test_logs(void **state)
+{
+    char body[64], path[256], base[128], uuid[40], names[256], cursor[80],
+        want[64], order[64];
+    PGresult *res;
+    const char *p[1];
+    long long ids[5], app;
+    json_t *doc, *v;
+    size_t i;
+
+    (void)state;
+    rw_itest_api_start(&ctx,
+                       "{\"rows_delay_ms\":100,\"phase_ms\":50,"
+                       "\"build_min_ms\":100,\"build_max_ms\":300,"
+                       "\"fail\":[\"lg2/main\",\"lg3/main\",\"lg5/main\"],"
+                       "\"log_secret\":\"" LOG_TOKEN "\"}",
+                       true);
+    app = rw_itest_fleet_add_app(ctx.f, 2);
+    rw_itest_fleet_add_instances(ctx.f, app, "lg", 5);
+    for (int k = 0; k < 5; k++) {
+        char name[8];
+        const char *np[1] = {name};
+
+        snprintf(name, sizeof(name), "lg%d", k + 1);
+        ids[k] = rw_itest_fleet_ll(
+            ctx.f, "SELECT id FROM app_instances WHERE name = $1", 1, np);
+    }
+    rw_itest_fleet_snapshot(ctx.f);
+    snprintf(body, sizeof(body), "{\"store_app_id\":%lld}", app);
+    doc = expect("POST", "/api/v1/runs", ctx.operator, body, 201);
+    snprintf(uuid, sizeof(uuid), "%s", str_at(doc, "uuid"));
+    json_decref(doc);
+    wait_run(uuid, "('partial_failed')");
+    /* logs are fetched after the poll's commit, so after the run ended */
+    rw_itest_fleet_wait_count(ctx.f,
+                              "SELECT count(*) FROM target_logs"
+                              " WHERE state = 'stored'",
+                              3, deadline_ms(10000), "three stored logs");
+    snprintf(base, sizeof(base), "/api/v1/runs/%s/logs", uuid);
+    /* the order served: by chunk, then instance */
+    res = rw_itest_fleet_q(ctx.f,
+                           "SELECT string_agg(i.name, ','"
+                           "  ORDER BY t.chunk, t.instance_id)"
+                           " FROM run_targets t"
+                           " JOIN app_instances i ON i.id = t.instance_id"
+                           " WHERE t.state = 'failed'",
+                           0, NULL);
+    snprintf(order, sizeof(order), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    assert_int_equal(strlen(order), strlen("lg2,lg3,lg5"));
+
+    /* the failed targets' logs, in chunk order, redacted */
+    doc = get_logs(base);
+    assert_string_equal(str_at(json_object_get(doc, "run"), "uuid"), uuid);
+    assert_string_equal(str_at(json_object_get(doc, "run"), "status"),
+                        "partial_failed");
+    log_names(doc, names, sizeof(names));
+    assert_string_equal(names, order);
+    assert_true(json_is_null(json_object_get(doc, "next_cursor")));
+    json_array_foreach(json_object_get(doc, "logs"), i, v)
+    {
+        const char *log = str_at(v, "log");
+
+        assert_string_equal(str_at(v, "state"), "failed");
+        assert_string_equal(str_at(v, "log_state"), "stored");
+        assert_int_equal(int_at(v, "log_attempts"), 1);
+        snprintf(want, sizeof(want), "%s/main", str_at(v, "name"));
+        assert_string_equal(str_at(v, "target"), want);
+        assert_non_null(strstr(str_at(v, "deployment_name"), "lagoon-build-"));
+        assert_non_null(strstr(log, "\nBuild failed\n"));
+        assert_non_null(strstr(log, "Authorization: Bearer [REDACTED]"));
+        assert_null(strstr(log, LOG_TOKEN));
+        assert_null(strstr(log, "PRIVATE KEY"));
+        /* short logs are kept whole; redaction shortened them */
+        assert_true(json_is_null(json_object_get(v, "cut_bytes")));
+        assert_true(int_at(v, "bytes_original") > int_at(v, "bytes"));
+        assert_int_equal(int_at(v, "bytes"), (long long)strlen(log));
+        assert_true(json_is_null(json_object_get(v, "error")));
+    }
+    json_decref(doc);
+
+    /* pages of two: the cursor resumes after the last row, then ends */
+    snprintf(path, sizeof(path), "%s?limit=2&failed=true", base);
+    doc = get_logs(path);
+    log_names(doc, names, sizeof(names));
+    assert_memory_equal(names, order, 7);
+    assert_int_equal(strlen(names), 7);
+    snprintf(cursor, sizeof(cursor), "%s", str_at(doc, "next_cursor"));
+    json_decref(doc);
+    snprintf(path, sizeof(path), "%s?limit=2&failed=true&cursor=%s", base,
+             cursor);
+    doc = get_logs(path);
+    log_names(doc, names, sizeof(names));
+    assert_string_equal(names, order + 8);
+    assert_true(json_is_null(json_object_get(doc, "next_cursor")));
+    json_decref(doc);
+
+    /* one instance: a failed one's log; a succeeded one has none */
+    snprintf(path, sizeof(path), "%s?instance=%lld", base, ids[2]);
+    doc = get_logs(path);
+    log_names(doc, names, sizeof(names));
+    assert_string_equal(names, "lg3");
+    json_decref(doc);
+    snprintf(path, sizeof(path), "%s?instance=%lld&failed=false", base, ids[0]);
+    doc = get_logs(path);
+    assert_int_equal(json_array_size(json_object_get(doc, "logs")), 0);
+    json_decref(doc);
+
+    /* a failed target whose row is gone is still listed, as "none" */
+    snprintf(body, sizeof(body), "%lld", ids[4]);
+    p[0] = body;
+    PQclear(rw_itest_fleet_q(ctx.f,
+                             "DELETE FROM target_logs l USING run_targets t"
+                             " WHERE t.id = l.target_id"
+                             "   AND t.instance_id = $1::bigint",
+                             1, p));
+    snprintf(path, sizeof(path), "%s?failed=true&instance=%lld", base, ids[4]);
+    doc = get_logs(path);
+    v = json_array_get(json_object_get(doc, "logs"), 0);
+    assert_int_equal(json_array_size(json_object_get(doc, "logs")), 1);
+    assert_string_equal(str_at(v, "log_state"), "none");
+    assert_true(json_is_null(json_object_get(v, "log")));
+    json_decref(doc);
+
+    /* refusals */
+    expect_error("GET",
+                 "/api/v1/runs/00000000-0000-4000-8000-000000000000/logs",
+                 ctx.viewer, NULL, 404, "not_found", "uuid");
+    expect_error("GET", "/api/v1/runs/not-a-uuid/logs", ctx.viewer, NULL, 400,
+                 "bad_request", "uuid");
+    {
+        static const char *const bad[][2] = {
+            {"failed=yes", "failed"},     {"failed=", "failed"},
+            {"limit=0", "limit"},         {"limit=51", "limit"},
+            {"instance=abc", "instance"}, {"instance=0", "instance"},
+            {"cursor=1.2", "cursor"},     {"cursor=a.b.c", "cursor"},
+        };
+        for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+            snprintf(path, sizeof(path), "%s?%s", base, bad[k][0]);
+            expect_error("GET", path, ctx.viewer, NULL, 400, "bad_request",
+                         bad[k][1]);
+        }
+    }
+    expect_error("GET", base, NULL, NULL, 401, "unauthorized", NULL);
+
+    rw_itest_fleet_check(ctx.f);
+    rw_itest_fleet_stop_all(ctx.f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1054,6 +1245,7 @@ int main(void)
         cmocka_unit_test_teardown(test_rollout, teardown),
         cmocka_unit_test_teardown(test_strategy, teardown),
         cmocka_unit_test_teardown(test_lag_drain, teardown),
+        cmocka_unit_test_teardown(test_logs, teardown),
     };
 
     /* a developer chasing one scenario may name it (cmocka pattern) */

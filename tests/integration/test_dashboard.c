@@ -10,7 +10,8 @@
  * and asserts on the rendered DOM: both runs listed with progress bars
  * that match their targets, run A's page listing its failed targets with
  * their reasons (an instance name holding markup shown as text, not
- * parsed), no control button for a viewer, pause / abort for an operator,
+ * parsed) and a "log" link each opening the target's stored build log
+ * (redacted), no control button for a viewer, pause / abort for an operator,
  * and a click on "pause" pausing run B in Postgres; then
  *
  *   run C  two waves with a manual bake between them
@@ -128,13 +129,22 @@ static char *find(const char *css)
     return id;
 }
 
+/*
+ * Found and clicked in one script: a page showing a run in progress is
+ * rendered anew every 2 s, which can replace the element between a
+ * WebDriver find and its click (a stale element reference).
+ */
 static void click(const char *css)
 {
-    char path[256], *id = find(css);
+    json_t *v = js("const e = document.querySelector(arguments[0]);"
+                   "if (!e) return false;"
+                   "e.click();"
+                   "return true;",
+                   json_pack("[s]", css));
 
-    snprintf(path, sizeof(path), "element/%s/click", id);
-    json_decref(wd("POST", path, NULL));
-    free(id);
+    if (!json_is_true(v))
+        fail_msg("dashboard: no %s to click", css);
+    json_decref(v);
 }
 
 static void type(const char *css, const char *text)
@@ -401,6 +411,29 @@ static void test_dashboard(void **state)
     assert_int_equal(json_integer_value(v), 0);
     json_decref(v);
     screenshot("dashboard-run.png");
+
+    /* a failed target's "log" link opens its stored build log, with the
+     * sim's planted bearer token redacted */
+    rw_itest_fleet_wait_count(ctx.f,
+                              "SELECT count(*) FROM target_logs"
+                              " WHERE state = 'stored'",
+                              4, deadline_ms(10000), "run A's four logs");
+    v = js("return document.querySelectorAll("
+           "  '#failed-targets a.log-link').length",
+           NULL);
+    assert_int_equal(json_integer_value(v), 4);
+    json_decref(v);
+    click("#failed-targets a.log-link");
+    wait_js("a failed build's log",
+            "const p = document.querySelector('pre.log-text');"
+            "return !!p && p.textContent.includes('Build failed') &&"
+            " p.textContent.includes('Authorization: Bearer [REDACTED]')",
+            NULL);
+    v = js("return document.querySelector('pre.log-text').textContent"
+           "  .includes('rwsim-bearer-')",
+           NULL);
+    assert_true(json_is_false(v));
+    json_decref(v);
 
     /* run B for a viewer: running, still no buttons */
     snprintf(hash, sizeof(hash), "#/runs/%s", uuid_b);

@@ -68,6 +68,32 @@ static void test_parse_ll(void **state)
     assert_int_equal(v, 7); /* untouched by refusals */
 }
 
+static void test_parse_key(void **state)
+{
+    long long k[3] = {-1, -1, -1};
+
+    (void)state;
+    assert_true(rw_api_parse_key("3.1042.0", k, 3));
+    assert_int_equal(k[0], 3);
+    assert_int_equal(k[1], 1042);
+    assert_int_equal(k[2], 0);
+    assert_true(rw_api_parse_key("9223372036854775807", k, 1));
+    assert_int_equal(k[0], INT64_MAX);
+    k[0] = 5;
+    assert_false(rw_api_parse_key("3.1042", k, 3));     /* too few */
+    assert_false(rw_api_parse_key("3.1042.1.2", k, 3)); /* too many */
+    assert_false(rw_api_parse_key("3..1", k, 3));
+    assert_false(rw_api_parse_key(".3.1", k, 3));
+    assert_false(rw_api_parse_key("3.1.", k, 3));
+    assert_false(rw_api_parse_key("3.-1.2", k, 3));
+    assert_false(rw_api_parse_key("3.1.x", k, 3));
+    assert_false(rw_api_parse_key("3.99999999999999999999.1", k, 3));
+    assert_false(rw_api_parse_key("", k, 1));
+    assert_false(rw_api_parse_key(NULL, k, 1));
+    assert_false(rw_api_parse_key("1", k, RW_API_MAX_KEY + 1));
+    assert_int_equal(k[0], 5); /* untouched by refusals */
+}
+
 static void test_uuid(void **state)
 {
     (void)state;
@@ -246,6 +272,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_match),
         cmocka_unit_test(test_parse_ll),
+        cmocka_unit_test(test_parse_key),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_query_names),
         cmocka_unit_test(test_body),
