@@ -23,15 +23,15 @@
 #include "rw_log.h"
 #include "rw_metrics.h"
 
-#define COMP             "webhook"
-#define BACKOFF_CAP_MS   600000LL
+#define COMP              "webhook"
+#define BACKOFF_CAP_MS    600000LL
 #define GAUGE_INTERVAL_MS 5000LL
 /* a claim outlives the request by this much before another may take it */
 #define LEASE_MARGIN_MS 30000LL
 
 const char *const rw_webhook_events[] = {
-    "run.started", "run.paused",    "run.resumed",
-    "run.finished", "run.failed",   "run.cancelled", NULL};
+    "run.started", "run.paused",    "run.resumed", "run.finished",
+    "run.failed",  "run.cancelled", NULL};
 
 const char *rw_webhook_event_for(rw_run_state_t from, rw_run_state_t to)
 {
@@ -134,8 +134,7 @@ void rw_webhook_url_safe(const char *url, char *buf, size_t len)
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
-            CURLUE_OK)
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
         goto out;
     snprintf(buf, len, "%s://%s:%s", scheme, host, port);
 out:
@@ -216,10 +215,10 @@ static void transport_reason(CURLcode cc, long timeout_ms, char *buf,
         snprintf(buf, len, "%s", curl_easy_strerror(cc));
 }
 
-rw_err_t rw_webhook_send(const char *url, const char *secret,
-                         const char *event, const char *delivery_id,
-                         const char *body, long timeout_ms, long *status,
-                         long long *latency_ms, char *errstr, size_t errlen)
+rw_err_t rw_webhook_send(const char *url, const char *secret, const char *event,
+                         const char *delivery_id, const char *body,
+                         long timeout_ms, long *status, long long *latency_ms,
+                         char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     struct curl_slist *hdrs = NULL;
@@ -237,8 +236,8 @@ rw_err_t rw_webhook_send(const char *url, const char *secret,
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "curl_easy_init");
         goto out;
     }
-    err = setup(easy, &hdrs, url, secret, event, delivery_id, body,
-                timeout_ms, errstr, errlen);
+    err = setup(easy, &hdrs, url, secret, event, delivery_id, body, timeout_ms,
+                errstr, errlen);
     if (err)
         goto out;
     cc = curl_easy_perform(easy);
@@ -313,8 +312,7 @@ static void outcome_free(outcome_t *o)
     rw_pg_array_free(&o->delay);
 }
 
-rw_err_t rw_webhook_deliverer_new(rw_webhook_deliverer_t **dp,
-                                  const char *dsn,
+rw_err_t rw_webhook_deliverer_new(rw_webhook_deliverer_t **dp, const char *dsn,
                                   const rw_webhook_opts_t *opts, char *errstr,
                                   size_t errlen)
 {
@@ -438,8 +436,7 @@ static void finish(rw_webhook_deliverer_t *d, xfer_t *x, CURLcode cc)
         rw_metrics_add(d->m_dead, 1);
         break;
     }
-    note(d, x, state, status, r == RW_WEBHOOK_DELIVERED ? NULL : reason,
-         delay);
+    note(d, x, state, status, r == RW_WEBHOOK_DELIVERED ? NULL : reason, delay);
     if (r == RW_WEBHOOK_DELIVERED)
         rw_info(COMP,
                 "event=webhook_delivered delivery=%lld webhook=%lld "
@@ -451,8 +448,8 @@ static void finish(rw_webhook_deliverer_t *d, xfer_t *x, CURLcode cc)
                 "event=webhook_failed delivery=%lld webhook=%lld "
                 "event_name=%s url=%s attempt=%d outcome=%s delay_ms=%lld "
                 "reason=\"%s\"",
-                x->id, x->webhook_id, x->event, x->url_safe, x->attempts,
-                state, delay, reason);
+                x->id, x->webhook_id, x->event, x->url_safe, x->attempts, state,
+                delay, reason);
     xfer_release(d, x);
 }
 

@@ -44,8 +44,7 @@ bool rw_webhook_event_known(const char *name);
  * RW_WEBHOOK_SIG_LEN bytes).
  */
 rw_err_t rw_webhook_sign(const char *secret, const char *body, size_t len,
-                         char *sig, size_t siglen, char *errstr,
-                         size_t errlen);
+                         char *sig, size_t siglen, char *errstr, size_t errlen);
 
 /* Whether header is the signature of body under secret (constant time). */
 bool rw_webhook_verify(const char *secret, const char *body, size_t len,
@@ -77,17 +76,17 @@ void rw_webhook_url_safe(const char *url, char *buf, size_t len);
  * status, is RW_OK; no answer is RW_ERR_TIMEOUT or RW_ERR_IO with curl's
  * reason (never the URL) in errstr.
  */
-rw_err_t rw_webhook_send(const char *url, const char *secret,
-                         const char *event, const char *delivery_id,
-                         const char *body, long timeout_ms, long *status,
-                         long long *latency_ms, char *errstr, size_t errlen);
+rw_err_t rw_webhook_send(const char *url, const char *secret, const char *event,
+                         const char *delivery_id, const char *body,
+                         long timeout_ms, long *status, long long *latency_ms,
+                         char *errstr, size_t errlen);
 
 typedef struct rw_webhook_opts {
-    int concurrency;        /* requests in flight at most */
-    long timeout_ms;        /* per request, in total */
-    long long backoff_ms;   /* first retry delay */
-    int max_attempts;       /* then dead */
-    long long poll_ms;      /* look for due deliveries this often when idle */
+    int concurrency;      /* requests in flight at most */
+    long timeout_ms;      /* per request, in total */
+    long long backoff_ms; /* first retry delay */
+    int max_attempts;     /* then dead */
+    long long poll_ms;    /* look for due deliveries this often when idle */
 } rw_webhook_opts_t;
 
 typedef struct rw_webhook_deliverer rw_webhook_deliverer_t;
@@ -97,8 +96,7 @@ typedef struct rw_webhook_deliverer rw_webhook_deliverer_t;
  * Metrics rollwave_webhook_deliveries_total{result} and
  * rollwave_webhook_pending are registered here.
  */
-rw_err_t rw_webhook_deliverer_new(rw_webhook_deliverer_t **dp,
-                                  const char *dsn,
+rw_err_t rw_webhook_deliverer_new(rw_webhook_deliverer_t **dp, const char *dsn,
                                   const rw_webhook_opts_t *opts, char *errstr,
                                   size_t errlen);
 
