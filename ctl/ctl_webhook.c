@@ -71,7 +71,8 @@ static bool parse_events(const char *list, char *lit, size_t len)
     }
     snprintf(buf, sizeof(buf), "%s", list);
     used = (size_t)snprintf(lit, len, "{");
-    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+    for (char *e = strtok_r(buf, ",", &save); e;
+         e = strtok_r(NULL, ",", &save)) {
         while (*e == ' ')
             e++;
         if (!rw_webhook_event_known(e)) {
@@ -161,8 +162,8 @@ static int add(int argc, char **argv, rw_pg_t *pg)
     }
     if (!parse_events(events, lit, sizeof(lit)))
         return RW_CTL_EXIT_USAGE;
-    if (app && rw_ctl_parse_ll(CMD, "--store-app", app, 1, 9223372036854775807LL,
-                               &app_id) < 0)
+    if (app && rw_ctl_parse_ll(CMD, "--store-app", app, 1,
+                               9223372036854775807LL, &app_id) < 0)
         return RW_CTL_EXIT_USAGE;
     if (secret && strlen(secret) < 16) {
         rw_ctl_errorf(CMD, "--secret: at least 16 characters");
@@ -216,14 +217,10 @@ static int list(int argc, char **argv, rw_pg_t *pg)
         " FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id"
         " GROUP BY w.id ORDER BY w.id";
     static const rw_ctl_col_t cols[] = {
-        {"id", "ID", false},
-        {"store_app_id", "STORE APP", false},
-        {"url", "URL", false},
-        {"events", "EVENTS", false},
-        {"pending", "PENDING", false},
-        {"delivered", "DELIVERED", false},
-        {"dead", "DEAD", false},
-        {"last_error", "LAST ERROR", false},
+        {"id", "ID", false},           {"store_app_id", "STORE APP", false},
+        {"url", "URL", false},         {"events", "EVENTS", false},
+        {"pending", "PENDING", false}, {"delivered", "DELIVERED", false},
+        {"dead", "DEAD", false},       {"last_error", "LAST ERROR", false},
     };
     bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
     PGresult *res = NULL;
@@ -321,10 +318,10 @@ static int test(int argc, char **argv, rw_pg_t *pg, const rw_settings_t *s)
         rc = RW_CTL_EXIT_FAILED;
         goto out;
     }
-    err = rw_webhook_send(rw_pg_str(res, 0, "url"), rw_pg_str(res, 0, "secret"),
-                          "webhook.test", rw_pg_str(res, 0, "delivery"),
-                          rw_pg_str(res, 0, "body"), (long)s->webhook_timeout_ms,
-                          &status, &latency, errstr, sizeof(errstr));
+    err = rw_webhook_send(
+        rw_pg_str(res, 0, "url"), rw_pg_str(res, 0, "secret"), "webhook.test",
+        rw_pg_str(res, 0, "delivery"), rw_pg_str(res, 0, "body"),
+        (long)s->webhook_timeout_ms, &status, &latency, errstr, sizeof(errstr));
     if (err) {
         printf("webhook %lld (%s): no answer after %lld ms: %s\n", id,
                rw_pg_str(res, 0, "shown"), latency, errstr);
@@ -351,10 +348,14 @@ static int deliveries(int argc, char **argv, rw_pg_t *pg)
         " AND ($2::text IS NULL OR d.state = $2::text)"
         " ORDER BY d.id DESC LIMIT $3::int";
     static const rw_ctl_col_t cols[] = {
-        {"id", "ID", false},           {"run", "RUN", false},
-        {"event", "EVENT", false},     {"state", "STATE", false},
-        {"attempts", "ATTEMPTS", false}, {"last_status", "STATUS", false},
-        {"created_at", "CREATED", false}, {"last_error", "LAST ERROR", false},
+        {"id", "ID", false},
+        {"run", "RUN", false},
+        {"event", "EVENT", false},
+        {"state", "STATE", false},
+        {"attempts", "ATTEMPTS", false},
+        {"last_status", "STATUS", false},
+        {"created_at", "CREATED", false},
+        {"last_error", "LAST ERROR", false},
     };
     const char *id = NULL, *state = NULL, *limit = "50";
     bool json = false;
@@ -374,12 +375,12 @@ static int deliveries(int argc, char **argv, rw_pg_t *pg)
         else if (!id && argv[i][0] != '-')
             id = argv[i];
         else {
-            rw_ctl_errorf(CMD, "deliveries: unexpected argument '%s'",
-                          argv[i]);
+            rw_ctl_errorf(CMD, "deliveries: unexpected argument '%s'", argv[i]);
             return RW_CTL_EXIT_USAGE;
         }
     }
-    if (!id || rw_ctl_parse_ll(CMD, "ID", id, 1, 9223372036854775807LL, &v) < 0 ||
+    if (!id ||
+        rw_ctl_parse_ll(CMD, "ID", id, 1, 9223372036854775807LL, &v) < 0 ||
         rw_ctl_parse_ll(CMD, "--limit", limit, 1, 1000, &v) < 0) {
         rw_ctl_errorf(CMD, "usage: rollwavectl webhook deliveries ID "
                            "[--state pending|delivered|dead] [--limit N] "

@@ -24,14 +24,13 @@ static void test_sign_vectors(void **state)
     /* RFC 4231 test case 1: twenty 0x0b bytes, "Hi There" */
     memset(key1, 0x0b, 20);
     key1[20] = '\0';
-    assert_int_equal(rw_webhook_sign(key1, "Hi There", 8, sig, sizeof(sig),
-                                     NULL, 0),
-                     RW_OK);
+    assert_int_equal(
+        rw_webhook_sign(key1, "Hi There", 8, sig, sizeof(sig), NULL, 0), RW_OK);
     assert_string_equal(sig, "sha256=b0344c61d8db38535ca8afceaf0bf12b881dc2"
                              "00c9833da726e9376c2e32cff7");
     /* RFC 4231 test case 2 */
-    assert_int_equal(rw_webhook_sign("Jefe", "what do ya want for nothing?",
-                                     28, sig, sizeof(sig), NULL, 0),
+    assert_int_equal(rw_webhook_sign("Jefe", "what do ya want for nothing?", 28,
+                                     sig, sizeof(sig), NULL, 0),
                      RW_OK);
     assert_string_equal(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f"
                              "089d2739839dec58b964ec3843");
@@ -49,17 +48,17 @@ static void test_verify(void **state)
     assert_int_equal(rw_webhook_sign("right-secret-0123", body, strlen(body),
                                      sig, sizeof(sig), NULL, 0),
                      RW_OK);
-    assert_true(rw_webhook_verify("right-secret-0123", body, strlen(body),
-                                  sig));
-    assert_false(rw_webhook_verify("wrong-secret-0123", body, strlen(body),
-                                   sig));
+    assert_true(
+        rw_webhook_verify("right-secret-0123", body, strlen(body), sig));
+    assert_false(
+        rw_webhook_verify("wrong-secret-0123", body, strlen(body), sig));
     assert_false(
         rw_webhook_verify("right-secret-0123", body, strlen(body) - 1, sig));
     sig[RW_WEBHOOK_SIG_LEN - 2] = '\0';
-    assert_false(rw_webhook_verify("right-secret-0123", body, strlen(body),
-                                   sig));
-    assert_false(rw_webhook_verify("right-secret-0123", body, strlen(body),
-                                   NULL));
+    assert_false(
+        rw_webhook_verify("right-secret-0123", body, strlen(body), sig));
+    assert_false(
+        rw_webhook_verify("right-secret-0123", body, strlen(body), NULL));
 }
 
 static void test_backoff(void **state)
