@@ -132,19 +132,20 @@ static enum MHD_Result on_req(void *cls, struct MHD_Connection *c,
         snprintf(q->event, sizeof(q->event), "%s", hdr(c, "X-Rollwave-Event"));
         snprintf(q->delivery, sizeof(q->delivery), "%s",
                  hdr(c, "X-Rollwave-Delivery"));
-        snprintf(q->sig, sizeof(q->sig), "%s",
-                 hdr(c, "X-Rollwave-Signature"));
+        snprintf(q->sig, sizeof(q->sig), "%s", hdr(c, "X-Rollwave-Signature"));
         q->body = up->buf ? strdup(up->buf) : strdup("");
         q->at_ms = rw_itest_now_ms();
         for (int i = 0; i < rx.n; i++)
             if (strcmp(rx.reqs[i].path, url) == 0 &&
                 strcmp(rx.reqs[i].delivery, q->delivery) == 0)
                 seen++;
-        if (strcmp(url, "/dead") == 0 || (strcmp(url, "/flaky") == 0 && seen < 3))
+        if (strcmp(url, "/dead") == 0 ||
+            (strcmp(url, "/flaky") == 0 && seen < 3))
             status = 500;
     }
     pthread_mutex_unlock(&rx.mu);
-    r = MHD_create_response_from_buffer(2, (void *)"ok", MHD_RESPMEM_PERSISTENT);
+    r = MHD_create_response_from_buffer(2, (void *)"ok",
+                                        MHD_RESPMEM_PERSISTENT);
     ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -172,11 +173,10 @@ static void receivers_start(int *port, int *hole_port)
     struct sockaddr_in a;
     socklen_t alen = sizeof(a);
 
-    rx.d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD |
-                                MHD_USE_THREAD_PER_CONNECTION,
-                            0, NULL, NULL, on_req, NULL,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
-                            MHD_OPTION_END);
+    rx.d = MHD_start_daemon(
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+        NULL, on_req, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+        MHD_OPTION_END);
     assert_non_null(rx.d);
     info = MHD_get_daemon_info(rx.d, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
@@ -224,12 +224,12 @@ static long long add_app(rw_itest_fleet_t *f)
 
 /* rollwavectl webhook add ...: the new id; the output into out. */
 static long long hook_add(rw_itest_fleet_t *f, const char *url,
-                          const char *events, long long app,
-                          const char *secret, char *out, size_t len)
+                          const char *events, long long app, const char *secret,
+                          char *out, size_t len)
 {
     char app_s[24];
-    const char *argv[12] = {"rollwavectl", "webhook", "add", "--url", url,
-                            "--events",    events};
+    const char *argv[12] = {"rollwavectl", "webhook",  "add", "--url",
+                            url,           "--events", events};
     int n = 7, rc;
     long long id = -1;
 
@@ -249,8 +249,7 @@ static long long hook_add(rw_itest_fleet_t *f, const char *url,
     return id;
 }
 
-static void redeploy(rw_itest_fleet_t *f, long long app, char *uuid,
-                     size_t len)
+static void redeploy(rw_itest_fleet_t *f, long long app, char *uuid, size_t len)
 {
     char app_s[24], out[4096];
     const char *argv[] = {"rollwavectl", "redeploy", "--store-app", app_s,
@@ -326,9 +325,8 @@ static bool nth_req(const char *path, int nth, req_t *out)
 
 static bool has_secret(const char *s)
 {
-    static const char *const secrets[] = {SECRET_GOOD, SECRET_FLAKY,
-                                          SECRET_DEAD, SECRET_HOLE,
-                                          SECRET_PAUSED};
+    static const char *const secrets[] = {
+        SECRET_GOOD, SECRET_FLAKY, SECRET_DEAD, SECRET_HOLE, SECRET_PAUSED};
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
         if (strstr(s, secrets[i]))
             return true;
@@ -336,8 +334,8 @@ static bool has_secret(const char *s)
 }
 
 /* The good receiver's request for event: verified, counted, checked. */
-static json_t *good_req(const char *path, const char *event,
-                        const char *secret, char *delivery, size_t dlen)
+static json_t *good_req(const char *path, const char *event, const char *secret,
+                        char *delivery, size_t dlen)
 {
     json_t *body = NULL;
     req_t q;
@@ -348,8 +346,8 @@ static json_t *good_req(const char *path, const char *event,
             continue;
         found++;
         assert_true(rw_webhook_verify(secret, q.body, strlen(q.body), q.sig));
-        assert_false(rw_webhook_verify(SECRET_FLAKY, q.body, strlen(q.body),
-                                       q.sig));
+        assert_false(
+            rw_webhook_verify(SECRET_FLAKY, q.body, strlen(q.body), q.sig));
         assert_false(has_secret(q.body));
         snprintf(delivery, dlen, "%s", q.delivery);
         body = json_loads(q.body, 0, NULL);
@@ -404,15 +402,25 @@ static void test_webhooks(void **state)
     /* refusals: unknown event, not http(s), unknown store app */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/good", port);
     {
-        const char *bad_event[] = {"rollwavectl", "webhook", "add", "--url",
-                                   url, "--events", "run.started,run.exploded",
+        const char *bad_event[] = {"rollwavectl",
+                                   "webhook",
+                                   "add",
+                                   "--url",
+                                   url,
+                                   "--events",
+                                   "run.started,run.exploded",
                                    NULL};
-        const char *bad_url[] = {"rollwavectl", "webhook", "add", "--url",
-                                 "ftp://user:pw@example.com/x", "--events",
-                                 "run.started", NULL};
-        const char *bad_app[] = {"rollwavectl", "webhook", "add", "--url",
-                                 url, "--events", "run.started",
-                                 "--store-app", "999999", NULL};
+        const char *bad_url[] = {"rollwavectl",
+                                 "webhook",
+                                 "add",
+                                 "--url",
+                                 "ftp://user:pw@example.com/x",
+                                 "--events",
+                                 "run.started",
+                                 NULL};
+        const char *bad_app[] = {
+            "rollwavectl", "webhook",     "add",         "--url",  url,
+            "--events",    "run.started", "--store-app", "999999", NULL};
         assert_int_equal(rw_itest_fleet_run_err(f, bad_event, out, sizeof(out),
                                                 err, sizeof(err)),
                          2);
@@ -446,8 +454,8 @@ static void test_webhooks(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/hole", hole_port);
     h_hole = hook_add(f, url, "run.started", a, SECRET_HOLE, out, sizeof(out));
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/paused", port);
-    h_paused = hook_add(f, url, "run.paused", b, SECRET_PAUSED, out,
-                        sizeof(out));
+    h_paused =
+        hook_add(f, url, "run.paused", b, SECRET_PAUSED, out, sizeof(out));
     assert_true(h_good > 0 && h_flaky > 0 && h_dead > 0 && h_hole > 0 &&
                 h_paused > 0);
 
@@ -560,8 +568,8 @@ static void test_webhooks(void **state)
                            "paused: wave 1 failures"));
     json_decref(j);
     {
-        const char *abort_b[] = {"rollwavectl", "run", "abort", ub, "--by",
-                                 "itest",       NULL};
+        const char *abort_b[] = {"rollwavectl", "run",   "abort", ub,
+                                 "--by",        "itest", NULL};
         assert_int_equal(rw_itest_fleet_run(f, abort_b, out, sizeof(out)), 0);
     }
     rw_itest_fleet_wait_final(f, 2, deadline_ms(30000));
@@ -582,11 +590,10 @@ static void test_webhooks(void **state)
 
     /* list: counts and errors, no secret and no URL credentials */
     {
-        const char *list[] = {"rollwavectl", "webhook", "list", "--json",
-                              NULL};
+        const char *list[] = {"rollwavectl", "webhook", "list", "--json", NULL};
         char id_s[24];
         const char *dl[] = {"rollwavectl", "webhook", "deliveries", id_s,
-                            "--state", "dead", NULL};
+                            "--state",     "dead",    NULL};
         snprintf(id_s, sizeof(id_s), "%lld", h_dead);
         assert_int_equal(rw_itest_fleet_run(f, list, out, sizeof(out)), 0);
         assert_false(has_secret(out));
@@ -610,8 +617,8 @@ static void test_webhooks(void **state)
         assert_int_equal(count_reqs("/good", NULL), before + 1);
         assert_true(nth_req("/good", before, &q));
         assert_string_equal(q.event, "webhook.test");
-        assert_true(rw_webhook_verify(SECRET_GOOD, q.body, strlen(q.body),
-                                      q.sig));
+        assert_true(
+            rw_webhook_verify(SECRET_GOOD, q.body, strlen(q.body), q.sig));
         assert_int_equal(rw_itest_fleet_run(f, t_dead, out, sizeof(out)), 1);
         assert_non_null(strstr(out, "HTTP 500"));
         assert_null(strstr(out, "url-password-5e2a"));
