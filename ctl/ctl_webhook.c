@@ -179,6 +179,10 @@ static int add(int argc, char **argv, rw_pg_t *pg)
     {
         const char *params[5] = {app, url, lit, secret, by};
         if (rw_pg_exec(pg, sql, 5, params, &res, errstr, sizeof(errstr))) {
+            /* a failing row's detail would print the secret and the URL */
+            char *detail = strstr(errstr, " detail: ");
+            if (detail)
+                *detail = '\0';
             rw_ctl_errorf(CMD, "add: %s", errstr);
             rc = RW_CTL_EXIT_FAILED;
             goto out;
