@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rw_config.h"
 #include "rw_daemon.h"
@@ -200,8 +201,8 @@ static void retention(producer_t *pr)
 /*
  * The webhook deliverer: every replica runs one, on its own Postgres
  * connection, so a slow or dead receiver holds only this thread; replicas
- * share the work through the claim (rw_webhook.h). It stops with the
- * process's drain, or when the main loop ends.
+ * share the work through the claim (rw_webhook.h). It stops when the main
+ * loop ends (the first SIGTERM).
  */
 typedef struct deliverer {
     const rw_settings_t *s;
@@ -209,6 +210,16 @@ typedef struct deliverer {
     pthread_t thread;
     bool started;
 } deliverer_t;
+
+/* Sleep up to ms, waking early when the thread is asked to stop. */
+static void nap(deliverer_t *dl, int ms)
+{
+    while (ms > 0 && !atomic_load(&dl->stop)) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= 50;
+    }
+}
 
 static void *deliver_main(void *arg)
 {
@@ -220,13 +231,15 @@ static void *deliver_main(void *arg)
     rw_webhook_deliverer_t *d = NULL;
     char errstr[512];
 
-    while (!atomic_load(&dl->stop) && !rw_daemon_draining()) {
+    /* the main loop sets stop once it sees the drain: the signal flag is
+     * not read from this thread */
+    while (!atomic_load(&dl->stop)) {
         rw_err_t err;
         if (!d && rw_webhook_deliverer_new(&d, dl->s->pg_dsn, &o, errstr,
                                            sizeof(errstr))) {
             rw_warn("producer", "event=webhook_start_failed detail=\"%s\"",
                     errstr);
-            rw_service_sleep(1000);
+            nap(dl, 1000);
             continue;
         }
         err = rw_webhook_deliverer_step(d, 200, errstr, sizeof(errstr));
@@ -234,7 +247,7 @@ static void *deliver_main(void *arg)
             rw_warn("producer",
                     "event=webhook_step_failed err=%s detail=\"%s\"",
                     rw_err_name(err), errstr);
-            rw_service_sleep(200);
+            nap(dl, 200);
         }
     }
     rw_webhook_deliverer_destroy(d);
