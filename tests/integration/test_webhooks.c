@@ -14,7 +14,9 @@
  *   /dead    always 500, fleet-wide: dead after the limit with the reason;
  *   a socket that accepts and never answers: app A's run ends while the
  *            first attempt is still waiting, which then times out;
- *   /paused  app B's threshold pause arrives with its reason.
+ *   /paused  app B's threshold pause arrives with its reason;
+ *   /failed  app C's scheduled run, failed at creation by its stored
+ *            strategy, sends run.failed (and never run.started).
  * Then rollwavectl's refusals, list (no secret), deliveries and test, and
  * the daemons' logs hold no secret. Waits are conditions with deadlines.
  */
@@ -40,6 +42,7 @@
 #define SECRET_DEAD   "dead-secret-3b7a9f4e6d"
 #define SECRET_HOLE   "hole-secret-0e5c8a2f7b"
 #define SECRET_PAUSED "paused-secret-6a1d3c9e5f"
+#define SECRET_FAILED "failed-secret-9c4b2e7a1d"
 #define BACKOFF_MS    300
 #define MAX_REQ       64
 
@@ -325,8 +328,9 @@ static bool nth_req(const char *path, int nth, req_t *out)
 
 static bool has_secret(const char *s)
 {
-    static const char *const secrets[] = {
-        SECRET_GOOD, SECRET_FLAKY, SECRET_DEAD, SECRET_HOLE, SECRET_PAUSED};
+    static const char *const secrets[] = {SECRET_GOOD,   SECRET_FLAKY,
+                                          SECRET_DEAD,   SECRET_HOLE,
+                                          SECRET_PAUSED, SECRET_FAILED};
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
         if (strstr(s, secrets[i]))
             return true;
@@ -366,7 +370,7 @@ static void test_webhooks(void **state)
         "{\"rows_delay_ms\":100,\"phase_ms\":50,\"build_min_ms\":100,"
         "\"build_max_ms\":300,\"fail\":[\"wb[1-3]/main\"]}",
         2);
-    long long a, b, h_good, h_flaky, h_dead, h_hole, h_paused;
+    long long a, b, c, h_failed, h_good, h_flaky, h_dead, h_hole, h_paused;
     char url[128], out[16384], err[4096], ua[40], ub[40], tmo[24], d1[32],
         d2[32];
     int port = 0, hole_port = 0;
@@ -388,6 +392,19 @@ static void test_webhooks(void **state)
     b = add_app(f);
     rw_itest_fleet_add_instances(f, a, "wa", 4);
     rw_itest_fleet_add_instances(f, b, "wb", 8);
+    /* enabled and due: the producer's first tick creates its run, which
+     * its strategy (edited by hand into invalid JSON) fails at once */
+    c = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, c, "wc", 2);
+    {
+        char c_s[24];
+        const char *p[2] = {c_s, "{\"waves\": [\"1\", "};
+        snprintf(c_s, sizeof(c_s), "%lld", c);
+        PQclear(rw_itest_fleet_q(f,
+                                 "UPDATE store_apps SET strategy = $2"
+                                 " WHERE id = $1::bigint",
+                                 2, p));
+    }
     {
         char b_s[24];
         const char *p[2] = {b_s, "{\"waves\":[\"4\",\"100%\"],\"bake\":\"0\","
@@ -456,8 +473,11 @@ static void test_webhooks(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/paused", port);
     h_paused =
         hook_add(f, url, "run.paused", b, SECRET_PAUSED, out, sizeof(out));
-    assert_true(h_good > 0 && h_flaky > 0 && h_dead > 0 && h_hole > 0 &&
-                h_paused > 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/failed", port);
+    h_failed = hook_add(f, url, "run.started,run.failed", c, SECRET_FAILED, out,
+                        sizeof(out));
+    assert_true(h_failed > 0 && h_good > 0 && h_flaky > 0 && h_dead > 0 &&
+                h_hole > 0 && h_paused > 0);
 
     rw_itest_fleet_snapshot(f);
     pids[0] = rw_itest_fleet_start(f, "rollwave-producer", "producer");
@@ -496,7 +516,7 @@ static void test_webhooks(void **state)
     j = good_req("/good", "run.finished", SECRET_GOOD, d2, sizeof(d2));
     assert_string_not_equal(d1, d2);
     {
-        json_t *c = json_object_get(j, "counts");
+        json_t *cnt = json_object_get(j, "counts");
         const char *p[1] = {ua};
         PGresult *res = rw_itest_fleet_q(
             f,
@@ -505,15 +525,15 @@ static void test_webhooks(void **state)
             1, p);
         assert_string_equal(json_string_value(json_object_get(j, "status")),
                             "completed");
-        assert_int_equal(json_integer_value(json_object_get(c, "total")),
+        assert_int_equal(json_integer_value(json_object_get(cnt, "total")),
                          atoll(PQgetvalue(res, 0, 0)));
-        assert_int_equal(json_integer_value(json_object_get(c, "succeeded")),
+        assert_int_equal(json_integer_value(json_object_get(cnt, "succeeded")),
                          atoll(PQgetvalue(res, 0, 1)));
-        assert_int_equal(json_integer_value(json_object_get(c, "failed")),
+        assert_int_equal(json_integer_value(json_object_get(cnt, "failed")),
                          atoll(PQgetvalue(res, 0, 2)));
-        assert_int_equal(json_integer_value(json_object_get(c, "skipped")),
+        assert_int_equal(json_integer_value(json_object_get(cnt, "skipped")),
                          atoll(PQgetvalue(res, 0, 3)));
-        assert_int_equal(json_integer_value(json_object_get(c, "total")), 4);
+        assert_int_equal(json_integer_value(json_object_get(cnt, "total")), 4);
         PQclear(res);
     }
     json_decref(j);
@@ -572,7 +592,21 @@ static void test_webhooks(void **state)
                                  "--by",        "itest", NULL};
         assert_int_equal(rw_itest_fleet_run(f, abort_b, out, sizeof(out)), 0);
     }
-    rw_itest_fleet_wait_final(f, 2, deadline_ms(30000));
+    rw_itest_fleet_wait_final(f, 3, deadline_ms(30000));
+
+    /* a run failed at its creation tells its subscribers too */
+    wait_reqs(f, "/failed", 1, 20000);
+    j = good_req("/failed", "run.failed", SECRET_FAILED, d1, sizeof(d1));
+    assert_string_equal(json_string_value(json_object_get(j, "from")),
+                        "pending");
+    assert_int_equal(strncmp(json_string_value(json_object_get(j, "reason")),
+                             "strategy: ", 10),
+                     0);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(j, "counts"), "skipped")),
+                     2);
+    json_decref(j);
+    assert_int_equal(count_reqs("/failed", NULL), 1);
 
     /* every written delivery matches a subscription and an event */
     assert_int_equal(
