@@ -82,6 +82,12 @@ typedef struct rw_settings {
     long long sweep_poll_stale_s;
     long long sweep_pending_stale_s;
     long long sweep_batch;
+    /* webhooks (producer deliverer) */
+    long long webhook_concurrency;
+    long long webhook_timeout_ms;
+    long long webhook_backoff_ms;
+    long long webhook_max_attempts;
+    long long webhook_poll_ms;
     /* rollwave-api */
     char *api_bind;
     long long api_port;
@@ -207,6 +213,23 @@ typedef struct rw_settings {
         RW_KEY("ROLLWAVE_RETENTION_PASS_BATCHES", RW_CFG_INT,                  \
                retention_pass_batches, "100", 1, 1000000, 0,                   \
                "batches one retention pass runs at most")
+
+#define RW_KEYS_WEBHOOK                                                        \
+    RW_KEY("ROLLWAVE_WEBHOOK_CONCURRENCY", RW_CFG_INT, webhook_concurrency,    \
+           "8", 0, 256, 0,                                                     \
+           "webhook requests in flight at once per producer (0 = no "          \
+           "deliverer in this replica)"),                                      \
+        RW_KEY("ROLLWAVE_WEBHOOK_TIMEOUT_MS", RW_CFG_INT, webhook_timeout_ms,  \
+               "5000", 100, 120000, 0, "whole-request timeout of a delivery"), \
+        RW_KEY("ROLLWAVE_WEBHOOK_BACKOFF_MS", RW_CFG_INT, webhook_backoff_ms,  \
+               "1000", 10, 600000, 0,                                          \
+               "first retry delay; doubles per attempt up to 10 minutes"),     \
+        RW_KEY("ROLLWAVE_WEBHOOK_MAX_ATTEMPTS", RW_CFG_INT,                    \
+               webhook_max_attempts, "8", 1, 100, 0,                           \
+               "attempts of a delivery before it is dead"),                    \
+        RW_KEY("ROLLWAVE_WEBHOOK_POLL_MS", RW_CFG_INT, webhook_poll_ms,        \
+               "1000", 10, 60000, 0,                                           \
+               "how often due deliveries are looked for")
 
 /* Fault injection for the fault suite; 0 in production. */
 #define RW_KEYS_FAULTS                                                         \

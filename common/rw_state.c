@@ -17,6 +17,7 @@
 
 #include "rw_lagoon.h"
 #include "rw_log.h"
+#include "rw_webhook.h"
 
 #define COMP "state"
 
@@ -363,9 +364,14 @@ rw_target_state_t rw_target_from_lagoon(const char *lagoon_status, bool has_row)
 /* ---- Postgres writers --------------------------------------------------- */
 
 /*
- * The update and the audit row are one statement, so the audit row exists
- * exactly when the status moved. started_at keeps the first start across
- * pauses and retries; completed_at is cleared when a retry reopens a run.
+ * The update, the audit row and the webhook deliveries are one statement,
+ * so the audit row and each delivery exist exactly when the status moved.
+ * started_at keeps the first start across pauses and retries; completed_at
+ * is cleared when a retry reopens a run. $6 is the webhook event of the
+ * edge (NULL: none); h finds the subscriptions that want it, and the
+ * run's targets are counted only when there is one (the EXISTS is a
+ * one-time filter), so a fleet without webhooks pays one look at an empty
+ * table. The payload is built here, once, and is the exact body signed.
  */
 static const char run_sql[] =
     "WITH u AS ("
@@ -376,7 +382,28 @@ static const char run_sql[] =
     " completed_at = CASE WHEN $5::boolean THEN now()"
     " WHEN $3::text = 'running' THEN NULL ELSE completed_at END"
     " WHERE id = $1::bigint AND status = $2::text"
-    " RETURNING id)"
+    " RETURNING id, uuid, store_app_id, trigger_source, triggered_by,"
+    " current_wave),"
+    " h AS ("
+    " SELECT w.id FROM webhooks w, u"
+    " WHERE $6::text = ANY (w.events)"
+    " AND (w.store_app_id IS NULL OR w.store_app_id = u.store_app_id)),"
+    " c AS ("
+    " SELECT count(*) AS total, " RW_TARGET_COUNTS_SQL " FROM run_targets"
+    " WHERE run_id = $1::bigint AND EXISTS (SELECT 1 FROM h)),"
+    " d AS ("
+    " INSERT INTO webhook_deliveries (webhook_id, run_id, event, payload)"
+    " SELECT h.id, u.id, $6::text, json_build_object("
+    " 'event', $6::text, 'run', u.uuid, 'store_app_id', u.store_app_id,"
+    " 'trigger_source', u.trigger_source, 'triggered_by', u.triggered_by,"
+    " 'from', $2::text, 'status', $3::text, 'reason', $4::text,"
+    " 'wave', u.current_wave,"
+    " 'counts', json_build_object('total', c.total,"
+    " 'succeeded', c.succeeded, 'failed', c.failed, 'skipped', c.skipped,"
+    " 'in_progress', c.total - c.succeeded - c.failed - c.skipped),"
+    " 'occurred_at', now())::text"
+    " FROM h, u, c"
+    " RETURNING 1)"
     " INSERT INTO run_transitions (run_id, from_status, to_status, reason, at)"
     " SELECT id, $2::text, $3::text, $4::text, now() FROM u"
     " RETURNING run_id";
@@ -389,7 +416,7 @@ rw_err_t rw_run_transition(rw_pg_t *pg, long long run_id, rw_run_state_t from,
     PGresult *res = NULL;
     char id_s[24];
     char quoted[256];
-    const char *params[5];
+    const char *params[6];
 
     if (!pg)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG, "pg: NULL");
@@ -411,7 +438,8 @@ rw_err_t rw_run_transition(rw_pg_t *pg, long long run_id, rw_run_state_t from,
     params[2] = rw_run_state_name(to);
     params[3] = reason;
     params[4] = rw_run_terminal(to) ? "true" : "false";
-    err = rw_pg_exec(pg, run_sql, 5, params, &res, errstr, errlen);
+    params[5] = rw_webhook_event_for(from, to);
+    err = rw_pg_exec(pg, run_sql, 6, params, &res, errstr, errlen);
     if (err)
         goto out;
     if (PQntuples(res) == 0) {

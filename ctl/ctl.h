@@ -74,6 +74,9 @@ int rw_ctl_strategy(int argc, char **argv, const rw_settings_t *s);
 /* token create|revoke|list: rollwave-api bearer tokens. */
 int rw_ctl_token(int argc, char **argv, const rw_settings_t *s);
 
+/* webhook add|list|remove|test|deliveries: run-event webhooks. */
+int rw_ctl_webhook(int argc, char **argv, const rw_settings_t *s);
+
 /* throttle [--max-in-flight N] [--rate R]: show or change the fleet limits. */
 int rw_ctl_throttle(int argc, char **argv, const rw_settings_t *s);
 

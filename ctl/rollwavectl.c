@@ -23,6 +23,7 @@ enum {
     NEED_PG_OPTIONAL = 1u << 5, /* the DSN, for some of its options only */
     NEED_THROTTLE = 1u << 6,
     NEED_RETENTION = 1u << 7,
+    NEED_WEBHOOK = 1u << 8,
 };
 
 /* The CLI logs warnings and errors only by default: its output is the
@@ -45,6 +46,7 @@ static const rw_cfg_key_t keys_schedule[] = {RW_KEYS_SCHEDULE, RW_KEYS_TRIGGER,
 static const rw_cfg_key_t keys_throttle[] = {RW_KEYS_THROTTLE};
 static const rw_cfg_key_t keys_retention[] = {RW_KEYS_RETENTION,
                                               RW_KEYS_OUTBOX};
+static const rw_cfg_key_t keys_webhook[] = {RW_KEYS_WEBHOOK};
 
 #define NKEYS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -62,12 +64,14 @@ static const struct key_group {
     {NEED_SCHEDULE, keys_schedule, NKEYS(keys_schedule)},
     {NEED_THROTTLE, keys_throttle, NKEYS(keys_throttle)},
     {NEED_RETENTION, keys_retention, NKEYS(keys_retention)},
+    {NEED_WEBHOOK, keys_webhook, NKEYS(keys_webhook)},
 };
 
 #define MAX_KEYS                                                               \
     (NKEYS(keys_process) + NKEYS(keys_pg) + NKEYS(keys_pg_optional) +          \
      NKEYS(keys_redis) + NKEYS(keys_kafka) + NKEYS(keys_lagoon) +              \
-     NKEYS(keys_schedule) + NKEYS(keys_throttle) + NKEYS(keys_retention))
+     NKEYS(keys_schedule) + NKEYS(keys_throttle) + NKEYS(keys_retention) +     \
+     NKEYS(keys_webhook))
 
 typedef struct ctl_cmd {
     const char *name;
@@ -142,6 +146,13 @@ static const ctl_cmd_t cmds[] = {
      "(create --name N --role viewer|operator|admin [--by NAME] | "
      "revoke NAME | list [--json])",
      "rollwave-api bearer tokens: create (printed once), revoke, list"},
+    {"webhook", rw_ctl_webhook, NEED_PG | NEED_WEBHOOK,
+     "(add --url URL --events LIST [--store-app ID] [--secret S] "
+     "[--by NAME] | list [--json] | remove ID | test ID | deliveries ID "
+     "[--state pending|delivered|dead] [--limit N] [--json])",
+     "run-event webhooks: subscribe (events run.started, run.paused, "
+     "run.resumed, run.finished, run.failed, run.cancelled), list, remove, "
+     "send a test, show deliveries"},
 };
 
 void rw_ctl_errorf(const char *cmd, const char *fmt, ...)

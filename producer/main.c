@@ -3,9 +3,12 @@
  * cadence, starts runs and relays their batches to Kafka. This file holds the
  * configuration table and process start.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rw_config.h"
 #include "rw_daemon.h"
@@ -15,6 +18,7 @@
 #include "rw_runs.h"
 #include "rw_service.h"
 #include "rw_settings.h"
+#include "rw_webhook.h"
 #include "sweep.h"
 
 /* pg_try_advisory_lock key of the scheduler leader: "rw-sched" in ASCII */
@@ -194,6 +198,84 @@ static void retention(producer_t *pr)
     }
 }
 
+/*
+ * The webhook deliverer: every replica runs one, on its own Postgres
+ * connection, so a slow or dead receiver holds only this thread; replicas
+ * share the work through the claim (rw_webhook.h). It stops when the main
+ * loop ends (the first SIGTERM).
+ */
+typedef struct deliverer {
+    const rw_settings_t *s;
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+} deliverer_t;
+
+/* Sleep up to ms, waking early when the thread is asked to stop. */
+static void nap(deliverer_t *dl, int ms)
+{
+    while (ms > 0 && !atomic_load(&dl->stop)) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= 50;
+    }
+}
+
+static void *deliver_main(void *arg)
+{
+    deliverer_t *dl = arg;
+    rw_webhook_opts_t o = {
+        (int)dl->s->webhook_concurrency, (long)dl->s->webhook_timeout_ms,
+        dl->s->webhook_backoff_ms, (int)dl->s->webhook_max_attempts,
+        dl->s->webhook_poll_ms};
+    rw_webhook_deliverer_t *d = NULL;
+    char errstr[512];
+
+    /* the main loop sets stop once it sees the drain: the signal flag is
+     * not read from this thread */
+    while (!atomic_load(&dl->stop)) {
+        rw_err_t err;
+        if (!d && rw_webhook_deliverer_new(&d, dl->s->pg_dsn, &o, errstr,
+                                           sizeof(errstr))) {
+            rw_warn("producer", "event=webhook_start_failed detail=\"%s\"",
+                    errstr);
+            nap(dl, 1000);
+            continue;
+        }
+        err = rw_webhook_deliverer_step(d, 200, errstr, sizeof(errstr));
+        if (err) {
+            rw_warn("producer",
+                    "event=webhook_step_failed err=%s detail=\"%s\"",
+                    rw_err_name(err), errstr);
+            nap(dl, 200);
+        }
+    }
+    rw_webhook_deliverer_destroy(d);
+    return NULL;
+}
+
+static void deliverer_start(deliverer_t *dl, const rw_settings_t *s)
+{
+    dl->s = s;
+    atomic_init(&dl->stop, false);
+    if (s->webhook_concurrency == 0)
+        return;
+    if (pthread_create(&dl->thread, NULL, deliver_main, dl) != 0) {
+        rw_error("producer", "event=webhook_thread_failed");
+        return;
+    }
+    dl->started = true;
+}
+
+static void deliverer_stop(deliverer_t *dl)
+{
+    if (!dl->started)
+        return;
+    atomic_store(&dl->stop, true);
+    pthread_join(dl->thread, NULL);
+    dl->started = false;
+}
+
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9101"),
     RW_KEYS_PG,
@@ -207,6 +289,7 @@ static const rw_cfg_key_t keys[] = {
     RW_KEYS_LOCK,
     RW_KEYS_POLL,
     RW_KEYS_SWEEP,
+    RW_KEYS_WEBHOOK,
 };
 
 int main(int argc, char **argv)
@@ -214,12 +297,14 @@ int main(int argc, char **argv)
     static const char *const flags[] = {"--once", NULL};
     rw_settings_t s;
     producer_t pr;
+    deliverer_t dl;
     char errstr[512];
     bool once = false;
     rw_err_t err;
 
     memset(&s, 0, sizeof(s));
     memset(&pr, 0, sizeof(pr));
+    memset(&dl, 0, sizeof(dl));
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--once") == 0)
             once = true;
@@ -254,6 +339,7 @@ int main(int argc, char **argv)
         retention(&pr);
     } else {
         long long next = 0, next_sweep = 0, next_retention = 0;
+        deliverer_start(&dl, &s);
         while (!rw_daemon_draining()) {
             if (rw_now_mono_ms() >= next) {
                 tick(&pr);
@@ -275,6 +361,7 @@ int main(int argc, char **argv)
         }
     }
     rw_info("producer", "event=stopping");
+    deliverer_stop(&dl);
     rw_service_close(&pr.svc);
     rw_settings_free(&s);
     return 0;

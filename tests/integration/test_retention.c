@@ -8,12 +8,13 @@
  *   - `retention --dry-run` counts A and its rows and deletes nothing;
  *   - the first batch marks A, and `run retry` of A is refused from then
  *     on (a run is never re-opened half deleted);
- *   - `retention --batch 4` deletes A with its targets, chunks and
- *     transitions; B is intact; C, open however old, is intact; the six
- *     instances whose last run was A keep their last_deployment_* fields
- *     and only lose the pointer; no statement deleted or updated more than
- *     4 rows of any table (statement-level triggers with transition
- *     tables count them);
+ *   - `retention --batch 4` deletes A with its targets, chunks,
+ *     transitions and webhook deliveries (three fleet-wide subscriptions
+ *     that no deliverer serves: six rows per run); B is intact; C, open however
+ * old, is intact; the six instances whose last run was A keep their
+ * last_deployment_* fields and only lose the pointer; no statement deleted or
+ * updated more than 4 rows of any table (statement-level triggers with
+ * transition tables count them);
  *   - the producer's pass (`rollwave-producer --once`) does the same to B
  *     once B is old.
  */
@@ -48,6 +49,9 @@ static const char *const counters[] = {
     " REFERENCING OLD TABLE AS old_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION rw_test_count()",
     "CREATE TRIGGER rw_test_del AFTER DELETE ON run_transitions"
+    " REFERENCING OLD TABLE AS old_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION rw_test_count()",
+    "CREATE TRIGGER rw_test_del AFTER DELETE ON webhook_deliveries"
     " REFERENCING OLD TABLE AS old_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION rw_test_count()",
     "CREATE TRIGGER rw_test_del AFTER DELETE ON deployment_runs"
@@ -148,6 +152,13 @@ static void test_old_runs_go_in_batches(void **state)
     app = rw_itest_fleet_add_app(f, 0);
     rw_itest_fleet_add_instances(f, app, "rt", 12);
     rw_itest_fleet_snapshot(f);
+    for (int i = 0; i < 3; i++)
+        PQclear(rw_itest_fleet_q(
+            f,
+            "INSERT INTO webhooks (url, events, secret)"
+            " VALUES ('http://127.0.0.1:9/hook',"
+            " '{run.started,run.finished}', 'retention-test-secret')",
+            0, NULL));
     rw_itest_fleet_start(f, "rollwave-worker", "worker");
     rw_itest_fleet_start(f, "rollwave-poller", "poller");
 
@@ -194,6 +205,8 @@ static void test_old_runs_go_in_batches(void **state)
     b_tr = count_of(f, "chunk_transitions", b);
     c_targets = count_of(f, "run_targets", c);
     assert_int_equal(b_targets, 6);
+    assert_int_equal(count_of(f, "webhook_deliveries", a), 6);
+    assert_int_equal(count_of(f, "webhook_deliveries", b), 6);
     res = rw_itest_fleet_q(f, SQL_LAST_DEPLOY, 0, NULL);
     last = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
@@ -257,11 +270,13 @@ static void test_old_runs_go_in_batches(void **state)
     assert_int_equal(count_of(f, "run_chunks", a), 0);
     assert_int_equal(count_of(f, "chunk_transitions", a), 0);
     assert_int_equal(count_of(f, "run_transitions", a), 0);
+    assert_int_equal(count_of(f, "webhook_deliveries", a), 0);
     /* B (new) and C (open) are intact */
     assert_int_equal(count_of(f, "run_targets", b), b_targets);
     assert_int_equal(count_of(f, "run_chunks", b), b_chunks);
     assert_int_equal(count_of(f, "chunk_transitions", b), b_tr);
     assert_int_equal(count_of(f, "run_targets", c), c_targets);
+    assert_int_equal(count_of(f, "webhook_deliveries", b), 6);
     assert_int_equal(
         rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs", 0, NULL),
         2);
@@ -298,6 +313,7 @@ static void test_old_runs_go_in_batches(void **state)
     rw_itest_fleet_set(f, "ROLLWAVE_RETENTION_PASS_BATCHES", "1000");
     rw_itest_fleet_tick(f);
     assert_int_equal(count_of(f, "run_targets", b), 0);
+    assert_int_equal(count_of(f, "webhook_deliveries", b), 0);
     assert_int_equal(
         rw_itest_fleet_ll(f, "SELECT count(*) FROM deployment_runs", 0, NULL),
         1);
