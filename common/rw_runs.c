@@ -630,16 +630,20 @@ out:
 }
 
 /*
- * Due selection. It walks the enabled store apps with an interval and
- * reads, per app, that app's due instances through the partial index
- * app_instances_due_app_idx (store_app_id, due time), most outdated first
- * and at most max_per_run of them; the union is then ordered and cut to
- * max_per_run. The global first max_per_run are among the per-app first
- * max_per_run, so this picks what one fleet-wide ORDER BY ... LIMIT would,
- * while instances of disabled apps are never read and the cost follows the
- * due set of enabled apps, not the fleet. Rows are locked (SKIP LOCKED)
- * inside the per-app scan, before its LIMIT, so a row another transaction
- * holds is replaced by the next one of its app.
+ * Due selection, in two steps. The quota query walks the enabled store
+ * apps with an interval and reads, per app, that app's due instances
+ * through the partial index app_instances_due_app_idx (store_app_id, due
+ * time), most outdated first and at most max_per_run of them; the union is
+ * ordered and cut to max_per_run and counted per app. The global first
+ * max_per_run are among the per-app first max_per_run, so the quotas share
+ * out what one fleet-wide ORDER BY ... LIMIT would pick, while instances of
+ * disabled apps are never read and the cost follows the due set of enabled
+ * apps, not the fleet. Then each app, in a transaction of its own, selects
+ * and locks its quota (SKIP LOCKED inside the scan, before its LIMIT, so a
+ * row another transaction holds is replaced by the next one of its app)
+ * and makes its run with the run's outbox rows. A crash between two apps
+ * leaves whole runs and due instances, never half a tick's run; the
+ * producer holds one app's rows at a time.
  *
  * Instances with a pending target are excluded too: their run exists and
  * will reach them, and picking them again would only produce skipped
@@ -657,46 +661,65 @@ out:
  * for instances whose group has a window of its own: a window function per
  * instance cost more than everything else of the selection together.
  */
+/*
+ * The due rows of every enabled app ($4 NULL) or of one ($4), at most $1 per
+ * app, with the lock clause given (the quota query reads without locks).
+ */
+#define SQL_DUE_ROWS(lock)                                                     \
+    "SELECT d.id, d.store_app_id, d.lagoon_project, d.lagoon_environment,"     \
+    "       d.chunk_size, d.lagoon_target_ok, d.last_deployed_at"              \
+    " FROM store_apps a"                                                       \
+    " CROSS JOIN LATERAL (SELECT rw_window_open(a.window_tz, a.window_days,"   \
+    "                       a.window_from_min, a.window_to_min, now())"        \
+    "                       AS open"                                           \
+    "                     OFFSET 0) aw" /* not flattened: once per app */      \
+    " CROSS JOIN LATERAL ("                                                    \
+    "   SELECT i.id, i.store_app_id, i.lagoon_project, i.lagoon_environment,"  \
+    "          i.last_deployed_at,"                                            \
+    "          COALESCE(a.bulk_chunk_size, $2::int) AS chunk_size,"            \
+    "          COALESCE(rw_lagoon_name_ok(i.lagoon_project)"                   \
+    "                   AND rw_lagoon_name_ok(i.lagoon_environment), false)"   \
+    "            AS lagoon_target_ok"                                          \
+    "   FROM app_instances i"                                                  \
+    "   WHERE i.store_app_id = a.id"                                           \
+    "     AND COALESCE(i.next_redeploy_at, '-infinity'::timestamptz) <= now()" \
+    "     AND NOT i.is_trial"                                                  \
+    "     AND i.status IN " RW_ELIGIBLE_STATUSES_SQL                           \
+    "     AND i.lagoon_project IS NOT NULL"                                    \
+    "     AND i.lagoon_environment IS NOT NULL"                                \
+    "     AND NOT EXISTS (SELECT 1 FROM run_targets t"                         \
+    "                      WHERE t.instance_id = i.id"                         \
+    "                        AND t.state IN ('pending', 'claimed',"            \
+    "                                        'triggered', 'deploying'))"       \
+    "     AND (NOT $3::boolean"                                                \
+    "          OR CASE WHEN i.user_group_id IS NULL THEN aw.open"              \
+    "             ELSE COALESCE((SELECT rw_window_open(g.window_tz,"           \
+    "                                     g.window_days, g.window_from_min,"   \
+    "                                     g.window_to_min, now())"             \
+    "                            FROM user_groups g"                           \
+    "                            WHERE g.id = i.user_group_id"                 \
+    "                              AND g.window_tz IS NOT NULL), aw.open)"     \
+    "             END)"                                                        \
+    "   ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"                     \
+    "   LIMIT $1::bigint" lock ") d"                                           \
+    " WHERE a.redeploy_enabled AND a.redeploy_interval_days IS NOT NULL"       \
+    "   AND ($4::bigint IS NULL OR a.id = $4::bigint)"
+
+/*
+ * How many of the fleet's max_instances most outdated due instances each
+ * app has: the per-app quotas of one tick, computed in Postgres so the
+ * producer holds one row per app, not one per instance.
+ */
+static const char SQL_DUE_QUOTAS[] =
+    "SELECT q.store_app_id, count(*) AS n FROM (" SQL_DUE_ROWS(
+        "") " ORDER BY d.last_deployed_at ASC NULLS FIRST, d.id"
+            " LIMIT $1::bigint) q"
+            " GROUP BY q.store_app_id ORDER BY q.store_app_id";
+
+/* One app's share, locked: the rows its run is made of. */
 static const char SQL_DUE[] =
-    "SELECT d.id, d.store_app_id, d.lagoon_project, d.lagoon_environment,"
-    "       d.chunk_size, d.lagoon_target_ok"
-    " FROM store_apps a"
-    " CROSS JOIN LATERAL (SELECT rw_window_open(a.window_tz, a.window_days,"
-    "                       a.window_from_min, a.window_to_min, now()) AS open"
-    "                     OFFSET 0) aw" /* not flattened: once per app */
-    " CROSS JOIN LATERAL ("
-    "   SELECT i.id, i.store_app_id, i.lagoon_project, i.lagoon_environment,"
-    "          i.last_deployed_at,"
-    "          COALESCE(a.bulk_chunk_size, $2::int) AS chunk_size,"
-    "          COALESCE(rw_lagoon_name_ok(i.lagoon_project)"
-    "                   AND rw_lagoon_name_ok(i.lagoon_environment), false)"
-    "            AS lagoon_target_ok"
-    "   FROM app_instances i"
-    "   WHERE i.store_app_id = a.id"
-    "     AND COALESCE(i.next_redeploy_at, '-infinity'::timestamptz) <= now()"
-    "     AND NOT i.is_trial"
-    "     AND i.status IN " RW_ELIGIBLE_STATUSES_SQL
-    "     AND i.lagoon_project IS NOT NULL"
-    "     AND i.lagoon_environment IS NOT NULL"
-    "     AND NOT EXISTS (SELECT 1 FROM run_targets t"
-    "                      WHERE t.instance_id = i.id"
-    "                        AND t.state IN ('pending', 'claimed',"
-    "                                        'triggered', 'deploying'))"
-    "     AND (NOT $3::boolean"
-    "          OR CASE WHEN i.user_group_id IS NULL THEN aw.open"
-    "             ELSE COALESCE((SELECT rw_window_open(g.window_tz,"
-    "                                     g.window_days, g.window_from_min,"
-    "                                     g.window_to_min, now())"
-    "                            FROM user_groups g"
-    "                            WHERE g.id = i.user_group_id"
-    "                              AND g.window_tz IS NOT NULL), aw.open)"
-    "             END)"
-    "   ORDER BY i.last_deployed_at ASC NULLS FIRST, i.id"
-    "   LIMIT $1::bigint"
-    "   FOR UPDATE OF i SKIP LOCKED) d"
-    " WHERE a.redeploy_enabled AND a.redeploy_interval_days IS NOT NULL"
-    " ORDER BY d.last_deployed_at ASC NULLS FIRST, d.id"
-    " LIMIT $1::bigint";
+    SQL_DUE_ROWS(" FOR UPDATE OF i SKIP LOCKED") " ORDER BY d.last_deployed_at "
+                                                 "ASC NULLS FIRST, d.id";
 
 static const char SQL_RESPECT_WINDOWS[] =
     "UPDATE deployment_runs SET respect_windows = true"
@@ -724,13 +747,67 @@ static rw_err_t mark_respect_windows(rw_pg_t *pg, const rw_run_summary_t *runs,
     return err;
 }
 
-static int cmp_store_app(const void *a, const void *b)
+/*
+ * One app's run of a tick, in its own transaction: select and lock up to
+ * quota due instances of the app, make the run. *made is false when none
+ * was left to take (another transaction holds them, or they stopped being
+ * due since the quota query).
+ */
+static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
+                             long long quota, const rw_run_spec_t *spec,
+                             rw_run_summary_t *run, bool *made, char *errstr,
+                             size_t errlen)
 {
-    const cand_t *x = a, *y = b;
-    if (x->store_app_id != y->store_app_id)
-        return x->store_app_id < y->store_app_id ? -1 : 1;
-    /* qsort is not stable: keep the selection order within a store app */
-    return x->order < y->order ? -1 : (x->order > y->order);
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    cand_t *c = NULL;
+    size_t n = 0;
+    char max_s[24], chunk_s[24], app_s[24];
+    const char *params[4] = {max_s, chunk_s,
+                             spec->respect_windows ? "true" : "false", app_s};
+
+    *made = false;
+    snprintf(max_s, sizeof(max_s), "%lld", quota);
+    snprintf(chunk_s, sizeof(chunk_s), "%lld", spec->chunk_size);
+    snprintf(app_s, sizeof(app_s), "%lld", store_app_id);
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (err)
+        goto out;
+    err = rw_pg_exec(pg, SQL_DUE, 4, params, &res, errstr, errlen);
+    if (err)
+        goto out;
+    n = (size_t)PQntuples(res);
+    if (n > 0) {
+        c = calloc(n, sizeof(*c));
+        if (!c) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            c[i].instance_id = rw_pg_ll(res, (int)i, "id", 0);
+            c[i].store_app_id = rw_pg_ll(res, (int)i, "store_app_id", 0);
+            c[i].chunk_size = rw_pg_ll(res, (int)i, "chunk_size", 50);
+            c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
+            c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
+            c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
+            c[i].order = i;
+        }
+        err = create_run(pg, store_app_id, c[0].chunk_size, spec, c, n, run,
+                         errstr, errlen);
+        if (!err && spec->respect_windows)
+            err = mark_respect_windows(pg, run, 1, errstr, errlen);
+        if (err)
+            goto out;
+    }
+    err = rw_pg_commit(pg, errstr, errlen);
+    if (!err)
+        *made = n > 0;
+out:
+    if (err)
+        rw_pg_rollback(pg, NULL, 0);
+    PQclear(res);
+    free(c);
+    return err;
 }
 
 rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
@@ -738,74 +815,48 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
                           size_t *n_runs, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    PGresult *res = NULL;
-    cand_t *c = NULL;
+    PGresult *quotas = NULL;
     rw_run_summary_t *out = NULL;
-    size_t n = 0, nout = 0;
+    size_t napps = 0, nout = 0;
     char max_s[24], chunk_s[24];
-    const char *params[3] = {max_s, chunk_s,
-                             spec->respect_windows ? "true" : "false"};
+    const char *params[4] = {max_s, chunk_s,
+                             spec->respect_windows ? "true" : "false", NULL};
 
     *runs = NULL;
     *n_runs = 0;
     snprintf(max_s, sizeof(max_s), "%lld", max_instances);
     snprintf(chunk_s, sizeof(chunk_s), "%lld", spec->chunk_size);
 
-    err = rw_pg_begin(pg, errstr, errlen);
+    err = rw_pg_exec(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr, errlen);
     if (err)
         goto out;
-    err = rw_pg_exec(pg, SQL_DUE, 3, params, &res, errstr, errlen);
-    if (err)
+    napps = (size_t)PQntuples(quotas);
+    if (napps == 0)
         goto out;
-    n = (size_t)PQntuples(res);
-    if (n == 0)
-        goto commit;
-    c = calloc(n, sizeof(*c));
-    out = calloc(n, sizeof(*out));
-    if (!c || !out) {
+    out = calloc(napps, sizeof(*out));
+    if (!out) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        c[i].instance_id = rw_pg_ll(res, (int)i, "id", 0);
-        c[i].store_app_id = rw_pg_ll(res, (int)i, "store_app_id", 0);
-        c[i].chunk_size = rw_pg_ll(res, (int)i, "chunk_size", 50);
-        c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
-        c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
-        c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
-        c[i].order = i;
-    }
-    /* stable within a store app: most outdated first stays first */
-    qsort(c, n, sizeof(*c), cmp_store_app);
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && c[j].store_app_id == c[i].store_app_id)
-            j++;
-        err = create_run(pg, c[i].store_app_id, c[i].chunk_size, spec, c + i,
-                         j - i, &out[nout], errstr, errlen);
+    for (size_t i = 0; i < napps; i++) {
+        bool made = false;
+
+        err = schedule_app(pg, rw_pg_ll(quotas, (int)i, "store_app_id", 0),
+                           rw_pg_ll(quotas, (int)i, "n", 0), spec, &out[nout],
+                           &made, errstr, errlen);
         if (err)
-            goto out;
-        nout++;
-        i = j;
+            break;
+        nout += made;
     }
-    if (spec->respect_windows) {
-        err = mark_respect_windows(pg, out, nout, errstr, errlen);
-        if (err)
-            goto out;
-    }
-commit:
-    err = rw_pg_commit(pg, errstr, errlen);
-    if (err)
-        goto out;
-    *runs = out;
-    *n_runs = nout;
-    out = NULL;
 out:
-    if (err)
-        rw_pg_rollback(pg, NULL, 0);
-    PQclear(res);
-    free(c);
-    free(out);
+    PQclear(quotas);
+    /* the runs committed before a failure are real: the caller counts them */
+    if (nout > 0) {
+        *runs = out;
+        *n_runs = nout;
+    } else {
+        free(out);
+    }
     return err;
 }
 

@@ -65,11 +65,13 @@ typedef struct rw_run_skip {
  * in any run, next_redeploy_at null or past, with spec->respect_windows
  * their deployment window open now: a closed one keeps next_redeploy_at),
  * most outdated first, at most
- * max_instances, FOR UPDATE SKIP LOCKED; one run per store app. One
- * transaction. An instance whose Lagoon target the codec refuses (see
- * rw_codec_check_name) or that repeats another's project and environment
- * becomes a skipped target with the reason; the others are scheduled. *runs
- * (malloc'd, caller frees) lists the runs created; none due is *n_runs = 0.
+ * max_instances, FOR UPDATE SKIP LOCKED; one run per store app, each in a
+ * transaction of its own with its outbox rows. An instance whose Lagoon target
+ * the codec refuses (see rw_codec_check_name) or that repeats another's project
+ * and environment becomes a skipped target with the reason; the others are
+ * scheduled. *runs (malloc'd, caller frees) lists the runs created; none due is
+ * *n_runs = 0. On an error the runs committed before it are still listed (and
+ * real).
  */
 rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
                           const rw_run_spec_t *spec, rw_run_summary_t **runs,

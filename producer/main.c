@@ -139,11 +139,12 @@ static void tick(producer_t *pr)
                            errstr, sizeof(errstr));
     if (err) {
         rw_service_note(&pr->svc, err);
-        rw_error("producer", "event=schedule_failed err=%s detail=\"%s\"",
-                 rw_err_name(err), errstr);
-        return;
+        rw_error("producer",
+                 "event=schedule_failed err=%s runs_made=%zu detail=\"%s\"",
+                 rw_err_name(err), n_runs, errstr);
+    } else {
+        rw_service_note_ok(&pr->svc, RW_SVC_PG);
     }
-    rw_service_note_ok(&pr->svc, RW_SVC_PG);
     for (size_t i = 0; i < n_runs; i++)
         targets += runs[i].targets;
     free(runs);
