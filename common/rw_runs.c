@@ -863,11 +863,9 @@ out:
 #define SQL_MANUAL_SELECT                                                      \
     "SELECT i.id, i.store_app_id, i.status, i.lagoon_project,"                 \
     "       i.lagoon_environment, a.bulk_chunk_size,"                          \
-    "       (SELECT r.uuid::text FROM run_targets t"                           \
-    "          JOIN deployment_runs r ON r.id = t.run_id"                      \
-    "         WHERE t.instance_id = i.id"                                      \
-    "           AND t.state IN " RW_TARGET_IN_FLIGHT_SQL                       \
-    "         LIMIT 1) AS in_flight_run,"                                      \
+    "       (SELECT r.uuid::text FROM target_in_flight f"                      \
+    "          JOIN deployment_runs r ON r.id = f.run_id"                      \
+    "         WHERE f.instance_id = i.id) AS in_flight_run,"                   \
     "       COALESCE(rw_lagoon_name_ok(i.lagoon_project)"                      \
     "                AND rw_lagoon_name_ok(i.lagoon_environment), false)"      \
     "         AS lagoon_target_ok"                                             \

@@ -111,11 +111,11 @@ static const char SQL_LOAD_TARGETS[] =
     " LEFT JOIN user_groups g ON g.id = i.user_group_id"
     " WHERE t.run_id = $1::bigint AND t.chunk = $2::int ORDER BY t.id";
 
+/* The in-flight markers (0016_in_flight): one row per instance in flight. */
 static const char SQL_IN_FLIGHT_ELSEWHERE[] =
-    "SELECT t.instance_id, r.uuid::text AS run_uuid"
-    " FROM run_targets t JOIN deployment_runs r ON r.id = t.run_id"
-    " WHERE t.instance_id = ANY($1::bigint[]) AND t.run_id <> $2::bigint"
-    "   AND t.state IN " RW_TARGET_IN_FLIGHT_SQL;
+    "SELECT f.instance_id, r.uuid::text AS run_uuid"
+    " FROM target_in_flight f JOIN deployment_runs r ON r.id = f.run_id"
+    " WHERE f.instance_id = ANY($1::bigint[]) AND f.run_id <> $2::bigint";
 
 /*
  * Whether every pending target's effective window (its group's, else its

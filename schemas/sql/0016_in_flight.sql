@@ -17,6 +17,13 @@
 -- SQL), set-based: one insert and one delete per statement, not per row.
 -- A second run's claim of an instance in flight fails with a unique
 -- violation on target_in_flight_pkey, as it failed on the index before.
+-- No target may change between the backfill below and the triggers that
+-- keep the markers from then on (a claim committed in between would have
+-- no marker, a target leaving flight would keep one): the old daemons may
+-- still be running while this migrates. SHARE ROW EXCLUSIVE is what
+-- CREATE TRIGGER takes anyway; the DROP INDEX below takes more.
+LOCK TABLE run_targets IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE target_in_flight (
     instance_id bigint PRIMARY KEY,
     target_id bigint NOT NULL,
@@ -27,7 +34,8 @@ CREATE TABLE target_in_flight (
         autovacuum_vacuum_scale_factor = 0);
 
 INSERT INTO target_in_flight (instance_id, target_id, run_id, since)
-SELECT instance_id, id, run_id, COALESCE(claimed_at, now()) FROM run_targets
+SELECT instance_id, id, run_id, COALESCE(LEAST(claimed_at, triggered_at), now())
+FROM run_targets
 WHERE state IN ('claimed', 'triggered', 'deploying');
 
 CREATE FUNCTION rw_in_flight_ins() RETURNS trigger
@@ -77,6 +85,36 @@ CREATE TRIGGER run_targets_in_flight_upd AFTER UPDATE ON run_targets
 CREATE TRIGGER run_targets_in_flight_del AFTER DELETE ON run_targets
     REFERENCING OLD TABLE AS rw_old
     FOR EACH STATEMENT EXECUTE FUNCTION rw_in_flight_del();
+
+-- TRUNCATE fires no delete trigger: the markers go with their targets.
+CREATE FUNCTION rw_in_flight_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE target_in_flight;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER run_targets_in_flight_truncate AFTER TRUNCATE ON run_targets
+    FOR EACH STATEMENT EXECUTE FUNCTION rw_in_flight_truncate();
+
+-- A target belongs to one run and one instance for good: the markers are
+-- keyed on both, and nothing in rollwave moves a target. Refused rather
+-- than followed (an UPDATE naming neither column never fires this).
+CREATE FUNCTION rw_target_identity_fixed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'run_targets.instance_id and run_id cannot change '
+        '(target %)', OLD.id USING ERRCODE = 'check_violation';
+END
+$$;
+
+CREATE TRIGGER run_targets_identity_fixed
+    BEFORE UPDATE OF instance_id, run_id ON run_targets
+    FOR EACH ROW
+    WHEN (OLD.instance_id IS DISTINCT FROM NEW.instance_id
+          OR OLD.run_id IS DISTINCT FROM NEW.run_id)
+    EXECUTE FUNCTION rw_target_identity_fixed();
 
 DROP INDEX run_targets_in_flight_uidx;
 
@@ -193,3 +231,68 @@ $$;
 ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET jit = off;
 ALTER FUNCTION rw_throttle_take(integer, text, integer, bigint, integer)
     SET jit = off;
+
+-- The adjuster's count of builds in flight, queued and running read the
+-- markers' targets (through the primary key; OFFSET 0 keeps the planner
+-- from hashing all of run_targets) instead of scanning run_targets for
+-- in-flight states, which without the partial index read the whole table
+-- under the fleet row's lock. Otherwise as in 0006_throttle.
+CREATE OR REPLACE FUNCTION rw_throttle_adjust(p_every_s integer,
+                                              OUT o_adjusted boolean,
+                                              OUT o_effective integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r fleet_throttle%ROWTYPE;
+    now_ts timestamptz := clock_timestamp();
+    f bigint;
+    q bigint;
+    running bigint;
+    floor_n integer;
+BEGIN
+    o_adjusted := false;
+    SELECT * INTO r FROM fleet_throttle WHERE id = 1;
+    IF NOT FOUND OR r.adjusted_at > now_ts - make_interval(secs => p_every_s)
+    THEN
+        o_effective := r.effective_limit;
+        RETURN;
+    END IF;
+    -- one adjuster per round: the others find it done, without waiting
+    SELECT * INTO r FROM fleet_throttle WHERE id = 1
+        AND adjusted_at <= now_ts - make_interval(secs => p_every_s)
+        FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT effective_limit INTO o_effective FROM fleet_throttle WHERE id = 1;
+        RETURN;
+    END IF;
+    -- queued only as polled for this attempt: a retried target keeps the
+    -- status of its last attempt until its new deployment row is seen
+    SELECT count(*),
+           count(*) FILTER (WHERE x.st = 'queued'),
+           count(*) FILTER (WHERE x.st = 'running')
+        INTO f, q, running
+        FROM target_in_flight m
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN t.state = 'deploying' THEN t.lagoon_status END
+                   AS st
+            FROM run_targets t WHERE t.id = m.target_id OFFSET 0) x;
+    floor_n := LEAST(r.burst, r.max_in_flight);
+    o_effective := LEAST(r.effective_limit, r.max_in_flight);
+    IF q > 0 THEN
+        r.queued_seen_at := now_ts;
+        IF f <= o_effective THEN
+            o_effective := GREATEST(floor_n, LEAST(running,
+                                    floor(o_effective * 0.9)::int));
+        END IF;
+    ELSIF (r.queued_seen_at IS NULL
+           OR r.queued_seen_at < now_ts - make_interval(secs => 2 * p_every_s))
+          AND f + r.burst > o_effective THEN
+        o_effective := LEAST(r.max_in_flight, o_effective + r.burst);
+    END IF;
+    UPDATE fleet_throttle SET effective_limit = o_effective, adjusted_at = now_ts,
+        queued_seen_at = r.queued_seen_at
+    WHERE id = 1;
+    o_adjusted := true;
+END
+$$;
+
+ALTER FUNCTION rw_throttle_adjust(integer) SET jit = off;

@@ -653,6 +653,29 @@ static void test_in_flight_upgrade_in_place(void **state)
         q(pg, errstr, "DELETE FROM deployment_runs WHERE id = 3", 0), RW_OK);
     assert_int_equal(
         q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
+    /* a target never moves to another instance or run; TRUNCATE takes the
+     * markers with it */
+    assert_int_equal(q(pg, errstr, ins, 3, "2", "2", "claimed"), RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET instance_id = 1"
+                       " WHERE run_id = 2 AND instance_id = 2",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "cannot change"));
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET run_id = 1"
+                       " WHERE run_id = 2 AND instance_id = 2",
+                       0),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM target_in_flight"
+                          " WHERE instance_id = 2 AND run_id = 2",
+                          "n"),
+                     1);
+    assert_int_equal(q(pg, errstr, "TRUNCATE run_targets CASCADE", 0), RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
+    assert_int_equal(q(pg, errstr, ins, 3, "1", "2", "claimed"), RW_OK);
     rw_pg_destroy(pg);
     rw_itest_pg_drop_db(f->dsn);
 }
