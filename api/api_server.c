@@ -48,13 +48,14 @@
 #define LAG_TIMEOUT_MS 2000
 /*
  * On stop, requests in progress get this long to finish: the longest a
- * request can take, a lag measurement whose every Kafka call times out
- * (per group: open, two calls per sample, two samples; then the longest
- * interval), so no request that has started is closed unanswered. It
- * fits the manifests' 30 s grace period after their 5 s preStop.
+ * request can take, a lag measurement that runs into its deadline
+ * (rw_lag_deadline: the longest interval plus RW_LAG_BUDGET_CALLS Kafka
+ * calls), plus a second for closing its consumers and answering. No
+ * request that has started is closed unanswered, and the drain fits the
+ * manifests' grace period after their preStop with the producer flush.
  */
 #define DRAIN_MS                                                               \
-    (RW_LAG_MAX_GROUPS * 5 * LAG_TIMEOUT_MS + RW_LAG_MAX_INTERVAL_S * 1000)
+    (RW_LAG_MAX_INTERVAL_S * 1000 + RW_LAG_BUDGET_CALLS * LAG_TIMEOUT_MS + 1000)
 
 /*
  * The dashboard loads nothing from elsewhere and runs no inline script:

@@ -10,10 +10,30 @@
 #include <string.h>
 #include <time.h>
 
+#include "rw_daemon.h"
 #include "rw_kafka.h"
 
 /* Each Kafka call waits this long unless the caller bounds it. */
 #define TIMEOUT_MS 10000
+
+/*
+ * A call's bound: its own timeout, cut to what is left of the
+ * measurement's budget. 0 when nothing is left (the call is not made).
+ */
+static int bound_ms(long long deadline, int timeout_ms)
+{
+    long long left = deadline - rw_now_mono_ms();
+
+    if (left <= 0)
+        return 0;
+    return left < timeout_ms ? (int)left : timeout_ms;
+}
+
+static rw_err_t out_of_time(rw_lag_group_t *g)
+{
+    return rw_err_set(g->errstr, sizeof(g->errstr), RW_ERR_TIMEOUT,
+                      "lag measurement out of time");
+}
 
 static const char *const status_names[] = {"OK", "LAG", "LAGGING", "STALLED",
                                            "UNKNOWN"};
@@ -36,10 +56,12 @@ static int64_t lag_of(int64_t committed, int64_t low, int64_t high)
 }
 
 static rw_err_t take_sample(rw_lag_group_t *g, rw_kafka_consumer_t *kc,
-                            rw_lag_sample_t *smp, int timeout_ms)
+                            rw_lag_sample_t *smp, long long deadline,
+                            int timeout_ms)
 {
     int64_t *committed = NULL;
     rw_err_t err = RW_OK;
+    int t;
 
     committed = calloc((size_t)g->n, sizeof(*committed));
     if (!committed)
@@ -48,13 +70,21 @@ static rw_err_t take_sample(rw_lag_group_t *g, rw_kafka_consumer_t *kc,
     /* Watermarks first: a commit landing between the two reads then
      * understates the lag instead of making it negative. */
     for (int p = 0; p < g->n; p++) {
-        err = rw_kafka_watermarks(kc, g->topic, p, &smp[p].low, &smp[p].high,
-                                  timeout_ms, g->errstr, sizeof(g->errstr));
+        if ((t = bound_ms(deadline, timeout_ms)) == 0) {
+            err = out_of_time(g);
+            goto out;
+        }
+        err = rw_kafka_watermarks(kc, g->topic, p, &smp[p].low, &smp[p].high, t,
+                                  g->errstr, sizeof(g->errstr));
         if (err)
             goto out;
     }
-    err = rw_kafka_committed(kc, g->topic, committed, g->n, timeout_ms,
-                             g->errstr, sizeof(g->errstr));
+    if ((t = bound_ms(deadline, timeout_ms)) == 0) {
+        err = out_of_time(g);
+        goto out;
+    }
+    err = rw_kafka_committed(kc, g->topic, committed, g->n, t, g->errstr,
+                             sizeof(g->errstr));
     if (err)
         goto out;
     for (int p = 0; p < g->n; p++) {
@@ -100,15 +130,19 @@ static void judge(rw_lag_group_t *g)
 }
 
 static rw_err_t group_open(rw_lag_group_t *g, const rw_settings_t *s,
-                           rw_kafka_consumer_t **kc, int timeout_ms)
+                           rw_kafka_consumer_t **kc, long long deadline,
+                           int timeout_ms)
 {
     rw_err_t err = RW_OK;
+    int t;
 
     err = rw_kafka_consumer_new(kc, s, g->group, NULL, 0, g->errstr,
                                 sizeof(g->errstr));
     if (err)
         return err;
-    err = rw_kafka_partition_count(*kc, g->topic, &g->n, timeout_ms, g->errstr,
+    if ((t = bound_ms(deadline, timeout_ms)) == 0)
+        return out_of_time(g);
+    err = rw_kafka_partition_count(*kc, g->topic, &g->n, t, g->errstr,
                                    sizeof(g->errstr));
     if (err)
         return err;
@@ -162,18 +196,27 @@ rw_err_t rw_lag_measure(const rw_settings_t *s, rw_lag_group_t *gs, int n,
     return rw_lag_measure_within(s, gs, n, interval_ms, TIMEOUT_MS);
 }
 
+long long rw_lag_deadline(long long start_ms, long long interval_ms,
+                          int timeout_ms)
+{
+    return start_ms + interval_ms + (long long)RW_LAG_BUDGET_CALLS * timeout_ms;
+}
+
 rw_err_t rw_lag_measure_within(const rw_settings_t *s, rw_lag_group_t *gs,
                                int n, long long interval_ms, int timeout_ms)
 {
     rw_kafka_consumer_t *kcs[RW_LAG_MAX_GROUPS] = {0};
     rw_err_t err = RW_OK, first = RW_OK;
+    long long deadline =
+        rw_lag_deadline(rw_now_mono_ms(), interval_ms, timeout_ms);
 
     if (n > RW_LAG_MAX_GROUPS)
         return RW_ERR_INVALID_ARG;
     for (int i = 0; i < n; i++) {
-        err = group_open(&gs[i], s, &kcs[i], timeout_ms);
+        err = group_open(&gs[i], s, &kcs[i], deadline, timeout_ms);
         if (!err)
-            err = take_sample(&gs[i], kcs[i], gs[i].samples[0], timeout_ms);
+            err = take_sample(&gs[i], kcs[i], gs[i].samples[0], deadline,
+                              timeout_ms);
         if (err) {
             gs[i].status = RW_LAG_UNKNOWN;
             if (!first)
@@ -187,7 +230,8 @@ rw_err_t rw_lag_measure_within(const rw_settings_t *s, rw_lag_group_t *gs,
         for (int i = 0; i < n; i++) {
             if (gs[i].status == RW_LAG_UNKNOWN)
                 continue;
-            err = take_sample(&gs[i], kcs[i], gs[i].samples[1], timeout_ms);
+            err = take_sample(&gs[i], kcs[i], gs[i].samples[1], deadline,
+                              timeout_ms);
             if (err) {
                 gs[i].status = RW_LAG_UNKNOWN;
                 if (!first)

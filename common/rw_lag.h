@@ -89,8 +89,15 @@ rw_err_t rw_lag_measure(const rw_settings_t *s, rw_lag_group_t *gs, int n,
 /*
  * rw_lag_measure with each Kafka call bounded by timeout_ms (rw_lag_measure
  * allows 10 s): a server thread measures with a short bound so that an
- * unreachable broker costs it seconds, not minutes.
+ * unreachable broker costs it seconds, not minutes. The whole measurement
+ * ends by rw_lag_deadline (interval_ms plus RW_LAG_BUDGET_CALLS x
+ * timeout_ms): a call that would pass it is not made and its group ends
+ * RW_LAG_UNKNOWN ("lag measurement out of time"), so a caller knows the
+ * longest it can take whatever the partition count or the broker does.
  */
+#define RW_LAG_BUDGET_CALLS 3
+long long rw_lag_deadline(long long start_ms, long long interval_ms,
+                          int timeout_ms);
 rw_err_t rw_lag_measure_within(const rw_settings_t *s, rw_lag_group_t *gs,
                                int n, long long interval_ms, int timeout_ms);
 
