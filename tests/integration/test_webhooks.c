@@ -4,7 +4,7 @@
  * the run's transitions and sent by the producer's deliverer to receivers
  * in this process.
  *
- * One fleet, two store apps, one rollout each, and five receivers:
+ * One fleet, two store apps, one rollout each, and these receivers:
  *   /good    answers 200: run.started and run.finished of app A come once
  *            each, signed (the right secret verifies, a wrong one does
  *            not), counts equal to the run's, no secret in any payload;
@@ -12,12 +12,17 @@
  *            id three times, gaps at least the backoff and its double,
  *            delivered on the third attempt (the attempt limit);
  *   /dead    always 500, fleet-wide: dead after the limit with the reason;
- *   a socket that accepts and never answers: app A's run ends while the
- *            first attempt is still waiting, which then times out;
+ *   a socket that accepts and never answers: app A's run ends while its
+ *            first attempt is held (a timeout longer than any rollout);
+ *            40 older deliveries queued by hand for it and another
+ *            silent subscription do not delay one to /healthy (one
+ *            request per subscription in flight); a producer started
+ *            with a short timeout then records the timeout;
  *   /paused  app B's threshold pause arrives with its reason;
  *   /failed  app C's scheduled run, failed at creation by its stored
  *            strategy, sends run.failed (and never run.started).
- * Then rollwavectl's refusals, list (no secret), deliveries and test, and
+ * Then rollwavectl's refusals (a repeated event, a secret short in
+ * characters), --secret-file, list (no secret), deliveries and test, and
  * the daemons' logs hold no secret. Waits are conditions with deadlines.
  */
 #include "rw_itest.h"
