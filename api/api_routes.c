@@ -9,6 +9,7 @@
  * rw_buildlog_read as "rollwavectl run logs", an instance's history by
  * skip / take on its own index.
  */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,19 @@ static void h_whoami(rw_api_req_t *rq)
                            rw_role_allows(rq->role, RW_ROLE_VIEWER), "control",
                            rw_role_allows(rq->role, RW_ROLE_OPERATOR), "admin",
                            rw_role_allows(rq->role, RW_ROLE_ADMIN)));
+}
+
+/*
+ * The first n rows of res as a JSON array: a page is read one row past
+ * its limit to learn whether another follows.
+ */
+static json_t *page_json(const PGresult *res, int n)
+{
+    json_t *arr = json_array();
+
+    for (int r = 0; arr && r < n && r < PQntuples(res); r++)
+        json_array_append_new(arr, rw_api_row_json(res, r));
+    return arr;
 }
 
 /* ---- GET /runs ------------------------------------------------------- */
@@ -216,7 +230,8 @@ static void h_runs_list(rw_api_req_t *rq)
         goto out;
     snprintf(app_s, sizeof(app_s), "%lld", app);
     snprintf(cursor_s, sizeof(cursor_s), "%lld", cursor);
-    snprintf(limit_s, sizeof(limit_s), "%lld", limit);
+    /* one row more than the page tells whether another page follows */
+    snprintf(limit_s, sizeof(limit_s), "%lld", limit + 1);
     {
         const char *p[7] = {status, app ? app_s : NULL,       source, before,
                             after,  cursor ? cursor_s : NULL, limit_s};
@@ -227,11 +242,11 @@ static void h_runs_list(rw_api_req_t *rq)
         goto out;
     }
     n = PQntuples(res);
-    runs = rw_api_rows_json(res);
-    /* a full page may have more behind it; the cursor is its last id */
-    if (n == limit) {
+    runs = page_json(res, (int)limit);
+    /* more rows than the page: the cursor is the page's last id */
+    if (n > limit) {
         json_decref(next);
-        next = json_string(rw_pg_str(res, n - 1, "id"));
+        next = json_string(rw_pg_str(res, (int)limit - 1, "id"));
     }
     rw_api_reply(rq, 200,
                  json_pack("{s:o, s:o}", "runs", runs, "next_cursor", next));
@@ -440,7 +455,8 @@ static void h_run_logs(rw_api_req_t *rq)
     if (!query_ll(rq, "instance", 1, INT64_MAX, 0, &instance) ||
         !query_ll(rq, "limit", 1, LOGS_MAX_LIMIT, LOGS_DEFAULT_LIMIT, &limit))
         goto out;
-    if (cursor && !rw_api_parse_key(cursor, k, 3)) {
+    /* chunk numbers are ints (the key's SQL compares them as such) */
+    if (cursor && (!rw_api_parse_key(cursor, k, 3) || k[0] > INT_MAX)) {
         rw_api_fail(rq, 400, "cursor",
                     "cursor must be the next_cursor of a previous page");
         goto out;
@@ -460,19 +476,20 @@ static void h_run_logs(rw_api_req_t *rq)
     }
     err = rw_buildlog_read(rq->pg, rw_pg_ll(run, 0, "id", 0), instance,
                            failed && strcmp(failed, "true") == 0,
-                           cursor ? &key : NULL, limit, &res, errstr,
+                           cursor ? &key : NULL, limit + 1, &res, errstr,
                            sizeof(errstr));
     if (err) {
         fail_pg(rq, err, errstr);
         goto out;
     }
     n = PQntuples(res);
-    /* a full page may have more behind it: resume after its last row */
-    if (n == limit) {
+    /* more rows than the page: resume after the page's last row */
+    if (n > limit) {
+        int last = (int)limit - 1;
         snprintf(next_s, sizeof(next_s), "%lld.%lld.%lld",
-                 rw_pg_ll(res, n - 1, "chunk", 0),
-                 rw_pg_ll(res, n - 1, "instance_id", 0),
-                 rw_pg_ll(res, n - 1, "log_id", 0));
+                 rw_pg_ll(res, last, "chunk", 0),
+                 rw_pg_ll(res, last, "instance_id", 0),
+                 rw_pg_ll(res, last, "log_id", 0));
         json_decref(next);
         next = json_string(next_s);
     }
@@ -480,7 +497,7 @@ static void h_run_logs(rw_api_req_t *rq)
                  json_pack("{s:{s:s, s:s}, s:o, s:o}", "run", "uuid",
                            rw_pg_str(run, 0, "uuid"), "status",
                            rw_pg_str(run, 0, "status"), "logs",
-                           rw_api_rows_json(res), "next_cursor", next));
+                           page_json(res, (int)limit), "next_cursor", next));
     next = NULL;
 out:
     json_decref(next);

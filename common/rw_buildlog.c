@@ -4,6 +4,7 @@
  */
 #include "rw_buildlog.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,13 +381,26 @@ static const char SQL_READ[] =
     "  l.id AS log_id, COALESCE(l.state, 'none') AS log_state,"
     "  l.attempts::bigint AS log_attempts,"
     "  l.bytes_original, octet_length(l.log)::bigint AS bytes,"
-    "  substring(l.log from '^\\[\\.\\.\\. ([0-9]+) bytes cut "
-    "\\.\\.\\.\\]\n')::bigint AS cut_bytes,"
+    /*
+     * The count of a marker the cut wrote; the text is the build's own,
+     * so any first line may look like one: only a bounded count is read
+     * (the read never fails on a log), and only of a stored log whose
+     * text after that line is shorter than what Lagoon sent and whose
+     * count is no more than that, which every cut log is.
+     */
+    "  CASE WHEN l.state = 'stored' AND m.n IS NOT NULL"
+    "    AND m.n::bigint <= l.bytes_original"
+    "    AND octet_length(l.log) - 21 - length(m.n) < l.bytes_original"
+    "  THEN m.n::bigint END AS cut_bytes,"
     "  to_char(l.fetched_at AT TIME ZONE 'UTC',"
     "          'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS fetched_at,"
     "  l.error, l.log"
     " FROM run_targets t JOIN app_instances i ON i.id = t.instance_id"
     " LEFT JOIN target_logs l ON l.target_id = t.id"
+    /* "[... " and " bytes cut ...]\n" are the 21 bytes around the count */
+    " LEFT JOIN LATERAL (SELECT (regexp_match(l.log,"
+    "   '^\\[\\.\\.\\. ([0-9]{1,18}) bytes cut \\.\\.\\.\\]\n'))[1] AS n) m"
+    "   ON true"
     " WHERE t.run_id = $1::bigint"
     "   AND (l.id IS NOT NULL OR t.state = 'failed')"
     "   AND ($2::bigint IS NULL OR t.instance_id = $2::bigint)"
@@ -412,6 +426,10 @@ rw_err_t rw_buildlog_read(rw_pg_t *pg, long long run_id, long long instance_id,
         snprintf(inst_s, sizeof(inst_s), "%lld", instance_id);
         par[1] = inst_s;
     }
+    if (after && (after->chunk < 0 || after->chunk > INT_MAX))
+        /* chunk numbers are ints: no key past one is a key of a row */
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "read: chunk %lld out of range", after->chunk);
     if (after) {
         snprintf(chunk_s, sizeof(chunk_s), "%lld", after->chunk);
         snprintf(key_s, sizeof(key_s), "%lld", after->instance_id);

@@ -494,12 +494,25 @@ out:
     return err;
 }
 
+/*
+ * The oldest due delivery of each subscription that has none in flight
+ * here ($3), oldest first: a silent receiver then holds one slot for its
+ * timeout, never all of them, and other subscriptions always find one.
+ * DISTINCT ON cannot lock, so the picked rows are locked in a second step,
+ * which re-checks them against a replica that claimed one meanwhile.
+ */
 static const char claim_sql[] =
-    "WITH due AS ("
-    " SELECT id FROM webhook_deliveries"
+    "WITH firsts AS ("
+    " SELECT DISTINCT ON (webhook_id) id, next_at FROM webhook_deliveries"
     " WHERE state = 'pending' AND next_at <= now()"
-    " ORDER BY next_at LIMIT $1::int"
-    " FOR UPDATE SKIP LOCKED)"
+    " AND webhook_id <> ALL ($3::bigint[])"
+    " ORDER BY webhook_id, next_at, id),"
+    " due AS ("
+    " SELECT d.id FROM webhook_deliveries d"
+    " JOIN (SELECT id FROM firsts ORDER BY next_at, id LIMIT $1::int) f"
+    " ON f.id = d.id"
+    " WHERE d.state = 'pending' AND d.next_at <= now()"
+    " FOR UPDATE OF d SKIP LOCKED)"
     " UPDATE webhook_deliveries d"
     " SET attempts = d.attempts + 1,"
     " next_at = now() + $2::bigint * interval '1 millisecond'"
@@ -515,14 +528,24 @@ static rw_err_t claim(rw_webhook_deliverer_t *d, int *claimed, char *errstr,
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     char lim[16], lease[24];
-    const char *params[2] = {lim, lease};
+    rw_pg_array_t busy;
+    const char *params[3] = {lim, lease, NULL};
     int free_slots = d->o.concurrency - d->busy;
 
     *claimed = 0;
+    rw_pg_array_init(&busy);
+    for (int i = 0; i < d->o.concurrency; i++)
+        if (d->x[i].busy)
+            rw_pg_array_add_ll(&busy, d->x[i].webhook_id);
+    params[2] = rw_pg_array_finish(&busy);
+    if (!params[2]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     snprintf(lim, sizeof(lim), "%d", free_slots);
     snprintf(lease, sizeof(lease), "%lld",
              (long long)d->o.timeout_ms + LEASE_MARGIN_MS);
-    err = rw_pg_exec(d->pg, claim_sql, 2, params, &res, errstr, errlen);
+    err = rw_pg_exec(d->pg, claim_sql, 3, params, &res, errstr, errlen);
     if (err)
         goto out;
     for (int row = 0, i = 0; row < PQntuples(res); row++) {
@@ -566,6 +589,7 @@ static rw_err_t claim(rw_webhook_deliverer_t *d, int *claimed, char *errstr,
         (*claimed)++;
     }
 out:
+    rw_pg_array_free(&busy);
     PQclear(res);
     return err;
 }
@@ -600,7 +624,11 @@ rw_err_t rw_webhook_deliverer_step(rw_webhook_deliverer_t *d, int wait_ms,
     if (d->busy < d->o.concurrency && now >= d->next_claim_ms) {
         int want = d->o.concurrency - d->busy, claimed = 0;
         err = claim(d, &claimed, errstr, errlen);
-        /* a full claim may have left more due: look again next step */
+        /*
+         * a full claim may have left more due: look again next step. A
+         * short one leaves due only deliveries of subscriptions in
+         * flight, which a finished transfer claims (below).
+         */
         d->next_claim_ms = (err || claimed < want) ? now + d->o.poll_ms : now;
         if (err)
             goto out;
@@ -613,8 +641,11 @@ rw_err_t rw_webhook_deliverer_step(rw_webhook_deliverer_t *d, int wait_ms,
         for (int i = 0; !x && i < d->o.concurrency; i++)
             if (d->x[i].busy && d->x[i].easy == msg->easy_handle)
                 x = &d->x[i];
-        if (x)
+        if (x) {
             finish(d, x, msg->data.result);
+            /* its subscription's next due delivery may go now */
+            d->next_claim_ms = rw_now_mono_ms();
+        }
     }
     err = record(d, errstr, errlen);
     if (err)

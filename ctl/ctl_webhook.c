@@ -1,13 +1,14 @@
 /*
  * ctl_webhook: run-event webhook subscriptions. "webhook add --url URL
- * --events LIST [--store-app ID] [--secret S] [--by NAME]" subscribes (a
- * generated secret is printed once); "webhook list [--json]" shows the
- * subscriptions with their delivery counts and last error, never the
- * secret nor URL credentials; "webhook remove ID"; "webhook test ID" sends
- * a signed webhook.test event now and prints the answer; "webhook
+ * --events LIST [--store-app ID] [--secret S | --secret-file PATH] [--by
+ * NAME]" subscribes (a generated secret is printed once); "webhook list
+ * [--json]" shows the subscriptions with their delivery counts and last error,
+ * never the secret nor URL credentials; "webhook remove ID"; "webhook test ID"
+ * sends a signed webhook.test event now and prints the answer; "webhook
  * deliveries ID [--state S] [--limit N] [--json]" lists deliveries. Signing
  * and sending live in common/rw_webhook.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -55,22 +56,26 @@ out:
 
 /*
  * Check a comma-separated event list and write it as a Postgres array
- * literal into lit. Prints the problem and returns false when an event is
- * unknown or the list is empty.
+ * literal into *lit (malloc'd, the caller frees). Prints the problem and
+ * returns false when an event is unknown or given twice, or the list is
+ * empty: a duplicate is refused rather than dropped, as it is more likely
+ * a typo for another event than meant.
  */
-static bool parse_events(const char *list, char *lit, size_t len)
+static bool parse_events(const char *list, char **lit)
 {
-    char buf[512];
+    char *buf = strdup(list);
     char *save = NULL;
-    size_t used = 0;
-    int n = 0;
+    const char *seen[16];
+    size_t n = 0;
+    rw_pg_array_t a;
+    bool ok = false;
 
-    if (strlen(list) >= sizeof(buf)) {
-        rw_ctl_errorf(CMD, "--events: list too long");
-        return false;
+    *lit = NULL;
+    rw_pg_array_init(&a);
+    if (!buf) {
+        rw_ctl_errorf(CMD, "--events: out of memory");
+        goto out;
     }
-    snprintf(buf, sizeof(buf), "%s", list);
-    used = (size_t)snprintf(lit, len, "{");
     for (char *e = strtok_r(buf, ",", &save); e;
          e = strtok_r(NULL, ",", &save)) {
         while (*e == ' ')
@@ -81,18 +86,89 @@ static bool parse_events(const char *list, char *lit, size_t len)
                           "run.paused, run.resumed, run.finished, run.failed, "
                           "run.cancelled)",
                           e);
-            return false;
+            goto out;
         }
-        used += (size_t)snprintf(lit + used, len - used, "%s\"%s\"",
-                                 n ? "," : "", e);
-        n++;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(seen[i], e) == 0) {
+                rw_ctl_errorf(CMD, "--events: '%s' given twice", e);
+                goto out;
+            }
+        /* known and distinct: never more than the known events */
+        if (n == sizeof(seen) / sizeof(seen[0])) {
+            rw_ctl_errorf(CMD, "--events: too many events");
+            goto out;
+        }
+        seen[n++] = e;
+        rw_pg_array_add_str(&a, e);
     }
-    snprintf(lit + used, len - used, "}");
     if (n == 0) {
         rw_ctl_errorf(CMD, "--events: give at least one event");
+        goto out;
+    }
+    if (!rw_pg_array_finish(&a) || !(*lit = strdup(a.buf))) {
+        rw_ctl_errorf(CMD, "--events: out of memory");
+        goto out;
+    }
+    ok = true;
+out:
+    rw_pg_array_free(&a);
+    free(buf);
+    return ok;
+}
+
+/*
+ * Characters of a UTF-8 string, as Postgres' length() counts them in the
+ * secret's CHECK (a byte count would let a short multibyte secret past
+ * here only for the insert to fail).
+ */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+/*
+ * The secret in file path into buf (a trailing newline, or CRLF, dropped).
+ * Prints the problem and returns false when it cannot be read, is longer
+ * than buf or holds a NUL byte.
+ */
+static bool read_secret_file(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    size_t got;
+    bool ok = false;
+
+    if (!f) {
+        rw_ctl_errorf(CMD, "--secret-file: cannot open %s: %s", path,
+                      strerror(errno));
         return false;
     }
-    return true;
+    got = fread(buf, 1, len - 1, f);
+    if (ferror(f)) {
+        rw_ctl_errorf(CMD, "--secret-file: cannot read %s", path);
+        goto out;
+    }
+    if (got == len - 1 && fgetc(f) != EOF) {
+        rw_ctl_errorf(CMD, "--secret-file: longer than %zu bytes", len - 2);
+        goto out;
+    }
+    buf[got] = '\0';
+    if (strlen(buf) != got) {
+        rw_ctl_errorf(CMD, "--secret-file: holds a NUL byte");
+        goto out;
+    }
+    if (got > 0 && buf[got - 1] == '\n')
+        buf[--got] = '\0';
+    if (got > 0 && buf[got - 1] == '\r')
+        buf[--got] = '\0';
+    ok = true;
+out:
+    fclose(f);
+    return ok;
 }
 
 static bool gen_secret(char *buf, size_t len)
@@ -127,8 +203,9 @@ static int add(int argc, char **argv, rw_pg_t *pg)
         " OR EXISTS (SELECT 1 FROM store_apps WHERE id = $1::bigint)"
         " RETURNING id";
     const char *url = NULL, *events = NULL, *app = NULL, *secret = NULL;
-    const char *by = getenv("USER");
-    char lit[512], gen[RW_WEBHOOK_SECRET_LEN + 1], errstr[512];
+    const char *secret_file = NULL, *by = getenv("USER");
+    char *lit = NULL;
+    char gen[RW_WEBHOOK_SECRET_LEN + 1], from_file[1024], errstr[512];
     long long app_id = 0;
     PGresult *res = NULL;
     int rc = RW_CTL_EXIT_OK;
@@ -143,6 +220,8 @@ static int add(int argc, char **argv, rw_pg_t *pg)
             app = argv[++i];
         else if (strcmp(argv[i], "--secret") == 0 && val)
             secret = argv[++i];
+        else if (strcmp(argv[i], "--secret-file") == 0 && val)
+            secret_file = argv[++i];
         else if (strcmp(argv[i], "--by") == 0 && val)
             by = argv[++i];
         else {
@@ -160,19 +239,39 @@ static int add(int argc, char **argv, rw_pg_t *pg)
                            "host");
         return RW_CTL_EXIT_USAGE;
     }
-    if (!parse_events(events, lit, sizeof(lit)))
+    if (secret && secret_file) {
+        rw_ctl_errorf(CMD, "give --secret or --secret-file, not both");
         return RW_CTL_EXIT_USAGE;
+    }
+    gen[0] = from_file[0] = '\0';
+    if (!parse_events(events, &lit)) {
+        rc = RW_CTL_EXIT_USAGE;
+        goto out;
+    }
     if (app && rw_ctl_parse_ll(CMD, "--store-app", app, 1,
-                               9223372036854775807LL, &app_id) < 0)
-        return RW_CTL_EXIT_USAGE;
-    if (secret && strlen(secret) < 16) {
-        rw_ctl_errorf(CMD, "--secret: at least 16 characters");
-        return RW_CTL_EXIT_USAGE;
+                               9223372036854775807LL, &app_id) < 0) {
+        rc = RW_CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (secret_file) {
+        if (!read_secret_file(secret_file, from_file, sizeof(from_file))) {
+            rc = RW_CTL_EXIT_USAGE;
+            goto out;
+        }
+        secret = from_file;
+    }
+    /* characters, as the table's CHECK counts them */
+    if (secret && utf8_chars(secret) < 16) {
+        rw_ctl_errorf(CMD, "%s: at least 16 characters",
+                      secret_file ? "--secret-file" : "--secret");
+        rc = RW_CTL_EXIT_USAGE;
+        goto out;
     }
     if (!secret) {
         if (!gen_secret(gen, sizeof(gen))) {
             rw_ctl_errorf(CMD, "add: no random bytes for a secret");
-            return RW_CTL_EXIT_FAILED;
+            rc = RW_CTL_EXIT_FAILED;
+            goto out;
         }
         secret = gen;
     }
@@ -202,6 +301,8 @@ static int add(int argc, char **argv, rw_pg_t *pg)
                     "body); it is not shown again\n");
 out:
     explicit_bzero(gen, sizeof(gen));
+    explicit_bzero(from_file, sizeof(from_file));
+    free(lit);
     PQclear(res);
     return rc;
 }

@@ -316,9 +316,19 @@ function logSummary(l) {
 /* One instance's build logs in a run, as stored (redacted by the poller). */
 async function logPage(uuid, id) {
   const gen = generation;
-  const data = await api("/runs/" + encodeURIComponent(uuid) + "/logs?instance=" + encodeURIComponent(id));
+  const base = "/runs/" + encodeURIComponent(uuid) + "/logs?instance=" + encodeURIComponent(id);
+  /* an instance has a log per deployment of the run (retries add some):
+   * follow next_cursor so none is left out, up to a bound */
+  let data = await api(base);
+  const logs = (data.logs || []).slice();
+  let pages = 1;
+  while (data.next_cursor && pages < 20) {
+    data = await api(base + "&cursor=" + encodeURIComponent(data.next_cursor));
+    if (gen !== generation) return;
+    logs.push(...(data.logs || []));
+    pages++;
+  }
   if (gen !== generation) return;
-  const logs = data.logs || [];
   show(
     el("h1", {}, "Build log of instance ", el("a", { href: "#/instances/" + encodeURIComponent(id), text: id })),
     el("p", {}, "Run ", el("a", { class: "mono", href: "#/runs/" + encodeURIComponent(data.run.uuid), text: data.run.uuid })),
@@ -328,7 +338,8 @@ async function logPage(uuid, id) {
         ["Target", badge(l.state)], ["Attempt", text(l.attempt)], ["Log", logSummary(l)],
       ].map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       l.log_state === "stored" ? el("pre", { class: "log-text", text: l.log }) : null))
-      : el("p", { class: "muted", id: "no-log", text: "No log for this instance in this run." })));
+      : el("p", { class: "muted", id: "no-log", text: "No log for this instance in this run." })),
+    ...(data.next_cursor ? [el("p", { class: "muted", id: "more-logs", text: "More logs than shown: see rollwavectl run logs." })] : []));
 }
 
 async function instancePage(id, params) {

@@ -727,6 +727,17 @@ static void test_pagination(void **state)
             q_ll("SELECT count(*) FROM deployment_runs"));
         json_decref(doc);
     }
+    /* a page that holds exactly the rows left is the last */
+    {
+        long long all = q_ll("SELECT count(*) FROM deployment_runs");
+        json_t *doc;
+        snprintf(path, sizeof(path), "/api/v1/runs?limit=%lld", all);
+        doc = expect("GET", path, ctx.viewer, NULL, 200);
+        assert_int_equal(
+            (long long)json_array_size(json_object_get(doc, "runs")), all);
+        assert_true(json_is_null(json_object_get(doc, "next_cursor")));
+        json_decref(doc);
+    }
 
     /* a filter pages the same way, over its own index */
     q_ll("WITH u AS (UPDATE deployment_runs SET status = 'failed'"
@@ -1194,6 +1205,58 @@ static void test_logs(void **state)
     assert_int_equal(json_array_size(json_object_get(doc, "logs")), 0);
     json_decref(doc);
 
+    /* a page that ends exactly at the last row is the last */
+    snprintf(path, sizeof(path), "%s?limit=3&failed=true", base);
+    doc = get_logs(path);
+    assert_int_equal(json_array_size(json_object_get(doc, "logs")), 3);
+    assert_true(json_is_null(json_object_get(doc, "next_cursor")));
+    json_decref(doc);
+
+    /*
+     * the cut count is read from the log's own text: a marker-like first
+     * line in a build's output (a count past bigint, one larger than the
+     * build) reads as not cut, and never fails the read; a cut as the
+     * poller writes it (a shorter tail behind the marker) gives its count
+     */
+    {
+        char i2[24], i3[24], i5[24];
+        const char *cp[3] = {i2, i3, i5};
+        const char *run_logs[] = {"rollwavectl", "run", "logs", uuid, NULL};
+        char out[65536];
+
+        snprintf(i2, sizeof(i2), "%lld", ids[1]);
+        snprintf(i3, sizeof(i3), "%lld", ids[2]);
+        snprintf(i5, sizeof(i5), "%lld", ids[4]);
+        PQclear(rw_itest_fleet_q(
+            ctx.f,
+            "UPDATE target_logs l SET"
+            " log = CASE t.instance_id"
+            "  WHEN $1::bigint THEN"
+            "   E'[... 99999999999999999999 bytes cut ...]\\n' || l.log"
+            "  WHEN $2::bigint THEN E'[... 4990 bytes cut ...]\\n' || l.log"
+            "  ELSE E'[... 123456789 bytes cut ...]\\n' || l.log END,"
+            " bytes_original = CASE t.instance_id"
+            "  WHEN $2::bigint THEN 4990 + octet_length(l.log)"
+            "  ELSE l.bytes_original END"
+            " FROM run_targets t WHERE t.id = l.target_id"
+            " AND t.instance_id IN ($1::bigint, $2::bigint, $3::bigint)",
+            3, cp));
+        snprintf(path, sizeof(path), "%s?failed=true", base);
+        doc = get_logs(path);
+        assert_int_equal(json_array_size(json_object_get(doc, "logs")), 3);
+        json_array_foreach(json_object_get(doc, "logs"), i, v)
+        {
+            if (strcmp(str_at(v, "name"), "lg3") == 0)
+                assert_int_equal(int_at(v, "cut_bytes"), 4990);
+            else
+                assert_true(json_is_null(json_object_get(v, "cut_bytes")));
+        }
+        json_decref(doc);
+        assert_int_equal(rw_itest_fleet_run(ctx.f, run_logs, out, sizeof(out)),
+                         0);
+        assert_non_null(strstr(out, "99999999999999999999 bytes cut"));
+    }
+
     /* a failed target whose row is gone is still listed, as "none" */
     snprintf(body, sizeof(body), "%lld", ids[4]);
     p[0] = body;
@@ -1218,10 +1281,16 @@ static void test_logs(void **state)
                  "bad_request", "uuid");
     {
         static const char *const bad[][2] = {
-            {"failed=yes", "failed"},     {"failed=", "failed"},
-            {"limit=0", "limit"},         {"limit=51", "limit"},
-            {"instance=abc", "instance"}, {"instance=0", "instance"},
-            {"cursor=1.2", "cursor"},     {"cursor=a.b.c", "cursor"},
+            {"failed=yes", "failed"},
+            {"failed=", "failed"},
+            {"limit=0", "limit"},
+            {"limit=51", "limit"},
+            {"instance=abc", "instance"},
+            {"instance=0", "instance"},
+            {"cursor=1.2", "cursor"},
+            {"cursor=a.b.c", "cursor"},
+            /* a chunk number is an int */
+            {"cursor=2147483648.0.0", "cursor"},
         };
         for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
             snprintf(path, sizeof(path), "%s?%s", base, bad[k][0]);
