@@ -147,7 +147,8 @@ static const ctl_cmd_t cmds[] = {
      "revoke NAME | list [--json])",
      "rollwave-api bearer tokens: create (printed once), revoke, list"},
     {"webhook", rw_ctl_webhook, NEED_PG | NEED_WEBHOOK,
-     "(add --url URL --events LIST [--store-app ID] [--secret S] "
+     "(add --url URL --events LIST [--store-app ID] [--secret S | "
+     "--secret-file PATH] "
      "[--by NAME] | list [--json] | remove ID | test ID | deliveries ID "
      "[--state pending|delivered|dead] [--limit N] [--json])",
      "run-event webhooks: subscribe (events run.started, run.paused, "
