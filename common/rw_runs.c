@@ -811,8 +811,9 @@ out:
 }
 
 rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
-                          const rw_run_spec_t *spec, rw_run_summary_t **runs,
-                          size_t *n_runs, char *errstr, size_t errlen)
+                          const rw_run_spec_t *spec, rw_runs_made_cb made_cb,
+                          void *ud, rw_run_summary_t **runs, size_t *n_runs,
+                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *quotas = NULL;
@@ -846,6 +847,8 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
                            &made, errstr, errlen);
         if (err)
             break;
+        if (made && made_cb)
+            made_cb(&out[nout], ud);
         nout += made;
     }
 out:

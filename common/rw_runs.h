@@ -71,11 +71,15 @@ typedef struct rw_run_skip {
  * and environment becomes a skipped target with the reason; the others are
  * scheduled. *runs (malloc'd, caller frees) lists the runs created; none due is
  * *n_runs = 0. On an error the runs committed before it are still listed (and
- * real).
+ * real). made_cb (may be NULL) is called after each run's commit, before the
+ * next app is selected: the producer relays that run's batches there, so
+ * the workers start on the first app while the others are still scheduled.
  */
+typedef void (*rw_runs_made_cb)(const rw_run_summary_t *run, void *ud);
 rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
-                          const rw_run_spec_t *spec, rw_run_summary_t **runs,
-                          size_t *n_runs, char *errstr, size_t errlen);
+                          const rw_run_spec_t *spec, rw_runs_made_cb made_cb,
+                          void *ud, rw_run_summary_t **runs, size_t *n_runs,
+                          char *errstr, size_t errlen);
 
 /*
  * Manual run over the given instances (trials allowed) or, with ids NULL,

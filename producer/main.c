@@ -104,6 +104,26 @@ static void runs_by_status(producer_t *pr)
     PQclear(res);
 }
 
+/*
+ * After each run of a tick commits: publish its batches now, so a tick
+ * over many apps has workers on the first app's run while it schedules
+ * the next. What fails here stays in the outbox for the tick's last relay.
+ */
+static void run_made(const rw_run_summary_t *run, void *ud)
+{
+    producer_t *pr = ud;
+    long long published = 0;
+    char errstr[512];
+    rw_err_t err;
+
+    (void)run;
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, pr->svc.s, RELAY_BATCH, 0,
+                          &published, errstr, sizeof(errstr));
+    if (err)
+        rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
+                rw_err_name(err), errstr);
+}
+
 /* One scheduler tick: leftovers first, then due instances, then relay. */
 static void tick(producer_t *pr)
 {
@@ -135,8 +155,8 @@ static void tick(producer_t *pr)
             rw_warn("producer", "event=outbox_prune_failed detail=\"%s\"",
                     errstr);
     }
-    err = rw_runs_schedule(pr->svc.pg, s->max_per_run, &spec, &runs, &n_runs,
-                           errstr, sizeof(errstr));
+    err = rw_runs_schedule(pr->svc.pg, s->max_per_run, &spec, run_made, pr,
+                           &runs, &n_runs, errstr, sizeof(errstr));
     if (err) {
         rw_service_note(&pr->svc, err);
         rw_error("producer",

@@ -980,7 +980,7 @@ static void test_tick_skips_bad_targets(void **state)
     exec_sql(f->pg, BAD_TARGETS_SQL);
     /* the fixture's runs carry explicit ids */
     exec_sql(f->pg, "SELECT setval('deployment_runs_id_seq', 100)");
-    if (rw_runs_schedule(f->pg, 50, &spec, &runs, &n_runs, errstr,
+    if (rw_runs_schedule(f->pg, 50, &spec, NULL, NULL, &runs, &n_runs, errstr,
                          sizeof(errstr)))
         fail_msg("schedule: %s", errstr);
     /* one run for shop: bravo and echo scheduled, five skipped */
@@ -1040,7 +1040,7 @@ static void test_tick_skips_bad_targets(void **state)
     runs = NULL;
 
     /* the next tick finds nothing: pending targets and pushed-back ones */
-    if (rw_runs_schedule(f->pg, 50, &spec, &runs, &n_runs, errstr,
+    if (rw_runs_schedule(f->pg, 50, &spec, NULL, NULL, &runs, &n_runs, errstr,
                          sizeof(errstr)))
         fail_msg("schedule: %s", errstr);
     assert_int_equal(n_runs, 0);
