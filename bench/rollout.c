@@ -66,6 +66,7 @@ typedef struct opts {
     long long warmup_s;
     long long progress_ms;
     long long retention_rows;
+    long long ceiling_rows;
     const char *bin_dir;
     const char *log_dir;
     const char *child_log_level;
@@ -96,12 +97,20 @@ static void usage(FILE *out)
             "  --warmup S             wait after the daemons are healthy, "
             "for the\n"
             "                         consumer groups to form (default 5)\n"
-            "  --progress-ms MS       progress line interval (default 1000)\n"
+            "  --progress-ms MS       progress line interval (default 1000,\n"
+            "                         N/100 above 100000 instances: each "
+            "line counts\n"
+            "                         every target)\n"
             "  --retention-rows N     seed N targets of finished runs 200 "
             "days old\n"
             "                         (runs of 1000) and run `rollwavectl "
             "retention`\n"
             "                         during the rollout (default 0: none)\n"
+            "  --ceiling-rows N       rows of the bulk-write ceiling, "
+            "measured after the\n"
+            "                         report on a scratch copy of "
+            "run_targets (default\n"
+            "                         100000; 0: not measured)\n"
             "  --bin-dir DIR          daemon binaries (default: this "
             "program's directory)\n"
             "  --log-dir DIR          daemon logs (default: a new "
@@ -172,6 +181,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
             dst = &o->progress_ms, min = 100, max = 600000;
         } else if (strcmp(a, "--retention-rows") == 0) {
             dst = &o->retention_rows, min = 0, max = 100000000;
+        } else if (strcmp(a, "--ceiling-rows") == 0) {
+            dst = &o->ceiling_rows, min = 0, max = 10000000;
         } else {
             fprintf(stderr,
                     "rollwave-bench-rollout: unknown argument '%s' "
@@ -644,6 +655,7 @@ typedef struct bench {
     long long claimed0, unclaimed0;
     double t_start;    /* database clock when the producer started */
     double producer_s; /* producer --once wall time */
+    double e2e_s;      /* producer start -> last run final */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -1273,6 +1285,7 @@ static void report(bench_t *b)
     }
     n = (double)rw_pg_ll(st, 0, "targets", 0);
     t_e2e = rw_bench_num(runs, "last_completed") - b->t_start;
+    b->e2e_s = t_e2e;
     t_trig =
         rw_bench_num(st, "last_triggered") - rw_bench_num(st, "first_claimed");
     t_poll =
@@ -1340,6 +1353,192 @@ out:
     PQclear(st);
     PQclear(runs);
     PQclear(sc);
+}
+
+/* ---- the bulk-write ceiling ------------------------------------------- */
+
+/*
+ * What one client gets out of this Postgres when it writes targets the way
+ * rollwave does (one UPDATE ... FROM unnest over arrays), on a scratch copy
+ * of run_targets: same columns, types, defaults, checks and indexes (LIKE
+ * ... INCLUDING ALL copies neither foreign keys nor triggers). Explicit ids
+ * leave run_targets' sequence alone.
+ */
+#define SCRATCH "rwbench_scratch_targets"
+
+static const char SQL_SCRATCH_DROP[] =
+    RW_BENCH_MARK "DROP TABLE IF EXISTS " SCRATCH;
+
+static const char SQL_SCRATCH_CREATE[] =
+    RW_BENCH_MARK "CREATE TABLE " SCRATCH " (LIKE run_targets INCLUDING ALL)";
+
+static const char SQL_SCRATCH_FILL[] = RW_BENCH_MARK
+    "INSERT INTO " SCRATCH " (id, run_id, instance_id, chunk, state,"
+    "     attempt, lagoon_project, lagoon_environment)"
+    " SELECT g, 1 + g / 1000, g, (g % 1000) / 50, 'pending', 0,"
+    "        'bench-p' || g, 'main'"
+    "   FROM generate_series(1, $1::bigint) g";
+
+static const char SQL_SCRATCH_VACUUM[] =
+    RW_BENCH_MARK "VACUUM (ANALYZE) " SCRATCH;
+
+/* The columns a state change of rollwave's moves along with the state. */
+static const char SQL_SCRATCH_UPDATE[] = RW_BENCH_MARK
+    "UPDATE " SCRATCH " t SET state = u.state, updated_at = now(),"
+    " attempt = CASE WHEN u.state = 'claimed' THEN t.attempt + 1"
+    "           ELSE t.attempt END,"
+    " claimed_at = CASE WHEN u.state = 'claimed' THEN now()"
+    "              ELSE t.claimed_at END,"
+    " triggered_at = CASE WHEN u.state = 'triggered' THEN now()"
+    "                ELSE t.triggered_at END,"
+    " finished_at = CASE WHEN u.state IN ('succeeded', 'failed',"
+    "                                    'timed_out') THEN now()"
+    "               ELSE t.finished_at END"
+    " FROM unnest($1::bigint[], $2::text[]) AS u(id, state)"
+    " WHERE t.id = u.id";
+
+/* Rows rollwave's own statements wrote to run_targets: both of its target
+ * writers (rw_state.c) are a top-level UPDATE run_targets. */
+static const char SQL_PGSS_TARGET_WRITES[] = RW_BENCH_MARK
+    "SELECT COALESCE(sum(rows), 0)::bigint AS rows,"
+    " COALESCE(sum(calls), 0)::bigint AS calls,"
+    " count(*) AS statements,"
+    " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'"
+    "   AND s.query ~* '^\\s*(WITH\\M.*\\m)?UPDATE\\s+run_targets\\M'";
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, c = *(const double *)y;
+    return (a > c) - (a < c);
+}
+
+/* Median wall time in ms of 3 updates of rows rows, each to a new state. */
+static rw_err_t ceiling_measure(bench_t *b, long long rows, double *median_ms,
+                                char *errstr, size_t errlen)
+{
+    static const char *const states[3] = {"claimed", "triggered", "succeeded"};
+    rw_err_t err = RW_OK;
+    rw_pg_array_t ids, st;
+    PGresult *res = NULL;
+    double ms[3];
+    char n_s[24];
+    const char *p[2];
+
+    rw_pg_array_init(&ids);
+    rw_pg_array_init(&st);
+    snprintf(n_s, sizeof(n_s), "%lld", rows);
+    p[0] = n_s;
+    err = rw_pg_exec(b->pg, SQL_SCRATCH_DROP, 0, NULL, NULL, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_CREATE, 0, NULL, NULL, errstr,
+                         errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_FILL, 1, p, NULL, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_VACUUM, 0, NULL, NULL, errstr,
+                         errlen);
+    if (err)
+        goto out;
+    for (long long i = 1; i <= rows; i++)
+        rw_pg_array_add_ll(&ids, i);
+    p[0] = rw_pg_array_finish(&ids);
+    if (!p[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < 3; k++) {
+        long long t0;
+        rw_pg_array_free(&st);
+        rw_pg_array_init(&st);
+        for (long long i = 0; i < rows; i++)
+            rw_pg_array_add_str(&st, states[k]);
+        p[1] = rw_pg_array_finish(&st);
+        if (!p[1]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        t0 = rw_bench_mono_ms();
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_UPDATE, 2, p, &res, errstr, errlen);
+        ms[k] = (double)(rw_bench_mono_ms() - t0);
+        if (err)
+            goto out;
+        /* a statement that moved fewer rows would flatter the ceiling */
+        if (atoll(PQcmdTuples(res)) != rows) {
+            err = rw_err_set(errstr, errlen, RW_ERR_PG_QUERY,
+                             "scratch update moved %s rows of %lld",
+                             PQcmdTuples(res), rows);
+            goto out;
+        }
+        PQclear(res);
+        res = NULL;
+    }
+    qsort(ms, 3, sizeof(ms[0]), cmp_double);
+    *median_ms = ms[1];
+out:
+    PQclear(res);
+    rw_pg_array_free(&ids);
+    rw_pg_array_free(&st);
+    return err;
+}
+
+/*
+ * After the report, so that the rollout's figures are not disturbed: the
+ * ceiling, and rollwave's target writes as a share of it.
+ */
+static void report_ceiling(bench_t *b)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    double median_ms = 0, ceiling, exec_s, rows;
+    rw_err_t err;
+
+    if (b->o.ceiling_rows <= 0)
+        return;
+    printf("\nbulk-write ceiling (one UPDATE ... FROM unnest of %lld rows "
+           "on a scratch copy\nof run_targets, no triggers or foreign keys; "
+           "median wall time of 3)\n",
+           b->o.ceiling_rows);
+    fflush(stdout);
+    err = ceiling_measure(b, b->o.ceiling_rows, &median_ms, errstr,
+                          sizeof(errstr));
+    if (rw_pg_exec(b->pg, SQL_SCRATCH_DROP, 0, NULL, NULL, errstr + 256,
+                   sizeof(errstr) - 256))
+        fprintf(stderr, "bench: drop %s: %s\n", SCRATCH, errstr + 256);
+    if (err) {
+        printf("  not measured: %s\n", errstr);
+        return;
+    }
+    ceiling = rw_bench_per((double)b->o.ceiling_rows, median_ms / 1000.0);
+    printf("  bulk-write ceiling  %.0f rows/s  (%.1f ms per %lld rows)\n",
+           ceiling, median_ms, b->o.ceiling_rows);
+    if (!b->pgss) {
+        printf("  rollwave writes     not measured (no pg_stat_statements)\n");
+        return;
+    }
+    if (rw_pg_exec(b->pg, SQL_PGSS_TARGET_WRITES, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        printf("  rollwave writes     query failed: %s\n", errstr);
+        return;
+    }
+    rows = (double)rw_pg_ll(res, 0, "rows", 0);
+    exec_s = rw_bench_num(res, "exec_ms") / 1000.0;
+    printf("  rollwave writes     %.0f rows/s (%.1f%% of the ceiling)  "
+           "per second of their execution: %.0f rows in %lld calls of "
+           "%lld statements, %.2f s\n",
+           rw_bench_per(rows, exec_s),
+           100.0 * rw_bench_per(rw_bench_per(rows, exec_s), ceiling), rows,
+           rw_pg_ll(res, 0, "calls", 0), rw_pg_ll(res, 0, "statements", 0),
+           exec_s);
+    printf("  rollwave writes     %.0f rows/s (%.1f%% of the ceiling)  "
+           "per second of the %.1f s rollout\n",
+           rw_bench_per(rows, b->e2e_s),
+           100.0 * rw_bench_per(rw_bench_per(rows, b->e2e_s), ceiling),
+           b->e2e_s);
+    PQclear(res);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -1441,7 +1640,8 @@ int main(int argc, char **argv)
     b->o.first_poll_delay_s = 0;
     b->o.timeout_s = 3600;
     b->o.warmup_s = 5;
-    b->o.progress_ms = 1000;
+    b->o.progress_ms = 0;
+    b->o.ceiling_rows = 100000;
     b->o.child_log_level = "warn";
     b->o.redis_proxy = 1;
     b->px.lfd = -1;
@@ -1450,6 +1650,11 @@ int main(int argc, char **argv)
         free(b);
         return rc > 0 ? 0 : 2;
     }
+    /* the progress query scans every target: at a million a line a
+     * second would take a visible share of Postgres from the rollout */
+    if (b->o.progress_ms == 0)
+        b->o.progress_ms =
+            b->o.instances > 100000 ? b->o.instances / 100 : 1000;
     err = rw_config_load(rw_bench_env_keys, rw_bench_n_env_keys, &b->env, NULL,
                          NULL, errstr, sizeof(errstr));
     if (err) {
@@ -1476,6 +1681,7 @@ int main(int argc, char **argv)
     if (!err) {
         stop_daemons(b);
         report(b);
+        report_ceiling(b);
     } else {
         fprintf(stderr, "rollwave-bench-rollout: %s: %s\n", rw_err_name(err),
                 errstr);
