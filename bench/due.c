@@ -62,6 +62,7 @@ typedef struct fleet_res {
     double wall_ms;       /* producer --once process */
     double tick_ms;       /* leader_elected -> event=tick in its log */
     double due_ms;        /* the due-selection statement */
+    double jit_ms;        /* of which JIT compilation */
     double stmt_ms;       /* every statement of the tick */
     long long due_calls;
     long long rss_kb;
@@ -101,7 +102,7 @@ static void usage(FILE *out)
             "                     (default 10)\n"
             "  --ticks T          producer --once runs per fleet, medians "
             "printed\n"
-            "                     (default 3)\n"
+            "                     (default 5)\n"
             "  --timeout S        give up on one producer --once after S "
             "seconds\n"
             "                     (default 600)\n"
@@ -143,8 +144,8 @@ static int parse_fleets(const char *v, opts_t *o)
                     MAX_FLEETS);
             return -1;
         }
-        if (rw_bench_parse_ll("rollwave-bench-due", "--fleets", t, 1,
-                              100000000, &o->fleets[o->n_fleets]))
+        if (rw_bench_parse_ll("rollwave-bench-due", "--fleets", t, 1, 100000000,
+                              &o->fleets[o->n_fleets]))
             return -1;
         o->n_fleets++;
     }
@@ -264,22 +265,32 @@ static const char SQL_SELECTED[] = RW_BENCH_MARK
 
 /* The runs of a tick and their batches go, so the next tick finds the
  * same due set (the selected instances have no other trace). */
-static const char SQL_UNDO_RUNS[] =
-    RW_BENCH_MARK "DELETE FROM deployment_runs";
+static const char SQL_UNDO_RUNS[] = RW_BENCH_MARK "DELETE FROM deployment_runs";
 static const char SQL_UNDO_OUTBOX[] = RW_BENCH_MARK "DELETE FROM outbox";
 
 static const char SQL_PGSS_RESET[] =
     RW_BENCH_MARK "SELECT pg_stat_statements_reset(0, (SELECT oid FROM"
                   " pg_database WHERE datname = current_database()), 0)";
 
-/* The due selection is rw_runs.c's SQL_DUE. */
+/*
+ * The due selection is rw_runs.c's SQL_DUE. Its JIT time is part of its
+ * execution time and shown apart: JIT follows the planner's cost estimate,
+ * which grows with the fleet even when the rows read do not. Read through
+ * to_jsonb, as pg_stat_statements before 1.10 has no JIT columns.
+ */
 static const char SQL_PGSS_TICK[] = RW_BENCH_MARK
     "SELECT COALESCE(sum(calls) FILTER (WHERE s.query LIKE"
     "   'SELECT d.id, d.store_app_id%'), 0)::bigint AS due_calls,"
     " COALESCE(sum(total_exec_time) FILTER (WHERE s.query LIKE"
     "   'SELECT d.id, d.store_app_id%'), 0)::float8 AS due_ms,"
+    " COALESCE(sum(COALESCE((j->>'jit_generation_time')::float8, 0)"
+    "   + COALESCE((j->>'jit_inlining_time')::float8, 0)"
+    "   + COALESCE((j->>'jit_optimization_time')::float8, 0)"
+    "   + COALESCE((j->>'jit_emission_time')::float8, 0)) FILTER"
+    "   (WHERE s.query LIKE 'SELECT d.id, d.store_app_id%'), 0)::float8"
+    "   AS due_jit_ms,"
     " COALESCE(sum(total_exec_time), 0)::float8 AS all_ms"
-    " FROM pg_stat_statements s"
+    " FROM pg_stat_statements s, to_jsonb(s) j"
     " WHERE s.dbid = (SELECT oid FROM pg_database"
     "                 WHERE datname = current_database())"
     "   AND s.query NOT LIKE '%rollwave-bench%'";
@@ -356,8 +367,8 @@ static rw_err_t run_producer(bench_t *b, long long max_per_run,
     pid = rw_bench_spawn(bin, argv, e.v, log_path);
     rw_bench_env_free(&e);
     if (pid < 0)
-        return rw_err_set(errstr, errlen, RW_ERR_IO, "cannot start %s: %s",
-                          bin, strerror(errno));
+        return rw_err_set(errstr, errlen, RW_ERR_IO, "cannot start %s: %s", bin,
+                          strerror(errno));
     deadline = t0 + b->o.timeout_s * 1000;
     /* polled, not a blocking wait, so that Ctrl-C and the timeout end it;
      * 2 ms of polling error against ticks of tens of ms and more */
@@ -371,13 +382,11 @@ static rw_err_t run_producer(bench_t *b, long long max_per_run,
         if (rw_bench_interrupted || rw_bench_mono_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            return rw_err_set(errstr, errlen,
-                              rw_bench_interrupted ? RW_ERR_SHUTDOWN
-                                                   : RW_ERR_TIMEOUT,
-                              "producer --once %s (see %s)",
-                              rw_bench_interrupted ? "interrupted"
-                                                   : "timed out",
-                              log_path);
+            return rw_err_set(
+                errstr, errlen,
+                rw_bench_interrupted ? RW_ERR_SHUTDOWN : RW_ERR_TIMEOUT,
+                "producer --once %s (see %s)",
+                rw_bench_interrupted ? "interrupted" : "timed out", log_path);
         }
         rw_bench_sleep_ms(2);
     }
@@ -385,7 +394,8 @@ static rw_err_t run_producer(bench_t *b, long long max_per_run,
     *rss_kb = ru.ru_maxrss;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char how[48];
-        return rw_err_set(errstr, errlen, RW_ERR_IO, "producer --once %s (see "
+        return rw_err_set(errstr, errlen, RW_ERR_IO,
+                          "producer --once %s (see "
                           "%s)",
                           rw_bench_exit_text(st, how, sizeof(how)), log_path);
     }
@@ -414,16 +424,15 @@ static rw_err_t open_db(bench_t *b, long long fleet, char *errstr,
     PGresult *res = NULL;
     const char *libs;
 
-    snprintf(b->db, sizeof(b->db), "rwbench_due_%d_%lld", (int)getpid(),
-             fleet);
+    snprintf(b->db, sizeof(b->db), "rwbench_due_%d_%lld", (int)getpid(), fleet);
     err = rw_bench_admin_db(b->admin, "DROP DATABASE IF EXISTS", b->db,
                             " WITH (FORCE)", errstr, errlen);
     if (!err)
         err = rw_bench_admin_db(b->admin, "CREATE DATABASE", b->db, "", errstr,
                                 errlen);
     if (!err)
-        err = rw_bench_dsn_with_db(b->env.pg_dsn, b->db, b->dsn,
-                                   sizeof(b->dsn), errstr, errlen);
+        err = rw_bench_dsn_with_db(b->env.pg_dsn, b->db, b->dsn, sizeof(b->dsn),
+                                   errstr, errlen);
     if (!err)
         err = rw_pg_new(&b->pg, b->dsn, errstr, errlen);
     if (!err)
@@ -449,9 +458,8 @@ static rw_err_t open_db(bench_t *b, long long fleet, char *errstr,
     /* the benchmark's own statements stay out of the figures; their mark
      * excludes them where this is not allowed */
     if (!err)
-        rw_pg_exec(b->pg,
-                   RW_BENCH_MARK "SET pg_stat_statements.track = 'none'", 0,
-                   NULL, NULL, NULL, 0);
+        rw_pg_exec(b->pg, RW_BENCH_MARK "SET pg_stat_statements.track = 'none'",
+                   0, NULL, NULL, NULL, 0);
 out:
     PQclear(res);
     return err;
@@ -487,8 +495,8 @@ static rw_err_t seed(bench_t *b, fleet_res_t *r, char *errstr, size_t errlen)
             r->fleet, b->o.due, b->db);
     err = rw_pg_exec(b->pg, SQL_SEED, 3, p, NULL, errstr, errlen);
     if (!err)
-        err = rw_pg_exec(b->pg, RW_BENCH_MARK "VACUUM (ANALYZE)", 0, NULL,
-                         NULL, errstr, errlen);
+        err = rw_pg_exec(b->pg, RW_BENCH_MARK "VACUUM (ANALYZE)", 0, NULL, NULL,
+                         errstr, errlen);
     r->seed_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
     return err;
 }
@@ -518,21 +526,20 @@ static rw_err_t check_fleet(bench_t *b, fleet_res_t *r, char *errstr,
 
 /* One timed tick, what it selected, and the undoing of its runs. */
 static rw_err_t one_tick(bench_t *b, fleet_res_t *r, int k, double *wall,
-                         double *tick, double *due_ms, double *all_ms,
-                         char *errstr, size_t errlen)
+                         double *tick, double *due_ms, double *jit_ms,
+                         double *all_ms, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     char log[PATH_MAX + 64];
 
-    snprintf(log, sizeof(log), "%s/producer-%lld-%d.log", b->log_dir,
-             r->fleet, k + 1);
+    snprintf(log, sizeof(log), "%s/producer-%lld-%d.log", b->log_dir, r->fleet,
+             k + 1);
     err = check_fleet(b, r, errstr, errlen);
     if (!err && b->pgss)
         err = rw_pg_exec(b->pg, SQL_PGSS_RESET, 0, NULL, NULL, errstr, errlen);
     if (!err)
-        err = run_producer(b, r->fleet, log, wall, &r->rss_kb, errstr,
-                           errlen);
+        err = run_producer(b, r->fleet, log, wall, &r->rss_kb, errstr, errlen);
     if (err)
         return err;
     *tick = tick_from_log(log);
@@ -542,6 +549,7 @@ static rw_err_t one_tick(bench_t *b, fleet_res_t *r, int k, double *wall,
             return err;
         r->due_calls = rw_pg_ll(res, 0, "due_calls", 0);
         *due_ms = rw_bench_num(res, "due_ms");
+        *jit_ms = rw_bench_num(res, "due_jit_ms");
         *all_ms = rw_bench_num(res, "all_ms");
         PQclear(res);
         res = NULL;
@@ -556,23 +564,24 @@ static rw_err_t one_tick(bench_t *b, fleet_res_t *r, int k, double *wall,
     PQclear(res);
     fprintf(stderr,
             "bench: fleet %lld tick %d: %lld selected in %lld runs, tick "
-            "%.0f ms (log), producer %.0f ms, due selection %.1f ms\n",
-            r->fleet, k + 1, r->selected, r->runs, *tick, *wall, *due_ms);
+            "%.0f ms (log), producer %.0f ms, due selection %.1f ms (JIT "
+            "%.1f ms)\n",
+            r->fleet, k + 1, r->selected, r->runs, *tick, *wall, *due_ms,
+            *jit_ms);
     if (r->selected != b->o.due || r->distinct != b->o.due || r->not_due != 0)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "fleet %lld tick %d selected %lld instances (%lld "
                           "distinct, %lld not due); expected the %lld due",
-                          r->fleet, k + 1, r->selected, r->distinct,
-                          r->not_due, b->o.due);
+                          r->fleet, k + 1, r->selected, r->distinct, r->not_due,
+                          b->o.due);
     err = rw_pg_exec(b->pg, SQL_UNDO_RUNS, 0, NULL, NULL, errstr, errlen);
     if (!err)
-        err = rw_pg_exec(b->pg, SQL_UNDO_OUTBOX, 0, NULL, NULL, errstr,
-                         errlen);
+        err = rw_pg_exec(b->pg, SQL_UNDO_OUTBOX, 0, NULL, NULL, errstr, errlen);
     /* the deleted rows would otherwise slow the next tick's probes and
      * every tick would measure a dirtier database than the one before */
     if (!err)
-        err = rw_pg_exec(b->pg, RW_BENCH_MARK "VACUUM (ANALYZE)", 0, NULL,
-                         NULL, errstr, errlen);
+        err = rw_pg_exec(b->pg, RW_BENCH_MARK "VACUUM (ANALYZE)", 0, NULL, NULL,
+                         errstr, errlen);
     return err;
 }
 
@@ -580,7 +589,8 @@ static rw_err_t run_fleet(bench_t *b, fleet_res_t *r, char *errstr,
                           size_t errlen)
 {
     rw_err_t err = RW_OK;
-    double wall[MAX_TICKS], tick[MAX_TICKS], due[MAX_TICKS], all[MAX_TICKS];
+    double wall[MAX_TICKS], tick[MAX_TICKS], due[MAX_TICKS], jit[MAX_TICKS],
+        all[MAX_TICKS];
     char log[PATH_MAX + 64];
     long long rss = 0;
     size_t n = (size_t)b->o.ticks;
@@ -591,19 +601,20 @@ static rw_err_t run_fleet(bench_t *b, fleet_res_t *r, char *errstr,
     /* what starting and an idle tick cost, to tell the selection apart */
     snprintf(log, sizeof(log), "%s/producer-%lld-empty.log", b->log_dir,
              r->fleet);
-    err = run_producer(b, r->fleet, log, &r->empty_wall_ms, &rss, errstr,
-                       errlen);
+    err =
+        run_producer(b, r->fleet, log, &r->empty_wall_ms, &rss, errstr, errlen);
     if (!err)
         err = seed(b, r, errstr, errlen);
     for (size_t k = 0; k < n && !err; k++) {
-        wall[k] = tick[k] = due[k] = all[k] = -1;
-        err = one_tick(b, r, (int)k, &wall[k], &tick[k], &due[k], &all[k],
-                       errstr, errlen);
+        wall[k] = tick[k] = due[k] = jit[k] = all[k] = -1;
+        err = one_tick(b, r, (int)k, &wall[k], &tick[k], &due[k], &jit[k],
+                       &all[k], errstr, errlen);
     }
     if (!err) {
         r->wall_ms = median(wall, n);
         r->tick_ms = median(tick, n);
         r->due_ms = median(due, n);
+        r->jit_ms = median(jit, n);
         r->stmt_ms = median(all, n);
     }
     close_db(b);
@@ -628,10 +639,11 @@ static void report(const bench_t *b, const fleet_res_t *r, size_t n)
            "enabled and %lld disabled\nstore apps; medians of %lld "
            "producer --once ticks; times in ms)\n",
            b->o.due, b->o.store_apps, b->o.store_apps, b->o.ticks);
-    printf("  %10s %8s %9s %9s %8s %8s %10s %10s %10s %10s %10s %8s\n",
+    printf("  %10s %8s %9s %9s %8s %8s %10s %10s %10s %10s %10s %10s "
+           "%8s\n",
            "fleet", "due", "disabled", "future", "selected", "seed s",
-           "tick(log)", "producer", "empty run", "due stmt", "all stmts",
-           "RSS MiB");
+           "tick(log)", "producer", "empty run", "due stmt", "its JIT",
+           "all stmts", "RSS MiB");
     for (size_t i = 0; i < n; i++) {
         printf("  %10lld %8lld %9lld %9lld %8lld %8.1f", r[i].fleet, r[i].due,
                r[i].disabled, r[i].future, r[i].selected, r[i].seed_s);
@@ -639,6 +651,7 @@ static void report(const bench_t *b, const fleet_res_t *r, size_t n)
         print_ms(r[i].wall_ms);
         print_ms(r[i].empty_wall_ms);
         print_ms(b->pgss ? r[i].due_ms : -1);
+        print_ms(b->pgss ? r[i].jit_ms : -1);
         print_ms(b->pgss ? r[i].stmt_ms : -1);
         printf(" %8.1f\n", (double)r[i].rss_kb / 1024.0);
     }
@@ -672,7 +685,7 @@ int main(int argc, char **argv)
     b->o.n_fleets = 2;
     b->o.due = 1000;
     b->o.store_apps = 10;
-    b->o.ticks = 3;
+    b->o.ticks = 5;
     b->o.timeout_s = 600;
     rc = parse_args(argc, argv, &b->o);
     if (rc) {
