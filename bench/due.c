@@ -395,8 +395,7 @@ static rw_err_t run_producer(bench_t *b, long long max_per_run,
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char how[48];
         return rw_err_set(errstr, errlen, RW_ERR_IO,
-                          "producer --once %s (see "
-                          "%s)",
+                          "producer --once %s (see %s)",
                           rw_bench_exit_text(st, how, sizeof(how)), log_path);
     }
     return RW_OK;
