@@ -914,6 +914,8 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     return RW_OK;
 }
 
+/* *done: every run final; -1 when the producer ended without a run, so
+ * that there is nothing to wait for. */
 static void progress(bench_t *b, long long t0, int tty, int *done)
 {
     PGresult *res = NULL;
@@ -939,6 +941,8 @@ static void progress(bench_t *b, long long t0, int tty, int *done)
             rw_pg_ll(res, 0, "succeeded", 0), rw_pg_ll(res, 0, "failed", 0),
             rw_pg_ll(res, 0, "skipped", 0), tty ? "\033[K" : "\n");
     *done = runs > 0 && final == runs && b->producer.exited;
+    if (runs == 0 && b->producer.exited)
+        *done = -1;
     PQclear(res);
 }
 
@@ -996,6 +1000,11 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
         if (rw_bench_mono_ms() >= next_progress) {
             next_progress = rw_bench_mono_ms() + b->o.progress_ms;
             progress(b, t0, tty, &done);
+            if (done < 0)
+                return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                                  "producer --once created no run (see "
+                                  "%s/%s.log)",
+                                  b->log_dir, b->producer.name);
             if (done)
                 break;
         }
