@@ -6,7 +6,9 @@
  * a fresh database, migrates it, seeds N redeploy-eligible instances,
  * resets the Postgres, Redis and simulator counters, starts K workers and
  * K pollers, runs one `rollwave-producer --once` tick that schedules the
- * whole fleet, follows the rollout until every run is final and prints
+ * whole fleet (fleets above --per-tick: a next tick whenever the last
+ * one's batches are mostly claimed, so that Kafka never holds more than
+ * about a tick), follows the rollout until every run is final and prints
  * throughput per stage, Postgres statements and Redis round trips per
  * instance, peak RSS per daemon and a correctness summary.
  *
@@ -67,6 +69,7 @@ typedef struct opts {
     long long progress_ms;
     long long retention_rows;
     long long ceiling_rows;
+    long long per_tick;
     const char *bin_dir;
     const char *log_dir;
     const char *child_log_level;
@@ -106,6 +109,13 @@ static void usage(FILE *out)
             "                         (runs of 1000) and run `rollwavectl "
             "retention`\n"
             "                         during the rollout (default 0: none)\n"
+            "  --per-tick M           instances one producer --once tick "
+            "schedules\n"
+            "                         (ROLLWAVE_MAX_PER_RUN; default N up "
+            "to 200000);\n"
+            "                         the next tick starts when a quarter of "
+            "the last\n"
+            "                         one is left unclaimed\n"
             "  --ceiling-rows N       rows of the bulk-write ceiling, "
             "measured after the\n"
             "                         report on a scratch copy of "
@@ -125,7 +135,7 @@ static void usage(FILE *out)
             "The daemons inherit the environment; the benchmark sets their\n"
             "ROLLWAVE_PG_DSN (its database), ROLLWAVE_REDIS_URL (the proxy),\n"
             "ROLLWAVE_KAFKA_TOPIC_PREFIX and ROLLWAVE_KAFKA_GROUP (unique per "
-            "run),\nROLLWAVE_MAX_PER_RUN=N, ROLLWAVE_BULK_CHUNK_SIZE, "
+            "run),\nROLLWAVE_MAX_PER_RUN=M, ROLLWAVE_BULK_CHUNK_SIZE, "
             "ROLLWAVE_FIRST_POLL_DELAY_S,\nROLLWAVE_POLL_INTERVAL_S=1, "
             "ROLLWAVE_METRICS_PORT and ROLLWAVE_LOG_LEVEL;\n"
             "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000, and the "
@@ -181,6 +191,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
             dst = &o->progress_ms, min = 100, max = 600000;
         } else if (strcmp(a, "--retention-rows") == 0) {
             dst = &o->retention_rows, min = 0, max = 100000000;
+        } else if (strcmp(a, "--per-tick") == 0) {
+            dst = &o->per_tick, min = 1, max = 10000000;
         } else if (strcmp(a, "--ceiling-rows") == 0) {
             dst = &o->ceiling_rows, min = 0, max = 10000000;
         } else {
@@ -654,7 +666,9 @@ typedef struct bench {
     double retention_s;          /* its wall time, 0 = still running */
     long long claimed0, unclaimed0;
     double t_start;    /* database clock when the producer started */
-    double producer_s; /* producer --once wall time */
+    double producer_s; /* producer --once wall time, every tick's */
+    int ticks;         /* producer --once runs so far */
+    long long tick_t0; /* monotonic ms when the current one started */
     double e2e_s;      /* producer start -> last run final */
     double seed_s;
     char sim_config[512];
@@ -687,7 +701,7 @@ static int daemon_env(const bench_t *b, rw_bench_envset_t *e, const char *group,
         snprintf(v, sizeof(v), "%s%s", b->prefix, group);
         rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_GROUP", v);
     }
-    snprintf(v, sizeof(v), "%lld", b->o.instances);
+    snprintf(v, sizeof(v), "%lld", b->o.per_tick);
     rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
     snprintf(v, sizeof(v), "%lld", b->o.chunk_size);
     rc |= rw_bench_env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
@@ -914,51 +928,92 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     return RW_OK;
 }
 
-/* *done: every run final; -1 when the producer ended without a run, so
- * that there is nothing to wait for. */
-static void progress(bench_t *b, long long t0, int tty, int *done)
+/* One progress line; the counts are -1 when the query failed. */
+typedef struct prog {
+    long long runs, final, targets, pending;
+} prog_t;
+
+static void progress(bench_t *b, long long t0, int tty, prog_t *pr)
 {
     PGresult *res = NULL;
     char errstr[256];
-    long long runs, final;
 
-    *done = 0;
+    pr->runs = pr->final = pr->targets = pr->pending = -1;
     if (rw_pg_exec(b->pg, SQL_PROGRESS, 0, NULL, &res, errstr,
                    sizeof(errstr))) {
         fprintf(stderr, "bench: progress query failed: %s\n", errstr);
         return;
     }
-    runs = rw_pg_ll(res, 0, "runs", 0);
-    final = rw_pg_ll(res, 0, "runs_final", 0);
+    pr->runs = rw_pg_ll(res, 0, "runs", 0);
+    pr->final = rw_pg_ll(res, 0, "runs_final", 0);
+    pr->targets = rw_pg_ll(res, 0, "targets", 0);
+    pr->pending = rw_pg_ll(res, 0, "pending", 0);
     fprintf(stderr,
             "%s%6.1fs runs %lld/%lld final | targets %lld: pending %lld "
             "claimed %lld triggered %lld deploying %lld succeeded %lld "
             "failed %lld skipped %lld%s",
-            tty ? "\r" : "", (double)(rw_bench_mono_ms() - t0) / 1000.0, final,
-            runs, rw_pg_ll(res, 0, "targets", 0),
-            rw_pg_ll(res, 0, "pending", 0), rw_pg_ll(res, 0, "claimed", 0),
-            rw_pg_ll(res, 0, "triggered", 0), rw_pg_ll(res, 0, "deploying", 0),
-            rw_pg_ll(res, 0, "succeeded", 0), rw_pg_ll(res, 0, "failed", 0),
-            rw_pg_ll(res, 0, "skipped", 0), tty ? "\033[K" : "\n");
-    *done = runs > 0 && final == runs && b->producer.exited;
-    if (runs == 0 && b->producer.exited)
-        *done = -1;
+            tty ? "\r" : "", (double)(rw_bench_mono_ms() - t0) / 1000.0,
+            pr->final, pr->runs, pr->targets, pr->pending,
+            rw_pg_ll(res, 0, "claimed", 0), rw_pg_ll(res, 0, "triggered", 0),
+            rw_pg_ll(res, 0, "deploying", 0), rw_pg_ll(res, 0, "succeeded", 0),
+            rw_pg_ll(res, 0, "failed", 0), rw_pg_ll(res, 0, "skipped", 0),
+            tty ? "\033[K" : "\n");
     PQclear(res);
 }
 
-/* Run the producer tick and follow the rollout to its end. */
+/* One `rollwave-producer --once`: a scheduler tick of up to --per-tick. */
+static rw_err_t start_tick(bench_t *b, char *errstr, size_t errlen)
+{
+    b->producer.exited = 0;
+    b->ticks++;
+    b->tick_t0 = rw_bench_mono_ms();
+    return start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
+                        errstr, errlen);
+}
+
+/*
+ * After a tick ended: *done 1 when the rollout is over; else a next tick
+ * starts once the fleet is not all scheduled and the last tick's targets
+ * are mostly claimed. An error when a tick added no target.
+ */
+static rw_err_t after_tick(bench_t *b, const prog_t *pr, long long *before,
+                           int *done, char *errstr, size_t errlen)
+{
+    *done = 0;
+    if (pr->runs < 0)
+        return RW_OK;
+    if (pr->targets <= *before)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "producer --once tick %d scheduled nothing (%lld "
+                          "of %lld targets; see %s/%s.log)",
+                          b->ticks, pr->targets, b->o.instances, b->log_dir,
+                          b->producer.name);
+    if (pr->targets < b->o.instances) {
+        /* a quarter of a tick still unclaimed keeps the workers busy while
+         * the next tick runs, and bounds what waits in Kafka (the
+         * devbroker keeps a few MB per partition and drops the rest) */
+        if (pr->pending > b->o.per_tick / 4)
+            return RW_OK;
+        *before = pr->targets;
+        return start_tick(b, errstr, errlen);
+    }
+    *done = pr->final == pr->runs;
+    return RW_OK;
+}
+
+/* Run the producer ticks and follow the rollout to its end. */
 static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
 {
     rw_err_t err;
     struct rusage ru;
-    long long t0, deadline, next_progress = 0;
+    long long t0, deadline, next_progress = 0, before = 0;
     int tty = isatty(STDERR_FILENO), done = 0, st;
+    prog_t pr;
 
     snprintf(b->producer.name, sizeof(b->producer.name), "producer");
     b->t_start = rw_bench_db_now(b->pg);
     t0 = rw_bench_mono_ms();
-    err = start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
-                       errstr, errlen);
+    err = start_tick(b, errstr, errlen);
     if (err)
         return err;
     if (b->o.retention_rows > 0) {
@@ -978,8 +1033,9 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             wait4(b->producer.pid, &st, WNOHANG, &ru) == b->producer.pid) {
             b->producer.exited = 1;
             b->producer.status = st;
-            b->producer.hwm_kb = ru.ru_maxrss;
-            b->producer_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
+            if (ru.ru_maxrss > b->producer.hwm_kb)
+                b->producer.hwm_kb = ru.ru_maxrss;
+            b->producer_s += (double)(rw_bench_mono_ms() - b->tick_t0) / 1000.0;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
                 char how[48];
                 return rw_err_set(errstr, errlen, RW_ERR_IO,
@@ -987,6 +1043,7 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                                   rw_bench_exit_text(st, how, sizeof(how)),
                                   b->log_dir, b->producer.name);
             }
+            next_progress = 0; /* decide on the next tick at once */
         }
         for (size_t i = 0; i < b->nd; i++)
             if (rw_bench_reap(&b->d[i])) {
@@ -999,14 +1056,14 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             }
         if (rw_bench_mono_ms() >= next_progress) {
             next_progress = rw_bench_mono_ms() + b->o.progress_ms;
-            progress(b, t0, tty, &done);
-            if (done < 0)
-                return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
-                                  "producer --once created no run (see "
-                                  "%s/%s.log)",
-                                  b->log_dir, b->producer.name);
-            if (done)
-                break;
+            progress(b, t0, tty, &pr);
+            if (b->producer.exited) {
+                err = after_tick(b, &pr, &before, &done, errstr, errlen);
+                if (err)
+                    return err;
+                if (done)
+                    break;
+            }
         }
         if (rw_bench_mono_ms() > deadline)
             return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
@@ -1281,7 +1338,7 @@ static void report_sim(bench_t *b, long long *dups)
 static void report(bench_t *b)
 {
     PGresult *st = NULL, *runs = NULL, *sc = NULL;
-    char errstr[512], pattern[128];
+    char errstr[512], pattern[128], span[64];
     double n, t_trig, t_poll, t_e2e;
     long long dups = -1, locks = -1, dead = 0;
 
@@ -1313,7 +1370,9 @@ static void report(bench_t *b)
 
     printf("\nthroughput\n");
     print_rate("end to end", "producer start -> last run final", t_e2e, n);
-    print_rate("schedule", "producer --once (tick + relay)", b->producer_s, n);
+    snprintf(span, sizeof(span), "producer --once x%d (tick + relay)",
+             b->ticks);
+    print_rate("schedule", span, b->producer_s, n);
     print_rate("trigger", "first claimed -> last triggered", t_trig, n);
     print_rate("poll to terminal", "first triggered -> last finished", t_poll,
                n);
@@ -1661,6 +1720,8 @@ int main(int argc, char **argv)
     }
     /* the progress query scans every target: at a million a line a
      * second would take a visible share of Postgres from the rollout */
+    if (b->o.per_tick == 0)
+        b->o.per_tick = b->o.instances < 200000 ? b->o.instances : 200000;
     if (b->o.progress_ms == 0)
         b->o.progress_ms =
             b->o.instances > 100000 ? b->o.instances / 100 : 1000;
