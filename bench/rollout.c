@@ -6,7 +6,9 @@
  * a fresh database, migrates it, seeds N redeploy-eligible instances,
  * resets the Postgres, Redis and simulator counters, starts K workers and
  * K pollers, runs one `rollwave-producer --once` tick that schedules the
- * whole fleet, follows the rollout until every run is final and prints
+ * whole fleet (fleets above --per-tick: a next tick whenever the last
+ * one's batches are mostly claimed, so that Kafka never holds more than
+ * about a tick), follows the rollout until every run is final and prints
  * throughput per stage, Postgres statements and Redis round trips per
  * instance, peak RSS per daemon and a correctness summary.
  *
@@ -66,6 +68,8 @@ typedef struct opts {
     long long warmup_s;
     long long progress_ms;
     long long retention_rows;
+    long long ceiling_rows;
+    long long per_tick;
     const char *bin_dir;
     const char *log_dir;
     const char *child_log_level;
@@ -78,9 +82,11 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: rollwave-bench-rollout [options]\n"
             "End-to-end rollout benchmark: seeds a fresh database, runs one\n"
-            "scheduler tick over the whole fleet with K workers and K "
-            "pollers\nand prints throughput, statements and round trips per "
-            "instance,\npeak RSS and a correctness summary.\n\n"
+            "scheduler tick over the whole fleet (one per --per-tick "
+            "instances)\nwith K workers and K pollers and prints "
+            "throughput, statements and\nround trips per instance, peak RSS, "
+            "a correctness summary and the\nbulk-write ceiling of this "
+            "Postgres.\n\n"
             "Options:\n"
             "  --instances N          instances to seed and roll out "
             "(default 100000)\n"
@@ -96,12 +102,27 @@ static void usage(FILE *out)
             "  --warmup S             wait after the daemons are healthy, "
             "for the\n"
             "                         consumer groups to form (default 5)\n"
-            "  --progress-ms MS       progress line interval (default 1000)\n"
+            "  --progress-ms MS       progress line interval (default 1000,\n"
+            "                         N/100 above 100000 instances: each "
+            "line counts\n"
+            "                         every target)\n"
             "  --retention-rows N     seed N targets of finished runs 200 "
             "days old\n"
             "                         (runs of 1000) and run `rollwavectl "
             "retention`\n"
             "                         during the rollout (default 0: none)\n"
+            "  --per-tick M           instances one producer --once tick "
+            "schedules\n"
+            "                         (ROLLWAVE_MAX_PER_RUN; default N up "
+            "to 200000);\n"
+            "                         the next tick starts when a quarter of "
+            "the last\n"
+            "                         one is left unclaimed\n"
+            "  --ceiling-rows N       rows of the bulk-write ceiling, "
+            "measured after the\n"
+            "                         report on a scratch copy of "
+            "run_targets (default\n"
+            "                         100000; 0: not measured)\n"
             "  --bin-dir DIR          daemon binaries (default: this "
             "program's directory)\n"
             "  --log-dir DIR          daemon logs (default: a new "
@@ -116,7 +137,7 @@ static void usage(FILE *out)
             "The daemons inherit the environment; the benchmark sets their\n"
             "ROLLWAVE_PG_DSN (its database), ROLLWAVE_REDIS_URL (the proxy),\n"
             "ROLLWAVE_KAFKA_TOPIC_PREFIX and ROLLWAVE_KAFKA_GROUP (unique per "
-            "run),\nROLLWAVE_MAX_PER_RUN=N, ROLLWAVE_BULK_CHUNK_SIZE, "
+            "run),\nROLLWAVE_MAX_PER_RUN=M, ROLLWAVE_BULK_CHUNK_SIZE, "
             "ROLLWAVE_FIRST_POLL_DELAY_S,\nROLLWAVE_POLL_INTERVAL_S=1, "
             "ROLLWAVE_METRICS_PORT and ROLLWAVE_LOG_LEVEL;\n"
             "ROLLWAVE_KAFKA_SESSION_TIMEOUT_MS defaults to 6000, and the "
@@ -172,6 +193,10 @@ static int parse_args(int argc, char **argv, opts_t *o)
             dst = &o->progress_ms, min = 100, max = 600000;
         } else if (strcmp(a, "--retention-rows") == 0) {
             dst = &o->retention_rows, min = 0, max = 100000000;
+        } else if (strcmp(a, "--per-tick") == 0) {
+            dst = &o->per_tick, min = 1, max = 10000000;
+        } else if (strcmp(a, "--ceiling-rows") == 0) {
+            dst = &o->ceiling_rows, min = 0, max = 10000000;
         } else {
             fprintf(stderr,
                     "rollwave-bench-rollout: unknown argument '%s' "
@@ -643,7 +668,10 @@ typedef struct bench {
     double retention_s;          /* its wall time, 0 = still running */
     long long claimed0, unclaimed0;
     double t_start;    /* database clock when the producer started */
-    double producer_s; /* producer --once wall time */
+    double producer_s; /* producer --once wall time, every tick's */
+    int ticks;         /* producer --once runs so far */
+    long long tick_t0; /* monotonic ms when the current one started */
+    double e2e_s;      /* producer start -> last run final */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -675,7 +703,7 @@ static int daemon_env(const bench_t *b, rw_bench_envset_t *e, const char *group,
         snprintf(v, sizeof(v), "%s%s", b->prefix, group);
         rc |= rw_bench_env_put(e, "ROLLWAVE_KAFKA_GROUP", v);
     }
-    snprintf(v, sizeof(v), "%lld", b->o.instances);
+    snprintf(v, sizeof(v), "%lld", b->o.per_tick);
     rc |= rw_bench_env_put(e, "ROLLWAVE_MAX_PER_RUN", v);
     snprintf(v, sizeof(v), "%lld", b->o.chunk_size);
     rc |= rw_bench_env_put(e, "ROLLWAVE_BULK_CHUNK_SIZE", v);
@@ -902,47 +930,92 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     return RW_OK;
 }
 
-static void progress(bench_t *b, long long t0, int tty, int *done)
+/* One progress line; the counts are -1 when the query failed. */
+typedef struct prog {
+    long long runs, final, targets, pending;
+} prog_t;
+
+static void progress(bench_t *b, long long t0, int tty, prog_t *pr)
 {
     PGresult *res = NULL;
     char errstr[256];
-    long long runs, final;
 
-    *done = 0;
+    pr->runs = pr->final = pr->targets = pr->pending = -1;
     if (rw_pg_exec(b->pg, SQL_PROGRESS, 0, NULL, &res, errstr,
                    sizeof(errstr))) {
         fprintf(stderr, "bench: progress query failed: %s\n", errstr);
         return;
     }
-    runs = rw_pg_ll(res, 0, "runs", 0);
-    final = rw_pg_ll(res, 0, "runs_final", 0);
+    pr->runs = rw_pg_ll(res, 0, "runs", 0);
+    pr->final = rw_pg_ll(res, 0, "runs_final", 0);
+    pr->targets = rw_pg_ll(res, 0, "targets", 0);
+    pr->pending = rw_pg_ll(res, 0, "pending", 0);
     fprintf(stderr,
             "%s%6.1fs runs %lld/%lld final | targets %lld: pending %lld "
             "claimed %lld triggered %lld deploying %lld succeeded %lld "
             "failed %lld skipped %lld%s",
-            tty ? "\r" : "", (double)(rw_bench_mono_ms() - t0) / 1000.0, final,
-            runs, rw_pg_ll(res, 0, "targets", 0),
-            rw_pg_ll(res, 0, "pending", 0), rw_pg_ll(res, 0, "claimed", 0),
-            rw_pg_ll(res, 0, "triggered", 0), rw_pg_ll(res, 0, "deploying", 0),
-            rw_pg_ll(res, 0, "succeeded", 0), rw_pg_ll(res, 0, "failed", 0),
-            rw_pg_ll(res, 0, "skipped", 0), tty ? "\033[K" : "\n");
-    *done = runs > 0 && final == runs && b->producer.exited;
+            tty ? "\r" : "", (double)(rw_bench_mono_ms() - t0) / 1000.0,
+            pr->final, pr->runs, pr->targets, pr->pending,
+            rw_pg_ll(res, 0, "claimed", 0), rw_pg_ll(res, 0, "triggered", 0),
+            rw_pg_ll(res, 0, "deploying", 0), rw_pg_ll(res, 0, "succeeded", 0),
+            rw_pg_ll(res, 0, "failed", 0), rw_pg_ll(res, 0, "skipped", 0),
+            tty ? "\033[K" : "\n");
     PQclear(res);
 }
 
-/* Run the producer tick and follow the rollout to its end. */
+/* One `rollwave-producer --once`: a scheduler tick of up to --per-tick. */
+static rw_err_t start_tick(bench_t *b, char *errstr, size_t errlen)
+{
+    b->producer.exited = 0;
+    b->ticks++;
+    b->tick_t0 = rw_bench_mono_ms();
+    return start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
+                        errstr, errlen);
+}
+
+/*
+ * After a tick ended: *done 1 when the rollout is over; else a next tick
+ * starts once the fleet is not all scheduled and the last tick's targets
+ * are mostly claimed. An error when a tick added no target.
+ */
+static rw_err_t after_tick(bench_t *b, const prog_t *pr, long long *before,
+                           int *done, char *errstr, size_t errlen)
+{
+    *done = 0;
+    if (pr->runs < 0)
+        return RW_OK;
+    if (pr->targets <= *before)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "producer --once tick %d scheduled nothing (%lld "
+                          "of %lld targets; see %s/%s.log)",
+                          b->ticks, pr->targets, b->o.instances, b->log_dir,
+                          b->producer.name);
+    if (pr->targets < b->o.instances) {
+        /* a quarter of a tick still unclaimed keeps the workers busy while
+         * the next tick runs, and bounds what waits in Kafka (the
+         * devbroker keeps a few MB per partition and drops the rest) */
+        if (pr->pending > b->o.per_tick / 4)
+            return RW_OK;
+        *before = pr->targets;
+        return start_tick(b, errstr, errlen);
+    }
+    *done = pr->final == pr->runs;
+    return RW_OK;
+}
+
+/* Run the producer ticks and follow the rollout to its end. */
 static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
 {
     rw_err_t err;
     struct rusage ru;
-    long long t0, deadline, next_progress = 0;
+    long long t0, deadline, next_progress = 0, before = 0;
     int tty = isatty(STDERR_FILENO), done = 0, st;
+    prog_t pr;
 
     snprintf(b->producer.name, sizeof(b->producer.name), "producer");
     b->t_start = rw_bench_db_now(b->pg);
     t0 = rw_bench_mono_ms();
-    err = start_daemon(b, &b->producer, "rollwave-producer", NULL, "--once",
-                       errstr, errlen);
+    err = start_tick(b, errstr, errlen);
     if (err)
         return err;
     if (b->o.retention_rows > 0) {
@@ -962,8 +1035,9 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             wait4(b->producer.pid, &st, WNOHANG, &ru) == b->producer.pid) {
             b->producer.exited = 1;
             b->producer.status = st;
-            b->producer.hwm_kb = ru.ru_maxrss;
-            b->producer_s = (double)(rw_bench_mono_ms() - t0) / 1000.0;
+            if (ru.ru_maxrss > b->producer.hwm_kb)
+                b->producer.hwm_kb = ru.ru_maxrss;
+            b->producer_s += (double)(rw_bench_mono_ms() - b->tick_t0) / 1000.0;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
                 char how[48];
                 return rw_err_set(errstr, errlen, RW_ERR_IO,
@@ -971,6 +1045,7 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                                   rw_bench_exit_text(st, how, sizeof(how)),
                                   b->log_dir, b->producer.name);
             }
+            next_progress = 0; /* decide on the next tick at once */
         }
         for (size_t i = 0; i < b->nd; i++)
             if (rw_bench_reap(&b->d[i])) {
@@ -983,9 +1058,14 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             }
         if (rw_bench_mono_ms() >= next_progress) {
             next_progress = rw_bench_mono_ms() + b->o.progress_ms;
-            progress(b, t0, tty, &done);
-            if (done)
-                break;
+            progress(b, t0, tty, &pr);
+            if (b->producer.exited) {
+                err = after_tick(b, &pr, &before, &done, errstr, errlen);
+                if (err)
+                    return err;
+                if (done)
+                    break;
+            }
         }
         if (rw_bench_mono_ms() > deadline)
             return rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
@@ -1260,7 +1340,7 @@ static void report_sim(bench_t *b, long long *dups)
 static void report(bench_t *b)
 {
     PGresult *st = NULL, *runs = NULL, *sc = NULL;
-    char errstr[512], pattern[128];
+    char errstr[512], pattern[128], span[64];
     double n, t_trig, t_poll, t_e2e;
     long long dups = -1, locks = -1, dead = 0;
 
@@ -1273,6 +1353,7 @@ static void report(bench_t *b)
     }
     n = (double)rw_pg_ll(st, 0, "targets", 0);
     t_e2e = rw_bench_num(runs, "last_completed") - b->t_start;
+    b->e2e_s = t_e2e;
     t_trig =
         rw_bench_num(st, "last_triggered") - rw_bench_num(st, "first_claimed");
     t_poll =
@@ -1291,7 +1372,9 @@ static void report(bench_t *b)
 
     printf("\nthroughput\n");
     print_rate("end to end", "producer start -> last run final", t_e2e, n);
-    print_rate("schedule", "producer --once (tick + relay)", b->producer_s, n);
+    snprintf(span, sizeof(span), "producer --once x%d (tick + relay)",
+             b->ticks);
+    print_rate("schedule", span, b->producer_s, n);
     print_rate("trigger", "first claimed -> last triggered", t_trig, n);
     print_rate("poll to terminal", "first triggered -> last finished", t_poll,
                n);
@@ -1340,6 +1423,192 @@ out:
     PQclear(st);
     PQclear(runs);
     PQclear(sc);
+}
+
+/* ---- the bulk-write ceiling ------------------------------------------- */
+
+/*
+ * What one client gets out of this Postgres when it writes targets the way
+ * rollwave does (one UPDATE ... FROM unnest over arrays), on a scratch copy
+ * of run_targets: same columns, types, defaults, checks and indexes (LIKE
+ * ... INCLUDING ALL copies neither foreign keys nor triggers). Explicit ids
+ * leave run_targets' sequence alone.
+ */
+#define SCRATCH "rwbench_scratch_targets"
+
+static const char SQL_SCRATCH_DROP[] =
+    RW_BENCH_MARK "DROP TABLE IF EXISTS " SCRATCH;
+
+static const char SQL_SCRATCH_CREATE[] =
+    RW_BENCH_MARK "CREATE TABLE " SCRATCH " (LIKE run_targets INCLUDING ALL)";
+
+static const char SQL_SCRATCH_FILL[] = RW_BENCH_MARK
+    "INSERT INTO " SCRATCH " (id, run_id, instance_id, chunk, state,"
+    "     attempt, lagoon_project, lagoon_environment)"
+    " SELECT g, 1 + g / 1000, g, (g % 1000) / 50, 'pending', 0,"
+    "        'bench-p' || g, 'main'"
+    "   FROM generate_series(1, $1::bigint) g";
+
+static const char SQL_SCRATCH_VACUUM[] =
+    RW_BENCH_MARK "VACUUM (ANALYZE) " SCRATCH;
+
+/* The columns a state change of rollwave's moves along with the state. */
+static const char SQL_SCRATCH_UPDATE[] = RW_BENCH_MARK
+    "UPDATE " SCRATCH " t SET state = u.state, updated_at = now(),"
+    " attempt = CASE WHEN u.state = 'claimed' THEN t.attempt + 1"
+    "           ELSE t.attempt END,"
+    " claimed_at = CASE WHEN u.state = 'claimed' THEN now()"
+    "              ELSE t.claimed_at END,"
+    " triggered_at = CASE WHEN u.state = 'triggered' THEN now()"
+    "                ELSE t.triggered_at END,"
+    " finished_at = CASE WHEN u.state IN ('succeeded', 'failed',"
+    "                                    'timed_out') THEN now()"
+    "               ELSE t.finished_at END"
+    " FROM unnest($1::bigint[], $2::text[]) AS u(id, state)"
+    " WHERE t.id = u.id";
+
+/* Rows rollwave's own statements wrote to run_targets: both of its target
+ * writers (rw_state.c) are a top-level UPDATE run_targets. */
+static const char SQL_PGSS_TARGET_WRITES[] = RW_BENCH_MARK
+    "SELECT COALESCE(sum(rows), 0)::bigint AS rows,"
+    " COALESCE(sum(calls), 0)::bigint AS calls,"
+    " count(*) AS statements,"
+    " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms"
+    " FROM pg_stat_statements s"
+    " WHERE s.dbid = (SELECT oid FROM pg_database"
+    "                 WHERE datname = current_database())"
+    "   AND s.query NOT LIKE '%rollwave-bench%'"
+    "   AND s.query ~* '^\\s*(WITH\\M.*\\m)?UPDATE\\s+run_targets\\M'";
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, c = *(const double *)y;
+    return (a > c) - (a < c);
+}
+
+/* Median wall time in ms of 3 updates of rows rows, each to a new state. */
+static rw_err_t ceiling_measure(bench_t *b, long long rows, double *median_ms,
+                                char *errstr, size_t errlen)
+{
+    static const char *const states[3] = {"claimed", "triggered", "succeeded"};
+    rw_err_t err = RW_OK;
+    rw_pg_array_t ids, st;
+    PGresult *res = NULL;
+    double ms[3];
+    char n_s[24];
+    const char *p[2];
+
+    rw_pg_array_init(&ids);
+    rw_pg_array_init(&st);
+    snprintf(n_s, sizeof(n_s), "%lld", rows);
+    p[0] = n_s;
+    err = rw_pg_exec(b->pg, SQL_SCRATCH_DROP, 0, NULL, NULL, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_CREATE, 0, NULL, NULL, errstr,
+                         errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_FILL, 1, p, NULL, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_VACUUM, 0, NULL, NULL, errstr,
+                         errlen);
+    if (err)
+        goto out;
+    for (long long i = 1; i <= rows; i++)
+        rw_pg_array_add_ll(&ids, i);
+    p[0] = rw_pg_array_finish(&ids);
+    if (!p[0]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < 3; k++) {
+        long long t0;
+        rw_pg_array_free(&st);
+        rw_pg_array_init(&st);
+        for (long long i = 0; i < rows; i++)
+            rw_pg_array_add_str(&st, states[k]);
+        p[1] = rw_pg_array_finish(&st);
+        if (!p[1]) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        t0 = rw_bench_mono_ms();
+        err = rw_pg_exec(b->pg, SQL_SCRATCH_UPDATE, 2, p, &res, errstr, errlen);
+        ms[k] = (double)(rw_bench_mono_ms() - t0);
+        if (err)
+            goto out;
+        /* a statement that moved fewer rows would flatter the ceiling */
+        if (atoll(PQcmdTuples(res)) != rows) {
+            err = rw_err_set(errstr, errlen, RW_ERR_PG_QUERY,
+                             "scratch update moved %s rows of %lld",
+                             PQcmdTuples(res), rows);
+            goto out;
+        }
+        PQclear(res);
+        res = NULL;
+    }
+    qsort(ms, 3, sizeof(ms[0]), cmp_double);
+    *median_ms = ms[1];
+out:
+    PQclear(res);
+    rw_pg_array_free(&ids);
+    rw_pg_array_free(&st);
+    return err;
+}
+
+/*
+ * After the report, so that the rollout's figures are not disturbed: the
+ * ceiling, and rollwave's target writes as a share of it.
+ */
+static void report_ceiling(bench_t *b)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    double median_ms = 0, ceiling, exec_s, rows;
+    rw_err_t err;
+
+    if (b->o.ceiling_rows <= 0)
+        return;
+    printf("\nbulk-write ceiling (one UPDATE ... FROM unnest of %lld rows "
+           "on a scratch copy\nof run_targets, no triggers or foreign keys; "
+           "median wall time of 3)\n",
+           b->o.ceiling_rows);
+    fflush(stdout);
+    err = ceiling_measure(b, b->o.ceiling_rows, &median_ms, errstr,
+                          sizeof(errstr));
+    if (rw_pg_exec(b->pg, SQL_SCRATCH_DROP, 0, NULL, NULL, errstr + 256,
+                   sizeof(errstr) - 256))
+        fprintf(stderr, "bench: drop %s: %s\n", SCRATCH, errstr + 256);
+    if (err) {
+        printf("  not measured: %s\n", errstr);
+        return;
+    }
+    ceiling = rw_bench_per((double)b->o.ceiling_rows, median_ms / 1000.0);
+    printf("  bulk-write ceiling  %.0f rows/s  (%.1f ms per %lld rows)\n",
+           ceiling, median_ms, b->o.ceiling_rows);
+    if (!b->pgss) {
+        printf("  rollwave writes     not measured (no pg_stat_statements)\n");
+        return;
+    }
+    if (rw_pg_exec(b->pg, SQL_PGSS_TARGET_WRITES, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        printf("  rollwave writes     query failed: %s\n", errstr);
+        return;
+    }
+    rows = (double)rw_pg_ll(res, 0, "rows", 0);
+    exec_s = rw_bench_num(res, "exec_ms") / 1000.0;
+    printf("  rollwave writes     %.0f rows/s (%.1f%% of the ceiling)  "
+           "per second of their execution: %.0f rows in %lld calls of "
+           "%lld statements, %.2f s\n",
+           rw_bench_per(rows, exec_s),
+           100.0 * rw_bench_per(rw_bench_per(rows, exec_s), ceiling), rows,
+           rw_pg_ll(res, 0, "calls", 0), rw_pg_ll(res, 0, "statements", 0),
+           exec_s);
+    printf("  rollwave writes     %.0f rows/s (%.1f%% of the ceiling)  "
+           "per second of the %.1f s rollout\n",
+           rw_bench_per(rows, b->e2e_s),
+           100.0 * rw_bench_per(rw_bench_per(rows, b->e2e_s), ceiling),
+           b->e2e_s);
+    PQclear(res);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -1441,7 +1710,8 @@ int main(int argc, char **argv)
     b->o.first_poll_delay_s = 0;
     b->o.timeout_s = 3600;
     b->o.warmup_s = 5;
-    b->o.progress_ms = 1000;
+    b->o.progress_ms = 0;
+    b->o.ceiling_rows = 100000;
     b->o.child_log_level = "warn";
     b->o.redis_proxy = 1;
     b->px.lfd = -1;
@@ -1450,6 +1720,13 @@ int main(int argc, char **argv)
         free(b);
         return rc > 0 ? 0 : 2;
     }
+    /* the progress query scans every target: at a million a line a
+     * second would take a visible share of Postgres from the rollout */
+    if (b->o.per_tick == 0)
+        b->o.per_tick = b->o.instances < 200000 ? b->o.instances : 200000;
+    if (b->o.progress_ms == 0)
+        b->o.progress_ms =
+            b->o.instances > 100000 ? b->o.instances / 100 : 1000;
     err = rw_config_load(rw_bench_env_keys, rw_bench_n_env_keys, &b->env, NULL,
                          NULL, errstr, sizeof(errstr));
     if (err) {
@@ -1476,6 +1753,7 @@ int main(int argc, char **argv)
     if (!err) {
         stop_daemons(b);
         report(b);
+        report_ceiling(b);
     } else {
         fprintf(stderr, "rollwave-bench-rollout: %s: %s\n", rw_err_name(err),
                 errstr);

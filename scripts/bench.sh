@@ -6,13 +6,20 @@
 # the given arguments and takes the stack down again, also on failure or
 # Ctrl-C. It prints figures; it does not judge them. With --throttle it
 # runs rollwave-bench-throttle instead (the fleet throttle against fixed
-# build times; it sets the simulator's timings itself).
+# build times; it sets the simulator's timings itself). With
+# --due-selection it runs rollwave-bench-due: the scheduler's tick over
+# fleets of growing size with the same due set (only the producer runs).
+# The rollout benchmark ends with the bulk-write ceiling of this Postgres
+# and rollwave's run_targets writes as a share of it (--ceiling-rows).
 #
 #   scripts/bench.sh [rollwave-bench-rollout options]
 #   scripts/bench.sh --instances 10000 --workers 2
+#   scripts/bench.sh --instances 1000000      # peak RSS at a million
 #   scripts/bench.sh --throttle [rollwave-bench-throttle options]
 #   scripts/bench.sh --throttle --instances 5000 --build-ms 2000 \
 #       --max-in-flight 100 --workers 2 --pollers 2
+#   scripts/bench.sh --due-selection [rollwave-bench-due options]
+#   scripts/bench.sh --due-selection --fleets 10000,1000000 --due 1000
 #
 # Environment:
 #   BUILD_DIR            build tree with bin/ (default: build, relative to
@@ -33,21 +40,22 @@ esac
 export BUILD_DIR
 BIN=$BUILD_DIR/bin
 
-# --throttle picks the program; every other argument is the program's
+# --throttle or --due-selection picks the program; every other argument
+# is the program's
 PROGRAM=rollwave-bench-rollout
 args=()
 for arg in "$@"; do
-    if [ "$arg" = --throttle ]; then
-        PROGRAM=rollwave-bench-throttle
-    else
-        args+=("$arg")
-    fi
+    case $arg in
+    --throttle) PROGRAM=rollwave-bench-throttle ;;
+    --due-selection) PROGRAM=rollwave-bench-due ;;
+    *) args+=("$arg") ;;
+    esac
 done
 set -- "${args[@]+"${args[@]}"}"
 
 for arg in "$@"; do
     if [ "$arg" = --help ]; then
-        sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         echo
         [ -x "$BIN/$PROGRAM" ] && exec "$BIN/$PROGRAM" --help
         exit 0
