@@ -14,9 +14,18 @@
  * Only what librdkafka imports is here (nm -D --undefined-only); it relies
  * on glibc laying mtx_t, cnd_t and once_flag out as the pthread types,
  * which glibc itself does, and which the static asserts check.
+ *
+ * A lock or condition variable is initialized before any thread uses it;
+ * librdkafka hands a new object to its other threads (already running)
+ * through its own atomics, which TSan cannot see, so a first lock on
+ * another thread looked like a race with the initialization. Each object's
+ * init releases and each later use acquires on the object's own address:
+ * the order the program relies on, per object, and nothing more (it orders
+ * no access of rollwave's own).
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sanitizer/tsan_interface.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <threads.h>
@@ -99,11 +108,14 @@ int mtx_init(mtx_t *mtx, int type)
     if (rc == 0)
         rc = pthread_mutex_init((pthread_mutex_t *)mtx, &attr);
     pthread_mutexattr_destroy(&attr);
+    if (rc == 0)
+        __tsan_release(mtx);
     return result_of(rc);
 }
 
 int mtx_lock(mtx_t *mtx)
 {
+    __tsan_acquire(mtx);
     return result_of(pthread_mutex_lock((pthread_mutex_t *)mtx));
 }
 
@@ -119,21 +131,28 @@ void mtx_destroy(mtx_t *mtx)
 
 int cnd_init(cnd_t *cnd)
 {
-    return result_of(pthread_cond_init((pthread_cond_t *)cnd, NULL));
+    int rc = pthread_cond_init((pthread_cond_t *)cnd, NULL);
+
+    if (rc == 0)
+        __tsan_release(cnd);
+    return result_of(rc);
 }
 
 int cnd_signal(cnd_t *cnd)
 {
+    __tsan_acquire(cnd);
     return result_of(pthread_cond_signal((pthread_cond_t *)cnd));
 }
 
 int cnd_broadcast(cnd_t *cnd)
 {
+    __tsan_acquire(cnd);
     return result_of(pthread_cond_broadcast((pthread_cond_t *)cnd));
 }
 
 int cnd_wait(cnd_t *cnd, mtx_t *mtx)
 {
+    __tsan_acquire(cnd);
     return result_of(
         pthread_cond_wait((pthread_cond_t *)cnd, (pthread_mutex_t *)mtx));
 }
@@ -142,6 +161,7 @@ int cnd_wait(cnd_t *cnd, mtx_t *mtx)
 int cnd_timedwait(cnd_t *restrict cnd, mtx_t *restrict mtx,
                   const struct timespec *restrict ts)
 {
+    __tsan_acquire(cnd);
     return result_of(pthread_cond_timedwait((pthread_cond_t *)cnd,
                                             (pthread_mutex_t *)mtx, ts));
 }
