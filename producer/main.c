@@ -31,6 +31,7 @@ typedef struct producer {
     unsigned reconnects; /* an advisory lock does not survive a reconnect */
     rw_metric_t *m_runs, *m_targets, *m_ticks;
     rw_sweep_stats_t sweep; /* the last sweep's, with its lock cursor */
+    long long relayed_ms;   /* last relay inside the current tick */
 } producer_t;
 
 /* Become (or stay) the leader; false when another replica leads. */
@@ -105,10 +106,14 @@ static void runs_by_status(producer_t *pr)
 }
 
 /*
- * After each run of a tick commits: publish its batches now, so a tick
- * over many apps has workers on the first app's run while it schedules
- * the next. What fails here stays in the outbox for the tick's last relay.
+ * After each run of a tick commits: once a second at most, publish what
+ * is committed, so a long tick (a million instances over a few apps) has
+ * workers on its first runs while it schedules the next. A relay waits
+ * for its delivery reports, so one per run would make a tick over a
+ * thousand small apps a thousand round trips to Kafka long. What fails
+ * here stays in the outbox for the tick's last relay.
  */
+#define TICK_RELAY_EVERY_MS 1000
 static void run_made(const rw_run_summary_t *run, void *ud)
 {
     producer_t *pr = ud;
@@ -117,6 +122,9 @@ static void run_made(const rw_run_summary_t *run, void *ud)
     rw_err_t err;
 
     (void)run;
+    if (rw_now_mono_ms() - pr->relayed_ms < TICK_RELAY_EVERY_MS)
+        return;
+    pr->relayed_ms = rw_now_mono_ms();
     err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, pr->svc.s, RELAY_BATCH, 0,
                           &published, errstr, sizeof(errstr));
     if (err)
@@ -155,6 +163,7 @@ static void tick(producer_t *pr)
             rw_warn("producer", "event=outbox_prune_failed detail=\"%s\"",
                     errstr);
     }
+    pr->relayed_ms = rw_now_mono_ms();
     err = rw_runs_schedule(pr->svc.pg, s->max_per_run, &spec, run_made, pr,
                            &runs, &n_runs, errstr, sizeof(errstr));
     if (err) {
