@@ -7,16 +7,35 @@
 #include "rw_pg.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rw_log.h"
 
+/*
+ * Statements prepared on this session (rw_pg_set_prepare): the text, its
+ * parameter count and the server-side name. Bounded: a connection that
+ * runs more distinct statements than this runs the rest unprepared.
+ */
+#define RW_PG_PREPARED_MAX 128
+
+typedef struct prepared {
+    uint64_t hash;
+    int nparams;
+    unsigned name; /* "rw_<name>" on the server */
+    char *sql;
+} prepared_t;
+
 struct rw_pg {
     PGconn *conn;
     int in_tx;
     unsigned reconnects;
+    int prepare;
+    prepared_t stmts[RW_PG_PREPARED_MAX];
+    size_t nstmts;
+    unsigned next_name;
 };
 
 /*
@@ -105,12 +124,96 @@ out:
     return err;
 }
 
+/* The session's prepared statements are gone (new session) or suspect. */
+static void forget_prepared(rw_pg_t *pg)
+{
+    for (size_t i = 0; i < pg->nstmts; i++)
+        free(pg->stmts[i].sql);
+    pg->nstmts = 0;
+}
+
 void rw_pg_destroy(rw_pg_t *pg)
 {
     if (!pg)
         return;
+    forget_prepared(pg);
     PQfinish(pg->conn);
     free(pg);
+}
+
+void rw_pg_set_prepare(rw_pg_t *pg, int on)
+{
+    if (pg)
+        pg->prepare = on != 0;
+}
+
+/* FNV-1a: the cache's key, compared in full on a match. */
+static uint64_t sql_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/*
+ * The prepared statement for sql, prepared now if it is new and there is
+ * room; NULL: run it unprepared. A failed Parse is the statement's own
+ * error (syntax, missing relation), returned as such.
+ */
+static rw_err_t prepared_for(rw_pg_t *pg, const char *sql, int nparams,
+                             const prepared_t **out, char *errstr,
+                             size_t errlen)
+{
+    uint64_t h = sql_hash(sql);
+    prepared_t *st;
+    PGresult *r;
+    char name[24];
+    rw_err_t err;
+
+    *out = NULL;
+    for (size_t i = 0; i < pg->nstmts; i++)
+        if (pg->stmts[i].hash == h && pg->stmts[i].nparams == nparams &&
+            strcmp(pg->stmts[i].sql, sql) == 0) {
+            *out = &pg->stmts[i];
+            return RW_OK;
+        }
+    if (pg->nstmts == RW_PG_PREPARED_MAX)
+        return RW_OK;
+    st = &pg->stmts[pg->nstmts];
+    st->sql = strdup(sql);
+    if (!st->sql)
+        return RW_OK; /* unprepared is still correct */
+    st->hash = h;
+    st->nparams = nparams;
+    st->name = pg->next_name++;
+    snprintf(name, sizeof(name), "rw_%u", st->name);
+    r = PQprepare(pg->conn, name, sql, nparams, NULL);
+    err = rw_pg_result_err(pg, r, errstr, errlen);
+    PQclear(r);
+    if (err) {
+        free(st->sql);
+        st->sql = NULL;
+        return err;
+    }
+    pg->nstmts++;
+    *out = st;
+    return RW_OK;
+}
+
+/*
+ * A prepared statement the server no longer has (a pooler or DISCARD ALL
+ * dropped it: 26000) or whose cached plan a schema change invalidated in
+ * a way Postgres will not re-plan silently (0A000, "cached plan must not
+ * change result type"): everything is prepared again from scratch.
+ */
+static int prepared_stale(const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    return state &&
+           (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0);
 }
 
 PGconn *rw_pg_conn(rw_pg_t *pg)
@@ -221,6 +324,7 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
 /* PQreset keeps the PGconn (and its notice processor) and reconnects. */
 static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
 {
+    forget_prepared(pg); /* they do not survive the session */
     PQreset(pg->conn);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         set_msg(errstr, errlen,
@@ -247,6 +351,7 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
         goto out;
     }
     for (int attempt = 0;; attempt++) {
+        int by_name = 0;
         if (conn_bad(pg)) {
             if (pg->in_tx) {
                 err = rw_err_set(errstr, errlen, RW_ERR_PG_CONN,
@@ -258,12 +363,40 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
             if (err)
                 goto out;
         }
-        r = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+        if (pg->prepare && nparams > 0) {
+            const prepared_t *st = NULL;
+            err = prepared_for(pg, sql, nparams, &st, errstr, errlen);
+            if (err)
+                goto retry;
+            if (st) {
+                char name[24];
+                snprintf(name, sizeof(name), "rw_%u", st->name);
+                by_name = 1;
+                r = PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL,
+                                   0);
+            } else {
+                r = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL,
+                                 NULL, 0);
+            }
+        } else {
+            r = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL,
+                             0);
+        }
         err = rw_pg_result_err(pg, r, errstr, errlen);
         if (err == RW_OK)
             break;
+        if (by_name && prepared_stale(r)) {
+            forget_prepared(pg);
+            PQclear(r);
+            r = NULL;
+            /* the statement never ran: outside a transaction, run it again */
+            if (pg->in_tx || attempt > 0)
+                goto out;
+            continue;
+        }
         PQclear(r);
         r = NULL;
+    retry:
         /*
          * Only a lost link outside a transaction is retried, and only once:
          * a transaction's earlier statements died with the old session.

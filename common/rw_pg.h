@@ -41,6 +41,18 @@ PGconn *rw_pg_conn(rw_pg_t *pg);
  */
 unsigned rw_pg_reconnects(const rw_pg_t *pg);
 
+/*
+ * Prepare each distinct statement with parameters once per session and
+ * run it by name from then on (off by default). It saves the parse and
+ * plan of every repetition on a hot path; Postgres may then run a
+ * statement with a generic plan, so it is meant for statements whose
+ * parameters are keys (ids, a run and chunk), not for searches whose best
+ * plan depends on the values. Behind a connection pooler in transaction
+ * mode that does not track prepared statements, leave it off; a
+ * statement the server has lost is prepared again.
+ */
+void rw_pg_set_prepare(rw_pg_t *pg, int on);
+
 /* True between a successful rw_pg_begin and rw_pg_commit/rollback. */
 int rw_pg_in_tx(const rw_pg_t *pg);
 

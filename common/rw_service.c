@@ -168,6 +168,8 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
         err = rw_pg_new(&svc->pg, s->pg_dsn, errstr, errlen);
         if (err)
             goto out;
+        /* set only where ROLLWAVE_PG_PREPARE is a key (the hot paths) */
+        rw_pg_set_prepare(svc->pg, (int)s->pg_prepare);
     }
     if (needs & RW_SVC_REDIS) {
         err = rw_redis_new(&svc->rc, s->redis_url, (long)s->redis_timeout_ms,

@@ -16,6 +16,7 @@ typedef struct rw_settings {
     long long metrics_port;
     /* postgres */
     char *pg_dsn;
+    long long pg_prepare;
     /* redis */
     char *redis_url;
     long long redis_timeout_ms;
@@ -111,6 +112,12 @@ typedef struct rw_settings {
     RW_KEY("ROLLWAVE_PG_DSN", RW_CFG_SECRET, pg_dsn, NULL, 0, 0, 1,            \
            "libpq connection string or URI (sslmode, sslrootcert, ... "        \
            "are passed through)")
+
+/* The hot paths' statements prepared once per session (rw_pg_set_prepare). */
+#define RW_KEYS_PG_PREPARE                                                     \
+    RW_KEY("ROLLWAVE_PG_PREPARE", RW_CFG_INT, pg_prepare, "1", 0, 1, 0,        \
+           "prepare each statement once per session (0: behind a pooler in "  \
+           "transaction mode that does not keep prepared statements)")
 
 #define RW_KEYS_REDIS                                                          \
     RW_KEY("ROLLWAVE_REDIS_URL", RW_CFG_SECRET, redis_url,                     \

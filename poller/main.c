@@ -43,6 +43,7 @@ typedef struct poller {
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9103"),
     RW_KEYS_PG,
+    RW_KEYS_PG_PREPARE,
     RW_KEYS_REDIS,
     RW_KEYS_KAFKA,
     RW_KEYS_KAFKA_GROUP("rollwave-poller"),

@@ -23,6 +23,7 @@
 static const rw_cfg_key_t keys[] = {
     RW_KEYS_PROCESS("9102"),
     RW_KEYS_PG,
+    RW_KEYS_PG_PREPARE,
     RW_KEYS_REDIS,
     RW_KEYS_KAFKA,
     RW_KEYS_KAFKA_GROUP("rollwave-worker"),

@@ -403,6 +403,95 @@ static void test_connection_lost_inside_transaction(void **state)
     PQclear(res);
 }
 
+/* How many statements this session has prepared (pg_prepared_statements). */
+static long long prepared_count(rw_pg_t *pg)
+{
+    PGresult *res = PQexec(rw_pg_conn(pg),
+                           "SELECT count(*) FROM pg_prepared_statements");
+    long long n;
+
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    n = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return n;
+}
+
+static long long select_plus(rw_pg_t *pg, const char *v)
+{
+    PGresult *res = NULL;
+    const char *params[1] = {v};
+    char errstr[512];
+    long long n;
+
+    assert_int_equal(rw_pg_exec(pg, "SELECT $1::bigint + 1 AS v", 1, params,
+                                &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    n = rw_pg_ll(res, 0, "v", -1);
+    PQclear(res);
+    return n;
+}
+
+/*
+ * Prepared once per session, by text: the same statement again runs by
+ * name, a new text gets its own, statements without parameters are not
+ * prepared, and a statement the server lost (DISCARD ALL, a pooler, a
+ * reconnect) is prepared again without the caller seeing it, except
+ * inside a transaction, where the failed statement aborted it.
+ */
+static void test_prepared_statements(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *params[1] = {"x"};
+    int pid;
+
+    assert_int_equal(prepared_count(f->pg), 0);
+    assert_int_equal(select_plus(f->pg, "1"), 2); /* off by default */
+    assert_int_equal(prepared_count(f->pg), 0);
+
+    rw_pg_set_prepare(f->pg, 1);
+    assert_int_equal(select_plus(f->pg, "1"), 2);
+    assert_int_equal(select_plus(f->pg, "41"), 42);
+    assert_int_equal(prepared_count(f->pg), 1);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT 1", 0, NULL, NULL, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(prepared_count(f->pg), 1);
+    assert_int_equal(rw_pg_exec(f->pg, "SELECT length($1::text) AS n", 1,
+                                params, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(prepared_count(f->pg), 2);
+
+    /* a syntax error is the statement's own error, and is not kept */
+    assert_int_equal(rw_pg_exec(f->pg, "SELEC $1::int", 1, params, NULL,
+                                errstr, sizeof(errstr)),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "syntax error"));
+    assert_int_equal(prepared_count(f->pg), 2);
+
+    /* dropped under it: prepared again, outside a transaction unseen */
+    PQclear(PQexec(rw_pg_conn(f->pg), "DEALLOCATE ALL"));
+    assert_int_equal(prepared_count(f->pg), 0);
+    assert_int_equal(select_plus(f->pg, "9"), 10);
+    assert_int_equal(prepared_count(f->pg), 1);
+
+    /* inside a transaction the statement fails and the retry works */
+    PQclear(PQexec(rw_pg_conn(f->pg), "DEALLOCATE ALL"));
+    assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
+    assert_int_not_equal(rw_pg_exec(f->pg, "SELECT $1::bigint + 1 AS v", 1,
+                                    params, NULL, errstr, sizeof(errstr)),
+                         RW_OK);
+    assert_int_equal(rw_pg_rollback(f->pg, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(select_plus(f->pg, "1"), 2);
+
+    /* a new session has none: the reconnect forgets them */
+    pid = backend_pid(f->pg);
+    kill_backend(f->dsn, pid);
+    assert_int_equal(select_plus(f->pg, "2"), 3);
+    assert_int_equal(rw_pg_reconnects(f->pg), 1);
+    assert_int_equal(prepared_count(f->pg), 1);
+}
+
 static void test_advisory_locks(void **state)
 {
     fixture_t *f = *state;
@@ -557,6 +646,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_lost_inside_transaction,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_advisory_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_statements, setup,
+                                        teardown),
         cmocka_unit_test(test_connect_error_hides_password),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
