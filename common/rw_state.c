@@ -726,7 +726,7 @@ static const char chunk_sql[] =
     "            ELSE c.attempt END,"
     "  bulk_name = CASE WHEN $4::text = 'triggering' THEN $7::text"
     "              WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_name END,"
-    "  sent_at = CASE WHEN $4::text = 'triggering' THEN now()"
+    "  sent_at = CASE WHEN $4::text = 'triggering' THEN clock_timestamp()"
     "            WHEN $4::text = 'pending' THEN NULL ELSE c.sent_at END,"
     "  bulk_id = CASE WHEN $4::text = 'triggered' THEN $8::text"
     "            WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_id END,"
@@ -898,17 +898,6 @@ rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
     snprintf(ago_s, sizeof(ago_s), "%lld",
              lagoon_read_ago_ms < 0 ? -1 : lagoon_read_ago_ms);
     return chunk_one(pg, sql, run_id, chunk, attempt, 1, ago_s, "poll step",
-                     errstr, errlen);
-}
-
-rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
-                            int attempt, char *errstr, size_t errlen)
-{
-    static const char sql[] =
-        "UPDATE run_chunks SET sent_at = clock_timestamp()"
-        " WHERE run_id = $1::bigint AND chunk = $2::int"
-        "   AND state = 'triggering' AND attempt = $3::int";
-    return chunk_one(pg, sql, run_id, chunk, attempt, 0, NULL, "mark sent",
                      errstr, errlen);
 }
 

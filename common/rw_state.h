@@ -240,7 +240,9 @@ rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
 /* What a chunk transition writes besides the state. Unset = NULL / -1. */
 typedef struct rw_chunk_change {
     /* entering triggering: the new attempt (the row must be at attempt-1)
-     * and the bulk name of that attempt; sent_at is stamped. Any other
+     * and the bulk name of that attempt; sent_at is stamped with the
+     * statement's own clock (the claim commits right before the send).
+     * Any other
      * edge: the row must still be at this attempt (-1 = any), so the end
      * of an old attempt never lands on a newer one */
     int attempt;
@@ -292,17 +294,12 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
  *   attempt + 1 (the poll was recorded; its next event is queued); when
  *   the poll asked Lagoon, lagoon_read_ago_ms (>= 0) before now, that is
  *   the chunk's lagoon_read_at; -1 leaves it;
- * - mark_sent: a triggering chunk still at `attempt` is stamped sent now,
- *   right before its mutation leaves; a chunk the sweep gave back or that
- *   moved to another attempt meanwhile is not sent (CONFLICT);
  * - touch: updated_at = now(), so the sweep does not act on it again
  *   before its period.
  */
 rw_err_t rw_chunk_poll_step(rw_pg_t *pg, long long run_id, int chunk,
                             int attempt, long long lagoon_read_ago_ms,
                             char *errstr, size_t errlen);
-rw_err_t rw_chunk_mark_sent(rw_pg_t *pg, long long run_id, int chunk,
-                            int attempt, char *errstr, size_t errlen);
 rw_err_t rw_chunk_touch(rw_pg_t *pg, long long run_id, int chunk, char *errstr,
                         size_t errlen);
 

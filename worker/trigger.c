@@ -69,6 +69,7 @@ typedef struct tgt {
     bool is_beta;
     long long interval_days;
     long long beta_interval_days;
+    const char *elsewhere; /* uuid of another run holding it in flight */
     enum action action;
     char reason[96];
     char key[96];
@@ -86,6 +87,8 @@ typedef struct chunk {
     int send_failures;   /* sends that never reached Lagoon, this series */
     bool variables_only;
     bool respect_windows; /* hold the chunk while its windows are closed */
+    bool windows_open;    /* every pending target's window is open now */
+    char windows_not_before[64]; /* when closed: when to look again */
     long long run_limit;  /* strategy.max_in_flight of the run, 0 = none */
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
@@ -93,50 +96,46 @@ typedef struct chunk {
     size_t n;
 } chunk_t;
 
-static const char SQL_LOAD_CHUNK[] =
-    "SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
-    "       r.respect_windows, r.strategy, r.total_count,"
-    "       c.state AS chunk_state, c.attempt, c.bulk_id, c.poll_attempts,"
-    "       COALESCE(c.replay_id, 0) AS replay_id, c.send_failures"
-    " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
-    " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
-
-static const char SQL_LOAD_TARGETS[] =
-    "SELECT t.id, t.instance_id, t.state, i.status, t.lagoon_project,"
-    "       t.lagoon_environment, COALESCE(g.is_beta, false) AS is_beta,"
-    "       a.redeploy_interval_days, a.beta_redeploy_interval_days"
-    " FROM run_targets t"
-    " JOIN app_instances i ON i.id = t.instance_id"
-    " JOIN store_apps a ON a.id = i.store_app_id"
-    " LEFT JOIN user_groups g ON g.id = i.user_group_id"
-    " WHERE t.run_id = $1::bigint AND t.chunk = $2::int ORDER BY t.id";
-
-/* The in-flight markers (0016_in_flight): one row per instance in flight. */
-static const char SQL_IN_FLIGHT_ELSEWHERE[] =
-    "SELECT f.instance_id, r.uuid::text AS run_uuid"
-    " FROM target_in_flight f JOIN deployment_runs r ON r.id = f.run_id"
-    " WHERE f.instance_id = ANY($1::bigint[]) AND f.run_id <> $2::bigint";
-
 /*
- * Whether every pending target's effective window (its group's, else its
- * store app's) is open now, and if not, when to look again: when the last
- * of the closed windows opens, or after $3 ms (ROLLWAVE_WINDOW_WAIT_MS)
- * if that comes first, so that a window edited meanwhile is seen. One
- * statement per chunk. The window functions run once per distinct
+ * Step 1 in one statement: the chunk and its run (c), whether the chunk's
+ * deployment windows are open (w, only for a run that respects them) and
+ * one row per target, with the run that has the target's instance in
+ * flight when that is another run. A chunk without targets still yields
+ * its one row (target columns NULL).
+ *
+ * w: whether every pending target's effective window (its group's, else
+ * its store app's) is open now, and if not, when to look again: when the
+ * last of the closed windows opens, or after $3 ms
+ * (ROLLWAVE_WINDOW_WAIT_MS) if that comes first, so that a window edited
+ * meanwhile is seen. The window functions run once per distinct
  * effective window of the chunk (a handful), not once per target: each
  * call of those SQL functions costs about half a millisecond, which per
  * target was the largest Postgres cost of a rollout. Targets without any
  * window never reach them.
+ *
+ * The in-flight view is read before the claim, not under it: a claim that
+ * meets a marker taken meanwhile fails on the markers' unique key and the
+ * batch's next try skips the instance.
  */
-static const char SQL_WINDOWS_OPEN[] =
-    "SELECT COALESCE(bool_and(e.open), true) AS open,"
-    "       LEAST(max(CASE WHEN NOT e.open"
-    "                 THEN rw_window_next_open(e.tz, e.days, e.wfrom, e.wto,"
-    "                                          now()) END),"
-    "             now() + make_interval(secs => $3::bigint / 1000.0))::text"
-    "         AS not_before"
+static const char SQL_LOAD[] =
+    "WITH c AS ("
+    " SELECT r.id AS run_id, r.status AS run_status, r.variables_only,"
+    "        r.respect_windows, r.strategy, r.total_count,"
+    "        c.state AS chunk_state, c.attempt, c.bulk_id AS chunk_bulk_id,"
+    "        c.poll_attempts, COALESCE(c.replay_id, 0) AS replay_id,"
+    "        c.send_failures"
+    " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
+    " WHERE r.uuid = $1::uuid AND c.chunk = $2::int),"
+    " w AS ("
+    " SELECT COALESCE(bool_and(e.open), true) AS windows_open,"
+    "        LEAST(max(CASE WHEN NOT e.open"
+    "                  THEN rw_window_next_open(e.tz, e.days, e.wfrom, e.wto,"
+    "                                           now()) END),"
+    "              now() + make_interval(secs => $3::bigint / 1000.0))::text"
+    "          AS windows_not_before"
     " FROM (SELECT d.tz, d.days, d.wfrom, d.wto,"
-    "              rw_window_open(d.tz, d.days, d.wfrom, d.wto, now()) AS open"
+    "              rw_window_open(d.tz, d.days, d.wfrom, d.wto, now())"
+    "                AS open"
     "       FROM (SELECT DISTINCT"
     "               CASE WHEN g.window_tz IS NOT NULL THEN g.window_tz"
     "                    ELSE a.window_tz END AS tz,"
@@ -146,14 +145,36 @@ static const char SQL_WINDOWS_OPEN[] =
     "                    ELSE a.window_from_min END AS wfrom,"
     "               CASE WHEN g.window_tz IS NOT NULL THEN g.window_to_min"
     "                    ELSE a.window_to_min END AS wto"
-    "             FROM run_targets t"
+    "             FROM c"
+    "             JOIN run_targets t ON t.run_id = c.run_id"
+    "               AND t.chunk = $2::int"
     "             JOIN app_instances i ON i.id = t.instance_id"
     "             JOIN store_apps a ON a.id = i.store_app_id"
     "             LEFT JOIN user_groups g ON g.id = i.user_group_id"
-    "             WHERE t.run_id = $1::bigint AND t.chunk = $2::int"
-    "               AND t.state = 'pending'"
+    "             WHERE c.respect_windows AND t.state = 'pending'"
     "               AND (g.window_tz IS NOT NULL"
-    "                    OR a.window_tz IS NOT NULL)) d) e";
+    "                    OR a.window_tz IS NOT NULL)) d) e)"
+    " SELECT c.*, w.windows_open, w.windows_not_before,"
+    "        x.id, x.instance_id, x.state, x.status, x.lagoon_project,"
+    "        x.lagoon_environment, x.is_beta, x.redeploy_interval_days,"
+    "        x.beta_redeploy_interval_days,"
+    "        CASE WHEN x.state = 'pending' THEN"
+    "          (SELECT o.uuid::text FROM target_in_flight f"
+    "           JOIN deployment_runs o ON o.id = f.run_id"
+    "           WHERE f.instance_id = x.instance_id AND f.run_id <> c.run_id)"
+    "        END AS elsewhere"
+    " FROM c CROSS JOIN w"
+    " LEFT JOIN (SELECT t.run_id, t.id, t.instance_id, t.state, i.status,"
+    "                   t.lagoon_project, t.lagoon_environment,"
+    "                   COALESCE(g.is_beta, false) AS is_beta,"
+    "                   a.redeploy_interval_days,"
+    "                   a.beta_redeploy_interval_days"
+    "            FROM run_targets t"
+    "            JOIN app_instances i ON i.id = t.instance_id"
+    "            JOIN store_apps a ON a.id = i.store_app_id"
+    "            LEFT JOIN user_groups g ON g.id = i.user_group_id"
+    "            WHERE t.chunk = $2::int) x ON x.run_id = c.run_id"
+    " ORDER BY x.id";
 
 static void chunk_free(chunk_t *c)
 {
@@ -205,14 +226,19 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
-    char chunk_s[16], run_s[24];
-    const char *p[2] = {m->run, chunk_s};
+    char chunk_s[16], wait_s[24];
+    const char *p[3] = {m->run, chunk_s, wait_s};
+    const char *nb;
+    int rows;
 
     snprintf(chunk_s, sizeof(chunk_s), "%d", m->chunk);
-    err = rw_pg_exec(svc->pg, SQL_LOAD_CHUNK, 2, p, &res, errstr, errlen);
+    snprintf(wait_s, sizeof(wait_s), "%lld", svc->s->window_wait_ms);
+    err = rw_pg_exec(svc->pg, SQL_LOAD, 3, p, &c->res, errstr, errlen);
     if (err)
         goto out;
-    if (PQntuples(res) != 1) {
+    res = c->res;
+    rows = PQntuples(res);
+    if (rows < 1) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
                          "no chunk %d of run %s", m->chunk, m->run);
         goto out;
@@ -230,58 +256,43 @@ static rw_err_t load(rw_service_t *svc, const rw_batch_msg_t *m, chunk_t *c,
     c->send_failures = (int)rw_pg_ll(res, 0, "send_failures", 0);
     c->variables_only = rw_pg_bool(res, 0, "variables_only", 0);
     c->respect_windows = rw_pg_bool(res, 0, "respect_windows", 0);
+    c->windows_open = rw_pg_bool(res, 0, "windows_open", 1);
+    nb = rw_pg_str(res, 0, "windows_not_before");
+    snprintf(c->windows_not_before, sizeof(c->windows_not_before), "%s",
+             nb ? nb : "");
     c->run_limit = run_limit(c->run_uuid, rw_pg_str(res, 0, "strategy"),
                              rw_pg_ll(res, 0, "total_count", 0));
-    snprintf(c->bulk_id, sizeof(c->bulk_id), "%s",
-             rw_pg_str(res, 0, "bulk_id") ? rw_pg_str(res, 0, "bulk_id") : "");
-    PQclear(res);
-    res = NULL;
+    nb = rw_pg_str(res, 0, "chunk_bulk_id");
+    snprintf(c->bulk_id, sizeof(c->bulk_id), "%s", nb ? nb : "");
 
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    {
-        const char *p2[2] = {run_s, chunk_s};
-        err = rw_pg_exec(svc->pg, SQL_LOAD_TARGETS, 2, p2, &c->res, errstr,
-                         errlen);
-        if (err)
-            goto out;
-    }
-    c->n = (size_t)PQntuples(c->res);
-    c->t = calloc(c->n + 1, sizeof(*c->t));
+    c->t = calloc((size_t)rows + 1, sizeof(*c->t));
     if (!c->t) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < c->n; i++) {
-        tgt_t *t = &c->t[i];
-        int row = (int)i;
-        t->id = rw_pg_ll(c->res, row, "id", 0);
-        t->instance_id = rw_pg_ll(c->res, row, "instance_id", 0);
+    c->n = 0;
+    for (int row = 0; row < rows; row++) {
+        tgt_t *t;
+        if (!rw_pg_str(res, row, "id"))
+            continue; /* the chunk's row when it has no targets */
+        t = &c->t[c->n++];
+        t->id = rw_pg_ll(res, row, "id", 0);
+        t->instance_id = rw_pg_ll(res, row, "instance_id", 0);
         t->state = (rw_target_state_t)rw_target_state_parse(
-            rw_pg_str(c->res, row, "state"));
-        t->status = rw_pg_str(c->res, row, "status");
-        t->project = rw_pg_str(c->res, row, "lagoon_project");
-        t->environment = rw_pg_str(c->res, row, "lagoon_environment");
-        t->is_beta = rw_pg_bool(c->res, row, "is_beta", 0);
-        t->interval_days = rw_pg_ll(c->res, row, "redeploy_interval_days", 0);
+            rw_pg_str(res, row, "state"));
+        t->status = rw_pg_str(res, row, "status");
+        t->project = rw_pg_str(res, row, "lagoon_project");
+        t->environment = rw_pg_str(res, row, "lagoon_environment");
+        t->is_beta = rw_pg_bool(res, row, "is_beta", 0);
+        t->interval_days = rw_pg_ll(res, row, "redeploy_interval_days", 0);
         t->beta_interval_days =
-            rw_pg_ll(c->res, row, "beta_redeploy_interval_days", 0);
+            rw_pg_ll(res, row, "beta_redeploy_interval_days", 0);
+        t->elsewhere = rw_pg_str(res, row, "elsewhere");
         rw_redis_lock_key(t->key, sizeof(t->key), svc->s->kafka_topic_prefix,
                           t->instance_id);
     }
 out:
-    PQclear(res);
     return err;
-}
-
-/* Append ids of targets with the given action to an array literal. */
-static const char *ids_of(rw_pg_array_t *a, const chunk_t *c, enum action act,
-                          bool instance)
-{
-    rw_pg_array_init(a);
-    for (size_t i = 0; i < c->n; i++)
-        if (c->t[i].action == act)
-            rw_pg_array_add_ll(a, instance ? c->t[i].instance_id : c->t[i].id);
-    return rw_pg_array_finish(a);
 }
 
 static size_t count_of(const chunk_t *c, enum action act)
@@ -345,6 +356,11 @@ static rw_err_t plan(rw_service_t *svc, chunk_t *c, char *errstr, size_t errlen)
         } else if (!t->project || !t->environment) {
             t->action = ACT_SKIP;
             snprintf(t->reason, sizeof(t->reason), "no lagoon target");
+        } else if (t->elsewhere) {
+            /* Postgres's view: another run has the instance in flight */
+            t->action = ACT_SKIP;
+            snprintf(t->reason, sizeof(t->reason), "in flight in run %s",
+                     t->elsewhere);
         } else {
             t->action = ACT_CLAIM;
         }
@@ -389,42 +405,6 @@ out:
     free(keys);
     free(got);
     free(idx);
-    return err;
-}
-
-/* Skip the targets that another run has in flight (Postgres view). */
-static rw_err_t skip_in_flight_elsewhere(rw_service_t *svc, chunk_t *c,
-                                         char *errstr, size_t errlen)
-{
-    rw_err_t err = RW_OK;
-    rw_pg_array_t a;
-    PGresult *res = NULL;
-    char run_s[24];
-    const char *p[2];
-
-    p[0] = ids_of(&a, c, ACT_CLAIM, true);
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    p[1] = run_s;
-    if (!p[0]) {
-        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    err = rw_pg_exec(svc->pg, SQL_IN_FLIGHT_ELSEWHERE, 2, p, &res, errstr,
-                     errlen);
-    if (err)
-        goto out;
-    for (int r = 0; r < PQntuples(res); r++) {
-        long long iid = rw_pg_ll(res, r, "instance_id", 0);
-        for (size_t i = 0; i < c->n; i++)
-            if (c->t[i].instance_id == iid && c->t[i].action == ACT_CLAIM) {
-                c->t[i].action = ACT_SKIP;
-                snprintf(c->t[i].reason, sizeof(c->t[i].reason),
-                         "in flight in run %s", rw_pg_str(res, r, "run_uuid"));
-            }
-    }
-out:
-    PQclear(res);
-    rw_pg_array_free(&a);
     return err;
 }
 
@@ -476,9 +456,6 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, long long lease,
     *n = 0;
     *lease_lost = false;
     err = rw_pg_begin(svc->pg, errstr, errlen);
-    if (err)
-        goto out;
-    err = skip_in_flight_elsewhere(svc, c, errstr, errlen);
     if (err)
         goto out;
     err = write_skips(svc, c, errstr, errlen);
@@ -806,31 +783,11 @@ static bool take_budget(rw_service_t *svc, rw_gate_t *gate, const chunk_t *c,
 static bool window_open(rw_service_t *svc, const chunk_t *c,
                         rw_msg_outcome_t *outcome, char *reason, size_t len)
 {
-    rw_err_t err = RW_OK;
-    PGresult *res = NULL;
-    char errstr[512] = "";
-    char run_s[24], chunk_s[16], wait_s[24];
-    const char *p[3] = {run_s, chunk_s, wait_s};
-    bool open = true;
-
-    if (!c->respect_windows)
+    if (!c->respect_windows || c->windows_open)
         return true;
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
-    snprintf(wait_s, sizeof(wait_s), "%lld", svc->s->window_wait_ms);
-    err = rw_pg_exec(svc->pg, SQL_WINDOWS_OPEN, 3, p, &res, errstr,
-                     sizeof(errstr));
-    if (err) {
-        PQclear(res);
-        *outcome = fail(svc, err, errstr, reason, len);
-        return false;
-    }
-    open = rw_pg_bool(res, 0, "open", 1);
-    if (!open)
-        defer(svc, c, rw_pg_str(res, 0, "not_before"), 0,
-              "deployment window closed", outcome, reason, len);
-    PQclear(res);
-    return open;
+    defer(svc, c, c->windows_not_before[0] ? c->windows_not_before : NULL, 0,
+          "deployment window closed", outcome, reason, len);
+    return false;
 }
 
 /*
@@ -1007,10 +964,10 @@ static bool claim_chunk(rw_service_t *svc, chunk_t *c, long long *lease,
         *outcome = fail(svc, err, errstr, reason, len);
         return false;
     }
+    if (n > 0)
+        return true; /* the send comes first: it was stamped in the claim */
     release_locks(svc, c, ACT_SKIP);
     release_locks(svc, c, ACT_LOST);
-    if (n > 0)
-        return true;
     err = rw_progress_finalize(svc->pg, c->run_id, &finalized, NULL, errstr,
                                sizeof(errstr));
     if (err)
@@ -1019,8 +976,11 @@ static bool claim_chunk(rw_service_t *svc, chunk_t *c, long long *lease,
 }
 
 /*
- * Step 4: the bulk mutation, stamped sent right before it leaves. false:
- * not accepted, the ending already recorded (*outcome set).
+ * Step 4: the bulk mutation. The claim's commit stamped sent_at and
+ * nothing but building the request lies between them, so the sweep's
+ * settle window counts from (at most a moment before) the send. The
+ * locks the claim did not use are given back after it. false: not
+ * accepted, the ending already recorded (*outcome set).
  */
 static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
                        char *bulk_id, size_t bulk_id_len,
@@ -1029,21 +989,9 @@ static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
     rw_err_t err = RW_OK;
     char errstr[512] = "";
 
-    /* the sweep's settle window counts from the stamp, and a chunk the
-     * sweep gave back meanwhile is not sent */
-    err = rw_chunk_mark_sent(svc->pg, c->run_id, c->chunk, c->attempt, errstr,
-                             sizeof(errstr));
-    if (err == RW_ERR_CONFLICT) {
-        rw_info(COMP, "event=batch_ignored run=%s chunk=%d reason=given_back",
-                c->run_uuid, c->chunk);
-        return false;
-    }
-    if (err) {
-        /* not sent: the claim stands and the sweep gives it back */
-        *outcome = fail(svc, err, errstr, reason, len);
-        return false;
-    }
     err = fire(svc, c, bulk_name, bulk_id, bulk_id_len, errstr, sizeof(errstr));
+    release_locks(svc, c, ACT_SKIP);
+    release_locks(svc, c, ACT_LOST);
     if (err) {
         *outcome = after_send_error(svc, c, err, errstr, reason, len);
         return false;

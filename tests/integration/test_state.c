@@ -607,49 +607,37 @@ static void test_chunk_lifecycle_audited_and_guarded(void **state)
                "triggering>triggered,triggered>done,done>pending");
 }
 
-static void test_chunk_mark_sent_guards_the_attempt(void **state)
+/*
+ * Entering triggering stamps sent_at at the statement's own time, not the
+ * transaction's start: the claim commits right before the send, and the
+ * sweep's settle window counts from the stamp.
+ */
+static void test_chunk_triggering_stamps_sent_at(void **state)
 {
     fixture_t *f = *state;
     long long run = make_run(f, "running");
     rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
     char errstr[512] = "";
-    char *before = NULL, *after = NULL;
+    char *late = NULL;
 
     make_chunk(f, run, 0);
     ch.attempt = 1;
     ch.bulk_name = "rollwave x c0 a1";
+    assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(rw_pg_exec(f->pg, "SELECT pg_sleep(0.05)", 0, NULL, NULL,
+                                errstr, sizeof(errstr)),
+                     RW_OK);
     assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_PENDING,
                                              RW_CHUNK_TRIGGERING, false, &ch,
                                              "claimed", errstr, sizeof(errstr)),
                      RW_OK);
-    before = q_str(f->pg,
-                   "SELECT sent_at::text FROM run_chunks WHERE run_id = $1"
-                   " AND chunk = 0",
-                   run);
-    /* another attempt's sender must not stamp (nor send) this one */
-    assert_int_equal(
-        rw_chunk_mark_sent(f->pg, run, 0, 2, errstr, sizeof(errstr)),
-        RW_ERR_CONFLICT);
-    assert_int_equal(
-        rw_chunk_mark_sent(f->pg, run, 0, 1, errstr, sizeof(errstr)), RW_OK);
-    after = q_str(f->pg,
-                  "SELECT sent_at::text FROM run_chunks WHERE run_id = $1"
-                  " AND chunk = 0",
-                  run);
-    /* clock_timestamp(): later than the claim's stamp in the same session */
-    assert_true(strcmp(after, before) > 0);
-    /* given back meanwhile (the sweep found nothing): not sent */
-    ch = (rw_chunk_change_t)RW_CHUNK_CHANGE_INIT;
-    ch.attempt = 1;
-    assert_int_equal(rw_chunk_transition_one(f->pg, run, 0, RW_CHUNK_TRIGGERING,
-                                             RW_CHUNK_PENDING, false, &ch,
-                                             "unsent", errstr, sizeof(errstr)),
-                     RW_OK);
-    assert_int_equal(
-        rw_chunk_mark_sent(f->pg, run, 0, 1, errstr, sizeof(errstr)),
-        RW_ERR_CONFLICT);
-    free(before);
-    free(after);
+    late = q_str(f->pg,
+                 "SELECT (sent_at >= now() + interval '40 milliseconds')::text"
+                 " FROM run_chunks WHERE run_id = $1 AND chunk = 0",
+                 run);
+    assert_string_equal(late, "true");
+    assert_int_equal(rw_pg_commit(f->pg, errstr, sizeof(errstr)), RW_OK);
+    free(late);
 }
 
 static void test_target_claim_given_back_takes_attempt_back(void **state)
@@ -765,7 +753,7 @@ int main(void)
         cmocka_unit_test(test_target_illegal_and_retry_edges),
         cmocka_unit_test(test_target_in_flight_elsewhere_is_unique_violation),
         cmocka_unit_test(test_chunk_lifecycle_audited_and_guarded),
-        cmocka_unit_test(test_chunk_mark_sent_guards_the_attempt),
+        cmocka_unit_test(test_chunk_triggering_stamps_sent_at),
         cmocka_unit_test(test_target_claim_given_back_takes_attempt_back),
         cmocka_unit_test(test_target_apply_health_columns),
     };
