@@ -229,6 +229,61 @@ out:
 }
 
 /*
+ * What a chunk's end may change in its run, read without a lock: the
+ * run's status, whether any chunk is still open, the chunk's failures and
+ * whether the current wave (when one is running) still has an open chunk.
+ */
+static const char SQL_CHUNK_ENDED[] =
+    "SELECT r.status,"
+    "  EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
+    "          AND c.state NOT IN ('done', 'failed')) AS run_open,"
+    "  EXISTS (SELECT 1 FROM run_targets t WHERE t.run_id = r.id"
+    "          AND t.chunk = $2::int AND t.state IN ('failed', 'timed_out'))"
+    "    AS chunk_failed,"
+    "  COALESCE((SELECT w.state <> 'running'"
+    "              OR EXISTS (SELECT 1 FROM run_chunks c"
+    "                         WHERE c.run_id = r.id"
+    "                           AND c.chunk BETWEEN w.first_chunk"
+    "                                           AND w.last_chunk"
+    "                           AND c.state NOT IN ('done', 'failed'))"
+    "            FROM run_waves w"
+    "            WHERE w.run_id = r.id AND w.wave = r.current_wave),"
+    "           true) AS wave_goes_on"
+    " FROM deployment_runs r WHERE r.id = $1::bigint";
+
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, int chunk,
+                                 bool *finalized, char *errstr, size_t errlen)
+{
+    rw_err_t err;
+    PGresult *res = NULL;
+    char run_s[24], chunk_s[16];
+    const char *p[2] = {run_s, chunk_s};
+    int status;
+    bool quiet;
+
+    *finalized = false;
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    err = rw_pg_exec(pg, SQL_CHUNK_ENDED, 2, p, &res, errstr, errlen);
+    if (err)
+        return err;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
+                          "run %lld not found", run_id);
+    }
+    status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
+    quiet = (status == RW_RUN_PENDING || status == RW_RUN_RUNNING) &&
+            rw_pg_bool(res, 0, "run_open", 0) &&
+            !rw_pg_bool(res, 0, "chunk_failed", 1) &&
+            rw_pg_bool(res, 0, "wave_goes_on", 0);
+    PQclear(res);
+    if (quiet)
+        return RW_OK;
+    return rw_progress_finalize(pg, run_id, finalized, NULL, errstr, errlen);
+}
+
+/*
  * Open runs whose chunks are all closed, open runs whose running wave has
  * no open chunk (its end was not recorded: the process that closed the
  * last chunk died before finalizing), and cancelled runs whose counts

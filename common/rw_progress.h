@@ -31,6 +31,19 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
                            size_t *n_moved, char *errstr, size_t errlen);
 
 /*
+ * A chunk of the run ended (its poller committed it): rw_progress_finalize
+ * unless one unlocked read shows there is nothing for it to do, which is
+ * the common case: a running (or pending) run that still has open chunks,
+ * a chunk without failed or timed-out targets (no threshold can have been
+ * crossed by it), and a current wave, if one is running, that still has
+ * open chunks. Whichever of two racing chunk ends commits last reads the
+ * other's commit, so the end of a wave or run is never missed; the
+ * recovery sweep stays the backstop for a process that died in between.
+ */
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, int chunk,
+                                 bool *finalized, char *errstr, size_t errlen);
+
+/*
  * Finalize the run if every chunk is over (done or failed): in its own
  * transaction, lock the run row, count its targets, store the counts and
  * move it to its outcome (rw_run_outcome). A run already final, cancelled,

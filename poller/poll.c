@@ -45,27 +45,30 @@
 /* The soonest a poll event is queued again for a health check. */
 #define HEALTH_MIN_WAIT_MS 200
 
-static const char SQL_LOAD_CHUNK[] =
-    "SELECT r.id AS run_id, r.strategy, c.state AS chunk_state, c.bulk_id,"
-    "       c.poll_attempts,"
+/*
+ * Steps 1 and 2 in one statement: the chunk and its run, and one row per
+ * target still in flight with the chunk's columns repeated; a chunk with
+ * none yields its one row with the target columns NULL.
+ */
+static const char SQL_LOAD[] =
+    "SELECT c.run_id, r.strategy, c.state AS chunk_state,"
+    "       c.bulk_id AS chunk_bulk_id, c.poll_attempts,"
     "       (extract(epoch FROM now() - c.triggered_at) * 1000)::bigint"
     "         AS polled_ms,"
     "       CASE WHEN c.lagoon_read_at >= c.triggered_at"
     "         THEN (extract(epoch FROM now() - c.lagoon_read_at)"
-    "               * 1000)::bigint END AS lagoon_read_ms"
-    " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
-    " WHERE r.uuid = $1::uuid AND c.chunk = $2::int";
-
-static const char SQL_LOAD_TARGETS[] =
-    "SELECT id, instance_id, state, lagoon_project, lagoon_environment,"
-    "       lagoon_status, deployment_name, route, health_attempts,"
-    "       health_next_at IS NOT NULL AS awaiting_health,"
-    "       GREATEST(0, ceil(extract(epoch FROM health_next_at - now())"
+    "               * 1000)::bigint END AS lagoon_read_ms,"
+    "       t.id, t.instance_id, t.state, t.lagoon_project,"
+    "       t.lagoon_environment, t.lagoon_status, t.deployment_name,"
+    "       t.route, t.health_attempts,"
+    "       t.health_next_at IS NOT NULL AS awaiting_health,"
+    "       GREATEST(0, ceil(extract(epoch FROM t.health_next_at - now())"
     "                        * 1000))::bigint AS health_wait_ms"
-    " FROM run_targets"
-    " WHERE run_id = $1::bigint AND chunk = $2::int"
-    "   AND state IN ('triggered', 'deploying')"
-    " ORDER BY id";
+    " FROM deployment_runs r JOIN run_chunks c ON c.run_id = r.id"
+    " LEFT JOIN run_targets t ON t.run_id = c.run_id AND t.chunk = c.chunk"
+    "   AND t.state IN ('triggered', 'deploying')"
+    " WHERE r.uuid = $1::uuid AND c.chunk = $2::int"
+    " ORDER BY t.id";
 
 static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
                              const char *errstr, char *reason, size_t len)
@@ -194,7 +197,10 @@ static void poll_free(poll_t *p)
     free(p->next_json);
 }
 
-/* Step 1: the chunk, and whether this event is still its current one. */
+/*
+ * Steps 1 and 2: the chunk, whether this event is still its current one,
+ * and its targets in flight (p->tg, rows 0 .. n-1).
+ */
 static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
                            size_t errlen)
 {
@@ -204,11 +210,12 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
     const char *par[2] = {m->run, p->chunk_s};
     const char *state, *bulk_id;
 
-    err = rw_pg_exec(svc->pg, SQL_LOAD_CHUNK, 2, par, &chunk, errstr, errlen);
+    err = rw_pg_exec(svc->pg, SQL_LOAD, 2, par, &p->tg, errstr, errlen);
     if (err)
         goto out;
+    chunk = p->tg;
     rw_service_note_ok(svc, RW_SVC_PG);
-    if (PQntuples(chunk) != 1) {
+    if (PQntuples(chunk) < 1) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOT_FOUND,
                          "no chunk %d of run %s", m->chunk, m->run);
         goto out;
@@ -227,7 +234,7 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
         errstr[0] = '\0';
     }
     state = rw_pg_str(chunk, 0, "chunk_state");
-    bulk_id = rw_pg_str(chunk, 0, "bulk_id");
+    bulk_id = rw_pg_str(chunk, 0, "chunk_bulk_id");
     if (strcmp(state, "done") == 0 && bulk_id &&
         strcmp(bulk_id, m->bulk_id) == 0) {
         /*
@@ -248,7 +255,6 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
         p->stop = true;
     }
 out:
-    PQclear(chunk);
     return err;
 }
 
@@ -292,17 +298,11 @@ static rw_err_t ask_lagoon(rw_service_t *svc, poll_t *p, char *errstr,
     return RW_OK;
 }
 
-/* Step 2: the targets in flight, and whether Lagoon has news for any. */
-static rw_err_t load_targets(rw_service_t *svc, poll_t *p, char *errstr,
-                             size_t errlen)
+/* Step 2: the targets in flight (loaded), and whether Lagoon is needed. */
+static rw_err_t load_targets(poll_t *p, char *errstr, size_t errlen)
 {
-    rw_err_t err = RW_OK;
-    const char *par[2] = {p->run_s, p->chunk_s};
-
-    err = rw_pg_exec(svc->pg, SQL_LOAD_TARGETS, 2, par, &p->tg, errstr, errlen);
-    if (err)
-        return err;
-    p->n = (size_t)PQntuples(p->tg);
+    /* the chunk's own row when none is in flight */
+    p->n = rw_pg_str(p->tg, 0, "id") ? (size_t)PQntuples(p->tg) : 0;
     p->u = calloc(p->n + 1, sizeof(*p->u));
     p->health_msg = calloc(p->n + 1, sizeof(*p->health_msg));
     p->health_what = calloc(p->n + 1, sizeof(*p->health_what));
@@ -641,8 +641,8 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
     }
     rw_info(COMP, "event=chunk_done run=%s chunk=%d polls=%d", m->run, m->chunk,
             m->attempt);
-    err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL, errstr,
-                               sizeof(errstr));
+    err = rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk, &finalized,
+                                  errstr, sizeof(errstr));
     if (err)
         /* the chunk is done; a later poll of another chunk or the sweep
          * finalizes the run, so this message is still handled */
@@ -666,7 +666,7 @@ rw_msg_outcome_t rw_poller_poll(rw_service_t *svc, rw_poller_logs_t *logs,
     err = load_chunk(svc, &p, errstr, sizeof(errstr));
     if (err || p.stop)
         goto out;
-    err = load_targets(svc, &p, errstr, sizeof(errstr));
+    err = load_targets(&p, errstr, sizeof(errstr));
     if (err)
         goto out;
     if (lagoon_due(svc, &p)) {

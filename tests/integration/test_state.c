@@ -20,6 +20,7 @@
 
 #include "rw_itest.h"
 #include "rw_itest_pg.h"
+#include "rw_progress.h"
 #include "rw_state.h"
 
 typedef struct fixture {
@@ -640,6 +641,87 @@ static void test_chunk_triggering_stamps_sent_at(void **state)
     free(late);
 }
 
+/* One statement with one bigint parameter, for the set-up below. */
+static void x1(fixture_t *f, const char *sql, long long arg)
+{
+    char a[24];
+    const char *params[1] = {a};
+
+    snprintf(a, sizeof(a), "%lld", arg);
+    PQclear(q(f->pg, sql, 1, params));
+}
+
+/*
+ * A chunk's end: quiet when the run and its wave go on and the chunk had
+ * no failures (nothing moves); a failure in it applies the thresholds
+ * although other chunks are open (the run pauses); the last chunk
+ * finalizes the run, once.
+ */
+static void test_chunk_ended(void **state)
+{
+    fixture_t *f = *state;
+    long long run = make_run(f, "running");
+    long long done_run = make_run(f, "running");
+    long long t0;
+    bool finalized = true;
+    char errstr[512] = "";
+
+    x1(f,
+       "UPDATE deployment_runs SET current_wave = 1, strategy ="
+       " '{\"waves\":[\"100%\"],\"bake\":\"0\",\"max_failures_wave\":\"0\"}'"
+       " WHERE id = $1",
+       run);
+    x1(f,
+       "INSERT INTO run_waves (run_id, wave, first_chunk, last_chunk,"
+       " target_count, state) VALUES ($1, 1, 0, 1, 2, 'running')",
+       run);
+    make_chunk(f, run, 0);
+    make_chunk(f, run, 1);
+    x1(f, "UPDATE run_chunks SET state = 'done' WHERE run_id = $1 AND chunk = 0",
+       run);
+    /* chunk 1 stays pending: open */
+    make_instance(f); /* chunk 1's, below */
+    t0 = make_target(f, run, make_instance(f), "succeeded");
+    x1(f,
+       "INSERT INTO run_targets (run_id, instance_id, chunk, state)"
+       " SELECT $1, id, 1, 'pending' FROM app_instances"
+       " ORDER BY id DESC OFFSET 1 LIMIT 1",
+       run);
+
+    assert_int_equal(
+        rw_progress_chunk_ended(f->pg, run, 0, &finalized, errstr,
+                                sizeof(errstr)),
+        RW_OK);
+    assert_false(finalized);
+    expect_str(f->pg, RUN_STATUS, run, "running");
+    assert_int_equal(transitions_of(f, run), 0);
+
+    /* the chunk's target failed: the wave's threshold (0) is crossed */
+    x1(f, "UPDATE run_targets SET state = 'failed' WHERE id = $1", t0);
+    assert_int_equal(
+        rw_progress_chunk_ended(f->pg, run, 0, &finalized, errstr,
+                                sizeof(errstr)),
+        RW_OK);
+    assert_false(finalized);
+    expect_str(f->pg, RUN_STATUS, run, "paused");
+
+    /* a run's last chunk ends it, once */
+    make_chunk(f, done_run, 0);
+    x1(f, "UPDATE run_chunks SET state = 'done' WHERE run_id = $1", done_run);
+    make_target(f, done_run, make_instance(f), "succeeded");
+    assert_int_equal(
+        rw_progress_chunk_ended(f->pg, done_run, 0, &finalized, errstr,
+                                sizeof(errstr)),
+        RW_OK);
+    assert_true(finalized);
+    expect_str(f->pg, RUN_STATUS, done_run, "completed");
+    assert_int_equal(
+        rw_progress_chunk_ended(f->pg, done_run, 0, &finalized, errstr,
+                                sizeof(errstr)),
+        RW_OK);
+    assert_false(finalized);
+}
+
 static void test_target_claim_given_back_takes_attempt_back(void **state)
 {
     fixture_t *f = *state;
@@ -754,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_target_in_flight_elsewhere_is_unique_violation),
         cmocka_unit_test(test_chunk_lifecycle_audited_and_guarded),
         cmocka_unit_test(test_chunk_triggering_stamps_sent_at),
+        cmocka_unit_test(test_chunk_ended),
         cmocka_unit_test(test_target_claim_given_back_takes_attempt_back),
         cmocka_unit_test(test_target_apply_health_columns),
     };
