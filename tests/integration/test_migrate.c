@@ -611,6 +611,13 @@ static void test_in_flight_upgrade_in_place(void **state)
                           " AND 'fillfactor=70' = ANY(reloptions)",
                           "n"),
                      1);
+    /* 0017: room for HOT updates on the instances' pages */
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_class"
+                          " WHERE relname = 'app_instances'"
+                          " AND 'fillfactor=85' = ANY(reloptions)",
+                          "n"),
+                     1);
     /* instance 1 is still held by run 1; instance 2 may go */
     assert_int_equal(q(pg, errstr,
                        "UPDATE run_targets SET state = 'claimed'"

@@ -1,0 +1,15 @@
+-- 0017_instance_fillfactor: room on app_instances' pages for HOT updates.
+--
+-- A rollout writes every instance twice: at the trigger (deployment run,
+-- trigger time, next due time: indexed columns, never a HOT update) and
+-- when its build ends (last deployment name, status and time: no indexed
+-- column). The second can stay on its page without touching any of the
+-- table's six indexes, but only if the page has room for the new row
+-- version; at the default fillfactor (100) a page filled by the platform's
+-- inserts has none, so every build's end wrote six index entries.
+--
+-- Only pages written from now on keep the room: existing pages are not
+-- rewritten here (that would lock the platform's table). They gain it as
+-- rows move off them through ordinary updates and VACUUM; an operator who
+-- wants it at once runs pg_repack or VACUUM FULL in a quiet hour.
+ALTER TABLE app_instances SET (fillfactor = 85);
