@@ -174,6 +174,7 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
 {
     rw_err_t err = RW_OK;
     long long *ids = target_ids(t, n);
+    long long *iids = NULL, *next = NULL;
     rw_pg_array_t a_iid, a_next;
     rw_poll_msg_t pm;
     rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
@@ -189,17 +190,21 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
         goto out;
     }
     snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
-    for (size_t i = 0; i < n; i++) {
-        rw_pg_array_add_ll(&a_iid, t[i].instance_id);
-        if (t[i].interval_days > 0)
-            rw_pg_array_add_ll(
-                &a_next,
-                rw_schedule_next_s(now_s, t[i].is_beta, t[i].interval_days,
-                                   t[i].beta_interval_days, t[i].instance_id,
-                                   s->jitter_window_min * 60));
-        else
-            rw_pg_array_add_str(&a_next, NULL); /* no cadence to keep */
+    iids = instance_ids(t, n);
+    next = calloc(n + 1, sizeof(*next));
+    if (!iids || !next) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
     }
+    /* 0: no cadence to keep */
+    for (size_t i = 0; i < n; i++)
+        next[i] = t[i].interval_days > 0
+                      ? rw_schedule_next_s(now_s, t[i].is_beta,
+                                           t[i].interval_days,
+                                           t[i].beta_interval_days,
+                                           t[i].instance_id,
+                                           s->jitter_window_min * 60)
+                      : 0;
     memset(&pm, 0, sizeof(pm));
     pm.run = (char *)c->run_uuid;
     pm.chunk = c->chunk;
@@ -211,6 +216,15 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
         goto out;
     rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
 
+    if (c->run_status != RW_RUN_PENDING) {
+        /* the common case: one statement, no transaction around it */
+        err = rw_chunk_mark_triggered(pg, c->run_id, c->chunk, c->attempt,
+                                      bulk_id, reason, ids, iids, next, n,
+                                      key, json, &outbox_id, errstr, errlen);
+        if (err)
+            goto out;
+        goto published;
+    }
     err = rw_pg_begin(pg, errstr, errlen);
     if (err)
         goto out;
@@ -226,6 +240,13 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
                                     NULL, NULL, errstr, errlen);
     if (err)
         goto out;
+    for (size_t i = 0; i < n; i++) {
+        rw_pg_array_add_ll(&a_iid, iids[i]);
+        if (next[i] > 0)
+            rw_pg_array_add_ll(&a_next, next[i]);
+        else
+            rw_pg_array_add_str(&a_next, NULL);
+    }
     {
         const char *p[3] = {run_s, rw_pg_array_finish(&a_iid),
                             rw_pg_array_finish(&a_next)};
@@ -238,20 +259,20 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
         if (err)
             goto out;
     }
-    if (c->run_status == RW_RUN_PENDING) {
-        err = rw_run_transition(pg, c->run_id, RW_RUN_PENDING, RW_RUN_RUNNING,
-                                false, "first chunk triggered", errstr, errlen);
-        if (err == RW_ERR_CONFLICT)
-            err = RW_OK; /* another chunk got there first */
-        if (err)
-            goto out;
-    }
+    /* a pending run: the run's first trigger moves it to running */
+    err = rw_run_transition(pg, c->run_id, RW_RUN_PENDING, RW_RUN_RUNNING,
+                            false, "first chunk triggered", errstr, errlen);
+    if (err == RW_ERR_CONFLICT)
+        err = RW_OK; /* another chunk got there first */
+    if (err)
+        goto out;
     err = rw_outbox_add(pg, "poll", key, json, &outbox_id, errstr, errlen);
     if (err)
         goto out;
     err = rw_pg_commit(pg, errstr, errlen);
     if (err)
         goto out;
+published:
     rw_info(COMP, "event=chunk_triggered run=%s chunk=%d bulk=%s targets=%zu",
             c->run_uuid, c->chunk, bulk_id, n);
     if (kp) {
@@ -265,6 +286,8 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
 out:
     if (err && rw_pg_in_tx(pg))
         rw_pg_rollback(pg, NULL, 0);
+    free(iids);
+    free(next);
     free(ids);
     free(json);
     rw_pg_array_free(&a_iid);

@@ -855,6 +855,287 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
     return err;
 }
 
+/* "1,2,3" (string_agg) -> ascending ids; NULL or "" -> none. */
+static rw_err_t parse_ids(const char *list, long long **ids, size_t *n,
+                          char *errstr, size_t errlen)
+{
+    size_t cap = 1;
+    long long *v;
+    const char *p;
+
+    *ids = NULL;
+    *n = 0;
+    if (!list || !*list)
+        return RW_OK;
+    for (p = list; *p; p++)
+        cap += *p == ',';
+    v = malloc(cap * sizeof(*v));
+    if (!v)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "id list");
+    for (p = list; *p;) {
+        char *end = NULL;
+        v[(*n)++] = strtoll(p, &end, 10);
+        p = *end == ',' ? end + 1 : end;
+        if (end == p && *p) /* not a number: stop rather than loop */
+            break;
+    }
+    qsort(v, *n, sizeof(*v), cmp_ll);
+    *ids = v;
+    return RW_OK;
+}
+
+/*
+ * The worker's claim as one statement. c0 locks the chunk row if it is
+ * still pending at the attempt before this one; l locks the throttle
+ * lease if it is still valid. Only with both do the targets move pending
+ * -> claimed, and only if at least one did does the chunk move pending ->
+ * triggering (it is locked: the same guard cannot fail in between) with
+ * its audit row, and the lease is settled. The columns are the ones
+ * target_sql and chunk_sql write for these two edges.
+ */
+static const char claim_sql[] =
+    "WITH c0 AS ("
+    " SELECT c.run_id, c.chunk FROM run_chunks c"
+    " WHERE c.run_id = $1::bigint AND c.chunk = $2::int"
+    "   AND c.state = 'pending' AND c.attempt = $3::int - 1"
+    " FOR UPDATE),"
+    " l AS ("
+    " SELECT id FROM throttle_leases"
+    " WHERE id = $7::bigint AND expires_at > clock_timestamp()"
+    " FOR UPDATE),"
+    " go AS ("
+    " SELECT 1 FROM c0 WHERE $7::bigint IS NULL OR EXISTS (SELECT 1 FROM l)),"
+    " tg AS ("
+    " UPDATE run_targets AS t SET state = 'claimed', error = NULL,"
+    "   updated_at = now(), attempt = t.attempt + 1, bulk_id = NULL,"
+    "   claimed_at = now(), health_attempts = 0, health_next_at = NULL,"
+    "   health_error = NULL, route = NULL, finished_at = NULL"
+    " FROM (SELECT DISTINCT unnest($6::bigint[]) AS id) AS ids"
+    " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = 'pending'"
+    "   AND EXISTS (SELECT 1 FROM go)"
+    " RETURNING t.id),"
+    " ch AS ("
+    " UPDATE run_chunks c SET state = 'triggering', attempt = $3::int,"
+    "   bulk_name = $4::text, sent_at = clock_timestamp(), last_error = NULL,"
+    "   finished_at = NULL, not_before = NULL"
+    " FROM c0"
+    " WHERE c.run_id = c0.run_id AND c.chunk = c0.chunk"
+    "   AND c.state = 'pending' AND EXISTS (SELECT 1 FROM tg)"
+    " RETURNING c.run_id, c.chunk),"
+    " ct AS ("
+    " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"
+    "                                reason)"
+    " SELECT run_id, chunk, 'pending', 'triggering', $5::text FROM ch"
+    " RETURNING 1),"
+    " ld AS ("
+    " DELETE FROM throttle_leases"
+    " WHERE id IN (SELECT id FROM l) AND EXISTS (SELECT 1 FROM ch)"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM c0) AS chunk_ok,"
+    "        $7::bigint IS NULL OR (SELECT count(*) FROM l) > 0 AS lease_ok,"
+    "        (SELECT count(*) FROM ch) AS moved,"
+    "        (SELECT count(*) FROM ld) AS settled,"
+    "        (SELECT string_agg(id::text, ',') FROM tg) AS claimed";
+
+rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *bulk_name, const char *reason,
+                        const long long *target_ids, size_t n,
+                        long long lease_id, rw_chunk_claim_result_t *out,
+                        char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    rw_pg_array_t ids;
+    char run_s[24], chunk_s[16], att_s[16], lease_s[24];
+    const char *p[7];
+
+    memset(out, 0, sizeof(*out));
+    rw_pg_array_init(&ids);
+    if (!pg || !target_ids || n == 0 || attempt < 1 || !bulk_name) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "claim: targets, an attempt and a name are needed");
+        goto out;
+    }
+    /* the two edges this statement takes, by the same tables */
+    if (!rw_target_edge_ok(RW_TARGET_PENDING, RW_TARGET_CLAIMED, false) ||
+        !rw_chunk_edge_ok(RW_CHUNK_PENDING, RW_CHUNK_TRIGGERING, false)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "claim: not a legal transition");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        rw_pg_array_add_ll(&ids, target_ids[i]);
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    snprintf(lease_s, sizeof(lease_s), "%lld", lease_id);
+    p[0] = run_s;
+    p[1] = chunk_s;
+    p[2] = att_s;
+    p[3] = bulk_name;
+    p[4] = reason;
+    p[5] = rw_pg_array_finish(&ids);
+    p[6] = lease_id > 0 ? lease_s : NULL;
+    if (!p[5]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "target id array");
+        goto out;
+    }
+    err = rw_pg_exec(pg, claim_sql, 7, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    out->chunk_ok = rw_pg_ll(res, 0, "chunk_ok", 0) > 0;
+    out->lease_ok = rw_pg_bool(res, 0, "lease_ok", 0);
+    out->moved = rw_pg_ll(res, 0, "moved", 0) > 0;
+    err = parse_ids(rw_pg_str(res, 0, "claimed"), &out->claimed,
+                    &out->n_claimed, errstr, errlen);
+    if (err)
+        goto out;
+    if (out->moved && lease_id > 0 && rw_pg_ll(res, 0, "settled", 0) != 1)
+        /* locked by l in this very statement: cannot happen */
+        rw_error(COMP, "event=claim_lease_unsettled run=%lld chunk=%d",
+                 run_id, chunk);
+    rw_debug(COMP,
+             "event=chunk_claim run=%lld chunk=%d attempt=%d asked=%zu "
+             "claimed=%zu moved=%d chunk_ok=%d lease_ok=%d",
+             run_id, chunk, attempt, n, out->n_claimed, (int)out->moved,
+             (int)out->chunk_ok, (int)out->lease_ok);
+out:
+    PQclear(res);
+    rw_pg_array_free(&ids);
+    return err;
+}
+
+/*
+ * An accepted bulk as one statement: the chunk triggering -> triggered
+ * (guarded by state and attempt) with its audit row, and only if it moved:
+ * its claimed targets -> triggered with the bulk id, the instances'
+ * trigger bookkeeping and the first poll event in the outbox. The columns
+ * are the ones target_sql and chunk_sql write for these two edges.
+ */
+static const char triggered_sql[] =
+    "WITH ch AS ("
+    " UPDATE run_chunks c SET state = 'triggered', bulk_id = $4::text,"
+    "   triggered_at = now(), poll_attempts = 1, finished_at = NULL,"
+    "   not_before = NULL"
+    " WHERE c.run_id = $1::bigint AND c.chunk = $2::int"
+    "   AND c.state = 'triggering' AND c.attempt = $3::int"
+    " RETURNING c.run_id, c.chunk),"
+    " ct AS ("
+    " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"
+    "                                reason)"
+    " SELECT run_id, chunk, 'triggering', 'triggered', $5::text FROM ch"
+    " RETURNING 1),"
+    " tg AS ("
+    " UPDATE run_targets AS t SET state = 'triggered', error = NULL,"
+    "   updated_at = now(), bulk_id = $4::text, triggered_at = now(),"
+    "   finished_at = NULL"
+    " FROM (SELECT DISTINCT unnest($6::bigint[]) AS id) AS ids"
+    " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = 'claimed'"
+    "   AND EXISTS (SELECT 1 FROM ch)"
+    " RETURNING t.id),"
+    " ins AS ("
+    " UPDATE app_instances i SET deployment_run_id = $1::bigint,"
+    "   last_deploy_triggered_at = now(),"
+    "   next_redeploy_at = CASE WHEN u.next IS NULL THEN i.next_redeploy_at"
+    "                           ELSE to_timestamp(u.next) END"
+    " FROM unnest($7::bigint[], $8::bigint[]) AS u(id, next)"
+    " WHERE i.id = u.id AND EXISTS (SELECT 1 FROM ch)"
+    " RETURNING 1),"
+    " ob AS ("
+    " INSERT INTO outbox (topic, msg_key, payload)"
+    " SELECT 'poll', $9::text, $10::text FROM ch"
+    " RETURNING id)"
+    " SELECT (SELECT count(*) FROM ch) AS moved,"
+    "        (SELECT count(*) FROM tg) AS targets,"
+    "        (SELECT id FROM ob) AS outbox_id";
+
+rw_err_t rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk,
+                                 int attempt, const char *bulk_id,
+                                 const char *reason,
+                                 const long long *target_ids,
+                                 const long long *instance_ids,
+                                 const long long *next_s, size_t n,
+                                 const char *poll_key, const char *poll_json,
+                                 long long *outbox_id, char *errstr,
+                                 size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    PGresult *res = NULL;
+    rw_pg_array_t a_t, a_i, a_n;
+    char run_s[24], chunk_s[16], att_s[16];
+    const char *p[10];
+    long long moved, targets;
+
+    *outbox_id = 0;
+    rw_pg_array_init(&a_t);
+    rw_pg_array_init(&a_i);
+    rw_pg_array_init(&a_n);
+    if (!pg || !bulk_id || !poll_key || !poll_json ||
+        (n > 0 && (!target_ids || !instance_ids || !next_s))) {
+        err = rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                         "triggered: a bulk id and the poll event are needed");
+        goto out;
+    }
+    if (!rw_target_edge_ok(RW_TARGET_CLAIMED, RW_TARGET_TRIGGERED, false) ||
+        !rw_chunk_edge_ok(RW_CHUNK_TRIGGERING, RW_CHUNK_TRIGGERED, false)) {
+        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
+                         "triggered: not a legal transition");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rw_pg_array_add_ll(&a_t, target_ids[i]);
+        rw_pg_array_add_ll(&a_i, instance_ids[i]);
+        if (next_s[i] > 0)
+            rw_pg_array_add_ll(&a_n, next_s[i]);
+        else
+            rw_pg_array_add_str(&a_n, NULL); /* no cadence to keep */
+    }
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
+    snprintf(att_s, sizeof(att_s), "%d", attempt);
+    p[0] = run_s;
+    p[1] = chunk_s;
+    p[2] = att_s;
+    p[3] = bulk_id;
+    p[4] = reason;
+    p[5] = rw_pg_array_finish(&a_t);
+    p[6] = rw_pg_array_finish(&a_i);
+    p[7] = rw_pg_array_finish(&a_n);
+    p[8] = poll_key;
+    p[9] = poll_json;
+    if (!p[5] || !p[6] || !p[7]) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "id arrays");
+        goto out;
+    }
+    err = rw_pg_exec(pg, triggered_sql, 10, p, &res, errstr, errlen);
+    if (err)
+        goto out;
+    moved = rw_pg_ll(res, 0, "moved", 0);
+    targets = rw_pg_ll(res, 0, "targets", 0);
+    if (moved != 1) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "chunk %d of run %lld is no longer triggering at "
+                         "attempt %d",
+                         chunk, run_id, attempt);
+        rw_info(COMP,
+                "event=transition_conflict machine=chunk run=%lld chunk=%d "
+                "from=triggering to=triggered",
+                run_id, chunk);
+        goto out;
+    }
+    *outbox_id = rw_pg_ll(res, 0, "outbox_id", 0);
+    rw_debug(COMP,
+             "event=chunk_triggered_recorded run=%lld chunk=%d targets=%lld "
+             "asked=%zu",
+             run_id, chunk, targets, n);
+out:
+    PQclear(res);
+    rw_pg_array_free(&a_t);
+    rw_pg_array_free(&a_i);
+    rw_pg_array_free(&a_n);
+    return err;
+}
+
 /*
  * One chunk's bookkeeping as a one-row conditional UPDATE whose parameters
  * are run ($1), chunk ($2), attempt ($3, when >= 0) and text ($4, when

@@ -288,6 +288,56 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
                                  size_t errlen);
 
 /*
+ * The worker's claim (trigger step 3) as one statement, no transaction
+ * needed: under a lock of the chunk row, if the chunk is still pending at
+ * attempt - 1 and the throttle lease (lease_id > 0; 0 = none) is still
+ * valid, the targets among target_ids that are still pending move to
+ * claimed, and if at least one did, the chunk moves to triggering with
+ * this attempt, bulk_name, sent_at stamped by the statement's clock and
+ * its audit row (reason), and the lease is settled: from the commit on,
+ * the claimed targets count themselves as in flight. Otherwise nothing
+ * moves. A target whose instance another run has in flight fails the
+ * whole statement on the markers' key (RW_ERR_PG_UNIQUE). The columns
+ * written are those rw_target_transition and rw_chunk_transition write
+ * for the same edges.
+ */
+typedef struct rw_chunk_claim_result {
+    bool chunk_ok;      /* the chunk was pending at attempt - 1 */
+    bool lease_ok;      /* no lease given, or it was still valid */
+    bool moved;         /* the chunk moved to triggering */
+    long long *claimed; /* the targets moved to claimed, ascending; free() */
+    size_t n_claimed;
+} rw_chunk_claim_result_t;
+
+rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *bulk_name, const char *reason,
+                        const long long *target_ids, size_t n,
+                        long long lease_id, rw_chunk_claim_result_t *out,
+                        char *errstr, size_t errlen);
+
+/*
+ * An accepted bulk recorded as one statement: the chunk triggering ->
+ * triggered (guarded by state and attempt; bulk id, poll attempt 1, audit
+ * row with reason) and, only if it moved, the claimed targets among
+ * target_ids -> triggered with the bulk id, the instances' deployment run,
+ * trigger time and next due time (next_s[i] > 0: that Unix second; 0:
+ * unchanged), and the first poll event (poll_key, poll_json) in the
+ * outbox (*outbox_id). A chunk no longer triggering at this attempt:
+ * RW_ERR_CONFLICT, nothing written. The run's own pending -> running is
+ * not part of it (rw_chunk_record_triggered takes the transaction path
+ * for a pending run).
+ */
+rw_err_t rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk,
+                                 int attempt, const char *bulk_id,
+                                 const char *reason,
+                                 const long long *target_ids,
+                                 const long long *instance_ids,
+                                 const long long *next_s, size_t n,
+                                 const char *poll_key, const char *poll_json,
+                                 long long *outbox_id, char *errstr,
+                                 size_t errlen);
+
+/*
  * Bookkeeping of a chunk that stays in its state, each a conditional
  * UPDATE returning RW_ERR_CONFLICT when the row is not as expected:
  * - poll_step: a triggered chunk at poll attempt `attempt` moves to

@@ -295,6 +295,13 @@ out:
     return err;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    long long x = *(const long long *)a;
+    long long y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
 static size_t count_of(const chunk_t *c, enum action act)
 {
     size_t n = 0;
@@ -445,6 +452,65 @@ static rw_err_t write_skips(rw_service_t *svc, chunk_t *c, char *errstr,
  * throttle lease (0 = none) is settled in the same transaction: from the
  * commit on, the claimed targets count themselves as in flight.
  */
+/*
+ * The common claim, nothing to skip and something to claim, in one
+ * statement (rw_chunk_claim). *done false: every target was moved by
+ * another handler meanwhile; the transaction below records that.
+ */
+static rw_err_t claim_at_once(rw_service_t *svc, chunk_t *c, long long lease,
+                              bool *lease_lost, char *bulk_name,
+                              size_t bulk_name_len, size_t *n, bool *done,
+                              char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    rw_chunk_claim_result_t r;
+    long long *ids = calloc(c->n + 1, sizeof(*ids));
+    size_t k = 0;
+
+    *done = true;
+    memset(&r, 0, sizeof(r));
+    if (!ids)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->n; i++)
+        if (c->t[i].action == ACT_CLAIM)
+            ids[k++] = c->t[i].id;
+    snprintf(bulk_name, bulk_name_len, "rollwave %s c%d a%d", c->run_uuid,
+             c->chunk, c->attempt + 1);
+    err = rw_chunk_claim(svc->pg, c->run_id, c->chunk, c->attempt + 1,
+                         bulk_name, "claimed", ids, k, lease, &r, errstr,
+                         errlen);
+    if (err)
+        goto out;
+    if (!r.chunk_ok) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "chunk %d of run %lld is no longer pending", c->chunk,
+                         c->run_id);
+        goto out;
+    }
+    if (!r.lease_ok) {
+        *lease_lost = true;
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "throttle lease %lld expired before the claim", lease);
+        goto out;
+    }
+    if (!r.moved) {
+        *done = false;
+        goto out;
+    }
+    /* a target another handler moved meanwhile is not ours to trigger */
+    for (size_t i = 0; i < c->n; i++)
+        if (c->t[i].action == ACT_CLAIM &&
+            !bsearch(&c->t[i].id, r.claimed, r.n_claimed, sizeof(long long),
+                     cmp_id))
+            c->t[i].action = ACT_LOST;
+    *n = count_of(c, ACT_CLAIM);
+    c->attempt++;
+out:
+    free(ids);
+    free(r.claimed);
+    return err;
+}
+
 static rw_err_t claim(rw_service_t *svc, chunk_t *c, long long lease,
                       bool *lease_lost, char *bulk_name, size_t bulk_name_len,
                       size_t *n, char *errstr, size_t errlen)
@@ -452,9 +518,16 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, long long lease,
     rw_err_t err = RW_OK;
     long long *ids = NULL, *moved = NULL;
     size_t nclaim = 0, nmoved = 0;
+    bool done = false;
 
     *n = 0;
     *lease_lost = false;
+    if (count_of(c, ACT_SKIP) == 0 && count_of(c, ACT_CLAIM) > 0) {
+        err = claim_at_once(svc, c, lease, lease_lost, bulk_name,
+                            bulk_name_len, n, &done, errstr, errlen);
+        if (err || done)
+            return err;
+    }
     err = rw_pg_begin(svc->pg, errstr, errlen);
     if (err)
         goto out;
