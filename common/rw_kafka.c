@@ -869,7 +869,10 @@ static rw_err_t consumer_open(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
          * Defaults the operator may override: statistics for the consumer
          * lag gauges, and a small prefetch, since a handler spends
          * milliseconds to seconds per message and librdkafka's 64 MiB
-         * default is memory held for nothing. The assignment strategy stays
+         * default is memory held for nothing: 1 MiB is a few hundred
+         * batches, seconds of a worker's work, and keeps a worker's
+         * memory the same whether the topic holds a thousand batches or a
+         * million-instance backlog. The assignment strategy stays
          * librdkafka's eager default: with librdkafka 2.0.2,
          * cooperative-sticky aborts in rd_kafka_destroy
          * (rd_kafka_sticky_assignor_state_destroy: assertion) when a
@@ -879,7 +882,7 @@ static rw_err_t consumer_open(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
             "statistics.interval.ms",
             "15000",
             "queued.max.messages.kbytes",
-            "8192",
+            "1024",
             NULL,
             NULL,
         };

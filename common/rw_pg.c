@@ -33,6 +33,7 @@ struct rw_pg {
     int in_tx;
     unsigned reconnects;
     int prepare;
+    int deallocate; /* the server may hold statements the cache forgot */
     prepared_t stmts[RW_PG_PREPARED_MAX];
     size_t nstmts;
     unsigned next_name;
@@ -212,8 +213,29 @@ static rw_err_t prepared_for(rw_pg_t *pg, const char *sql, int nparams,
 static int prepared_stale(const PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    return state &&
-           (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0);
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+    if (!state)
+        return 0;
+    return strcmp(state, "26000") == 0 ||
+           (strcmp(state, "0A000") == 0 && msg &&
+            strstr(msg, "cached plan") != NULL);
+}
+
+/*
+ * After a stale statement the cache starts afresh under new names; the
+ * old ones are dropped on the server at the next statement outside a
+ * transaction (DEALLOCATE is refused inside an aborted one). Best effort:
+ * a failure leaves unused statements behind, nothing else.
+ */
+static void deallocate_forgotten(rw_pg_t *pg)
+{
+    if (!pg->deallocate || pg->in_tx ||
+        PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
+        return;
+    PQclear(PQexec(pg->conn, "DEALLOCATE ALL"));
+    forget_prepared(pg); /* anything prepared meanwhile went too */
+    pg->deallocate = 0;
 }
 
 PGconn *rw_pg_conn(rw_pg_t *pg)
@@ -325,6 +347,7 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
 static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
 {
     forget_prepared(pg); /* they do not survive the session */
+    pg->deallocate = 0;
     PQreset(pg->conn);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         set_msg(errstr, errlen,
@@ -365,6 +388,7 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
         }
         if (pg->prepare && nparams > 0) {
             const prepared_t *st = NULL;
+            deallocate_forgotten(pg);
             err = prepared_for(pg, sql, nparams, &st, errstr, errlen);
             if (err)
                 goto retry;
@@ -387,11 +411,16 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
             break;
         if (by_name && prepared_stale(r)) {
             forget_prepared(pg);
+            pg->deallocate = 1;
             PQclear(r);
             r = NULL;
-            /* the statement never ran: outside a transaction, run it again */
-            if (pg->in_tx || attempt > 0)
+            /* the statement did not run: outside a transaction it runs
+             * again at once; inside, the transaction is aborted and the
+             * caller's retry of all of it will work */
+            if (pg->in_tx || attempt > 0) {
+                err = RW_ERR_PG_RETRY;
                 goto out;
+            }
             continue;
         }
         PQclear(r);

@@ -885,19 +885,28 @@ static rw_err_t parse_ids(const char *list, long long **ids, size_t *n,
 }
 
 /*
- * The worker's claim as one statement. c0 locks the chunk row if it is
- * still pending at the attempt before this one; l locks the throttle
- * lease if it is still valid. Only with both do the targets move pending
- * -> claimed, and only if at least one did does the chunk move pending ->
- * triggering (it is locked: the same guard cannot fail in between) with
- * its audit row, and the lease is settled. The columns are the ones
- * target_sql and chunk_sql write for these two edges.
+ * The worker's claim as one statement. t0 locks the targets still pending,
+ * then c0 the chunk row if it is still pending at the attempt before this
+ * one (targets before the chunk, the order rw_control_abort and the
+ * transaction path take them in: no deadlock between them; the sub-select
+ * of t0 in c0's condition is what runs t0 first); l locks the throttle
+ * lease if it is still valid. Only with the chunk and the lease do the
+ * targets move pending -> claimed, and only if at least one did does the
+ * chunk move pending -> triggering (it is locked: the same guard cannot
+ * fail in between) with its audit row, and the lease is settled. The
+ * columns are the ones target_sql and chunk_sql write for these two edges.
  */
 static const char claim_sql[] =
-    "WITH c0 AS ("
+    "WITH t0 AS ("
+    " SELECT t.id FROM run_targets t"
+    " WHERE t.id = ANY ($6::bigint[]) AND t.run_id = $1::bigint"
+    "   AND t.state = 'pending'"
+    " ORDER BY t.id FOR UPDATE),"
+    " c0 AS ("
     " SELECT c.run_id, c.chunk FROM run_chunks c"
     " WHERE c.run_id = $1::bigint AND c.chunk = $2::int"
     "   AND c.state = 'pending' AND c.attempt = $3::int - 1"
+    "   AND (SELECT count(*) FROM t0) >= 0"
     " FOR UPDATE),"
     " l AS ("
     " SELECT id FROM throttle_leases"
@@ -910,8 +919,8 @@ static const char claim_sql[] =
     "   updated_at = now(), attempt = t.attempt + 1, bulk_id = NULL,"
     "   claimed_at = now(), health_attempts = 0, health_next_at = NULL,"
     "   health_error = NULL, route = NULL, finished_at = NULL"
-    " FROM (SELECT DISTINCT unnest($6::bigint[]) AS id) AS ids"
-    " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = 'pending'"
+    " FROM t0"
+    " WHERE t.id = t0.id AND t.state = 'pending'"
     "   AND EXISTS (SELECT 1 FROM go)"
     " RETURNING t.id),"
     " ch AS ("

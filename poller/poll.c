@@ -244,6 +244,15 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
          * since by another run is not touched).
          */
         chunk_locks(svc, m, p->run_id, true);
+        /* ... and between its commit and offering the run its end */
+        {
+            bool finalized = false;
+            char ferr[256];
+            if (rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk,
+                                        &finalized, ferr, sizeof(ferr)))
+                rw_warn(COMP, "event=finalize_deferred run=%s detail=\"%s\"",
+                        m->run, ferr);
+        }
         p->stop = true;
         goto out;
     }
@@ -608,6 +617,16 @@ static rw_err_t record(rw_service_t *svc, poll_t *p, char *errstr,
 }
 
 /* Step 5, best effort: what is recorded stands whatever happens here. */
+/* Whether this poll moved a target to failed or timed out. */
+static bool failed_now(const poll_t *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->u[i].from != p->u[i].to && (p->u[i].to == RW_TARGET_FAILED ||
+                                           p->u[i].to == RW_TARGET_TIMED_OUT))
+            return true;
+    return false;
+}
+
 static void after_commit(rw_service_t *svc, const poll_t *p)
 {
     const rw_poll_msg_t *m = p->m;
@@ -637,15 +656,27 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
                               p->key, p->next_json, errstr, sizeof(errstr)))
             rw_warn(COMP, "event=poll_publish_deferred run=%s chunk=%d", m->run,
                     m->chunk);
-        return;
+        errstr[0] = '\0';
+    } else {
+        rw_info(COMP, "event=chunk_done run=%s chunk=%d polls=%d", m->run,
+                m->chunk, m->attempt);
     }
-    rw_info(COMP, "event=chunk_done run=%s chunk=%d polls=%d", m->run, m->chunk,
-            m->attempt);
-    err = rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk, &finalized,
-                                  errstr, sizeof(errstr));
+    /*
+     * A failure recorded now is offered to the thresholds at once, chunk
+     * done or not (every failure is committed by some poll, which then
+     * sees it); otherwise only a chunk's end may end a wave or the run.
+     */
+    if (failed_now(p))
+        err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL,
+                                   errstr, sizeof(errstr));
+    else if (p->all_terminal)
+        err = rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk,
+                                      &finalized, errstr, sizeof(errstr));
+    else
+        return;
     if (err)
-        /* the chunk is done; a later poll of another chunk or the sweep
-         * finalizes the run, so this message is still handled */
+        /* the poll is recorded; a later poll or the sweep offers the run
+         * again, so this message is still handled */
         rw_warn(COMP, "event=finalize_deferred run=%s err=%s detail=\"%s\"",
                 m->run, rw_err_name(err), errstr);
 }

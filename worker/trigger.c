@@ -1080,6 +1080,57 @@ static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
     return true;
 }
 
+static const char SQL_CHUNK_NOW[] =
+    "SELECT attempt, bulk_id FROM run_chunks"
+    " WHERE run_id = $1::bigint AND chunk = $2::int";
+
+/*
+ * An accepted bulk the chunk no longer records as its own: either the
+ * sweep adopted this very bulk (nothing to do) or the chunk went on to
+ * another attempt, and Lagoon ran this bulk besides: said loudly, counted
+ * (an alert's matter), never silently taken for the same bulk.
+ */
+static void stray_check(rw_service_t *svc, const chunk_t *c,
+                        const char *bulk_id)
+{
+    PGresult *res = NULL;
+    char run_s[24], chunk_s[16], errstr[256];
+    const char *p[2] = {run_s, chunk_s};
+    const char *now_bulk;
+    int now_attempt;
+
+    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
+    snprintf(chunk_s, sizeof(chunk_s), "%d", c->chunk);
+    if (rw_pg_exec(svc->pg, SQL_CHUNK_NOW, 2, p, &res, errstr,
+                   sizeof(errstr)) ||
+        PQntuples(res) != 1) {
+        rw_warn(COMP,
+                "event=trigger_recorded_elsewhere run=%s chunk=%d bulk=%s "
+                "detail=\"chunk not readable\"",
+                c->run_uuid, c->chunk, bulk_id);
+        PQclear(res);
+        return;
+    }
+    now_attempt = (int)rw_pg_ll(res, 0, "attempt", 0);
+    now_bulk = rw_pg_str(res, 0, "bulk_id");
+    if (now_attempt == c->attempt && now_bulk && strcmp(now_bulk, bulk_id) == 0)
+        rw_info(COMP, "event=trigger_recorded_elsewhere run=%s chunk=%d",
+                c->run_uuid, c->chunk);
+    else {
+        rw_error(COMP,
+                 "event=stray_bulk run=%s chunk=%d attempt=%d bulk=%s "
+                 "chunk_attempt=%d detail=\"accepted after the chunk was "
+                 "given back: its builds ran outside the run\"",
+                 c->run_uuid, c->chunk, c->attempt, bulk_id, now_attempt);
+        rw_metrics_add(rw_metrics_counter("rollwave_stray_bulks_total",
+                                          "bulks Lagoon accepted for a chunk "
+                                          "attempt that had been given back",
+                                          NULL),
+                       1);
+    }
+    PQclear(res);
+}
+
 /* Step 5: an accepted bulk recorded; the first poll event goes with it. */
 static rw_msg_outcome_t record_accepted(rw_service_t *svc, const chunk_t *c,
                                         const char *bulk_id, char *reason,
@@ -1100,9 +1151,10 @@ static rw_msg_outcome_t record_accepted(rw_service_t *svc, const chunk_t *c,
                                         sizeof(errstr));
     free(t);
     if (err == RW_ERR_CONFLICT) {
-        /* the sweep adopted the bulk first: same bulk, nothing to do */
-        rw_info(COMP, "event=trigger_recorded_elsewhere run=%s chunk=%d",
-                c->run_uuid, c->chunk);
+        /* the sweep adopted the bulk first (same attempt, same bulk), or
+         * gave the chunk back while this worker stalled between its claim
+         * and its send: then this bulk ran beside the next attempt's */
+        stray_check(svc, c, bulk_id);
         err = RW_OK;
     }
     if (err)

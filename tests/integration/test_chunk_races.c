@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
+#include <unistd.h>
 
 #include "rw_chunk.h"
 #include "rw_control.h"
@@ -179,6 +181,109 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The claim of test_claim_after_abort_locks, on its own connection. */
+typedef struct claimer {
+    const char *dsn;
+    long long run_id;
+    long long ids[4];
+    rw_err_t err;
+    rw_chunk_claim_result_t r;
+    char errstr[512];
+} claimer_t;
+
+static int claimer_main(void *arg)
+{
+    claimer_t *c = arg;
+    rw_pg_t *pg = rw_itest_pg_connect(c->dsn);
+
+    c->err = rw_chunk_claim(pg, c->run_id, 0, 1, "rollwave x c0 a1", "claimed",
+                            c->ids, 4, 0, &c->r, c->errstr,
+                            sizeof(c->errstr));
+    rw_pg_destroy(pg);
+    return 0;
+}
+
+/*
+ * A worker's one-statement claim meets an abort in progress: the abort
+ * (rw_control_abort's order: the run's pending targets, then its pending
+ * chunks, in one transaction) holds the targets when the claim arrives.
+ * The claim takes the targets before the chunk, as the abort does, so it
+ * waits instead of deadlocking: the abort commits, the claim finds the
+ * chunk no longer pending and moves nothing. (Taking the chunk first had
+ * Postgres cancel one of the two with a deadlock.)
+ */
+static void test_claim_after_abort_locks(void **state)
+{
+    fixture_t *f = *state;
+    claimer_t c;
+    thrd_t th;
+    char app[24], run_s[24], errstr[512];
+    const char *p[1] = {app};
+    PGresult *res;
+
+    memset(&c, 0, sizeof(c));
+    snprintf(app, sizeof(app), "%lld", f->store_app_id);
+    res = q(f->pg,
+            "INSERT INTO deployment_runs (trigger_source, status,"
+            " store_app_id, started_at) VALUES ('manual', 'running',"
+            " $1::bigint, now()) RETURNING id",
+            1, p);
+    c.run_id = rw_pg_ll(res, 0, "id", 0);
+    PQclear(res);
+    snprintf(run_s, sizeof(run_s), "%lld", c.run_id);
+    p[0] = run_s;
+    PQclear(q(f->pg,
+              "INSERT INTO app_instances (name, store_app_id, status,"
+              " lagoon_project, lagoon_environment)"
+              " SELECT 'abort-claim-' || $1 || '-' || g, r.store_app_id,"
+              "   'running-healthy-unclaimed', 'p' || g, 'main'"
+              " FROM deployment_runs r, generate_series(1, 4) g"
+              " WHERE r.id = $1::bigint",
+              1, p));
+    PQclear(q(f->pg,
+              "INSERT INTO run_targets (run_id, instance_id, chunk, state)"
+              " SELECT $1::bigint, i.id, 0, 'pending' FROM app_instances i"
+              " WHERE i.name LIKE 'abort-claim-' || $1 || '-%'",
+              1, p));
+    PQclear(q(f->pg,
+              "INSERT INTO run_chunks (run_id, chunk, target_count)"
+              " VALUES ($1::bigint, 0, 4)",
+              1, p));
+    res = q(f->pg, "SELECT id FROM run_targets WHERE run_id = $1::bigint"
+                   " ORDER BY id",
+            1, p);
+    assert_int_equal(PQntuples(res), 4);
+    for (int i = 0; i < 4; i++)
+        c.ids[i] = rw_pg_ll(res, i, "id", 0);
+    PQclear(res);
+    c.dsn = f->dsn;
+
+    assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
+    PQclear(q(f->pg,
+              "UPDATE run_targets SET state = 'cancelled', updated_at = now()"
+              " WHERE run_id = $1::bigint AND state = 'pending'",
+              1, p));
+    assert_int_equal(thrd_create(&th, claimer_main, &c), thrd_success);
+    /* the claim is now waiting for the targets (or about to) */
+    usleep(300 * 1000);
+    PQclear(q(f->pg,
+              "UPDATE run_chunks SET state = 'done'"
+              " WHERE run_id = $1::bigint AND state = 'pending'",
+              1, p));
+    assert_int_equal(rw_pg_commit(f->pg, errstr, sizeof(errstr)), RW_OK);
+    assert_int_equal(thrd_join(th, NULL), thrd_success);
+    assert_int_equal(c.err, RW_OK);
+    assert_false(c.r.chunk_ok);
+    assert_false(c.r.moved);
+    assert_int_equal(c.r.n_claimed, 0);
+    free(c.r.claimed);
+    assert_int_equal(q_ll(f->pg,
+                          "SELECT count(*) FROM run_targets"
+                          " WHERE run_id = $1 AND state = 'cancelled'",
+                          c.run_id),
+                     4);
+}
+
 /*
  * Worker (or sweep) loaded the run as running, sent the bulk and got an
  * answer that proves it never reached Lagoon (retry class). Meanwhile an
@@ -293,6 +398,8 @@ int main(void)
             test_abort_during_unsent_trigger_closes_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_stale_attempt_cannot_record_its_bulk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_after_abort_locks, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

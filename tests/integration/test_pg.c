@@ -475,14 +475,35 @@ static void test_prepared_statements(void **state)
     assert_int_equal(select_plus(f->pg, "9"), 10);
     assert_int_equal(prepared_count(f->pg), 1);
 
-    /* inside a transaction the statement fails and the retry works */
+    /* inside a transaction the statement fails, retriably (the
+     * transaction is aborted; the caller's retry of it works) */
     PQclear(PQexec(rw_pg_conn(f->pg), "DEALLOCATE ALL"));
     assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
-    assert_int_not_equal(rw_pg_exec(f->pg, "SELECT $1::bigint + 1 AS v", 1,
-                                    params, NULL, errstr, sizeof(errstr)),
-                         RW_OK);
+    assert_int_equal(rw_pg_exec(f->pg, "SELECT $1::bigint + 1 AS v", 1,
+                                params, NULL, errstr, sizeof(errstr)),
+                     RW_ERR_PG_RETRY);
     assert_int_equal(rw_pg_rollback(f->pg, errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(select_plus(f->pg, "1"), 2);
+    assert_int_equal(prepared_count(f->pg), 1);
+
+    /* a schema change under a cached plan (0A000): outside a transaction
+     * unseen, and the server keeps no statement the cache forgot */
+    PQclear(PQexec(rw_pg_conn(f->pg), "CREATE TABLE pg_prep (a int)"));
+    PQclear(PQexec(rw_pg_conn(f->pg), "INSERT INTO pg_prep VALUES (1)"));
+    assert_int_equal(rw_pg_exec(f->pg,
+                                "SELECT * FROM pg_prep WHERE a = $1::int", 1,
+                                (const char *const[]){"1"}, NULL, errstr,
+                                sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(prepared_count(f->pg), 2);
+    PQclear(PQexec(rw_pg_conn(f->pg), "ALTER TABLE pg_prep ADD COLUMN b int"));
+    assert_int_equal(rw_pg_exec(f->pg,
+                                "SELECT * FROM pg_prep WHERE a = $1::int", 1,
+                                (const char *const[]){"1"}, NULL, errstr,
+                                sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(select_plus(f->pg, "5"), 6);
+    assert_int_equal(prepared_count(f->pg), 2);
 
     /* a new session has none: the reconnect forgets them */
     pid = backend_pid(f->pg);
