@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rw_curl.h"
 #include "rw_daemon.h"
 #include "rw_lagoon.h"
 
@@ -227,13 +228,6 @@ typedef struct xfer {
     int redirects;
 } xfer_t;
 
-/* The body is not read: the status says it all. */
-static size_t discard(char *p, size_t size, size_t n, void *ud)
-{
-    (void)p;
-    (void)ud;
-    return size * n;
-}
 
 /* A URL's scheme, host and port (the scheme's default when none). */
 typedef struct origin {
@@ -280,19 +274,7 @@ static void setup(xfer_t *x, const char *url, long timeout_ms)
 {
     CURL *c = x->easy;
 
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
-#endif
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "rollwave-health/0.1");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    rw_curl_plain(c, url, timeout_ms, "rollwave-health/0.1");
     curl_easy_setopt(c, CURLOPT_PRIVATE, x);
 }
 

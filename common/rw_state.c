@@ -855,6 +855,17 @@ rw_err_t rw_chunk_transition_one(rw_pg_t *pg, long long run_id, int chunk,
     return err;
 }
 
+/* The two edges a combined statement takes, by the same tables. */
+static rw_err_t edges_ok(rw_target_state_t tf, rw_target_state_t tt,
+                         rw_chunk_state_t cf, rw_chunk_state_t ct,
+                         const char *what, char *errstr, size_t errlen)
+{
+    if (rw_target_edge_ok(tf, tt, false) && rw_chunk_edge_ok(cf, ct, false))
+        return RW_OK;
+    return rw_err_set(errstr, errlen, RW_ERR_STATE,
+                      "%s: not a legal transition", what);
+}
+
 /* "1,2,3" (string_agg) -> ascending ids; NULL or "" -> none. */
 static rw_err_t parse_ids(const char *list, long long **ids, size_t *n,
                           char *errstr, size_t errlen)
@@ -965,13 +976,10 @@ rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
                          "claim: targets, an attempt and a name are needed");
         goto out;
     }
-    /* the two edges this statement takes, by the same tables */
-    if (!rw_target_edge_ok(RW_TARGET_PENDING, RW_TARGET_CLAIMED, false) ||
-        !rw_chunk_edge_ok(RW_CHUNK_PENDING, RW_CHUNK_TRIGGERING, false)) {
-        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "claim: not a legal transition");
+    err = edges_ok(RW_TARGET_PENDING, RW_TARGET_CLAIMED, RW_CHUNK_PENDING,
+                   RW_CHUNK_TRIGGERING, "claim", errstr, errlen);
+    if (err)
         goto out;
-    }
     for (size_t i = 0; i < n; i++)
         rw_pg_array_add_ll(&ids, target_ids[i]);
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
@@ -1085,12 +1093,10 @@ rw_err_t rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk,
                          "triggered: a bulk id and the poll event are needed");
         goto out;
     }
-    if (!rw_target_edge_ok(RW_TARGET_CLAIMED, RW_TARGET_TRIGGERED, false) ||
-        !rw_chunk_edge_ok(RW_CHUNK_TRIGGERING, RW_CHUNK_TRIGGERED, false)) {
-        err = rw_err_set(errstr, errlen, RW_ERR_STATE,
-                         "triggered: not a legal transition");
+    err = edges_ok(RW_TARGET_CLAIMED, RW_TARGET_TRIGGERED, RW_CHUNK_TRIGGERING,
+                   RW_CHUNK_TRIGGERED, "triggered", errstr, errlen);
+    if (err)
         goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         rw_pg_array_add_ll(&a_t, target_ids[i]);
         rw_pg_array_add_ll(&a_i, instance_ids[i]);

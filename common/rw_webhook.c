@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "rw_curl.h"
 #include "rw_daemon.h"
 #include "rw_lagoon.h"
 #include "rw_log.h"
@@ -144,12 +145,6 @@ out:
     curl_url_cleanup(u);
 }
 
-static size_t discard(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    (void)ptr;
-    (void)ud;
-    return size * nmemb;
-}
 
 /*
  * Set up easy for one signed POST; *hdrs receives the header list, which
@@ -185,23 +180,10 @@ static rw_err_t setup(CURL *easy, struct curl_slist **hdrs, const char *url,
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
     }
     *hdrs = h;
-    curl_easy_reset(easy);
-    curl_easy_setopt(easy, CURLOPT_URL, url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
-#endif
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    /* a redirect could carry the signed body somewhere else */
-    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, "rollwave-webhook/1");
+    rw_curl_plain(easy, url, timeout_ms, "rollwave-webhook/1");
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
     return RW_OK;
 }
 
