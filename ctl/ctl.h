@@ -101,6 +101,14 @@ void rw_ctl_print_table(const PGresult *res, const rw_ctl_col_t *cols,
                         size_t n);
 
 /*
+ * A listing: every row of res as a JSON array (json), else `none` when
+ * there is no row, else the table. Returns RW_CTL_EXIT_FAILED only if the
+ * JSON could not be written.
+ */
+int rw_ctl_print_rows(const PGresult *res, const rw_ctl_col_t *cols, size_t n,
+                      bool json, const char *none);
+
+/*
  * Parse val as an integer in [min, max] for option opt of command cmd.
  * On error prints "rollwavectl <cmd>: <opt>: ..." and returns -1.
  */

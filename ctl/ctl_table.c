@@ -105,3 +105,25 @@ void rw_ctl_print_table(const PGresult *res, const rw_ctl_col_t *cols, size_t n)
             put_cell(buf, w[c], c + 1 == n);
         }
 }
+
+int rw_ctl_print_rows(const PGresult *res, const rw_ctl_col_t *cols, size_t n,
+                      bool json, const char *none)
+{
+    int rc = 0;
+
+    if (json) {
+        json_t *arr = json_array();
+        for (int r = 0; r < PQntuples(res); r++)
+            json_array_append_new(arr, rw_ctl_row_json(res, r));
+        if (json_dumpf(arr, stdout, JSON_INDENT(2)) == 0)
+            printf("\n");
+        else
+            rc = RW_CTL_EXIT_FAILED;
+        json_decref(arr);
+    } else if (PQntuples(res) == 0) {
+        printf("%s\n", none);
+    } else {
+        rw_ctl_print_table(res, cols, n);
+    }
+    return rc;
+}

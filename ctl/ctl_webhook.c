@@ -340,20 +340,8 @@ static int list(int argc, char **argv, rw_pg_t *pg)
         rw_ctl_errorf(CMD, "list: %s", errstr);
         return RW_CTL_EXIT_FAILED;
     }
-    if (json) {
-        json_t *arr = json_array();
-        for (int r = 0; r < PQntuples(res); r++)
-            json_array_append_new(arr, rw_ctl_row_json(res, r));
-        if (json_dumpf(arr, stdout, JSON_INDENT(2)) == 0)
-            printf("\n");
-        else
-            rc = RW_CTL_EXIT_FAILED;
-        json_decref(arr);
-    } else if (PQntuples(res) == 0) {
-        printf("no webhooks\n");
-    } else {
-        rw_ctl_print_table(res, cols, sizeof(cols) / sizeof(cols[0]));
-    }
+    rc = rw_ctl_print_rows(res, cols, sizeof(cols) / sizeof(cols[0]), json,
+                           "no webhooks");
     PQclear(res);
     return rc;
 }
@@ -504,20 +492,8 @@ static int deliveries(int argc, char **argv, rw_pg_t *pg)
             return RW_CTL_EXIT_FAILED;
         }
     }
-    if (json) {
-        json_t *arr = json_array();
-        for (int r = 0; r < PQntuples(res); r++)
-            json_array_append_new(arr, rw_ctl_row_json(res, r));
-        if (json_dumpf(arr, stdout, JSON_INDENT(2)) == 0)
-            printf("\n");
-        else
-            rc = RW_CTL_EXIT_FAILED;
-        json_decref(arr);
-    } else if (PQntuples(res) == 0) {
-        printf("no deliveries\n");
-    } else {
-        rw_ctl_print_table(res, cols, sizeof(cols) / sizeof(cols[0]));
-    }
+    rc = rw_ctl_print_rows(res, cols, sizeof(cols) / sizeof(cols[0]), json,
+                           "no deliveries");
     PQclear(res);
     return rc;
 }
