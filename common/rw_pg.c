@@ -33,7 +33,9 @@ struct rw_pg {
     int in_tx;
     unsigned reconnects;
     int prepare;
-    int deallocate; /* the server may hold statements the cache forgot */
+    /* names the cache forgot that the server may still hold */
+    unsigned stale[RW_PG_PREPARED_MAX];
+    size_t nstale;
     prepared_t stmts[RW_PG_PREPARED_MAX];
     size_t nstmts;
     unsigned next_name;
@@ -213,29 +215,45 @@ static rw_err_t prepared_for(rw_pg_t *pg, const char *sql, int nparams,
 static int prepared_stale(const PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    /* the plan cache's own check, whatever the server's language */
+    const char *fn = r ? PQresultErrorField(r, PG_DIAG_SOURCE_FUNCTION) : NULL;
 
     if (!state)
         return 0;
     return strcmp(state, "26000") == 0 ||
-           (strcmp(state, "0A000") == 0 && msg &&
-            strstr(msg, "cached plan") != NULL);
+           (strcmp(state, "0A000") == 0 && fn &&
+            strcmp(fn, "RevalidateCachedQuery") == 0);
 }
 
 /*
  * After a stale statement the cache starts afresh under new names; the
- * old ones are dropped on the server at the next statement outside a
- * transaction (DEALLOCATE is refused inside an aborted one). Best effort:
- * a failure leaves unused statements behind, nothing else.
+ * old names are dropped on the server, by name (never DEALLOCATE ALL,
+ * which behind a pooler that keeps statements for its clients would drop
+ * other clients' too), at the next statement outside a transaction:
+ * DEALLOCATE is refused inside an aborted one. Best effort: a failure
+ * leaves unused statements behind, nothing else.
  */
-static void deallocate_forgotten(rw_pg_t *pg)
+static void forget_stale(rw_pg_t *pg)
 {
-    if (!pg->deallocate || pg->in_tx ||
+    for (size_t i = 0; i < pg->nstmts; i++)
+        if (pg->nstale < RW_PG_PREPARED_MAX)
+            pg->stale[pg->nstale++] = pg->stmts[i].name;
+    forget_prepared(pg);
+}
+
+static void deallocate_stale(rw_pg_t *pg)
+{
+    char sql[RW_PG_PREPARED_MAX * 32];
+    size_t off = 0;
+
+    if (pg->nstale == 0 || pg->in_tx ||
         PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
         return;
-    PQclear(PQexec(pg->conn, "DEALLOCATE ALL"));
-    forget_prepared(pg); /* anything prepared meanwhile went too */
-    pg->deallocate = 0;
+    for (size_t i = 0; i < pg->nstale && off + 32 < sizeof(sql); i++)
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off,
+                                "DEALLOCATE rw_%u;", pg->stale[i]);
+    PQclear(PQexec(pg->conn, sql));
+    pg->nstale = 0;
 }
 
 PGconn *rw_pg_conn(rw_pg_t *pg)
@@ -347,7 +365,7 @@ rw_err_t rw_pg_result_err(rw_pg_t *pg, const PGresult *res, char *errstr,
 static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
 {
     forget_prepared(pg); /* they do not survive the session */
-    pg->deallocate = 0;
+    pg->nstale = 0;
     PQreset(pg->conn);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         set_msg(errstr, errlen,
@@ -388,7 +406,7 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
         }
         if (pg->prepare && nparams > 0) {
             const prepared_t *st = NULL;
-            deallocate_forgotten(pg);
+            deallocate_stale(pg);
             err = prepared_for(pg, sql, nparams, &st, errstr, errlen);
             if (err)
                 goto retry;
@@ -410,8 +428,7 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
         if (err == RW_OK)
             break;
         if (by_name && prepared_stale(r)) {
-            forget_prepared(pg);
-            pg->deallocate = 1;
+            forget_stale(pg);
             PQclear(r);
             r = NULL;
             /* the statement did not run: outside a transaction it runs

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "rw_log.h"
+#include "rw_strategy.h"
 #include "rw_waves.h"
 
 static const char SQL_INSTANCES[] =
@@ -230,16 +231,13 @@ out:
 
 /*
  * What a chunk's end may change in its run, read without a lock: the
- * run's status, whether any chunk is still open, the chunk's failures and
- * whether the current wave (when one is running) still has an open chunk.
+ * run's status and strategy, whether any chunk is still open and whether
+ * the current wave (when one is running) still has an open chunk.
  */
 static const char SQL_CHUNK_ENDED[] =
-    "SELECT r.status,"
+    "SELECT r.status, r.strategy,"
     "  EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = r.id"
     "          AND c.state NOT IN ('done', 'failed')) AS run_open,"
-    "  EXISTS (SELECT 1 FROM run_targets t WHERE t.run_id = r.id"
-    "          AND t.chunk = $2::int AND t.state IN ('failed', 'timed_out'))"
-    "    AS chunk_failed,"
     "  COALESCE((SELECT w.state <> 'running'"
     "              OR EXISTS (SELECT 1 FROM run_chunks c"
     "                         WHERE c.run_id = r.id"
@@ -251,20 +249,32 @@ static const char SQL_CHUNK_ENDED[] =
     "           true) AS wave_goes_on"
     " FROM deployment_runs r WHERE r.id = $1::bigint";
 
-rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, int chunk,
+bool rw_progress_has_thresholds(const char *strategy_json)
+{
+    rw_strategy_t st;
+    char serr[160];
+
+    if (!strategy_json || !*strategy_json)
+        return false;
+    /* one that does not parse is stopped by rw_waves_check: offer it */
+    if (rw_strategy_parse_json(strategy_json, &st, serr, sizeof(serr)))
+        return true;
+    return st.max_failures_wave.set || st.max_failures_run.set;
+}
+
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id,
                                  bool *finalized, char *errstr, size_t errlen)
 {
     rw_err_t err;
     PGresult *res = NULL;
-    char run_s[24], chunk_s[16];
-    const char *p[2] = {run_s, chunk_s};
+    char run_s[24];
+    const char *p[1] = {run_s};
     int status;
     bool quiet;
 
     *finalized = false;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
-    snprintf(chunk_s, sizeof(chunk_s), "%d", chunk);
-    err = rw_pg_exec(pg, SQL_CHUNK_ENDED, 2, p, &res, errstr, errlen);
+    err = rw_pg_exec(pg, SQL_CHUNK_ENDED, 1, p, &res, errstr, errlen);
     if (err)
         return err;
     if (PQntuples(res) != 1) {
@@ -275,8 +285,8 @@ rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, int chunk,
     status = rw_run_state_parse(rw_pg_str(res, 0, "status"));
     quiet = (status == RW_RUN_PENDING || status == RW_RUN_RUNNING) &&
             rw_pg_bool(res, 0, "run_open", 0) &&
-            !rw_pg_bool(res, 0, "chunk_failed", 1) &&
-            rw_pg_bool(res, 0, "wave_goes_on", 0);
+            rw_pg_bool(res, 0, "wave_goes_on", 0) &&
+            !rw_progress_has_thresholds(rw_pg_str(res, 0, "strategy"));
     PQclear(res);
     if (quiet)
         return RW_OK;

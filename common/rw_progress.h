@@ -33,15 +33,21 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
 /*
  * A chunk of the run ended (its poller committed it): rw_progress_finalize
  * unless one unlocked read shows there is nothing for it to do, which is
- * the common case: a running (or pending) run that still has open chunks,
- * a chunk without failed or timed-out targets (no threshold can have been
- * crossed by it), and a current wave, if one is running, that still has
- * open chunks. Whichever of two racing chunk ends commits last reads the
- * other's commit, so the end of a wave or run is never missed; the
- * recovery sweep stays the backstop for a process that died in between.
+ * the common case: a running (or pending) run without failure thresholds
+ * (its failures cannot pause or abort it) that still has open chunks, and
+ * whose current wave, if one is running, still has open chunks. A run
+ * with thresholds is offered at every chunk end, as every run was before,
+ * so a failure whose own offer was lost (a crash between its commit and
+ * the offer) is still applied at the next chunk end. Whichever of two
+ * racing chunk ends commits last reads the other's commit, so the end of a
+ * wave or run is never missed; the recovery sweep stays the backstop.
  */
-rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, int chunk,
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id,
                                  bool *finalized, char *errstr, size_t errlen);
+
+/* Whether a run's strategy (its JSON) sets a failure threshold; one that
+ * does not parse counts as having one (rw_waves_check stops it). */
+bool rw_progress_has_thresholds(const char *strategy_json);
 
 /*
  * Finalize the run if every chunk is over (done or failed): in its own

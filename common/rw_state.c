@@ -463,8 +463,11 @@ out:
 }
 
 /*
- * DISTINCT keeps a repeated id from joining twice; state = $3 is what makes
- * the batch safe to repeat. claimed_at and triggered_at record the latest
+ * lk locks the rows in id order first, the order the worker's one-statement
+ * claim takes them in too, so two writers of overlapping targets (a claim
+ * and an abort) wait for each other instead of deadlocking; a repeated id
+ * locks and moves its row once; state = $3 is what makes the batch safe to
+ * repeat. claimed_at and triggered_at record the latest
  * entry into their state, so a retried target shows its last attempt.
  */
 /*
@@ -475,7 +478,12 @@ out:
  * per row and another entry in every index.
  */
 static const char target_sql[] =
-    "UPDATE run_targets AS t"
+    "WITH lk AS ("
+    " SELECT t.id FROM run_targets t"
+    " WHERE t.id = ANY ($2::bigint[]) AND t.run_id = $1::bigint"
+    "   AND t.state = $3::text"
+    " ORDER BY t.id FOR UPDATE)"
+    " UPDATE run_targets AS t"
     " SET state = $4::text, error = $5::text, updated_at = now(),"
     " attempt = CASE WHEN $4::text = 'claimed' THEN t.attempt + 1"
     " WHEN $3::text = 'claimed' AND $4::text = 'pending'"
@@ -494,8 +502,8 @@ static const char target_sql[] =
     " ELSE t.health_error END,"
     " route = CASE WHEN $4::text = 'claimed' THEN NULL ELSE t.route END,"
     " finished_at = CASE WHEN $6::boolean THEN now() ELSE NULL END"
-    " FROM (SELECT DISTINCT unnest($2::bigint[]) AS id) AS ids"
-    " WHERE t.id = ids.id AND t.run_id = $1::bigint AND t.state = $3::text"
+    " FROM lk"
+    " WHERE t.id = lk.id AND t.run_id = $1::bigint AND t.state = $3::text"
     " RETURNING t.id";
 
 static int cmp_ll(const void *a, const void *b)

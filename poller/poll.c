@@ -248,8 +248,8 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
         {
             bool finalized = false;
             char ferr[256];
-            if (rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk,
-                                        &finalized, ferr, sizeof(ferr)))
+            if (rw_progress_chunk_ended(svc->pg, p->run_id, &finalized, ferr,
+                                        sizeof(ferr)))
                 rw_warn(COMP, "event=finalize_deferred run=%s detail=\"%s\"",
                         m->run, ferr);
         }
@@ -662,21 +662,24 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
                 m->chunk, m->attempt);
     }
     /*
-     * A failure recorded now is offered to the thresholds at once, chunk
-     * done or not (every failure is committed by some poll, which then
-     * sees it); otherwise only a chunk's end may end a wave or the run.
+     * In a run with failure thresholds a failure recorded now is offered
+     * to them at once, chunk done or not (and again at every chunk end:
+     * rw_progress_chunk_ended); otherwise only a chunk's end may end a
+     * wave or the run.
      */
-    if (failed_now(p))
+    if (failed_now(p) &&
+        (p->st.max_failures_wave.set || p->st.max_failures_run.set))
         err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL,
                                    errstr, sizeof(errstr));
     else if (p->all_terminal)
-        err = rw_progress_chunk_ended(svc->pg, p->run_id, m->chunk,
-                                      &finalized, errstr, sizeof(errstr));
+        err = rw_progress_chunk_ended(svc->pg, p->run_id, &finalized, errstr,
+                                      sizeof(errstr));
     else
         return;
     if (err)
-        /* the poll is recorded; a later poll or the sweep offers the run
-         * again, so this message is still handled */
+        /* the poll is recorded; the next chunk end (every one, in a run
+         * with thresholds) or the sweep offers the run again, so this
+         * message is still handled */
         rw_warn(COMP, "event=finalize_deferred run=%s err=%s detail=\"%s\"",
                 m->run, rw_err_name(err), errstr);
 }

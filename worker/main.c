@@ -117,6 +117,7 @@ int main(int argc, char **argv)
         return 1;
     }
     rw_gate_init(&w.gate, &svc);
+    rw_worker_trigger_metrics();
     err = rw_service_consume(&svc, handle, tick, &w);
     rw_service_close(&svc);
     rw_settings_free(&s);

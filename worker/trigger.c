@@ -1080,6 +1080,19 @@ static bool send_chunk(rw_service_t *svc, chunk_t *c, const char *bulk_name,
     return true;
 }
 
+static rw_metric_t *stray_counter(void)
+{
+    return rw_metrics_counter("rollwave_stray_bulks_total",
+                              "bulks Lagoon accepted for a chunk attempt that "
+                              "had been given back",
+                              NULL);
+}
+
+void rw_worker_trigger_metrics(void)
+{
+    (void)stray_counter();
+}
+
 static const char SQL_CHUNK_NOW[] =
     "SELECT attempt, bulk_id FROM run_chunks"
     " WHERE run_id = $1::bigint AND chunk = $2::int";
@@ -1122,11 +1135,7 @@ static void stray_check(rw_service_t *svc, const chunk_t *c,
                  "chunk_attempt=%d detail=\"accepted after the chunk was "
                  "given back: its builds ran outside the run\"",
                  c->run_uuid, c->chunk, c->attempt, bulk_id, now_attempt);
-        rw_metrics_add(rw_metrics_counter("rollwave_stray_bulks_total",
-                                          "bulks Lagoon accepted for a chunk "
-                                          "attempt that had been given back",
-                                          NULL),
-                       1);
+        rw_metrics_add(stray_counter(), 1);
     }
     PQclear(res);
 }

@@ -20,6 +20,12 @@
  * up), RW_MSG_WAIT while the fleet throttle (gate) has no budget for the
  * chunk, RW_MSG_DEAD for a batch naming no known run or chunk.
  */
+/*
+ * Register the counters that alerts watch and that may stay at 0 for the
+ * life of the process, so that their first increment is seen as one.
+ */
+void rw_worker_trigger_metrics(void);
+
 rw_msg_outcome_t rw_worker_trigger(rw_service_t *svc, rw_gate_t *gate,
                                    const rw_batch_msg_t *m,
                                    const rw_kafka_msg_t *msg, char *reason,

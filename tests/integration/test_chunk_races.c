@@ -264,8 +264,22 @@ static void test_claim_after_abort_locks(void **state)
               " WHERE run_id = $1::bigint AND state = 'pending'",
               1, p));
     assert_int_equal(thrd_create(&th, claimer_main, &c), thrd_success);
-    /* the claim is now waiting for the targets (or about to) */
-    usleep(300 * 1000);
+    /* until the claim waits for a lock the abort holds (another session:
+     * this one's view of pg_stat_activity is fixed for its transaction) */
+    {
+        rw_pg_t *watch = rw_itest_pg_connect(f->dsn);
+        long long deadline = rw_itest_now_ms() + 20000;
+        while (q_ll(watch,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database()"
+                    "   AND wait_event_type = 'Lock'"
+                    "   AND query LIKE 'WITH t0 AS%' AND $1 > 0",
+                    1) == 0) {
+            assert_true(rw_itest_now_ms() < deadline);
+            usleep(10 * 1000);
+        }
+        rw_pg_destroy(watch);
+    }
     PQclear(q(f->pg,
               "UPDATE run_chunks SET state = 'done'"
               " WHERE run_id = $1::bigint AND state = 'pending'",

@@ -652,9 +652,10 @@ static void x1(fixture_t *f, const char *sql, long long arg)
 }
 
 /*
- * A chunk's end: quiet when the run and its wave go on and the chunk had
- * no failures (nothing moves); a failure in it applies the thresholds
- * although other chunks are open (the run pauses); the last chunk
+ * A chunk's end: nothing moves while the run and its wave go on without
+ * a threshold crossed; a failure recorded in another chunk and never
+ * offered (its poller died after the commit) is applied at this chunk's
+ * end although other chunks are open (the run pauses); the last chunk
  * finalizes the run, once.
  */
 static void test_chunk_ended(void **state)
@@ -666,6 +667,10 @@ static void test_chunk_ended(void **state)
     bool finalized = true;
     char errstr[512] = "";
 
+    assert_false(rw_progress_has_thresholds(NULL));
+    assert_false(rw_progress_has_thresholds("{\"bake\":\"0\"}"));
+    assert_true(rw_progress_has_thresholds("{\"max_failures_run\":\"5%\"}"));
+    assert_true(rw_progress_has_thresholds("not a strategy"));
     x1(f,
        "UPDATE deployment_runs SET current_wave = 1, strategy ="
        " '{\"waves\":[\"100%\"],\"bake\":\"0\",\"max_failures_wave\":\"0\"}'"
@@ -689,17 +694,18 @@ static void test_chunk_ended(void **state)
        run);
 
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, run, 0, &finalized, errstr,
+        rw_progress_chunk_ended(f->pg, run, &finalized, errstr,
                                 sizeof(errstr)),
         RW_OK);
     assert_false(finalized);
     expect_str(f->pg, RUN_STATUS, run, "running");
     assert_int_equal(transitions_of(f, run), 0);
 
-    /* the chunk's target failed: the wave's threshold (0) is crossed */
+    /* chunk 0's target failed, never offered: the next chunk end (here
+     * chunk 0's again) applies the wave's threshold (0) */
     x1(f, "UPDATE run_targets SET state = 'failed' WHERE id = $1", t0);
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, run, 0, &finalized, errstr,
+        rw_progress_chunk_ended(f->pg, run, &finalized, errstr,
                                 sizeof(errstr)),
         RW_OK);
     assert_false(finalized);
@@ -710,13 +716,13 @@ static void test_chunk_ended(void **state)
     x1(f, "UPDATE run_chunks SET state = 'done' WHERE run_id = $1", done_run);
     make_target(f, done_run, make_instance(f), "succeeded");
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, done_run, 0, &finalized, errstr,
+        rw_progress_chunk_ended(f->pg, done_run, &finalized, errstr,
                                 sizeof(errstr)),
         RW_OK);
     assert_true(finalized);
     expect_str(f->pg, RUN_STATUS, done_run, "completed");
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, done_run, 0, &finalized, errstr,
+        rw_progress_chunk_ended(f->pg, done_run, &finalized, errstr,
                                 sizeof(errstr)),
         RW_OK);
     assert_false(finalized);
