@@ -198,13 +198,12 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
     }
     /* 0: no cadence to keep */
     for (size_t i = 0; i < n; i++)
-        next[i] = t[i].interval_days > 0
-                      ? rw_schedule_next_s(now_s, t[i].is_beta,
-                                           t[i].interval_days,
-                                           t[i].beta_interval_days,
-                                           t[i].instance_id,
-                                           s->jitter_window_min * 60)
-                      : 0;
+        next[i] =
+            t[i].interval_days > 0
+                ? rw_schedule_next_s(now_s, t[i].is_beta, t[i].interval_days,
+                                     t[i].beta_interval_days, t[i].instance_id,
+                                     s->jitter_window_min * 60)
+                : 0;
     memset(&pm, 0, sizeof(pm));
     pm.run = (char *)c->run_uuid;
     pm.chunk = c->chunk;
@@ -219,8 +218,8 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
     if (c->run_status != RW_RUN_PENDING) {
         /* the common case: one statement, no transaction around it */
         err = rw_chunk_mark_triggered(pg, c->run_id, c->chunk, c->attempt,
-                                      bulk_id, reason, ids, iids, next, n,
-                                      key, json, &outbox_id, errstr, errlen);
+                                      bulk_id, reason, ids, iids, next, n, key,
+                                      json, &outbox_id, errstr, errlen);
         if (err)
             goto out;
         goto published;

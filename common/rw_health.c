@@ -228,7 +228,6 @@ typedef struct xfer {
     int redirects;
 } xfer_t;
 
-
 /* A URL's scheme, host and port (the scheme's default when none). */
 typedef struct origin {
     char *scheme, *host, *port; /* curl_free */

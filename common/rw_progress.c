@@ -262,8 +262,8 @@ bool rw_progress_has_thresholds(const char *strategy_json)
     return st.max_failures_wave.set || st.max_failures_run.set;
 }
 
-rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id,
-                                 bool *finalized, char *errstr, size_t errlen)
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, bool *finalized,
+                                 char *errstr, size_t errlen)
 {
     rw_err_t err;
     PGresult *res = NULL;

@@ -42,8 +42,8 @@ rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
  * racing chunk ends commits last reads the other's commit, so the end of a
  * wave or run is never missed; the recovery sweep stays the backstop.
  */
-rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id,
-                                 bool *finalized, char *errstr, size_t errlen);
+rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, bool *finalized,
+                                 char *errstr, size_t errlen);
 
 /* Whether a run's strategy (its JSON) sets a failure threshold; one that
  * does not parse counts as having one (rw_waves_check stops it). */

@@ -116,7 +116,7 @@ typedef struct rw_settings {
 /* The hot paths' statements prepared once per session (rw_pg_set_prepare). */
 #define RW_KEYS_PG_PREPARE                                                     \
     RW_KEY("ROLLWAVE_PG_PREPARE", RW_CFG_INT, pg_prepare, "1", 0, 1, 0,        \
-           "prepare each statement once per session (0: behind a pooler in "  \
+           "prepare each statement once per session (0: behind a pooler in "   \
            "transaction mode that does not keep prepared statements)")
 
 #define RW_KEYS_REDIS                                                          \

@@ -1017,8 +1017,8 @@ rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
         goto out;
     if (out->moved && lease_id > 0 && rw_pg_ll(res, 0, "settled", 0) != 1)
         /* locked by l in this very statement: cannot happen */
-        rw_error(COMP, "event=claim_lease_unsettled run=%lld chunk=%d",
-                 run_id, chunk);
+        rw_error(COMP, "event=claim_lease_unsettled run=%lld chunk=%d", run_id,
+                 chunk);
     rw_debug(COMP,
              "event=chunk_claim run=%lld chunk=%d attempt=%d asked=%zu "
              "claimed=%zu moved=%d chunk_ok=%d lease_ok=%d",
@@ -1074,15 +1074,13 @@ static const char triggered_sql[] =
     "        (SELECT count(*) FROM tg) AS targets,"
     "        (SELECT id FROM ob) AS outbox_id";
 
-rw_err_t rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk,
-                                 int attempt, const char *bulk_id,
-                                 const char *reason,
-                                 const long long *target_ids,
-                                 const long long *instance_ids,
-                                 const long long *next_s, size_t n,
-                                 const char *poll_key, const char *poll_json,
-                                 long long *outbox_id, char *errstr,
-                                 size_t errlen)
+rw_err_t
+rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *bulk_id, const char *reason,
+                        const long long *target_ids,
+                        const long long *instance_ids, const long long *next_s,
+                        size_t n, const char *poll_key, const char *poll_json,
+                        long long *outbox_id, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     PGresult *res = NULL;

@@ -327,15 +327,13 @@ rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
  * not part of it (rw_chunk_record_triggered takes the transaction path
  * for a pending run).
  */
-rw_err_t rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk,
-                                 int attempt, const char *bulk_id,
-                                 const char *reason,
-                                 const long long *target_ids,
-                                 const long long *instance_ids,
-                                 const long long *next_s, size_t n,
-                                 const char *poll_key, const char *poll_json,
-                                 long long *outbox_id, char *errstr,
-                                 size_t errlen);
+rw_err_t
+rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk, int attempt,
+                        const char *bulk_id, const char *reason,
+                        const long long *target_ids,
+                        const long long *instance_ids, const long long *next_s,
+                        size_t n, const char *poll_key, const char *poll_json,
+                        long long *outbox_id, char *errstr, size_t errlen);
 
 /*
  * Bookkeeping of a chunk that stays in its state, each a conditional

@@ -145,7 +145,6 @@ out:
     curl_url_cleanup(u);
 }
 
-
 /*
  * Set up easy for one signed POST; *hdrs receives the header list, which
  * the caller frees after the transfer (curl does not copy it).

@@ -669,8 +669,8 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
      */
     if (failed_now(p) &&
         (p->st.max_failures_wave.set || p->st.max_failures_run.set))
-        err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL,
-                                   errstr, sizeof(errstr));
+        err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL, errstr,
+                                   sizeof(errstr));
     else if (p->all_terminal)
         err = rw_progress_chunk_ended(svc->pg, p->run_id, &finalized, errstr,
                                       sizeof(errstr));

@@ -89,7 +89,7 @@ typedef struct chunk {
     bool respect_windows; /* hold the chunk while its windows are closed */
     bool windows_open;    /* every pending target's window is open now */
     char windows_not_before[64]; /* when closed: when to look again */
-    long long run_limit;  /* strategy.max_in_flight of the run, 0 = none */
+    long long run_limit; /* strategy.max_in_flight of the run, 0 = none */
     char bulk_id[RW_LAGOON_BULK_ID_MAX];
     PGresult *res; /* targets; the tgt_t strings point into it */
     tgt_t *t;
@@ -476,9 +476,9 @@ static rw_err_t claim_at_once(rw_service_t *svc, chunk_t *c, long long lease,
             ids[k++] = c->t[i].id;
     snprintf(bulk_name, bulk_name_len, "rollwave %s c%d a%d", c->run_uuid,
              c->chunk, c->attempt + 1);
-    err = rw_chunk_claim(svc->pg, c->run_id, c->chunk, c->attempt + 1,
-                         bulk_name, "claimed", ids, k, lease, &r, errstr,
-                         errlen);
+    err =
+        rw_chunk_claim(svc->pg, c->run_id, c->chunk, c->attempt + 1, bulk_name,
+                       "claimed", ids, k, lease, &r, errstr, errlen);
     if (err)
         goto out;
     if (!r.chunk_ok) {
@@ -523,8 +523,8 @@ static rw_err_t claim(rw_service_t *svc, chunk_t *c, long long lease,
     *n = 0;
     *lease_lost = false;
     if (count_of(c, ACT_SKIP) == 0 && count_of(c, ACT_CLAIM) > 0) {
-        err = claim_at_once(svc, c, lease, lease_lost, bulk_name,
-                            bulk_name_len, n, &done, errstr, errlen);
+        err = claim_at_once(svc, c, lease, lease_lost, bulk_name, bulk_name_len,
+                            n, &done, errstr, errlen);
         if (err || done)
             return err;
     }

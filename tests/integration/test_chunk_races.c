@@ -197,8 +197,7 @@ static int claimer_main(void *arg)
     rw_pg_t *pg = rw_itest_pg_connect(c->dsn);
 
     c->err = rw_chunk_claim(pg, c->run_id, 0, 1, "rollwave x c0 a1", "claimed",
-                            c->ids, 4, 0, &c->r, c->errstr,
-                            sizeof(c->errstr));
+                            c->ids, 4, 0, &c->r, c->errstr, sizeof(c->errstr));
     rw_pg_destroy(pg);
     return 0;
 }
@@ -249,8 +248,9 @@ static void test_claim_after_abort_locks(void **state)
               "INSERT INTO run_chunks (run_id, chunk, target_count)"
               " VALUES ($1::bigint, 0, 4)",
               1, p));
-    res = q(f->pg, "SELECT id FROM run_targets WHERE run_id = $1::bigint"
-                   " ORDER BY id",
+    res = q(f->pg,
+            "SELECT id FROM run_targets WHERE run_id = $1::bigint"
+            " ORDER BY id",
             1, p);
     assert_int_equal(PQntuples(res), 4);
     for (int i = 0; i < 4; i++)

@@ -406,8 +406,8 @@ static void test_connection_lost_inside_transaction(void **state)
 /* How many statements this session has prepared (pg_prepared_statements). */
 static long long prepared_count(rw_pg_t *pg)
 {
-    PGresult *res = PQexec(rw_pg_conn(pg),
-                           "SELECT count(*) FROM pg_prepared_statements");
+    PGresult *res =
+        PQexec(rw_pg_conn(pg), "SELECT count(*) FROM pg_prepared_statements");
     long long n;
 
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
@@ -463,8 +463,8 @@ static void test_prepared_statements(void **state)
     assert_int_equal(prepared_count(f->pg), 2);
 
     /* a syntax error is the statement's own error, and is not kept */
-    assert_int_equal(rw_pg_exec(f->pg, "SELEC $1::int", 1, params, NULL,
-                                errstr, sizeof(errstr)),
+    assert_int_equal(rw_pg_exec(f->pg, "SELEC $1::int", 1, params, NULL, errstr,
+                                sizeof(errstr)),
                      RW_ERR_PG_QUERY);
     assert_non_null(strstr(errstr, "syntax error"));
     assert_int_equal(prepared_count(f->pg), 2);
@@ -479,8 +479,8 @@ static void test_prepared_statements(void **state)
      * transaction is aborted; the caller's retry of it works) */
     PQclear(PQexec(rw_pg_conn(f->pg), "DEALLOCATE ALL"));
     assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
-    assert_int_equal(rw_pg_exec(f->pg, "SELECT $1::bigint + 1 AS v", 1,
-                                params, NULL, errstr, sizeof(errstr)),
+    assert_int_equal(rw_pg_exec(f->pg, "SELECT $1::bigint + 1 AS v", 1, params,
+                                NULL, errstr, sizeof(errstr)),
                      RW_ERR_PG_RETRY);
     assert_int_equal(rw_pg_rollback(f->pg, errstr, sizeof(errstr)), RW_OK);
     assert_int_equal(select_plus(f->pg, "1"), 2);
@@ -490,18 +490,16 @@ static void test_prepared_statements(void **state)
      * unseen, and the server keeps no statement the cache forgot */
     PQclear(PQexec(rw_pg_conn(f->pg), "CREATE TABLE pg_prep (a int)"));
     PQclear(PQexec(rw_pg_conn(f->pg), "INSERT INTO pg_prep VALUES (1)"));
-    assert_int_equal(rw_pg_exec(f->pg,
-                                "SELECT * FROM pg_prep WHERE a = $1::int", 1,
-                                (const char *const[]){"1"}, NULL, errstr,
-                                sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT * FROM pg_prep WHERE a = $1::int", 1,
+                   (const char *const[]){"1"}, NULL, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(prepared_count(f->pg), 2);
     PQclear(PQexec(rw_pg_conn(f->pg), "ALTER TABLE pg_prep ADD COLUMN b int"));
-    assert_int_equal(rw_pg_exec(f->pg,
-                                "SELECT * FROM pg_prep WHERE a = $1::int", 1,
-                                (const char *const[]){"1"}, NULL, errstr,
-                                sizeof(errstr)),
-                     RW_OK);
+    assert_int_equal(
+        rw_pg_exec(f->pg, "SELECT * FROM pg_prep WHERE a = $1::int", 1,
+                   (const char *const[]){"1"}, NULL, errstr, sizeof(errstr)),
+        RW_OK);
     assert_int_equal(select_plus(f->pg, "5"), 6);
     assert_int_equal(prepared_count(f->pg), 2);
 

@@ -682,7 +682,8 @@ static void test_chunk_ended(void **state)
        run);
     make_chunk(f, run, 0);
     make_chunk(f, run, 1);
-    x1(f, "UPDATE run_chunks SET state = 'done' WHERE run_id = $1 AND chunk = 0",
+    x1(f,
+       "UPDATE run_chunks SET state = 'done' WHERE run_id = $1 AND chunk = 0",
        run);
     /* chunk 1 stays pending: open */
     make_instance(f); /* chunk 1's, below */
@@ -694,8 +695,7 @@ static void test_chunk_ended(void **state)
        run);
 
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, run, &finalized, errstr,
-                                sizeof(errstr)),
+        rw_progress_chunk_ended(f->pg, run, &finalized, errstr, sizeof(errstr)),
         RW_OK);
     assert_false(finalized);
     expect_str(f->pg, RUN_STATUS, run, "running");
@@ -705,8 +705,7 @@ static void test_chunk_ended(void **state)
      * chunk 0's again) applies the wave's threshold (0) */
     x1(f, "UPDATE run_targets SET state = 'failed' WHERE id = $1", t0);
     assert_int_equal(
-        rw_progress_chunk_ended(f->pg, run, &finalized, errstr,
-                                sizeof(errstr)),
+        rw_progress_chunk_ended(f->pg, run, &finalized, errstr, sizeof(errstr)),
         RW_OK);
     assert_false(finalized);
     expect_str(f->pg, RUN_STATUS, run, "paused");
@@ -715,16 +714,14 @@ static void test_chunk_ended(void **state)
     make_chunk(f, done_run, 0);
     x1(f, "UPDATE run_chunks SET state = 'done' WHERE run_id = $1", done_run);
     make_target(f, done_run, make_instance(f), "succeeded");
-    assert_int_equal(
-        rw_progress_chunk_ended(f->pg, done_run, &finalized, errstr,
-                                sizeof(errstr)),
-        RW_OK);
+    assert_int_equal(rw_progress_chunk_ended(f->pg, done_run, &finalized,
+                                             errstr, sizeof(errstr)),
+                     RW_OK);
     assert_true(finalized);
     expect_str(f->pg, RUN_STATUS, done_run, "completed");
-    assert_int_equal(
-        rw_progress_chunk_ended(f->pg, done_run, &finalized, errstr,
-                                sizeof(errstr)),
-        RW_OK);
+    assert_int_equal(rw_progress_chunk_ended(f->pg, done_run, &finalized,
+                                             errstr, sizeof(errstr)),
+                     RW_OK);
     assert_false(finalized);
 }
 
