@@ -32,15 +32,6 @@ static const char SQL_LOAD_CLAIMS[] =
     "   AND t.state = 'claimed'"
     " ORDER BY t.id";
 
-/* Instances of a successful trigger: last run, trigger time, next due. */
-static const char SQL_INSTANCES_TRIGGERED[] =
-    "UPDATE app_instances i SET deployment_run_id = $1::bigint,"
-    "   last_deploy_triggered_at = now(),"
-    "   next_redeploy_at = CASE WHEN u.next IS NULL THEN i.next_redeploy_at"
-    "                           ELSE to_timestamp(u.next) END"
-    " FROM unnest($2::bigint[], $3::bigint[]) AS u(id, next)"
-    " WHERE i.id = u.id";
-
 static const char SQL_RUN_STATUS[] =
     "SELECT status FROM deployment_runs WHERE id = $1::bigint FOR SHARE";
 
@@ -175,21 +166,16 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
     rw_err_t err = RW_OK;
     long long *ids = target_ids(t, n);
     long long *iids = NULL, *next = NULL;
-    rw_pg_array_t a_iid, a_next;
     rw_poll_msg_t pm;
-    rw_chunk_change_t ch = RW_CHUNK_CHANGE_INIT;
-    char run_s[24], key[RW_CODEC_KEY_MAX];
+    char key[RW_CODEC_KEY_MAX];
     char *json = NULL;
     long long outbox_id = 0;
     long long now_s = rw_now_wall_ms() / 1000;
 
-    rw_pg_array_init(&a_iid);
-    rw_pg_array_init(&a_next);
     if (!ids) {
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
-    snprintf(run_s, sizeof(run_s), "%lld", c->run_id);
     iids = instance_ids(t, n);
     next = calloc(n + 1, sizeof(*next));
     if (!iids || !next) {
@@ -215,63 +201,31 @@ rw_err_t rw_chunk_record_triggered(rw_pg_t *pg, rw_kafka_producer_t *kp,
         goto out;
     rw_codec_key(key, sizeof(key), c->run_uuid, c->chunk);
 
-    if (c->run_status != RW_RUN_PENDING) {
-        /* the common case: one statement, no transaction around it */
-        err = rw_chunk_mark_triggered(pg, c->run_id, c->chunk, c->attempt,
-                                      bulk_id, reason, ids, iids, next, n, key,
-                                      json, &outbox_id, errstr, errlen);
-        if (err)
-            goto out;
-        goto published;
-    }
-    err = rw_pg_begin(pg, errstr, errlen);
-    if (err)
-        goto out;
-    ch.bulk_id = bulk_id;
-    ch.attempt = c->attempt;
-    err = rw_chunk_transition_one(pg, c->run_id, c->chunk, RW_CHUNK_TRIGGERING,
-                                  RW_CHUNK_TRIGGERED, false, &ch, reason,
-                                  errstr, errlen);
-    if (err)
-        goto out;
-    err = rw_target_transition_bulk(pg, c->run_id, ids, n, RW_TARGET_CLAIMED,
-                                    RW_TARGET_TRIGGERED, false, NULL, bulk_id,
-                                    NULL, NULL, errstr, errlen);
-    if (err)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        rw_pg_array_add_ll(&a_iid, iids[i]);
-        if (next[i] > 0)
-            rw_pg_array_add_ll(&a_next, next[i]);
-        else
-            rw_pg_array_add_str(&a_next, NULL);
-    }
-    {
-        const char *p[3] = {run_s, rw_pg_array_finish(&a_iid),
-                            rw_pg_array_finish(&a_next)};
-        if (!p[1] || !p[2]) {
-            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        err =
-            rw_pg_exec(pg, SQL_INSTANCES_TRIGGERED, 3, p, NULL, errstr, errlen);
+    /*
+     * One statement records the accepted bulk; a run still pending also
+     * moves to running with it, in the same transaction (its first chunk).
+     */
+    if (c->run_status == RW_RUN_PENDING) {
+        err = rw_pg_begin(pg, errstr, errlen);
         if (err)
             goto out;
     }
-    /* a pending run: the run's first trigger moves it to running */
-    err = rw_run_transition(pg, c->run_id, RW_RUN_PENDING, RW_RUN_RUNNING,
-                            false, "first chunk triggered", errstr, errlen);
-    if (err == RW_ERR_CONFLICT)
-        err = RW_OK; /* another chunk got there first */
+    err = rw_chunk_mark_triggered(pg, c->run_id, c->chunk, c->attempt, bulk_id,
+                                  reason, ids, iids, next, n, key, json,
+                                  &outbox_id, errstr, errlen);
     if (err)
         goto out;
-    err = rw_outbox_add(pg, "poll", key, json, &outbox_id, errstr, errlen);
-    if (err)
-        goto out;
-    err = rw_pg_commit(pg, errstr, errlen);
-    if (err)
-        goto out;
-published:
+    if (c->run_status == RW_RUN_PENDING) {
+        err = rw_run_transition(pg, c->run_id, RW_RUN_PENDING, RW_RUN_RUNNING,
+                                false, "first chunk triggered", errstr, errlen);
+        if (err == RW_ERR_CONFLICT)
+            err = RW_OK; /* another chunk got there first */
+        if (err)
+            goto out;
+        err = rw_pg_commit(pg, errstr, errlen);
+        if (err)
+            goto out;
+    }
     rw_info(COMP, "event=chunk_triggered run=%s chunk=%d bulk=%s targets=%zu",
             c->run_uuid, c->chunk, bulk_id, n);
     if (kp) {
@@ -289,8 +243,6 @@ out:
     free(next);
     free(ids);
     free(json);
-    rw_pg_array_free(&a_iid);
-    rw_pg_array_free(&a_next);
     return err;
 }
 

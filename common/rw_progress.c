@@ -259,7 +259,7 @@ bool rw_progress_has_thresholds(const char *strategy_json)
     /* one that does not parse is stopped by rw_waves_check: offer it */
     if (rw_strategy_parse_json(strategy_json, &st, serr, sizeof(serr)))
         return true;
-    return st.max_failures_wave.set || st.max_failures_run.set;
+    return rw_strategy_has_thresholds(&st);
 }
 
 rw_err_t rw_progress_chunk_ended(rw_pg_t *pg, long long run_id, bool *finalized,

@@ -324,8 +324,8 @@ rw_err_t rw_chunk_claim(rw_pg_t *pg, long long run_id, int chunk, int attempt,
  * unchanged), and the first poll event (poll_key, poll_json) in the
  * outbox (*outbox_id). A chunk no longer triggering at this attempt:
  * RW_ERR_CONFLICT, nothing written. The run's own pending -> running is
- * not part of it (rw_chunk_record_triggered takes the transaction path
- * for a pending run).
+ * not part of it (rw_chunk_record_triggered puts the two in one
+ * transaction for a run still pending).
  */
 rw_err_t
 rw_chunk_mark_triggered(rw_pg_t *pg, long long run_id, int chunk, int attempt,

@@ -757,8 +757,13 @@ void rw_strategy_default(rw_strategy_t *st)
 bool rw_strategy_is_default(const rw_strategy_t *st)
 {
     return st->n_waves == 0 && st->bake_s == 0 && !st->max_in_flight.set &&
-           !st->max_failures_wave.set && !st->max_failures_run.set &&
+           !rw_strategy_has_thresholds(st) &&
            st->on_failure == RW_ON_FAILURE_PAUSE && !st->health.set;
+}
+
+bool rw_strategy_has_thresholds(const rw_strategy_t *st)
+{
+    return st->max_failures_wave.set || st->max_failures_run.set;
 }
 
 /* ---- windows ----------------------------------------------------------- */

@@ -94,6 +94,10 @@ typedef struct rw_window {
 void rw_strategy_default(rw_strategy_t *st);
 bool rw_strategy_is_default(const rw_strategy_t *st);
 
+/* Whether a failure count can pause or fail the run (a wave or a run
+ * threshold is set). */
+bool rw_strategy_has_thresholds(const rw_strategy_t *st);
+
 /* JSON text (NULL or "" = default) to a validated strategy. */
 rw_err_t rw_strategy_parse_json(const char *text, rw_strategy_t *st,
                                 char *errstr, size_t errlen);

@@ -168,7 +168,7 @@ rw_err_t rw_waves_check(rw_pg_t *pg, long long run_id, rw_run_state_t *status,
         rw_strategy_default(&st);
         over = true;
     }
-    if (v.open == 0 || st.max_failures_wave.set || st.max_failures_run.set) {
+    if (v.open == 0 || rw_strategy_has_thresholds(&st)) {
         const char *q[4] = {run_s, rw_pg_str(res, 0, "wave"),
                             rw_pg_str(res, 0, "first_chunk"),
                             rw_pg_str(res, 0, "last_chunk")};

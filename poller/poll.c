@@ -667,8 +667,7 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
      * rw_progress_chunk_ended); otherwise only a chunk's end may end a
      * wave or the run.
      */
-    if (failed_now(p) &&
-        (p->st.max_failures_wave.set || p->st.max_failures_run.set))
+    if (failed_now(p) && rw_strategy_has_thresholds(&p->st))
         err = rw_progress_finalize(svc->pg, p->run_id, &finalized, NULL, errstr,
                                    sizeof(errstr));
     else if (p->all_terminal)
