@@ -727,8 +727,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         ctx->start_ms = rw_now_mono_ms();
         *con_cls = ctx;
-        rw_metrics_set(a->m_in_progress,
-                       (double)(atomic_fetch_add(&a->in_flight, 1) + 1));
+        /* the gauge moves by steps, as the count does: setting it to a
+         * value read here could land after a later change's */
+        atomic_fetch_add(&a->in_flight, 1);
+        rw_metrics_add(a->m_in_progress, 1);
         ctx->counted = true;
         /* refused before a byte of it is read */
         if (cl && strtoull(cl, NULL, 10) > RW_API_MAX_BODY) {
@@ -791,9 +793,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     if (ctx) {
-        if (ctx->counted)
-            rw_metrics_set(a->m_in_progress,
-                           (double)(atomic_fetch_sub(&a->in_flight, 1) - 1));
+        if (ctx->counted) {
+            atomic_fetch_sub(&a->in_flight, 1);
+            rw_metrics_add(a->m_in_progress, -1);
+        }
         free(ctx->body);
         free(ctx);
         *con_cls = NULL;
