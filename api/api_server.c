@@ -38,7 +38,6 @@
 #define CONN_LIMIT     256
 #define CONN_TIMEOUT_S 30
 #define CT_JSON        "application/json; charset=utf-8"
-#define RELAY_LIMIT    1000
 #define MAX_URL        2048
 /* A request path as logged, quoted (longer ones are cut). */
 #define QPATH_LEN 256
@@ -312,8 +311,8 @@ static void *relay_main(void *arg)
             err = rw_kafka_producer_new(&kp, a->s, rw_delivery_cb, NULL, errstr,
                                         sizeof(errstr));
         if (!err)
-            err = rw_outbox_relay(pg, kp, a->s, RELAY_LIMIT, 0, &published,
-                                  errstr, sizeof(errstr));
+            err = rw_outbox_relay(pg, kp, a->s, RW_OUTBOX_RELAY_BATCH, 0,
+                                  &published, errstr, sizeof(errstr));
         if (err)
             rw_warn("api",
                     "event=relay_failed err=%s detail=\"%s\" (the daemons' "

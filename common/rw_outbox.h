@@ -110,6 +110,14 @@ rw_err_t rw_outbox_publish(rw_pg_t *pg, rw_kafka_producer_t *kp,
                            const char *payload, char *errstr, size_t errlen);
 
 /*
+ * Rows per relay round, the limit every relay passes. A round holds its
+ * rows, their Kafka copies and delivery reports until it ends (about 8 KiB
+ * per batch message): this keeps a relay's memory the same whatever the
+ * backlog, while a round trip to the broker per 250 messages costs little.
+ */
+#define RW_OUTBOX_RELAY_BATCH 250
+
+/*
  * Publish unpublished outbox rows (oldest first, up to limit per round, as
  * many rounds as needed) and mark the delivered ones published: a row is
  * marked only on its own message's successful report, read from that

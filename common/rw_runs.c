@@ -1,12 +1,16 @@
 /*
  * rw_runs: run creation. Every run is written by create_run(): one
- * statement inserts the run, its targets, its chunks, its waves and its
- * first transition; a second inserts one outbox row per chunk of the first
- * wave (later waves are released by rw_waves). Both run inside the
- * caller's transaction so a crash leaves either all or nothing.
+ * statement inserts the run, its chunks, its waves and its first
+ * transition; then the targets go in pieces of at most RUN_PIECE rows and
+ * one outbox row per chunk of the first wave in pieces of at most
+ * OUTBOX_PIECE (later waves are released by rw_waves). All of it runs
+ * inside the caller's transaction so a crash leaves either all or nothing;
+ * the pieces keep what the producer holds at once bounded (the statements'
+ * arrays and libpq's buffers), not the run's size.
  */
 #include "rw_runs.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,22 +21,76 @@
 #include "rw_state.h"
 #include "rw_strategy.h"
 
-/* One instance on its way into a run. Strings point into a PGresult. */
+/* Targets per INSERT and due rows per FETCH of one run's making. */
+#define RUN_PIECE 5000
+/* Batch messages per outbox INSERT (RUN_PIECE targets at chunk size 50). */
+#define OUTBOX_PIECE 100
+/* A skip reason's longest text (run_targets.skip_reason is cut to it). */
+#define WHY_MAX 160
+
+/*
+ * One instance on its way into a run. It owns its strings: the rows it
+ * was read from are released piece by piece, so a run of max_per_run
+ * targets costs the producer this struct and two names per target.
+ */
 typedef struct cand {
     long long instance_id;
     long long store_app_id;
     long long chunk_size; /* store app's, or the spec's default */
     size_t order;         /* position in selection order */
-    const char *project;
-    const char *environment;
-    const char *skip_reason; /* NULL = will be triggered */
+    char *project;
+    char *environment;
+    const char *skip_reason; /* NULL = will be triggered; may be why */
+    char *why;               /* a skip reason found here */
     bool target_ok;          /* the due selection's SQL name rule */
     bool bad_target;         /* skipped by check_targets */
     bool bad_strategy;       /* skipped: the run's strategy is invalid */
     bool beta;               /* of a beta user group: a canary */
     int chunk;
-    char why[160]; /* storage for a skip reason found here */
 } cand_t;
+
+static void cands_free(cand_t *c, size_t n)
+{
+    for (size_t i = 0; c && i < n; i++) {
+        free(c[i].project);
+        free(c[i].environment);
+        free(c[i].why);
+    }
+    free(c);
+}
+
+/* The row's names into c (copies; NULL stays NULL). false: out of memory. */
+static bool cand_names(cand_t *c, const PGresult *res, int row)
+{
+    const char *pr = rw_pg_str(res, row, "lagoon_project");
+    const char *en = rw_pg_str(res, row, "lagoon_environment");
+
+    c->project = pr ? strdup(pr) : NULL;
+    c->environment = en ? strdup(en) : NULL;
+    return (!pr || c->project) && (!en || c->environment);
+}
+
+/* c skipped for a reason found here (formatted, cut to WHY_MAX - 1). */
+static rw_err_t cand_skip(cand_t *c, char *errstr, size_t errlen,
+                          const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static rw_err_t cand_skip(cand_t *c, char *errstr, size_t errlen,
+                          const char *fmt, ...)
+{
+    char buf[WHY_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    free(c->why);
+    c->why = strdup(buf);
+    if (!c->why)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+    c->skip_reason = c->why;
+    return RW_OK;
+}
 
 bool rw_runs_status_eligible(const char *status)
 {
@@ -46,7 +104,7 @@ static const char SQL_INSERT_RUN[] =
     "      triggered_by, variables_only, total_count, skipped_count,"
     "      chunk_count, strategy, current_wave)"
     "  VALUES ($1::bigint, $2, $3, $4::boolean, $5::int, $6::int, $7::int,"
-    "          $17, $18::int)"
+    "          $11, $12::int)"
     "  RETURNING id, uuid),"
     " w AS ("
     "  INSERT INTO run_waves (run_id, wave, first_chunk, last_chunk,"
@@ -54,56 +112,64 @@ static const char SQL_INSERT_RUN[] =
     "  SELECT run.id, x.wave, x.f, x.l, x.n,"
     "         CASE WHEN x.wave = 1 THEN 'running' ELSE 'pending' END,"
     "         CASE WHEN x.wave = 1 THEN now() END"
-    "  FROM run, unnest($19::int[], $20::int[], $21::int[], $22::int[])"
+    "  FROM run, unnest($13::int[], $14::int[], $15::int[], $16::int[])"
     "       AS x(wave, f, l, n)"
-    "  RETURNING 1),"
-    " t AS ("
-    "  INSERT INTO run_targets (run_id, instance_id, chunk, state,"
-    "      lagoon_project, lagoon_environment, skip_reason, finished_at)"
-    "  SELECT run.id, u.iid, u.chunk, u.state, u.project, u.env, u.reason,"
-    "         CASE WHEN u.state = 'skipped' THEN now() END"
-    "  FROM run, unnest($8::bigint[], $9::int[], $10::text[], $11::text[],"
-    "                   $12::text[], $13::text[])"
-    "       AS u(iid, chunk, state, project, env, reason)"
     "  RETURNING 1),"
     " c AS ("
     "  INSERT INTO run_chunks (run_id, chunk, target_count)"
     "  SELECT run.id, x.chunk, x.n"
-    "  FROM run, unnest($14::int[], $15::int[]) AS x(chunk, n)"
+    "  FROM run, unnest($8::int[], $9::int[]) AS x(chunk, n)"
     "  RETURNING 1),"
     " tr AS ("
     "  INSERT INTO run_transitions (run_id, from_status, to_status, reason)"
-    "  SELECT run.id, NULL, 'pending', $16 FROM run"
+    "  SELECT run.id, NULL, 'pending', $10 FROM run"
     "  RETURNING 1)"
     " SELECT id, uuid FROM run";
+
+/* One piece of a run's targets (after its chunks: they reference them). */
+static const char SQL_INSERT_TARGETS[] =
+    "INSERT INTO run_targets (run_id, instance_id, chunk, state,"
+    "    lagoon_project, lagoon_environment, skip_reason, finished_at)"
+    " SELECT $1::bigint, u.iid, u.chunk, u.state, u.project, u.env, u.reason,"
+    "        CASE WHEN u.state = 'skipped' THEN now() END"
+    " FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[],"
+    "             $6::text[], $7::text[])"
+    "      AS u(iid, chunk, state, project, env, reason)";
 
 static const char SQL_INSERT_OUTBOX[] =
     "INSERT INTO outbox (topic, msg_key, payload)"
     " SELECT 'batches', k, p FROM unnest($1::text[], $2::text[]) AS u(k, p)";
 
-/* Encode the batch message of one chunk. */
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : (x > y);
+}
+
+/*
+ * Encode the batch message of one chunk, whose candidates are c[idx[0..k)]
+ * (put in selection order here: the message lists them as selected).
+ */
 static rw_err_t encode_chunk(const char *uuid, long long store_app_id,
                              const rw_run_spec_t *spec, const cand_t *c,
-                             size_t n, int chunk, char **json, char *errstr,
-                             size_t errlen)
+                             size_t *idx, size_t k, int chunk, char **json,
+                             char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     rw_batch_msg_t m;
     rw_codec_build_var_t var = {(char *)"LAGOON_VARIABLES_ONLY",
                                 (char *)"true"};
-    size_t k = 0;
 
     memset(&m, 0, sizeof(m));
-    m.targets = calloc(n, sizeof(*m.targets));
+    m.targets = calloc(k + 1, sizeof(*m.targets));
     if (!m.targets)
         return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        if (c[i].skip_reason || c[i].chunk != chunk)
-            continue;
-        m.targets[k].instance_id = c[i].instance_id;
-        m.targets[k].project = (char *)c[i].project;
-        m.targets[k].environment = (char *)c[i].environment;
-        k++;
+    qsort(idx, k, sizeof(*idx), cmp_size);
+    for (size_t j = 0; j < k; j++) {
+        const cand_t *t = &c[idx[j]];
+        m.targets[j].instance_id = t->instance_id;
+        m.targets[j].project = t->project;
+        m.targets[j].environment = t->environment;
     }
     m.n_targets = k;
     m.run = (char *)uuid;
@@ -156,8 +222,8 @@ static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
     size_t m = 0;
 
     for (size_t i = 0; i < n; i++) {
-        rw_codec_target_t t = {c[i].instance_id, (char *)c[i].project,
-                               (char *)c[i].environment};
+        rw_codec_target_t t = {c[i].instance_id, c[i].project,
+                               c[i].environment};
         rw_batch_msg_t msg;
         char *json = NULL, why[128] = "";
         const char *what = why;
@@ -180,11 +246,12 @@ static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
         }
         if (!err)
             continue;
-        err = RW_OK;
         if (strncmp(what, "targets[0].", 11) == 0)
             what += 11;
-        snprintf(c[i].why, sizeof(c[i].why), "invalid lagoon target: %s", what);
-        c[i].skip_reason = c[i].why;
+        err =
+            cand_skip(&c[i], errstr, errlen, "invalid lagoon target: %s", what);
+        if (err)
+            return err;
         c[i].bad_target = true;
     }
 
@@ -204,10 +271,11 @@ static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
             continue;
         }
         /* the earliest selected of a group stays: sorted by order */
-        snprintf(d->why, sizeof(d->why),
-                 "duplicate lagoon target: same as instance %lld",
-                 f->instance_id);
-        d->skip_reason = d->why;
+        err = cand_skip(d, errstr, errlen,
+                        "duplicate lagoon target: same as instance %lld",
+                        f->instance_id);
+        if (err)
+            break;
         d->bad_target = true;
     }
     free(idx);
@@ -372,6 +440,99 @@ out:
 static const char SQL_RUN_ERROR[] =
     "UPDATE deployment_runs SET last_error = $2 WHERE id = $1::bigint";
 
+/* The run's targets, RUN_PIECE rows per statement, in candidate order. */
+static rw_err_t insert_targets(rw_pg_t *pg, long long run_id, const cand_t *c,
+                               size_t n, char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    char run_s[24];
+
+    snprintf(run_s, sizeof(run_s), "%lld", run_id);
+    for (size_t from = 0; !err && from < n; from += RUN_PIECE) {
+        size_t to = n - from > RUN_PIECE ? from + RUN_PIECE : n;
+        rw_pg_array_t a[6];
+        const char *p[7];
+
+        for (int k = 0; k < 6; k++)
+            rw_pg_array_init(&a[k]);
+        for (size_t i = from; i < to; i++) {
+            rw_pg_array_add_ll(&a[0], c[i].instance_id);
+            rw_pg_array_add_ll(&a[1], c[i].chunk);
+            rw_pg_array_add_str(&a[2],
+                                c[i].skip_reason ? "skipped" : "pending");
+            rw_pg_array_add_str(&a[3], c[i].project);
+            rw_pg_array_add_str(&a[4], c[i].environment);
+            rw_pg_array_add_str(&a[5], c[i].skip_reason);
+        }
+        p[0] = run_s;
+        for (int k = 0; k < 6; k++)
+            p[k + 1] = rw_pg_array_finish(&a[k]);
+        for (int k = 1; k < 7 && !err; k++)
+            if (!p[k])
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                                 "out of memory building target arrays");
+        if (!err)
+            err =
+                rw_pg_exec(pg, SQL_INSERT_TARGETS, 7, p, NULL, errstr, errlen);
+        for (int k = 0; k < 6; k++)
+            rw_pg_array_free(&a[k]);
+    }
+    return err;
+}
+
+/*
+ * The batch messages of chunks 0..last into the outbox, OUTBOX_PIECE per
+ * statement. plan lists the live candidates in chunk order and
+ * chunk_counts says how many each chunk has: chunk k is the next
+ * chunk_counts[k] entries of plan.
+ */
+static rw_err_t insert_batches(rw_pg_t *pg, const char *uuid,
+                               long long store_app_id,
+                               const rw_run_spec_t *spec, const cand_t *c,
+                               size_t *plan, const int *chunk_counts, int last,
+                               char *errstr, size_t errlen)
+{
+    rw_err_t err = RW_OK;
+    size_t at = 0;
+
+    for (int from = 0; !err && from <= last; from += OUTBOX_PIECE) {
+        int to = last - from >= OUTBOX_PIECE ? from + OUTBOX_PIECE - 1 : last;
+        rw_pg_array_t a_key, a_payload;
+        const char *p[2];
+
+        rw_pg_array_init(&a_key);
+        rw_pg_array_init(&a_payload);
+        for (int k = from; !err && k <= to; k++) {
+            char key[RW_CODEC_KEY_MAX];
+            char *json = NULL;
+            size_t cnt = (size_t)chunk_counts[k];
+
+            err = encode_chunk(uuid, store_app_id, spec, c, plan + at, cnt, k,
+                               &json, errstr, errlen);
+            at += cnt;
+            if (err)
+                break;
+            rw_codec_key(key, sizeof(key), uuid, k);
+            rw_pg_array_add_str(&a_key, key);
+            rw_pg_array_add_str(&a_payload, json);
+            free(json);
+        }
+        if (!err) {
+            p[0] = rw_pg_array_finish(&a_key);
+            p[1] = rw_pg_array_finish(&a_payload);
+            if (!p[0] || !p[1])
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
+                                 "out of memory building outbox arrays");
+            else
+                err = rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, p, NULL, errstr,
+                                 errlen);
+        }
+        rw_pg_array_free(&a_key);
+        rw_pg_array_free(&a_payload);
+    }
+    return err;
+}
+
 /*
  * Write one run over cands (n > 0), all in the caller's transaction:
  * assigns chunks to the non-skipped candidates, inserts everything, queues
@@ -383,8 +544,7 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
                            char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    rw_pg_array_t a_iid, a_chunk, a_state, a_proj, a_env, a_reason;
-    rw_pg_array_t a_cnum, a_ccount, a_key, a_payload;
+    rw_pg_array_t a_cnum, a_ccount;
     rw_pg_array_t a_wave, a_wfirst, a_wlast, a_wcount;
     PGresult *res = NULL;
     int *chunk_counts = NULL;
@@ -398,16 +558,8 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     char bad[200];
     char buf[5][32];
 
-    rw_pg_array_init(&a_iid);
-    rw_pg_array_init(&a_chunk);
-    rw_pg_array_init(&a_state);
-    rw_pg_array_init(&a_proj);
-    rw_pg_array_init(&a_env);
-    rw_pg_array_init(&a_reason);
     rw_pg_array_init(&a_cnum);
     rw_pg_array_init(&a_ccount);
-    rw_pg_array_init(&a_key);
-    rw_pg_array_init(&a_payload);
     rw_pg_array_init(&a_wave);
     rw_pg_array_init(&a_wfirst);
     rw_pg_array_init(&a_wlast);
@@ -427,9 +579,9 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
             if (c[i].skip_reason)
                 continue;
             /* cut to the column: the run's last_error keeps all of it */
-            snprintf(c[i].why, sizeof(c[i].why), "%.*s",
-                     (int)sizeof(c[i].why) - 1, bad);
-            c[i].skip_reason = c[i].why;
+            err = cand_skip(&c[i], errstr, errlen, "%s", bad);
+            if (err)
+                goto out;
             c[i].bad_strategy = true;
         }
     } else {
@@ -466,7 +618,8 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
                 if (!c[i].skip_reason && c[i].beta == (pass == 0))
                     plan[k++] = i;
     }
-    /* each wave is its own chunks: a chunk never spans two waves */
+    /* each wave is its own chunks: a chunk never spans two waves; along
+     * plan the chunk numbers only grow, so a chunk is a range of it */
     for (int w = 0; w < nwaves; w++) {
         long long from = w == 0 ? 0 : cum[w - 1], to = cum[w];
         int first = nchunks;
@@ -485,16 +638,9 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (!c[i].skip_reason)
             chunk_counts[c[i].chunk]++;
-        rw_pg_array_add_ll(&a_iid, c[i].instance_id);
-        rw_pg_array_add_ll(&a_chunk, c[i].chunk);
-        rw_pg_array_add_str(&a_state, c[i].skip_reason ? "skipped" : "pending");
-        rw_pg_array_add_str(&a_proj, c[i].project);
-        rw_pg_array_add_str(&a_env, c[i].environment);
-        rw_pg_array_add_str(&a_reason, c[i].skip_reason);
-    }
     for (int k = 0; k < nchunks; k++) {
         rw_pg_array_add_ll(&a_cnum, k);
         rw_pg_array_add_ll(&a_ccount, chunk_counts[k]);
@@ -506,7 +652,7 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     snprintf(buf[3], sizeof(buf[3]), "%d", nchunks);
     snprintf(buf[4], sizeof(buf[4]), "%d", 1);
     {
-        const char *params[22] = {
+        const char *params[16] = {
             store_app_id > 0 ? buf[0] : NULL,
             spec->trigger_source,
             spec->triggered_by,
@@ -514,12 +660,6 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
             buf[1],
             buf[2],
             buf[3],
-            rw_pg_array_finish(&a_iid),
-            rw_pg_array_finish(&a_chunk),
-            rw_pg_array_finish(&a_state),
-            rw_pg_array_finish(&a_proj),
-            rw_pg_array_finish(&a_env),
-            rw_pg_array_finish(&a_reason),
             rw_pg_array_finish(&a_cnum),
             rw_pg_array_finish(&a_ccount),
             spec->trigger_source,
@@ -530,13 +670,13 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
             rw_pg_array_finish(&a_wlast),
             rw_pg_array_finish(&a_wcount),
         };
-        for (int i = 7; i < 22; i++)
-            if (!params[i] && i != 15 && i != 16 && i != 17) {
+        for (int i = 7; i < 16; i++)
+            if (!params[i] && i != 9 && i != 10 && i != 11) {
                 err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
                                  "out of memory building run arrays");
                 goto out;
             }
-        err = rw_pg_exec(pg, SQL_INSERT_RUN, 22, params, &res, errstr, errlen);
+        err = rw_pg_exec(pg, SQL_INSERT_RUN, 16, params, &res, errstr, errlen);
         if (err)
             goto out;
     }
@@ -548,29 +688,13 @@ static rw_err_t create_run(rw_pg_t *pg, long long store_app_id,
     out->chunks = nchunks;
     out->waves = nwaves;
 
+    err = insert_targets(pg, out->id, c, n, errstr, errlen);
+    if (err)
+        goto out;
     /* only the first wave's batches: rw_waves releases the others */
-    for (int k = 0; k <= wave1_last; k++) {
-        char key[RW_CODEC_KEY_MAX];
-        char *json = NULL;
-        err = encode_chunk(out->uuid, store_app_id, spec, c, n, k, &json,
-                           errstr, errlen);
-        if (err)
-            goto out;
-        rw_codec_key(key, sizeof(key), out->uuid, k);
-        rw_pg_array_add_str(&a_key, key);
-        rw_pg_array_add_str(&a_payload, json);
-        free(json);
-    }
     if (nchunks > 0) {
-        const char *params[2] = {rw_pg_array_finish(&a_key),
-                                 rw_pg_array_finish(&a_payload)};
-        if (!params[0] || !params[1]) {
-            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM,
-                             "out of memory building outbox arrays");
-            goto out;
-        }
-        err =
-            rw_pg_exec(pg, SQL_INSERT_OUTBOX, 2, params, NULL, errstr, errlen);
+        err = insert_batches(pg, out->uuid, store_app_id, spec, c, plan,
+                             chunk_counts, wave1_last, errstr, errlen);
         if (err)
             goto out;
     } else if (bad[0]) {
@@ -612,16 +736,8 @@ out:
     free(chunk_counts);
     free(plan);
     free(canon);
-    rw_pg_array_free(&a_iid);
-    rw_pg_array_free(&a_chunk);
-    rw_pg_array_free(&a_state);
-    rw_pg_array_free(&a_proj);
-    rw_pg_array_free(&a_env);
-    rw_pg_array_free(&a_reason);
     rw_pg_array_free(&a_cnum);
     rw_pg_array_free(&a_ccount);
-    rw_pg_array_free(&a_key);
-    rw_pg_array_free(&a_payload);
     rw_pg_array_free(&a_wave);
     rw_pg_array_free(&a_wfirst);
     rw_pg_array_free(&a_wlast);
@@ -717,9 +833,17 @@ static const char SQL_DUE_QUOTAS[] =
             " GROUP BY q.store_app_id ORDER BY q.store_app_id";
 
 /* One app's share, locked: the rows its run is made of. */
-static const char SQL_DUE[] =
-    SQL_DUE_ROWS(" FOR UPDATE OF i SKIP LOCKED") " ORDER BY d.last_deployed_at "
-                                                 "ASC NULLS FIRST, d.id";
+/* One app's share, locked: the rows its run is made of, read through a
+ * cursor RUN_PIECE rows at a time (the producer copies what it keeps). */
+static const char SQL_DUE_DECLARE[] =
+    "DECLARE rw_due NO SCROLL CURSOR FOR " SQL_DUE_ROWS(
+        " FOR UPDATE OF i SKIP LOCKED") " ORDER BY d.last_deployed_at "
+                                        "ASC NULLS FIRST, d.id";
+
+#define RW_STR2(x) #x
+#define RW_STR(x)  RW_STR2(x)
+static const char SQL_DUE_FETCH[] =
+    "FETCH FORWARD " RW_STR(RUN_PIECE) " FROM rw_due";
 
 static const char SQL_RESPECT_WINDOWS[] =
     "UPDATE deployment_runs SET respect_windows = true"
@@ -761,7 +885,8 @@ static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
     rw_err_t err = RW_OK;
     PGresult *res = NULL;
     cand_t *c = NULL;
-    size_t n = 0;
+    size_t n = 0, cap = quota > 0 ? (size_t)quota : 0;
+    int got = RUN_PIECE;
     char max_s[24], chunk_s[24], app_s[24];
     const char *params[4] = {max_s, chunk_s,
                              spec->respect_windows ? "true" : "false", app_s};
@@ -770,43 +895,50 @@ static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
     snprintf(max_s, sizeof(max_s), "%lld", quota);
     snprintf(chunk_s, sizeof(chunk_s), "%lld", spec->chunk_size);
     snprintf(app_s, sizeof(app_s), "%lld", store_app_id);
+    c = calloc(cap + 1, sizeof(*c));
+    if (!c) {
+        err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+        goto out;
+    }
     err = rw_pg_begin(pg, errstr, errlen);
-    if (err)
-        goto out;
-    err = rw_pg_exec(pg, SQL_DUE, 4, params, &res, errstr, errlen);
-    if (err)
-        goto out;
-    n = (size_t)PQntuples(res);
-    if (n > 0) {
-        c = calloc(n, sizeof(*c));
-        if (!c) {
-            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-            goto out;
+    if (!err)
+        err = rw_pg_exec(pg, SQL_DUE_DECLARE, 4, params, NULL, errstr, errlen);
+    /* a short piece is the last; the selection's LIMIT is the quota */
+    while (!err && got == RUN_PIECE && n < cap) {
+        err = rw_pg_exec(pg, SQL_DUE_FETCH, 0, NULL, &res, errstr, errlen);
+        if (err)
+            break;
+        got = PQntuples(res);
+        for (int r = 0; r < got && n < cap; r++, n++) {
+            c[n].instance_id = rw_pg_ll(res, r, "id", 0);
+            c[n].store_app_id = rw_pg_ll(res, r, "store_app_id", 0);
+            c[n].chunk_size = rw_pg_ll(res, r, "chunk_size", 50);
+            c[n].target_ok = rw_pg_bool(res, r, "lagoon_target_ok", 0);
+            c[n].order = n;
+            if (!cand_names(&c[n], res, r)) {
+                n++; /* its copies are freed with the rest */
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+                break;
+            }
         }
-        for (size_t i = 0; i < n; i++) {
-            c[i].instance_id = rw_pg_ll(res, (int)i, "id", 0);
-            c[i].store_app_id = rw_pg_ll(res, (int)i, "store_app_id", 0);
-            c[i].chunk_size = rw_pg_ll(res, (int)i, "chunk_size", 50);
-            c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
-            c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
-            c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
-            c[i].order = i;
-        }
+        PQclear(res);
+        res = NULL;
+    }
+    if (!err && n > 0) {
         err = create_run(pg, store_app_id, c[0].chunk_size, spec, c, n, run,
                          errstr, errlen);
         if (!err && spec->respect_windows)
             err = mark_respect_windows(pg, run, 1, errstr, errlen);
-        if (err)
-            goto out;
     }
-    err = rw_pg_commit(pg, errstr, errlen);
+    if (!err)
+        err = rw_pg_commit(pg, errstr, errlen);
     if (!err)
         *made = n > 0;
 out:
     if (err)
         rw_pg_rollback(pg, NULL, 0);
     PQclear(res);
-    free(c);
+    cands_free(c, n);
     return err;
 }
 
@@ -1005,10 +1137,12 @@ rw_err_t rw_runs_create_manual(rw_pg_t *pg, const long long *ids, size_t n_ids,
         const char *why;
         c[i].instance_id = rw_pg_ll(res, (int)i, "id", 0);
         c[i].store_app_id = rw_pg_ll(res, (int)i, "store_app_id", 0);
-        c[i].project = rw_pg_str(res, (int)i, "lagoon_project");
-        c[i].environment = rw_pg_str(res, (int)i, "lagoon_environment");
         c[i].target_ok = rw_pg_bool(res, (int)i, "lagoon_target_ok", 0);
         c[i].order = i;
+        if (!cand_names(&c[i], res, (int)i)) {
+            err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+            goto out;
+        }
         if (c[i].store_app_id != run_app)
             run_app = -1;
         why = manual_skip_reason(res, (int)i, reasons_buf, sizeof(reasons_buf));
@@ -1056,7 +1190,7 @@ out:
     for (size_t i = 0; reasons && i < n; i++)
         free(reasons[i]);
     free(reasons);
-    free(c);
+    cands_free(c, n);
     free(sk);
     PQclear(res);
     rw_pg_array_free(&a_ids);

@@ -76,8 +76,8 @@ int rw_ctl_run_control(int argc, char **argv, const rw_settings_t *s)
         err = rw_kafka_producer_new(&kp, s, rw_delivery_cb, NULL, errstr,
                                     sizeof(errstr));
         if (!err)
-            err = rw_outbox_relay(pg, kp, s, 1000, 0, &published, errstr,
-                                  sizeof(errstr));
+            err = rw_outbox_relay(pg, kp, s, RW_OUTBOX_RELAY_BATCH, 0,
+                                  &published, errstr, sizeof(errstr));
         if (err) {
             rw_ctl_errorf("run",
                           "%s recorded, but its batches are not "

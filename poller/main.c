@@ -208,8 +208,9 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
         long long published = 0, finalized = 0;
         char errstr[256];
         p->last_sweep = rw_now_mono_ms();
-        if (rw_outbox_relay(svc->pg, svc->kp, svc->s, 500, SWEEP_MIN_AGE_S,
-                            &published, errstr, sizeof(errstr)))
+        if (rw_outbox_relay(svc->pg, svc->kp, svc->s, RW_OUTBOX_RELAY_BATCH,
+                            SWEEP_MIN_AGE_S, &published, errstr,
+                            sizeof(errstr)))
             rw_warn("poller", "event=outbox_sweep_failed detail=\"%s\"",
                     errstr);
         if (rw_progress_sweep(svc->pg, &finalized, errstr, sizeof(errstr)))

@@ -23,7 +23,6 @@
 
 /* pg_try_advisory_lock key of the scheduler leader: "rw-sched" in ASCII */
 #define LEADER_LOCK_KEY 0x72772d7363686564LL
-#define RELAY_BATCH     1000
 
 typedef struct producer {
     rw_service_t svc;
@@ -125,8 +124,9 @@ static void run_made(const rw_run_summary_t *run, void *ud)
     if (rw_now_mono_ms() - pr->relayed_ms < TICK_RELAY_EVERY_MS)
         return;
     pr->relayed_ms = rw_now_mono_ms();
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, pr->svc.s, RELAY_BATCH, 0,
-                          &published, errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, pr->svc.s,
+                          RW_OUTBOX_RELAY_BATCH, 0, &published, errstr,
+                          sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
@@ -150,8 +150,8 @@ static void tick(producer_t *pr)
         return;
     }
     rw_metrics_add(pr->m_ticks, 1);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
-                          errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RW_OUTBOX_RELAY_BATCH, 0,
+                          &published, errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);
@@ -180,8 +180,8 @@ static void tick(producer_t *pr)
     rw_metrics_add(pr->m_runs, (double)n_runs);
     rw_metrics_add(pr->m_targets, (double)targets);
     rw_info("producer", "event=tick runs=%zu targets=%lld", n_runs, targets);
-    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RELAY_BATCH, 0, &published,
-                          errstr, sizeof(errstr));
+    err = rw_outbox_relay(pr->svc.pg, pr->svc.kp, s, RW_OUTBOX_RELAY_BATCH, 0,
+                          &published, errstr, sizeof(errstr));
     if (err)
         rw_warn("producer", "event=relay_failed err=%s detail=\"%s\"",
                 rw_err_name(err), errstr);

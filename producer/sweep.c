@@ -478,8 +478,8 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
     if (st->polls + st->batches + st->deferred + st->unsent + st->released >
             0 &&
         svc->kp &&
-        rw_outbox_relay(svc->pg, svc->kp, s, 1000, 0, &published, why,
-                        sizeof(why)))
+        rw_outbox_relay(svc->pg, svc->kp, s, RW_OUTBOX_RELAY_BATCH, 0,
+                        &published, why, sizeof(why)))
         rw_warn(COMP, "event=relay_failed detail=\"%s\"", why);
     if (svc->rc &&
         release_finished(svc, st->locks_cursor, sizeof(st->locks_cursor),

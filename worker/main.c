@@ -77,8 +77,8 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
     if (rw_now_mono_ms() - *last < SWEEP_EVERY_MS)
         return;
     *last = rw_now_mono_ms();
-    if (rw_outbox_relay(svc->pg, svc->kp, svc->s, 500, SWEEP_MIN_AGE_S,
-                        &published, errstr, sizeof(errstr)))
+    if (rw_outbox_relay(svc->pg, svc->kp, svc->s, RW_OUTBOX_RELAY_BATCH,
+                        SWEEP_MIN_AGE_S, &published, errstr, sizeof(errstr)))
         rw_warn("worker", "event=outbox_sweep_failed detail=\"%s\"", errstr);
 }
 

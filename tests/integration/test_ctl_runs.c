@@ -1083,6 +1083,168 @@ static void test_manual_run_skips_bad_targets(void **state)
     free(skips);
 }
 
+/*
+ * A run larger than the pieces it is made in (due rows are fetched, its
+ * targets inserted 5,000 at a time, its batch messages 100 at a time):
+ * every instance once, every chunk's count what its targets say, chunks
+ * inside their wave, canaries first, and each first-wave chunk's message
+ * lists exactly its targets, in selection order. The bad targets sit on
+ * both sides of the pieces' edges.
+ */
+#define BIG_N 12003
+static const char *const big_run_sql[] = {
+    "INSERT INTO store_apps (id, name, redeploy_enabled,"
+    "  redeploy_interval_days, strategy)"
+    " VALUES (3, 'big', true, 7, '{\"waves\":[\"60%\",\"100%\"]}')",
+    "INSERT INTO app_instances (id, name, store_app_id, user_group_id,"
+    "  status, lagoon_project, lagoon_environment)"
+    " SELECT 1000 + g, 'big' || g, 3,"
+    "   CASE WHEN g % 100 = 0 THEN 2 ELSE 1 END,"
+    "   'running-healthy-claimed',"
+    "   CASE WHEN g = 11000 THEN 'big7' ELSE 'big' || g END,"
+    "   CASE WHEN g IN (4999, 5001, 10500) THEN '' ELSE 'main' END"
+    " FROM generate_series(1, 12003) g",
+};
+
+static long long big_ll(rw_pg_t *pg, const char *sql, const char *uuid)
+{
+    PGresult *res = NULL;
+    const char *p[1] = {uuid};
+    char errstr[512];
+    long long v;
+
+    if (rw_pg_exec(pg, sql, 1, p, &res, errstr, sizeof(errstr)))
+        fail_msg("%s: %s", sql, errstr);
+    assert_int_equal(PQntuples(res), 1);
+    v = rw_pg_ll(res, 0, "n", -1);
+    PQclear(res);
+    return v;
+}
+
+static void test_tick_large_run_in_pieces(void **state)
+{
+    fixture_t *f = *state;
+    rw_run_spec_t spec = {"scheduled", "scheduler", false, 50,
+                          3600,        false,       NULL};
+    rw_run_summary_t *runs = NULL, *big = NULL;
+    size_t n_runs = 0;
+    char errstr[512], uuid[40];
+
+    for (size_t i = 0; i < sizeof(big_run_sql) / sizeof(big_run_sql[0]); i++)
+        exec_sql(f->pg, big_run_sql[i]);
+    exec_sql(f->pg, "SELECT setval('deployment_runs_id_seq', 100)");
+    if (rw_runs_schedule(f->pg, 20000, &spec, NULL, NULL, &runs, &n_runs,
+                         errstr, sizeof(errstr)))
+        fail_msg("schedule: %s", errstr);
+    for (size_t i = 0; i < n_runs; i++)
+        if (runs[i].store_app_id == 3)
+            big = &runs[i];
+    assert_non_null(big);
+    assert_int_equal(big->targets, BIG_N);
+    assert_int_equal(big->skipped, 4);
+    assert_int_equal(big->waves, 2);
+    snprintf(uuid, sizeof(uuid), "%s", big->uuid);
+    free(runs);
+
+#define RUN_OF "(SELECT id FROM deployment_runs WHERE uuid = $1::uuid)"
+    /* every instance of the app once, the four bad ones skipped */
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(DISTINCT t.instance_id) AS n"
+                            " FROM run_targets t JOIN app_instances i"
+                            "   ON i.id = t.instance_id AND i.store_app_id = 3"
+                            " WHERE t.run_id = " RUN_OF,
+                            uuid),
+                     BIG_N);
+    assert_int_equal(
+        big_ll(f->pg,
+               "SELECT count(*) AS n FROM run_targets WHERE run_id = " RUN_OF,
+               uuid),
+        BIG_N);
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(*) AS n FROM run_targets"
+                            " WHERE run_id = " RUN_OF " AND state = 'skipped'"
+                            "   AND ((instance_id IN (5999, 6001, 11500)"
+                            "         AND skip_reason LIKE 'invalid lagoon%')"
+                            "     OR (instance_id = 12000 AND skip_reason ="
+                            "         'duplicate lagoon target: same as"
+                            " instance 1007'))",
+                            uuid),
+                     4);
+    /* chunk counts are their pending targets, at most 50, none empty */
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(*) AS n FROM run_chunks c"
+                            " WHERE c.run_id = " RUN_OF
+                            "   AND (c.target_count NOT BETWEEN 1 AND 50"
+                            "     OR c.target_count <> (SELECT count(*)"
+                            "        FROM run_targets t WHERE t.run_id ="
+                            "        c.run_id AND t.chunk = c.chunk"
+                            "        AND t.state = 'pending'))",
+                            uuid),
+                     0);
+    /* waves: chunks in exactly one, 60% of the 11,999 live ones first */
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(*) AS n FROM run_chunks c"
+                            " WHERE c.run_id = " RUN_OF
+                            "   AND (SELECT count(*) FROM run_waves w"
+                            "        WHERE w.run_id = c.run_id AND c.chunk"
+                            "        BETWEEN w.first_chunk AND w.last_chunk)"
+                            "       <> 1",
+                            uuid),
+                     0);
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT w.target_count AS n FROM run_waves w"
+                            " WHERE w.run_id = " RUN_OF " AND w.wave = 1",
+                            uuid),
+                     7200);
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT (w.last_chunk + 1) AS n FROM run_waves w"
+                            " WHERE w.run_id = " RUN_OF " AND w.wave = 1",
+                            uuid),
+                     144);
+    /* canaries first: no beta target after a regular one */
+    assert_int_equal(
+        big_ll(f->pg,
+               "SELECT count(*) AS n FROM run_targets b"
+               " JOIN app_instances bi ON bi.id = b.instance_id"
+               " WHERE b.run_id = " RUN_OF " AND b.state = 'pending'"
+               "   AND bi.user_group_id = 2 AND EXISTS ("
+               "     SELECT 1 FROM run_targets r"
+               "     JOIN app_instances ri ON ri.id = r.instance_id"
+               "     WHERE r.run_id = b.run_id AND r.state = 'pending'"
+               "       AND ri.user_group_id = 1 AND r.chunk < b.chunk)",
+               uuid),
+        0);
+    /* the first wave's messages: one per chunk, exactly its targets */
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(*) AS n FROM outbox"
+                            " WHERE topic = 'batches'"
+                            "   AND msg_key LIKE $1 || ':%'",
+                            uuid),
+                     144);
+    assert_int_equal(
+        big_ll(f->pg,
+               "WITH m AS ("
+               "  SELECT (o.payload::json->>'chunk')::int AS chunk,"
+               "         (t.v->>'instance_id')::bigint AS iid, t.k"
+               "  FROM outbox o,"
+               "       json_array_elements(o.payload::json->'targets')"
+               "         WITH ORDINALITY AS t(v, k)"
+               "  WHERE o.topic = 'batches' AND o.msg_key LIKE $1 || ':%'),"
+               " r AS ("
+               "  SELECT chunk, instance_id AS iid,"
+               "         row_number() OVER (PARTITION BY chunk"
+               "                            ORDER BY instance_id) AS k"
+               "  FROM run_targets"
+               "  WHERE run_id = " RUN_OF " AND state = 'pending'"
+               "    AND chunk < 144)"
+               " SELECT count(*) AS n FROM m FULL JOIN r"
+               "   ON m.chunk = r.chunk AND m.iid = r.iid AND m.k = r.k"
+               " WHERE m.iid IS NULL OR r.iid IS NULL",
+               uuid),
+        0);
+#undef RUN_OF
+}
+
 /* The SQL mirror of the Lagoon-name rule agrees with the codec's. */
 static void test_name_rule_mirror(void **state)
 {
@@ -1130,6 +1292,7 @@ int main(void)
         T(test_group),
         T(test_tick_skips_bad_targets),
         T(test_manual_run_skips_bad_targets),
+        T(test_tick_large_run_in_pieces),
         T(test_name_rule_mirror),
     };
 #undef T
