@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static const struct {
     const char *name;
@@ -66,9 +67,29 @@ rw_err_t rw_err_set(char *errstr, size_t errlen, rw_err_t err, const char *fmt,
     va_list ap;
 
     if (errstr && errlen > 0) {
+        int n;
         va_start(ap, fmt);
-        vsnprintf(errstr, errlen, fmt, ap);
+        n = vsnprintf(errstr, errlen, fmt, ap);
         va_end(ap);
+        if (n >= 0 && (size_t)n >= errlen)
+            rw_utf8_trim_partial(errstr);
     }
     return err;
+}
+
+void rw_utf8_trim_partial(char *s)
+{
+    size_t len = strlen(s), i = len;
+    unsigned char lead;
+    size_t need;
+
+    /* back to the last byte that starts a character */
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    lead = (unsigned char)s[i - 1];
+    need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (len - (i - 1) < need)
+        s[i - 1] = '\0';
 }

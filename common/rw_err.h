@@ -115,8 +115,16 @@ bool rw_err_is_retriable(rw_err_t err);
 /*
  * snprintf into errstr (may be NULL or errlen 0) and return err, so that
  * "return rw_err_set(errstr, errlen, RW_ERR_X, "...", ...)" reads as one line.
+ * A message cut by errlen ends before a UTF-8 character it would split.
  */
 rw_err_t rw_err_set(char *errstr, size_t errlen, rw_err_t err, const char *fmt,
                     ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Drop an incomplete UTF-8 sequence at the end of s (what a byte-counted
+ * cut leaves of a character): a message quoting someone's text must stay
+ * valid UTF-8, or Postgres refuses the row that records it.
+ */
+void rw_utf8_trim_partial(char *s);
 
 #endif

@@ -80,10 +80,15 @@ static rw_err_t cand_skip(cand_t *c, char *errstr, size_t errlen,
 {
     char buf[WHY_MAX];
     va_list ap;
+    int n;
 
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    /* half a UTF-8 character would make Postgres refuse the run's targets
+     * on every tick */
+    if (n >= (int)sizeof(buf))
+        rw_utf8_trim_partial(buf);
     free(c->why);
     c->why = strdup(buf);
     if (!c->why)

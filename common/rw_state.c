@@ -906,8 +906,8 @@ static rw_err_t parse_ids(const char *list, long long **ids, size_t *n,
 /*
  * The worker's claim as one statement. t0 locks the targets still pending,
  * then c0 the chunk row if it is still pending at the attempt before this
- * one (targets before the chunk, the order rw_control_abort and the
- * transaction path take them in: no deadlock between them; the sub-select
+ * one (targets before the chunk, the order rw_control_abort takes them
+ * in: no deadlock between them; the sub-select
  * of t0 in c0's condition is what runs t0 first); l locks the throttle
  * lease if it is still valid. Only with the chunk and the lease do the
  * targets move pending -> claimed, and only if at least one did does the

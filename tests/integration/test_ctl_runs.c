@@ -1104,6 +1104,13 @@ static const char *const big_run_sql[] = {
     "   CASE WHEN g = 11000 THEN 'big7' ELSE 'big' || g END,"
     "   CASE WHEN g IN (4999, 5001, 10500) THEN '' ELSE 'main' END"
     " FROM generate_series(1, 12003) g",
+    "INSERT INTO store_apps (id, name, redeploy_enabled,"
+    "  redeploy_interval_days) VALUES (4, 'five-thousand', true, 7)",
+    "INSERT INTO app_instances (id, name, store_app_id, user_group_id,"
+    "  status, lagoon_project, lagoon_environment)"
+    " SELECT 20000 + g, 'ft' || g, 4, 1, 'running-healthy-claimed',"
+    "   'ft' || g, 'main'"
+    " FROM generate_series(1, 5000) g",
 };
 
 static long long big_ll(rw_pg_t *pg, const char *sql, const char *uuid)
@@ -1121,12 +1128,42 @@ static long long big_ll(rw_pg_t *pg, const char *sql, const char *uuid)
     return v;
 }
 
+#define RUN_OF "(SELECT id FROM deployment_runs WHERE uuid = $1::uuid)"
+
+/* Run uuid's first-wave messages list exactly the pending targets of their
+ * chunks, in selection order (instance id order here), and no others. */
+static void assert_messages_match(rw_pg_t *pg, const char *uuid)
+{
+    assert_int_equal(
+        big_ll(pg,
+               "WITH m AS ("
+               "  SELECT (o.payload::json->>'chunk')::int AS chunk,"
+               "         (t.v->>'instance_id')::bigint AS iid, t.k"
+               "  FROM outbox o,"
+               "       json_array_elements(o.payload::json->'targets')"
+               "         WITH ORDINALITY AS t(v, k)"
+               "  WHERE o.topic = 'batches' AND o.msg_key LIKE $1 || ':%'),"
+               " r AS ("
+               "  SELECT chunk, instance_id AS iid,"
+               "         row_number() OVER (PARTITION BY chunk"
+               "                            ORDER BY instance_id) AS k"
+               "  FROM run_targets"
+               "  WHERE run_id = " RUN_OF " AND state = 'pending'"
+               "    AND chunk <= (SELECT last_chunk FROM run_waves"
+               "                  WHERE run_id = " RUN_OF " AND wave = 1))"
+               " SELECT count(*) AS n FROM m FULL JOIN r"
+               "   ON m.chunk = r.chunk AND m.iid = r.iid AND m.k = r.k"
+               " WHERE m.iid IS NULL OR r.iid IS NULL",
+               uuid),
+        0);
+}
+
 static void test_tick_large_run_in_pieces(void **state)
 {
     fixture_t *f = *state;
     rw_run_spec_t spec = {"scheduled", "scheduler", false, 50,
                           3600,        false,       NULL};
-    rw_run_summary_t *runs = NULL, *big = NULL;
+    rw_run_summary_t *runs = NULL, *big = NULL, *small = NULL;
     size_t n_runs = 0;
     char errstr[512], uuid[40];
 
@@ -1139,14 +1176,14 @@ static void test_tick_large_run_in_pieces(void **state)
     for (size_t i = 0; i < n_runs; i++)
         if (runs[i].store_app_id == 3)
             big = &runs[i];
+        else if (runs[i].store_app_id == 4)
+            small = &runs[i];
     assert_non_null(big);
     assert_int_equal(big->targets, BIG_N);
     assert_int_equal(big->skipped, 4);
     assert_int_equal(big->waves, 2);
     snprintf(uuid, sizeof(uuid), "%s", big->uuid);
-    free(runs);
 
-#define RUN_OF "(SELECT id FROM deployment_runs WHERE uuid = $1::uuid)"
     /* every instance of the app once, the four bad ones skipped */
     assert_int_equal(big_ll(f->pg,
                             "SELECT count(DISTINCT t.instance_id) AS n"
@@ -1221,27 +1258,28 @@ static void test_tick_large_run_in_pieces(void **state)
                             "   AND msg_key LIKE $1 || ':%'",
                             uuid),
                      144);
-    assert_int_equal(
-        big_ll(f->pg,
-               "WITH m AS ("
-               "  SELECT (o.payload::json->>'chunk')::int AS chunk,"
-               "         (t.v->>'instance_id')::bigint AS iid, t.k"
-               "  FROM outbox o,"
-               "       json_array_elements(o.payload::json->'targets')"
-               "         WITH ORDINALITY AS t(v, k)"
-               "  WHERE o.topic = 'batches' AND o.msg_key LIKE $1 || ':%'),"
-               " r AS ("
-               "  SELECT chunk, instance_id AS iid,"
-               "         row_number() OVER (PARTITION BY chunk"
-               "                            ORDER BY instance_id) AS k"
-               "  FROM run_targets"
-               "  WHERE run_id = " RUN_OF " AND state = 'pending'"
-               "    AND chunk < 144)"
-               " SELECT count(*) AS n FROM m FULL JOIN r"
-               "   ON m.chunk = r.chunk AND m.iid = r.iid AND m.k = r.k"
-               " WHERE m.iid IS NULL OR r.iid IS NULL",
-               uuid),
-        0);
+    assert_messages_match(f->pg, uuid);
+
+    /* a run of exactly one target piece and one message piece */
+    assert_non_null(small);
+    snprintf(uuid, sizeof(uuid), "%s", small->uuid);
+    assert_int_equal(small->targets, 5000);
+    assert_int_equal(small->chunks, 100);
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(DISTINCT t.instance_id) AS n"
+                            " FROM run_targets t JOIN app_instances i"
+                            "   ON i.id = t.instance_id AND i.store_app_id = 4"
+                            " WHERE t.state = 'pending' AND t.run_id = " RUN_OF,
+                            uuid),
+                     5000);
+    assert_int_equal(big_ll(f->pg,
+                            "SELECT count(*) AS n FROM outbox"
+                            " WHERE topic = 'batches'"
+                            "   AND msg_key LIKE $1 || ':%'",
+                            uuid),
+                     100);
+    assert_messages_match(f->pg, uuid);
+    free(runs);
 #undef RUN_OF
 }
 

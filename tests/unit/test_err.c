@@ -138,6 +138,30 @@ static void test_err_set_formats_and_returns(void **state)
     assert_int_equal(rw_err_set(NULL, 0, RW_ERR_IO, "ignored"), RW_ERR_IO);
 }
 
+/* A cut message never ends inside a UTF-8 character. */
+static void test_err_set_cuts_on_characters(void **state)
+{
+    char buf[6], s[16];
+    (void)state;
+    /* "ab" + e-acute (2 bytes) + euro (3 bytes): cuts inside each */
+    rw_err_set(buf, sizeof(buf), RW_ERR_IO, "%s", "ab\xc3\xa9\xe2\x82\xac");
+    assert_string_equal(buf, "ab\xc3\xa9"); /* euro cut after 1: dropped */
+    rw_err_set(buf, 4, RW_ERR_IO, "%s", "ab\xc3\xa9");
+    assert_string_equal(buf, "ab"); /* e-acute cut after 1 */
+    rw_err_set(buf, 5, RW_ERR_IO, "%s", "ab\xc3\xa9!");
+    assert_string_equal(buf, "ab\xc3\xa9"); /* whole: kept */
+    rw_err_set(buf, 6, RW_ERR_IO, "%s", "abc\xe2\x82\xac");
+    assert_string_equal(buf, "abc"); /* euro cut after 2 */
+    rw_err_set(buf, sizeof(buf), RW_ERR_IO, "%s", "abcdefgh");
+    assert_string_equal(buf, "abcde"); /* ASCII: as snprintf */
+    strcpy(s, "x\xf0\x9f\x98");
+    rw_utf8_trim_partial(s); /* a 4-byte character missing its last */
+    assert_string_equal(s, "x");
+    strcpy(s, "\xa9\xa9");
+    rw_utf8_trim_partial(s); /* no lead byte at all: left to the checks */
+    assert_string_equal(s, "\xa9\xa9");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_class_of_every_code),
         cmocka_unit_test(test_class_out_of_range),
         cmocka_unit_test(test_err_set_formats_and_returns),
+        cmocka_unit_test(test_err_set_cuts_on_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
