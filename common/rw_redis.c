@@ -621,6 +621,11 @@ void rw_redis_lock_key(char *buf, size_t len, const char *prefix,
              instance_id);
 }
 
+bool rw_redis_lock_renew_due(long long ttl_ms, long long age_ms)
+{
+    return age_ms < 0 || age_ms >= ttl_ms / 2;
+}
+
 /* SCRIPT LOAD all scripts in one pipeline on the current connection. */
 static rw_err_t load_scripts(rw_redis_t *rc, char *errstr, size_t errlen)
 {

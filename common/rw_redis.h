@@ -18,6 +18,7 @@
 #ifndef RW_REDIS_H
 #define RW_REDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "rw_err.h"
@@ -134,5 +135,12 @@ rw_err_t rw_redis_lock_release(rw_redis_t *rc, const char *const *keys,
 rw_err_t rw_redis_lock_renew(rw_redis_t *rc, const char *const *keys, size_t n,
                              const char *owner, long long ttl_ms, int *renewed,
                              char *errstr, size_t errlen);
+
+/*
+ * Whether locks taken with ttl_ms, age_ms ago (< 0: unknown), are due a
+ * renewal: from half their TTL on (or when their age is unknown). Before
+ * that a renewal buys nothing and costs a round trip.
+ */
+bool rw_redis_lock_renew_due(long long ttl_ms, long long age_ms);
 
 #endif

@@ -34,6 +34,7 @@
 #include "rw_log.h"
 #include "rw_outbox.h"
 #include "rw_progress.h"
+#include "rw_redis.h"
 #include "rw_state.h"
 #include "rw_strategy.h"
 
@@ -55,6 +56,8 @@ static const char SQL_LOAD[] =
     "       c.bulk_id AS chunk_bulk_id, c.poll_attempts,"
     "       (extract(epoch FROM now() - c.triggered_at) * 1000)::bigint"
     "         AS polled_ms,"
+    "       COALESCE((extract(epoch FROM now() - c.sent_at) * 1000)::bigint,"
+    "                -1) AS claimed_ms,"
     "       CASE WHEN c.lagoon_read_at >= c.triggered_at"
     "         THEN (extract(epoch FROM now() - c.lagoon_read_at)"
     "               * 1000)::bigint END AS lagoon_read_ms,"
@@ -80,10 +83,22 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
     return rw_err_is_retriable(err) ? RW_MSG_RETRY : RW_MSG_DEAD;
 }
 
-/* Release the locks of terminal targets, renew the others. Best effort:
- * locks expire on their own and Postgres is the truth. */
+/*
+ * Whether the in-flight locks of a chunk claimed claimed_ms ago are renewed
+ * now. The worker took them for ROLLWAVE_LOCK_TTL_S just before its claim;
+ * while more than half of that is left (by default 7 of 14 hours) a
+ * renewal buys nothing and costs a Redis round trip per poll. From half
+ * the TTL on, every poll renews them.
+ */
+static bool renew_due(const rw_service_t *svc, long long claimed_ms)
+{
+    return rw_redis_lock_renew_due(svc->s->lock_ttl_s * 1000, claimed_ms);
+}
+
+/* Release the locks of terminal targets, renew the others when due.
+ * Best effort: locks expire on their own and Postgres is the truth. */
 static void locks_after_poll(rw_service_t *svc, const char *run_uuid,
-                             const rw_target_update_t *u, size_t n)
+                             const rw_target_update_t *u, size_t n, bool renew)
 {
     const char **done = calloc(n + 1, sizeof(*done));
     const char **open = calloc(n + 1, sizeof(*open));
@@ -99,7 +114,7 @@ static void locks_after_poll(rw_service_t *svc, const char *run_uuid,
                           u[i].instance_id);
         if (rw_target_terminal(u[i].to))
             done[nd++] = keys[i];
-        else
+        else if (renew)
             open[no++] = keys[i];
     }
     if (nd > 0) {
@@ -132,7 +147,7 @@ static const char SQL_CHUNK_INSTANCES[] =
 /*
  * The locks of a chunk's targets, best effort: released (every target of
  * a finished chunk) or renewed (its targets in flight, whatever Lagoon
- * answered: an outage longer than the TTL must not drop them).
+ * answered: an outage longer than half the TTL must not drop them).
  */
 static void chunk_locks(rw_service_t *svc, const rw_poll_msg_t *m,
                         long long run_id, bool release)
@@ -179,6 +194,7 @@ typedef struct poll {
     long long lagoon_read_ms; /* since the chunk's last read, -1 = none */
     long long wait_ms;        /* the next event is due in this long */
     long long polled_ms;      /* since the chunk was triggered */
+    long long claimed_ms;     /* since its claim (-1: unknown) */
     char (*health_msg)[512];  /* per target: its error */
     char (*health_what)[64];  /* per target: what its last check saw */
     char timeout_msg[96];
@@ -222,6 +238,7 @@ static rw_err_t load_chunk(rw_service_t *svc, poll_t *p, char *errstr,
     }
     p->run_id = rw_pg_ll(chunk, 0, "run_id", 0);
     p->polled_ms = rw_pg_ll(chunk, 0, "polled_ms", 0);
+    p->claimed_ms = rw_pg_ll(chunk, 0, "claimed_ms", -1);
     p->lagoon_read_ms = rw_pg_ll(chunk, 0, "lagoon_read_ms", -1);
     snprintf(p->run_s, sizeof(p->run_s), "%lld", p->run_id);
     if (rw_strategy_parse_json(rw_pg_str(chunk, 0, "strategy"), &p->st, errstr,
@@ -297,7 +314,8 @@ static rw_err_t ask_lagoon(rw_service_t *svc, poll_t *p, char *errstr,
                                       "Lagoon API calls", labels),
                    1);
     if (lerr && rw_err_is_retriable(lerr)) {
-        chunk_locks(svc, p->m, p->run_id, false);
+        if (renew_due(svc, p->claimed_ms))
+            chunk_locks(svc, p->m, p->run_id, false);
         return lerr;
     }
     if (lerr)
@@ -650,7 +668,7 @@ static void after_commit(rw_service_t *svc, const poll_t *p)
              "done=%d",
              m->run, m->chunk, m->attempt, p->rows ? p->rows->n : 0, p->moved,
              p->all_terminal);
-    locks_after_poll(svc, m->run, p->u, p->n);
+    locks_after_poll(svc, m->run, p->u, p->n, renew_due(svc, p->claimed_ms));
     if (!p->all_terminal) {
         if (rw_outbox_publish(svc->pg, svc->kp, svc->s, p->outbox_id, "poll",
                               p->key, p->next_json, errstr, sizeof(errstr)))

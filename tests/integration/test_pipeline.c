@@ -694,8 +694,11 @@ static void test_poll_sequence_to_success(void **state)
     char seen[256] = "", last[32] = "", id_s[24], buf[128], dname[128];
     const char *p[1] = {id_s};
     bool saw_deploying = false;
+    int lock_samples = 0;
 
     *state = f;
+    /* far from half the TTL: the polls must leave the lock alone */
+    rw_itest_fleet_set(f, "ROLLWAVE_LOCK_TTL_S", "600");
     app = add_app(f, true, "7", NULL, NULL);
     id = add_instance(f, app, 0, "one", "running-healthy-unclaimed", false,
                       NULL, NULL, NULL);
@@ -725,6 +728,28 @@ static void test_poll_sequence_to_success(void **state)
         if (PQntuples(res) &&
             strcmp(rw_pg_str(res, 0, "state"), "deploying") == 0)
             saw_deploying = true;
+        /*
+         * Polls come every second; one that renewed the lock would leave
+         * it with more than its TTL less the time since the claim. Taken
+         * with the claim, it has at most that.
+         */
+        {
+            long long age = rw_itest_fleet_ll(
+                f,
+                "SELECT COALESCE(max((extract(epoch FROM now() - sent_at)"
+                "                     * 1000)::bigint), -1)"
+                " FROM run_chunks WHERE state = 'triggered'",
+                0, NULL);
+            long long pttl = age >= 2500 ? rw_itest_fleet_lock_pttl(f, id) : 0;
+
+            if (age >= 2500 && pttl > 0) {
+                if (pttl + age > 600000 + 500)
+                    fail_msg("lock renewed by a poll: %lld ms left %lld ms "
+                             "after the claim (TTL 600 s)",
+                             pttl, age);
+                lock_samples++;
+            }
+        }
         if (ls && strcmp(ls, last) != 0) {
             snprintf(last, sizeof(last), "%s", ls);
             strncat(seen, ls, sizeof(seen) - strlen(seen) - 2);
@@ -744,6 +769,7 @@ static void test_poll_sequence_to_success(void **state)
                  "complete",
                  seen);
     assert_true(saw_deploying);
+    assert_true(lock_samples > 0);
 
     text_of(f, dname, sizeof(dname),
             "SELECT deployment_name FROM run_targets WHERE state ="

@@ -880,6 +880,23 @@ long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f)
     return lock_keys(f, false, NULL, 0);
 }
 
+long long rw_itest_fleet_lock_pttl(rw_itest_fleet_t *f, long long instance_id)
+{
+    redisContext *c = redis_connect();
+    char key[160];
+    redisReply *r;
+    long long v;
+
+    rw_redis_lock_key(key, sizeof(key), f->prefix, instance_id);
+    r = redisCommand(c, "PTTL %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER)
+        fail_msg("redis PTTL %s failed", key);
+    v = r->integer;
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
 void rw_itest_fleet_redis_cmd(rw_itest_fleet_t *f, const char *const *argv)
 {
     redisContext *c = redis_connect();

@@ -217,6 +217,9 @@ long long rw_itest_fleet_sim_stat(rw_itest_fleet_t *f, const char *key);
 /* Number of "<prefix>lock:*" keys in Redis right now. */
 long long rw_itest_fleet_lock_keys(rw_itest_fleet_t *f);
 
+/* Milliseconds left on instance_id's lock (PTTL: -2 none, -1 no TTL). */
+long long rw_itest_fleet_lock_pttl(rw_itest_fleet_t *f, long long instance_id);
+
 /*
  * Send one command (argv, NULL-terminated) to the stack's Redis directly,
  * not through a fault proxy; fails the test on an error reply. For faults

@@ -167,6 +167,20 @@ static void test_lock_key(void **state)
     assert_int_equal(strlen(small), sizeof(small) - 1);
 }
 
+/* The poller renews from half the TTL on, and when the age is unknown. */
+static void test_lock_renew_due(void **state)
+{
+    (void)state;
+    assert_false(rw_redis_lock_renew_due(600000, 0));
+    assert_false(rw_redis_lock_renew_due(600000, 299999));
+    assert_true(rw_redis_lock_renew_due(600000, 300000));
+    assert_true(rw_redis_lock_renew_due(600000, 900000));
+    assert_true(rw_redis_lock_renew_due(600000, -1));
+    /* the default 14 h: builds of up to 7 h are never renewed */
+    assert_false(rw_redis_lock_renew_due(50400000LL, 7LL * 3600 * 1000 - 1));
+    assert_true(rw_redis_lock_renew_due(50400000LL, 7LL * 3600 * 1000));
+}
+
 static void test_new_refuses_without_connecting(void **state)
 {
     rw_redis_t *rc = (rw_redis_t *)&u; /* must be reset to NULL */
@@ -275,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_other_bad_urls),
         cmocka_unit_test(test_errors_never_show_the_password),
         cmocka_unit_test(test_lock_key),
+        cmocka_unit_test(test_lock_renew_due),
         cmocka_unit_test(test_new_refuses_without_connecting),
         cmocka_unit_test(test_lock_argument_checks),
         cmocka_unit_test(test_classify_reply_unavailable),
