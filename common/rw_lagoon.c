@@ -502,6 +502,7 @@ void rw_lagoon_build_logs_clear(rw_lagoon_build_log_t *logs, size_t n)
 static const char *first_gql_error(json_t *root, char *buf, size_t len)
 {
     json_t *errors, *first, *msg;
+    const char *text;
 
     if (!json_is_object(root))
         return NULL;
@@ -510,9 +511,12 @@ static const char *first_gql_error(json_t *root, char *buf, size_t len)
         return NULL;
     first = json_array_get(errors, 0);
     msg = json_is_object(first) ? json_object_get(first, "message") : NULL;
-    snprintf(buf, len, "%.*s", MAX_GQL_MESSAGE,
-             json_is_string(msg) ? json_string_value(msg)
-                                 : "(error without message)");
+    text = json_is_string(msg) ? json_string_value(msg)
+                               : "(error without message)";
+    snprintf(buf, len, "%.*s", MAX_GQL_MESSAGE, text);
+    /* Lagoon's text goes into Postgres: never half a character */
+    if (strlen(text) > strlen(buf))
+        rw_utf8_trim_partial(buf);
     return buf;
 }
 

@@ -88,7 +88,10 @@ static rw_msg_outcome_t fail(rw_service_t *svc, rw_err_t err,
  * now. The worker took them for ROLLWAVE_LOCK_TTL_S just before its claim;
  * while more than half of that is left (by default 7 of 14 hours) a
  * renewal buys nothing and costs a Redis round trip per poll. From half
- * the TTL on, every poll renews them.
+ * the TTL on, every poll renews them, so a lock now outlives a gap in the
+ * polls of up to half the TTL (it was the whole TTL). A lock that expires
+ * loses nothing but the fast marker: the in-flight markers in Postgres
+ * still keep every other run from the instance.
  */
 static bool renew_due(const rw_service_t *svc, long long claimed_ms)
 {
@@ -147,7 +150,8 @@ static const char SQL_CHUNK_INSTANCES[] =
 /*
  * The locks of a chunk's targets, best effort: released (every target of
  * a finished chunk) or renewed (its targets in flight, whatever Lagoon
- * answered: an outage longer than half the TTL must not drop them).
+ * answered: a Lagoon outage that outlasts half the TTL must not drop them;
+ * a poller outage can, see renew_due).
  */
 static void chunk_locks(rw_service_t *svc, const rw_poll_msg_t *m,
                         long long run_id, bool release)

@@ -367,6 +367,27 @@ static void test_parse_bulk_long_error_is_truncated(void **state)
                                                    small, sizeof(small)),
                      RW_ERR_LAGOON_GRAPHQL);
     assert_int_equal(strlen(small), sizeof(small) - 1);
+
+    /* cut on a character: "x" then 2-byte characters, cut after one byte
+     * of the 150th (300 bytes); the message ends on the 149th */
+    off = (size_t)snprintf(body, sizeof(body),
+                           "{\"data\":null,\"errors\":[{\"message\":\"x");
+    for (int i = 0; i < 400; i++, off += 2)
+        memcpy(body + off, "\xc3\xa9", 2);
+    snprintf(body + off, sizeof(body) - off, "\"}]}");
+    assert_int_equal(rw_lagoon_parse_bulk_response(200, body, id, sizeof(id),
+                                                   err, sizeof(err)),
+                     RW_ERR_LAGOON_GRAPHQL);
+    {
+        const char *m = strstr(err, "x\xc3\xa9");
+        size_t k;
+        assert_non_null(m);
+        for (k = 1; m[k] == '\xc3' && m[k + 1] == '\xa9'; k += 2)
+            ;
+        /* whatever follows the message, it is not a lone lead byte */
+        assert_int_equal(k, 1 + 2 * 149);
+        assert_true((unsigned char)m[k] < 0x80);
+    }
 }
 
 static void test_parse_bulk_http_errors(void **state)
