@@ -47,3 +47,18 @@ long long rw_settings_poll_interval_ms(const rw_settings_t *s)
     return s->poll_interval_ms > 0 ? s->poll_interval_ms
                                    : s->poll_interval_s * 1000;
 }
+
+rw_err_t rw_settings_check_poll_locks(const rw_settings_t *s, char *errstr,
+                                      size_t errlen)
+{
+    long long interval_ms = rw_settings_poll_interval_ms(s);
+
+    if (2 * interval_ms > s->lock_ttl_s * 1000)
+        return rw_err_set(
+            errstr, errlen, RW_ERR_CONFIG,
+            "the poll interval (%lld ms, ROLLWAVE_POLL_INTERVAL_S "
+            "or _MS) is more than half of ROLLWAVE_LOCK_TTL_S "
+            "(%lld s): instance locks would lapse between polls",
+            interval_ms, s->lock_ttl_s);
+    return RW_OK;
+}

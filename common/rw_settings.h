@@ -347,4 +347,13 @@ void rw_settings_free(rw_settings_t *s);
 long long rw_settings_first_poll_delay_ms(const rw_settings_t *s);
 long long rw_settings_poll_interval_ms(const rw_settings_t *s);
 
+/*
+ * The poller's own check of two keys together: polls at most half of
+ * ROLLWAVE_LOCK_TTL_S apart, since a chunk's locks are renewed at its
+ * polls from half their TTL on (a longer interval lets them lapse between
+ * two polls). RW_ERR_CONFIG naming both keys otherwise.
+ */
+rw_err_t rw_settings_check_poll_locks(const rw_settings_t *s, char *errstr,
+                                      size_t errlen);
+
 #endif

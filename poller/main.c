@@ -233,6 +233,11 @@ int main(int argc, char **argv)
                    "Poller: follows triggered bulks in Lagoon and writes "
                    "terminal states back.",
                    NULL, keys, sizeof(keys) / sizeof(keys[0]), &s);
+    if (rw_settings_check_poll_locks(&s, errstr, sizeof(errstr))) {
+        fprintf(stderr, "rollwave-poller: config error: %s\n", errstr);
+        rw_settings_free(&s);
+        return 2;
+    }
     rw_daemon_signals_install("poller");
     p = calloc(1, sizeof(*p));
     if (!p) {

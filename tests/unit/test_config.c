@@ -141,6 +141,38 @@ static void test_help_lists_every_key_and_hides_nothing_secret(void **state)
     free(buf);
 }
 
+/* The poller refuses polls further apart than half the lock TTL. */
+static void test_poll_interval_against_lock_ttl(void **state)
+{
+    rw_settings_t s;
+    char errstr[256];
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    s.lock_ttl_s = 60;
+    s.poll_interval_s = 30;
+    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+                     RW_OK);
+    s.poll_interval_s = 31;
+    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+                     RW_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "ROLLWAVE_LOCK_TTL_S"));
+    assert_non_null(strstr(errstr, "ROLLWAVE_POLL_INTERVAL_S"));
+    /* the _MS key overrides the _S key */
+    s.poll_interval_ms = 30000;
+    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+                     RW_OK);
+    s.poll_interval_ms = 30001;
+    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+                     RW_ERR_CONFIG);
+    /* the defaults pass */
+    s.poll_interval_ms = 0;
+    s.poll_interval_s = 30;
+    s.lock_ttl_s = 50400;
+    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+                     RW_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_required_missing),
         cmocka_unit_test(test_required_secret_missing),
         cmocka_unit_test(test_help_lists_every_key_and_hides_nothing_secret),
+        cmocka_unit_test(test_poll_interval_against_lock_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
