@@ -144,33 +144,33 @@ static void test_help_lists_every_key_and_hides_nothing_secret(void **state)
 /* The poller refuses polls further apart than half the lock TTL. */
 static void test_poll_interval_against_lock_ttl(void **state)
 {
+    /* TTL s, interval s, interval ms (overrides the _S key), verdict */
+    static const struct {
+        long long ttl_s, interval_s, interval_ms;
+        rw_err_t want;
+    } cases[] = {
+        {60, 30, 0, RW_OK},     {60, 31, 0, RW_ERR_CONFIG},
+        {60, 31, 30000, RW_OK}, {60, 1, 30001, RW_ERR_CONFIG},
+        {50400, 30, 0, RW_OK}, /* the defaults */
+    };
     rw_settings_t s;
     char errstr[256];
 
     (void)state;
-    memset(&s, 0, sizeof(s));
-    s.lock_ttl_s = 60;
-    s.poll_interval_s = 30;
-    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
-                     RW_OK);
-    s.poll_interval_s = 31;
-    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
-                     RW_ERR_CONFIG);
-    assert_non_null(strstr(errstr, "ROLLWAVE_LOCK_TTL_S"));
-    assert_non_null(strstr(errstr, "ROLLWAVE_POLL_INTERVAL_S"));
-    /* the _MS key overrides the _S key */
-    s.poll_interval_ms = 30000;
-    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
-                     RW_OK);
-    s.poll_interval_ms = 30001;
-    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
-                     RW_ERR_CONFIG);
-    /* the defaults pass */
-    s.poll_interval_ms = 0;
-    s.poll_interval_s = 30;
-    s.lock_ttl_s = 50400;
-    assert_int_equal(rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
-                     RW_OK);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&s, 0, sizeof(s));
+        s.lock_ttl_s = cases[i].ttl_s;
+        s.poll_interval_s = cases[i].interval_s;
+        s.poll_interval_ms = cases[i].interval_ms;
+        errstr[0] = '\0';
+        assert_int_equal(
+            rw_settings_check_poll_locks(&s, errstr, sizeof(errstr)),
+            cases[i].want);
+        if (cases[i].want != RW_OK) {
+            assert_non_null(strstr(errstr, "ROLLWAVE_LOCK_TTL_S"));
+            assert_non_null(strstr(errstr, "ROLLWAVE_POLL_INTERVAL_S"));
+        }
+    }
 }
 
 int main(void)
