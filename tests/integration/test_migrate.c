@@ -687,6 +687,94 @@ static void test_in_flight_upgrade_in_place(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * The markers follow many-row statements (0018 collects the leaving pairs
+ * first and deletes them through the primary key): one statement moving
+ * two instances' targets out of one run and into another, a statement
+ * whose targets stay in flight, a delete of a run with targets in flight
+ * and done. The triggers' functions keep the planner off sequential scans.
+ */
+static void test_in_flight_markers_many_rows(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    char sql[512];
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) VALUES (2, 'inst2', 1, 'running-healthy-"
+                       "claimed'), (3, 'inst3', 1, 'running-healthy-claimed')",
+                       0),
+                     RW_OK);
+    for (int i = 1; i <= 3; i++) {
+        char inst[8];
+
+        snprintf(inst, sizeof(inst), "%d", i);
+        assert_int_equal(q(pg, errstr, ins, 3, "1", inst, "claimed"), RW_OK);
+        if (i < 3)
+            assert_int_equal(q(pg, errstr, ins, 3, "2", inst, "pending"),
+                             RW_OK);
+    }
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 3);
+    /* run 1 lets instances 1 and 2 go as run 2 takes them, in one
+     * statement; instance 3 stays with run 1 */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = CASE run_id"
+                       " WHEN 1 THEN 'succeeded' ELSE 'claimed' END"
+                       " WHERE instance_id IN (1, 2)",
+                       0),
+                     RW_OK);
+    for (int i = 1; i <= 3; i++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) AS n FROM target_in_flight f"
+                 " JOIN run_targets t ON t.id = f.target_id"
+                 " AND t.instance_id = f.instance_id AND t.run_id = f.run_id"
+                 " WHERE f.instance_id = %d AND f.run_id = %d",
+                 i, i < 3 ? 2 : 1);
+        assert_int_equal(q_ll(pg, sql, "n"), 1);
+    }
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 3);
+    /* moves inside flight keep every marker */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'triggered'"
+                       " WHERE state = 'claimed'",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 3);
+    /* a second claim of an instance in flight is still refused */
+    assert_int_equal(q(pg, errstr, ins, 3, "3", "1", "claimed"),
+                     RW_ERR_PG_UNIQUE);
+    assert_non_null(strstr(errstr, "target_in_flight_pkey"));
+    /* deleting run 1 (one target in flight, two done) drops its marker
+     * only */
+    assert_int_equal(
+        q(pg, errstr, "DELETE FROM deployment_runs WHERE id = 1", 0), RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 2);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM target_in_flight"
+                          " WHERE run_id = 2",
+                          "n"),
+                     2);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_proc"
+                          " WHERE proname IN ('rw_in_flight_upd',"
+                          " 'rw_in_flight_del')"
+                          " AND 'enable_seqscan=off' = ANY(proconfig)",
+                          "n"),
+                     2);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 static void test_chunk_bulk_id_check(void **state)
 {
     fixture_t *f = *state;
@@ -855,7 +943,7 @@ int main(void)
         T(test_concurrent_appliers),        T(test_rollwavectl_migrate),
         T(test_in_flight_unique_index),     T(test_chunk_bulk_id_check),
         T(test_due_selection_uses_index),   T(test_updated_at_follows_updates),
-        T(test_in_flight_upgrade_in_place),
+        T(test_in_flight_upgrade_in_place), T(test_in_flight_markers_many_rows),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,75 @@
+-- 0018_in_flight_by_key: the markers' triggers find the markers they drop
+-- through the primary key, and do nothing for a statement whose targets
+-- neither enter nor leave flight.
+--
+-- Why: 0016's update trigger dropped leaving targets' markers with a join
+-- that the planner ran as a hash join over a sequential scan of
+-- target_in_flight. The table turns over all its rows every few seconds
+-- of a rollout, so its pages hold far more dead row versions than live
+-- ones (the statistics see the live ones only), and the scan ran at every
+-- update of run_targets: 3-4 ms of the claim's, the record of an accepted
+-- bulk's and the poller's statements, each about 4-10 ms in all
+-- (auto_explain on the rollout benchmark), even for the record, whose
+-- targets stay in flight (claimed -> triggered).
+--
+-- Now the trigger collects the leaving targets' (instance, target) pairs
+-- first, in the statement that decides which leave, deletes only when
+-- there are any, and finds each marker through the primary key
+-- (instance_id). The planner is kept off sequential scans inside these
+-- functions: its estimate of the table follows the live rows, the cost of
+-- scanning it follows the dead ones. The insert runs only when a target
+-- enters flight.
+CREATE OR REPLACE FUNCTION rw_in_flight_upd() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    out_inst bigint[];
+    out_tgt bigint[];
+    any_in boolean;
+BEGIN
+    SELECT array_agg(o.instance_id) FILTER (
+               WHERE o.state IN ('claimed', 'triggered', 'deploying')
+                 AND n.state NOT IN ('claimed', 'triggered', 'deploying')),
+           array_agg(o.id) FILTER (
+               WHERE o.state IN ('claimed', 'triggered', 'deploying')
+                 AND n.state NOT IN ('claimed', 'triggered', 'deploying')),
+           bool_or(n.state IN ('claimed', 'triggered', 'deploying')
+                   AND o.state NOT IN ('claimed', 'triggered', 'deploying'))
+        INTO out_inst, out_tgt, any_in
+        FROM rw_old o JOIN rw_new n ON n.id = o.id;
+    -- leaving flight first, then entering it: a statement that moves one
+    -- target out and another of the same instance in stays legal
+    IF out_inst IS NOT NULL THEN
+        DELETE FROM target_in_flight f
+        USING unnest(out_inst, out_tgt) AS x(instance_id, target_id)
+        WHERE f.instance_id = x.instance_id AND f.target_id = x.target_id;
+    END IF;
+    IF any_in THEN
+        INSERT INTO target_in_flight (instance_id, target_id, run_id)
+        SELECT n.instance_id, n.id, n.run_id
+        FROM rw_new n JOIN rw_old o ON o.id = n.id
+        WHERE n.state IN ('claimed', 'triggered', 'deploying')
+          AND o.state NOT IN ('claimed', 'triggered', 'deploying');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION rw_in_flight_del() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    out_inst bigint[];
+    out_tgt bigint[];
+BEGIN
+    SELECT array_agg(o.instance_id), array_agg(o.id) INTO out_inst, out_tgt
+        FROM rw_old o;
+    IF out_inst IS NOT NULL THEN
+        DELETE FROM target_in_flight f
+        USING unnest(out_inst, out_tgt) AS x(instance_id, target_id)
+        WHERE f.instance_id = x.instance_id AND f.target_id = x.target_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION rw_in_flight_upd() SET enable_seqscan = off;
+ALTER FUNCTION rw_in_flight_del() SET enable_seqscan = off;
