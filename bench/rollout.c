@@ -1202,9 +1202,9 @@ static void report_postgres(bench_t *b, double n)
     }
     PQclear(res);
     res = NULL;
-    snprintf(lim, sizeof(lim), "5");
+    snprintf(lim, sizeof(lim), "12");
     if (!rw_pg_exec(b->pg, SQL_PGSS_SLOW, 2, p, &res, errstr, sizeof(errstr))) {
-        printf("  top 5 statements by total execution time\n");
+        printf("  top 12 statements by total execution time\n");
         report_pg_rows(res, n);
     }
     PQclear(res);

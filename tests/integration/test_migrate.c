@@ -482,6 +482,17 @@ static void seed_runs(rw_pg_t *pg)
                      RW_OK);
 }
 
+/* The kept count (0019) equals the markers, whatever wrote them. */
+static long long count_matches(rw_pg_t *pg)
+{
+    long long kept =
+        q_ll(pg, "SELECT sum(n) AS n FROM target_in_flight_count", "n");
+
+    assert_int_equal(
+        kept, q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"));
+    return kept;
+}
+
 static void test_in_flight_unique_index(void **state)
 {
     fixture_t *f = *state;
@@ -600,6 +611,8 @@ static void test_in_flight_upgrade_in_place(void **state)
                      1);
     assert_int_equal(
         q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 1);
+    /* 0019 starts the kept count from the markers there */
+    assert_int_equal(count_matches(pg), 1);
     assert_int_equal(q_ll(pg,
                           "SELECT count(*) AS n FROM pg_indexes"
                           " WHERE indexname = 'run_targets_in_flight_uidx'",
@@ -775,6 +788,97 @@ static void test_in_flight_markers_many_rows(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * The fleet's in-flight count is kept by the markers' writers (0019): it
+ * follows inserts, many-row updates, deletes and TRUNCATE from two
+ * connections (two slots), and rw_throttle_in_flight() still leaves out a
+ * target triggered longer ago than no_row_s without a deployment row, and
+ * only such a target.
+ */
+static void test_in_flight_count_kept(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    rw_pg_t *pg2 = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) SELECT i, 'inst' || i, 1,"
+                       " 'running-healthy-claimed'"
+                       " FROM generate_series(2, 6) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(count_matches(pg), 0);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                       " state) SELECT 1, i, 0, CASE WHEN i <= 4"
+                       " THEN 'claimed' ELSE 'pending' END"
+                       " FROM generate_series(1, 6) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(count_matches(pg), 4);
+    /* the other connection moves two in, one out, in one statement */
+    assert_int_equal(q(pg2, errstr,
+                       "UPDATE run_targets SET state = CASE WHEN instance_id"
+                       " = 1 THEN 'succeeded' ELSE 'claimed' END"
+                       " WHERE run_id = 1 AND instance_id IN (1, 5, 6)",
+                       0),
+                     RW_OK);
+    assert_int_equal(count_matches(pg2), 5);
+    assert_int_equal(q_ll(pg, "SELECT rw_throttle_in_flight() AS n", "n"), 5);
+    /* a statement that rolls back leaves the count as it was */
+    assert_int_equal(q(pg2, errstr, ins, 3, "2", "1", "claimed"), RW_OK);
+    assert_int_equal(q(pg2, errstr, ins, 3, "3", "1", "claimed"),
+                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(count_matches(pg), 6);
+
+    /* three markers older than no_row_s (600 s by default): a target
+     * triggered that long ago is left out, a deploying one and one
+     * triggered lately still count */
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = CASE instance_id"
+                       " WHEN 2 THEN 'triggered' WHEN 3 THEN 'deploying'"
+                       " ELSE 'triggered' END,"
+                       " triggered_at = CASE instance_id WHEN 4 THEN now()"
+                       " ELSE now() - interval '700 seconds' END"
+                       " WHERE run_id = 1 AND instance_id IN (2, 3, 4)",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE target_in_flight"
+                       " SET since = now() - interval '800 seconds'"
+                       " WHERE run_id = 1 AND instance_id IN (2, 3, 4)",
+                       0),
+                     RW_OK);
+    assert_int_equal(count_matches(pg), 6);
+    assert_int_equal(q_ll(pg, "SELECT rw_throttle_in_flight() AS n", "n"), 5);
+    /* with a no_row_s longer than its age, it counts again */
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO fleet_throttle (id, max_in_flight,"
+                       " trigger_rate_per_min, burst, effective_limit,"
+                       " no_row_s, tokens) VALUES (1, 100, 60, 10, 100, 900,"
+                       " 10)",
+                       0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg, "SELECT rw_throttle_in_flight() AS n", "n"), 6);
+
+    assert_int_equal(
+        q(pg2, errstr, "DELETE FROM deployment_runs WHERE id = 2", 0), RW_OK);
+    assert_int_equal(count_matches(pg), 5);
+    assert_int_equal(q(pg, errstr, "TRUNCATE run_targets CASCADE", 0), RW_OK);
+    assert_int_equal(count_matches(pg), 0);
+    assert_int_equal(q(pg2, errstr, ins, 3, "3", "1", "claimed"), RW_OK);
+    assert_int_equal(count_matches(pg), 1);
+    rw_pg_destroy(pg2);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 static void test_chunk_bulk_id_check(void **state)
 {
     fixture_t *f = *state;
@@ -944,6 +1048,7 @@ int main(void)
         T(test_in_flight_unique_index),     T(test_chunk_bulk_id_check),
         T(test_due_selection_uses_index),   T(test_updated_at_follows_updates),
         T(test_in_flight_upgrade_in_place), T(test_in_flight_markers_many_rows),
+        T(test_in_flight_count_kept),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
