@@ -8,15 +8,16 @@
 -- expensive statement of a chunk (about 2 ms of its 12-15 ms on the
 -- rollout benchmark), and every worker waited for it.
 --
--- The count lives in target_in_flight_count, 64 slots added up on read:
--- statement-level triggers on target_in_flight add each statement's
--- inserted rows to, and take its deleted rows from, the slot of the
--- writing backend (pg_backend_pid() % 64), in the writer's transaction.
--- A slot row stays locked until its writer commits; with a slot per
--- backend, concurrent claims and poll results of different daemons do not
--- wait for each other (two backends sharing a slot wait at most for one
--- commit). Read in one statement with the markers, the sum is the count
--- of the markers that statement sees, as count(*) was.
+-- The count lives in target_in_flight_delta, added up on read: each
+-- statement that inserts or deletes markers appends one row with its net
+-- change (statement-level triggers on target_in_flight, in the writer's
+-- transaction). Appending takes no row lock, so concurrent claims and
+-- poll results never wait for each other here and no lock cycle can form
+-- through the count. Read in one statement with the markers, the sum is
+-- the count of the markers that statement sees, as count(*) was. The take
+-- folds the rows into one when there are more than 32 (under the fleet
+-- row's lock, so one folder at a time; rows of uncommitted writers are
+-- not visible to it and stay as they are).
 --
 -- Markers older than no_row_s still have their targets looked at (a
 -- target triggered that long ago with no deployment row is not counted),
@@ -27,18 +28,13 @@
 -- daemons may still be running while this migrates.
 LOCK TABLE target_in_flight IN SHARE ROW EXCLUSIVE MODE;
 
-CREATE TABLE target_in_flight_count (
-    slot smallint PRIMARY KEY CHECK (slot >= 0 AND slot < 64),
+CREATE TABLE target_in_flight_delta (
     n bigint NOT NULL
-) WITH (fillfactor = 10, autovacuum_vacuum_threshold = 1000,
+) WITH (autovacuum_vacuum_threshold = 1000,
         autovacuum_vacuum_scale_factor = 0);
--- (fillfactor 10 spreads the 64 rows over a few pages: every writer
--- updates one of them, and each new version stays on its row's page)
 
-INSERT INTO target_in_flight_count (slot, n)
-SELECT s, CASE WHEN s = 0 THEN (SELECT count(*) FROM target_in_flight)
-               ELSE 0 END
-FROM generate_series(0, 63) AS s;
+INSERT INTO target_in_flight_delta (n)
+SELECT count(*) FROM target_in_flight HAVING count(*) <> 0;
 
 CREATE INDEX target_in_flight_since_idx ON target_in_flight (since);
 
@@ -49,8 +45,7 @@ DECLARE
 BEGIN
     SELECT count(*) INTO d FROM rw_new;
     IF d <> 0 THEN
-        UPDATE target_in_flight_count SET n = n + d
-        WHERE slot = pg_backend_pid() % 64;
+        INSERT INTO target_in_flight_delta (n) VALUES (d);
     END IF;
     RETURN NULL;
 END
@@ -63,17 +58,18 @@ DECLARE
 BEGIN
     SELECT count(*) INTO d FROM rw_old;
     IF d <> 0 THEN
-        UPDATE target_in_flight_count SET n = n - d
-        WHERE slot = pg_backend_pid() % 64;
+        INSERT INTO target_in_flight_delta (n) VALUES (-d);
     END IF;
     RETURN NULL;
 END
 $$;
 
+-- TRUNCATE holds target_in_flight exclusively: no other transaction has
+-- an uncommitted marker (nor its delta) when this runs.
 CREATE FUNCTION rw_in_flight_count_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE target_in_flight_count SET n = 0 WHERE n <> 0;
+    DELETE FROM target_in_flight_delta;
     RETURN NULL;
 END
 $$;
@@ -102,7 +98,7 @@ LANGUAGE sql VOLATILE AS $$
                - make_interval(secs => COALESCE(
                    (SELECT no_row_s FROM fleet_throttle WHERE id = 1), 600))
                AS cutoff)
-    SELECT (SELECT COALESCE(sum(n), 0) FROM target_in_flight_count)::bigint
+    SELECT (SELECT COALESCE(sum(n), 0) FROM target_in_flight_delta)::bigint
          - (SELECT count(*) FROM target_in_flight f, c
             WHERE f.since <= c.cutoff
               AND (SELECT t.state = 'triggered' AND t.triggered_at <= c.cutoff
@@ -116,3 +112,85 @@ $$;
 -- CREATE OR REPLACE dropped 0016's jit = off: set again.
 ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET enable_seqscan = off;
 ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET jit = off;
+
+-- As in 0016, and folds the kept count's rows.
+CREATE OR REPLACE FUNCTION rw_throttle_take(p_n integer, p_holder text, p_lease_s integer,
+                                 p_run_id bigint DEFAULT NULL,
+                                 p_run_limit integer DEFAULT NULL,
+                                 OUT o_lease_id bigint, OUT o_reason text,
+                                 OUT o_in_flight bigint, OUT o_limit integer,
+                                 OUT o_tokens double precision,
+                                 OUT o_wait_ms bigint,
+                                 OUT o_run_in_flight bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r fleet_throttle%ROWTYPE;
+    now_ts timestamptz;
+BEGIN
+    o_wait_ms := 0;
+    o_run_in_flight := 0;
+    SELECT * INTO r FROM fleet_throttle WHERE id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        -- never "unlimited": nothing is granted until a worker seeds it
+        o_reason := 'unconfigured';
+        o_limit := 0;
+        o_in_flight := 0;
+        o_tokens := 0;
+        RETURN;
+    END IF;
+    now_ts := clock_timestamp();
+    DELETE FROM throttle_leases WHERE expires_at <= now_ts;
+    -- the same instant as the delete: a lease is either gone or counted
+    o_in_flight := rw_throttle_in_flight(now_ts);
+    -- fold the kept count's rows into one now and then (one folder at a
+    -- time: the fleet row is held); rows not yet committed stay
+    IF (SELECT count(*) FROM target_in_flight_delta) > 32 THEN
+        WITH d AS (DELETE FROM target_in_flight_delta RETURNING n)
+        INSERT INTO target_in_flight_delta (n)
+        SELECT x.s FROM (SELECT sum(n) AS s FROM d) x WHERE x.s <> 0;
+    END IF;
+    o_limit := LEAST(r.max_in_flight, r.effective_limit);
+    o_tokens := LEAST(GREATEST(r.burst, p_n)::double precision,
+                      r.tokens + EXTRACT(epoch FROM now_ts - r.tokens_at)
+                                 * r.trigger_rate_per_min / 60.0);
+    IF r.max_in_flight = 0 THEN
+        o_reason := 'brake';
+        RETURN;
+    END IF;
+    IF p_run_id IS NOT NULL AND p_run_limit IS NOT NULL THEN
+        -- every target of the run the fleet count knows as in flight
+        o_run_in_flight :=
+            (SELECT count(*) FROM target_in_flight f
+             WHERE f.run_id = p_run_id)
+          + (SELECT COALESCE(sum(n), 0) FROM throttle_leases
+             WHERE run_id = p_run_id AND expires_at > now_ts);
+        IF o_run_in_flight > 0 AND o_run_in_flight + p_n > p_run_limit THEN
+            o_reason := 'run_limit';
+            RETURN;
+        END IF;
+    END IF;
+    IF o_in_flight + p_n > o_limit
+       AND NOT (p_n > o_limit AND o_in_flight = 0) THEN
+        o_reason := 'budget';
+        RETURN;
+    END IF;
+    IF o_tokens < p_n THEN
+        o_reason := 'rate';
+        o_wait_ms := LEAST(ceil((p_n - o_tokens) * 60000.0
+                                / r.trigger_rate_per_min), 86400000)::bigint;
+        RETURN;
+    END IF;
+    o_tokens := o_tokens - p_n;
+    UPDATE fleet_throttle SET tokens = o_tokens, tokens_at = now_ts
+    WHERE id = 1;
+    INSERT INTO throttle_leases (n, holder, expires_at, run_id)
+    VALUES (p_n, p_holder, now_ts + make_interval(secs => p_lease_s), p_run_id)
+    RETURNING id INTO o_lease_id;
+    o_in_flight := o_in_flight + p_n;
+    o_run_in_flight := o_run_in_flight + p_n;
+    o_reason := 'granted';
+END
+$$;
+
+ALTER FUNCTION rw_throttle_take(integer, text, integer, bigint, integer)
+    SET jit = off;
