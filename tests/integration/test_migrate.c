@@ -903,6 +903,61 @@ static void test_in_flight_count_kept(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * 0020: app_instances.deployment_run_id has no foreign key any more, and
+ * deleting or truncating runs still clears the instances naming them
+ * (and only those), leaving the instances in place.
+ */
+static void test_instance_run_ref_cleared(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status, deployment_run_id) SELECT i, 'inst' || i, 1,"
+                       " 'running-healthy-claimed', i % 3 + 1"
+                       " FROM generate_series(2, 7) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE app_instances SET deployment_run_id = 1"
+                       " WHERE id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_constraint"
+                          " WHERE conname = 'app_instances_deployment_run_fk'",
+                          "n"),
+                     0);
+    /* instances 1, 3 and 6 name run 1; 4 and 7 run 2; 2 and 5 run 3 */
+    assert_int_equal(
+        q(pg, errstr, "DELETE FROM deployment_runs WHERE id = 1", 0), RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM app_instances"
+                          " WHERE deployment_run_id IS NULL",
+                          "n"),
+                     3);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM app_instances"
+                          " WHERE deployment_run_id IS NULL"
+                          " AND id IN (1, 3, 6)",
+                          "n"),
+                     3);
+    assert_int_equal(q(pg, errstr, "TRUNCATE deployment_runs CASCADE", 0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM app_instances"
+                          " WHERE deployment_run_id IS NULL",
+                          "n"),
+                     7);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 static void test_chunk_bulk_id_check(void **state)
 {
     fixture_t *f = *state;
@@ -1072,7 +1127,7 @@ int main(void)
         T(test_in_flight_unique_index),     T(test_chunk_bulk_id_check),
         T(test_due_selection_uses_index),   T(test_updated_at_follows_updates),
         T(test_in_flight_upgrade_in_place), T(test_in_flight_markers_many_rows),
-        T(test_in_flight_count_kept),
+        T(test_in_flight_count_kept),       T(test_instance_run_ref_cleared),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
