@@ -60,8 +60,11 @@ DECLARE
     out_inst bigint[];
     out_tgt bigint[];
 BEGIN
+    -- markers exist for targets in flight only: deleting done targets
+    -- (the retention's batches) touches no marker
     SELECT array_agg(o.instance_id), array_agg(o.id) INTO out_inst, out_tgt
-        FROM rw_old o;
+        FROM rw_old o
+        WHERE o.state IN ('claimed', 'triggered', 'deploying');
     IF out_inst IS NOT NULL THEN
         DELETE FROM target_in_flight f
         USING unnest(out_inst, out_tgt) AS x(instance_id, target_id)
@@ -73,3 +76,23 @@ $$;
 
 ALTER FUNCTION rw_in_flight_upd() SET enable_seqscan = off;
 ALTER FUNCTION rw_in_flight_del() SET enable_seqscan = off;
+
+-- A target's id is fixed as well as its instance and run (0016): the
+-- markers are matched to their targets by id, so a changed id would leave
+-- its marker behind, holding the instance for good.
+CREATE OR REPLACE FUNCTION rw_target_identity_fixed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'run_targets.id, instance_id and run_id cannot change '
+        '(target %)', OLD.id USING ERRCODE = 'check_violation';
+END
+$$;
+
+DROP TRIGGER run_targets_identity_fixed ON run_targets;
+CREATE TRIGGER run_targets_identity_fixed
+    BEFORE UPDATE OF id, instance_id, run_id ON run_targets
+    FOR EACH ROW
+    WHEN (OLD.id IS DISTINCT FROM NEW.id
+          OR OLD.instance_id IS DISTINCT FROM NEW.instance_id
+          OR OLD.run_id IS DISTINCT FROM NEW.run_id)
+    EXECUTE FUNCTION rw_target_identity_fixed();

@@ -28,10 +28,12 @@
 -- daemons may still be running while this migrates.
 LOCK TABLE target_in_flight IN SHARE ROW EXCLUSIVE MODE;
 
+-- (vacuum_truncate off: cutting the file's empty tail takes an exclusive
+-- lock, which would stall every marker writer for its length)
 CREATE TABLE target_in_flight_delta (
     n bigint NOT NULL
 ) WITH (autovacuum_vacuum_threshold = 1000,
-        autovacuum_vacuum_scale_factor = 0);
+        autovacuum_vacuum_scale_factor = 0, vacuum_truncate = false);
 
 INSERT INTO target_in_flight_delta (n)
 SELECT count(*) FROM target_in_flight HAVING count(*) <> 0;
@@ -65,11 +67,14 @@ END
 $$;
 
 -- TRUNCATE holds target_in_flight exclusively: no other transaction has
--- an uncommitted marker (nor its delta) when this runs.
+-- an uncommitted marker (nor its delta) when this runs. The count goes
+-- with a TRUNCATE too: like the markers' own, it ignores the snapshot (a
+-- DELETE under REPEATABLE READ would keep the rows committed since the
+-- transaction's first statement, while the markers they count are gone).
 CREATE FUNCTION rw_in_flight_count_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM target_in_flight_delta;
+    TRUNCATE target_in_flight_delta;
     RETURN NULL;
 END
 $$;
@@ -194,3 +199,76 @@ $$;
 
 ALTER FUNCTION rw_throttle_take(integer, text, integer, bigint, integer)
     SET jit = off;
+
+-- As in 0016, and makes the kept count good from the markers once per
+-- adjustment round (a full count every ROLLWAVE_THROTTLE_ADJUST_S,
+-- not per chunk).
+CREATE OR REPLACE FUNCTION rw_throttle_adjust(p_every_s integer,
+                                              OUT o_adjusted boolean,
+                                              OUT o_effective integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r fleet_throttle%ROWTYPE;
+    now_ts timestamptz := clock_timestamp();
+    f bigint;
+    q bigint;
+    running bigint;
+    floor_n integer;
+BEGIN
+    o_adjusted := false;
+    SELECT * INTO r FROM fleet_throttle WHERE id = 1;
+    IF NOT FOUND OR r.adjusted_at > now_ts - make_interval(secs => p_every_s)
+    THEN
+        o_effective := r.effective_limit;
+        RETURN;
+    END IF;
+    -- one adjuster per round: the others find it done, without waiting
+    SELECT * INTO r FROM fleet_throttle WHERE id = 1
+        AND adjusted_at <= now_ts - make_interval(secs => p_every_s)
+        FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT effective_limit INTO o_effective FROM fleet_throttle WHERE id = 1;
+        RETURN;
+    END IF;
+    -- the kept count made good from the markers (one statement, one
+    -- snapshot: rows of writers not yet committed are neither deleted nor
+    -- counted here; a data-modifying WITH always runs to completion): whatever skipped the triggers (a session with
+    -- session_replication_role = replica, a hand edit) is corrected within
+    -- one round. The takes, which fold the same rows, wait for the fleet
+    -- row held here.
+    WITH d AS (DELETE FROM target_in_flight_delta RETURNING n)
+    INSERT INTO target_in_flight_delta (n)
+    SELECT x.c FROM (SELECT count(*) AS c FROM target_in_flight) x
+    WHERE x.c <> 0;
+    -- queued only as polled for this attempt: a retried target keeps the
+    -- status of its last attempt until its new deployment row is seen
+    SELECT count(*),
+           count(*) FILTER (WHERE x.st = 'queued'),
+           count(*) FILTER (WHERE x.st = 'running')
+        INTO f, q, running
+        FROM target_in_flight m
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN t.state = 'deploying' THEN t.lagoon_status END
+                   AS st
+            FROM run_targets t WHERE t.id = m.target_id OFFSET 0) x;
+    floor_n := LEAST(r.burst, r.max_in_flight);
+    o_effective := LEAST(r.effective_limit, r.max_in_flight);
+    IF q > 0 THEN
+        r.queued_seen_at := now_ts;
+        IF f <= o_effective THEN
+            o_effective := GREATEST(floor_n, LEAST(running,
+                                    floor(o_effective * 0.9)::int));
+        END IF;
+    ELSIF (r.queued_seen_at IS NULL
+           OR r.queued_seen_at < now_ts - make_interval(secs => 2 * p_every_s))
+          AND f + r.burst > o_effective THEN
+        o_effective := LEAST(r.max_in_flight, o_effective + r.burst);
+    END IF;
+    UPDATE fleet_throttle SET effective_limit = o_effective, adjusted_at = now_ts,
+        queued_seen_at = r.queued_seen_at
+    WHERE id = 1;
+    o_adjusted := true;
+END
+$$;
+
+ALTER FUNCTION rw_throttle_adjust(integer) SET jit = off;

@@ -17,6 +17,12 @@
 -- before, 0011, and finds none left here); TRUNCATE of deployment_runs,
 -- which the key turned into a TRUNCATE of app_instances (CASCADE) or an
 -- error, now clears the column instead.
+--
+-- Dropping the key takes both tables exclusively for a moment; behind a
+-- long reader of app_instances that request would queue the platform's
+-- own queries. It waits 5 s at most and then fails the migration (nothing
+-- applied): run `rollwavectl migrate` again.
+SET LOCAL lock_timeout = '5s';
 ALTER TABLE app_instances DROP CONSTRAINT app_instances_deployment_run_fk;
 
 CREATE FUNCTION rw_runs_deleted() RETURNS trigger
@@ -40,6 +46,8 @@ $$;
 -- the fleet is large, the runs deleted at once few: through the index
 ALTER FUNCTION rw_runs_deleted() SET enable_seqscan = off;
 ALTER FUNCTION rw_runs_truncated() SET enable_seqscan = off;
+ALTER FUNCTION rw_runs_deleted() SET jit = off;
+ALTER FUNCTION rw_runs_truncated() SET jit = off;
 
 CREATE TRIGGER deployment_runs_clear_instances AFTER DELETE
     ON deployment_runs REFERENCING OLD TABLE AS rw_old
