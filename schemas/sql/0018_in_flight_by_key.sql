@@ -19,6 +19,10 @@
 -- functions: its estimate of the table follows the live rows, the cost of
 -- scanning it follows the dead ones. The insert runs only when a target
 -- enters flight.
+-- Replacing the identity trigger below waits for run_targets' writers:
+-- at most 5 s, then the migration fails whole and can be run again.
+SET LOCAL lock_timeout = '5s';
+
 CREATE OR REPLACE FUNCTION rw_in_flight_upd() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -60,11 +64,11 @@ DECLARE
     out_inst bigint[];
     out_tgt bigint[];
 BEGIN
-    -- markers exist for targets in flight only: deleting done targets
-    -- (the retention's batches) touches no marker
+    -- every deleted target's marker, whatever its state says: a marker
+    -- left behind by a write that bypassed the triggers goes with its
+    -- target instead of holding the instance for good
     SELECT array_agg(o.instance_id), array_agg(o.id) INTO out_inst, out_tgt
-        FROM rw_old o
-        WHERE o.state IN ('claimed', 'triggered', 'deploying');
+        FROM rw_old o;
     IF out_inst IS NOT NULL THEN
         DELETE FROM target_in_flight f
         USING unnest(out_inst, out_tgt) AS x(instance_id, target_id)
@@ -88,8 +92,10 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER run_targets_identity_fixed ON run_targets;
-CREATE TRIGGER run_targets_identity_fixed
+-- (CREATE OR REPLACE TRIGGER takes SHARE ROW EXCLUSIVE, as CREATE
+-- TRIGGER does: readers of run_targets go on; a DROP TRIGGER would take
+-- the table exclusively)
+CREATE OR REPLACE TRIGGER run_targets_identity_fixed
     BEFORE UPDATE OF id, instance_id, run_id ON run_targets
     FOR EACH ROW
     WHEN (OLD.id IS DISTINCT FROM NEW.id

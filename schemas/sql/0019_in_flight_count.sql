@@ -26,6 +26,9 @@
 --
 -- No marker may change between the backfill and the triggers: the old
 -- daemons may still be running while this migrates.
+-- The lock waits for marker writers 5 s at most, then the migration
+-- fails whole and can be run again.
+SET LOCAL lock_timeout = '5s';
 LOCK TABLE target_in_flight IN SHARE ROW EXCLUSIVE MODE;
 
 -- (vacuum_truncate off: cutting the file's empty tail takes an exclusive
@@ -71,10 +74,16 @@ $$;
 -- with a TRUNCATE too: like the markers' own, it ignores the snapshot (a
 -- DELETE under REPEATABLE READ would keep the rows committed since the
 -- transaction's first statement, while the markers they count are gone).
+-- A TRUNCATE naming the delta table too has emptied it already (and
+-- cannot truncate it again from inside itself).
 CREATE FUNCTION rw_in_flight_count_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE target_in_flight_delta;
+    BEGIN
+        TRUNCATE target_in_flight_delta;
+    EXCEPTION WHEN object_in_use THEN
+        DELETE FROM target_in_flight_delta;
+    END;
     RETURN NULL;
 END
 $$;
@@ -92,7 +101,9 @@ CREATE TRIGGER target_in_flight_count_truncate AFTER TRUNCATE
 -- As in 0016: the markers, less those of targets triggered longer ago than
 -- no_row_s without a deployment row, plus the live leases. A target is
 -- triggered after it entered flight, so only markers older than no_row_s
--- can be such a target. Each old marker looks at its own target through
+-- can be such a target. The markers are named before the delta rows, in
+-- the order a TRUNCATE of run_targets locks them. Each old marker looks
+-- at its own target through
 -- the primary key (a correlated subquery, as in 0016: as EXISTS it became
 -- a join that read every target of run_targets).
 CREATE OR REPLACE FUNCTION rw_throttle_in_flight(p_at timestamptz DEFAULT NULL)
@@ -103,11 +114,12 @@ LANGUAGE sql VOLATILE AS $$
                - make_interval(secs => COALESCE(
                    (SELECT no_row_s FROM fleet_throttle WHERE id = 1), 600))
                AS cutoff)
-    SELECT (SELECT COALESCE(sum(n), 0) FROM target_in_flight_delta)::bigint
-         - (SELECT count(*) FROM target_in_flight f, c
-            WHERE f.since <= c.cutoff
-              AND (SELECT t.state = 'triggered' AND t.triggered_at <= c.cutoff
-                   FROM run_targets t WHERE t.id = f.target_id))
+    SELECT - (SELECT count(*) FROM target_in_flight f, c
+              WHERE f.since <= c.cutoff
+                AND (SELECT t.state = 'triggered'
+                            AND t.triggered_at <= c.cutoff
+                     FROM run_targets t WHERE t.id = f.target_id))
+         + (SELECT COALESCE(sum(n), 0) FROM target_in_flight_delta)::bigint
          + (SELECT COALESCE(sum(n), 0) FROM throttle_leases
             WHERE expires_at > COALESCE(p_at, clock_timestamp()))
 $$;
@@ -230,16 +242,6 @@ BEGIN
         SELECT effective_limit INTO o_effective FROM fleet_throttle WHERE id = 1;
         RETURN;
     END IF;
-    -- the kept count made good from the markers (one statement, one
-    -- snapshot: rows of writers not yet committed are neither deleted nor
-    -- counted here; a data-modifying WITH always runs to completion): whatever skipped the triggers (a session with
-    -- session_replication_role = replica, a hand edit) is corrected within
-    -- one round. The takes, which fold the same rows, wait for the fleet
-    -- row held here.
-    WITH d AS (DELETE FROM target_in_flight_delta RETURNING n)
-    INSERT INTO target_in_flight_delta (n)
-    SELECT x.c FROM (SELECT count(*) AS c FROM target_in_flight) x
-    WHERE x.c <> 0;
     -- queued only as polled for this attempt: a retried target keeps the
     -- status of its last attempt until its new deployment row is seen
     SELECT count(*),
@@ -251,6 +253,19 @@ BEGIN
             SELECT CASE WHEN t.state = 'deploying' THEN t.lagoon_status END
                    AS st
             FROM run_targets t WHERE t.id = m.target_id OFFSET 0) x;
+    -- The kept count made good from the markers, in one statement with
+    -- one snapshot (rows of writers not yet committed are neither deleted
+    -- nor counted; a data-modifying WITH always runs to completion), after
+    -- the count above (this transaction holds its locks on the markers and
+    -- targets already) and naming the markers first. A change to the
+    -- delta rows or markers that skipped the count's triggers (a session
+    -- with session_replication_role = replica, a hand edit) lasts one
+    -- round. The takes, which fold the same rows, wait for the fleet row
+    -- held here.
+    WITH m AS (SELECT count(*) AS c FROM target_in_flight),
+         d AS (DELETE FROM target_in_flight_delta RETURNING n)
+    INSERT INTO target_in_flight_delta (n)
+    SELECT m.c FROM m WHERE m.c <> 0;
     floor_n := LEAST(r.burst, r.max_in_flight);
     o_effective := LEAST(r.effective_limit, r.max_in_flight);
     IF q > 0 THEN
