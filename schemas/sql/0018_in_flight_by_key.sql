@@ -19,6 +19,7 @@
 -- functions: its estimate of the table follows the live rows, the cost of
 -- scanning it follows the dead ones. The insert runs only when a target
 -- enters flight.
+--
 -- Replacing the identity trigger below waits for run_targets' writers:
 -- at most 5 s, then the migration fails whole and can be run again.
 SET LOCAL lock_timeout = '5s';

@@ -12,8 +12,8 @@
 -- statement that inserts or deletes markers appends one row with its net
 -- change (statement-level triggers on target_in_flight, in the writer's
 -- transaction). Appending takes no row lock, so concurrent claims and
--- poll results never wait for each other here and no lock cycle can form
--- through the count. Read in one statement with the markers, the sum is
+-- poll results never wait for each other here. Read in one statement
+-- with the markers, the sum is
 -- the count of the markers that statement sees, as count(*) was. The take
 -- folds the rows into one when there are more than 32 (under the fleet
 -- row's lock, so one folder at a time; rows of uncommitted writers are
@@ -25,9 +25,9 @@
 -- no_row_s that reads nothing.
 --
 -- No marker may change between the backfill and the triggers: the old
--- daemons may still be running while this migrates.
--- The lock waits for marker writers 5 s at most, then the migration
--- fails whole and can be run again.
+-- daemons may still be running while this migrates. The lock waits for
+-- marker writers 5 s at most, then the migration fails whole and can be
+-- run again.
 SET LOCAL lock_timeout = '5s';
 LOCK TABLE target_in_flight IN SHARE ROW EXCLUSIVE MODE;
 
@@ -103,9 +103,8 @@ CREATE TRIGGER target_in_flight_count_truncate AFTER TRUNCATE
 -- triggered after it entered flight, so only markers older than no_row_s
 -- can be such a target. The markers are named before the delta rows, in
 -- the order a TRUNCATE of run_targets locks them. Each old marker looks
--- at its own target through
--- the primary key (a correlated subquery, as in 0016: as EXISTS it became
--- a join that read every target of run_targets).
+-- at its own target through the primary key (a correlated subquery, as
+-- in 0016: as EXISTS it became a join that read every target).
 CREATE OR REPLACE FUNCTION rw_throttle_in_flight(p_at timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
