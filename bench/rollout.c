@@ -893,6 +893,10 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
         if (err)
             return err;
     }
+    err = rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_reset()", 0, NULL,
+                     NULL, errstr, errlen);
+    if (err)
+        return err;
     r = redisCommand(b->rc, "CONFIG RESETSTAT");
     if (!r || r->type == REDIS_REPLY_ERROR)
         err = rw_err_set(errstr, errlen, RW_ERR_REDIS_REPLY,
@@ -1166,6 +1170,8 @@ static void report_pg_rows(const PGresult *res, double n)
                rw_pg_str(res, i, "q"));
 }
 
+static void report_table_writes(bench_t *b, double n);
+
 static void report_postgres(bench_t *b, double n)
 {
     PGresult *res = NULL;
@@ -1206,6 +1212,53 @@ static void report_postgres(bench_t *b, double n)
     if (!rw_pg_exec(b->pg, SQL_PGSS_SLOW, 2, p, &res, errstr, sizeof(errstr))) {
         printf("  top 12 statements by total execution time\n");
         report_pg_rows(res, n);
+    }
+    PQclear(res);
+    report_table_writes(b, n);
+}
+
+/*
+ * Row writes per table since the counters were reset (the rollout's, and
+ * the statistics collector's view of them: flushed by each backend at
+ * most once a second, so the last second may be missing). An update that
+ * is not HOT writes an entry into every index of its table.
+ */
+static const char SQL_TABLE_WRITES[] =
+    RW_BENCH_MARK "SELECT relname, n_tup_ins AS ins, n_tup_upd AS upd,"
+                  " n_tup_hot_upd AS hot, n_tup_del AS del,"
+                  " (SELECT count(*) FROM pg_index x WHERE x.indrelid = relid)"
+                  "   AS indexes"
+                  " FROM pg_stat_user_tables"
+                  " WHERE n_tup_ins + n_tup_upd + n_tup_del > 0"
+                  " ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC LIMIT 12";
+
+static void report_table_writes(bench_t *b, double n)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+
+    if (rw_pg_exec(b->pg, "SELECT pg_stat_clear_snapshot()", 0, NULL, NULL,
+                   errstr, sizeof(errstr)) ||
+        rw_pg_exec(b->pg, SQL_TABLE_WRITES, 0, NULL, &res, errstr,
+                   sizeof(errstr))) {
+        printf("  table writes query failed: %s\n", errstr);
+        PQclear(res);
+        return;
+    }
+    printf("  row writes per instance (pg_stat_user_tables)\n");
+    printf("    %-26s %8s %8s %8s %8s %8s\n", "table", "inserts", "updates",
+           "HOT %", "deletes", "indexes");
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long upd = rw_pg_ll(res, i, "upd", 0);
+        printf("    %-26s %8.2f %8.2f %8.1f %8.2f %8lld\n",
+               rw_pg_str(res, i, "relname"),
+               rw_bench_per((double)rw_pg_ll(res, i, "ins", 0), n),
+               rw_bench_per((double)upd, n),
+               upd > 0
+                   ? 100.0 * (double)rw_pg_ll(res, i, "hot", 0) / (double)upd
+                   : 0.0,
+               rw_bench_per((double)rw_pg_ll(res, i, "del", 0), n),
+               rw_pg_ll(res, i, "indexes", 0));
     }
     PQclear(res);
 }
