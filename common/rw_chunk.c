@@ -38,7 +38,8 @@ static const char SQL_RUN_STATUS[] =
 /* Instances of a failed trigger: not due again before the backoff. */
 static const char SQL_INSTANCES_BACKOFF[] =
     "UPDATE app_instances SET"
-    "   next_redeploy_at = now() + make_interval(secs => $2::int)"
+    "   next_redeploy_at = now() + make_interval(secs => $2::int),"
+    "   updated_at = now()"
     " WHERE id = ANY($1::bigint[])";
 
 rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,

@@ -15,7 +15,7 @@
 
 static const char SQL_INSTANCES[] =
     "UPDATE app_instances i SET last_deployment_name = u.dname,"
-    "   last_deployment_status = u.lstatus,"
+    "   last_deployment_status = u.lstatus, updated_at = now(),"
     "   last_deployed_at = CASE WHEN u.lstatus = 'complete'"
     "                           THEN COALESCE(u.completed, now())"
     "                           ELSE i.last_deployed_at END"

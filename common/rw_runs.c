@@ -289,7 +289,8 @@ static rw_err_t check_targets(cand_t *c, size_t n, char *errstr, size_t errlen)
 
 static const char SQL_BACKOFF[] =
     "UPDATE app_instances"
-    "   SET next_redeploy_at = now() + make_interval(secs => $2::int)"
+    "   SET next_redeploy_at = now() + make_interval(secs => $2::int),"
+    "       updated_at = now()"
     " WHERE id = ANY($1::bigint[])";
 
 /*

@@ -621,7 +621,7 @@ static void test_in_flight_upgrade_in_place(void **state)
     assert_int_equal(q_ll(pg,
                           "SELECT count(*) AS n FROM pg_class"
                           " WHERE relname = 'run_targets'"
-                          " AND 'fillfactor=70' = ANY(reloptions)",
+                          " AND 'fillfactor=50' = ANY(reloptions)",
                           "n"),
                      1);
     /* 0017: room for HOT updates on the instances' pages */
@@ -1028,6 +1028,214 @@ static void test_instance_run_ref_cleared(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * 0021: run_targets.run_id is checked per statement instead of per row:
+ * an insert naming a missing run is refused whole with the key's SQLSTATE
+ * and name; deleting a run deletes its targets (their markers and logs
+ * with them) and nobody else's; a delete waits for a transaction that is
+ * inserting targets into that run and then deletes those too; TRUNCATE of
+ * the runs takes the targets along; the retention still finds them.
+ */
+static void test_target_run_ref(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) SELECT r, i, 0, $3"
+                      " FROM unnest($1::bigint[]) AS r,"
+                      "      unnest($2::bigint[]) AS i";
+    rw_pg_t *pg, *pg2;
+    PGconn *c2;
+    PGresult *res;
+    long long waited_ms = 0;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) SELECT i, 'inst' || i, 1,"
+                       " 'running-healthy-claimed'"
+                       " FROM generate_series(2, 4) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_constraint"
+                          " WHERE conname = 'run_targets_run_id_fkey'",
+                          "n"),
+                     0);
+    /* a missing run, alone or among good ones: nothing inserted */
+    assert_int_equal(q(pg, errstr, ins, 3, "{9}", "{1}", "pending"),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "23503"));
+    assert_non_null(strstr(errstr, "run_targets_run_id_fkey"));
+    assert_int_equal(q(pg, errstr, ins, 3, "{1,9}", "{1,2}", "pending"),
+                     RW_ERR_PG_QUERY);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM run_targets", "n"), 0);
+    /* runs 1, 2, 3 with instances 1-4; 1 and 2 in flight in run 1 */
+    assert_int_equal(q(pg, errstr, ins, 3, "{1}", "{1,2}", "triggered"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "{1}", "{3,4}", "succeeded"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "{2,3}", "{1,2,3,4}", "pending"),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO target_logs (target_id, run_id,"
+                       " deployment_name, state, log)"
+                       " SELECT id, run_id, 'lagoon-build-' || id, 'stored',"
+                       " 'log' FROM run_targets WHERE run_id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 2);
+    assert_int_equal(
+        q(pg, errstr, "DELETE FROM deployment_runs WHERE id = 1", 0), RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM run_targets"
+                          " WHERE run_id = 1",
+                          "n"),
+                     0);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM run_targets", "n"), 8);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM target_logs", "n"), 0);
+    assert_int_equal(count_matches(pg), 0);
+
+    /* a delete of run 2 waits for a transaction inserting into it */
+    assert_int_equal(q(pg, errstr, "BEGIN", 0), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "{2}", "{1}", "claimed"),
+                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr, "ROLLBACK", 0), RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "DELETE FROM run_targets WHERE run_id = 2", 0), RW_OK);
+    assert_int_equal(q(pg, errstr, "BEGIN", 0), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "{2}", "{1,2}", "claimed"), RW_OK);
+    pg2 = rw_itest_pg_connect(f->dsn);
+    c2 = rw_pg_conn(pg2);
+    assert_int_equal(
+        PQsendQuery(c2, "DELETE FROM deployment_runs WHERE id = 2"), 1);
+    while (waited_ms < 500) {
+        assert_int_equal(PQconsumeInput(c2), 1);
+        assert_int_equal(PQisBusy(c2), 1);
+        rw_itest_sleep_ms(50);
+        waited_ms += 50;
+    }
+    assert_int_equal(q(pg, errstr, "COMMIT", 0), RW_OK);
+    while ((res = PQgetResult(c2)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            fail_msg("delete of run 2: %s", PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM run_targets"
+                          " WHERE run_id = 2",
+                          "n"),
+                     0);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
+    assert_int_equal(count_matches(pg), 0);
+    /* and an insert into a run deleted meanwhile is refused */
+    assert_int_equal(q(pg, errstr, ins, 3, "{2}", "{1}", "pending"),
+                     RW_ERR_PG_QUERY);
+    assert_non_null(strstr(errstr, "23503"));
+    rw_pg_destroy(pg2);
+
+    /* the retention's batches name run_targets, after target_logs */
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM rw_retention_children()"
+                          " WHERE o_table = 'run_targets'::regclass"
+                          " AND o_column = 'run_id'",
+                          "n"),
+                     1);
+    assert_true(q_ll(pg,
+                     "SELECT min(o) AS n FROM (SELECT o_table,"
+                     " row_number() OVER () AS o"
+                     " FROM rw_retention_children()) x"
+                     " WHERE o_table = 'run_targets'::regclass",
+                     "n") > q_ll(pg,
+                                 "SELECT min(o) AS n FROM (SELECT o_table,"
+                                 " row_number() OVER () AS o"
+                                 " FROM rw_retention_children()) x"
+                                 " WHERE o_table = 'target_logs'::regclass",
+                                 "n"));
+
+    /* TRUNCATE of the runs takes the targets along, with their markers */
+    assert_int_equal(q(pg, errstr, ins, 3, "{3}", "{1}", "triggered"),
+                     RW_ERR_PG_UNIQUE);
+    assert_int_equal(q(pg, errstr,
+                       "UPDATE run_targets SET state = 'claimed'"
+                       " WHERE run_id = 3 AND instance_id = 1",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 1);
+    assert_int_equal(q(pg, errstr, "TRUNCATE deployment_runs CASCADE", 0),
+                     RW_OK);
+    assert_int_equal(q_ll(pg, "SELECT count(*) AS n FROM run_targets", "n"), 0);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 0);
+    assert_int_equal(count_matches(pg), 0);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
+/*
+ * 0022: the updated_at triggers run only for updates that leave
+ * updated_at alone: those still get it touched, one that sets it keeps
+ * its value (as the function always did), on both tables.
+ */
+static void test_touch_when(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO run_chunks (run_id, chunk)"
+                       " VALUES (1, 0)",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "UPDATE app_instances SET updated_at = '2001-01-01'", 0),
+        RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "UPDATE run_chunks SET updated_at = '2001-01-01'", 0),
+        RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM app_instances"
+                          " WHERE updated_at = '2001-01-01'",
+                          "n"),
+                     1);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM run_chunks"
+                          " WHERE updated_at = '2001-01-01'",
+                          "n"),
+                     1);
+    assert_int_equal(
+        q(pg, errstr, "UPDATE app_instances SET last_deployment_name = 'd'", 0),
+        RW_OK);
+    assert_int_equal(
+        q(pg, errstr, "UPDATE run_chunks SET poll_attempts = 2", 0), RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM app_instances"
+                          " WHERE updated_at > now() - interval '1 hour'",
+                          "n"),
+                     1);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM run_chunks"
+                          " WHERE updated_at > now() - interval '1 hour'",
+                          "n"),
+                     1);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_trigger"
+                          " WHERE tgname IN ('app_instances_touch',"
+                          " 'run_chunks_touch') AND tgqual IS NOT NULL",
+                          "n"),
+                     2);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 static void test_chunk_bulk_id_check(void **state)
 {
     fixture_t *f = *state;
@@ -1192,12 +1400,20 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-        T(test_apply_to_empty_db),          T(test_status),
-        T(test_concurrent_appliers),        T(test_rollwavectl_migrate),
-        T(test_in_flight_unique_index),     T(test_chunk_bulk_id_check),
-        T(test_due_selection_uses_index),   T(test_updated_at_follows_updates),
-        T(test_in_flight_upgrade_in_place), T(test_in_flight_markers_many_rows),
-        T(test_in_flight_count_kept),       T(test_instance_run_ref_cleared),
+        T(test_apply_to_empty_db),
+        T(test_status),
+        T(test_concurrent_appliers),
+        T(test_rollwavectl_migrate),
+        T(test_in_flight_unique_index),
+        T(test_chunk_bulk_id_check),
+        T(test_due_selection_uses_index),
+        T(test_updated_at_follows_updates),
+        T(test_in_flight_upgrade_in_place),
+        T(test_in_flight_markers_many_rows),
+        T(test_target_run_ref),
+        T(test_touch_when),
+        T(test_in_flight_count_kept),
+        T(test_instance_run_ref_cleared),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
