@@ -57,3 +57,30 @@ $$;
 -- CREATE OR REPLACE keeps no SET options: as in 0019
 ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET enable_seqscan = off;
 ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET jit = off;
+
+-- 3. The worker's load (worker/trigger.c) asks, for the chunk's pending
+-- targets, which of their instances are in flight in another run, and
+-- which run. As a sub-select per target, the statement's plan (prepared,
+-- cached for the session) was made while target_in_flight was small and
+-- read the whole table once per target; the table turns over all its
+-- rows every few seconds of a rollout, so those reads walked pages of
+-- dead markers: 16-19 ms per load instead of 1 (auto_explain on a
+-- one-worker benchmark). One call per load, through the primary key
+-- whatever the planner thinks of the table (enable_seqscan = off, as the
+-- markers' own triggers run since 0018).
+CREATE FUNCTION rw_in_flight_elsewhere(p_instances bigint[], p_run_id bigint)
+RETURNS TABLE (instance_id bigint, run_uuid text)
+LANGUAGE plpgsql STABLE ROWS 10 AS $$
+BEGIN
+    RETURN QUERY
+    SELECT f.instance_id, o.uuid::text
+      FROM target_in_flight f
+      JOIN deployment_runs o ON o.id = f.run_id
+     WHERE f.instance_id = ANY (p_instances)
+       AND f.run_id IS DISTINCT FROM p_run_id;
+END
+$$;
+
+ALTER FUNCTION rw_in_flight_elsewhere(bigint[], bigint)
+    SET enable_seqscan = off;
+ALTER FUNCTION rw_in_flight_elsewhere(bigint[], bigint) SET jit = off;

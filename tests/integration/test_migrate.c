@@ -1236,6 +1236,65 @@ static void test_touch_when(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * 0022: rw_in_flight_elsewhere names, of the instances asked for, those in
+ * flight in a run other than the one given, with that run's uuid; it
+ * reads the markers through their key whatever the planner thinks.
+ */
+static void test_in_flight_elsewhere(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    const char *ask = "SELECT string_agg(e.instance_id || ':' ||"
+                      " (e.run_uuid = r.uuid::text), ',' ORDER BY"
+                      " e.instance_id) AS v"
+                      " FROM rw_in_flight_elsewhere($1::bigint[], $2::bigint) e"
+                      " JOIN deployment_runs r ON r.id = 2";
+    PGresult *res = NULL;
+    const char *p[2];
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) SELECT i, 'inst' || i, 1,"
+                       " 'running-healthy-claimed'"
+                       " FROM generate_series(2, 4) AS i",
+                       0),
+                     RW_OK);
+    /* 1 in flight in run 1, 2 in run 2, 3 done in run 2, 4 nowhere */
+    assert_int_equal(q(pg, errstr, ins, 3, "1", "1", "claimed"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "2", "2", "deploying"), RW_OK);
+    assert_int_equal(q(pg, errstr, ins, 3, "2", "3", "succeeded"), RW_OK);
+    p[0] = "{1,2,3,4}";
+    p[1] = "1";
+    assert_int_equal(rw_pg_exec(pg, ask, 2, p, &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_string_equal(rw_pg_str(res, 0, "v"), "2:true");
+    PQclear(res);
+    p[1] = "3";
+    assert_int_equal(rw_pg_exec(pg, ask, 2, p, &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_string_equal(rw_pg_str(res, 0, "v"), "1:false,2:true");
+    PQclear(res);
+    p[0] = "{3,4}";
+    assert_int_equal(rw_pg_exec(pg, ask, 2, p, &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_true(PQgetisnull(res, 0, 0));
+    PQclear(res);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_proc"
+                          " WHERE proname = 'rw_in_flight_elsewhere'"
+                          " AND 'enable_seqscan=off' = ANY (proconfig)",
+                          "n"),
+                     1);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 static void test_chunk_bulk_id_check(void **state)
 {
     fixture_t *f = *state;
@@ -1412,6 +1471,7 @@ int main(void)
         T(test_in_flight_markers_many_rows),
         T(test_target_run_ref),
         T(test_touch_when),
+        T(test_in_flight_elsewhere),
         T(test_in_flight_count_kept),
         T(test_instance_run_ref_cleared),
 #undef T
