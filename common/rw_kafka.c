@@ -34,6 +34,8 @@
  * in a second round right after the first. */
 #define PROBE_SETTLE_MS 2000
 #define PROBE_POLL_MS   100
+/* After a join that did not complete: does the coordinator answer? */
+#define PROBE_COORD_CHECK_MS 5000
 
 struct rw_kafka_producer {
     rd_kafka_t *rk;
@@ -967,6 +969,47 @@ out:
     return err;
 }
 
+/*
+ * The probe's join did not complete in time: tell "other members keep the
+ * group rebalancing" (RW_ERR_CONFLICT) from "we could not take part". A
+ * join held up by the other members leaves the coordinator answering; a
+ * join error we were told about, or a coordinator that does not answer,
+ * says nothing about the members.
+ */
+static rw_err_t probe_unsettled(rw_kafka_consumer_t *kc, const char *group,
+                                const char *topic, int n_partitions,
+                                long long join_ms, const char *join_error,
+                                char *errstr, size_t errlen)
+{
+    int64_t *offsets = NULL;
+    char detail[512] = "";
+    rw_err_t err = RW_OK;
+
+    if (join_error[0])
+        return rw_err_set(errstr, errlen, RW_ERR_KAFKA,
+                          "could not join group %s within %lld s: %s", group,
+                          join_ms / 1000, join_error);
+    offsets = calloc((size_t)n_partitions, sizeof(*offsets));
+    if (!offsets)
+        return rw_err_set(errstr, errlen, RW_ERR_NOMEM, "group probe");
+    /* OffsetFetch goes to the group's coordinator, as our JoinGroup did. */
+    err = rw_kafka_committed(kc, topic, offsets, n_partitions,
+                             PROBE_COORD_CHECK_MS, detail, sizeof(detail));
+    if (err)
+        err = rw_err_set(errstr, errlen, err,
+                         "could not join group %s within %lld s, and its "
+                         "coordinator does not answer: %s",
+                         group, join_ms / 1000, detail);
+    else
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "group %s has live members on %s (a new member "
+                         "could not join within %lld s: the group's other "
+                         "members keep it rebalancing)",
+                         group, topic, join_ms / 1000);
+    free(offsets);
+    return err;
+}
+
 rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
                               const char *group, const char *topic,
                               int n_partitions, int *assigned, char *errstr,
@@ -977,14 +1020,24 @@ rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
     rd_kafka_resp_err_t kerr;
     long long sess =
         s->kafka_session_timeout_ms > 0 ? s->kafka_session_timeout_ms : 10000;
-    /* The coordinator waits up to a session timeout for members that went
-     * silent before it completes our join. */
+    /*
+     * How long a group without other live members can keep a new member
+     * waiting: the coordinator evicts a member that went silent once its
+     * session expires, which may end the round after we joined, and the
+     * next round then completes with us alone (the sole member leads and
+     * its own SyncGroup completes the round). Past this bound only
+     * members that answer, i.e. live ones, can be holding the join up.
+     */
     long long join_ms = 2 * sess + 15000;
     long long deadline = rw_now_mono_ms() + join_ms;
+    char join_error[256] = "";
     rw_err_t err = RW_OK;
 
     *kcp = NULL;
-    *assigned = 0;
+    *assigned = -1;
+    if (n_partitions <= 0)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "group probe: no partitions");
     err = consumer_open(&kc, s, group, 0, 1, errstr, errlen);
     if (err)
         goto out;
@@ -995,6 +1048,10 @@ rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, PROBE_POLL_MS);
         long long now = rw_now_mono_ms();
 
+        if (rkm && rkm->err)
+            /* e.g. "JoinGroup failed: ...": kept for the verdict */
+            snprintf(join_error, sizeof(join_error), "%s (%s)",
+                     rd_kafka_message_errstr(rkm), rd_kafka_err2name(rkm->err));
         if (rkm)
             rd_kafka_message_destroy(rkm);
         if (kc->rebalance_err[0]) {
@@ -1021,9 +1078,8 @@ rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
                 break;
         }
         if (now >= deadline) {
-            err = rw_err_set(errstr, errlen, RW_ERR_TIMEOUT,
-                             "could not join the group within %lld s",
-                             join_ms / 1000);
+            err = probe_unsettled(kc, group, topic, n_partitions, join_ms,
+                                  join_error, errstr, errlen);
             goto out;
         }
     }
@@ -1031,6 +1087,13 @@ rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
             "event=group_probed client=%s group=%s topic=%s assigned=%d "
             "partitions=%d",
             rd_kafka_name(kc->rk), group, topic, *assigned, n_partitions);
+    if (*assigned < n_partitions) {
+        err = rw_err_set(errstr, errlen, RW_ERR_CONFLICT,
+                         "group %s has live members on %s (a new member "
+                         "was assigned %d of %d partitions)",
+                         group, topic, *assigned, n_partitions);
+        goto out;
+    }
     *kcp = kc;
     kc = NULL;
 out:

@@ -255,22 +255,43 @@ void rw_kafka_consumer_close(rw_kafka_consumer_t *kc);
 void rw_kafka_consumer_destroy(rw_kafka_consumer_t *kc);
 
 /*
- * Group-membership probe: does group have live members consuming topic
- * (n_partitions partitions)? Joins group as a member subscribed to topic
- * that never reads (assigned partitions stay paused) and waits until it
- * holds all n_partitions or its assignment has not changed for 2 s
- * (cooperative rebalancing hands partitions over in a second round). The
- * coordinator waits up to a session timeout for members that went silent,
- * so the join may take twice the session timeout plus 15 s before it is
- * RW_ERR_TIMEOUT. *assigned = partitions of topic held: fewer than
- * n_partitions means another live member holds the rest. Members of group
- * consuming only other topics are not seen.
+ * Group-membership probe: may topic's offsets in group be moved, i.e. does
+ * group have no other live member consuming topic (n_partitions
+ * partitions)? It joins group as a member subscribed to topic that never
+ * reads (assigned partitions stay paused), the one way to tell that works
+ * on both a real Kafka and the development mock (which has no
+ * DescribeGroups), and waits until it holds all n_partitions or its
+ * assignment has not changed for 2 s (cooperative rebalancing hands
+ * partitions over in a second round).
  *
- * On success *kcp is a member holding its partitions (commit with
- * rw_kafka_consumer_commit_offsets, leave with rw_kafka_consumer_close or
- * _destroy; it stores no offsets, so leaving commits nothing). On error
- * *kcp is NULL. Joining makes the group's members rebalance (twice,
- * counting the leave).
+ *   RW_OK            no other live member: *kcp is a member holding every
+ *                    partition of topic (commit with
+ *                    rw_kafka_consumer_commit_offsets, leave with
+ *                    rw_kafka_consumer_close or _destroy; it stores no
+ *                    offsets, so leaving commits nothing).
+ *   RW_ERR_CONFLICT  live members, errstr says how it knows: they hold some
+ *                    of topic's partitions, or they keep the group
+ *                    rebalancing so that our join did not complete within
+ *                    twice the session timeout plus 15 s while the group's
+ *                    coordinator answered. A group without live members
+ *                    lets a new member in within that bound: members that
+ *                    went silent are evicted when their session expires
+ *                    (given they use our session timeout or a shorter one,
+ *                    and the broker's group.initial.rebalance.delay.ms is
+ *                    under 15 s), and a sole member completes its round on
+ *                    its own. Live members can hold a join up far longer: a
+ *                    real Kafka waits up to their max.poll.interval.ms for
+ *                    them to rejoin, and the mock starts another round of
+ *                    session timeout less 1 s whenever our SyncGroup
+ *                    arrives after the leader's, however often that is.
+ *   other errors     could not tell (coordinator unreachable, join refused
+ *                    with an error, ...).
+ *
+ * Except on RW_OK, *kcp is NULL and we have left the group. *assigned is
+ * the number of topic's partitions the last completed join gave us, -1
+ * when none completed. Members of group consuming only other topics are
+ * not seen. Joining makes the group's members rebalance (twice, counting
+ * the leave).
  */
 rw_err_t rw_kafka_group_probe(rw_kafka_consumer_t **kcp, const rw_settings_t *s,
                               const char *group, const char *topic,

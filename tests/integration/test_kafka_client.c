@@ -5,8 +5,8 @@
  * group consumption, resuming exactly after committed offsets, dead letters
  * with their headers, pause/seek/resume, watermarks, committed offsets,
  * partition counts, and what rollwavectl uses: a reader outside any group,
- * requeueing dead letters, offsets by time and the group probe. It does
- * not test broker failures.
+ * requeueing dead letters, offsets by time and the group probe (alone, and
+ * against a live member). It does not test broker failures.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +14,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -875,6 +877,85 @@ static void test_offsets_for_time_and_probe(void **state)
     rw_kafka_consumer_destroy(kc);
 }
 
+/* A live member of a group, polled from its own thread like a worker's
+ * loop, so that it rejoins while the test thread is inside the probe. */
+typedef struct live {
+    rw_kafka_consumer_t *kc;
+    atomic_int stop;
+    pthread_t th;
+} live_t;
+
+static void *live_loop(void *arg)
+{
+    live_t *l = arg;
+
+    while (!atomic_load(&l->stop)) {
+        rw_kafka_msg_t *msg = NULL;
+        char errstr[512];
+
+        /* no cmocka assertions off the test thread: errors only slow it */
+        if (rw_kafka_consumer_poll(l->kc, 100, &msg, errstr, sizeof(errstr)))
+            rw_itest_sleep_ms(100);
+        rw_kafka_msg_destroy(msg);
+    }
+    return NULL;
+}
+
+/*
+ * The probe of a group with a live member on the topic answers
+ * RW_ERR_CONFLICT naming live members, whichever way it finds out (a share
+ * of the partitions, or a join the member's group kept from completing),
+ * leaves no member behind and commits nothing.
+ */
+static void test_probe_refuses_live_member(void **state)
+{
+    live_t l;
+    rw_kafka_consumer_t *member = NULL;
+    int64_t got[MAIN_PARTITIONS];
+    char group[64], errstr[512] = "";
+    int assigned = -2, owned = 0;
+    long long deadline, until;
+    rw_err_t err;
+
+    (void)state;
+    rw_itest_unique(group, sizeof(group), "group");
+    memset(&l, 0, sizeof(l));
+    l.kc = new_consumer(group, fx.main_topic);
+    deadline = rw_itest_now_ms() + WAIT_MS;
+    while (owned < MAIN_PARTITIONS && rw_itest_now_ms() < deadline) {
+        rw_kafka_msg_destroy(poll_one(l.kc, 100));
+        owned = 0;
+        for (int p = 0; p < MAIN_PARTITIONS; p++)
+            owned += rw_kafka_consumer_owns(l.kc, fx.main_topic, p);
+    }
+    assert_int_equal(owned, MAIN_PARTITIONS);
+    atomic_init(&l.stop, 0);
+    assert_int_equal(pthread_create(&l.th, NULL, live_loop, &l), 0);
+
+    err = rw_kafka_group_probe(&member, &fx.s, group, fx.main_topic,
+                               MAIN_PARTITIONS, &assigned, errstr,
+                               sizeof(errstr));
+    if (err != RW_ERR_CONFLICT || !strstr(errstr, "live members"))
+        fail_msg("probe with a live member: %s: %s", rw_err_name(err), errstr);
+    assert_null(member);
+    assert_true(assigned >= -1 && assigned < MAIN_PARTITIONS);
+
+    /* Our leaving rebalances the group: let it settle before the member
+     * closes (closing mid-rebalance trips an assertion in librdkafka
+     * 2.0), then check that nothing was committed. */
+    until = rw_itest_now_ms() + fx.s.kafka_session_timeout_ms + 3000;
+    while (rw_itest_now_ms() < until)
+        rw_itest_sleep_ms(100);
+    atomic_store(&l.stop, 1);
+    pthread_join(l.th, NULL);
+    if (rw_kafka_committed(l.kc, fx.main_topic, got, MAIN_PARTITIONS, 10000,
+                           errstr, sizeof(errstr)))
+        fail_msg("committed: %s", errstr);
+    for (int p = 0; p < MAIN_PARTITIONS; p++)
+        assert_int_equal(got[p], RW_KAFKA_OFFSET_NONE);
+    rw_kafka_consumer_destroy(l.kc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -886,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_pause_seek_resume),
         cmocka_unit_test(test_requeue_keeps_own_headers),
         cmocka_unit_test(test_offsets_for_time_and_probe),
+        cmocka_unit_test(test_probe_refuses_live_member),
     };
     const char *lvl = getenv("ROLLWAVE_LOG_LEVEL");
 
