@@ -7,10 +7,16 @@
 -- ... FOR KEY SHARE of the same run row five thousand times, 71 ms of a
 -- 179 ms insert of 5,000 targets (auto_explain on the rollout benchmark),
 -- 14 us per instance. One statement per inserted statement does the same
--- check: it locks the distinct runs the new rows name (FOR KEY SHARE,
--- what the key's check takes: a concurrent delete of such a run waits
--- for this transaction, and one that committed first leaves nothing to
--- lock) and refuses the insert with SQLSTATE 23503 when one is missing.
+-- check: it writes the distinct runs the new rows name (an update that
+-- changes nothing: a concurrent delete of such a run waits for this
+-- transaction, and one that committed first leaves nothing to update)
+-- and refuses the insert with SQLSTATE 23503 when one is missing. An
+-- update rather than the key's FOR KEY SHARE lock, so that a transaction
+-- at REPEATABLE READ or SERIALIZABLE that deletes the run after this one
+-- committed fails with a serialization error (40001), as it did with the
+-- key, instead of leaving the new targets behind (its snapshot would not
+-- see them). One row version per run per insert statement: the producer
+-- inserts a run's targets a few thousand rows at a time.
 -- A target's run_id never changes (run_targets_identity_fixed), so
 -- updates need no check.
 --
@@ -19,16 +25,18 @@
 -- statement, through run_targets_run_chunk_idx, in the same
 -- statement as the runs (their markers and build logs go with them, by
 -- their own triggers and keys). A transaction that deletes a run waits
--- for any transaction that is inserting targets into it (the lock
--- above) and, at READ COMMITTED, then sees and deletes those targets too.
--- At REPEATABLE READ or SERIALIZABLE a deleting transaction whose
--- snapshot predates such an insert would not see its targets; rollwave
--- inserts targets only into a run created in the same transaction (no
--- other transaction can see that run, let alone delete it) and deletes
--- runs at READ COMMITTED (retention), so neither meets that case; a
--- hand-written delete should run at READ COMMITTED too. TRUNCATE of
--- deployment_runs (which needs CASCADE for its other referencing tables)
--- truncates run_targets as well, as the key's CASCADE did.
+-- for any transaction that is inserting targets into it (the update
+-- above) and then, at READ COMMITTED, sees and deletes those targets
+-- too; at REPEATABLE READ or SERIALIZABLE it fails with 40001. TRUNCATE
+-- of deployment_runs takes run_targets along (below), as the key's
+-- CASCADE did, and now also when it names every other table that
+-- references the runs without CASCADE (the key refused that).
+--
+-- The triggers run with the privileges of the statement's user, as
+-- 0020's do (the key's checks ran as the table's owner): rollwave's
+-- daemons use one role that owns the schema; a role given only some
+-- privileges needs UPDATE on deployment_runs to insert targets and
+-- DELETE on run_targets to delete runs.
 --
 -- Dropping the key takes both tables exclusively for a moment; behind a
 -- long reader that request would queue everything else. It waits 5 s at
@@ -44,10 +52,9 @@ DECLARE
     locked bigint;
 BEGIN
     SELECT count(DISTINCT run_id) INTO wanted FROM rw_new;
-    SELECT count(*) INTO locked
-    FROM (SELECT r.id FROM deployment_runs r
-          WHERE r.id = ANY (ARRAY(SELECT DISTINCT run_id FROM rw_new))
-          FOR KEY SHARE) x;
+    UPDATE deployment_runs r SET id = r.id
+    WHERE r.id = ANY (ARRAY(SELECT DISTINCT run_id FROM rw_new));
+    GET DIAGNOSTICS locked = ROW_COUNT;
     IF locked < wanted THEN
         RAISE EXCEPTION 'insert or update on table "run_targets" violates '
                         'foreign key constraint "run_targets_run_id_fkey"'
@@ -70,17 +77,32 @@ BEGIN
 END
 $$;
 
--- A TRUNCATE of deployment_runs that cascades to target_logs (it
--- references the runs too) holds that table open: the targets then go by
--- DELETE, whose own key cascades to the (already empty) logs.
+-- Every TRUNCATE of deployment_runs also truncates target_logs (it
+-- references the runs: named, or by CASCADE) and holds it open, so the
+-- targets cannot be truncated from here: they go by DELETE, whose own key
+-- cascades to the (already empty) logs. A DELETE removes what its
+-- snapshot sees: at READ COMMITTED every committed target; at REPEATABLE
+-- READ or SERIALIZABLE not those committed after the transaction's
+-- snapshot, which would stay behind without their run (in flight, with
+-- their markers holding their instances for good). There the TRUNCATE is
+-- refused unless run_targets is empty on disk (named in the same
+-- TRUNCATE, which took it exclusively and left it empty).
 CREATE FUNCTION rw_runs_truncate_targets() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    BEGIN
-        TRUNCATE run_targets CASCADE;
-    EXCEPTION WHEN object_in_use THEN
-        DELETE FROM run_targets;
-    END;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        IF pg_relation_size('run_targets') > 0 THEN
+            RAISE EXCEPTION 'TRUNCATE of deployment_runs at % isolation '
+                            'would miss targets committed after this '
+                            'transaction''s snapshot',
+                            current_setting('transaction_isolation')
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Name run_targets in the TRUNCATE, or run it '
+                             'at READ COMMITTED.';
+        END IF;
+        RETURN NULL;
+    END IF;
+    DELETE FROM run_targets;
     RETURN NULL;
 END
 $$;

@@ -67,15 +67,19 @@ ALTER FUNCTION rw_throttle_in_flight(timestamptz) SET jit = off;
 -- dead markers: 16-19 ms per load instead of 1 (auto_explain on a
 -- one-worker benchmark). One call per load, through the primary key
 -- whatever the planner thinks of the table (enable_seqscan = off, as the
--- markers' own triggers run since 0018).
+-- markers' own triggers run since 0018). A marker whose run is gone (a
+-- write that bypassed the triggers) still counts, named by its run id:
+-- the worker skips that instance rather than fail its claim on the
+-- markers' key at every try.
 CREATE FUNCTION rw_in_flight_elsewhere(p_instances bigint[], p_run_id bigint)
 RETURNS TABLE (instance_id bigint, run_uuid text)
 LANGUAGE plpgsql STABLE ROWS 10 AS $$
 BEGIN
     RETURN QUERY
-    SELECT f.instance_id, o.uuid::text
+    SELECT f.instance_id,
+           COALESCE(o.uuid::text, 'run ' || f.run_id || ' (deleted)')
       FROM target_in_flight f
-      JOIN deployment_runs o ON o.id = f.run_id
+      LEFT JOIN deployment_runs o ON o.id = f.run_id
      WHERE f.instance_id = ANY (p_instances)
        AND f.run_id IS DISTINCT FROM p_run_id;
 END
