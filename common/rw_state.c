@@ -726,45 +726,56 @@ out:
  * attempt number, so the next trigger is a new attempt with a new name;
  * triggering -> pending counts a send that never reached Lagoon, and a
  * re-opening (done or failed -> pending) starts that count again.
+ *
+ * Two texts: the chunks named (found through (run, chunk), the unique key)
+ * or every chunk of the run. The state is tested as "(...) IS TRUE", which
+ * no index serves and no partial index predicate follows from: with a
+ * plain "c.state = 'triggered'" the planner read every triggered chunk of
+ * every run through run_chunks_open_age_idx (state, updated_at), and with
+ * the chunk list optional it read every chunk of the run (200 rows per
+ * call on the benchmark, a whole run's chunks for every chunk a poller
+ * finished).
  */
-static const char chunk_sql[] =
-    "WITH u AS ("
-    " UPDATE run_chunks c SET state = $4::text, updated_at = now(),"
-    "  attempt = CASE WHEN $4::text = 'triggering' THEN $6::int"
-    "            ELSE c.attempt END,"
-    "  bulk_name = CASE WHEN $4::text = 'triggering' THEN $7::text"
-    "              WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_name END,"
-    "  sent_at = CASE WHEN $4::text = 'triggering' THEN clock_timestamp()"
-    "            WHEN $4::text = 'pending' THEN NULL ELSE c.sent_at END,"
-    "  bulk_id = CASE WHEN $4::text = 'triggered' THEN $8::text"
-    "            WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_id END,"
-    "  triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"
-    "                 ELSE c.triggered_at END,"
-    "  poll_attempts = CASE WHEN $4::text = 'triggered' THEN 1"
-    "                  WHEN $4::text = 'pending' THEN 0"
-    "                  ELSE c.poll_attempts END,"
-    "  last_error = CASE WHEN $4::text IN ('failed', 'pending', 'triggering')"
-    "               THEN $10::text ELSE c.last_error END,"
-    "  finished_at = CASE WHEN $4::text IN ('done', 'failed') THEN now()"
-    "                ELSE NULL END,"
-    "  replay_id = COALESCE($11::bigint, c.replay_id),"
-    "  send_failures = CASE WHEN $3::text = 'triggering'"
-    "                       AND $4::text = 'pending' THEN c.send_failures + 1"
-    "                  WHEN $4::text = 'pending' THEN 0"
-    "                  ELSE c.send_failures END,"
-    "  not_before = NULL"
-    " WHERE c.run_id = $1::bigint"
-    "   AND ($2::int[] IS NULL OR c.chunk = ANY ($2::int[]))"
-    "   AND c.state = $3::text"
-    "   AND ($6::int IS NULL"
-    "        OR c.attempt = CASE WHEN $4::text = 'triggering'"
-    "                            THEN $6::int - 1 ELSE $6::int END)"
-    "   AND ($9::int IS NULL OR c.poll_attempts = $9::int)"
-    " RETURNING c.run_id, c.chunk)"
-    " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"
-    "                                reason)"
-    " SELECT run_id, chunk, $3::text, $4::text, $5::text FROM u"
-    " RETURNING chunk";
+#define CHUNK_SQL(which_chunks)                                                \
+    "WITH u AS ("                                                              \
+    " UPDATE run_chunks c SET state = $4::text, updated_at = now(),"           \
+    "  attempt = CASE WHEN $4::text = 'triggering' THEN $6::int"               \
+    "            ELSE c.attempt END,"                                          \
+    "  bulk_name = CASE WHEN $4::text = 'triggering' THEN $7::text"            \
+    "              WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_name END,"  \
+    "  sent_at = CASE WHEN $4::text = 'triggering' THEN clock_timestamp()"     \
+    "            WHEN $4::text = 'pending' THEN NULL ELSE c.sent_at END,"      \
+    "  bulk_id = CASE WHEN $4::text = 'triggered' THEN $8::text"               \
+    "            WHEN $4::text = 'pending' THEN NULL ELSE c.bulk_id END,"      \
+    "  triggered_at = CASE WHEN $4::text = 'triggered' THEN now()"             \
+    "                 ELSE c.triggered_at END,"                                \
+    "  poll_attempts = CASE WHEN $4::text = 'triggered' THEN 1"                \
+    "                  WHEN $4::text = 'pending' THEN 0"                       \
+    "                  ELSE c.poll_attempts END,"                              \
+    "  last_error = CASE WHEN $4::text IN ('failed', 'pending', 'triggering')" \
+    "               THEN $10::text ELSE c.last_error END,"                     \
+    "  finished_at = CASE WHEN $4::text IN ('done', 'failed') THEN now()"      \
+    "                ELSE NULL END,"                                           \
+    "  replay_id = COALESCE($11::bigint, c.replay_id),"                        \
+    "  send_failures = CASE WHEN $3::text = 'triggering'"                      \
+    "                       AND $4::text = 'pending' THEN c.send_failures + 1" \
+    "                  WHEN $4::text = 'pending' THEN 0"                       \
+    "                  ELSE c.send_failures END,"                              \
+    "  not_before = NULL"                                                      \
+    " WHERE c.run_id = $1::bigint AND " which_chunks                           \
+    "   AND (c.state = $3::text) IS TRUE"                                      \
+    "   AND ($6::int IS NULL"                                                  \
+    "        OR c.attempt = CASE WHEN $4::text = 'triggering'"                 \
+    "                            THEN $6::int - 1 ELSE $6::int END)"           \
+    "   AND ($9::int IS NULL OR c.poll_attempts = $9::int)"                    \
+    " RETURNING c.run_id, c.chunk)"                                            \
+    " INSERT INTO chunk_transitions (run_id, chunk, from_state, to_state,"     \
+    "                                reason)"                                  \
+    " SELECT run_id, chunk, $3::text, $4::text, $5::text FROM u"               \
+    " RETURNING chunk"
+
+static const char chunk_sql_some[] = CHUNK_SQL("c.chunk = ANY ($2::int[])");
+static const char chunk_sql_all[] = CHUNK_SQL("$2::int[] IS NULL");
 
 rw_err_t rw_chunk_transition(rw_pg_t *pg, long long run_id, const int *chunks,
                              size_t n, rw_chunk_state_t from,
@@ -831,7 +842,8 @@ rw_err_t rw_chunk_transition(rw_pg_t *pg, long long run_id, const int *chunks,
         err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "chunk array");
         goto out;
     }
-    err = rw_pg_exec(pg, chunk_sql, 11, p, &res, errstr, errlen);
+    err = rw_pg_exec(pg, chunks ? chunk_sql_some : chunk_sql_all, 11, p, &res,
+                     errstr, errlen);
     if (err)
         goto out;
     if (n_moved)

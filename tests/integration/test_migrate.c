@@ -482,6 +482,17 @@ static void seed_runs(rw_pg_t *pg)
                      RW_OK);
 }
 
+/* A fresh database at the latest migration, seeded as seed_runs does. */
+static rw_pg_t *fresh_seeded(fixture_t *f)
+{
+    rw_pg_t *pg;
+
+    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
+    pg = rw_itest_pg_connect(f->dsn);
+    seed_runs(pg);
+    return pg;
+}
+
 /* The kept count (0019) equals the markers, whatever wrote them. */
 static long long count_matches(rw_pg_t *pg)
 {
@@ -501,9 +512,7 @@ static void test_in_flight_unique_index(void **state)
                       " state) VALUES ($1::bigint, 1, 0, $2)";
     rw_pg_t *pg;
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    pg = fresh_seeded(f);
 
     assert_int_equal(q(pg, errstr, ins, 2, "1", "claimed"), RW_OK);
     /* a second in-flight row for the instance, in any in-flight state */
@@ -728,9 +737,7 @@ static void test_in_flight_markers_many_rows(void **state)
                       " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
     char sql[512];
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    rw_pg_t *pg = fresh_seeded(f);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances (id, name, store_app_id,"
                        " status) VALUES (2, 'inst2', 1, 'running-healthy-"
@@ -815,10 +822,8 @@ static void test_in_flight_count_kept(void **state)
     const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
                       " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
+    rw_pg_t *pg = fresh_seeded(f);
     rw_pg_t *pg2 = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances (id, name, store_app_id,"
                        " status) SELECT i, 'inst' || i, 1,"
@@ -996,9 +1001,7 @@ static void test_instance_run_ref_cleared(void **state)
     fixture_t *f = *state;
     char errstr[512];
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    rw_pg_t *pg = fresh_seeded(f);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances (id, name, store_app_id,"
                        " status, deployment_run_id) SELECT i, 'inst' || i, 1,"
@@ -1062,9 +1065,7 @@ static void test_target_run_ref(void **state)
     PGresult *res;
     long long waited_ms = 0;
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    pg = fresh_seeded(f);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances (id, name, store_app_id,"
                        " status) SELECT i, 'inst' || i, 1,"
@@ -1237,9 +1238,7 @@ static void test_touch_when(void **state)
     fixture_t *f = *state;
     char errstr[512];
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    rw_pg_t *pg = fresh_seeded(f);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO run_chunks (run_id, chunk)"
                        " VALUES (1, 0)",
@@ -1304,9 +1303,7 @@ static void test_in_flight_elsewhere(void **state)
     PGresult *res = NULL;
     const char *p[2];
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    rw_pg_t *pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    rw_pg_t *pg = fresh_seeded(f);
     assert_int_equal(q(pg, errstr,
                        "INSERT INTO app_instances (id, name, store_app_id,"
                        " status) SELECT i, 'inst' || i, 1,"
@@ -1367,9 +1364,7 @@ static void test_chunk_bulk_id_check(void **state)
                       " bulk_name) VALUES (1, $1::int, $2, $3, $4)";
     rw_pg_t *pg;
 
-    rw_itest_pg_fresh_db(f->dsn, sizeof(f->dsn));
-    pg = rw_itest_pg_connect(f->dsn);
-    seed_runs(pg);
+    pg = fresh_seeded(f);
 
     /* triggered without a bulk id (or name) */
     assert_int_equal(q(pg, errstr, ins, 4, "0", "triggered", NULL, NULL),
