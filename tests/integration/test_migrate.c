@@ -482,6 +482,11 @@ static void seed_runs(rw_pg_t *pg)
                      RW_OK);
 }
 
+/* One target: run ($1), instance ($2), chunk 0, state ($3). */
+static const char INS_TARGET[] =
+    "INSERT INTO run_targets (run_id, instance_id, chunk, state)"
+    " VALUES ($1::bigint, $2::bigint, 0, $3)";
+
 /* A fresh database at the latest migration, seeded as seed_runs does. */
 static rw_pg_t *fresh_seeded(fixture_t *f)
 {
@@ -566,8 +571,7 @@ static void test_in_flight_upgrade_in_place(void **state)
     char errstr[512];
     rw_pg_t *pg;
     size_t applied = 0;
-    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
-                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    const char *ins = INS_TARGET;
 
     rw_itest_pg_empty_db(f->dsn, sizeof(f->dsn));
     pg = rw_itest_pg_connect(f->dsn);
@@ -733,8 +737,7 @@ static void test_in_flight_markers_many_rows(void **state)
 {
     fixture_t *f = *state;
     char errstr[512];
-    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
-                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    const char *ins = INS_TARGET;
     char sql[512];
 
     rw_pg_t *pg = fresh_seeded(f);
@@ -819,8 +822,7 @@ static void test_in_flight_count_kept(void **state)
 {
     fixture_t *f = *state;
     char errstr[512];
-    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
-                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    const char *ins = INS_TARGET;
 
     rw_pg_t *pg = fresh_seeded(f);
     rw_pg_t *pg2 = rw_itest_pg_connect(f->dsn);
@@ -1294,8 +1296,7 @@ static void test_in_flight_elsewhere(void **state)
 {
     fixture_t *f = *state;
     char errstr[512];
-    const char *ins = "INSERT INTO run_targets (run_id, instance_id, chunk,"
-                      " state) VALUES ($1::bigint, $2::bigint, 0, $3)";
+    const char *ins = INS_TARGET;
     const char *ask = "SELECT string_agg(e.instance_id || ':' || r.id, ','"
                       " ORDER BY e.instance_id) AS v"
                       " FROM rw_in_flight_elsewhere($1::bigint[], $2::bigint) e"
