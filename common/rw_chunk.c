@@ -84,10 +84,10 @@ rw_err_t rw_chunk_load_claims(rw_pg_t *pg, long long run_id, int chunk,
 }
 
 /* Release (renew false) or renew the locks of instance_ids held by run_uuid
- * in one pipeline. */
+ * (or, releasing, by run_uuids[i] each) in one pipeline. */
 static rw_err_t locks(rw_redis_t *rc, const rw_settings_t *s,
-                      const char *run_uuid, const long long *instance_ids,
-                      size_t n, bool renew)
+                      const char *run_uuid, const char *const *run_uuids,
+                      const long long *instance_ids, size_t n, bool renew)
 {
     char(*keys)[96] = NULL;
     const char **kp = NULL;
@@ -109,13 +109,19 @@ static rw_err_t locks(rw_redis_t *rc, const rw_settings_t *s,
                           instance_ids[i]);
         kp[i] = keys[i];
     }
-    err = renew ? rw_redis_lock_renew(rc, kp, n, run_uuid, s->lock_ttl_s * 1000,
-                                      done, errstr, sizeof(errstr))
-                : rw_redis_lock_release(rc, kp, n, run_uuid, done, errstr,
-                                        sizeof(errstr));
+    if (renew)
+        err = rw_redis_lock_renew(rc, kp, n, run_uuid, s->lock_ttl_s * 1000,
+                                  done, errstr, sizeof(errstr));
+    else if (run_uuids)
+        err = rw_redis_lock_release_each(rc, kp, run_uuids, n, done, errstr,
+                                         sizeof(errstr));
+    else
+        err = rw_redis_lock_release(rc, kp, n, run_uuid, done, errstr,
+                                    sizeof(errstr));
     if (err)
         rw_warn(COMP, "event=lock_%s_failed run=%s detail=\"%s\"",
-                renew ? "renew" : "release", run_uuid, errstr);
+                renew ? "renew" : "release", run_uuids ? "(several)" : run_uuid,
+                errstr);
     else if (!renew)
         rw_metrics_add(rw_metrics_counter("rollwave_locks_released_total",
                                           "instance locks released", NULL),
@@ -131,14 +137,21 @@ rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
                                 const char *run_uuid,
                                 const long long *instance_ids, size_t n)
 {
-    return locks(rc, s, run_uuid, instance_ids, n, false);
+    return locks(rc, s, run_uuid, NULL, instance_ids, n, false);
+}
+
+rw_err_t rw_chunk_release_locks_each(rw_redis_t *rc, const rw_settings_t *s,
+                                     const char *const *run_uuids,
+                                     const long long *instance_ids, size_t n)
+{
+    return locks(rc, s, NULL, run_uuids, instance_ids, n, false);
 }
 
 rw_err_t rw_chunk_renew_locks(rw_redis_t *rc, const rw_settings_t *s,
                               const char *run_uuid,
                               const long long *instance_ids, size_t n)
 {
-    return locks(rc, s, run_uuid, instance_ids, n, true);
+    return locks(rc, s, run_uuid, NULL, instance_ids, n, true);
 }
 
 static long long *target_ids(const rw_chunk_claim_t *t, size_t n)

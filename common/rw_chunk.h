@@ -66,6 +66,12 @@ rw_err_t rw_chunk_release_locks(rw_redis_t *rc, const rw_settings_t *s,
                                 const char *run_uuid,
                                 const long long *instance_ids, size_t n);
 
+/* The same for the instances of several runs' chunks: instance_ids[i]
+ * released if run_uuids[i] holds it, all in one pipeline. */
+rw_err_t rw_chunk_release_locks_each(rw_redis_t *rc, const rw_settings_t *s,
+                                     const char *const *run_uuids,
+                                     const long long *instance_ids, size_t n);
+
 /* Renew them for another ROLLWAVE_LOCK_TTL_S (one pipeline); a failure is
  * logged and returned. */
 rw_err_t rw_chunk_renew_locks(rw_redis_t *rc, const rw_settings_t *s,

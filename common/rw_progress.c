@@ -1,7 +1,6 @@
 /*
- * rw_progress: batched writes of poll results and run finalization. Every
- * statement here covers a whole chunk (arrays through unnest), never one
- * row per instance.
+ * rw_progress: chunk ends and run finalization; every statement covers a
+ * chunk or a run, never one row per instance.
  */
 #include "rw_progress.h"
 
@@ -12,76 +11,6 @@
 #include "rw_log.h"
 #include "rw_strategy.h"
 #include "rw_waves.h"
-
-static const char SQL_INSTANCES[] =
-    "UPDATE app_instances i SET last_deployment_name = u.dname,"
-    "   last_deployment_status = u.lstatus, updated_at = now(),"
-    "   last_deployed_at = CASE WHEN u.lstatus = 'complete'"
-    "                           THEN COALESCE(u.completed, now())"
-    "                           ELSE i.last_deployed_at END"
-    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])"
-    "      AS u(id, dname, lstatus, completed)"
-    " WHERE i.id = u.id"
-    "   AND (i.last_deployment_name IS DISTINCT FROM u.dname"
-    "        OR i.last_deployment_status IS DISTINCT FROM u.lstatus)";
-
-rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
-                           const rw_target_update_t *u, size_t n,
-                           size_t *n_moved, char *errstr, size_t errlen)
-{
-    rw_err_t err = RW_OK;
-    rw_pg_array_t i_id, i_dn, i_ls, i_done;
-    size_t n_inst = 0;
-
-    rw_pg_array_init(&i_id);
-    rw_pg_array_init(&i_dn);
-    rw_pg_array_init(&i_ls);
-    rw_pg_array_init(&i_done);
-    *n_moved = 0;
-    if (n == 0)
-        goto out;
-
-    /* the targets first: it checks every edge before writing anything */
-    err = rw_target_apply(pg, run_id, u, n, n_moved, errstr, errlen);
-    if (err)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (u[i].lagoon_status) {
-            char ts[32];
-            struct tm tm;
-            rw_pg_array_add_ll(&i_id, u[i].instance_id);
-            rw_pg_array_add_str(&i_dn, u[i].deployment_name);
-            rw_pg_array_add_str(&i_ls, u[i].lagoon_status);
-            if (u[i].completed > 0) {
-                gmtime_r(&u[i].completed, &tm);
-                strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S+00", &tm);
-                rw_pg_array_add_str(&i_done, ts);
-            } else {
-                rw_pg_array_add_str(&i_done, NULL);
-            }
-            n_inst++;
-        }
-    }
-    if (n_inst > 0) {
-        const char *p[4] = {
-            rw_pg_array_finish(&i_id), rw_pg_array_finish(&i_dn),
-            rw_pg_array_finish(&i_ls), rw_pg_array_finish(&i_done)};
-        for (int i = 0; i < 4; i++)
-            if (!p[i]) {
-                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-        err = rw_pg_exec(pg, SQL_INSTANCES, 4, p, NULL, errstr, errlen);
-        if (err)
-            goto out;
-    }
-out:
-    rw_pg_array_free(&i_id);
-    rw_pg_array_free(&i_dn);
-    rw_pg_array_free(&i_ls);
-    rw_pg_array_free(&i_done);
-    return err;
-}
 
 static const char SQL_LOCK_RUN[] =
     "SELECT status,"

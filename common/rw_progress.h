@@ -1,10 +1,11 @@
 /*
- * rw_progress: what happens to a run after its chunks were triggered: Lagoon
- * results written onto targets and instances (one statement each per
- * chunk), chunk completion, and run finalization exactly once.
+ * rw_progress: what happens to a run after its chunks ended: chunk
+ * completion and run finalization exactly once. (A poll's Lagoon results
+ * are written onto targets and instances by rw_target_apply, rw_state.h:
+ * one statement per chunk.)
  *
- * It does not talk to Lagoon, Kafka or Redis: callers bring the Lagoon rows
- * and act on what these functions report.
+ * It does not talk to Lagoon, Kafka or Redis: callers act on what these
+ * functions report.
  */
 #ifndef RW_PROGRESS_H
 #define RW_PROGRESS_H
@@ -16,19 +17,6 @@
 #include "rw_err.h"
 #include "rw_pg.h"
 #include "rw_state.h"
-
-/*
- * Write n updates of one run in the caller's transaction: one statement
- * for the targets (each moved only if still in its `from` state; every
- * from != to edge checked against the target machine first, an illegal
- * one is RW_ERR_STATE and nothing is written), one for the instances'
- * last_deployment_* fields (last_deployed_at only on a completed build).
- * The instance lifecycle status is never touched. *n_moved tells how many
- * target rows were written.
- */
-rw_err_t rw_progress_apply(rw_pg_t *pg, long long run_id,
-                           const rw_target_update_t *u, size_t n,
-                           size_t *n_moved, char *errstr, size_t errlen);
 
 /*
  * A chunk of the run ended (its poller committed it): rw_progress_finalize

@@ -659,9 +659,11 @@ static rw_err_t load_scripts(rw_redis_t *rc, char *errstr, size_t errlen)
  * them, even after an error reply, so the connection stays in step).
  * *noscript is set when the server did not know the script.
  */
+/* owners[i] holds keys[i] (owners NULL: owner holds them all) */
 static rw_err_t pipeline(rw_redis_t *rc, int script, const char *const *keys,
-                         size_t n, const char *owner, long long ttl_ms,
-                         int *out, int *noscript, char *errstr, size_t errlen)
+                         size_t n, const char *owner, const char *const *owners,
+                         long long ttl_ms, int *out, int *noscript,
+                         char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     redisReply *r = NULL;
@@ -672,8 +674,8 @@ static rw_err_t pipeline(rw_redis_t *rc, int script, const char *const *keys,
     *noscript = 0;
     for (size_t i = 0; i < n; i++)
         if (redisAppendCommand(rc->c, "EVALSHA %s 1 %s %s %lld",
-                               rc->sha[script], keys[i], owner,
-                               ttl_ms) != REDIS_OK)
+                               rc->sha[script], keys[i],
+                               owners ? owners[i] : owner, ttl_ms) != REDIS_OK)
             return io_fail(rc, what, errstr, errlen);
     rc->round_trips++;
     for (size_t i = 0; i < n; i++) {
@@ -696,13 +698,15 @@ static rw_err_t pipeline(rw_redis_t *rc, int script, const char *const *keys,
 }
 
 static rw_err_t run_locks(rw_redis_t *rc, int script, const char *const *keys,
-                          size_t n, const char *owner, long long ttl_ms,
-                          int *out, char *errstr, size_t errlen)
+                          size_t n, const char *owner,
+                          const char *const *owners, long long ttl_ms, int *out,
+                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
     int lost = 0, reloaded = 0, noscript = 0;
 
-    if (!rc || (n > 0 && (!keys || !out)) || !owner || !owner[0])
+    if (!rc || (n > 0 && (!keys || !out)) ||
+        (owners ? n > 0 && !owners[0] : !owner || !owner[0]))
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "redis lock: missing handle, keys, owner or "
                           "result array");
@@ -713,6 +717,9 @@ static rw_err_t run_locks(rw_redis_t *rc, int script, const char *const *keys,
         if (!keys[i] || !keys[i][0])
             return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                               "redis lock: key %zu is empty", i);
+        if (owners && (!owners[i] || !owners[i][0]))
+            return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                              "redis lock: owner %zu is empty", i);
         out[i] = 0;
     }
     if (n == 0)
@@ -728,8 +735,8 @@ static rw_err_t run_locks(rw_redis_t *rc, int script, const char *const *keys,
         if (!rc->scripts_loaded)
             err = load_scripts(rc, errstr, errlen);
         if (err == RW_OK)
-            err = pipeline(rc, script, keys, n, owner, ttl_ms, out, &noscript,
-                           errstr, errlen);
+            err = pipeline(rc, script, keys, n, owner, owners, ttl_ms, out,
+                           &noscript, errstr, errlen);
         if (err == RW_ERR_REDIS_CONN && !lost) {
             /* Scripts are idempotent: sending the batch again is safe. */
             lost = 1;
@@ -753,7 +760,7 @@ rw_err_t rw_redis_lock_acquire(rw_redis_t *rc, const char *const *keys,
                                size_t n, const char *owner, long long ttl_ms,
                                int *acquired, char *errstr, size_t errlen)
 {
-    return run_locks(rc, SCRIPT_ACQUIRE, keys, n, owner, ttl_ms, acquired,
+    return run_locks(rc, SCRIPT_ACQUIRE, keys, n, owner, NULL, ttl_ms, acquired,
                      errstr, errlen);
 }
 
@@ -762,14 +769,25 @@ rw_err_t rw_redis_lock_release(rw_redis_t *rc, const char *const *keys,
                                char *errstr, size_t errlen)
 {
     /* The release script ignores ARGV[2]; 0 keeps one command format. */
-    return run_locks(rc, SCRIPT_RELEASE, keys, n, owner, 0, released, errstr,
-                     errlen);
+    return run_locks(rc, SCRIPT_RELEASE, keys, n, owner, NULL, 0, released,
+                     errstr, errlen);
+}
+
+rw_err_t rw_redis_lock_release_each(rw_redis_t *rc, const char *const *keys,
+                                    const char *const *owners, size_t n,
+                                    int *released, char *errstr, size_t errlen)
+{
+    if (!owners && n > 0)
+        return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
+                          "redis lock: missing owners");
+    return run_locks(rc, SCRIPT_RELEASE, keys, n, NULL, owners, 0, released,
+                     errstr, errlen);
 }
 
 rw_err_t rw_redis_lock_renew(rw_redis_t *rc, const char *const *keys, size_t n,
                              const char *owner, long long ttl_ms, int *renewed,
                              char *errstr, size_t errlen)
 {
-    return run_locks(rc, SCRIPT_RENEW, keys, n, owner, ttl_ms, renewed, errstr,
-                     errlen);
+    return run_locks(rc, SCRIPT_RENEW, keys, n, owner, NULL, ttl_ms, renewed,
+                     errstr, errlen);
 }

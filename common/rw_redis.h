@@ -132,6 +132,12 @@ rw_err_t rw_redis_lock_release(rw_redis_t *rc, const char *const *keys,
                                size_t n, const char *owner, int *released,
                                char *errstr, size_t errlen);
 
+/* Release with an owner per key (owners[i] for keys[i]), in one pipeline:
+ * the locks of several runs' chunks at once. */
+rw_err_t rw_redis_lock_release_each(rw_redis_t *rc, const char *const *keys,
+                                    const char *const *owners, size_t n,
+                                    int *released, char *errstr, size_t errlen);
+
 rw_err_t rw_redis_lock_renew(rw_redis_t *rc, const char *const *keys, size_t n,
                              const char *owner, long long ttl_ms, int *renewed,
                              char *errstr, size_t errlen);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rw_lagoon.h"
 #include "rw_log.h"
@@ -617,15 +618,22 @@ out:
 }
 
 /*
- * Lagoon results for a whole chunk in one statement; each row moves only
+ * Lagoon results for a whole chunk in one statement: the targets (tg) and
+ * the instances' copy of the latest deployment (ins). A target moves only
  * if it is still in its own from state, and a row whose state and Lagoon
  * columns are unchanged is not written at all (no dead row version). Rows
  * with u.health also write the health gate's columns: the route, the
  * checks made, when the next one is due (NULL: none) and the last
  * failure; the due time is the database's clock, as the poller reads it.
+ * An instance is written only from a target with a Lagoon row ($4 not
+ * NULL) that changes its deployment name or status; last_deployed_at only
+ * on a completed build; its lifecycle status never. Each part reads its
+ * own unnest: a CTE read twice would be planned as a scan of unknown size,
+ * which could make the join to app_instances a hash join over the fleet.
  */
 static const char target_apply_sql[] =
-    "UPDATE run_targets t SET state = u.to_state, updated_at = now(),"
+    "WITH tg AS ("
+    " UPDATE run_targets t SET state = u.to_state, updated_at = now(),"
     "   lagoon_status = COALESCE(u.lstatus, t.lagoon_status),"
     "   deployment_name = COALESCE(u.dname, t.deployment_name),"
     "   error = CASE WHEN u.to_state IN ('failed', 'timed_out')"
@@ -654,19 +662,34 @@ static const char target_apply_sql[] =
     "        OR (u.lstatus IS NOT NULL"
     "            AND t.lagoon_status IS DISTINCT FROM u.lstatus)"
     "        OR (u.dname IS NOT NULL"
-    "            AND t.deployment_name IS DISTINCT FROM u.dname))";
+    "            AND t.deployment_name IS DISTINCT FROM u.dname))"
+    " RETURNING 1),"
+    " ins AS ("
+    " UPDATE app_instances i SET last_deployment_name = v.dname,"
+    "   last_deployment_status = v.lstatus, updated_at = now(),"
+    "   last_deployed_at = CASE WHEN v.lstatus = 'complete'"
+    "                           THEN COALESCE(v.completed, now())"
+    "                           ELSE i.last_deployed_at END"
+    " FROM unnest($13::bigint[], $6::text[], $5::text[], $14::timestamptz[])"
+    "      AS v(id, dname, lstatus, completed)"
+    " WHERE i.id = v.id AND v.lstatus IS NOT NULL"
+    "   AND (i.last_deployment_name IS DISTINCT FROM v.dname"
+    "        OR i.last_deployment_status IS DISTINCT FROM v.lstatus)"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM tg) AS moved,"
+    "        (SELECT count(*) FROM ins) AS instances";
 
 rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
                          const rw_target_update_t *u, size_t n, size_t *n_moved,
                          char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
-    rw_pg_array_t a[11];
+    rw_pg_array_t a[13];
     PGresult *res = NULL;
     char run_s[24];
-    const char *p[12];
+    const char *p[14];
 
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < 13; i++)
         rw_pg_array_init(&a[i]);
     *n_moved = 0;
     if (n == 0)
@@ -696,23 +719,33 @@ rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
         rw_pg_array_add_ll(&a[8], u[i].health_attempts);
         rw_pg_array_add_ll(&a[9], u[i].health_next_ms);
         rw_pg_array_add_str(&a[10], u[i].health_error);
+        rw_pg_array_add_ll(&a[11], u[i].instance_id);
+        if (u[i].lagoon_status && u[i].completed > 0) {
+            char ts[32];
+            struct tm tm;
+            gmtime_r(&u[i].completed, &tm);
+            strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S+00", &tm);
+            rw_pg_array_add_str(&a[12], ts);
+        } else {
+            rw_pg_array_add_str(&a[12], NULL);
+        }
     }
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     p[0] = run_s;
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < 13; i++) {
         p[i + 1] = rw_pg_array_finish(&a[i]);
         if (!p[i + 1]) {
             err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
             goto out;
         }
     }
-    err = rw_pg_exec(pg, target_apply_sql, 12, p, &res, errstr, errlen);
+    err = rw_pg_exec(pg, target_apply_sql, 14, p, &res, errstr, errlen);
     if (err)
         goto out;
-    *n_moved = (size_t)atoll(PQcmdTuples(res));
+    *n_moved = (size_t)rw_pg_ll(res, 0, "moved", 0);
 out:
     PQclear(res);
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < 13; i++)
         rw_pg_array_free(&a[i]);
     return err;
 }

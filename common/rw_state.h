@@ -225,13 +225,16 @@ typedef struct rw_target_update {
 } rw_target_update_t;
 
 /*
- * The poll-result writer of run_targets: n updates of one run, each with
- * its own from and to (from == to records only the Lagoon columns, and
- * the health gate's), in one statement. Every from != to edge is checked
- * first; an illegal one is RW_ERR_STATE and nothing is written. A row no
- * longer in its `from` is left alone, and so is one the update would not
- * change. *n_moved counts the rows written. A new attempt of a target
- * (entering claimed) clears the gate's columns.
+ * The poll-result writer: n updates of one run, each with its own from
+ * and to (from == to records only the Lagoon columns, and the health
+ * gate's), and the instances' last_deployment_* fields copied from the
+ * Lagoon rows (last_deployed_at only on a completed build; the instance
+ * lifecycle status never), all in one statement. Every from != to edge is
+ * checked first; an illegal one is RW_ERR_STATE and nothing is written. A
+ * target no longer in its `from` is left alone, and so is one the update
+ * would not change (its instance is still written). *n_moved counts the
+ * target rows written. A new attempt of a target (entering claimed)
+ * clears the gate's columns.
  */
 rw_err_t rw_target_apply(rw_pg_t *pg, long long run_id,
                          const rw_target_update_t *u, size_t n, size_t *n_moved,

@@ -605,8 +605,8 @@ static rw_err_t record(rw_service_t *svc, poll_t *p, char *errstr,
     err = rw_pg_begin(svc->pg, errstr, errlen);
     if (err)
         return err;
-    err = rw_progress_apply(svc->pg, p->run_id, p->u, p->n, &p->moved, errstr,
-                            errlen);
+    err = rw_target_apply(svc->pg, p->run_id, p->u, p->n, &p->moved, errstr,
+                          errlen);
     if (err)
         return err;
     if (p->all_terminal) {

@@ -357,8 +357,8 @@ static size_t parse_ids(const char *lit, long long **ids)
     return n;
 }
 
-/* Release the locks of chunks finished since svc's cursor; the cursor
- * moves only past chunks whose release succeeded. */
+/* Release the locks of chunks finished since svc's cursor, all of them in
+ * one pipeline; the cursor moves past them only if it went through. */
 static rw_err_t release_finished(rw_service_t *svc, char *cursor,
                                  size_t cursor_len, long long *cursor_id,
                                  long long *released, char *errstr,
@@ -366,6 +366,10 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
 {
     rw_err_t err;
     PGresult *res = NULL;
+    long long *all = NULL;
+    const char **owners = NULL;
+    size_t n = 0, cap = 0;
+    int rows;
     char lim[24], id_s[24];
     const char *p[3] = {cursor[0] ? cursor : NULL, lim, id_s};
 
@@ -375,19 +379,40 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
     err = rw_pg_exec(svc->pg, SQL_FINISHED, 3, p, &res, errstr, errlen);
     if (err)
         goto out;
-    for (int i = 0; i < PQntuples(res); i++) {
+    rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
         long long *ids = NULL;
-        size_t n = parse_ids(rw_pg_str(res, i, "ids"), &ids);
-        rw_err_t rerr = rw_chunk_release_locks(
-            svc->rc, svc->s, rw_pg_str(res, i, "run_uuid"), ids, n);
+        size_t k = parse_ids(rw_pg_str(res, i, "ids"), &ids);
+        if (n + k > cap) {
+            size_t ncap = (n + k) * 2;
+            long long *ga = realloc(all, ncap * sizeof(*ga));
+            const char **go = ga ? realloc(owners, ncap * sizeof(*go)) : NULL;
+            if (ga)
+                all = ga;
+            if (go)
+                owners = go;
+            if (!ga || !go) {
+                free(ids);
+                err = rw_err_set(errstr, errlen, RW_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            cap = ncap;
+        }
+        for (size_t j = 0; j < k; j++) {
+            all[n] = ids[j];
+            owners[n++] = rw_pg_str(res, i, "run_uuid");
+        }
         free(ids);
-        if (rerr)
-            break; /* Redis away: the cursor stays, the next sweep resumes */
-        *released += (long long)n;
-        snprintf(cursor, cursor_len, "%s", rw_pg_str(res, i, "finished_at"));
-        *cursor_id = rw_pg_ll(res, i, "id", 0);
     }
+    if (rows == 0 ||
+        rw_chunk_release_locks_each(svc->rc, svc->s, owners, all, n))
+        goto out; /* Redis away: the cursor stays, the next sweep resumes */
+    *released = (long long)n;
+    snprintf(cursor, cursor_len, "%s", rw_pg_str(res, rows - 1, "finished_at"));
+    *cursor_id = rw_pg_ll(res, rows - 1, "id", 0);
 out:
+    free(all);
+    free(owners);
     PQclear(res);
     return err;
 }

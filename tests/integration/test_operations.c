@@ -25,6 +25,7 @@
 #include "rw_itest_fleet.h"
 #include "rw_prom_check.h"
 #include "rw_kafka.h"
+#include "rw_redis.h"
 #include "rw_settings.h"
 
 #define FINAL_TIMEOUT_MS 60000
@@ -451,6 +452,97 @@ static void test_abort_cancels_pending_targets(void **state)
                             " 'cancelled' AND from_status = 'running' AND"
                             " reason LIKE 'abort by itest-operator%'"),
                      1);
+    finish(f);
+}
+
+/* ---- 2b. the sweep's release of locks a poller left behind ---- */
+
+/*
+ * Two finished runs whose pollers' lock releases never happened (their
+ * locks put back by hand, as a poller dying between its commit and its
+ * release leaves them) lose those locks at the producer's next sweep, in
+ * one pipeline for both runs; a lock another owner holds on one of their
+ * instances stays.
+ */
+static void test_sweep_releases_locks_left(void **state)
+{
+    rw_itest_fleet_t *f = rw_itest_fleet_new(NULL, 4);
+    long long app[2], run[2], deadline, foreign;
+    char uuid[2][64], key[160], id_s[24];
+    const char *p[1] = {id_s};
+    PGresult *res;
+    int planted = 0;
+
+    *state = f;
+    app[0] = rw_itest_fleet_add_app(f, 0);
+    app[1] = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app[0], "sa", 10);
+    rw_itest_fleet_add_instances(f, app[1], "sb", 10);
+    rw_itest_fleet_snapshot(f);
+    rw_itest_fleet_start(f, "rollwave-worker", "worker");
+    rw_itest_fleet_start(f, "rollwave-poller", "poller");
+    for (int r = 0; r < 2; r++) {
+        run[r] = redeploy_app(f, app[r]);
+        run_uuid(f, run[r], uuid[r], sizeof(uuid[r]));
+    }
+    rw_itest_fleet_wait_final(f, 2, FINAL_TIMEOUT_MS);
+    assert_int_equal(rw_itest_fleet_lock_keys(f), 0);
+
+    /* every target's lock back, held by its run; the first instance of
+     * run 0 held by someone else instead */
+    for (int r = 0; r < 2; r++) {
+        snprintf(id_s, sizeof(id_s), "%lld", run[r]);
+        res = rw_itest_fleet_q(f,
+                               "SELECT instance_id FROM run_targets"
+                               " WHERE run_id = $1::bigint ORDER BY id",
+                               1, p);
+        assert_int_equal(PQntuples(res), 10);
+        for (int i = 0; i < PQntuples(res); i++) {
+            bool other = r == 0 && i == 0;
+            const char *set[] = {
+                "SET", key,      other ? "someone-else" : uuid[r],
+                "PX",  "600000", NULL};
+            rw_redis_lock_key(key, sizeof(key), rw_itest_fleet_prefix(f),
+                              strtoll(PQgetvalue(res, i, 0), NULL, 10));
+            rw_itest_fleet_redis_cmd(f, set);
+            planted++;
+        }
+        PQclear(res);
+    }
+    assert_int_equal(rw_itest_fleet_lock_keys(f), planted);
+    /* finished long enough ago for the sweep to take them */
+    PQclear(rw_itest_fleet_q(f,
+                             "UPDATE run_chunks SET finished_at = now()"
+                             " - interval '15 seconds'",
+                             0, NULL));
+
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_INTERVAL_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_TICK_INTERVAL_S", "86400");
+    rw_itest_fleet_start(f, "rollwave-producer", "producer");
+    deadline = rw_itest_now_ms() + 30000;
+    while (rw_itest_fleet_lock_keys(f) > 1) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the sweep left %lld of %d locks (want 1)",
+                     rw_itest_fleet_lock_keys(f), planted);
+        rw_itest_sleep_ms(200);
+    }
+    /* a few sweeps more: the foreign lock is never taken */
+    rw_itest_sleep_ms(2500);
+    assert_int_equal(rw_itest_fleet_lock_keys(f), 1);
+    /* ... and it is the one left */
+    snprintf(id_s, sizeof(id_s), "%lld", run[0]);
+    foreign =
+        rw_itest_fleet_ll(f,
+                          "SELECT instance_id FROM run_targets"
+                          " WHERE run_id = $1::bigint ORDER BY id LIMIT 1",
+                          1, p);
+    assert_true(rw_itest_fleet_lock_pttl(f, foreign) > 0);
+    rw_redis_lock_key(key, sizeof(key), rw_itest_fleet_prefix(f), foreign);
+    {
+        const char *del[] = {"DEL", key, NULL};
+        rw_itest_fleet_redis_cmd(f, del);
+    }
     finish(f);
 }
 
@@ -952,6 +1044,7 @@ int main(void)
         cmocka_unit_test_teardown(test_pause_holds_run_resume_finishes,
                                   teardown),
         cmocka_unit_test_teardown(test_abort_cancels_pending_targets, teardown),
+        cmocka_unit_test_teardown(test_sweep_releases_locks_left, teardown),
         cmocka_unit_test_teardown(test_retry_retriggers_only_failed, teardown),
         cmocka_unit_test_teardown(test_replay_retriggers_only_failed, teardown),
         cmocka_unit_test_teardown(test_lag_shows_unconsumed_batches, teardown),

@@ -223,6 +223,67 @@ static void test_lock_lifecycle(void **state)
     rw_redis_destroy(rc);
 }
 
+/*
+ * Release with an owner per key: each key goes only if its own owner
+ * holds it, whichever owner the key next to it has, in one round trip.
+ */
+static void test_release_each_owner(void **state)
+{
+    static char store[NKEYS][96];
+    const char *keys[NKEYS];
+    const char *owners[NKEYS];
+    int res[NKEYS];
+    char val[128];
+    unsigned long long before;
+    rw_redis_t *rc = connect_or_fail(url);
+    (void)state;
+
+    make_keys(store, keys, NKEYS);
+    /* even keys held by run-a, odd ones by run-b */
+    for (size_t i = 0; i < NKEYS; i++) {
+        assert_int_equal(rw_redis_lock_acquire(rc, &keys[i], 1,
+                                               i % 2 ? "run-b" : "run-a", 10000,
+                                               res, errstr, sizeof(errstr)),
+                         RW_OK);
+        assert_int_equal(res[0], 1);
+    }
+    /* asked as: key 0 by its owner, key 1 by the other run, and so on in
+     * turn by threes, so every pairing occurs */
+    for (size_t i = 0; i < NKEYS; i++) {
+        bool right = i % 3 != 1;
+        const char *holder = i % 2 ? "run-b" : "run-a";
+        const char *other = i % 2 ? "run-a" : "run-b";
+        owners[i] = right ? holder : other;
+    }
+    before = rw_redis_round_trips(rc);
+    assert_int_equal(rw_redis_lock_release_each(rc, keys, owners, NKEYS, res,
+                                                errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_redis_round_trips(rc) - before, 1);
+    for (size_t i = 0; i < NKEYS; i++) {
+        bool right = i % 3 != 1;
+        assert_int_equal(res[i], right ? 1 : 0);
+        assert_int_equal(admin_int("EXISTS %s", keys[i]), right ? 0 : 1);
+        if (!right) {
+            admin_get(keys[i], val, sizeof(val));
+            assert_string_equal(val, i % 2 ? "run-b" : "run-a");
+        }
+    }
+    /* an empty owner is refused before anything is sent */
+    owners[0] = "";
+    before = rw_redis_round_trips(rc);
+    assert_int_equal(rw_redis_lock_release_each(rc, keys, owners, NKEYS, res,
+                                                errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    assert_int_equal(rw_redis_round_trips(rc), before);
+    assert_int_equal(rw_redis_lock_release_each(rc, keys, NULL, NKEYS, res,
+                                                errstr, sizeof(errstr)),
+                     RW_ERR_INVALID_ARG);
+    for (size_t i = 0; i < NKEYS; i++)
+        admin_int("DEL %s", keys[i]);
+    rw_redis_destroy(rc);
+}
+
 static void test_partial_and_error_replies(void **state)
 {
     static char store[4][96];
@@ -543,6 +604,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lock_lifecycle),
+        cmocka_unit_test(test_release_each_owner),
         cmocka_unit_test(test_partial_and_error_replies),
         cmocka_unit_test_teardown(test_readonly_replica_is_unavailable,
                                   promote_teardown),
