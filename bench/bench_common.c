@@ -9,6 +9,7 @@
  */
 #include "bench_common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -319,6 +320,94 @@ long long rw_bench_vm_hwm_kb(pid_t pid)
             kb = atoll(line + 6);
     fclose(f);
     return kb;
+}
+
+/* ppid and CPU ticks (utime, stime, cutime, cstime) of pid; 0 on success */
+static int proc_stat(pid_t pid, long *ppid, unsigned long long t[4])
+{
+    char path[64], buf[1024];
+    const char *p;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the command name may hold anything: fields follow its last ')' */
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 2,
+                     "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                     "%llu %llu",
+                     ppid, &t[0], &t[1], &t[2], &t[3]) != 5)
+        return -1;
+    return 0;
+}
+
+double rw_bench_proc_cpu_s(pid_t pid)
+{
+    unsigned long long t[4];
+    long ppid;
+
+    if (proc_stat(pid, &ppid, t))
+        return -1;
+    return (double)(t[0] + t[1]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+long rw_bench_parent_pid(pid_t pid)
+{
+    unsigned long long t[4];
+    long ppid;
+
+    return proc_stat(pid, &ppid, t) ? -1 : ppid;
+}
+
+double rw_bench_tree_cpu_s(pid_t root)
+{
+    unsigned long long t[4], sum;
+    long ppid;
+    DIR *d;
+    struct dirent *e;
+
+    if (proc_stat(root, &ppid, t))
+        return -1;
+    sum = t[0] + t[1] + t[2] + t[3];
+    d = opendir("/proc");
+    if (!d)
+        return -1;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == root)
+            continue;
+        if (!proc_stat((pid_t)pid, &ppid, t) && ppid == root)
+            sum += t[0] + t[1];
+    }
+    closedir(d);
+    return (double)sum / (double)sysconf(_SC_CLK_TCK);
+}
+
+int rw_bench_machine_cpu_s(double *busy, double *all)
+{
+    unsigned long long v[8] = {0}, sum = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    int got;
+
+    if (!f)
+        return -1;
+    got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                 &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got < 4)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        sum += v[i];
+    *all = (double)sum / (double)sysconf(_SC_CLK_TCK);
+    *busy = (double)(sum - v[3] - v[4]) / (double)sysconf(_SC_CLK_TCK);
+    return 0;
 }
 
 /* "exited with status 1" / "killed by signal 11" for a wait status. */

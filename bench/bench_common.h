@@ -72,6 +72,7 @@ typedef struct rw_bench_daemon {
     int exited;
     int status;
     long long hwm_kb; /* VmHWM just before stopping, or ru_maxrss */
+    double cpu_s;     /* user + system CPU seconds, just before stopping */
     char *metrics;    /* /metrics text scraped before stopping */
 } rw_bench_daemon_t;
 
@@ -95,6 +96,17 @@ void rw_bench_env_free(rw_bench_envset_t *e);
 pid_t rw_bench_spawn(const char *bin, char *const argv[], char *const envp[],
                      const char *log_path);
 long long rw_bench_vm_hwm_kb(pid_t pid);
+/* User + system CPU seconds pid has used so far (/proc), or -1. */
+double rw_bench_proc_cpu_s(pid_t pid);
+/* The parent of pid, or -1. */
+long rw_bench_parent_pid(pid_t pid);
+/* CPU seconds of root and its children: root's own, those of its children
+ * that exited (and were waited for) and those of the living ones; -1 if
+ * root cannot be read. For a Postgres server: every backend's. */
+double rw_bench_tree_cpu_s(pid_t root);
+/* The machine's CPU seconds so far, all cores: busy (neither idle nor
+ * waiting for I/O) and in all; 0 on success. */
+int rw_bench_machine_cpu_s(double *busy, double *all);
 /* "exited with status 1" / "killed by signal 11" for a wait status. */
 const char *rw_bench_exit_text(int status, char *buf, size_t len);
 /* Reap d if it exited; returns 1 when it is gone. */

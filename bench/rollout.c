@@ -672,6 +672,11 @@ typedef struct bench {
     int ticks;         /* producer --once runs so far */
     long long tick_t0; /* monotonic ms when the current one started */
     double e2e_s;      /* producer start -> last run final */
+    double cpu0[2];    /* machine CPU seconds (busy, all) at the start */
+    double cpu[2];     /* ... used during the rollout, -1: unknown */
+    long pg_pm;        /* the Postgres server's postmaster, -1: not here */
+    double pg_cpu0;    /* its processes' CPU seconds at the start */
+    double pg_cpu;     /* ... used during the rollout, -1: unknown */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -1007,6 +1012,34 @@ static rw_err_t after_tick(bench_t *b, const prog_t *pr, long long *before,
     return RW_OK;
 }
 
+/*
+ * The postmaster of the benchmark's Postgres, when it runs on this machine
+ * (the parent of this connection's backend, named postgres), else -1.
+ */
+static long postmaster_pid(bench_t *b)
+{
+    PGresult *res = NULL;
+    char errstr[256], path[64], comm[64] = "";
+    long pm = -1;
+    FILE *f;
+
+    if (rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_backend_pid() AS pid", 0,
+                   NULL, &res, errstr, sizeof(errstr)))
+        return -1;
+    pm = rw_bench_parent_pid((pid_t)rw_pg_ll(res, 0, "pid", 0));
+    PQclear(res);
+    if (pm <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%ld/comm", pm);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    if (!fgets(comm, sizeof(comm), f))
+        comm[0] = '\0';
+    fclose(f);
+    return strncmp(comm, "postgres", 8) == 0 ? pm : -1;
+}
+
 /* Run the producer ticks and follow the rollout to its end. */
 static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
 {
@@ -1019,6 +1052,12 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
     snprintf(b->producer.name, sizeof(b->producer.name), "producer");
     b->t_start = rw_bench_db_now(b->pg);
     t0 = rw_bench_mono_ms();
+    b->cpu[0] = b->cpu[1] = -1;
+    if (rw_bench_machine_cpu_s(&b->cpu0[0], &b->cpu0[1]))
+        b->cpu0[0] = -1;
+    b->pg_cpu = -1;
+    b->pg_pm = postmaster_pid(b);
+    b->pg_cpu0 = b->pg_pm > 0 ? rw_bench_tree_cpu_s((pid_t)b->pg_pm) : -1;
     err = start_tick(b, errstr, errlen);
     if (err)
         return err;
@@ -1041,6 +1080,9 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
             b->producer.status = st;
             if (ru.ru_maxrss > b->producer.hwm_kb)
                 b->producer.hwm_kb = ru.ru_maxrss;
+            b->producer.cpu_s +=
+                (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
             b->producer_s += (double)(rw_bench_mono_ms() - b->tick_t0) / 1000.0;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
                 char how[48];
@@ -1067,8 +1109,19 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                 err = after_tick(b, &pr, &before, &done, errstr, errlen);
                 if (err)
                     return err;
-                if (done)
+                if (done) {
+                    double busy, all;
+                    if (b->cpu0[0] >= 0 &&
+                        !rw_bench_machine_cpu_s(&busy, &all)) {
+                        b->cpu[0] = busy - b->cpu0[0];
+                        b->cpu[1] = all - b->cpu0[1];
+                    }
+                    if (b->pg_cpu0 >= 0) {
+                        double now = rw_bench_tree_cpu_s((pid_t)b->pg_pm);
+                        b->pg_cpu = now >= 0 ? now - b->pg_cpu0 : -1;
+                    }
                     break;
+                }
             }
         }
         if (rw_bench_mono_ms() > deadline)
@@ -1099,6 +1152,7 @@ static void stop_daemons(bench_t *b)
             d->metrics = NULL;
         }
         d->hwm_kb = rw_bench_vm_hwm_kb(d->pid);
+        d->cpu_s = rw_bench_proc_cpu_s(d->pid);
     }
     for (size_t i = 0; i < b->nd; i++)
         if (b->d[i].pid > 0 && !rw_bench_reap(&b->d[i]))
@@ -1200,6 +1254,13 @@ static void report_postgres(bench_t *b, double n)
            rw_bench_num(res, "exec_ms") / 1000.0,
            rw_bench_per(rw_bench_num(res, "exec_ms") * 1000.0, n),
            rw_pg_ll(res, 0, "statements", 0), rw_pg_ll(res, 0, "rows", 0));
+    /* execution time counts a statement's waits for a core too; the
+     * server's CPU time does not: it is the cost, the other the latency */
+    if (b->pg_cpu >= 0)
+        printf("  server CPU         %.2f s total  %.1f us per instance  "
+               "(every process of the server during the rollout: "
+               "backends, autovacuum, checkpointer, WAL writer)\n",
+               b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n));
     PQclear(res);
     res = NULL;
     if (!rw_pg_exec(b->pg, SQL_PGSS_TOP, 2, p, &res, errstr, sizeof(errstr))) {
@@ -1325,6 +1386,39 @@ static void report_redis(bench_t *b, double n, long long chunks)
     free(stats);
 }
 
+/*
+ * Where the two cores went: each daemon's CPU seconds (its whole life,
+ * the few idle seconds before the rollout included) and the machine's
+ * and Postgres's during the rollout; the rest is Redis, the broker, the
+ * simulator and this program. Statements that wait for a core count as
+ * execution time in pg_stat_statements, so a busy machine inflates that
+ * figure; the server's CPU seconds do not wait.
+ */
+static void report_cpu(const bench_t *b)
+{
+    double daemons = b->producer.cpu_s;
+
+    printf("\nCPU seconds (user + system; producer: getrusage)\n");
+    printf("  %-18s %8.1f s\n", b->producer.name, b->producer.cpu_s);
+    for (size_t i = 0; i < b->nd; i++) {
+        const rw_bench_daemon_t *d = &b->d[i];
+        if (d->cpu_s < 0) {
+            printf("  %-18s %8s\n", d->name, "gone");
+            continue;
+        }
+        printf("  %-18s %8.1f s\n", d->name, d->cpu_s);
+        daemons += d->cpu_s;
+    }
+    if (b->cpu[0] < 0 || b->cpu[1] <= 0)
+        return;
+    printf("  machine, rollout   %8.1f s busy of %.1f (%.0f%%): rollwave's "
+           "daemons %.1f, Postgres %.1f, the rest (Redis, broker, simulator, "
+           "this program) %.1f\n",
+           b->cpu[0], b->cpu[1], 100.0 * b->cpu[0] / b->cpu[1], daemons,
+           b->pg_cpu >= 0 ? b->pg_cpu : 0.0,
+           b->cpu[0] - daemons - (b->pg_cpu >= 0 ? b->pg_cpu : 0.0));
+}
+
 static void report_daemons(bench_t *b)
 {
     double handled[2] = {0, 0}, dead[2] = {0, 0}, retried[2] = {0, 0},
@@ -1353,6 +1447,7 @@ static void report_daemons(bench_t *b)
         calls_err[k] += rw_bench_metric_sum(
             d->metrics, "rollwave_lagoon_calls_total", NULL);
     }
+    report_cpu(b);
     printf("\ndaemon counters (/metrics before SIGTERM)\n");
     for (int k = 0; k < 2; k++)
         printf("  %-8s messages handled %.0f, dead-lettered %.0f, retried "

@@ -348,12 +348,22 @@ rw_err_t rw_kafka_producer_new(rw_kafka_producer_t **kpp,
      * topic's retention and costs the producer little CPU. Consumers
      * decompress whatever codec a message carries, so an operator may
      * change it (ROLLWAVE_KAFKA_PROPERTIES=compression.type=zstd).
+     *
+     * linger.ms 0 (librdkafka's default is 5): every publish here is
+     * awaited as soon as it is queued (a chunk's poll event, a relay
+     * round's rows), so lingering only delays the wait: 5 ms on every
+     * chunk a worker triggers and every poll event a poller queues, with
+     * the cores idle meanwhile. A relay round's rows are all queued
+     * before its wait and still go out in batches, the later ones while
+     * the first request is in flight.
      */
     static const char *const defaults[] = {
         "message.timeout.ms",
         RW_KAFKA_MESSAGE_TIMEOUT_MS_DEFAULT,
         "compression.type",
         "lz4",
+        "linger.ms",
+        "0",
         NULL,
         NULL,
     };

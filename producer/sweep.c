@@ -96,22 +96,27 @@ static const char SQL_DEFERRED_DUE[] =
  * Chunks finished since the cursor (and a few seconds ago at least, so
  * their writer had its chance), with the instances of their terminal
  * targets: locks whose release failed or never happened (a process died
- * between its commit and its release) are released again, by owner.
+ * between its commit and its release) are released again, by owner. The
+ * chunks are picked first, through run_chunks_finished_idx and at most $2
+ * of them, and only their targets are read: joined before the LIMIT, the
+ * targets of every chunk finished in the last hour were read and grouped
+ * at each sweep (2.5 s a sweep on a million-instance rollout).
  */
 static const char SQL_FINISHED[] =
     "SELECT c.id, c.finished_at::text AS finished_at,"
     "       r.uuid::text AS run_uuid,"
-    "       array_agg(t.instance_id)"
-    "         FILTER (WHERE t.state IN " RW_TARGET_TERMINAL_SQL ")::text AS ids"
-    " FROM run_chunks c JOIN deployment_runs r ON r.id = c.run_id"
-    " JOIN run_targets t ON t.run_id = c.run_id AND t.chunk = c.chunk"
-    " WHERE c.finished_at >= COALESCE($1::timestamptz,"
-    "                                  now() - interval '1 hour')"
-    "   AND (c.finished_at, c.id) > (COALESCE($1::timestamptz,"
-    "                                         '-infinity'), $3::bigint)"
-    "   AND c.finished_at <= now() - interval '10 seconds'"
-    " GROUP BY c.id, c.finished_at, r.uuid"
-    " ORDER BY c.finished_at, c.id LIMIT $2::int";
+    "       (SELECT array_agg(t.instance_id) FROM run_targets t"
+    "         WHERE t.run_id = c.run_id AND t.chunk = c.chunk"
+    "           AND t.state IN " RW_TARGET_TERMINAL_SQL ")::text AS ids"
+    " FROM (SELECT c.id, c.run_id, c.chunk, c.finished_at FROM run_chunks c"
+    "        WHERE c.finished_at >= COALESCE($1::timestamptz,"
+    "                                         now() - interval '1 hour')"
+    "          AND (c.finished_at, c.id) > (COALESCE($1::timestamptz,"
+    "                                                '-infinity'), $3::bigint)"
+    "          AND c.finished_at <= now() - interval '10 seconds'"
+    "        ORDER BY c.finished_at, c.id LIMIT $2::int) c"
+    " JOIN deployment_runs r ON r.id = c.run_id"
+    " ORDER BY c.finished_at, c.id";
 
 static void count(const char *action, long long n)
 {
