@@ -72,7 +72,8 @@ typedef struct rw_bench_daemon {
     int exited;
     int status;
     long long hwm_kb; /* VmHWM just before stopping, or ru_maxrss */
-    double cpu_s;     /* user + system CPU seconds, just before stopping */
+    double cpu0_s;    /* user + system CPU seconds when the rollout began */
+    double cpu_s;     /* ... used since, read just before stopping */
     char *metrics;    /* /metrics text scraped before stopping */
 } rw_bench_daemon_t;
 

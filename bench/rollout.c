@@ -1055,6 +1055,8 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
     b->cpu[0] = b->cpu[1] = -1;
     if (rw_bench_machine_cpu_s(&b->cpu0[0], &b->cpu0[1]))
         b->cpu0[0] = -1;
+    for (size_t i = 0; i < b->nd; i++)
+        b->d[i].cpu0_s = rw_bench_proc_cpu_s(b->d[i].pid);
     b->pg_cpu = -1;
     b->pg_pm = postmaster_pid(b);
     b->pg_cpu0 = b->pg_pm > 0 ? rw_bench_tree_cpu_s((pid_t)b->pg_pm) : -1;
@@ -1153,6 +1155,10 @@ static void stop_daemons(bench_t *b)
         }
         d->hwm_kb = rw_bench_vm_hwm_kb(d->pid);
         d->cpu_s = rw_bench_proc_cpu_s(d->pid);
+        if (d->cpu_s >= 0 && d->cpu0_s >= 0)
+            d->cpu_s -= d->cpu0_s;
+        else
+            d->cpu_s = -1;
     }
     for (size_t i = 0; i < b->nd; i++)
         if (b->d[i].pid > 0 && !rw_bench_reap(&b->d[i]))
@@ -1387,18 +1393,22 @@ static void report_redis(bench_t *b, double n, long long chunks)
 }
 
 /*
- * Where the two cores went: each daemon's CPU seconds (its whole life,
- * the few idle seconds before the rollout included) and the machine's
- * and Postgres's during the rollout; the rest is Redis, the broker, the
- * simulator and this program. Statements that wait for a core count as
- * execution time in pg_stat_statements, so a busy machine inflates that
- * figure; the server's CPU seconds do not wait.
+ * Where the two cores went during the rollout: each daemon's CPU seconds,
+ * Postgres's and the machine's; the rest is Redis, the broker, the
+ * simulator and this program. The window runs from the producer's start
+ * to the progress check that saw the last run final, so it has a tail
+ * of up to one progress interval (--progress-ms) that end to end does
+ * not; the daemons' seconds run on to their SIGTERM, a moment later.
+ * Statements that wait for a core count as execution time in
+ * pg_stat_statements, so a busy machine inflates that figure; the
+ * server's CPU seconds do not wait.
  */
 static void report_cpu(const bench_t *b)
 {
     double daemons = b->producer.cpu_s;
 
-    printf("\nCPU seconds (user + system; producer: getrusage)\n");
+    printf("\nCPU seconds during the rollout (user + system; producer: "
+           "getrusage)\n");
     printf("  %-18s %8.1f s\n", b->producer.name, b->producer.cpu_s);
     for (size_t i = 0; i < b->nd; i++) {
         const rw_bench_daemon_t *d = &b->d[i];

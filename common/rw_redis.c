@@ -777,7 +777,9 @@ rw_err_t rw_redis_lock_release_each(rw_redis_t *rc, const char *const *keys,
                                     const char *const *owners, size_t n,
                                     int *released, char *errstr, size_t errlen)
 {
-    if (!owners && n > 0)
+    if (n == 0)
+        return RW_OK;
+    if (!owners)
         return rw_err_set(errstr, errlen, RW_ERR_INVALID_ARG,
                           "redis lock: missing owners");
     return run_locks(rc, SCRIPT_RELEASE, keys, n, NULL, owners, 0, released,

@@ -625,7 +625,7 @@ out:
  * with u.health also write the health gate's columns: the route, the
  * checks made, when the next one is due (NULL: none) and the last
  * failure; the due time is the database's clock, as the poller reads it.
- * An instance is written only from a target with a Lagoon row ($4 not
+ * An instance is written only from a target with a Lagoon row ($5 not
  * NULL) that changes its deployment name or status; last_deployed_at only
  * on a completed build; its lifecycle status never. Each part reads its
  * own unnest: a CTE read twice would be planned as a scan of unknown size,

@@ -362,8 +362,20 @@ static size_t parse_ids(const char *lit, long long **ids)
     return n;
 }
 
-/* Release the locks of chunks finished since svc's cursor, all of them in
- * one pipeline; the cursor moves past them only if it went through. */
+/*
+ * At most this many locks in one of the sweep's release pipelines (a
+ * chunk's are never split): a round of ROLLWAVE_SWEEP_BATCH chunks is
+ * one round trip with the defaults (200 x 50) and stays bounded in memory
+ * with the largest settings.
+ */
+#define RELEASE_PIPELINE_MAX 5000
+
+/*
+ * Release the locks of chunks finished since svc's cursor, in pipelines of
+ * whole chunks (RELEASE_PIPELINE_MAX locks at most); the cursor moves past
+ * a pipeline's chunks only if it went through, and a failure stops the
+ * round (Redis away: the next sweep resumes there).
+ */
 static rw_err_t release_finished(rw_service_t *svc, char *cursor,
                                  size_t cursor_len, long long *cursor_id,
                                  long long *released, char *errstr,
@@ -374,7 +386,7 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
     long long *all = NULL;
     const char **owners = NULL;
     size_t n = 0, cap = 0;
-    int rows;
+    int rows, last = -1; /* the last row of the pipeline being filled */
     char lim[24], id_s[24];
     const char *p[3] = {cursor[0] ? cursor : NULL, lim, id_s};
 
@@ -385,9 +397,23 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
     if (err)
         goto out;
     rows = PQntuples(res);
-    for (int i = 0; i < rows; i++) {
+    for (int i = 0; i <= rows; i++) {
         long long *ids = NULL;
-        size_t k = parse_ids(rw_pg_str(res, i, "ids"), &ids);
+        size_t k = i < rows ? parse_ids(rw_pg_str(res, i, "ids"), &ids) : 0;
+        if (last >= 0 && (i == rows || n + k > RELEASE_PIPELINE_MAX)) {
+            if (rw_chunk_release_locks_each(svc->rc, svc->s, owners, all, n)) {
+                free(ids);
+                goto out;
+            }
+            *released += (long long)n;
+            snprintf(cursor, cursor_len, "%s",
+                     rw_pg_str(res, last, "finished_at"));
+            *cursor_id = rw_pg_ll(res, last, "id", 0);
+            n = 0;
+            last = -1;
+        }
+        if (i == rows)
+            break;
         if (n + k > cap) {
             size_t ncap = (n + k) * 2;
             long long *ga = realloc(all, ncap * sizeof(*ga));
@@ -408,13 +434,8 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
             owners[n++] = rw_pg_str(res, i, "run_uuid");
         }
         free(ids);
+        last = i;
     }
-    if (rows == 0 ||
-        rw_chunk_release_locks_each(svc->rc, svc->s, owners, all, n))
-        goto out; /* Redis away: the cursor stays, the next sweep resumes */
-    *released = (long long)n;
-    snprintf(cursor, cursor_len, "%s", rw_pg_str(res, rows - 1, "finished_at"));
-    *cursor_id = rw_pg_ll(res, rows - 1, "id", 0);
 out:
     free(all);
     free(owners);

@@ -460,13 +460,15 @@ static void test_abort_cancels_pending_targets(void **state)
 /*
  * Two finished runs whose pollers' lock releases never happened (their
  * locks put back by hand, as a poller dying between its commit and its
- * release leaves them) lose those locks at the producer's next sweep, in
- * one pipeline for both runs; a lock another owner holds on one of their
- * instances stays.
+ * release leaves them) lose those locks to the producer's sweep, several
+ * runs' chunks per pipeline; a lock another owner holds on one of their
+ * instances stays. Ten chunks, three a round, all finished at the same
+ * time (the cursor's ties), and Redis refusing every command at first:
+ * the cursor must not pass a chunk whose release failed.
  */
 static void test_sweep_releases_locks_left(void **state)
 {
-    rw_itest_fleet_t *f = rw_itest_fleet_new(NULL, 4);
+    rw_itest_fleet_t *f = rw_itest_fleet_new(NULL, 2);
     long long app[2], run[2], deadline, foreign;
     char uuid[2][64], key[160], id_s[24];
     const char *p[1] = {id_s};
@@ -474,6 +476,7 @@ static void test_sweep_releases_locks_left(void **state)
     int planted = 0;
 
     *state = f;
+    rw_itest_fleet_redis_proxy(f);
     app[0] = rw_itest_fleet_add_app(f, 0);
     app[1] = rw_itest_fleet_add_app(f, 0);
     rw_itest_fleet_add_instances(f, app[0], "sa", 10);
@@ -487,6 +490,8 @@ static void test_sweep_releases_locks_left(void **state)
     }
     rw_itest_fleet_wait_final(f, 2, FINAL_TIMEOUT_MS);
     assert_int_equal(rw_itest_fleet_lock_keys(f), 0);
+    assert_int_equal(
+        rw_itest_fleet_ll(f, "SELECT count(*) FROM run_chunks", 0, NULL), 10);
 
     /* every target's lock back, held by its run; the first instance of
      * run 0 held by someone else instead */
@@ -517,8 +522,23 @@ static void test_sweep_releases_locks_left(void **state)
                              0, NULL));
 
     rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_INTERVAL_S", "1");
+    rw_itest_fleet_set(f, "ROLLWAVE_SWEEP_BATCH", "3");
     rw_itest_fleet_set(f, "ROLLWAVE_TICK_INTERVAL_S", "86400");
+    rw_itest_fleet_redis_fault(f, "READONLY You can't write against a read "
+                                  "only replica.");
     rw_itest_fleet_start(f, "rollwave-producer", "producer");
+    /* sweeps that fail: every lock stays, and so does the cursor */
+    deadline = rw_itest_now_ms() + 30000;
+    while (rw_itest_fleet_redis_faulted(f) < 3) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the producer sent Redis %lld commands in 30 s",
+                     rw_itest_fleet_redis_faulted(f));
+        rw_itest_sleep_ms(200);
+    }
+    rw_itest_sleep_ms(2500);
+    assert_int_equal(rw_itest_fleet_lock_keys(f), planted);
+    rw_itest_fleet_redis_fault(f, NULL);
     deadline = rw_itest_now_ms() + 30000;
     while (rw_itest_fleet_lock_keys(f) > 1) {
         rw_itest_fleet_poll_kids(f);
