@@ -657,9 +657,9 @@ static rw_err_t load_scripts(rw_redis_t *rc, char *errstr, size_t errlen)
 /*
  * One pipeline: EVALSHA script for every key, then read n replies (all of
  * them, even after an error reply, so the connection stays in step).
- * *noscript is set when the server did not know the script.
+ * *noscript is set when the server did not know the script. The owner of
+ * keys[i] is owners[i], or owner for all of them when owners is NULL.
  */
-/* owners[i] holds keys[i] (owners NULL: owner holds them all) */
 static rw_err_t pipeline(rw_redis_t *rc, int script, const char *const *keys,
                          size_t n, const char *owner, const char *const *owners,
                          long long ttl_ms, int *out, int *noscript,
