@@ -548,6 +548,8 @@ static const char SQL_PGSS_TOTAL[] = RW_BENCH_MARK
     "   AS tx_calls,"
     " COALESCE(sum(total_exec_time), 0)::float8 AS exec_ms,"
     " COALESCE(sum(rows), 0)::bigint AS rows,"
+    " COALESCE(sum(wal_records), 0)::bigint AS wal_records,"
+    " COALESCE(sum(wal_bytes), 0)::float8 AS wal_bytes,"
     " count(*) AS statements"
     " FROM pg_stat_statements s"
     " WHERE s.dbid = (SELECT oid FROM pg_database"
@@ -1267,6 +1269,14 @@ static void report_postgres(bench_t *b, double n)
                "(every process of the server during the rollout: "
                "backends, autovacuum, checkpointer, WAL writer)\n",
                b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n));
+    /* what the statements wrote to the WAL: a HOT update is one record,
+     * an update whose new version cannot stay on its page also writes
+     * one per index */
+    printf("  WAL                %lld records  %.1f per instance, "
+           "%.0f bytes per instance\n",
+           rw_pg_ll(res, 0, "wal_records", 0),
+           rw_bench_per((double)rw_pg_ll(res, 0, "wal_records", 0), n),
+           rw_bench_per(rw_bench_num(res, "wal_bytes"), n));
     PQclear(res);
     res = NULL;
     if (!rw_pg_exec(b->pg, SQL_PGSS_TOP, 2, p, &res, errstr, sizeof(errstr))) {

@@ -631,10 +631,11 @@ static void test_in_flight_upgrade_in_place(void **state)
                           " WHERE indexname = 'run_targets_in_flight_uidx'",
                           "n"),
                      0);
+    /* 0023: room on run_targets' pages for every version of a chunk */
     assert_int_equal(q_ll(pg,
                           "SELECT count(*) AS n FROM pg_class"
                           " WHERE relname = 'run_targets'"
-                          " AND 'fillfactor=50' = ANY(reloptions)",
+                          " AND 'fillfactor=30' = ANY(reloptions)",
                           "n"),
                      1);
     /* 0021: the run key by triggers */
