@@ -679,6 +679,9 @@ typedef struct bench {
     long pg_pm;        /* the Postgres server's postmaster, -1: not here */
     double pg_cpu0;    /* its processes' CPU seconds at the start */
     double pg_cpu;     /* ... used during the rollout, -1: unknown */
+    long pg_self;      /* this program's own backend, -1: not known */
+    double self_cpu0;  /* its CPU seconds at the start */
+    double self_cpu;   /* ... used during the rollout (not in pg_cpu) */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -1025,10 +1028,12 @@ static long postmaster_pid(bench_t *b)
     long pm = -1;
     FILE *f;
 
+    b->pg_self = -1;
     if (rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_backend_pid() AS pid", 0,
                    NULL, &res, errstr, sizeof(errstr)))
         return -1;
-    pm = rw_bench_parent_pid((pid_t)rw_pg_ll(res, 0, "pid", 0));
+    b->pg_self = (long)rw_pg_ll(res, 0, "pid", 0);
+    pm = rw_bench_parent_pid((pid_t)b->pg_self);
     PQclear(res);
     if (pm <= 0)
         return -1;
@@ -1062,6 +1067,9 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
     b->pg_cpu = -1;
     b->pg_pm = postmaster_pid(b);
     b->pg_cpu0 = b->pg_pm > 0 ? rw_bench_tree_cpu_s((pid_t)b->pg_pm) : -1;
+    b->self_cpu = 0;
+    b->self_cpu0 =
+        b->pg_cpu0 >= 0 ? rw_bench_proc_cpu_s((pid_t)b->pg_self) : -1;
     err = start_tick(b, errstr, errlen);
     if (err)
         return err;
@@ -1122,7 +1130,14 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                     }
                     if (b->pg_cpu0 >= 0) {
                         double now = rw_bench_tree_cpu_s((pid_t)b->pg_pm);
+                        double self = rw_bench_proc_cpu_s((pid_t)b->pg_self);
                         b->pg_cpu = now >= 0 ? now - b->pg_cpu0 : -1;
+                        /* this program's progress queries are not
+                         * rollwave's: counted with the rest */
+                        if (b->pg_cpu >= 0 && self >= 0 && b->self_cpu0 >= 0) {
+                            b->self_cpu = self - b->self_cpu0;
+                            b->pg_cpu -= b->self_cpu;
+                        }
                     }
                     break;
                 }
@@ -1267,8 +1282,9 @@ static void report_postgres(bench_t *b, double n)
     if (b->pg_cpu >= 0)
         printf("  server CPU         %.2f s total  %.1f us per instance  "
                "(every process of the server during the rollout: "
-               "backends, autovacuum, checkpointer, WAL writer)\n",
-               b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n));
+               "backends, autovacuum, checkpointer, WAL writer; less this "
+               "program's own backend, %.2f s)\n",
+               b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n), b->self_cpu);
     /* what the statements wrote to the WAL: a HOT update is one record,
      * an update whose new version cannot stay on its page also writes
      * one per index */
@@ -1433,7 +1449,7 @@ static void report_cpu(const bench_t *b)
         return;
     printf("  machine, rollout   %8.1f s busy of %.1f (%.0f%%): rollwave's "
            "daemons %.1f, Postgres %.1f, the rest (Redis, broker, simulator, "
-           "this program) %.1f\n",
+           "this program and its Postgres backend) %.1f\n",
            b->cpu[0], b->cpu[1], 100.0 * b->cpu[0] / b->cpu[1], daemons,
            b->pg_cpu >= 0 ? b->pg_cpu : 0.0,
            b->cpu[0] - daemons - (b->pg_cpu >= 0 ? b->pg_cpu : 0.0));
