@@ -1516,6 +1516,76 @@ static void test_updated_at_follows_updates(void **state)
     rw_itest_pg_drop_db(f->dsn);
 }
 
+/*
+ * 0024: the throttle's adjustment, planned while run_targets was empty
+ * and analyzed so (a fresh database, a plan kept for the session), still
+ * looks each marker's target up by key once the table has filled: no
+ * sequential scan of run_targets per marker, which at a million targets
+ * held the fleet row for minutes. Autovacuum is off for the table so that
+ * no new statistics replace the plan meanwhile.
+ */
+static void test_adjust_by_key(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *seq = "SELECT COALESCE(sum(seq_scan), 0) AS n"
+                      " FROM pg_stat_xact_user_tables"
+                      " WHERE relname = 'run_targets'";
+    long long before;
+
+    rw_pg_t *pg = fresh_seeded(f);
+    assert_int_equal(q(pg, errstr,
+                       "ALTER TABLE run_targets SET"
+                       " (autovacuum_enabled = false)",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO fleet_throttle (id, max_in_flight,"
+                       " trigger_rate_per_min, burst, effective_limit,"
+                       " tokens) VALUES (1, 100, 60, 10, 100, 10)",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr, "ANALYZE run_targets", 0), RW_OK);
+    assert_int_equal(q(pg, errstr, "ANALYZE target_in_flight", 0), RW_OK);
+    /* planned now, with both tables empty */
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM rw_throttle_adjust(0)", "n"), 1);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO app_instances (id, name, store_app_id,"
+                       " status) SELECT i, 'inst' || i, 1,"
+                       " 'running-healthy-claimed'"
+                       " FROM generate_series(2, 2001) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(q(pg, errstr,
+                       "INSERT INTO run_targets (run_id, instance_id, chunk,"
+                       " state) SELECT 1, i, i / 50,"
+                       " CASE WHEN i % 100 = 0 THEN 'claimed'"
+                       " ELSE 'succeeded' END"
+                       " FROM generate_series(2, 2001) AS i",
+                       0),
+                     RW_OK);
+    assert_int_equal(
+        q_ll(pg, "SELECT count(*) AS n FROM target_in_flight", "n"), 20);
+    assert_int_equal(q(pg, errstr, "BEGIN", 0), RW_OK);
+    before = q_ll(pg, seq, "n");
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM rw_throttle_adjust(0)"
+                          " WHERE o_adjusted",
+                          "n"),
+                     1);
+    assert_int_equal(q_ll(pg, seq, "n"), before);
+    assert_int_equal(q(pg, errstr, "COMMIT", 0), RW_OK);
+    assert_int_equal(q_ll(pg,
+                          "SELECT count(*) AS n FROM pg_proc"
+                          " WHERE proname = 'rw_throttle_adjust'"
+                          " AND 'enable_seqscan=off' = ANY (proconfig)",
+                          "n"),
+                     1);
+    rw_pg_destroy(pg);
+    rw_itest_pg_drop_db(f->dsn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1535,6 +1605,7 @@ int main(void)
         T(test_in_flight_elsewhere),
         T(test_in_flight_count_kept),
         T(test_instance_run_ref_cleared),
+        T(test_adjust_by_key),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,18 @@
+-- 0024_adjust_by_key: the throttle's adjustment looks up each marker's
+-- target through the primary key whatever the planner thinks of the
+-- tables, as rw_throttle_in_flight and the markers' triggers do (0018,
+-- 0019, 0022).
+--
+-- Why: rw_throttle_adjust runs in the worker's session (every
+-- ROLLWAVE_THROTTLE_ADJUST_S, from the throttle read) and its statements
+-- are planned once and kept for the session. A worker started on a
+-- fresh database plans them while run_targets is nearly empty, where
+-- reading the table whole is as cheap as an index lookup. On the
+-- rollout benchmark at a million instances, once the second tick had
+-- put 400,000 targets in the table, one adjustment read it whole for
+-- each target in flight: the statement ran for minutes while it held
+-- the fleet row, and every other worker's take waited for that row (no
+-- target claimed for over two minutes). enable_seqscan = off makes the
+-- per-marker lookup an index scan in any plan; the function's other
+-- reads are of one row by key or of the small marker and delta tables.
+ALTER FUNCTION rw_throttle_adjust(integer) SET enable_seqscan = off;
