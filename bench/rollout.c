@@ -680,8 +680,9 @@ typedef struct bench {
     double pg_cpu0;    /* its processes' CPU seconds at the start */
     double pg_cpu;     /* ... used during the rollout, -1: unknown */
     long pg_self;      /* this program's own backend, -1: not known */
-    double self_cpu0;  /* its CPU seconds at the start */
-    double self_cpu;   /* ... used during the rollout (not in pg_cpu) */
+    unsigned pg_self_reconnects; /* its connection's reconnects then */
+    double self_cpu0;            /* its CPU seconds at the start */
+    double self_cpu; /* ... used during the rollout (not in pg_cpu) */
     double seed_s;
     char sim_config[512];
 } bench_t;
@@ -1067,7 +1068,8 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
     b->pg_cpu = -1;
     b->pg_pm = postmaster_pid(b);
     b->pg_cpu0 = b->pg_pm > 0 ? rw_bench_tree_cpu_s((pid_t)b->pg_pm) : -1;
-    b->self_cpu = 0;
+    b->self_cpu = -1;
+    b->pg_self_reconnects = rw_pg_reconnects(b->pg);
     b->self_cpu0 =
         b->pg_cpu0 >= 0 ? rw_bench_proc_cpu_s((pid_t)b->pg_self) : -1;
     err = start_tick(b, errstr, errlen);
@@ -1133,8 +1135,11 @@ static rw_err_t run_rollout(bench_t *b, char *errstr, size_t errlen)
                         double self = rw_bench_proc_cpu_s((pid_t)b->pg_self);
                         b->pg_cpu = now >= 0 ? now - b->pg_cpu0 : -1;
                         /* this program's progress queries are not
-                         * rollwave's: counted with the rest */
-                        if (b->pg_cpu >= 0 && self >= 0 && b->self_cpu0 >= 0) {
+                         * rollwave's: counted with the rest (unless its
+                         * connection was made again: another backend) */
+                        if (b->pg_cpu >= 0 && b->self_cpu0 >= 0 &&
+                            self >= b->self_cpu0 &&
+                            rw_pg_reconnects(b->pg) == b->pg_self_reconnects) {
                             b->self_cpu = self - b->self_cpu0;
                             b->pg_cpu -= b->self_cpu;
                         }
@@ -1279,12 +1284,18 @@ static void report_postgres(bench_t *b, double n)
            rw_pg_ll(res, 0, "statements", 0), rw_pg_ll(res, 0, "rows", 0));
     /* execution time counts a statement's waits for a core too; the
      * server's CPU time does not: it is the cost, the other the latency */
-    if (b->pg_cpu >= 0)
+    if (b->pg_cpu >= 0) {
+        char self[64] = "this program's own backend included";
+        if (b->self_cpu >= 0)
+            snprintf(self, sizeof(self),
+                     "less this program's own backend, "
+                     "%.2f s",
+                     b->self_cpu);
         printf("  server CPU         %.2f s total  %.1f us per instance  "
                "(every process of the server during the rollout: "
-               "backends, autovacuum, checkpointer, WAL writer; less this "
-               "program's own backend, %.2f s)\n",
-               b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n), b->self_cpu);
+               "backends, autovacuum, checkpointer, WAL writer; %s)\n",
+               b->pg_cpu, rw_bench_per(b->pg_cpu * 1e6, n), self);
+    }
     /* what the statements wrote to the WAL: a HOT update is one record,
      * an update whose new version cannot stay on its page also writes
      * one per index */

@@ -320,7 +320,7 @@ rw_err_t rw_buildlog_due(rw_pg_t *pg, long long retry_after_s, size_t max,
     snprintf(att, sizeof(att), "%d", RW_BUILDLOG_MAX_ATTEMPTS);
     snprintf(after, sizeof(after), "%lld", retry_after_s);
     snprintf(lim, sizeof(lim), "%zu", max);
-    err = rw_pg_exec(pg, SQL_DUE, 3, par, &res, errstr, errlen);
+    err = rw_pg_exec_replan(pg, SQL_DUE, 3, par, &res, errstr, errlen);
     if (err)
         goto out;
     rows = PQntuples(res);

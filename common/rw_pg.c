@@ -377,6 +377,21 @@ static rw_err_t reconnect(rw_pg_t *pg, char *errstr, size_t errlen)
     return RW_OK;
 }
 
+rw_err_t rw_pg_exec_replan(rw_pg_t *pg, const char *sql, int nparams,
+                           const char *const *params, PGresult **res,
+                           char *errstr, size_t errlen)
+{
+    int prepare = pg ? pg->prepare : 0;
+    rw_err_t err;
+
+    if (pg)
+        pg->prepare = 0;
+    err = rw_pg_exec(pg, sql, nparams, params, res, errstr, errlen);
+    if (pg)
+        pg->prepare = prepare;
+    return err;
+}
+
 rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
                     const char *const *params, PGresult **res, char *errstr,
                     size_t errlen)

@@ -140,7 +140,7 @@ static rw_err_t select_chunks(rw_service_t *svc, const char *sql,
 
     snprintf(age, sizeof(age), "%lld", age_s);
     snprintf(lim, sizeof(lim), "%lld", svc->s->sweep_batch);
-    return rw_pg_exec(svc->pg, sql, 2, p, res, errstr, errlen);
+    return rw_pg_exec_replan(svc->pg, sql, 2, p, res, errstr, errlen);
 }
 
 /*
@@ -393,7 +393,7 @@ static rw_err_t release_finished(rw_service_t *svc, char *cursor,
     *released = 0;
     snprintf(lim, sizeof(lim), "%lld", svc->s->sweep_batch);
     snprintf(id_s, sizeof(id_s), "%lld", *cursor_id);
-    err = rw_pg_exec(svc->pg, SQL_FINISHED, 3, p, &res, errstr, errlen);
+    err = rw_pg_exec_replan(svc->pg, SQL_FINISHED, 3, p, &res, errstr, errlen);
     if (err)
         goto out;
     rows = PQntuples(res);
@@ -508,7 +508,8 @@ rw_err_t rw_sweep_run(rw_service_t *svc, rw_sweep_stats_t *st, char *errstr,
         char lim[24];
         const char *p[1] = {lim};
         snprintf(lim, sizeof(lim), "%lld", s->sweep_batch);
-        err = rw_pg_exec(svc->pg, SQL_DEFERRED_DUE, 1, p, &res, errstr, errlen);
+        err = rw_pg_exec_replan(svc->pg, SQL_DEFERRED_DUE, 1, p, &res, errstr,
+                                errlen);
     }
     if (err)
         goto out;

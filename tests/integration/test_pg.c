@@ -511,6 +511,75 @@ static void test_prepared_statements(void **state)
     assert_int_equal(prepared_count(f->pg), 1);
 }
 
+/* Sequential scans of pg_replan in this transaction so far. */
+static long long seq_scans(rw_pg_t *pg)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+    long long n;
+
+    assert_int_equal(rw_pg_exec(pg,
+                                "SELECT COALESCE(sum(seq_scan), 0) AS n"
+                                " FROM pg_stat_xact_user_tables"
+                                " WHERE relname = 'pg_replan'",
+                                0, NULL, &res, errstr, sizeof(errstr)),
+                     RW_OK);
+    n = strtoll(rw_pg_str(res, 0, "n"), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/*
+ * A statement run on an empty, analyzed table and prepared keeps reading
+ * the whole table once it has filled (the plan cached while it was
+ * empty); rw_pg_exec_replan plans it again at each call and looks the row
+ * up by key. Autovacuum is off for the table, so no new statistics
+ * replace the cached plan meanwhile.
+ */
+static void test_replan(void **state)
+{
+    fixture_t *f = *state;
+    char errstr[512];
+    const char *sql = "SELECT v FROM pg_replan WHERE id = $1::bigint";
+    const char *params[1] = {"5000"};
+    long long before;
+
+    assert_int_equal(rw_pg_exec(f->pg,
+                                "CREATE TABLE pg_replan (id bigint PRIMARY KEY,"
+                                " v int) WITH (autovacuum_enabled = false)",
+                                0, NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_pg_exec(f->pg, "ANALYZE pg_replan", 0, NULL, NULL,
+                                errstr, sizeof(errstr)),
+                     RW_OK);
+    rw_pg_set_prepare(f->pg, 1);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(
+            rw_pg_exec(f->pg, sql, 1, params, NULL, errstr, sizeof(errstr)),
+            RW_OK);
+    assert_int_equal(rw_pg_exec(f->pg,
+                                "INSERT INTO pg_replan (id, v)"
+                                " SELECT g, g FROM generate_series(1, 20000) g",
+                                0, NULL, NULL, errstr, sizeof(errstr)),
+                     RW_OK);
+    assert_int_equal(rw_pg_begin(f->pg, errstr, sizeof(errstr)), RW_OK);
+    before = seq_scans(f->pg);
+    assert_int_equal(
+        rw_pg_exec(f->pg, sql, 1, params, NULL, errstr, sizeof(errstr)), RW_OK);
+    /* the premise: the prepared plan still scans the table */
+    assert_true(seq_scans(f->pg) > before);
+    before = seq_scans(f->pg);
+    assert_int_equal(
+        rw_pg_exec_replan(f->pg, sql, 1, params, NULL, errstr, sizeof(errstr)),
+        RW_OK);
+    assert_int_equal(seq_scans(f->pg), before);
+    assert_int_equal(rw_pg_commit(f->pg, errstr, sizeof(errstr)), RW_OK);
+    /* the session's setting is as it was */
+    assert_int_equal(prepared_count(f->pg), 1);
+    assert_int_equal(select_plus(f->pg, "1"), 2);
+    assert_int_equal(prepared_count(f->pg), 2);
+}
+
 static void test_advisory_locks(void **state)
 {
     fixture_t *f = *state;
@@ -665,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_lost_inside_transaction,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_advisory_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_statements, setup,
                                         teardown),
         cmocka_unit_test(test_connect_error_hides_password),
