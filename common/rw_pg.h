@@ -84,11 +84,11 @@ rw_err_t rw_pg_exec(rw_pg_t *pg, const char *sql, int nparams,
  * rw_pg_exec, planned at this call whatever rw_pg_set_prepare says: for
  * statements run every few seconds (sweeps, background scans) over tables
  * whose size changes by orders of magnitude. A prepared statement keeps
- * the plan Postgres made when it was first run, until the tables are
- * analyzed again; one first run on a fresh, analyzed, empty run_targets
- * read the whole table once per row of its outer side after the table had
- * filled (seconds per call at 200,000 targets). Planning at each call
- * costs less than a millisecond here.
+ * the generic plan Postgres makes at its sixth run, until the tables are
+ * analyzed again; one made on a fresh database whose empty run_targets had
+ * been analyzed read the whole table once per row of its outer side after
+ * the table had filled (seconds per call at 200,000 targets). Planning at
+ * each call costs less than a millisecond here.
  */
 rw_err_t rw_pg_exec_replan(rw_pg_t *pg, const char *sql, int nparams,
                            const char *const *params, PGresult **res,
