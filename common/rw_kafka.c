@@ -48,8 +48,10 @@ struct rw_kafka_consumer {
     rd_kafka_t *rk;
     int subscribed;
     int closed;
-    int hold;                    /* group probe: assigned partitions paused */
-    int rebalances;              /* assign and revoke events seen */
+    int hold;                     /* group probe: assigned partitions paused */
+    int rebalances;               /* assign and revoke events seen */
+    rw_kafka_revoke_fn on_revoke; /* see rw_kafka_consumer_on_revoke */
+    void *on_revoke_opaque;
     long long last_rebalance_ms; /* rw_now_mono_ms of the last one */
     char rebalance_err[256];     /* first rebalance failure, "" if none */
 };
@@ -714,6 +716,29 @@ static void commit_before_revoke(rd_kafka_t *rk)
                 rd_kafka_name(rk), rd_kafka_err2name(kerr));
 }
 
+/*
+ * Partitions leaving this consumer: their holders let go (on_revoke), and
+ * any paused one is resumed, so it starts unpaused if it comes back. This
+ * is the only safe moment: librdkafka starts an assigned partition's fetch
+ * from its thread when the committed offset arrives, and a pause, resume
+ * or seek issued meanwhile from ours can make that start outdated, leaving
+ * the partition assigned and never read (its operations are versioned and
+ * the older one is dropped). Here, before the unassign, a start dropped
+ * that way does not matter: the unassign stops the partition and the next
+ * assignment starts it afresh.
+ */
+static void release(rw_kafka_consumer_t *kc, rd_kafka_t *rk,
+                    rd_kafka_topic_partition_list_t *parts)
+{
+    if (!parts || parts->cnt == 0)
+        return;
+    if (kc->on_revoke)
+        for (int i = 0; i < parts->cnt; i++)
+            kc->on_revoke(kc->on_revoke_opaque, parts->elems[i].topic,
+                          parts->elems[i].partition);
+    rd_kafka_resume_partitions(rk, parts);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -732,19 +757,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
         else
             aerr = rd_kafka_assign(rk, parts);
         /*
-         * A partition keeps its paused flag across a revoke and a new
-         * assignment: one paused for a message held before the revoke
-         * would never be read again. Assigned partitions start resumed;
-         * a consumer still holding one of their messages pauses it again
-         * when the next message of it arrives. A probe only holds its
-         * partitions and never reads them.
+         * Nothing else touches a partition as it is assigned (see
+         * release): revoked ones were resumed on their way out. A probe
+         * only holds its partitions and never reads them, so a fetch
+         * start its pause makes outdated does no harm.
          */
         if (!error && !aerr && kc->hold)
             rd_kafka_pause_partitions(rk, parts);
-        else if (!error && !aerr)
-            rd_kafka_resume_partitions(rk, parts);
     } else if (kerr == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_partitions("partitions_revoked", rk, parts);
+        release(kc, rk, parts);
         commit_before_revoke(rk);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
@@ -756,6 +778,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
         if (!kc->rebalance_err[0])
             snprintf(kc->rebalance_err, sizeof(kc->rebalance_err),
                      "rebalance failed: %s", rd_kafka_err2str(kerr));
+        {
+            rd_kafka_topic_partition_list_t *mine = NULL;
+            if (!rd_kafka_assignment(rk, &mine) && mine)
+                release(kc, rk, mine);
+            if (mine)
+                rd_kafka_topic_partition_list_destroy(mine);
+        }
         aerr = rd_kafka_assign(rk, NULL);
     }
     if (error) {
@@ -1355,6 +1384,13 @@ rw_err_t rw_kafka_consumer_commit_offsets(rw_kafka_consumer_t *kc,
 out:
     rd_kafka_topic_partition_list_destroy(list);
     return err;
+}
+
+void rw_kafka_consumer_on_revoke(rw_kafka_consumer_t *kc, rw_kafka_revoke_fn fn,
+                                 void *opaque)
+{
+    kc->on_revoke = fn;
+    kc->on_revoke_opaque = opaque;
 }
 
 void rw_kafka_consumer_close(rw_kafka_consumer_t *kc)

@@ -217,6 +217,21 @@ rw_err_t rw_kafka_consumer_commit(rw_kafka_consumer_t *kc, int sync,
 bool rw_kafka_consumer_owns(rw_kafka_consumer_t *kc, const char *topic,
                             int32_t partition);
 
+/*
+ * Called, inside rw_kafka_consumer_poll (or the close), for each partition
+ * taken away by a rebalance, before it is unassigned: whoever holds one of
+ * its messages drops it there, unacknowledged, and the partition's next
+ * owner (this consumer again, possibly) reads it from the committed
+ * offset. A partition is never paused when it is assigned: pausing or
+ * seeking one whose fetch is starting (librdkafka starts it when the
+ * committed offset arrives) can leave it unread, so the revoke resumes
+ * what was paused and holders are told to let go then.
+ */
+typedef void (*rw_kafka_revoke_fn)(void *opaque, const char *topic,
+                                   int32_t partition);
+void rw_kafka_consumer_on_revoke(rw_kafka_consumer_t *kc, rw_kafka_revoke_fn fn,
+                                 void *opaque);
+
 /* Stop / restart fetching one assigned partition. */
 rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,
                                  int32_t partition, char *errstr,

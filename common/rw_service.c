@@ -31,6 +31,8 @@ typedef struct rw_held {
     long long wait_ms; /* monotonic time it first waited, 0 = never */
 } rw_held_t;
 
+static void revoked(void *opaque, const char *topic, int32_t partition);
+
 void rw_service_sleep(int ms)
 {
     while (ms > 0 && !rw_daemon_draining()) {
@@ -204,6 +206,7 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
                                     errstr, errlen);
         if (err)
             goto out;
+        rw_kafka_consumer_on_revoke(svc->kc, revoked, svc);
     }
     if (s->metrics_port > 0) {
         err = rw_http_start(&svc->http, "0.0.0.0", (int)s->metrics_port, health,
@@ -413,6 +416,34 @@ static void unhold(rw_service_t *svc, size_t i, bool resume)
     rw_metrics_set(svc->m_held, (double)svc->n_held);
 }
 
+/*
+ * A rebalance took topic/partition away (rw_kafka_consumer_on_revoke): its
+ * held message is dropped unacknowledged, and whoever owns the partition
+ * next (this consumer again, possibly) reads it from the committed offset.
+ */
+static void revoked(void *opaque, const char *topic, int32_t partition)
+{
+    rw_service_t *svc = opaque;
+
+    for (size_t i = 0; i < svc->n_held;) {
+        rw_kafka_msg_t *msg = svc->held[i].msg;
+
+        if (rw_kafka_msg_partition(msg) != partition ||
+            strcmp(rw_kafka_msg_topic(msg), topic) != 0) {
+            i++;
+            continue;
+        }
+        rw_info(svc->name,
+                "event=held_dropped topic=%s partition=%d offset=%lld "
+                "reason=revoked",
+                topic, (int)partition, (long long)rw_kafka_msg_offset(msg));
+        unhold(svc, i, false);
+        rw_kafka_msg_destroy(msg);
+    }
+    if (svc->on_revoke && svc->consuming)
+        svc->on_revoke(svc, topic, partition, svc->consume_ud);
+}
+
 /* Try the held messages that came due again; lower *timeout_ms to the
  * next due time. */
 static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
@@ -494,6 +525,9 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
     long long last_commit = rw_now_mono_ms();
     unsigned long long redis_rt = 0;
 
+    svc->consume_ud = ud;
+    svc->consuming = true;
+
     while (!rw_daemon_draining()) {
         rw_kafka_msg_t *msg = NULL;
         rw_msg_outcome_t outcome;
@@ -516,8 +550,10 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
             rw_service_note(svc, err);
             rw_error(svc->name, "event=consume_failed err=%s detail=\"%s\"",
                      rw_err_name(err), errstr);
-            if (!rw_err_is_retriable(err) && err != RW_ERR_KAFKA)
+            if (!rw_err_is_retriable(err) && err != RW_ERR_KAFKA) {
+                svc->consuming = false;
                 return err;
+            }
             rw_service_sleep(1000);
             continue;
         }
@@ -529,8 +565,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
             continue;
         rw_service_note_ok(svc, RW_SVC_CONSUMER);
         if (held_for(svc, msg) >= 0) {
-            /* fetched before the pause took hold, or the partition was
-             * assigned again (which resumes it): pause it again; it is
+            /* fetched before the pause took hold: pause it again; it is
              * read from the held message on after the resume */
             rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
                                     rw_kafka_msg_partition(msg), NULL, 0);
@@ -571,6 +606,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         }
         rw_kafka_msg_destroy(msg);
     }
+    svc->consuming = false;
     /* held messages were not handled: they come back after a restart */
     for (size_t i = 0; i < svc->n_held; i++)
         rw_kafka_msg_destroy(svc->held[i].msg);

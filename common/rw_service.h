@@ -71,6 +71,17 @@ typedef struct rw_service {
     struct rw_held *held; /* messages held for a retry, partition paused */
     size_t n_held, cap_held;
     size_t n_waiting; /* of them, held by RW_MSG_WAIT */
+    /*
+     * A daemon that keeps messages of its own (RW_MSG_KEEP) sets this: while
+     * rw_service_consume runs it is called, with that call's ud, for each
+     * partition a rebalance takes away, and drops what it keeps of it
+     * unacknowledged (see rw_kafka_consumer_on_revoke). The service's own
+     * held messages are dropped the same way.
+     */
+    void (*on_revoke)(struct rw_service *svc, const char *topic,
+                      int32_t partition, void *ud);
+    void *consume_ud;
+    bool consuming;
 } rw_service_t;
 
 /* What a handler did with a message. */

@@ -113,6 +113,25 @@ static rw_msg_outcome_t process(rw_service_t *svc, poller_t *p,
     return outcome;
 }
 
+/* A rebalance took topic/partition away: its held event is dropped
+ * unacknowledged; the partition's next owner reads it again. */
+static void revoked(rw_service_t *svc, const char *topic, int32_t partition,
+                    void *ud)
+{
+    poller_t *p = ud;
+
+    (void)svc;
+    for (size_t i = 0; i < p->n_held;) {
+        if (rw_kafka_msg_partition(p->held[i].msg) != partition ||
+            strcmp(rw_kafka_msg_topic(p->held[i].msg), topic) != 0) {
+            i++;
+            continue;
+        }
+        rw_kafka_msg_destroy(p->held[i].msg);
+        p->held[i] = p->held[--p->n_held];
+    }
+}
+
 static void hold(rw_service_t *svc, poller_t *p, rw_kafka_msg_t *msg,
                  long long due_ms)
 {
@@ -140,9 +159,8 @@ static rw_msg_outcome_t handle(rw_service_t *svc, rw_kafka_msg_t *msg, void *ud,
     rw_msg_outcome_t outcome;
 
     if (held_for(p, msg)) {
-        /* fetched before the pause took hold, or the partition was
-         * assigned again (which resumes it): pause it again; it is read
-         * from the held event on after the resume */
+        /* fetched before the pause took hold: pause it again; it is
+         * read from the held event on after the resume */
         rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
                                 rw_kafka_msg_partition(msg), NULL, 0);
         rw_kafka_msg_destroy(msg);
@@ -266,10 +284,12 @@ int main(int argc, char **argv)
         rw_settings_free(&s);
         return 1;
     }
+    svc.on_revoke = revoked;
     err = rw_service_consume(&svc, handle, tick, p);
     /* held events were never acknowledged: they are read again later */
     for (size_t i = 0; i < p->n_held; i++)
         rw_kafka_msg_destroy(p->held[i].msg);
+    p->n_held = 0;
     rw_service_close(&svc);
     rw_poller_logs_destroy(p->logs);
     free(p);

@@ -87,10 +87,9 @@ static rw_itest_fleet_t *new_fleet(void **state, int build_min, int build_max,
 /*
  * Start the daemons and wait until each has its partitions. A rollout
  * started before the groups settle has batches held for budget while the
- * joins rebalance, and a held batch whose partition comes back to its
- * worker stalls (test_held_batch_survives_rebalance shows that on its
- * own); the other scenarios are about the throttle, so they begin on
- * settled groups.
+ * joins rebalance (test_held_batch_survives_rebalance covers a held batch
+ * whose partition comes back to its worker); the other scenarios are
+ * about the throttle, so they begin on settled groups.
  */
 static void start_daemons(rw_itest_fleet_t *f, int workers, int pollers)
 {

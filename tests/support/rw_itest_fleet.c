@@ -228,7 +228,11 @@ static void tail_file(const char *label, const char *path, size_t max)
     if (buf) {
         n = fread(buf, 1, max, fp);
         buf[n] = '\0';
-        print_error("--- %s (last %zu bytes) ---\n%s\n", label, n, buf);
+        /* not print_error: cmocka formats into a 1 KiB buffer and would
+         * show the start of the tail instead of its end */
+        fprintf(stderr, "--- %s (last %zu bytes) ---\n", label, n);
+        fwrite(buf, 1, n, stderr);
+        fputc('\n', stderr);
         free(buf);
     }
     fclose(fp);

@@ -69,27 +69,32 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: rollwave-devbroker [options]\n"
-            "\n"
-            "Development Kafka on loopback (librdkafka mock cluster).\n"
-            "Runs until SIGTERM/SIGINT; SIGUSR1 takes broker %d down,\n"
-            "SIGUSR2 brings it back up.\n"
-            "\n"
-            "  --brokers N             brokers in the cluster (default 1;\n"
-            "                          env ROLLWAVE_DEVBROKER_BROKERS)\n"
-            "  --partitions N          partitions of <prefix>batches and\n"
-            "                          <prefix>poll (default 6; dlq has 1;\n"
-            "                          env ROLLWAVE_DEVBROKER_PARTITIONS)\n"
-            "  --topic-prefix P        topic name prefix (default "
-            "\"rollwave.\";\n"
-            "                          env ROLLWAVE_DEVBROKER_TOPIC_PREFIX)\n"
-            "  --topic NAME:N          also create topic NAME with N\n"
-            "                          partitions (repeatable)\n"
-            "  --bootstrap-file PATH   write the bootstrap string there (env\n"
-            "                          ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE)\n"
-            "  --help                  this text\n",
-            FAULT_BROKER_ID);
+    fprintf(
+        out,
+        "usage: rollwave-devbroker [options]\n"
+        "\n"
+        "Development Kafka on loopback (librdkafka mock cluster).\n"
+        "Runs until SIGTERM/SIGINT; SIGUSR1 takes broker %d down,\n"
+        "SIGUSR2 brings it back up.\n"
+        "\n"
+        "  --brokers N             brokers in the cluster (default 1;\n"
+        "                          env ROLLWAVE_DEVBROKER_BROKERS)\n"
+        "  --partitions N          partitions of <prefix>batches and\n"
+        "                          <prefix>poll (default 6; dlq has 1;\n"
+        "                          env ROLLWAVE_DEVBROKER_PARTITIONS)\n"
+        "  --topic-prefix P        topic name prefix (default "
+        "\"rollwave.\";\n"
+        "                          env ROLLWAVE_DEVBROKER_TOPIC_PREFIX)\n"
+        "  --topic NAME:N          also create topic NAME with N\n"
+        "                          partitions (repeatable)\n"
+        "  --bootstrap-file PATH   write the bootstrap string there (env\n"
+        "                          ROLLWAVE_DEVBROKER_BOOTSTRAP_FILE)\n"
+        "  --help                  this text\n"
+        "\n"
+        "ROLLWAVE_DEVBROKER_DEBUG=CONTEXTS (e.g. \"mock\") logs librdkafka's\n"
+        "debug contexts at info: the group coordinator's rounds, for a\n"
+        "post-mortem.\n",
+        FAULT_BROKER_ID);
 }
 
 static rw_err_t parse_int(const char *what, const char *text, int min, int max,
@@ -241,14 +246,19 @@ static int parse_args(int argc, char **argv, options_t *o, char *errstr,
     return 0;
 }
 
+/* librdkafka debug contexts asked for (ROLLWAVE_DEVBROKER_DEBUG): their
+ * messages are logged at info, so a post-mortem needs no other setting */
+static int debug_asked;
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
     char qbuf[1024];
-    rw_log_level_t lvl = level <= 3   ? RW_LOG_ERROR
-                         : level == 4 ? RW_LOG_WARN
-                         : level <= 6 ? RW_LOG_INFO
-                                      : RW_LOG_DEBUG;
+    rw_log_level_t lvl = level <= 3    ? RW_LOG_ERROR
+                         : level == 4  ? RW_LOG_WARN
+                         : level <= 6  ? RW_LOG_INFO
+                         : debug_asked ? RW_LOG_INFO
+                                       : RW_LOG_DEBUG;
 
     (void)rk;
     RW_LOG(lvl, "kafka", "event=librdkafka fac=%s msg=%s", fac,
@@ -413,6 +423,21 @@ int main(int argc, char **argv)
      * produces anything, it only owns the cluster's threads and logs. */
     conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    {
+        /* e.g. "mock": the group coordinator's rounds, for a post-mortem */
+        const char *dbg = getenv("ROLLWAVE_DEVBROKER_DEBUG");
+        if (dbg && *dbg) {
+            if (rd_kafka_conf_set(conf, "debug", dbg, errstr, sizeof(errstr)) !=
+                RD_KAFKA_CONF_OK) {
+                rd_kafka_conf_destroy(conf);
+                fprintf(stderr,
+                        "rollwave-devbroker: ROLLWAVE_DEVBROKER_DEBUG: %s\n",
+                        errstr);
+                return 2;
+            }
+            debug_asked = 1;
+        }
+    }
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
         rd_kafka_conf_destroy(conf);
