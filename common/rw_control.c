@@ -85,7 +85,10 @@ rw_err_t rw_control_queue(rw_pg_t *pg, long long run_id, int only_chunk,
     *n_chunks = 0;
     snprintf(run_s, sizeof(run_s), "%lld", run_id);
     snprintf(chunk_s, sizeof(chunk_s), "%d", only_chunk);
-    err = rw_pg_exec(pg, SQL_PENDING_FOR_QUEUE, 2, p, &res, errstr, errlen);
+    /* planned at each call: the sweep re-queues from its first minutes on
+     * a fresh database to a full run_targets (rw_pg_exec_replan) */
+    err = rw_pg_exec_replan(pg, SQL_PENDING_FOR_QUEUE, 2, p, &res, errstr,
+                            errlen);
     if (err)
         goto out;
     rows = PQntuples(res);

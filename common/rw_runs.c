@@ -908,7 +908,9 @@ static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
     }
     err = rw_pg_begin(pg, errstr, errlen);
     if (!err)
-        err = rw_pg_exec(pg, SQL_DUE_DECLARE, 4, params, NULL, errstr, errlen);
+        /* planned at each tick, as the quotas (see rw_runs_schedule) */
+        err = rw_pg_exec_replan(pg, SQL_DUE_DECLARE, 4, params, NULL, errstr,
+                                errlen);
     /* a short piece is the last; the selection's LIMIT is the quota */
     while (!err && got == RUN_PIECE && n < cap) {
         err = rw_pg_exec(pg, SQL_DUE_FETCH, 0, NULL, &res, errstr, errlen);
@@ -966,7 +968,14 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
     snprintf(max_s, sizeof(max_s), "%lld", max_instances);
     snprintf(chunk_s, sizeof(chunk_s), "%lld", spec->chunk_size);
 
-    err = rw_pg_exec(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr, errlen);
+    /*
+     * Planned at each tick (rw_pg_exec_replan): the due set's size swings
+     * from nothing to the whole fleet between ticks, and a generic plan
+     * kept from ticks on a small or empty table would scan a large one.
+     * Planning is a fraction of a millisecond against the selection.
+     */
+    err = rw_pg_exec_replan(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr,
+                            errlen);
     if (err)
         goto out;
     napps = (size_t)PQntuples(quotas);
