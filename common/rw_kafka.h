@@ -222,10 +222,15 @@ bool rw_kafka_consumer_owns(rw_kafka_consumer_t *kc, const char *topic,
  * taken away by a rebalance, before it is unassigned: whoever holds one of
  * its messages drops it there, unacknowledged, and the partition's next
  * owner (this consumer again, possibly) reads it from the committed
- * offset. A partition is never paused when it is assigned: pausing or
- * seeking one whose fetch is starting (librdkafka starts it when the
- * committed offset arrives) can leave it unread, so the revoke resumes
- * what was paused and holders are told to let go then.
+ * offset. No partition is paused or resumed as it is assigned (but a
+ * group probe's, which are never read): pausing, resuming or seeking one
+ * whose fetch is starting (librdkafka starts it when the committed offset
+ * arrives) can leave it unread, so the revoke resumes what was paused and
+ * holders are told to let go then. With the cooperative protocol a
+ * partition that stays assigned is not revoked, and librdkafka 2.0.2
+ * pauses it from its own thread when an incremental rebalance begins: a
+ * resume of ours in that moment can be dropped, leaving it paused; the
+ * eager default has no such window.
  */
 typedef void (*rw_kafka_revoke_fn)(void *opaque, const char *topic,
                                    int32_t partition);

@@ -908,9 +908,9 @@ static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
     }
     err = rw_pg_begin(pg, errstr, errlen);
     if (!err)
-        /* planned at each tick, as the quotas (see rw_runs_schedule) */
-        err = rw_pg_exec_replan(pg, SQL_DUE_DECLARE, 4, params, NULL, errstr,
-                                errlen);
+        /* a DECLARE is planned at each execution, prepared or not, with
+         * the parameters' values: no generic plan to go stale */
+        err = rw_pg_exec(pg, SQL_DUE_DECLARE, 4, params, NULL, errstr, errlen);
     /* a short piece is the last; the selection's LIMIT is the quota */
     while (!err && got == RUN_PIECE && n < cap) {
         err = rw_pg_exec(pg, SQL_DUE_FETCH, 0, NULL, &res, errstr, errlen);

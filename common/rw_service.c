@@ -518,6 +518,18 @@ static void run_held(rw_service_t *svc, rw_service_handler handler, void *ud,
     }
 }
 
+/* The consume loop's end: held messages were not handled, they come back
+ * after a restart (never acknowledged). */
+static void release_held(rw_service_t *svc)
+{
+    svc->consuming = false;
+    for (size_t i = 0; i < svc->n_held; i++)
+        rw_kafka_msg_destroy(svc->held[i].msg);
+    free(svc->held);
+    svc->held = NULL;
+    svc->n_held = svc->cap_held = svc->n_waiting = 0;
+}
+
 rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
                             rw_service_tick tick, void *ud)
 {
@@ -551,7 +563,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
             rw_error(svc->name, "event=consume_failed err=%s detail=\"%s\"",
                      rw_err_name(err), errstr);
             if (!rw_err_is_retriable(err) && err != RW_ERR_KAFKA) {
-                svc->consuming = false;
+                release_held(svc);
                 return err;
             }
             rw_service_sleep(1000);
@@ -606,13 +618,7 @@ rw_err_t rw_service_consume(rw_service_t *svc, rw_service_handler handler,
         }
         rw_kafka_msg_destroy(msg);
     }
-    svc->consuming = false;
-    /* held messages were not handled: they come back after a restart */
-    for (size_t i = 0; i < svc->n_held; i++)
-        rw_kafka_msg_destroy(svc->held[i].msg);
-    free(svc->held);
-    svc->held = NULL;
-    svc->n_held = svc->cap_held = svc->n_waiting = 0;
+    release_held(svc);
     rw_kafka_consumer_commit(svc->kc, 1, NULL, 0);
     rw_info(svc->name, "event=drained");
     return RW_OK;

@@ -208,9 +208,14 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             i++;
             continue;
         }
-        if (outcome == RW_MSG_DEAD)
-            rw_service_dead_letter_ack(svc, h->msg, reason);
-        else
+        if (outcome == RW_MSG_DEAD &&
+            rw_service_dead_letter_ack(svc, h->msg, reason)) {
+            /* draining before the dead letter was written: neither
+             * acknowledged nor passed, it is read again after the restart */
+            i++;
+            continue;
+        }
+        if (outcome != RW_MSG_DEAD)
             rw_service_ack(svc, h->msg);
         next = rw_kafka_msg_offset(h->msg) + 1;
         rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(h->msg),
