@@ -1393,6 +1393,18 @@ void rw_kafka_consumer_on_revoke(rw_kafka_consumer_t *kc, rw_kafka_revoke_fn fn,
     kc->on_revoke_opaque = opaque;
 }
 
+bool rw_kafka_consumer_cooperative(rw_kafka_consumer_t *kc)
+{
+    char val[256] = "";
+    size_t len = sizeof(val);
+
+    if (rd_kafka_conf_get(rd_kafka_conf(kc->rk),
+                          "partition.assignment.strategy", val,
+                          &len) != RD_KAFKA_CONF_OK)
+        return false;
+    return strstr(val, "cooperative") != NULL;
+}
+
 void rw_kafka_consumer_close(rw_kafka_consumer_t *kc)
 {
     rd_kafka_resp_err_t kerr;

@@ -184,7 +184,8 @@ rw_err_t rw_kafka_requeue(rw_kafka_producer_t *kp, const rw_kafka_msg_t *dead,
  * enable.auto.commit and enable.auto.offset.store are off, offsets start
  * at the earliest message when the group has none. Rebalances are logged;
  * on revoke the stored offsets are committed synchronously first. Eager
- * and cooperative assignment strategies both work.
+ * and cooperative assignment strategies both work here, but the daemons
+ * refuse cooperative ones (see rw_kafka_consumer_on_revoke).
  */
 rw_err_t rw_kafka_consumer_new(rw_kafka_consumer_t **kcp,
                                const rw_settings_t *s, const char *group,
@@ -229,13 +230,19 @@ bool rw_kafka_consumer_owns(rw_kafka_consumer_t *kc, const char *topic,
  * holders are told to let go then. With the cooperative protocol a
  * partition that stays assigned is not revoked, and librdkafka 2.0.2
  * pauses it from its own thread when an incremental rebalance begins: a
- * resume of ours in that moment can be dropped, leaving it paused; the
- * eager default has no such window.
+ * resume or seek of ours in that moment can be dropped, leaving it paused
+ * or skipping what was fetched behind a held message; the eager protocol
+ * has no such window, and the daemons refuse cooperative assignors
+ * (rw_kafka_consumer_cooperative).
  */
 typedef void (*rw_kafka_revoke_fn)(void *opaque, const char *topic,
                                    int32_t partition);
 void rw_kafka_consumer_on_revoke(rw_kafka_consumer_t *kc, rw_kafka_revoke_fn fn,
                                  void *opaque);
+
+/* True when the consumer's partition.assignment.strategy (librdkafka's
+ * default, or ROLLWAVE_KAFKA_PROPERTIES) names a cooperative assignor. */
+bool rw_kafka_consumer_cooperative(rw_kafka_consumer_t *kc);
 
 /* Stop / restart fetching one assigned partition. */
 rw_err_t rw_kafka_consumer_pause(rw_kafka_consumer_t *kc, const char *topic,

@@ -206,6 +206,16 @@ rw_err_t rw_service_open(rw_service_t *svc, const char *name,
                                     errstr, errlen);
         if (err)
             goto out;
+        if (rw_kafka_consumer_cooperative(svc->kc)) {
+            /* a partition kept across an incremental rebalance can be
+             * left paused, or its seek dropped (rw_kafka.h) */
+            err = rw_err_set(errstr, errlen, RW_ERR_CONFIG,
+                             "ROLLWAVE_KAFKA_PROPERTIES: a cooperative "
+                             "partition.assignment.strategy is refused; "
+                             "the daemons use an eager one (range, "
+                             "roundrobin)");
+            goto out;
+        }
         rw_kafka_consumer_on_revoke(svc->kc, revoked, svc);
     }
     if (s->metrics_port > 0) {

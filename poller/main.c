@@ -178,7 +178,7 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
     poller_t *p = ud;
     long long now = rw_now_wall_ms();
 
-    for (size_t i = 0; i < p->n_held;) {
+    for (size_t i = 0; i < p->n_held && !rw_daemon_draining();) {
         held_t *h = &p->held[i];
         char reason[512] = "";
         long long due_ms;
@@ -209,14 +209,15 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
             continue;
         }
         if (outcome == RW_MSG_DEAD &&
-            rw_service_dead_letter_ack(svc, h->msg, reason)) {
-            /* draining before the dead letter was written: neither
-             * acknowledged nor passed, it is read again after the restart */
+            rw_service_dead_letter(svc, h->msg, reason)) {
+            /* no dead letter, no ack: kept, tried again in a second (as
+             * rw_service's held messages); a drain leaves it to be read
+             * again after the restart */
+            h->due_ms = now + 1000;
             i++;
             continue;
         }
-        if (outcome != RW_MSG_DEAD)
-            rw_service_ack(svc, h->msg);
+        rw_service_ack(svc, h->msg);
         next = rw_kafka_msg_offset(h->msg) + 1;
         rw_kafka_consumer_seek(svc->kc, rw_kafka_msg_topic(h->msg),
                                rw_kafka_msg_partition(h->msg), next, 5000, NULL,

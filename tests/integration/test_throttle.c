@@ -1177,6 +1177,33 @@ static void test_bad_limits_refused(void **state)
                  rc, err);
 }
 
+/*
+ * A cooperative assignor is refused at start, by name: a partition kept
+ * across an incremental rebalance can be left paused or its seek dropped
+ * (librdkafka 2.0.2), which the daemons' held messages cannot survive.
+ */
+static void test_cooperative_refused(void **state)
+{
+    rw_itest_fleet_t *f = rw_itest_fleet_new(NULL, 50);
+    static const char *const bins[] = {"rollwave-worker", "rollwave-poller"};
+    static const char *const roles[] = {"worker", "poller"};
+
+    *state = f;
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = rw_itest_fleet_start_with(
+            f, bins[i], roles[i], "ROLLWAVE_KAFKA_PROPERTIES",
+            "partition.assignment.strategy=cooperative-sticky", false);
+        int st = rw_itest_fleet_wait(f, pid, deadline_ms(30000));
+
+        if (st == -1)
+            fail_msg("%s with a cooperative assignor did not exit", bins[i]);
+        assert_true(WIFEXITED(st));
+        assert_int_not_equal(WEXITSTATUS(st), 0);
+        assert_true(rw_itest_fleet_log_has(
+            f, pid, "cooperative partition.assignment.strategy is refused"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1189,6 +1216,7 @@ int main(void)
         cmocka_unit_test_teardown(test_held_batch_survives_rebalance, teardown),
         cmocka_unit_test_teardown(test_adaptive_limit, teardown),
         cmocka_unit_test_teardown(test_bad_limits_refused, teardown),
+        cmocka_unit_test_teardown(test_cooperative_refused, teardown),
     };
 
     /* a developer chasing one scenario may name it (cmocka pattern) */
