@@ -99,9 +99,11 @@ static void usage(FILE *out)
             "(default 0)\n"
             "  --timeout S            give up after S seconds of rollout "
             "(default 3600)\n"
-            "  --warmup S             wait after the daemons are healthy, "
-            "for the\n"
-            "                         consumer groups to form (default 5)\n"
+            "  --warmup S             wait at most S s after the daemons "
+            "are healthy\n"
+            "                         for every consumer to own partitions "
+            "(default 60;\n"
+            "                         0: no wait)\n"
             "  --progress-ms MS       progress line interval (default 1000,\n"
             "                         N/100 above 100000 instances: each "
             "line counts\n"
@@ -684,6 +686,8 @@ typedef struct bench {
     double self_cpu0;            /* its CPU seconds at the start */
     double self_cpu; /* ... used during the rollout (not in pg_cpu) */
     double seed_s;
+    double row_writes; /* rows written per instance, every table's; 0:
+                        * not known */
     char sim_config[512];
 } bench_t;
 
@@ -785,6 +789,61 @@ static rw_err_t wait_healthy(bench_t *b, char *errstr, size_t errlen)
         }
     }
     return RW_OK;
+}
+
+/* Partitions daemon d owns in its consumer group, from its /metrics; -1:
+ * not read. */
+static double assigned_partitions(const rw_bench_daemon_t *d)
+{
+    char url[128], *text = NULL;
+    double n = -1;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", d->metrics_port);
+    if (rw_bench_http(url, NULL, &text) == 200 && text)
+        n = rw_bench_metric_sum(text, "rollwave_consumer_assigned_partitions",
+                                NULL);
+    free(text);
+    return n;
+}
+
+/*
+ * Until every consumer has owned partitions for a second on end, or
+ * warmup_s has passed: a rollout that starts while a group is still
+ * forming measures the group's rebalances (librdkafka's mock cluster can
+ * take several rounds when two members join at once), not rollwave. More
+ * consumers than partitions never all own one: then the wait runs out
+ * and the rollout starts anyway.
+ */
+static void wait_groups(bench_t *b)
+{
+    long long t0 = rw_bench_mono_ms(), since = -1;
+
+    while (!rw_bench_interrupted) {
+        long long now = rw_bench_mono_ms();
+        size_t owning = 0;
+        for (size_t i = 0; i < b->nd; i++)
+            if (assigned_partitions(&b->d[i]) >= 1)
+                owning++;
+        if (owning < b->nd)
+            since = -1;
+        else if (since < 0)
+            since = now;
+        if (since >= 0 && now - since >= 1000) {
+            fprintf(stderr,
+                    "bench: every consumer owns partitions, %.1f s after "
+                    "the daemons were healthy\n",
+                    (double)(now - t0) / 1000.0);
+            return;
+        }
+        if (now - t0 >= b->o.warmup_s * 1000) {
+            fprintf(stderr,
+                    "bench: %zu of %zu consumers own partitions after %lld "
+                    "s; starting anyway\n",
+                    owning, b->nd, b->o.warmup_s);
+            return;
+        }
+        rw_bench_sleep_ms(250);
+    }
 }
 
 static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
@@ -897,6 +956,13 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     redisReply *r;
     char url[600], *body = NULL;
 
+    /* the seed's row counts are still pending in this connection's
+     * backend (flushed at most once a second): flushed now, before the
+     * reset, they are not counted as the rollout's (Postgres 15 and
+     * later; an older server may count them) */
+    if (rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_force_next_flush()", 0,
+                   NULL, NULL, errstr, errlen))
+        fprintf(stderr, "bench: %s (the seed's rows may be counted)\n", errstr);
     if (b->pgss) {
         err =
             rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_statements_reset()",
@@ -1331,7 +1397,8 @@ static const char SQL_TABLE_WRITES[] =
     RW_BENCH_MARK "SELECT relname, n_tup_ins AS ins, n_tup_upd AS upd,"
                   " n_tup_hot_upd AS hot, n_tup_del AS del,"
                   " (SELECT count(*) FROM pg_index x WHERE x.indrelid = relid)"
-                  "   AS indexes"
+                  "   AS indexes,"
+                  " sum(n_tup_ins + n_tup_upd + n_tup_del) OVER () AS total"
                   " FROM pg_stat_user_tables"
                   " WHERE n_tup_ins + n_tup_upd + n_tup_del > 0"
                   " ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC LIMIT 12";
@@ -1363,6 +1430,12 @@ static void report_table_writes(bench_t *b, double n)
                    : 0.0,
                rw_bench_per((double)rw_pg_ll(res, i, "del", 0), n),
                rw_pg_ll(res, i, "indexes", 0));
+    }
+    if (PQntuples(res) > 0) {
+        b->row_writes = rw_bench_per(rw_bench_num(res, "total"), n);
+        printf("    %-26s %8.2f row writes per instance (inserts, updates "
+               "and deletes)\n",
+               "every table", b->row_writes);
     }
     PQclear(res);
 }
@@ -1784,6 +1857,12 @@ static void report_ceiling(bench_t *b)
     ceiling = rw_bench_per((double)b->o.ceiling_rows, median_ms / 1000.0);
     printf("  bulk-write ceiling  %.0f rows/s  (%.1f ms per %lld rows)\n",
            ceiling, median_ms, b->o.ceiling_rows);
+    /* what the rollout's row writes would cost if each were as cheap as
+     * one row of the ceiling's: below this, only fewer writes go */
+    if (b->row_writes > 0 && ceiling > 0)
+        printf("  floor               %.0f us per instance: %.2f row writes "
+               "per instance at the ceiling's %.1f us per row\n",
+               b->row_writes * 1e6 / ceiling, b->row_writes, 1e6 / ceiling);
     if (!b->pgss) {
         printf("  rollwave writes     not measured (no pg_stat_statements)\n");
         return;
@@ -1885,10 +1964,10 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
         err = wait_healthy(b, errstr, errlen);
     if (!err && b->o.warmup_s > 0) {
         fprintf(stderr,
-                "bench: %zu daemons healthy; %lld s for the consumer "
-                "groups to form\n",
+                "bench: %zu daemons healthy; waiting up to %lld s for the "
+                "consumer groups to form\n",
                 b->nd, b->o.warmup_s);
-        rw_bench_sleep_ms(b->o.warmup_s * 1000);
+        wait_groups(b);
     }
     return err;
 }
@@ -1908,7 +1987,7 @@ int main(int argc, char **argv)
     b->o.chunk_size = 50;
     b->o.first_poll_delay_s = 0;
     b->o.timeout_s = 3600;
-    b->o.warmup_s = 5;
+    b->o.warmup_s = 60;
     b->o.progress_ms = 0;
     b->o.ceiling_rows = 100000;
     b->o.child_log_level = "warn";

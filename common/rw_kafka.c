@@ -739,6 +739,28 @@ static void release(rw_kafka_consumer_t *kc, rd_kafka_t *rk,
     rd_kafka_resume_partitions(rk, parts);
 }
 
+/*
+ * rollwave_consumer_assigned_partitions: what this consumer owns after a
+ * rebalance. A member of a group that is not formed yet (or that another
+ * member's join keeps re-forming) owns nothing; the benchmark and the
+ * dashboards read it. Not for a probe, which never reads what it holds.
+ */
+static void publish_assignment(rw_kafka_consumer_t *kc, rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *mine = NULL;
+
+    if (kc->hold)
+        return;
+    if (rd_kafka_assignment(rk, &mine) == RD_KAFKA_RESP_ERR_NO_ERROR && mine)
+        rw_metrics_set(rw_metrics_gauge("rollwave_consumer_assigned_partitions",
+                                        "partitions this consumer owns in "
+                                        "its group",
+                                        NULL),
+                       (double)mine->cnt);
+    if (mine)
+        rd_kafka_topic_partition_list_destroy(mine);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -787,6 +809,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t kerr,
         }
         aerr = rd_kafka_assign(rk, NULL);
     }
+    publish_assignment(kc, rk);
     if (error) {
         rw_error(COMP, "event=assign_failed client=%s error=%s",
                  rd_kafka_name(rk), rd_kafka_error_name(error));
