@@ -29,6 +29,7 @@
 #include "rw_itest.h"
 #include "rw_kafka.h"
 #include "rw_log.h"
+#include "rw_metrics.h"
 #include "rw_settings.h"
 
 #define N_MSGS          40
@@ -565,6 +566,14 @@ static void note_revoke(void *opaque, const char *topic, int32_t partition)
  * paused or resumed meanwhile). Nothing was committed, so the held message
  * comes again.
  */
+/* What the last rebalance in this process left its consumer owning. */
+static int assigned_gauge(void)
+{
+    return (int)rw_metrics_value(
+        rw_metrics_gauge("rollwave_consumer_assigned_partitions",
+                         "partitions this consumer owns in its group", NULL));
+}
+
 static void test_revoke_resumes_paused(void **state)
 {
     static revokes_t r;
@@ -604,6 +613,8 @@ static void test_revoke_resumes_paused(void **state)
     p = rw_kafka_msg_partition(msg);
     off = rw_kafka_msg_offset(msg);
     rw_kafka_msg_destroy(msg);
+    /* the sole member owns every partition, and says so */
+    assert_int_equal(assigned_gauge(), MAIN_PARTITIONS);
     if (rw_kafka_consumer_pause(a, fx.main_topic, p, errstr, sizeof(errstr)))
         fail_msg("pause: %s", errstr);
 
@@ -630,7 +641,11 @@ static void test_revoke_resumes_paused(void **state)
                 rw_kafka_msg_offset(msg) == off;
         rw_kafka_msg_destroy(msg);
     }
+    /* b's close published 0, a's assignment after it every partition */
+    assert_int_equal(assigned_gauge(), MAIN_PARTITIONS);
     rw_kafka_consumer_destroy(a);
+    /* and a's own close gives them all up */
+    assert_int_equal(assigned_gauge(), 0);
 }
 
 /* A dead letter keeps key, payload and headers, and says where it was. */
