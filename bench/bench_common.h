@@ -77,6 +77,14 @@ typedef struct rw_bench_daemon {
     char *metrics;    /* /metrics text scraped before stopping */
 } rw_bench_daemon_t;
 
+/*
+ * Waits until every one of the nd consumer daemons d has owned partitions
+ * in its group (rollwave_consumer_assigned_partitions) for a second, or
+ * max_s seconds have passed; says which on stderr.
+ */
+void rw_bench_wait_groups(const rw_bench_daemon_t *d, size_t nd,
+                          long long max_s);
+
 /* An environment for execve, NULL-terminated. */
 typedef struct rw_bench_envset {
     char **v;

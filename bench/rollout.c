@@ -791,61 +791,6 @@ static rw_err_t wait_healthy(bench_t *b, char *errstr, size_t errlen)
     return RW_OK;
 }
 
-/* Partitions daemon d owns in its consumer group, from its /metrics; -1:
- * not read. */
-static double assigned_partitions(const rw_bench_daemon_t *d)
-{
-    char url[128], *text = NULL;
-    double n = -1;
-
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", d->metrics_port);
-    if (rw_bench_http(url, NULL, &text) == 200 && text)
-        n = rw_bench_metric_sum(text, "rollwave_consumer_assigned_partitions",
-                                NULL);
-    free(text);
-    return n;
-}
-
-/*
- * Until every consumer has owned partitions for a second on end, or
- * warmup_s has passed: a rollout that starts while a group is still
- * forming measures the group's rebalances (librdkafka's mock cluster can
- * take several rounds when two members join at once), not rollwave. More
- * consumers than partitions never all own one: then the wait runs out
- * and the rollout starts anyway.
- */
-static void wait_groups(bench_t *b)
-{
-    long long t0 = rw_bench_mono_ms(), since = -1;
-
-    while (!rw_bench_interrupted) {
-        long long now = rw_bench_mono_ms();
-        size_t owning = 0;
-        for (size_t i = 0; i < b->nd; i++)
-            if (assigned_partitions(&b->d[i]) >= 1)
-                owning++;
-        if (owning < b->nd)
-            since = -1;
-        else if (since < 0)
-            since = now;
-        if (since >= 0 && now - since >= 1000) {
-            fprintf(stderr,
-                    "bench: every consumer owns partitions, %.1f s after "
-                    "the daemons were healthy\n",
-                    (double)(now - t0) / 1000.0);
-            return;
-        }
-        if (now - t0 >= b->o.warmup_s * 1000) {
-            fprintf(stderr,
-                    "bench: %zu of %zu consumers own partitions after %lld "
-                    "s; starting anyway\n",
-                    owning, b->nd, b->o.warmup_s);
-            return;
-        }
-        rw_bench_sleep_ms(250);
-    }
-}
-
 static rw_err_t setup_db(bench_t *b, char *errstr, size_t errlen)
 {
     rw_err_t err = RW_OK;
@@ -1967,7 +1912,7 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
                 "bench: %zu daemons healthy; waiting up to %lld s for the "
                 "consumer groups to form\n",
                 b->nd, b->o.warmup_s);
-        wait_groups(b);
+        rw_bench_wait_groups(b->d, b->nd, b->o.warmup_s);
     }
     return err;
 }

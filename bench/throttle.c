@@ -109,8 +109,10 @@ static void usage(FILE *out)
         "  --no-unthrottled          skip the rollout without the throttle\n"
         "  --timeout S               give up on a rollout after S seconds "
         "(default 300)\n"
-        "  --warmup S                wait after the daemons are healthy "
-        "(default 5)\n"
+        "  --warmup S                wait at most S s after the daemons "
+        "are healthy for\n"
+        "                            every consumer to own partitions "
+        "(default 60)\n"
         "  --progress-ms MS          progress line interval (default 1000)\n"
         "  --bin-dir DIR             daemon binaries (default: this "
         "program's directory)\n"
@@ -427,10 +429,10 @@ static rw_err_t start_consumers(const bench_t *b, phase_t *ph, char *errstr,
     }
     if (b->o.warmup_s > 0) {
         fprintf(stderr,
-                "bench: %zu daemons healthy; %lld s for the consumer "
-                "groups to form\n",
+                "bench: %zu daemons healthy; waiting up to %lld s for the "
+                "consumer groups to form\n",
                 ph->nd, b->o.warmup_s);
-        rw_bench_sleep_ms(b->o.warmup_s * 1000);
+        rw_bench_wait_groups(ph->d, ph->nd, b->o.warmup_s);
     }
     return RW_OK;
 }
@@ -924,7 +926,7 @@ int main(int argc, char **argv)
                     .overload_ms = 5,
                     .overload_max_ms = 10000,
                     .timeout_s = 300,
-                    .warmup_s = 5,
+                    .warmup_s = 60,
                     .progress_ms = 1000,
                     .unthrottled = 1,
                     .child_log_level = "warn"};

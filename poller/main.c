@@ -127,6 +127,11 @@ static void revoked(rw_service_t *svc, const char *topic, int32_t partition,
             i++;
             continue;
         }
+        rw_info("poller",
+                "event=held_dropped topic=%s partition=%d offset=%lld "
+                "reason=revoked",
+                topic, (int)partition,
+                (long long)rw_kafka_msg_offset(p->held[i].msg));
         rw_kafka_msg_destroy(p->held[i].msg);
         p->held[i] = p->held[--p->n_held];
     }

@@ -998,6 +998,90 @@ static void test_held_batch_survives_rebalance(void **state)
     finish(f);
 }
 
+/*
+ * A poll event held by the poller until its due time when the poller group
+ * rebalances and the partition comes back to the same poller: the event is
+ * dropped at the revoke, read again from the committed offset, and its
+ * chunk still ends, once.
+ */
+static void test_held_poll_event_survives_rebalance(void **state)
+{
+    rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 10, NULL, NULL);
+    long long app, deadline;
+    char st[32], group[160], topic[160], errstr[512];
+    const char *topics[1] = {topic};
+    rw_settings_t s;
+    pid_t poller;
+
+    /* the first poll 10 s after the trigger: the event waits, held,
+     * while the group rebalances (a round of the devbroker's takes the
+     * session timeout less a second) */
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", "10");
+    app = rw_itest_fleet_add_app(f, 0);
+    rw_itest_fleet_add_instances(f, app, "rp", 10);
+    rw_itest_fleet_snapshot(f);
+    start_daemons(f, 1, 1);
+    poller = rw_itest_fleet_running(f, "rollwave-poller", 0);
+    redeploy_app(f, app);
+    deadline = rw_itest_now_ms() + deadline_ms(15000);
+    for (;;) {
+        chunk_state(f, app, st, sizeof(st));
+        if (strcmp(st, "triggered") == 0)
+            break;
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the chunk was never triggered (it is %s)", st);
+        rw_itest_sleep_ms(50);
+    }
+    /* the poller reads the event at once and holds it for its due time */
+    rw_itest_sleep_ms(1000);
+
+    /* a second member of the poller group, for a topic of its own */
+    memset(&s, 0, sizeof(s));
+    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
+    s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
+    s.kafka_security_protocol = "plaintext";
+    s.kafka_properties = "";
+    s.kafka_session_timeout_ms = 6000;
+    s.kafka_group = "unused";
+    snprintf(group, sizeof(group), "%spoller", rw_itest_fleet_prefix(f));
+    snprintf(topic, sizeof(topic), "%srebalance", rw_itest_fleet_prefix(f));
+    if (rw_kafka_consumer_new(&member, &s, group, topics, 1, errstr,
+                              sizeof(errstr)))
+        fail_msg("extra group member: %s", errstr);
+    deadline = rw_itest_now_ms() + deadline_ms(20000);
+    while (!rw_itest_fleet_log_has(f, poller, "event=partitions_revoked")) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the poller group did not rebalance");
+        member_poll(100);
+    }
+    deadline = rw_itest_now_ms() + deadline_ms(60000);
+    for (;;) {
+        chunk_state(f, app, st, sizeof(st));
+        if (strcmp(st, "done") == 0)
+            break;
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline) {
+            rw_itest_fleet_dump_logs(f);
+            fail_msg("the chunk whose poll event was held across the "
+                     "rebalance is still %s",
+                     st);
+        }
+        member_poll(200);
+    }
+    /* the revoke let the held event go (the poller's own hook: the
+     * service holds nothing of the poller's) */
+    snprintf(topic, sizeof(topic), "event=held_dropped topic=%spoll ",
+             rw_itest_fleet_prefix(f));
+    if (!rw_itest_fleet_log_has(f, poller, topic))
+        fail_msg("the poller never dropped its held event at the revoke");
+    rw_kafka_consumer_destroy(member);
+    member = NULL;
+    rw_itest_fleet_wait_final(f, 1, deadline_ms(60000));
+    finish(f);
+}
+
 /* ---- 6. the adaptive limit ---- */
 
 /* A store app's scheduled redeploys on or off (the next tick's due set). */
@@ -1214,6 +1298,8 @@ int main(void)
         cmocka_unit_test_teardown(test_emergency_brake, teardown),
         cmocka_unit_test_teardown(test_held_batch_does_not_stall, teardown),
         cmocka_unit_test_teardown(test_held_batch_survives_rebalance, teardown),
+        cmocka_unit_test_teardown(test_held_poll_event_survives_rebalance,
+                                  teardown),
         cmocka_unit_test_teardown(test_adaptive_limit, teardown),
         cmocka_unit_test_teardown(test_bad_limits_refused, teardown),
         cmocka_unit_test_teardown(test_cooperative_refused, teardown),
