@@ -614,19 +614,28 @@ static double assigned_partitions(const rw_bench_daemon_t *d)
  * forming measures the group's rebalances (librdkafka's mock cluster can
  * take several rounds when two members join at once), not rollwave. More
  * consumers than partitions never all own one: then the wait runs out
- * and the rollout starts anyway.
+ * and the rollout starts anyway. A daemon that exits meanwhile is an
+ * error.
  */
-void rw_bench_wait_groups(const rw_bench_daemon_t *d, size_t nd,
-                          long long max_s)
+rw_err_t rw_bench_wait_groups(rw_bench_daemon_t *d, size_t nd, long long max_s,
+                              char *errstr, size_t errlen)
 {
     long long t0 = rw_bench_mono_ms(), since = -1;
 
     while (!rw_bench_interrupted) {
         long long now = rw_bench_mono_ms();
         size_t owning = 0;
-        for (size_t i = 0; i < nd; i++)
+        for (size_t i = 0; i < nd; i++) {
+            if (rw_bench_reap(&d[i])) {
+                char how[48];
+                return rw_err_set(
+                    errstr, errlen, RW_ERR_IO,
+                    "%s %s while the consumer groups formed", d[i].name,
+                    rw_bench_exit_text(d[i].status, how, sizeof(how)));
+            }
             if (assigned_partitions(&d[i]) >= 1)
                 owning++;
+        }
         if (owning < nd)
             since = -1;
         else if (since < 0)
@@ -636,15 +645,16 @@ void rw_bench_wait_groups(const rw_bench_daemon_t *d, size_t nd,
                     "bench: every consumer owns partitions, %.1f s after "
                     "the daemons were healthy\n",
                     (double)(now - t0) / 1000.0);
-            return;
+            return RW_OK;
         }
         if (now - t0 >= max_s * 1000) {
             fprintf(stderr,
                     "bench: %zu of %zu consumers own partitions after %lld "
                     "s; starting anyway\n",
                     owning, nd, max_s);
-            return;
+            return RW_OK;
         }
         rw_bench_sleep_ms(250);
     }
+    return rw_err_set(errstr, errlen, RW_ERR_IO, "interrupted");
 }

@@ -80,10 +80,11 @@ typedef struct rw_bench_daemon {
 /*
  * Waits until every one of the nd consumer daemons d has owned partitions
  * in its group (rollwave_consumer_assigned_partitions) for a second, or
- * max_s seconds have passed; says which on stderr.
+ * max_s seconds have passed (always, with more consumers than
+ * partitions); says which on stderr. An error when one of them exited.
  */
-void rw_bench_wait_groups(const rw_bench_daemon_t *d, size_t nd,
-                          long long max_s);
+rw_err_t rw_bench_wait_groups(rw_bench_daemon_t *d, size_t nd, long long max_s,
+                              char *errstr, size_t errlen);
 
 /* An environment for execve, NULL-terminated. */
 typedef struct rw_bench_envset {

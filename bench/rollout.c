@@ -103,7 +103,9 @@ static void usage(FILE *out)
             "are healthy\n"
             "                         for every consumer to own partitions "
             "(default 60;\n"
-            "                         0: no wait)\n"
+            "                         0: no wait; with more consumers than "
+            "partitions\n"
+            "                         it waits them all)\n"
             "  --progress-ms MS       progress line interval (default 1000,\n"
             "                         N/100 above 100000 instances: each "
             "line counts\n"
@@ -901,13 +903,20 @@ static rw_err_t reset_counters(bench_t *b, char *errstr, size_t errlen)
     redisReply *r;
     char url[600], *body = NULL;
 
-    /* the seed's row counts are still pending in this connection's
-     * backend (flushed at most once a second): flushed now, before the
-     * reset, they are not counted as the rollout's (Postgres 15 and
-     * later; an older server may count them) */
-    if (rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_force_next_flush()", 0,
-                   NULL, NULL, errstr, errlen))
-        fprintf(stderr, "bench: %s (the seed's rows may be counted)\n", errstr);
+    /* the seed's row counts may still be pending in this connection's
+     * backend: sent before the reset, they are not counted as the
+     * rollout's. Postgres 15 and later flush at most once a second, and
+     * flush when told to; before 15 a backend sends its counts when it
+     * goes idle at least 500 ms after it last did */
+    if (PQserverVersion(rw_pg_conn(b->pg)) >= 150000)
+        err =
+            rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_force_next_flush()",
+                       0, NULL, NULL, errstr, errlen);
+    else
+        err = rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_sleep(0.6)", 0, NULL,
+                         NULL, errstr, errlen);
+    if (err)
+        return err;
     if (b->pgss) {
         err =
             rw_pg_exec(b->pg, RW_BENCH_MARK "SELECT pg_stat_statements_reset()",
@@ -1912,7 +1921,7 @@ static rw_err_t start_consumers(bench_t *b, char *errstr, size_t errlen)
                 "bench: %zu daemons healthy; waiting up to %lld s for the "
                 "consumer groups to form\n",
                 b->nd, b->o.warmup_s);
-        rw_bench_wait_groups(b->d, b->nd, b->o.warmup_s);
+        err = rw_bench_wait_groups(b->d, b->nd, b->o.warmup_s, errstr, errlen);
     }
     return err;
 }

@@ -112,7 +112,8 @@ static void usage(FILE *out)
         "  --warmup S                wait at most S s after the daemons "
         "are healthy for\n"
         "                            every consumer to own partitions "
-        "(default 60)\n"
+        "(default 60; 0:\n"
+        "                            no wait)\n"
         "  --progress-ms MS          progress line interval (default 1000)\n"
         "  --bin-dir DIR             daemon binaries (default: this "
         "program's directory)\n"
@@ -432,7 +433,8 @@ static rw_err_t start_consumers(const bench_t *b, phase_t *ph, char *errstr,
                 "bench: %zu daemons healthy; waiting up to %lld s for the "
                 "consumer groups to form\n",
                 ph->nd, b->o.warmup_s);
-        rw_bench_wait_groups(ph->d, ph->nd, b->o.warmup_s);
+        return rw_bench_wait_groups(ph->d, ph->nd, b->o.warmup_s, errstr,
+                                    errlen);
     }
     return RW_OK;
 }

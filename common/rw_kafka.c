@@ -743,7 +743,10 @@ static void release(rw_kafka_consumer_t *kc, rd_kafka_t *rk,
  * rollwave_consumer_assigned_partitions: what this consumer owns after a
  * rebalance. A member of a group that is not formed yet (or that another
  * member's join keeps re-forming) owns nothing; the benchmark and the
- * dashboards read it. Not for a probe, which never reads what it holds.
+ * dashboards read it. It has no labels: a daemon is one group member (the
+ * worker's or the poller's consumer; rollwavectl's and the API's readers
+ * never join a group), and with several in one process, as in a test, the
+ * last rebalance wins. Not for a probe, which never reads what it holds.
  */
 static void publish_assignment(rw_kafka_consumer_t *kc, rd_kafka_t *rk)
 {

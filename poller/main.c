@@ -150,6 +150,10 @@ static void hold(rw_service_t *svc, poller_t *p, rw_kafka_msg_t *msg,
     }
     rw_kafka_consumer_pause(svc->kc, rw_kafka_msg_topic(msg),
                             rw_kafka_msg_partition(msg), NULL, 0);
+    rw_debug("poller",
+             "event=poll_held topic=%s partition=%d offset=%lld due_in_ms=%lld",
+             rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+             (long long)rw_kafka_msg_offset(msg), due_ms - rw_now_wall_ms());
     p->held[p->n_held].msg = msg;
     p->held[p->n_held].due_ms = due_ms;
     p->held[p->n_held].retries = 0;
@@ -200,6 +204,12 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
         if (!rw_kafka_consumer_owns(svc->kc, rw_kafka_msg_topic(h->msg),
                                     rw_kafka_msg_partition(h->msg))) {
             /* revoked while held: the new owner reads it again */
+            rw_info("poller",
+                    "event=held_dropped topic=%s partition=%d offset=%lld "
+                    "reason=not_owned",
+                    rw_kafka_msg_topic(h->msg),
+                    (int)rw_kafka_msg_partition(h->msg),
+                    (long long)rw_kafka_msg_offset(h->msg));
             rw_kafka_msg_destroy(h->msg);
             p->held[i] = p->held[--p->n_held];
             continue;

@@ -998,25 +998,48 @@ static void test_held_batch_survives_rebalance(void **state)
     finish(f);
 }
 
+/* Chunk ends of store app app's run recorded in its transitions. */
+static long long chunk_ends(rw_itest_fleet_t *f, long long app)
+{
+    char app_s[24];
+    const char *p[1] = {app_s};
+
+    snprintf(app_s, sizeof(app_s), "%lld", app);
+    return rw_itest_fleet_ll(f,
+                             "SELECT count(*) FROM chunk_transitions t"
+                             " JOIN deployment_runs r ON r.id = t.run_id"
+                             " WHERE r.store_app_id = $1::bigint"
+                             "   AND t.to_state IN ('done', 'failed')",
+                             1, p);
+}
+
 /*
  * A poll event held by the poller until its due time when the poller group
  * rebalances and the partition comes back to the same poller: the event is
- * dropped at the revoke, read again from the committed offset, and its
- * chunk still ends, once.
+ * dropped at the revoke, read again from the committed offset and held
+ * again, and its chunk ends once.
  */
 static void test_held_poll_event_survives_rebalance(void **state)
 {
     rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 10, NULL, NULL);
-    long long app, deadline;
-    char st[32], group[160], topic[160], errstr[512];
+    long long app, deadline, delay_s = deadline_ms(10000) / 1000;
+    char st[32], group[160], topic[160], held[192], dropped[192], delay[24],
+        errstr[512];
     const char *topics[1] = {topic};
     rw_settings_t s;
     pid_t poller;
 
-    /* the first poll 10 s after the trigger: the event waits, held,
+    /* the first poll delay_s after the trigger: the event waits, held,
      * while the group rebalances (a round of the devbroker's takes the
-     * session timeout less a second) */
-    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", "10");
+     * session timeout less a second); its holds are debug lines */
+    snprintf(delay, sizeof(delay), "%lld", delay_s);
+    rw_itest_fleet_set(f, "ROLLWAVE_FIRST_POLL_DELAY_S", delay);
+    rw_itest_fleet_set(f, "ROLLWAVE_LOG_LEVEL", "debug");
+    snprintf(held, sizeof(held), "event=poll_held topic=%spoll ",
+             rw_itest_fleet_prefix(f));
+    snprintf(
+        dropped, sizeof(dropped),
+        "event=held_dropped topic=%spoll partition=", rw_itest_fleet_prefix(f));
     app = rw_itest_fleet_add_app(f, 0);
     rw_itest_fleet_add_instances(f, app, "rp", 10);
     rw_itest_fleet_snapshot(f);
@@ -1024,19 +1047,17 @@ static void test_held_poll_event_survives_rebalance(void **state)
     poller = rw_itest_fleet_running(f, "rollwave-poller", 0);
     redeploy_app(f, app);
     deadline = rw_itest_now_ms() + deadline_ms(15000);
-    for (;;) {
-        chunk_state(f, app, st, sizeof(st));
-        if (strcmp(st, "triggered") == 0)
-            break;
+    while (rw_itest_fleet_log_count(f, poller, held) == 0) {
         rw_itest_fleet_poll_kids(f);
-        if (rw_itest_now_ms() > deadline)
-            fail_msg("the chunk was never triggered (it is %s)", st);
+        if (rw_itest_now_ms() > deadline) {
+            rw_itest_fleet_dump_logs(f);
+            fail_msg("the poller never held the chunk's poll event");
+        }
         rw_itest_sleep_ms(50);
     }
-    /* the poller reads the event at once and holds it for its due time */
-    rw_itest_sleep_ms(1000);
 
-    /* a second member of the poller group, for a topic of its own */
+    /* a second member of the poller group, for a topic of its own: the
+     * rebalance revokes every poll partition and gives it back */
     memset(&s, 0, sizeof(s));
     s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
     s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
@@ -1056,6 +1077,15 @@ static void test_held_poll_event_survives_rebalance(void **state)
             fail_msg("the poller group did not rebalance");
         member_poll(100);
     }
+    /* the scenario needs the revoke to come while the event is held */
+    chunk_state(f, app, st, sizeof(st));
+    if (strcmp(st, "triggered") != 0)
+        fail_msg("inconclusive: the group rebalanced only after the poll "
+                 "event's due time (chunk %s); raise the first poll delay",
+                 st);
+    if (rw_itest_fleet_log_count(f, poller, dropped) == 0)
+        fail_msg("the poller did not drop its held event at the revoke");
+
     deadline = rw_itest_now_ms() + deadline_ms(60000);
     for (;;) {
         chunk_state(f, app, st, sizeof(st));
@@ -1070,15 +1100,20 @@ static void test_held_poll_event_survives_rebalance(void **state)
         }
         member_poll(200);
     }
-    /* the revoke let the held event go (the poller's own hook: the
-     * service holds nothing of the poller's) */
-    snprintf(topic, sizeof(topic), "event=held_dropped topic=%spoll ",
-             rw_itest_fleet_prefix(f));
-    if (!rw_itest_fleet_log_has(f, poller, topic))
-        fail_msg("the poller never dropped its held event at the revoke");
+    /* one poll ended it, so every hold was of that one event: read again
+     * after the reassignment and held again, the copy held before the
+     * revoke was not the one processed */
+    if (!rw_itest_fleet_log_has(f, poller, " chunk=0 polls=1\n"))
+        fail_msg("the chunk took more than one poll: the holds counted "
+                 "below are not of one event");
+    if (rw_itest_fleet_log_count(f, poller, held) < 2)
+        fail_msg("the poll event was not held again after the rebalance "
+                 "(held %zu times)",
+                 rw_itest_fleet_log_count(f, poller, held));
     rw_kafka_consumer_destroy(member);
     member = NULL;
     rw_itest_fleet_wait_final(f, 1, deadline_ms(60000));
+    assert_int_equal(chunk_ends(f, app), 1);
     finish(f);
 }
 

@@ -238,17 +238,17 @@ static void tail_file(const char *label, const char *path, size_t max)
     fclose(fp);
 }
 
-bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle)
+size_t rw_itest_fleet_log_count(rw_itest_fleet_t *f, pid_t pid,
+                                const char *needle)
 {
     const kid_t *k = find_kid(f, pid);
     FILE *fp = fopen(k->log, "r");
     char *buf = NULL;
     long size;
-    size_t n = 0;
-    bool found = false;
+    size_t n = 0, count = 0;
 
     if (!fp)
-        return false;
+        return 0;
     /* a daemon's log of one scenario is a few MB at most: read it whole */
     if (fseek(fp, 0, SEEK_END) == 0 && (size = ftell(fp)) > 0 &&
         fseek(fp, 0, SEEK_SET) == 0) {
@@ -256,11 +256,18 @@ bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle)
         assert_non_null(buf);
         n = fread(buf, 1, (size_t)size, fp);
         buf[n] = '\0';
-        found = strstr(buf, needle) != NULL;
+        for (const char *at = strstr(buf, needle); at && *needle;
+             at = strstr(at + strlen(needle), needle))
+            count++;
     }
     free(buf);
     fclose(fp);
-    return found;
+    return count;
+}
+
+bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle)
+{
+    return rw_itest_fleet_log_count(f, pid, needle) > 0;
 }
 
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f)

@@ -271,6 +271,9 @@ long long rw_itest_fleet_duplicates(rw_itest_fleet_t *f);
  * needle, e.g. an event= line that shows the child reached a state.
  */
 bool rw_itest_fleet_log_has(rw_itest_fleet_t *f, pid_t pid, const char *needle);
+/* How many times needle occurs in that log (0 when it cannot be read). */
+size_t rw_itest_fleet_log_count(rw_itest_fleet_t *f, pid_t pid,
+                                const char *needle);
 
 /* Print the tail of the latest children's logs (on the way to a failure). */
 void rw_itest_fleet_dump_logs(rw_itest_fleet_t *f);
