@@ -917,6 +917,40 @@ static void member_poll(long long ms)
 }
 
 /*
+ * A second member of daemon's group (role "worker" or "poller"), for a
+ * topic of its own: the eager rebalance revokes the daemon's partitions
+ * and gives them back. Returns once the daemon logged the revoke.
+ */
+static void join_extra_member(rw_itest_fleet_t *f, const char *role,
+                              pid_t daemon)
+{
+    char group[160], topic[160], errstr[512];
+    const char *topics[1] = {topic};
+    long long deadline;
+    rw_settings_t s;
+
+    memset(&s, 0, sizeof(s));
+    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
+    s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
+    s.kafka_security_protocol = "plaintext";
+    s.kafka_properties = "";
+    s.kafka_session_timeout_ms = 6000;
+    s.kafka_group = "unused";
+    snprintf(group, sizeof(group), "%s%s", rw_itest_fleet_prefix(f), role);
+    snprintf(topic, sizeof(topic), "%srebalance", rw_itest_fleet_prefix(f));
+    if (rw_kafka_consumer_new(&member, &s, group, topics, 1, errstr,
+                              sizeof(errstr)))
+        fail_msg("extra group member: %s", errstr);
+    deadline = rw_itest_now_ms() + deadline_ms(20000);
+    while (!rw_itest_fleet_log_has(f, daemon, "event=partitions_revoked")) {
+        rw_itest_fleet_poll_kids(f);
+        if (rw_itest_now_ms() > deadline)
+            fail_msg("the %s group did not rebalance", role);
+        member_poll(100);
+    }
+}
+
+/*
  * A batch held by the brake when the worker group rebalances and its
  * partition comes back to the same worker (a member joins for another
  * topic): once the brake is released, the batch must be triggered.
@@ -925,9 +959,7 @@ static void test_held_batch_survives_rebalance(void **state)
 {
     rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 10, "10", NULL);
     long long app, deadline;
-    char uuid[64], waiting[128], st[32], group[160], topic[160], errstr[512];
-    const char *topics[1] = {topic};
-    rw_settings_t s;
+    char uuid[64], waiting[128], st[32];
     pid_t worker;
 
     app = rw_itest_fleet_add_app(f, 0);
@@ -949,27 +981,7 @@ static void test_held_batch_survives_rebalance(void **state)
         rw_itest_sleep_ms(100);
     }
 
-    /* a second member of the worker group, for a topic of its own: the
-     * rebalance revokes the worker's partitions and gives them back */
-    memset(&s, 0, sizeof(s));
-    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
-    s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
-    s.kafka_security_protocol = "plaintext";
-    s.kafka_properties = "";
-    s.kafka_session_timeout_ms = 6000;
-    s.kafka_group = "unused";
-    snprintf(group, sizeof(group), "%sworker", rw_itest_fleet_prefix(f));
-    snprintf(topic, sizeof(topic), "%srebalance", rw_itest_fleet_prefix(f));
-    if (rw_kafka_consumer_new(&member, &s, group, topics, 1, errstr,
-                              sizeof(errstr)))
-        fail_msg("extra group member: %s", errstr);
-    deadline = rw_itest_now_ms() + deadline_ms(20000);
-    while (!rw_itest_fleet_log_has(f, worker, "event=partitions_revoked")) {
-        rw_itest_fleet_poll_kids(f);
-        if (rw_itest_now_ms() > deadline)
-            fail_msg("the worker group did not rebalance");
-        member_poll(100);
-    }
+    join_extra_member(f, "worker", worker);
     /* the rebalance ends within a few session timeouts */
     member_poll(deadline_ms(8000));
 
@@ -1023,10 +1035,7 @@ static void test_held_poll_event_survives_rebalance(void **state)
 {
     rw_itest_fleet_t *f = new_fleet(state, 300, 800, NULL, 10, NULL, NULL);
     long long app, deadline, delay_s = deadline_ms(10000) / 1000;
-    char st[32], group[160], topic[160], held[192], dropped[192], delay[24],
-        errstr[512];
-    const char *topics[1] = {topic};
-    rw_settings_t s;
+    char st[32], held[192], dropped[192], delay[24];
     pid_t poller;
 
     /* the first poll delay_s after the trigger: the event waits, held,
@@ -1056,27 +1065,7 @@ static void test_held_poll_event_survives_rebalance(void **state)
         rw_itest_sleep_ms(50);
     }
 
-    /* a second member of the poller group, for a topic of its own: the
-     * rebalance revokes every poll partition and gives it back */
-    memset(&s, 0, sizeof(s));
-    s.kafka_brokers = (char *)rw_itest_fleet_brokers(f);
-    s.kafka_topic_prefix = (char *)rw_itest_fleet_prefix(f);
-    s.kafka_security_protocol = "plaintext";
-    s.kafka_properties = "";
-    s.kafka_session_timeout_ms = 6000;
-    s.kafka_group = "unused";
-    snprintf(group, sizeof(group), "%spoller", rw_itest_fleet_prefix(f));
-    snprintf(topic, sizeof(topic), "%srebalance", rw_itest_fleet_prefix(f));
-    if (rw_kafka_consumer_new(&member, &s, group, topics, 1, errstr,
-                              sizeof(errstr)))
-        fail_msg("extra group member: %s", errstr);
-    deadline = rw_itest_now_ms() + deadline_ms(20000);
-    while (!rw_itest_fleet_log_has(f, poller, "event=partitions_revoked")) {
-        rw_itest_fleet_poll_kids(f);
-        if (rw_itest_now_ms() > deadline)
-            fail_msg("the poller group did not rebalance");
-        member_poll(100);
-    }
+    join_extra_member(f, "poller", poller);
     /* the scenario needs the revoke to come while the event is held */
     chunk_state(f, app, st, sizeof(st));
     if (strcmp(st, "triggered") != 0)
