@@ -973,11 +973,28 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
      * from nothing to the whole fleet between ticks, and a generic plan
      * kept from ticks on a small or empty table would scan a large one.
      * Planning is a fraction of a millisecond against the selection.
+     * Without JIT: the planner cannot tell how many instances are due
+     * (now() is not known at planning) and takes a third of each app's,
+     * which on a fleet of a million puts the estimate past jit_above_cost:
+     * 20-25 ms of compiling for a 4 ms query that selected 1,000 due
+     * instances (the due-selection benchmark's tick from 115 ms at 10,000
+     * instances to 250 at a million). In a transaction of its own, so the
+     * setting ends with it.
      */
-    err = rw_pg_exec_replan(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr,
-                            errlen);
-    if (err)
+    err = rw_pg_begin(pg, errstr, errlen);
+    if (!err)
+        err = rw_pg_exec_replan(pg, "SET LOCAL jit = off", 0, NULL, NULL,
+                                errstr, errlen);
+    if (!err)
+        err = rw_pg_exec_replan(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr,
+                                errlen);
+    if (!err)
+        err = rw_pg_commit(pg, errstr, errlen);
+    if (err) {
+        if (rw_pg_in_tx(pg))
+            rw_pg_rollback(pg, NULL, 0);
         goto out;
+    }
     napps = (size_t)PQntuples(quotas);
     if (napps == 0)
         goto out;
