@@ -851,6 +851,15 @@ static const char SQL_DUE_DECLARE[] =
 static const char SQL_DUE_FETCH[] =
     "FETCH FORWARD " RW_STR(RUN_PIECE) " FROM rw_due";
 
+/*
+ * The due selection's statements run without JIT, in their transaction
+ * only. The planner's estimate of the due set can be far above it (on the
+ * due-selection benchmark's million instances, 16,667 due per store app
+ * against 100), which puts the quotas past jit_above_cost: 20-25 ms of
+ * compiling for a query that ran in 4 ms. No parameters: never prepared.
+ */
+static const char SQL_NO_JIT[] = "SET LOCAL jit = off";
+
 static const char SQL_RESPECT_WINDOWS[] =
     "UPDATE deployment_runs SET respect_windows = true"
     " WHERE id = ANY($1::bigint[])";
@@ -907,6 +916,9 @@ static rw_err_t schedule_app(rw_pg_t *pg, long long store_app_id,
         goto out;
     }
     err = rw_pg_begin(pg, errstr, errlen);
+    if (!err)
+        /* without JIT, as the quotas (rw_runs_schedule) */
+        err = rw_pg_exec(pg, SQL_NO_JIT, 0, NULL, NULL, errstr, errlen);
     if (!err)
         /* a DECLARE is planned at each execution, prepared or not, with
          * the parameters' values: no generic plan to go stale */
@@ -973,18 +985,15 @@ rw_err_t rw_runs_schedule(rw_pg_t *pg, long long max_instances,
      * from nothing to the whole fleet between ticks, and a generic plan
      * kept from ticks on a small or empty table would scan a large one.
      * Planning is a fraction of a millisecond against the selection.
-     * Without JIT: the planner cannot tell how many instances are due
-     * (now() is not known at planning) and takes a third of each app's,
-     * which on a fleet of a million puts the estimate past jit_above_cost:
-     * 20-25 ms of compiling for a 4 ms query that selected 1,000 due
-     * instances (the due-selection benchmark's tick from 115 ms at 10,000
-     * instances to 250 at a million). In a transaction of its own, so the
-     * setting ends with it.
+     * Without JIT (SQL_NO_JIT; the due-selection benchmark's tick was 115
+     * ms at 10,000 instances and 249 at a million with it), in a
+     * transaction of its own so that the setting ends with it. A
+     * connection lost inside it fails this tick (no reconnect inside a
+     * transaction); the next tick starts afresh.
      */
     err = rw_pg_begin(pg, errstr, errlen);
     if (!err)
-        err = rw_pg_exec_replan(pg, "SET LOCAL jit = off", 0, NULL, NULL,
-                                errstr, errlen);
+        err = rw_pg_exec(pg, SQL_NO_JIT, 0, NULL, NULL, errstr, errlen);
     if (!err)
         err = rw_pg_exec_replan(pg, SQL_DUE_QUOTAS, 4, params, &quotas, errstr,
                                 errlen);

@@ -117,6 +117,18 @@ static void exec_sql(rw_pg_t *pg, const char *sql)
         fail_msg("%s: %s", sql, errstr);
 }
 
+/* The session's jit setting, as SHOW gives it. */
+static void show_jit(rw_pg_t *pg, char *buf, size_t len)
+{
+    PGresult *res = NULL;
+    char errstr[512];
+
+    if (rw_pg_exec(pg, "SHOW jit", 0, NULL, &res, errstr, sizeof(errstr)))
+        fail_msg("SHOW jit: %s", errstr);
+    snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
@@ -975,14 +987,19 @@ static void test_tick_skips_bad_targets(void **state)
                           3600,        false,       NULL};
     rw_run_summary_t *runs = NULL;
     size_t n_runs = 0;
-    char errstr[512], buf[512];
+    char errstr[512], buf[512], jit[16], jit_after[16];
 
     exec_sql(f->pg, BAD_TARGETS_SQL);
     /* the fixture's runs carry explicit ids */
     exec_sql(f->pg, "SELECT setval('deployment_runs_id_seq', 100)");
+    show_jit(f->pg, jit, sizeof(jit));
     if (rw_runs_schedule(f->pg, 50, &spec, NULL, NULL, &runs, &n_runs, errstr,
                          sizeof(errstr)))
         fail_msg("schedule: %s", errstr);
+    /* the due selection's own settings end with its transactions */
+    assert_false(rw_pg_in_tx(f->pg));
+    show_jit(f->pg, jit_after, sizeof(jit_after));
+    assert_string_equal(jit_after, jit);
     /* one run for shop: bravo and echo scheduled, five skipped */
     assert_int_equal(n_runs, 1);
     assert_int_equal(runs[0].store_app_id, 1);
