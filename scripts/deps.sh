@@ -3,6 +3,9 @@
 # test and run its local stack. Idempotent and quiet when everything is
 # already there; runs `apt-get update` at most once, only when something is
 # missing. It does not start, stop or configure any service.
+#
+#   scripts/deps.sh                 every package below
+#   scripts/deps.sh clang-format    only the ones named (of the list below)
 set -euo pipefail
 
 PACKAGES=(
@@ -21,6 +24,21 @@ PACKAGES=(
     # the dashboard's browser test (headless, driven over WebDriver)
     chromium chromium-driver
 )
+
+# named packages: only those, and only ones of the list
+if [ "$#" -gt 0 ]; then
+    for want in "$@"; do
+        known=0
+        for pkg in "${PACKAGES[@]}"; do
+            [ "$pkg" = "$want" ] && known=1
+        done
+        if [ "$known" -eq 0 ]; then
+            echo "deps.sh: '$want' is not one of rollwave's packages" >&2
+            exit 2
+        fi
+    done
+    PACKAGES=("$@")
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -27,8 +27,16 @@ for arg in "$@"; do
 done
 
 CLANG_FORMAT=${CLANG_FORMAT:-clang-format}
+# a fresh machine has none: install Debian's (scripts/deps.sh, which needs
+# root or sudo) rather than fail the check for a missing tool
+if ! command -v "$CLANG_FORMAT" >/dev/null &&
+    [ "$CLANG_FORMAT" = clang-format ]; then
+    echo "format.sh: clang-format not found; installing it" >&2
+    "$ROOT/scripts/deps.sh" clang-format >&2 || true
+fi
 if ! command -v "$CLANG_FORMAT" >/dev/null; then
-    echo "format.sh: $CLANG_FORMAT not found (apt-get install clang-format)" >&2
+    echo "format.sh: $CLANG_FORMAT not found (scripts/deps.sh clang-format," \
+        "or apt-get install clang-format)" >&2
     exit 2
 fi
 
