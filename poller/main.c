@@ -113,6 +113,20 @@ static rw_msg_outcome_t process(rw_service_t *svc, poller_t *p,
     return outcome;
 }
 
+/* Held event i let go unacknowledged (the partition's next owner reads it
+ * from the committed offset); the last one takes its place. */
+static void drop_held(poller_t *p, size_t i, const char *why)
+{
+    rw_kafka_msg_t *msg = p->held[i].msg;
+
+    rw_info("poller",
+            "event=held_dropped topic=%s partition=%d offset=%lld reason=%s",
+            rw_kafka_msg_topic(msg), (int)rw_kafka_msg_partition(msg),
+            (long long)rw_kafka_msg_offset(msg), why);
+    rw_kafka_msg_destroy(msg);
+    p->held[i] = p->held[--p->n_held];
+}
+
 /* A rebalance took topic/partition away: its held event is dropped
  * unacknowledged; the partition's next owner reads it again. */
 static void revoked(rw_service_t *svc, const char *topic, int32_t partition,
@@ -127,13 +141,7 @@ static void revoked(rw_service_t *svc, const char *topic, int32_t partition,
             i++;
             continue;
         }
-        rw_info("poller",
-                "event=held_dropped topic=%s partition=%d offset=%lld "
-                "reason=revoked",
-                topic, (int)partition,
-                (long long)rw_kafka_msg_offset(p->held[i].msg));
-        rw_kafka_msg_destroy(p->held[i].msg);
-        p->held[i] = p->held[--p->n_held];
+        drop_held(p, i, "revoked");
     }
 }
 
@@ -204,14 +212,7 @@ static void tick(rw_service_t *svc, void *ud, int *timeout_ms)
         if (!rw_kafka_consumer_owns(svc->kc, rw_kafka_msg_topic(h->msg),
                                     rw_kafka_msg_partition(h->msg))) {
             /* revoked while held: the new owner reads it again */
-            rw_info("poller",
-                    "event=held_dropped topic=%s partition=%d offset=%lld "
-                    "reason=not_owned",
-                    rw_kafka_msg_topic(h->msg),
-                    (int)rw_kafka_msg_partition(h->msg),
-                    (long long)rw_kafka_msg_offset(h->msg));
-            rw_kafka_msg_destroy(h->msg);
-            p->held[i] = p->held[--p->n_held];
+            drop_held(p, i, "not_owned");
             continue;
         }
         outcome = process(svc, p, h->msg, &due_ms, reason, sizeof(reason));
